@@ -1,0 +1,112 @@
+"""Every Prometheus metric Gatehouse exports, created against an injected registry.
+
+Owns: Metrics (one instance per app), the bucket choices.
+Must not import: aiohttp, app, handlers.
+
+Label values come from closed sets only: route ids, tiers, reason codes, check names, sources,
+outcome words. Never a user, a device serial or an address.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_DECISION_BUCKETS = (1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2)
+_AGE_BUCKETS = (60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 86400, 3 * 86400, 7 * 86400, 30 * 86400)
+
+
+class Metrics:
+    """The gateway's metrics; tests build one per test on a fresh CollectorRegistry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        # Proxy (core)
+        self.requests = Counter(
+            "gatehouse_requests_total", "Requests answered, by route and status class.",
+            ["route", "code_class"], registry=registry,
+        )
+        self.request_duration = Histogram(
+            "gatehouse_request_duration_seconds", "Time from request head to response end.",
+            ["route"], buckets=_LATENCY_BUCKETS, registry=registry,
+        )
+        self.upstream_duration = Histogram(
+            "gatehouse_upstream_duration_seconds", "Time until the upstream's response head.",
+            ["route"], buckets=_LATENCY_BUCKETS, registry=registry,
+        )
+        self.in_flight = Gauge(
+            "gatehouse_requests_in_flight", "Requests being served now.", registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.upstream_errors = Counter(
+            "gatehouse_upstream_errors_total", "Upstream failures, by route and kind (connect, timeout, protocol).",
+            ["route", "kind"], registry=registry,
+        )
+        self.config_reloads = Counter(
+            "gatehouse_config_reloads_total", "Configuration and policy reloads, by what and outcome.",
+            ["what", "outcome"], registry=registry,
+        )
+        self.config_loaded_timestamp = Gauge(
+            "gatehouse_config_last_reload_success_timestamp_seconds", "When the configuration in force was loaded.",
+            registry=registry, multiprocess_mode="max",
+        )
+        # Identity
+        self.auth_failures = Counter(
+            "gatehouse_auth_failures_total", "Requests whose identity could not be verified, by reason.",
+            ["reason"], registry=registry,
+        )
+        self.jwks_fetches = Counter(
+            "gatehouse_jwks_fetches_total", "Signing-key fetches from the identity provider, by outcome.",
+            ["outcome"], registry=registry,
+        )
+        # Decisions (gate)
+        self.decisions = Counter(
+            "gatehouse_decisions_total", "Access decisions, by tier, outcome and reason code.",
+            ["tier", "outcome", "reason"], registry=registry,
+        )
+        self.failing_checks = Counter(
+            "gatehouse_failing_checks_total", "Checks that failed in a decision, by tier and check.",
+            ["tier", "check"], registry=registry,
+        )
+        self.decision_duration = Histogram(
+            "gatehouse_decision_duration_seconds", "Time to decide one request (identity to decision).",
+            buckets=_DECISION_BUCKETS, registry=registry,
+        )
+        self.would_deny = Counter(
+            "gatehouse_would_deny_total", "Requests a monitor-mode route let through that enforce mode would deny.",
+            ["route", "reason"], registry=registry,
+        )
+        # Snapshots (ingest and cache)
+        self.snapshots_held = Gauge(
+            "gatehouse_snapshots_held", "Device snapshots resident in memory.", registry=registry,
+            multiprocess_mode="max",
+        )
+        self.snapshot_age = Histogram(
+            "gatehouse_snapshot_age_seconds", "Age of snapshots at decision time.",
+            buckets=_AGE_BUCKETS, registry=registry,
+        )
+        self.ingests = Counter(
+            "gatehouse_snapshot_ingests_total", "Snapshots received, by source and outcome.",
+            ["source", "outcome"], registry=registry,
+        )
+        self.enrollments = Counter(
+            "gatehouse_osquery_enrollments_total", "osquery enroll attempts, by outcome.",
+            ["outcome"], registry=registry,
+        )
+        self.store_errors = Counter(
+            "gatehouse_store_errors_total", "Store operations that failed, by operation.",
+            ["operation"], registry=registry,
+        )
+        # Break-glass
+        self.breakglass_grants = Counter(
+            "gatehouse_breakglass_grants_total", "Break-glass requests, by tier and outcome.",
+            ["tier", "outcome"], registry=registry,
+        )
+        self.breakglass_active = Gauge(
+            "gatehouse_breakglass_active_grants", "Break-glass grants in force now.", registry=registry,
+            multiprocess_mode="max",
+        )
+        self.breakglass_requests = Counter(
+            "gatehouse_breakglass_requests_total", "Requests let through under a break-glass grant, by route.",
+            ["route"], registry=registry,
+        )
