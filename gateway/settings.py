@@ -239,7 +239,14 @@ def parse_settings(raw: object, *, source: str, base_dir: Path, environ: Mapping
     try:
         settings = Settings.model_validate(raw, context={"environ": environ, "base_dir": base_dir})
     except ValidationError as exc:
-        problems = tuple(Problem(_location(e["loc"]), _message(e)) for e in exc.errors(include_url=False))
+        errors = exc.errors(include_url=False)
+        # A list whose items failed also reports itself as too short; the item errors say it better.
+        item_locs = {e["loc"][:-1] for e in errors if len(e["loc"]) > 1}
+        problems = tuple(
+            Problem(_location(e["loc"]), _message(e))
+            for e in errors
+            if not (e["type"] == "too_short" and any(loc[: len(e["loc"])] == e["loc"] for loc in item_locs))
+        )
         raise ConfigError(source, problems) from None
     return settings.model_copy(update={"source": source, **_resolved_paths(settings, base_dir)})
 

@@ -1,0 +1,41 @@
+# Two commands set everything up on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test test-fast bench bench-policy system-deps clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]' --config-settings editable_mode=compat
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## The demo: Gatehouse on 127.0.0.1:8080, metrics on 127.0.0.1:9090, a demo upstream, store in ./var/
+run: install
+	$(PY) -m gateway demo run --var var
+
+## System packages the tests drive for real (Chromium, PostgreSQL, Node's oidc-provider); installs what is missing
+system-deps:
+	bash scripts/system-deps.sh
+
+## The whole suite, on real sockets, a real PostgreSQL, a real browser and a real OpenID provider
+test: install system-deps
+	$(PY) -m pytest
+
+## Only the fast, pure tests (no browser, PostgreSQL or OpenID provider)
+test-fast: install
+	$(PY) -m pytest -m "not browser and not postgres and not oidc"
+
+bench-policy: install
+	$(PY) bench/bench_policy.py
+
+bench: install
+	bash scripts/bench-deps.sh
+	$(PY) bench/bench_proxy.py
+
+clean:
+	rm -rf $(VENV) var build *.egg-info .pytest_cache .hypothesis tests/oidc/node_modules artifacts
