@@ -1,0 +1,42 @@
+"""Every typed key stored on the aiohttp Application or Request.
+
+Owns: AppKey / RequestKey constants only. Append your own keys at the end, under a comment naming
+the part of the gateway that owns them.
+Must not import: anything at run time except aiohttp (the value types are imported for type checking
+only, so every module may import this one without cycles).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from aiohttp import ClientSession
+
+    from gateway.app import Clock, ConfigHolder
+    from gateway.handlers import Gate, Readiness
+    from gateway.metrics import Metrics
+    from gateway.middleware import Exchange
+    from gateway.routing import Route
+    from gateway.target import Target
+
+# --- Request path and server (app.py, middleware.py, handlers.py, proxy.py) ---
+CONFIG: web.AppKey[ConfigHolder] = web.AppKey("config")
+"""The live settings and route table; swapped as a whole on reload, read once per request."""
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+CLOCK: web.AppKey[Clock] = web.AppKey("clock")
+UPSTREAM_SESSION: web.AppKey[ClientSession] = web.AppKey("upstream_session")
+"""The one pooled upstream client; exists between startup and cleanup."""
+GATE: web.AppKey[Gate] = web.AppKey("gate")
+"""Identity + policy seam called for every proxied request after routing."""
+READINESS: web.AppKey[Readiness] = web.AppKey("readiness")
+"""Named readiness checks behind /.gatehouse/readyz; add yours with ``app[READINESS].add(name, check)``."""
+
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id")
+TARGET: web.RequestKey[Target] = web.RequestKey("target")
+"""The canonical request target; set for every request that passed validation."""
+ROUTE: web.RequestKey[Route] = web.RequestKey("route")
+EXCHANGE: web.RequestKey[Exchange] = web.RequestKey("exchange")
+"""Per-request accounting (bytes, upstream status) written by the proxy, logged by the middleware."""
