@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gateway.errors import ConfigError, Problem
+from gateway.secret import Secret, SecretValue
 
 
 class Section(BaseModel):
@@ -175,7 +176,8 @@ class Settings(Section):
 
     listeners: tuple[ListenerSettings, ...] = Field(min_length=1)
     metrics: MetricsSettings = MetricsSettings()
-    store: str = "sqlite:///var/gatehouse.db"
+    store: SecretValue = Secret("sqlite:///var/gatehouse.db")
+    """Where state lives: ``sqlite:///path.db`` (default) or ``postgresql://...``; may be a secret reference."""
     policy: Path | None = None
     routes: tuple[RouteSettings, ...] = ()
     server: ServerSettings = ServerSettings()
@@ -183,6 +185,19 @@ class Settings(Section):
     demo: bool = False
     """Demo mode: accepts tokens signed by the demo key under ./var/. Never set in production."""
     source: str = Field(default="<memory>", exclude=True)
+
+    @field_validator("store", mode="before")
+    @classmethod
+    def _store_text(cls, value: object) -> object:
+        return {"value": value} if isinstance(value, str) else value
+
+    @field_validator("store")
+    @classmethod
+    def _store_scheme(cls, value: Secret) -> Secret:
+        dsn = value.reveal()
+        if not dsn.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError("write `sqlite:///path/to/gatehouse.db` or `postgresql://user@host/db` (a DSN may also be `{env: NAME}`)")
+        return value
 
     @model_validator(mode="after")
     def _routes_distinct(self) -> Settings:
@@ -264,8 +279,9 @@ def _resolved_paths(settings: Settings, base_dir: Path) -> dict[str, object]:
         for lst in settings.listeners
     )
     store = settings.store
-    if store.startswith("sqlite:///") and not store.startswith("sqlite:////"):
-        store = "sqlite:///" + str(resolve(Path(store.removeprefix("sqlite:///"))))
+    dsn = store.reveal()
+    if dsn.startswith("sqlite:///") and not dsn.startswith("sqlite:////"):
+        store = Secret("sqlite:///" + str(resolve(Path(dsn.removeprefix("sqlite:///")))))
     return {
         "listeners": listeners,
         "policy": resolve(settings.policy) if settings.policy else None,

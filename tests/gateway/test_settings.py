@@ -95,7 +95,7 @@ class TestLoadSettings:
 
         settings = load_settings(path, {})
 
-        assert f"sqlite:///{tmp_path}/var/g.db" == settings.store
+        assert f"sqlite:///{tmp_path}/var/g.db" == settings.store.reveal()
         assert tmp_path / "policy.yaml" == settings.policy
 
     def test_invalid_yaml_names_line_and_column(self, tmp_path: Path) -> None:
@@ -107,6 +107,16 @@ class TestLoadSettings:
             load_settings(path, {})
 
         assert caught.value.problems[0].path.startswith("line ")
+
+    def test_store_dsn_can_come_from_the_environment(self, tmp_path: Path) -> None:
+        """A DSN with a password is written as a secret reference and never printed."""
+        path = tmp_path / "gatehouse.yaml"
+        path.write_text("listeners: [{address: '127.0.0.1:8080'}]\nstore: {env: STORE_DSN}\n")
+
+        settings = load_settings(path, {"STORE_DSN": "postgresql://g:pw@db/g"})
+
+        assert "postgresql://g:pw@db/g" == settings.store.reveal()
+        assert "pw" not in repr(settings)
 
     def test_json_is_accepted(self, tmp_path: Path) -> None:
         """A JSON configuration file loads like YAML."""
