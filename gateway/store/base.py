@@ -1,0 +1,220 @@
+"""The store interface: what every backend (SQLite now, PostgreSQL later) implements.
+
+Owns: the Store Protocol and its parts (SnapshotStore, EnrollmentStore, OsqueryStateStore,
+HistoryStore, DistributedQueryStore), the values they exchange, StoreError.
+Must not import: aiohttp, sqlite3, asyncpg, gateway.ingest (backends import this, not the reverse).
+
+Every method is a coroutine and every write is durable (committed) when it returns: ingest
+handlers answer 200 only after the store returned. Times are timezone-aware UTC datetimes;
+backends keep them to the microsecond.
+
+Change propagation: every stored snapshot gets a new value of one monotonic sequence, its
+``seq``. ``changes_since(cursor)`` returns the latest snapshots whose seq is above the cursor,
+in seq order, with the new cursor. A PostgreSQL backend takes the seq from a SEQUENCE in the
+same transaction and may NOTIFY the new seq; listeners then call ``changes_since`` as usual,
+so a missed notification costs only latency, never data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
+
+from policy_engine.model import DeviceSnapshot
+
+
+class StoreError(RuntimeError):
+    """The store could not do what was asked (I/O error, locked, schema newer than this code)."""
+
+
+class PutOutcome(StrEnum):
+    """What happened to one snapshot handed to ``put_snapshots``."""
+
+    STORED = "stored"
+    """It is now the device's latest snapshot."""
+    DUPLICATE = "duplicate"
+    """The device's latest snapshot already has this ``collected_at``; nothing changed."""
+    OLDER = "older-than-latest"
+    """The device already has a newer snapshot; this one was not kept."""
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """Latest snapshots stored after a cursor, and the cursor to ask from next time."""
+
+    snapshots: tuple[DeviceSnapshot, ...]
+    cursor: int
+    more: bool = False
+    """True when ``limit`` cut the answer short: ask again from ``cursor``."""
+
+
+@dataclass(frozen=True, slots=True)
+class HostDetails:
+    """What an osquery agent said about its host when it enrolled (all optional)."""
+
+    hostname: str = ""
+    platform: str = ""
+    """osquery's ``os_version.platform``: ``darwin``, ``ubuntu``, ``windows``, ``rhel``..."""
+    platform_like: str = ""
+    os_name: str = ""
+    os_version: str = ""
+    os_build: str = ""
+    agent_version: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Enrollment:
+    """One osquery agent's enrollment; the node key itself is never stored, only its hash."""
+
+    node_key_hash: str
+    serial: str
+    host_identifier: str
+    enrolled_at: datetime
+    details: HostDetails = HostDetails()
+    revoked_at: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class QueryResult:
+    """The current rows of one osquery query on one device, as the agent last reported them."""
+
+    rows: tuple[Mapping[str, str], ...]
+    collected_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One compliance evaluation of a device, kept for auditors for the retention period."""
+
+    serial: str
+    owners: tuple[str, ...]
+    recorded_at: datetime
+    results: Mapping[str, bool] = field(default_factory=dict)
+    """Pass (True) or fail (False) per check name."""
+
+
+@dataclass(frozen=True, slots=True)
+class PendingQuery:
+    """An on-demand (distributed) query waiting for a device's agent to pick it up."""
+
+    query_id: str
+    serial: str
+    query_name: str
+    """Name of the posture query whose results these are (maps the answer to facts)."""
+    sql: str
+    created_at: datetime
+
+
+@runtime_checkable
+class SnapshotStore(Protocol):
+    """Latest snapshot per device and the change feed the caches follow."""
+
+    async def put_snapshots(self, snapshots: Sequence[DeviceSnapshot]) -> tuple[PutOutcome, ...]:
+        """Store a batch in one transaction, idempotent on (serial, collected_at); one outcome per item, in order."""
+        ...
+
+    async def latest(self, serial: str) -> DeviceSnapshot | None:
+        """The device's newest stored snapshot."""
+        ...
+
+    async def load_latest(self) -> Changes:
+        """Every device's latest snapshot, with the cursor to follow changes from."""
+        ...
+
+    async def changes_since(self, cursor: int, *, limit: int = 10_000) -> Changes:
+        """Latest snapshots stored after ``cursor`` (at most ``limit``), oldest first."""
+        ...
+
+
+@runtime_checkable
+class EnrollmentStore(Protocol):
+    """osquery enrollments, looked up by node key (stored hashed)."""
+
+    async def create_enrollment(
+        self, *, node_key: str, serial: str, host_identifier: str, details: HostDetails, now: datetime
+    ) -> Enrollment:
+        """Record a new node key for a device; earlier active keys of the same serial are revoked."""
+        ...
+
+    async def enrollment_by_node_key(self, node_key: str) -> Enrollment | None:
+        """The enrollment a node key belongs to, revoked or not; None when unknown."""
+        ...
+
+    async def revoke_enrollments(self, serial: str, *, now: datetime) -> int:
+        """Revoke every active node key of a device; returns how many were revoked."""
+        ...
+
+
+@runtime_checkable
+class OsqueryStateStore(Protocol):
+    """The current rows of each posture query per device, so differential logs can be applied."""
+
+    async def query_results(self, serial: str) -> Mapping[str, QueryResult]:
+        """Every posture query's current rows for a device, by query name."""
+        ...
+
+    async def save_query_results(self, serial: str, results: Mapping[str, QueryResult]) -> None:
+        """Replace the rows of the named queries for a device (other queries are untouched)."""
+        ...
+
+
+@runtime_checkable
+class HistoryStore(Protocol):
+    """Bounded per-device compliance history and when each check started failing."""
+
+    async def record_compliance(self, entry: HistoryEntry) -> None:
+        """Append an entry and, in the same transaction, update failing-since for its checks.
+
+        A failing check without a failing-since gets ``entry.recorded_at``; a passing check loses its
+        failing-since; checks not in ``entry.results`` are untouched.
+        """
+        ...
+
+    def iter_history(self, *, since: datetime, until: datetime | None = None) -> AsyncIterator[HistoryEntry]:
+        """History entries recorded in [since, until), oldest first, fetched in pages."""
+        ...
+
+    async def prune_history(self, *, before: datetime) -> int:
+        """Delete entries recorded before ``before``; returns how many were deleted."""
+        ...
+
+    async def failing_since(self, serial: str) -> Mapping[str, datetime]:
+        """When each currently failing check of a device started failing, by check name."""
+        ...
+
+    async def set_failing_since(self, serial: str, check: str, since: datetime | None) -> None:
+        """Set (or clear, with None) when a device's check started failing."""
+        ...
+
+
+@runtime_checkable
+class DistributedQueryStore(Protocol):
+    """Queries waiting for an agent's next distributed read (the "check again" refresh)."""
+
+    async def add_pending_queries(self, queries: Sequence[PendingQuery]) -> None:
+        """Queue queries for their devices; a query_id already queued is replaced."""
+        ...
+
+    async def pending_queries(self, serial: str) -> tuple[PendingQuery, ...]:
+        """Queries queued for a device and not yet answered, oldest first."""
+        ...
+
+    async def complete_pending_queries(self, serial: str, query_ids: Sequence[str]) -> None:
+        """Forget queries the agent answered (unknown ids are ignored)."""
+        ...
+
+
+@runtime_checkable
+class Store(SnapshotStore, EnrollmentStore, OsqueryStateStore, HistoryStore, DistributedQueryStore, Protocol):
+    """Everything the snapshot subsystem keeps durably; ``close`` releases connections."""
+
+    async def close(self) -> None:
+        """Finish pending work and release the backend's connections."""
+        ...

@@ -1,0 +1,504 @@
+"""The embedded default store: one SQLite file in WAL mode, written by one dedicated thread.
+
+Owns: SqliteStore, the SQLite schema and its migrations.
+Must not import: aiohttp, gateway.ingest.
+
+Every call runs on one worker thread that owns the connection, so the event loop never blocks on
+disk and writes are serialised. ``synchronous=FULL``: a transaction is on disk when its COMMIT
+returns, and every write method returns only after COMMIT. Several processes may open the same
+file (WAL readers never block the writer); each sees the others' snapshots through
+``changes_since``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import sqlite3
+import sys
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import TypeVar
+
+import orjson
+
+from gateway.store.base import (
+    Changes,
+    Enrollment,
+    HistoryEntry,
+    HostDetails,
+    PendingQuery,
+    PutOutcome,
+    QueryResult,
+    StoreError,
+)
+from gateway.store.codec import decode_snapshot, encode_snapshot, from_micros, to_micros
+from policy_engine.model import DeviceSnapshot
+
+T = TypeVar("T")
+
+# Each migration is a list of statements; schema version N means MIGRATIONS[:N] were applied.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE latest_snapshots (
+            serial TEXT PRIMARY KEY,
+            collected_at INTEGER NOT NULL,
+            seq INTEGER NOT NULL UNIQUE,
+            body BLOB NOT NULL
+        )""",
+        "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+        "INSERT INTO counters (name, value) VALUES ('snapshot_seq', 0)",
+        """CREATE TABLE enrollments (
+            node_key_hash TEXT PRIMARY KEY,
+            serial TEXT NOT NULL,
+            host_identifier TEXT NOT NULL,
+            details BLOB NOT NULL,
+            enrolled_at INTEGER NOT NULL,
+            revoked_at INTEGER
+        )""",
+        "CREATE INDEX enrollments_serial ON enrollments (serial)",
+        """CREATE TABLE osquery_results (
+            serial TEXT NOT NULL,
+            query_name TEXT NOT NULL,
+            rows BLOB NOT NULL,
+            collected_at INTEGER NOT NULL,
+            PRIMARY KEY (serial, query_name)
+        )""",
+        """CREATE TABLE compliance_history (
+            id INTEGER PRIMARY KEY,
+            serial TEXT NOT NULL,
+            owners BLOB NOT NULL,
+            recorded_at INTEGER NOT NULL,
+            results BLOB NOT NULL
+        )""",
+        "CREATE INDEX compliance_history_time ON compliance_history (recorded_at)",
+        """CREATE TABLE failing_since (
+            serial TEXT NOT NULL,
+            check_name TEXT NOT NULL,
+            since INTEGER NOT NULL,
+            PRIMARY KEY (serial, check_name)
+        )""",
+        """CREATE TABLE pending_queries (
+            query_id TEXT PRIMARY KEY,
+            serial TEXT NOT NULL,
+            query_name TEXT NOT NULL,
+            sql TEXT NOT NULL,
+            created_at INTEGER NOT NULL
+        )""",
+        "CREATE INDEX pending_queries_serial ON pending_queries (serial)",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+_HISTORY_PAGE = 1000
+
+
+def hash_node_key(node_key: str) -> str:
+    """SHA-256 of a node key (node keys are 256-bit random, so a plain hash is enough)."""
+    return hashlib.sha256(node_key.encode()).hexdigest()
+
+
+def sqlite_path(dsn: str) -> Path:
+    """The file path of a ``sqlite:///abs/path.db`` DSN.
+
+    Raises:
+        ValueError: the DSN is not an absolute sqlite:/// path.
+    """
+    if not dsn.startswith("sqlite:///"):
+        raise ValueError(f"`{dsn}` is not a SQLite DSN; write `sqlite:///absolute/path/gatehouse.db`")
+    path = Path(dsn.removeprefix("sqlite://"))
+    if not path.is_absolute() or path.name == "":
+        raise ValueError(f"`{dsn}` does not name an absolute file; write `sqlite:///absolute/path/gatehouse.db`")
+    return path
+
+
+class SqliteStore:
+    """The Store on one SQLite file; open with ``await SqliteStore.open(path)``."""
+
+    def __init__(self, path: Path, executor: ThreadPoolExecutor, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self._executor = executor
+        self._conn = conn
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: Path | str) -> SqliteStore:
+        """Open (creating parent directories and the file) and migrate the schema.
+
+        Raises:
+            StoreError: the file cannot be opened, or its schema is newer than this code.
+        """
+        path = Path(path)
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gatehouse-sqlite")
+        loop = asyncio.get_running_loop()
+        try:
+            conn = await loop.run_in_executor(executor, _connect, path)
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        return cls(path, executor, conn)
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise StoreError(f"the store `{self.path}` is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, fn, self._conn)
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite store `{self.path}`: {exc}") from exc
+
+    async def close(self) -> None:
+        """Close the connection; later calls raise StoreError."""
+        if self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._conn.close)
+        self._closed = True
+        self._executor.shutdown(wait=True)
+
+    # -- snapshots ---------------------------------------------------------------------------
+
+    async def put_snapshots(self, snapshots: Sequence[DeviceSnapshot]) -> tuple[PutOutcome, ...]:
+        """Store a batch in one transaction, idempotent on (serial, collected_at)."""
+        encoded = [(s.serial, to_micros(s.collected_at), encode_snapshot(s)) for s in snapshots]
+
+        def work(conn: sqlite3.Connection) -> tuple[PutOutcome, ...]:
+            outcomes: list[PutOutcome] = []
+            with _transaction(conn):
+                (seq,) = conn.execute("SELECT value FROM counters WHERE name = 'snapshot_seq'").fetchone()
+                start = seq
+                for serial, collected_at, body in encoded:
+                    row = conn.execute(
+                        "SELECT collected_at FROM latest_snapshots WHERE serial = ?", (serial,)
+                    ).fetchone()
+                    if row is not None and row[0] == collected_at:
+                        outcomes.append(PutOutcome.DUPLICATE)
+                        continue
+                    if row is not None and row[0] > collected_at:
+                        outcomes.append(PutOutcome.OLDER)
+                        continue
+                    seq += 1
+                    conn.execute(
+                        "INSERT INTO latest_snapshots (serial, collected_at, seq, body) VALUES (?, ?, ?, ?)"
+                        " ON CONFLICT (serial) DO UPDATE SET collected_at = excluded.collected_at,"
+                        " seq = excluded.seq, body = excluded.body",
+                        (serial, collected_at, seq, body),
+                    )
+                    outcomes.append(PutOutcome.STORED)
+                if seq != start:
+                    conn.execute("UPDATE counters SET value = ? WHERE name = 'snapshot_seq'", (seq,))
+            return tuple(outcomes)
+
+        if not encoded:
+            return ()
+        return await self._run(work)
+
+    async def latest(self, serial: str) -> DeviceSnapshot | None:
+        """The device's newest stored snapshot."""
+
+        def work(conn: sqlite3.Connection) -> DeviceSnapshot | None:
+            row = conn.execute("SELECT body FROM latest_snapshots WHERE serial = ?", (serial,)).fetchone()
+            return None if row is None else decode_snapshot(row[0])
+
+        return await self._run(work)
+
+    async def load_latest(self) -> Changes:
+        """Every device's latest snapshot, with the cursor to follow changes from."""
+
+        def work(conn: sqlite3.Connection) -> Changes:
+            with _transaction(conn, immediate=False):
+                (cursor,) = conn.execute("SELECT value FROM counters WHERE name = 'snapshot_seq'").fetchone()
+                rows = conn.execute("SELECT body FROM latest_snapshots").fetchall()
+            return Changes(tuple(decode_snapshot(body) for (body,) in rows), cursor)
+
+        return await self._run(work)
+
+    async def changes_since(self, cursor: int, *, limit: int = 10_000) -> Changes:
+        """Latest snapshots stored after ``cursor`` (at most ``limit``), oldest first."""
+
+        def work(conn: sqlite3.Connection) -> Changes:
+            rows = conn.execute(
+                "SELECT seq, body FROM latest_snapshots WHERE seq > ? ORDER BY seq LIMIT ?", (cursor, limit + 1)
+            ).fetchall()
+            more = len(rows) > limit
+            rows = rows[:limit]
+            new_cursor = rows[-1][0] if rows else cursor
+            return Changes(tuple(decode_snapshot(body) for _, body in rows), new_cursor, more)
+
+        return await self._run(work)
+
+    # -- enrollments -------------------------------------------------------------------------
+
+    async def create_enrollment(
+        self, *, node_key: str, serial: str, host_identifier: str, details: HostDetails, now: datetime
+    ) -> Enrollment:
+        """Record a new node key for a device; earlier active keys of the same serial are revoked."""
+        enrollment = Enrollment(hash_node_key(node_key), serial, host_identifier, now, details)
+        body = orjson.dumps(_details_dict(details))
+
+        def work(conn: sqlite3.Connection) -> Enrollment:
+            with _transaction(conn):
+                conn.execute(
+                    "UPDATE enrollments SET revoked_at = ? WHERE serial = ? AND revoked_at IS NULL",
+                    (to_micros(now), serial),
+                )
+                conn.execute(
+                    "INSERT INTO enrollments (node_key_hash, serial, host_identifier, details, enrolled_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (enrollment.node_key_hash, serial, host_identifier, body, to_micros(now)),
+                )
+            return enrollment
+
+        return await self._run(work)
+
+    async def enrollment_by_node_key(self, node_key: str) -> Enrollment | None:
+        """The enrollment a node key belongs to, revoked or not; None when unknown."""
+        key_hash = hash_node_key(node_key)
+
+        def work(conn: sqlite3.Connection) -> Enrollment | None:
+            row = conn.execute(
+                "SELECT serial, host_identifier, details, enrolled_at, revoked_at FROM enrollments"
+                " WHERE node_key_hash = ?",
+                (key_hash,),
+            ).fetchone()
+            if row is None:
+                return None
+            serial, host_identifier, details, enrolled_at, revoked_at = row
+            return Enrollment(
+                key_hash,
+                serial,
+                host_identifier,
+                from_micros(enrolled_at),
+                HostDetails(**{k: sys.intern(v) for k, v in orjson.loads(details).items()}),
+                None if revoked_at is None else from_micros(revoked_at),
+            )
+
+        return await self._run(work)
+
+    async def revoke_enrollments(self, serial: str, *, now: datetime) -> int:
+        """Revoke every active node key of a device; returns how many were revoked."""
+
+        def work(conn: sqlite3.Connection) -> int:
+            with _transaction(conn):
+                cur = conn.execute(
+                    "UPDATE enrollments SET revoked_at = ? WHERE serial = ? AND revoked_at IS NULL",
+                    (to_micros(now), serial),
+                )
+            return cur.rowcount
+
+        return await self._run(work)
+
+    # -- osquery query state -----------------------------------------------------------------
+
+    async def query_results(self, serial: str) -> Mapping[str, QueryResult]:
+        """Every posture query's current rows for a device, by query name."""
+
+        def work(conn: sqlite3.Connection) -> Mapping[str, QueryResult]:
+            rows = conn.execute(
+                "SELECT query_name, rows, collected_at FROM osquery_results WHERE serial = ?", (serial,)
+            ).fetchall()
+            return {
+                name: QueryResult(tuple(orjson.loads(body)), from_micros(collected_at))
+                for name, body, collected_at in rows
+            }
+
+        return await self._run(work)
+
+    async def save_query_results(self, serial: str, results: Mapping[str, QueryResult]) -> None:
+        """Replace the rows of the named queries for a device (other queries are untouched)."""
+        params = [
+            (serial, name, orjson.dumps([dict(r) for r in result.rows]), to_micros(result.collected_at))
+            for name, result in results.items()
+        ]
+
+        def work(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.executemany(
+                    "INSERT INTO osquery_results (serial, query_name, rows, collected_at) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (serial, query_name) DO UPDATE SET rows = excluded.rows,"
+                    " collected_at = excluded.collected_at",
+                    params,
+                )
+
+        if params:
+            await self._run(work)
+
+    # -- compliance history ------------------------------------------------------------------
+
+    async def record_compliance(self, entry: HistoryEntry) -> None:
+        """Append an entry and update failing-since for its checks in the same transaction."""
+        at = to_micros(entry.recorded_at)
+        failing = [(entry.serial, check, at) for check, ok in entry.results.items() if not ok]
+        passing = [(entry.serial, check) for check, ok in entry.results.items() if ok]
+
+        def work(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.execute(
+                    "INSERT INTO compliance_history (serial, owners, recorded_at, results) VALUES (?, ?, ?, ?)",
+                    (entry.serial, orjson.dumps(list(entry.owners)), at, orjson.dumps(dict(entry.results))),
+                )
+                conn.executemany(
+                    "INSERT INTO failing_since (serial, check_name, since) VALUES (?, ?, ?)"
+                    " ON CONFLICT (serial, check_name) DO UPDATE SET since = MIN(since, excluded.since)",
+                    failing,
+                )
+                conn.executemany("DELETE FROM failing_since WHERE serial = ? AND check_name = ?", passing)
+
+        await self._run(work)
+
+    async def iter_history(self, *, since: datetime, until: datetime | None = None) -> AsyncIterator[HistoryEntry]:
+        """History entries recorded in [since, until), oldest first, fetched in pages."""
+        low = to_micros(since)
+        high = sys.maxsize if until is None else to_micros(until)
+        last_id = 0
+        while True:
+
+            def work(conn: sqlite3.Connection, last_id: int = last_id) -> list[tuple[int, str, bytes, int, bytes]]:
+                return conn.execute(
+                    "SELECT id, serial, owners, recorded_at, results FROM compliance_history"
+                    " WHERE recorded_at >= ? AND recorded_at < ? AND id > ? ORDER BY id LIMIT ?",
+                    (low, high, last_id, _HISTORY_PAGE),
+                ).fetchall()
+
+            page = await self._run(work)
+            # INVARIANT: ids grow with insertion; entries are appended roughly in time order, and the
+            # export sorts nothing itself, so "oldest first" means in the order they were recorded.
+            for row_id, serial, owners, recorded_at, results in page:
+                last_id = row_id
+                yield HistoryEntry(serial, tuple(orjson.loads(owners)), from_micros(recorded_at), orjson.loads(results))
+            if len(page) < _HISTORY_PAGE:
+                return
+
+    async def prune_history(self, *, before: datetime) -> int:
+        """Delete entries recorded before ``before``; returns how many were deleted."""
+
+        def work(conn: sqlite3.Connection) -> int:
+            with _transaction(conn):
+                return conn.execute(
+                    "DELETE FROM compliance_history WHERE recorded_at < ?", (to_micros(before),)
+                ).rowcount
+
+        return await self._run(work)
+
+    async def failing_since(self, serial: str) -> Mapping[str, datetime]:
+        """When each currently failing check of a device started failing, by check name."""
+
+        def work(conn: sqlite3.Connection) -> Mapping[str, datetime]:
+            rows = conn.execute("SELECT check_name, since FROM failing_since WHERE serial = ?", (serial,))
+            return {check: from_micros(since) for check, since in rows}
+
+        return await self._run(work)
+
+    async def set_failing_since(self, serial: str, check: str, since: datetime | None) -> None:
+        """Set (or clear, with None) when a device's check started failing."""
+
+        def work(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                if since is None:
+                    conn.execute("DELETE FROM failing_since WHERE serial = ? AND check_name = ?", (serial, check))
+                else:
+                    conn.execute(
+                        "INSERT INTO failing_since (serial, check_name, since) VALUES (?, ?, ?)"
+                        " ON CONFLICT (serial, check_name) DO UPDATE SET since = excluded.since",
+                        (serial, check, to_micros(since)),
+                    )
+
+        await self._run(work)
+
+    # -- distributed queries -----------------------------------------------------------------
+
+    async def add_pending_queries(self, queries: Sequence[PendingQuery]) -> None:
+        """Queue queries for their devices; a query_id already queued is replaced."""
+        params = [(q.query_id, q.serial, q.query_name, q.sql, to_micros(q.created_at)) for q in queries]
+
+        def work(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.executemany(
+                    "INSERT OR REPLACE INTO pending_queries (query_id, serial, query_name, sql, created_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    params,
+                )
+
+        if params:
+            await self._run(work)
+
+    async def pending_queries(self, serial: str) -> tuple[PendingQuery, ...]:
+        """Queries queued for a device and not yet answered, oldest first."""
+
+        def work(conn: sqlite3.Connection) -> tuple[PendingQuery, ...]:
+            rows = conn.execute(
+                "SELECT query_id, query_name, sql, created_at FROM pending_queries WHERE serial = ?"
+                " ORDER BY created_at, query_id",
+                (serial,),
+            ).fetchall()
+            return tuple(PendingQuery(qid, serial, name, sql, from_micros(at)) for qid, name, sql, at in rows)
+
+        return await self._run(work)
+
+    async def complete_pending_queries(self, serial: str, query_ids: Sequence[str]) -> None:
+        """Forget queries the agent answered (unknown ids are ignored)."""
+        params = [(serial, qid) for qid in query_ids]
+
+        def work(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.executemany("DELETE FROM pending_queries WHERE serial = ? AND query_id = ?", params)
+
+        if params:
+            await self._run(work)
+
+
+def _details_dict(details: HostDetails) -> dict[str, str]:
+    return {name: getattr(details, name) for name in HostDetails.__dataclass_fields__}
+
+
+class _transaction:
+    """BEGIN (IMMEDIATE for writers) ... COMMIT, ROLLBACK on error; the connection is in autocommit mode."""
+
+    def __init__(self, conn: sqlite3.Connection, *, immediate: bool = True) -> None:
+        self._conn = conn
+        self._begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+
+    def __enter__(self) -> None:
+        self._conn.execute(self._begin)
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self._conn.execute("COMMIT")
+        else:
+            self._conn.execute("ROLLBACK")
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    except (OSError, sqlite3.Error) as exc:
+        raise StoreError(f"cannot open the store `{path}`: {exc}; check the directory exists and is writable") from exc
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        _migrate(conn, path)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise StoreError(f"cannot open the store `{path}`: {exc}") from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    with _transaction(conn):
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"the store `{path}` has schema version {version}, newer than this Gatehouse knows"
+                f" ({SCHEMA_VERSION}); upgrade Gatehouse or point `store` at another file"
+            )
+        for statements in MIGRATIONS[version:]:
+            for statement in statements:
+                conn.execute(statement)
+        if version != SCHEMA_VERSION:
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
