@@ -1,0 +1,297 @@
+"""Checks compiled from CheckSpecs: a closure that says pass/fail, an inline expression for the
+generated fast path, and display helpers for the explanation.
+
+Owns: CompiledCheck, compile_check, display.
+Must not import: anything outside the standard library and policy_engine.
+"""
+
+from __future__ import annotations
+
+import operator as op
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Callable
+
+from policy_engine.document import CheckSpec, IfUnknown, Operator, Scalar, Severity, VersionFloor
+from policy_engine.facts import BUILTIN_FACTS, CUSTOM_PREFIX, FactKind, fact_kind
+from policy_engine.model import DeviceSnapshot, OsFamily, Version
+
+NOT_REPORTED = "not reported"
+_ALL_PLATFORMS = frozenset(OsFamily)
+_NUMERIC_TYPES = (int, float)
+_BOUND_SYMBOL = {
+    Operator.AT_MOST: "<=",
+    Operator.AT_LEAST: ">=",
+    Operator.BELOW: "<",
+    Operator.ABOVE: ">",
+}
+_BOUND_FUNC = {
+    Operator.AT_MOST: op.le,
+    Operator.AT_LEAST: op.ge,
+    Operator.BELOW: op.lt,
+    Operator.ABOVE: op.gt,
+}
+
+Predicate = Callable[[DeviceSnapshot], bool]
+
+
+def display(value: object) -> str:
+    """A fact or constant as the deny page shows it: ``on``, ``off``, ``13.2.1``, ``not reported``."""
+    if value is None:
+        return NOT_REPORTED
+    if value is True:
+        return "on"
+    if value is False:
+        return "off"
+    if isinstance(value, OsFamily):
+        return value.value
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledCheck:
+    """A check ready to run: ``passes`` is total over well-typed snapshots and never looks anything up by name."""
+
+    name: str
+    fact: str
+    severity: Severity
+    grace: timedelta | None
+    remediation: str
+    cost: int
+    """Rough relative cost; tiers run cheap checks first."""
+    passes: Predicate
+    actual: Callable[[DeviceSnapshot], str]
+    required: Callable[[DeviceSnapshot], str]
+    inline: str | None
+    """A Python expression over ``s`` for the generated fast path, or None to call ``passes``."""
+    constants: tuple[tuple[str, object], ...]
+    """Names the inline expression uses, with their values."""
+
+
+def _floor_parts(version: Version | None) -> tuple[int, ...] | None:
+    if version is None:
+        return None
+    parts = version.parts
+    end = len(parts)
+    while end > 1 and parts[end - 1] == 0:
+        end -= 1
+    # INVARIANT: comparing a raw ``parts`` tuple with a floor stripped of trailing zeros orders
+    # exactly like Version comparison (missing parts count as zero).
+    return parts[:end]
+
+
+class _FloorTable:
+    """Resolves the minimum version for a device: distribution, then platform, then everywhere."""
+
+    __slots__ = ("by_platform", "by_distribution", "everywhere", "texts", "dist_texts", "every_text")
+
+    def __init__(self, floor: VersionFloor) -> None:
+        self.everywhere = _floor_parts(floor.everywhere)
+        self.every_text = floor.everywhere.text if floor.everywhere else ""
+        pairs = {
+            OsFamily.DARWIN: floor.darwin,
+            OsFamily.WINDOWS: floor.windows,
+            OsFamily.LINUX: floor.linux,
+        }
+        self.by_platform = {p: _floor_parts(v) for p, v in pairs.items() if v is not None}
+        self.texts = {p: v.text for p, v in pairs.items() if v is not None}
+        self.by_distribution = {d: _floor_parts(v) for d, v in floor.linux_distributions}
+        self.dist_texts = {d: v.text for d, v in floor.linux_distributions}
+
+    def parts(self, snapshot: DeviceSnapshot) -> tuple[int, ...] | None:
+        platform = snapshot.platform
+        if platform == OsFamily.LINUX and self.by_distribution:
+            found = self.by_distribution.get(snapshot.distribution)
+            if found is not None:
+                return found
+        found = self.by_platform.get(platform)
+        return found if found is not None else self.everywhere
+
+    def text(self, snapshot: DeviceSnapshot) -> str:
+        platform = snapshot.platform
+        if platform == OsFamily.LINUX and snapshot.distribution in self.dist_texts:
+            return f">= {self.dist_texts[snapshot.distribution]}"
+        if platform in self.texts:
+            return f">= {self.texts[platform]}"
+        if self.every_text:
+            return f">= {self.every_text}"
+        where = snapshot.distribution if platform == OsFamily.LINUX and snapshot.distribution else str(platform)
+        return f"a supported platform (no minimum for `{where}`)"
+
+    @property
+    def single(self) -> bool:
+        return not self.by_platform and not self.by_distribution
+
+
+def _same(value: object, constant: Scalar) -> bool:
+    # Custom facts are loosely typed: ``True`` must not equal ``1`` and ``"1"`` must not equal ``1``.
+    if isinstance(constant, bool) or isinstance(value, bool):
+        return value is constant
+    if isinstance(constant, str) or isinstance(value, str):
+        return type(value) is str and value == constant
+    return isinstance(value, _NUMERIC_TYPES) and value == constant
+
+
+def _value_test(spec: CheckSpec, kind: FactKind) -> tuple[Callable[[object], bool], Callable[[DeviceSnapshot], str]]:
+    """A test on a reported (non-None) value, and the required display."""
+    operator, value = spec.operator, spec.value
+    custom = kind is FactKind.CUSTOM
+    if operator is Operator.EQUALS:
+        constant = value
+        text = display(constant)
+        if custom:
+            return (lambda v: _same(v, constant)), (lambda s: text)  # type: ignore[arg-type]
+        return (lambda v: v == constant), (lambda s: text)
+    if operator in (Operator.ONE_OF, Operator.NONE_OF):
+        items = tuple(value)  # type: ignore[arg-type]
+        members = frozenset(items)
+        listed = ", ".join(display(i) for i in items)
+        inside = operator is Operator.ONE_OF
+        text = f"one of {listed}" if inside else f"none of {listed}"
+        if custom:
+            return (lambda v: any(_same(v, c) for c in items) is inside), (lambda s: text)
+        if inside:
+            return (lambda v: v in members), (lambda s: text)
+        return (lambda v: v not in members), (lambda s: text)
+    if operator in _BOUND_FUNC:
+        compare = _BOUND_FUNC[operator]
+        bound = value
+        text = f"{_BOUND_SYMBOL[operator]} {display(bound)}"
+        if custom:
+            return (
+                lambda v: isinstance(v, _NUMERIC_TYPES) and not isinstance(v, bool) and compare(v, bound)
+            ), (lambda s: text)
+        return (lambda v: compare(v, bound)), (lambda s: text)
+    if operator is Operator.MIN_VERSION:
+        raise AssertionError("versions are compiled by _version_passes")  # pragma: no cover
+    raise ValueError(f"unsupported comparison `{operator}`")
+
+
+def compile_check(spec: CheckSpec, remediation: str, index: int) -> CompiledCheck:
+    """Build the closure, inline expression and display helpers for one validated check.
+
+    Raises:
+        ValueError: the spec combines a fact and comparison the parser would have refused.
+    """
+    kind = fact_kind(spec.fact)
+    if kind is None:
+        raise ValueError(f"unknown fact `{spec.fact}`")
+    builtin = kind is not FactKind.CUSTOM
+    if builtin:
+        attr = spec.fact
+        get: Callable[[DeviceSnapshot], object] = op.attrgetter(attr)
+    else:
+        key = spec.fact[len(CUSTOM_PREFIX) :]
+
+        def get(s: DeviceSnapshot, _key: str = key) -> object:
+            return s.custom.get(_key)
+
+    unknown_passes = spec.if_unknown is IfUnknown.PASS
+    skip = frozenset(_ALL_PLATFORMS - spec.platforms - {OsFamily.UNKNOWN}) if spec.platforms else frozenset()
+
+    if spec.operator is Operator.MIN_VERSION:
+        if not isinstance(spec.value, VersionFloor):
+            raise ValueError("`min_version` needs a VersionFloor")
+        table = _FloorTable(spec.value)
+        floor_of = table.parts
+
+        def test_version(s: DeviceSnapshot) -> bool:
+            v = get(s)
+            if v is None:
+                return unknown_passes
+            if not isinstance(v, Version):
+                try:
+                    v = Version.parse(str(v))
+                except ValueError:
+                    return False
+            floor = floor_of(s)
+            return floor is not None and v.parts >= floor
+
+        core: Predicate = test_version
+        required = table.text
+        cost = 4 if table.single else 6
+    else:
+        test, required = _value_test(spec, kind)
+
+        def core(s: DeviceSnapshot) -> bool:
+            v = get(s)
+            if v is None:
+                return unknown_passes
+            return test(v)
+
+        cost = {FactKind.BOOL: 1, FactKind.INT: 2, FactKind.STR: 3}.get(kind, 8)
+        if spec.operator in (Operator.ONE_OF, Operator.NONE_OF):
+            cost += 1
+
+    if skip:
+
+        def passes(s: DeviceSnapshot) -> bool:
+            return s.platform in skip or core(s)
+
+    else:
+        passes = core
+
+    def actual(s: DeviceSnapshot) -> str:
+        return display(get(s))
+
+    inline, constants = _inline(spec, kind, index, skip, unknown_passes, passes)
+    return CompiledCheck(
+        name=spec.name,
+        fact=spec.fact,
+        severity=spec.severity,
+        grace=spec.grace,
+        remediation=remediation,
+        cost=cost,
+        passes=passes,
+        actual=actual,
+        required=required,
+        inline=inline,
+        constants=constants,
+    )
+
+
+def _inline(
+    spec: CheckSpec,
+    kind: FactKind,
+    index: int,
+    skip: frozenset[OsFamily],
+    unknown_passes: bool,
+    passes: Predicate,
+) -> tuple[str, tuple[tuple[str, object], ...]]:
+    """An expression over ``s`` equivalent to ``passes``; only whitelisted field names and
+    generated constant names appear in it, never text from the policy file."""
+    c, t, k, p = f"_c{index}", f"_t{index}", f"_k{index}", f"_p{index}"
+    constants: list[tuple[str, object]] = []
+    expr: str | None = None
+    if kind is not FactKind.CUSTOM and spec.fact in BUILTIN_FACTS:
+        a = f"s.{spec.fact}"
+        operator, value = spec.operator, spec.value
+        if operator is Operator.EQUALS and kind is FactKind.BOOL and isinstance(value, bool):
+            expr = f"{a} is not {not value}" if unknown_passes else f"{a} is {value}"
+        elif operator is Operator.EQUALS:
+            constants.append((c, value))
+            expr = f"(({t} := {a}) is None or {t} == {c})" if unknown_passes else f"{a} == {c}"
+        elif operator in (Operator.ONE_OF, Operator.NONE_OF):
+            constants.append((c, frozenset(value)))  # type: ignore[arg-type]
+            test = "in" if operator is Operator.ONE_OF else "not in"
+            guard = "is None or" if unknown_passes else "is not None and"
+            expr = f"(({t} := {a}) {guard} {t} {test} {c})"
+        elif operator in _BOUND_SYMBOL:
+            constants.append((c, value))
+            guard = "is None or" if unknown_passes else "is not None and"
+            expr = f"(({t} := {a}) {guard} {t} {_BOUND_SYMBOL[operator]} {c})"
+        elif operator is Operator.MIN_VERSION and isinstance(value, VersionFloor):
+            table = _FloorTable(value)
+            if table.single and table.everywhere is not None:
+                constants.append((c, table.everywhere))
+                guard = "is None or" if unknown_passes else "is not None and"
+                expr = f"(({t} := {a}) {guard} {t}.parts >= {c})"
+    if expr is None:
+        constants.append((p, passes))
+        return f"{p}(s)", tuple(constants)
+    if skip:
+        constants.append((k, skip))
+        expr = f"(s.platform in {k} or {expr})"
+    return expr, tuple(constants)

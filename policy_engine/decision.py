@@ -1,0 +1,104 @@
+"""What evaluation returns: a Decision that explains itself, its findings and reason codes.
+
+Owns: Decision, Finding, Reason.
+Must not import: anything outside the standard library and policy_engine.document.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from policy_engine.document import Severity
+
+
+class Reason(StrEnum):
+    """Why a decision came out as it did; the same code goes to logs, metrics and the deny page."""
+
+    OK = "ok"
+    """Allowed: every blocking check passed (nudges and checks in grace may still be listed)."""
+    DEVICE_UNKNOWN = "device-unknown"
+    """No snapshot for the device."""
+    SNAPSHOT_STALE = "snapshot-stale"
+    """The snapshot is older than the tier's ``max_snapshot_age``."""
+    SNAPSHOT_FROM_FUTURE = "snapshot-from-future"
+    """The snapshot is dated after ``now`` by more than the policy's ``max_clock_skew``."""
+    CHECKS_FAILED = "checks-failed"
+    """At least one ``fail`` check failed and is past any grace period."""
+    TIER_UNKNOWN = "tier-unknown"
+    """The tier is not defined in the policy in force."""
+    CHECK_ERROR = "check-error"
+    """A check (or the inputs) raised while evaluating; denied, ``detail`` says what."""
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One check that did not pass: what was seen, what was required, and how to fix it."""
+
+    check: str
+    fact: str
+    actual: str
+    """Display value of the fact: ``13.2.1``, ``off``, ``900``, ``not reported``."""
+    required: str
+    """Display requirement: ``>= 14.4``, ``on``, ``<= 600``, ``one of darwin, windows``."""
+    severity: Severity
+    grace_deadline: datetime | None
+    """When a check with grace starts (or started) blocking; None without grace."""
+    remediation: str
+    """Key in the compiled set's remediation catalog."""
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain data for JSON."""
+        return {
+            "check": self.check,
+            "fact": self.fact,
+            "actual": self.actual,
+            "required": self.required,
+            "severity": self.severity.value,
+            "grace_deadline": self.grace_deadline.isoformat() if self.grace_deadline else None,
+            "remediation": self.remediation,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Allowed or not at one tier, why, and until when the same inputs give the same answer."""
+
+    allowed: bool
+    tier: str
+    reason: Reason
+    failing: tuple[Finding, ...] = ()
+    """Blocking failures: ``fail`` checks without grace or past their grace deadline."""
+    in_grace: tuple[Finding, ...] = ()
+    """``fail`` checks failing but not blocking yet; each has its ``grace_deadline``."""
+    nudges: tuple[Finding, ...] = ()
+    """``nudge`` checks failing; never block."""
+    snapshot_age: timedelta | None = None
+    """Age of the snapshot at ``evaluated_at`` (negative within the allowed clock skew)."""
+    evaluated_at: datetime | None = None
+    valid_until: datetime | None = None
+    """First instant at which the same inputs could decide differently; None means never."""
+    detail: str = ""
+    """For ``check-error``: which check and what went wrong; otherwise empty."""
+
+    def is_valid_at(self, now: datetime) -> bool:
+        """Whether this decision still holds at ``now`` for the same inputs."""
+        start = self.evaluated_at
+        until = self.valid_until
+        return (start is None or start <= now) and (until is None or now < until)
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain data for JSON."""
+        return {
+            "allowed": self.allowed,
+            "tier": self.tier,
+            "reason": self.reason.value,
+            "failing": [f.to_dict() for f in self.failing],
+            "in_grace": [f.to_dict() for f in self.in_grace],
+            "nudges": [f.to_dict() for f in self.nudges],
+            "snapshot_age_s": self.snapshot_age.total_seconds() if self.snapshot_age is not None else None,
+            "evaluated_at": self.evaluated_at.isoformat() if self.evaluated_at else None,
+            "valid_until": self.valid_until.isoformat() if self.valid_until else None,
+            "detail": self.detail,
+        }
