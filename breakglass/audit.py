@@ -418,7 +418,7 @@ def verify(entries: Iterable[AuditEntry], *, expected_head: ChainHead | None = N
     order = sorted(range(len(stored)), key=lambda i: stored[i].seq)
     chain = [stored[i] for i in order]
     chain_ok = [content_ok[i] for i in order]
-    accepted: dict[int, str] = {}
+    accepted: dict[int, str] = {0: GENESIS_HASH}
     prev = GENESIS_HEAD
     prev_ok = True
     i = 0
