@@ -40,3 +40,10 @@ TARGET: web.RequestKey[Target] = web.RequestKey("target")
 ROUTE: web.RequestKey[Route] = web.RequestKey("route")
 EXCHANGE: web.RequestKey[Exchange] = web.RequestKey("exchange")
 """Per-request accounting (bytes, upstream status) written by the proxy, logged by the middleware."""
+
+# --- Identity (gateway/identity/) ---
+if TYPE_CHECKING:
+    from gateway.identity.resolver import IdentityResolver
+
+IDENTITY: web.AppKey[IdentityResolver] = web.AppKey("identity")
+"""Verified user and device for each request, upstream identity headers; exists between startup and cleanup."""

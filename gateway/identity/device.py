@@ -1,0 +1,165 @@
+"""The device's hardware serial, from verified sources only; the only place a serial is trusted.
+
+Owns: DeviceEvidence, device_serial, serial_from_peercert, verify_device_assertion, owner_matches.
+Must not import: aiohttp (the resolver reads the request and passes the evidence in).
+
+Sources, tried in the configured order:
+  mtls       the client certificate verified by the TLS listener against the configured client CA:
+             SAN URI `urn:device:serial:<SERIAL>`, else the subject CN;
+  assertion  a short-lived JWT in `X-Device-Assertion` (claim `serial`, audience Gatehouse) signed by a
+             trusted device key;
+  claim      a claim in the verified user token;
+  header     a plain header, believed only from configured front-end addresses (the weaker option:
+             anyone who can reach Gatehouse from those addresses can name any serial).
+A serial header from anywhere else is ignored: the device is then unknown.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from gateway.identity.errors import AuthenticationError, DeviceAssertionError
+from gateway.identity.jwks import KeySet
+from gateway.identity.model import DeviceId, DeviceSourceKind, Identity
+from gateway.identity.tokens import UnknownKeyId, check_times, decode_verified
+
+SAN_PREFIX = "urn:device:serial:"
+SERIAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def valid_serial(value: object) -> str | None:
+    """The serial if it is a plausible hardware serial (letters, digits, `.` `_` `:` `-`, ≤ 128 chars)."""
+    return value if isinstance(value, str) and SERIAL.fullmatch(value) else None
+
+
+def serial_from_peercert(cert: Mapping[str, object] | None) -> str | None:
+    """Serial from a verified peer certificate as returned by ``SSLObject.getpeercert()``."""
+    if not cert:
+        return None
+    sans = cert.get("subjectAltName") or ()
+    for entry in sans:  # type: ignore[union-attr]
+        if isinstance(entry, tuple) and len(entry) == 2 and entry[0] == "URI" and isinstance(entry[1], str):
+            if entry[1].startswith(SAN_PREFIX):
+                return valid_serial(entry[1].removeprefix(SAN_PREFIX))
+    common_names = [
+        value for rdn in (cert.get("subject") or ()) for (name, value) in rdn  # type: ignore[union-attr]
+        if name == "commonName"
+    ]
+    return valid_serial(common_names[0]) if len(common_names) == 1 else None
+
+
+def verify_device_assertion(
+    raw: str,
+    keys: KeySet,
+    *,
+    now: datetime,
+    audience: str,
+    max_lifetime_s: int,
+    algorithms: tuple[str, ...],
+    leeway_s: float = 30.0,
+    max_bytes: int = 4096,
+) -> str:
+    """The serial in a signed device assertion.
+
+    Raises:
+        DeviceAssertionError: bad signature or key, wrong audience, expired, too long-lived, no serial.
+    """
+    try:
+        claims = decode_verified(
+            raw, keys, algorithms=algorithms, issuers=None, audiences=(audience,), max_bytes=max_bytes,
+            required=("exp", "iat", "aud", "serial"),
+        )
+        check_times(claims, now=now, leeway_s=leeway_s)
+    except AuthenticationError as exc:
+        raise DeviceAssertionError(exc.reason.value) from None
+    except UnknownKeyId:
+        raise DeviceAssertionError("unknown-key") from None
+    exp, iat = claims["exp"], claims["iat"]
+    if not isinstance(iat, (int, float)) or isinstance(iat, bool) or float(exp) - float(iat) > max_lifetime_s:  # type: ignore[arg-type]
+        raise DeviceAssertionError("lifetime-too-long")
+    serial = valid_serial(claims.get("serial"))
+    if serial is None:
+        raise DeviceAssertionError("bad-serial")
+    return serial
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceEvidence:
+    """What the request offers about its device, read by the resolver; nothing here is trusted yet."""
+
+    peercert: Mapping[str, object] | None = None
+    """From the TLS transport; only populated when the listener verified it against the client CA."""
+    assertion: str | None = None
+    serial_header: str | None = None
+    remote: str | None = None
+    """The TCP peer address (not X-Forwarded-For)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceTrust:
+    """Configured device sources and what they need, prepared once."""
+
+    sources: tuple[DeviceSourceKind, ...]
+    assertion_keys: KeySet | None = None
+    assertion_audience: str = "gatehouse"
+    assertion_max_lifetime_s: int = 300
+    assertion_algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
+    assertion_leeway_s: float = 30.0
+    assertion_max_bytes: int = 4096
+    header_trusted_from: tuple[IpNetwork, ...] = ()
+
+
+def _from_trusted_address(remote: str | None, networks: tuple[IpNetwork, ...]) -> bool:
+    if remote is None or not networks:
+        return False
+    try:
+        address = ipaddress.ip_address(remote)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in net for net in networks)
+
+
+def device_serial(
+    evidence: DeviceEvidence, identity: Identity | None, trust: DeviceTrust, *, now: datetime
+) -> DeviceId | None:
+    """The first serial a configured, verified source proves, or None (the device is unknown)."""
+    for source in trust.sources:
+        serial: str | None = None
+        if source == "mtls":
+            serial = serial_from_peercert(evidence.peercert)
+        elif source == "assertion" and evidence.assertion and trust.assertion_keys is not None:
+            try:
+                serial = verify_device_assertion(
+                    evidence.assertion, trust.assertion_keys, now=now, audience=trust.assertion_audience,
+                    max_lifetime_s=trust.assertion_max_lifetime_s, algorithms=trust.assertion_algorithms,
+                    leeway_s=trust.assertion_leeway_s, max_bytes=trust.assertion_max_bytes,
+                )
+            except DeviceAssertionError:
+                serial = None
+        elif source == "claim" and identity is not None:
+            serial = valid_serial(identity.device_serial_claim)
+        elif source == "header" and _from_trusted_address(evidence.remote, trust.header_trusted_from):
+            serial = valid_serial((evidence.serial_header or "").strip())
+        if serial is not None:
+            return DeviceId(serial, source)
+    return None
+
+
+def owner_matches(identity: Identity, owners: Iterable[str]) -> bool:
+    """True when the user is one of the device's owners (subject exactly, or email case-insensitively).
+
+    An empty owner list matches nobody; the caller decides whether a route needs owner binding at all.
+    """
+    email = identity.email.casefold()
+    for owner in owners:
+        if owner == identity.subject or (owner and owner.casefold() == email):
+            return True
+    return False

@@ -1,0 +1,63 @@
+"""Errors of the identity package.
+
+Owns: AuthReason, AuthenticationError, DeviceAssertionError, KeyFileError.
+Must not import: aiohttp.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from gateway.errors import GatewayError
+
+
+class AuthReason(StrEnum):
+    """Why a user could not be authenticated; a closed set used in logs, metrics and responses."""
+
+    MISSING = "missing"
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not-yet-valid"
+    INVALID = "invalid"
+    WRONG_AUDIENCE = "wrong-audience"
+    WRONG_ISSUER = "wrong-issuer"
+    TOO_LARGE = "too-large"
+    UNKNOWN_KEY = "unknown-key"
+    BAD_CLAIMS = "bad-claims"
+    KEYS_UNAVAILABLE = "keys-unavailable"
+    LOGIN_FAILED = "login-failed"
+
+    @property
+    def public(self) -> str:
+        """What a client is told: only `missing`, `expired`, `wrong-audience` or `invalid`."""
+        if self in (AuthReason.MISSING, AuthReason.EXPIRED, AuthReason.WRONG_AUDIENCE):
+            return self.value
+        if self is AuthReason.KEYS_UNAVAILABLE:
+            return "unavailable"
+        return "invalid"
+
+
+class AuthenticationError(GatewayError, PermissionError):
+    """No verified user identity; becomes 401 (or a login redirect for browsers)."""
+
+    status = 401
+    code = "unauthenticated"
+
+    def __init__(self, reason: AuthReason, *, login: bool = False) -> None:
+        super().__init__(reason.value)
+        self.reason = reason
+        self.login = login
+        """True when a browser should be sent to the OpenID Connect login instead of a 401."""
+        if reason is AuthReason.KEYS_UNAVAILABLE:
+            self.status = 503
+
+
+class DeviceAssertionError(ValueError):
+    """A device assertion failed verification; the device is then unknown (never a 401)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class KeyFileError(ValueError):
+    """A key file could not be read or holds no usable key."""

@@ -1,0 +1,306 @@
+"""IdentityResolver: turns a request into a verified user and device, and both into upstream headers.
+
+Owns: IdentityResolver, identity_cleanup_ctx, the 401 rendering (unauthenticated_response).
+Must not import: gate, policy_engine, breakglass (no policy here: identity only).
+
+User sources are tried in the configured order and the first credential present decides: an invalid
+bearer token is not rescued by a cookie. Device sources are tried in their own configured order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from gateway.identity.assertion import (
+    SigningKeys, identity_headers, jwks_document, load_signing_keys, sign_assertion,
+)
+from gateway.identity.config import ASSERTION_HEADER, IdentitySettings, UserSource
+from gateway.identity.device import DeviceEvidence, DeviceTrust, device_serial
+from gateway.identity.errors import AuthenticationError, AuthReason
+from gateway.identity.jwks import JwksCache, KeySet, KeySource, KeysUnavailable, StaticKeys, load_key_files
+from gateway.identity.model import DeviceId, Identity, PostureSummary
+from gateway.identity.oidc import OidcClient
+from gateway.identity.session import SessionCodec, cookie_attributes
+from gateway.identity.tokens import ClaimNames, UnknownKeyId, VerifiedTokenCache, verify_token
+from gateway.keys import IDENTITY
+from gateway.metrics import Metrics
+
+log = structlog.get_logger(__name__)
+LOGIN_COOKIE = "gatehouse_login"
+Clock = Callable[[], datetime]
+
+
+class IdentityResolver:
+    """Verified user and device for each request; built once per app from IdentitySettings."""
+
+    def __init__(
+        self,
+        settings: IdentitySettings,
+        *,
+        session: aiohttp.ClientSession,
+        clock: Clock,
+        metrics: Metrics | None = None,
+    ) -> None:
+        """Load every key file named in the settings.
+
+        Raises:
+            KeyFileError: a key file is unreadable or unusable.
+        """
+        self.settings = settings
+        self._clock = clock
+        self._metrics = metrics
+        self._token_keys: KeySource | None = None
+        jwt_settings = settings.jwt
+        if jwt_settings is not None:
+            local = load_key_files(jwt_settings.key_files)
+            if jwt_settings.hmac_secret is not None:
+                local = KeySet(local.keys, jwt_settings.hmac_secret.reveal().encode())
+            if jwt_settings.jwks_url is not None:
+                self._token_keys = JwksCache(
+                    jwt_settings.jwks_url, session, ttl_s=jwt_settings.jwks_cache_ttl_s,
+                    unknown_kid_interval_s=jwt_settings.unknown_kid_refetch_interval_s,
+                    timeout_s=jwt_settings.jwks_timeout_s, extra=local, metrics=metrics,
+                )
+            else:
+                self._token_keys = StaticKeys(local)
+            c = jwt_settings.claims
+            self._claim_names = ClaimNames(c.subject, c.email, c.groups, c.device_serial)
+        self._cache = VerifiedTokenCache(settings.token_cache_size, leeway_s=jwt_settings.leeway_s if jwt_settings else 0)
+        self.codec: SessionCodec | None = None
+        self.oidc: OidcClient | None = None
+        if settings.oidc is not None:
+            self.codec = SessionCodec(
+                settings.oidc.session_key.reveal(), lifetime_s=settings.oidc.session_lifetime_s,
+                login_timeout_s=settings.oidc.login_timeout_s,
+            )
+            self.oidc = OidcClient(settings.oidc, session, self.codec, metrics=metrics)
+        dev = settings.device
+        self._device_trust = DeviceTrust(
+            sources=dev.sources,
+            assertion_keys=load_key_files(dev.assertion.key_files) if dev.assertion else None,
+            assertion_audience=dev.assertion.audience if dev.assertion else "gatehouse",
+            assertion_max_lifetime_s=dev.assertion.max_lifetime_s if dev.assertion else 300,
+            assertion_algorithms=dev.assertion.algorithms if dev.assertion else (),
+            assertion_leeway_s=dev.assertion.leeway_s if dev.assertion else 30.0,
+            assertion_max_bytes=dev.assertion.max_bytes if dev.assertion else 4096,
+            header_trusted_from=dev.header.networks() if dev.header else (),
+        )
+        self.signing_keys: SigningKeys | None = (
+            load_signing_keys(settings.assertion.key_files) if settings.assertion is not None else None
+        )
+        names = {ASSERTION_HEADER.lower()}
+        if dev.assertion is not None:
+            names.add(dev.assertion.header.lower())
+        if dev.header is not None:
+            names.add(dev.header.name.lower())
+        self.strip_names: frozenset[str] = frozenset(names)
+        """Incoming header names to drop before forwarding (besides every `X-Gatehouse-*`, see should_strip)."""
+
+    def now(self) -> datetime:
+        """The injected clock's current time."""
+        return self._clock()
+
+    # --- user ------------------------------------------------------------------------------------
+    async def authenticate(self, request: web.Request, *, now: datetime | None = None) -> Identity:
+        """The verified user of this request.
+
+        Raises:
+            AuthenticationError: no credential or a bad one; `.login` tells whether to redirect a browser.
+        """
+        now = now or self._clock()
+        try:
+            for source in self.settings.sources:
+                raw = self._credential(request, source)
+                if raw is None:
+                    continue
+                if source.kind == "session":
+                    if self.codec is None:  # prevented by IdentitySettings validation
+                        raise AuthenticationError(AuthReason.INVALID)
+                    return self.codec.decode_session(raw, now=now)
+                return await self._verify_jwt(raw, source.kind, now=now)
+            raise AuthenticationError(AuthReason.MISSING)
+        except AuthenticationError as exc:
+            exc.login = self.wants_login(request) and exc.reason is not AuthReason.KEYS_UNAVAILABLE
+            if self._metrics is not None:
+                self._metrics.auth_failures.labels(reason=exc.reason.value).inc()
+            raise
+
+    def _credential(self, request: web.Request, source: UserSource) -> str | None:
+        if source.kind == "bearer":
+            values = request.headers.getall("Authorization", [])
+            if not values:
+                return None
+            scheme, _, token = values[0].partition(" ")
+            if scheme.lower() != "bearer":
+                return None
+            if len(values) > 1:
+                return ""  # ambiguous: refused as invalid, never guessed at
+            return token.strip()
+        if source.kind == "header":
+            values = request.headers.getall(source.name, [])
+            return None if not values else (values[0].strip() if len(values) == 1 else "")
+        if source.kind == "cookie":
+            return request.cookies.get(source.name) or None
+        if source.kind == "session" and self.settings.oidc is not None:
+            return request.cookies.get(self.settings.oidc.session_cookie) or None
+        return None
+
+    async def _verify_jwt(self, raw: str, kind: str, *, now: datetime) -> Identity:
+        jwt_settings = self.settings.jwt
+        if jwt_settings is None or self._token_keys is None:
+            raise AuthenticationError(AuthReason.INVALID)
+        if not raw:
+            raise AuthenticationError(AuthReason.INVALID)
+        if len(raw) > jwt_settings.max_token_bytes:
+            raise AuthenticationError(AuthReason.TOO_LARGE)
+        cached = self._cache.get(raw, scope="jwt", source=kind, now=now)  # type: ignore[arg-type]
+        if cached is not None:
+            return cached
+        try:
+            keys = await self._token_keys.current(now=now)
+        except KeysUnavailable:
+            raise AuthenticationError(AuthReason.KEYS_UNAVAILABLE) from None
+
+        def verify(with_keys: KeySet) -> Identity:
+            return verify_token(
+                raw, with_keys, now=now, issuers=jwt_settings.issuers, audiences=jwt_settings.audiences,
+                algorithms=jwt_settings.algorithms, leeway_s=jwt_settings.leeway_s, claim_names=self._claim_names,
+                max_bytes=jwt_settings.max_token_bytes, source=kind,  # type: ignore[arg-type]
+            )
+
+        try:
+            identity = verify(keys)
+        except UnknownKeyId as exc:
+            fresh = await self._token_keys.refresh_for_unknown_kid(exc.kid, now=now)
+            if fresh is None:
+                raise AuthenticationError(AuthReason.UNKNOWN_KEY) from None
+            try:
+                identity = verify(fresh)
+            except UnknownKeyId:
+                raise AuthenticationError(AuthReason.UNKNOWN_KEY) from None
+        self._cache.put(raw, identity, scope="jwt", now=now)
+        return identity
+
+    def wants_login(self, request: web.Request) -> bool:
+        """True for a browser navigation that OpenID Connect login can serve."""
+        if self.oidc is None or request.method not in ("GET", "HEAD"):
+            return False
+        return "text/html" in request.headers.get("Accept", "")
+
+    # --- device ----------------------------------------------------------------------------------
+    def device(self, request: web.Request, identity: Identity | None, *, now: datetime | None = None) -> DeviceId | None:
+        """The verified hardware serial of the requesting device, or None (unknown device)."""
+        return device_serial(self.evidence(request), identity, self._device_trust, now=now or self._clock())
+
+    def evidence(self, request: web.Request) -> DeviceEvidence:
+        """Read what the request offers about its device (nothing is trusted here)."""
+        transport = request.transport
+        peercert = None
+        remote = None
+        if transport is not None:
+            ssl_object = transport.get_extra_info("ssl_object")
+            if ssl_object is not None:
+                peercert = ssl_object.getpeercert() or None
+            peer = transport.get_extra_info("peername")
+            if isinstance(peer, (tuple, list)) and peer:
+                remote = str(peer[0])
+        dev = self.settings.device
+        assertion = request.headers.get(dev.assertion.header) if dev.assertion else None
+        header = request.headers.get(dev.header.name) if dev.header else None
+        return DeviceEvidence(peercert=peercert, assertion=assertion, serial_header=header, remote=remote)
+
+    # --- upstream --------------------------------------------------------------------------------
+    def upstream_headers(
+        self, identity: Identity, device: DeviceId | None, posture: PostureSummary | None, *, now: datetime | None = None
+    ) -> dict[str, str]:
+        """Identity headers and, when keys are configured, the signed `X-Gatehouse-Jwt-Assertion`.
+
+        Raises:
+            UnsafeHeaderValue: a value holds control characters.
+        """
+        headers = identity_headers(identity, device)
+        if self.signing_keys is not None and self.settings.assertion is not None:
+            a = self.settings.assertion
+            headers[ASSERTION_HEADER] = sign_assertion(
+                identity, device, posture, self.signing_keys, now=now or self._clock(),
+                issuer=a.issuer, audience=a.audience, lifetime_s=a.lifetime_s,
+            )
+        return headers
+
+    def should_strip(self, name: str) -> bool:
+        """True for an incoming header that only Gatehouse may set (`X-Gatehouse-*`, device headers)."""
+        lowered = name.strip().lower()
+        return lowered.startswith("x-gatehouse-") or lowered in self.strip_names
+
+    def jwks_document(self) -> dict[str, list[dict[str, str]]]:
+        """Published assertion keys (empty when no assertion keys are configured)."""
+        return jwks_document(self.signing_keys) if self.signing_keys is not None else {"keys": []}
+
+    # --- responses -------------------------------------------------------------------------------
+    def origin(self, request: web.Request) -> str:
+        if self.settings.oidc is not None and self.settings.oidc.external_url:
+            return self.settings.oidc.external_url
+        return f"{request.scheme}://{request.host}"
+
+    async def login_redirect(self, request: web.Request, return_to: str | None, *, now: datetime | None = None) -> web.Response:
+        """302 to the provider's login, with the login-state cookie set.
+
+        Raises:
+            AuthenticationError: OIDC not configured or the provider unreachable.
+        """
+        if self.oidc is None or self.codec is None:
+            raise AuthenticationError(AuthReason.MISSING)
+        now = now or self._clock()
+        login, cookie = self.codec.new_login(return_to, now=now)
+        url = await self.oidc.authorization_url(login, origin=self.origin(request), now=now)
+        response = web.Response(status=302, headers={"Location": url, "Cache-Control": "no-store"})
+        response.set_cookie(LOGIN_COOKIE, cookie, **cookie_attributes(  # type: ignore[arg-type]
+            secure=request.secure, max_age=self.settings.oidc.login_timeout_s if self.settings.oidc else None))
+        return response
+
+    async def challenge(self, request: web.Request, error: AuthenticationError) -> web.Response:
+        """The response for a request without a verified user: login redirect for browsers, else JSON 401."""
+        if error.login and self.oidc is not None:
+            try:
+                return await self.login_redirect(request, request.raw_path)
+            except AuthenticationError as exc:
+                error = exc
+        return unauthenticated_response(error)
+
+
+def unauthenticated_response(error: AuthenticationError) -> web.Response:
+    """JSON 401 with `WWW-Authenticate` (or 503 when keys are unavailable); the reason never leaks details."""
+    public = error.reason.public
+    if error.status == 503:
+        return web.json_response({"error": "identity-unavailable", "reason": public}, status=503,
+                                 headers={"Cache-Control": "no-store", "Retry-After": "5"})
+    challenge = 'Bearer realm="gatehouse"'
+    if error.reason is not AuthReason.MISSING:
+        challenge += f', error="invalid_token", error_description="{public}"'
+    return web.json_response(
+        {"error": "unauthenticated", "reason": public}, status=401,
+        headers={"WWW-Authenticate": challenge, "Cache-Control": "no-store"},
+    )
+
+
+def identity_cleanup_ctx(
+    settings: IdentitySettings, *, clock: Clock, metrics: Metrics | None = None, session: aiohttp.ClientSession | None = None
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup_ctx that builds the IdentityResolver at startup as ``app[IDENTITY]`` (own IdP session unless given)."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        own = session is None
+        client = session or aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)
+        try:
+            app[IDENTITY] = IdentityResolver(settings, session=client, clock=clock, metrics=metrics)
+            yield
+        finally:
+            if own:
+                await client.close()
+
+    return ctx
