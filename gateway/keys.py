@@ -15,10 +15,10 @@ from aiohttp import web
 if TYPE_CHECKING:
     from aiohttp import ClientSession
 
-    from gateway.app import Clock, ConfigHolder
+    from gateway.app import Clock, ConfigHolder, LiveConfig
     from gateway.handlers import Gate, Readiness
     from gateway.metrics import Metrics
-    from gateway.middleware import Exchange
+    from gateway.proxy import Exchange
     from gateway.routing import Route
     from gateway.target import Target
 
@@ -40,6 +40,8 @@ TARGET: web.RequestKey[Target] = web.RequestKey("target")
 ROUTE: web.RequestKey[Route] = web.RequestKey("route")
 EXCHANGE: web.RequestKey[Exchange] = web.RequestKey("exchange")
 """Per-request accounting (bytes, upstream status) written by the proxy, logged by the middleware."""
+LIVE: web.RequestKey[LiveConfig] = web.RequestKey("live")
+"""The configuration snapshot this request uses from start to end (taken once, in the middleware)."""
 
 # --- Identity (gateway/identity/) ---
 if TYPE_CHECKING:

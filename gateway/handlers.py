@@ -1,0 +1,171 @@
+"""Thin aiohttp handlers: the catch-all proxied route, liveness and readiness; the gate seam.
+
+Owns: Gate (Protocol), Admission, OpenGate, Readiness, handle_proxied, healthz, readyz,
+RESERVED_PREFIXES.
+Must not import: app, server (app.py wires these handlers; they read what they need from app keys).
+
+The catch-all is: canonical target (set by the middleware) → reserved prefix check → route match
+→ ``app[GATE].admit(request, route)`` → proxy (or WebSocket relay). The gate is where identity and
+policy plug in: it returns an Admission that either allows (with the identity headers to inject) or
+carries the response to send instead (a deny page, a login redirect).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Protocol
+
+import orjson
+import structlog
+from aiohttp import web
+
+from gateway import proxy
+from gateway.errors import RouteNotFound
+from gateway.keys import CONFIG, EXCHANGE, GATE, LIVE, METRICS, READINESS, REQUEST_ID, ROUTE, TARGET, UPSTREAM_SESSION
+from gateway.routing import Route
+
+RESERVED_PREFIXES = ("/.gatehouse/", "/.well-known/gatehouse/")
+"""Paths that belong to Gatehouse on every host and are never proxied."""
+
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """The gate's answer: allow with headers to inject, or a response to send instead."""
+
+    inject: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    """Headers added to the upstream request (after every client X-Gatehouse-* header is stripped)."""
+    strip: Collection[str] = ()
+    """Extra client header names to strip before forwarding (e.g. configured assertion headers)."""
+    response: web.StreamResponse | None = None
+    """When set, the request is not proxied; this response (deny page, redirect) is sent."""
+
+    @classmethod
+    def allow(cls, inject: Mapping[str, str] = _EMPTY, *, strip: Collection[str] = ()) -> Admission:
+        """Admit the request, injecting ``inject`` upstream."""
+        return cls(inject=inject, strip=strip)
+
+    @classmethod
+    def refuse(cls, response: web.StreamResponse) -> Admission:
+        """Do not proxy; send ``response`` instead."""
+        return cls(response=response)
+
+
+class Gate(Protocol):
+    """Identity + policy for one routed request. Bind ``decision``, ``user`` and ``device`` with
+    ``structlog.contextvars.bind_contextvars`` so they appear in the ``request.completed`` line."""
+
+    async def admit(self, request: web.Request, route: Route) -> Admission: ...
+
+
+class OpenGate:
+    """Admits everything with no identity headers (until identity and policy are wired, and in tests)."""
+
+    async def admit(self, request: web.Request, route: Route) -> Admission:
+        return Admission.allow()
+
+
+Check = Callable[[], bool | Awaitable[bool]]
+
+
+@dataclass(slots=True)
+class Readiness:
+    """Named readiness checks; /.gatehouse/readyz is 200 only when every check says True."""
+
+    checks: dict[str, Check] = field(default_factory=dict)
+
+    def add(self, name: str, check: Check) -> None:
+        """Register (or replace) a check; it may be sync or async and must be cheap."""
+        self.checks[name] = check
+
+    def remove(self, name: str) -> None:
+        """Forget a check."""
+        self.checks.pop(name, None)
+
+    async def evaluate(self) -> dict[str, bool]:
+        """Every check's state; a check that raises counts as not ready."""
+        states: dict[str, bool] = {}
+        for name, check in self.checks.items():
+            try:
+                value = check()
+                if inspect.isawaitable(value):
+                    value = await value
+                states[name] = bool(value)
+            except Exception:  # a broken check means not ready, never a 500
+                states[name] = False
+        return states
+
+
+def is_reserved(path: str) -> bool:
+    """True for paths under a reserved prefix (or the bare prefixes themselves)."""
+    return any(path.startswith(p) or path == p[:-1] for p in RESERVED_PREFIXES)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the event loop runs."""
+    return web.json_response({"status": "ok"}, headers={"Cache-Control": "no-store"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: 200 when every registered check passes, else 503 listing what is not ready."""
+    states = await request.config_dict[READINESS].evaluate()
+    not_ready = sorted(name for name, ok in states.items() if not ok)
+    body = {"ready": not not_ready, "checks": states, "not_ready": not_ready}
+    return web.Response(
+        status=503 if not_ready else 200, body=orjson.dumps(body), content_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def handle_proxied(request: web.Request) -> web.StreamResponse:
+    """Catch-all: route the canonical target, ask the gate, then proxy.
+
+    Raises:
+        RouteNotFound: a reserved path not served by Gatehouse, or no route matches.
+        BodyTooLarge, UpstreamError: from the proxy.
+    """
+    target = request[TARGET]
+    if is_reserved(target.path):
+        raise RouteNotFound(f"`{target.path}` is reserved for Gatehouse")
+    live = request[LIVE]
+    route = live.routes.match(target.host, target.path)
+    if route is None:
+        raise RouteNotFound(f"no route for `{target.host}{target.path}`")
+    request[ROUTE] = route
+    exchange = request[EXCHANGE]
+    exchange.route, exchange.tier = route.id, route.tier
+    structlog.contextvars.bind_contextvars(route=route.id, tier=route.tier)
+    admission = await request.config_dict[GATE].admit(request, route)
+    if admission.response is not None:
+        return admission.response
+    websocket = proxy.is_websocket_upgrade(request)
+    headers = proxy.upstream_headers(
+        request.headers,
+        peer=request.remote,
+        trusted=live.trusts(request.remote),
+        scheme=request.scheme,
+        host=target.host,
+        request_id=request[REQUEST_ID],
+        inject=admission.inject,
+        strip=admission.strip,
+        websocket=websocket,
+    )
+    app = request.config_dict
+    if websocket:
+        return await proxy.forward_websocket(
+            request, route, target, session=app[UPSTREAM_SESSION], headers=headers, counts=exchange, metrics=app[METRICS],
+        )
+    return await proxy.forward(
+        request, route, target, session=app[UPSTREAM_SESSION], headers=headers,
+        request_id=request[REQUEST_ID], counts=exchange, metrics=app[METRICS],
+    )
+
+
+__all__ = [
+    "Admission", "CONFIG", "Gate", "OpenGate", "RESERVED_PREFIXES", "Readiness",
+    "handle_proxied", "healthz", "is_reserved", "readyz",
+]

@@ -1,0 +1,132 @@
+"""The one middleware around every request: id, target check, log line, metrics, error pages.
+
+Owns: request_context (middleware), add_response_headers (on_response_prepare), request id rules.
+Must not import: app, server.
+
+For each request, in order: take the live configuration snapshot (``request[LIVE]``); keep the
+``X-Request-Id`` of a trusted peer when it is short and made of safe characters, else generate one;
+bind ``request_id`` with structlog contextvars; validate and canonicalise the raw target
+(``request[TARGET]``, 400 on anything ambiguous); call the handler; turn a GatewayError or an HTTP
+error into a page (HTML or problem+json by ``Accept``); emit ONE ``request.completed`` event; count
+the request by route and status class; keep the in-flight gauge.
+
+``request.completed`` carries: request_id, method, path (canonical path only: never the query, which
+may hold tokens), route, tier, decision, user, device (bound by the gate through contextvars),
+status, upstream_status, bytes_in, bytes_out, duration_s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+from gateway.errors import GatewayError
+from gateway.keys import CONFIG, EXCHANGE, LIVE, METRICS, REQUEST_ID, TARGET
+from gateway.pages import error_response, gateway_error_response
+from gateway.proxy import Exchange
+from gateway.target import canonicalise
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+_log = structlog.get_logger("gateway.request")
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def new_request_id() -> str:
+    """A fresh random request id (32 hex characters)."""
+    return uuid.uuid4().hex
+
+
+def choose_request_id(incoming: str | None, *, trusted: bool) -> str:
+    """The caller's id when the peer is trusted and the id is short and safe, else a new one."""
+    if trusted and incoming and _REQUEST_ID.fullmatch(incoming):
+        return incoming
+    return new_request_id()
+
+
+def _code_class(status: int) -> str:
+    return f"{status // 100}xx"
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: _Handler) -> web.StreamResponse:
+    """Wrap one request: id, canonical target, error pages, log line, metrics."""
+    app = request.config_dict
+    metrics = app[METRICS]
+    live = app[CONFIG].current
+    request[LIVE] = live
+    request_id = choose_request_id(request.headers.get("X-Request-Id"), trusted=live.trusts(request.remote))
+    request[REQUEST_ID] = request_id
+    exchange = Exchange()
+    request[EXCHANGE] = exchange
+    started = time.perf_counter()
+    path = request.raw_path.partition("?")[0][:256]
+    status = 500
+    metrics.in_flight.inc()
+    with structlog.contextvars.bound_contextvars(request_id=request_id):
+        try:
+            response = await _handle(request, handler, request_id)
+            status = response.status
+            if exchange.bytes_out == 0 and exchange.upstream_status is None:
+                exchange.bytes_out = response.content_length or 0
+            return response
+        except web.HTTPException as exc:  # redirects and the like from other handlers pass through
+            status = exc.status
+            raise
+        except asyncio.CancelledError:
+            status = 499  # the client went away
+            raise
+        finally:
+            metrics.in_flight.dec()
+            duration = time.perf_counter() - started
+            target = request.get(TARGET)
+            route = exchange.route or ("gatehouse" if target is not None else "-")
+            metrics.requests.labels(route=route, code_class=_code_class(status)).inc()
+            metrics.request_duration.labels(route=route).observe(duration)
+            bound = structlog.contextvars.get_contextvars()
+            _log.info(
+                "request.completed",
+                request_id=request_id,
+                method=request.method,
+                path=target.path if target is not None else path,
+                route=exchange.route,
+                tier=exchange.tier,
+                decision=bound.get("decision"),
+                user=bound.get("user"),
+                device=bound.get("device"),
+                status=status,
+                upstream_status=exchange.upstream_status,
+                bytes_in=exchange.bytes_in,
+                bytes_out=exchange.bytes_out,
+                duration_s=round(duration, 6),
+            )
+
+
+async def _handle(request: web.Request, handler: _Handler, request_id: str) -> web.StreamResponse:
+    accept = request.headers.get("Accept", "")
+    try:
+        request[TARGET] = canonicalise(request.raw_path, request.headers.getall("Host", []))
+        return await handler(request)
+    except GatewayError as exc:
+        return gateway_error_response(accept, exc, request_id=request_id)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(accept, status=exc.status, code=f"http-{exc.status}", request_id=request_id)
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        _log.exception("request.failed", request_id=request_id)
+        return error_response(accept, status=500, code="internal-error", request_id=request_id)
+
+
+async def add_response_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """on_response_prepare: every response carries the request's id."""
+    request_id = request.get(REQUEST_ID)
+    if request_id is not None and "X-Request-Id" not in response.headers:
+        response.headers["X-Request-Id"] = request_id

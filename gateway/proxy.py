@@ -1,0 +1,331 @@
+"""Forwarding one admitted request to its upstream, streaming both ways; WebSockets too.
+
+Owns: header rules (hop-by-hop, X-Forwarded-*/Forwarded, identity-header stripping and injection),
+forward(), forward_websocket(), the mapping of client errors to UpstreamError.
+Must not import: app, handlers (receives the pooled session, route, target and headers to inject).
+
+Headers sent upstream:
+
+- hop-by-hop headers (Connection, Keep-Alive, Proxy-*, TE, Trailer, Transfer-Encoding, Upgrade) and
+  every header named in Connection are removed, in both directions; ``Expect`` is answered by
+  Gatehouse and not forwarded;
+- every ``X-Gatehouse-*`` header from the client, and every name in ``strip`` (configured assertion
+  headers), is removed, also when named in Connection; then ``inject`` is added;
+- ``Host`` is the client's (so upstreams build correct links); ``X-Forwarded-For``/``-Proto``/``-Host``
+  and ``Forwarded`` (RFC 7239) are set. The client's own values are kept (and appended to) only when
+  the peer address is in ``server.trusted_proxies``; otherwise they are replaced;
+- ``X-Request-Id`` is the request's id (the middleware keeps a trusted caller's, else generates one).
+
+Bodies stream chunk by chunk; nothing holds a whole body. The request body is counted while it
+streams, so a chunked upload over the route's limit fails with 413 even without Content-Length.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping
+from dataclasses import dataclass
+
+import aiohttp
+import structlog
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from gateway.errors import BodyTooLarge, UpstreamError
+from gateway.metrics import Metrics
+from gateway.routing import Route
+from gateway.target import Target
+
+CHUNK_SIZE = 64 * 1024
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
+    "te", "trailer", "trailers", "transfer-encoding", "upgrade",
+})
+_FORWARDING = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-real-ip", "x-request-id"})
+_WS_HANDSHAKE = frozenset({"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-protocol", "sec-websocket-accept"})
+IDENTITY_PREFIX = "x-gatehouse-"
+
+_log = structlog.get_logger("gateway.proxy")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(slots=True)
+class Exchange:
+    """What one request did: its route and tier once known, bytes moved, the upstream's status."""
+
+    route: str | None = None
+    tier: str | None = None
+    upstream_status: int | None = None
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
+def peer_is_trusted(remote: str | None, networks: Collection[Network]) -> bool:
+    """True when the peer address lies in one of the trusted proxy networks."""
+    if not remote or not networks:
+        return False
+    try:
+        address = ipaddress.ip_address(remote.split("%", 1)[0])
+    except ValueError:
+        return False
+    return any(address in net for net in networks)
+
+
+def connection_named(headers: Iterable[tuple[str, str]]) -> frozenset[str]:
+    """Lower-cased header names listed in every Connection header."""
+    names: set[str] = set()
+    for name, value in headers:
+        if name.lower() == "connection":
+            names.update(token.strip().lower() for token in value.split(",") if token.strip())
+    return frozenset(names)
+
+
+def _is_hop(name: str, named: frozenset[str]) -> bool:
+    return name in HOP_BY_HOP or name.startswith("proxy-") or name in named
+
+
+def _quote_node(address: str) -> str:
+    return f'"[{address}]"' if ":" in address else address
+
+
+def upstream_headers(
+    incoming: CIMultiDictProxy[str] | CIMultiDict[str],
+    *,
+    peer: str | None,
+    trusted: bool,
+    scheme: str,
+    host: str,
+    request_id: str,
+    inject: Mapping[str, str] = {},
+    strip: Collection[str] = (),
+    websocket: bool = False,
+) -> CIMultiDict[str]:
+    """The headers to send upstream for a client request (see the module docstring)."""
+    items = list(incoming.items())
+    named = connection_named(items)
+    stripped = {s.lower() for s in strip}
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in items:
+        lower = name.lower()
+        if _is_hop(lower, named) or lower.startswith(IDENTITY_PREFIX) or lower in stripped or lower == "expect":
+            continue
+        if lower in _FORWARDING or (websocket and lower in _WS_HANDSHAKE):
+            continue
+        out.add(name, value)
+    node = peer or "unknown"
+    ours = f"for={_quote_node(node)};proto={scheme};host=\"{host}\""
+    if trusted:
+        prior_for = ", ".join(incoming.getall("X-Forwarded-For", []))
+        prior_fwd = ", ".join(incoming.getall("Forwarded", []))
+        out["X-Forwarded-For"] = f"{prior_for}, {node}" if prior_for else node
+        out["X-Forwarded-Proto"] = incoming.get("X-Forwarded-Proto", scheme)
+        out["X-Forwarded-Host"] = incoming.get("X-Forwarded-Host", host)
+        out["Forwarded"] = f"{prior_fwd}, {ours}" if prior_fwd else ours
+    else:
+        out["X-Forwarded-For"] = node
+        out["X-Forwarded-Proto"] = scheme
+        out["X-Forwarded-Host"] = host
+        out["Forwarded"] = ours
+    out["X-Request-Id"] = request_id
+    for name, value in inject.items():
+        out[name] = value
+    return out
+
+
+def downstream_headers(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """The upstream's response headers minus hop-by-hop ones, for the client."""
+    items = list(incoming.items())
+    named = connection_named(items)
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in items:
+        lower = name.lower()
+        if not _is_hop(lower, named):
+            out.add(name, value)
+    return out
+
+
+def is_websocket_upgrade(request: web.Request) -> bool:
+    """True for a GET asking to upgrade to WebSocket."""
+    if request.method != "GET" or request.headers.get("Upgrade", "").lower() != "websocket":
+        return False
+    return "upgrade" in connection_named(request.headers.items())
+
+
+def _upstream_url(route: Route, target: Target) -> URL:
+    return URL(route.upstream + target.forward_target, encoded=True)
+
+
+def _timeout(route: Route) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=None, connect=None, sock_connect=route.connect_timeout_s, sock_read=route.read_timeout_s)
+
+
+def _classify(exc: BaseException, route: Route) -> UpstreamError:
+    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return UpstreamError("timeout", f"route `{route.id}`: the upstream did not answer in time", status=504)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamError("connect", f"route `{route.id}`: cannot connect to the upstream", status=502)
+    return UpstreamError("protocol", f"route `{route.id}`: the upstream broke off the exchange", status=502)
+
+
+async def forward(
+    request: web.Request,
+    route: Route,
+    target: Target,
+    *,
+    session: aiohttp.ClientSession,
+    headers: CIMultiDict[str],
+    request_id: str,
+    counts: Exchange,
+    metrics: Metrics,
+) -> web.StreamResponse:
+    """Stream the request to the route's upstream and its answer back to the client.
+
+    Raises:
+        BodyTooLarge: the body is over the route's limit (by Content-Length, or counted while streaming).
+        UpstreamError: connect failure (502), timeout (504) or a broken exchange (502) before the
+            response head was sent to the client.
+    """
+    limit = route.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLarge(f"route `{route.id}` accepts at most {limit} bytes")
+    over_limit = False
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal over_limit
+        async for chunk in request.content.iter_chunked(CHUNK_SIZE):
+            counts.bytes_in += len(chunk)
+            if counts.bytes_in > limit:
+                over_limit = True
+                raise BodyTooLarge(f"route `{route.id}` accepts at most {limit} bytes")
+            yield chunk
+
+    data = body() if request.body_exists else None
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        upstream = await session.request(
+            request.method, _upstream_url(route, target), headers=headers, data=data,
+            allow_redirects=False, timeout=_timeout(route),
+        )
+    except BodyTooLarge:
+        raise
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        if over_limit:
+            raise BodyTooLarge(f"route `{route.id}` accepts at most {limit} bytes") from None
+        error = _classify(exc, route)
+        metrics.upstream_errors.labels(route=route.id, kind=error.kind).inc()
+        raise error from None
+    async with upstream:
+        metrics.upstream_duration.labels(route=route.id).observe(loop.time() - started)
+        counts.upstream_status = upstream.status
+        if over_limit:
+            raise BodyTooLarge(f"route `{route.id}` accepts at most {limit} bytes")
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        response.headers.extend(downstream_headers(upstream.headers))
+        response.headers["X-Request-Id"] = request_id
+        await response.prepare(request)
+        try:
+            async for chunk in upstream.content.iter_chunked(CHUNK_SIZE):
+                counts.bytes_out += len(chunk)
+                await response.write(chunk)
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+            if isinstance(exc, aiohttp.ClientConnectionResetError) or over_limit:
+                return response  # the client went away; nothing more to send
+            error = _classify(exc, route)
+            metrics.upstream_errors.labels(route=route.id, kind=error.kind).inc()
+            _log.warning("upstream.aborted", route=route.id, kind=error.kind)
+            if request.transport is not None:
+                request.transport.close()  # the client sees a truncated response, never a clean end
+            return response
+        except ConnectionResetError:
+            return response
+        await response.write_eof()
+        return response
+
+
+async def forward_websocket(
+    request: web.Request,
+    route: Route,
+    target: Target,
+    *,
+    session: aiohttp.ClientSession,
+    headers: CIMultiDict[str],
+    counts: Exchange,
+    metrics: Metrics,
+) -> web.StreamResponse:
+    """Open the WebSocket upstream, accept the client's, and relay frames both ways until one closes.
+
+    Raises:
+        UpstreamError: the upstream could not be reached or refused the upgrade.
+    """
+    offered = [p.strip() for v in request.headers.getall("Sec-WebSocket-Protocol", []) for p in v.split(",") if p.strip()]
+    try:
+        upstream = await session.ws_connect(
+            _upstream_url(route, target), headers=headers, protocols=offered, autoping=False, autoclose=True,
+            compress=0, timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=route.read_timeout_s),
+            max_msg_size=16 * 1024 * 1024,
+        )
+    except aiohttp.WSServerHandshakeError as exc:
+        metrics.upstream_errors.labels(route=route.id, kind="protocol").inc()
+        raise UpstreamError("protocol", f"route `{route.id}`: the upstream refused the WebSocket upgrade ({exc.status})", status=502) from None
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        error = _classify(exc, route)
+        metrics.upstream_errors.labels(route=route.id, kind=error.kind).inc()
+        raise error from None
+    counts.upstream_status = 101
+    client = web.WebSocketResponse(
+        protocols=(upstream.protocol,) if upstream.protocol else (), autoping=False, autoclose=True,
+        compress=False, max_msg_size=16 * 1024 * 1024,
+    )
+    await client.prepare(request)
+    to_upstream = asyncio.create_task(_relay(client, upstream, counts, inbound=True))
+    to_client = asyncio.create_task(_relay(upstream, client, counts, inbound=False))
+    try:
+        await asyncio.wait((to_upstream, to_client), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (to_upstream, to_client):
+            task.cancel()
+        await asyncio.gather(to_upstream, to_client, return_exceptions=True)
+        await upstream.close()
+        await client.close()
+    return client
+
+
+_WsEnd = aiohttp.ClientWebSocketResponse | web.WebSocketResponse
+
+
+def _close_code(code: object) -> int:
+    if isinstance(code, int) and (code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011) or 3000 <= code <= 4999):
+        return code
+    return 1000
+
+
+async def _relay(source: _WsEnd, sink: _WsEnd, counts: Exchange, *, inbound: bool) -> None:
+    while True:
+        msg = await source.receive()
+        if msg.type is aiohttp.WSMsgType.TEXT:
+            size = len(msg.data.encode())
+            await sink.send_str(msg.data)
+        elif msg.type is aiohttp.WSMsgType.BINARY:
+            size = len(msg.data)
+            await sink.send_bytes(msg.data)
+        elif msg.type is aiohttp.WSMsgType.PING:
+            size = 0
+            await sink.ping(msg.data)
+        elif msg.type is aiohttp.WSMsgType.PONG:
+            size = 0
+            await sink.pong(msg.data)
+        elif msg.type is aiohttp.WSMsgType.CLOSE:
+            await sink.close(code=_close_code(msg.data), message=(msg.extra or "").encode()[:123])
+            return
+        else:  # CLOSING, CLOSED, ERROR
+            if not sink.closed:
+                await sink.close(code=1011 if msg.type is aiohttp.WSMsgType.ERROR else 1000)
+            return
+        if inbound:
+            counts.bytes_in += size
+        else:
+            counts.bytes_out += size

@@ -1,0 +1,145 @@
+"""Which route a request belongs to, decided on the canonical host and path.
+
+Owns: Route, RouteTable.
+Must not import: aiohttp, app, handlers (pure; built once per configuration, read per request).
+
+Matching rules:
+
+- Host first, then path. Among the routes whose host AND path prefix both match, the most specific
+  host wins (exact ``wiki.corp.example`` before one-label wildcard ``*.corp.example`` before a route
+  without host), then the longest path prefix. A host that has routes of its own therefore still
+  falls through to wildcard and any-host routes for paths none of its own prefixes cover.
+- A route host with a port (``wiki.corp:8443``) matches only that port; without a port it matches
+  the host on any port. A wildcard matches exactly one label: ``*.corp.example`` matches
+  ``a.corp.example`` but neither ``corp.example`` nor ``a.b.corp.example``.
+- Path prefixes match on segment boundaries: ``/billing`` matches ``/billing`` and ``/billing/x`` but
+  NOT ``/billingx``; ``/billing/`` matches ``/billing/`` and ``/billing/x`` but not ``/billing``.
+- Prefixes are case-sensitive (``/Billing`` is not ``/billing``, as most upstreams see it), unless the
+  route sets ``case_insensitive_path``. When a case-sensitive and a case-insensitive prefix of the same
+  length both match, the case-sensitive one wins.
+- Prefixes match the canonical path, in which only unreserved characters are decoded: a prefix with
+  non-ASCII characters never matches; write prefixes in ASCII.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from gateway.settings import RouteSettings
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One protected service, resolved from its RouteSettings."""
+
+    id: str
+    host: str | None
+    path_prefix: str
+    upstream: str
+    """Base URL without trailing slash; the request path is appended to it."""
+    tier: str
+    mode: Literal["enforce", "monitor"]
+    case_insensitive_path: bool
+    max_body_bytes: int
+    connect_timeout_s: float
+    read_timeout_s: float
+    require_owner: bool
+
+    @classmethod
+    def from_settings(cls, settings: RouteSettings, *, default_max_body_bytes: int) -> Route:
+        """Resolve one route's settings, filling in server-wide defaults."""
+        return cls(
+            id=settings.id,
+            host=settings.host,
+            path_prefix=settings.path_prefix,
+            upstream=settings.upstream,
+            tier=settings.tier,
+            mode=settings.mode,
+            case_insensitive_path=settings.case_insensitive_path,
+            max_body_bytes=default_max_body_bytes if settings.max_body_bytes is None else settings.max_body_bytes,
+            connect_timeout_s=settings.connect_timeout_s,
+            read_timeout_s=settings.read_timeout_s,
+            require_owner=settings.require_owner,
+        )
+
+
+_Entry = tuple[str, bool, Route]  # (prefix as compared, case-insensitive, route)
+
+
+def _prefix_matches(prefix: str, path: str) -> bool:
+    if not path.startswith(prefix):
+        return False
+    return len(path) == len(prefix) or prefix.endswith("/") or path[len(prefix)] == "/"
+
+
+def _first_match(entries: tuple[_Entry, ...], path: str, lowered: str) -> Route | None:
+    for prefix, insensitive, route in entries:
+        if _prefix_matches(prefix, lowered if insensitive else path):
+            return route
+    return None
+
+
+def _ordered(routes: Iterable[Route]) -> tuple[_Entry, ...]:
+    entries = [
+        (r.path_prefix.lower() if r.case_insensitive_path else r.path_prefix, r.case_insensitive_path, r) for r in routes
+    ]
+    # INVARIANT: longest prefix first; case-sensitive before case-insensitive at equal length.
+    entries.sort(key=lambda e: (-len(e[0]), e[1]))
+    return tuple(entries)
+
+
+class RouteTable:
+    """All routes, indexed per host so that match() is a few dict lookups and prefix checks."""
+
+    __slots__ = ("_exact", "_wildcard", "_any", "routes")
+
+    def __init__(self, routes: Iterable[Route]) -> None:
+        self.routes: tuple[Route, ...] = tuple(routes)
+        exact: dict[str, list[Route]] = {}
+        wildcard: dict[str, list[Route]] = {}
+        any_host: list[Route] = []
+        for route in self.routes:
+            if route.host is None:
+                any_host.append(route)
+            elif route.host.startswith("*."):
+                wildcard.setdefault(route.host[1:], []).append(route)
+            else:
+                exact.setdefault(route.host, []).append(route)
+        self._exact = {host: _ordered(rs) for host, rs in exact.items()}
+        self._wildcard = {suffix: _ordered(rs) for suffix, rs in wildcard.items()}
+        self._any = _ordered(any_host)
+
+    @classmethod
+    def from_settings(cls, routes: Iterable[RouteSettings], *, default_max_body_bytes: int = 100 * 1024 * 1024) -> RouteTable:
+        """Build the table from configured routes."""
+        return cls(Route.from_settings(r, default_max_body_bytes=default_max_body_bytes) for r in routes)
+
+    def match(self, host: str, canonical_path: str) -> Route | None:
+        """The route for a lower-cased host (with optional port) and canonical path, or None."""
+        lowered = canonical_path.lower()
+        hostname, port = _split_port(host)
+        candidates: list[tuple[_Entry, ...]] = []
+        if port is not None and (entries := self._exact.get(host)) is not None:
+            candidates.append(entries)
+        if (entries := self._exact.get(hostname)) is not None:
+            candidates.append(entries)
+        label, dot, parent = hostname.partition(".")
+        if dot and label:
+            for suffix in (f".{parent}{':' + port if port else ''}", f".{parent}") if port else (f".{parent}",):
+                if (entries := self._wildcard.get(suffix)) is not None:
+                    candidates.append(entries)
+        candidates.append(self._any)
+        for entries in candidates:
+            route = _first_match(entries, canonical_path, lowered)
+            if route is not None:
+                return route
+        return None
+
+
+def _split_port(host: str) -> tuple[str, str | None]:
+    if host.endswith("]") or ":" not in host:
+        return host, None
+    name, _, port = host.rpartition(":")
+    return name, port
