@@ -17,6 +17,8 @@ from policy_engine.facts import BUILTIN_FACTS, CUSTOM_PREFIX, FactKind, fact_kin
 from policy_engine.model import DeviceSnapshot, OsFamily, Version
 
 NOT_REPORTED = "not reported"
+NEVER: tuple[int, ...] = (1 << 62,)
+"""A floor no real version reaches: no version is accepted."""
 _ALL_PLATFORMS = frozenset(OsFamily)
 _NUMERIC_TYPES = (int, float)
 _BOUND_SYMBOL = {
@@ -119,6 +121,21 @@ class _FloorTable:
             return f">= {self.every_text}"
         where = snapshot.distribution if platform == OsFamily.LINUX and snapshot.distribution else str(platform)
         return f"a supported platform (no minimum for `{where}`)"
+
+    def inline_table(self) -> dict[object, tuple[dict[str, tuple[int, ...]], tuple[int, ...]]]:
+        """For the generated fast path: platform -> (floors by distribution, floor otherwise)."""
+        fallback = self.everywhere if self.everywhere is not None else NEVER
+        table: dict[object, tuple[dict[str, tuple[int, ...]], tuple[int, ...]]] = {}
+        for platform in (OsFamily.DARWIN, OsFamily.WINDOWS, OsFamily.LINUX):
+            floor = self.by_platform.get(platform)
+            other = floor if floor is not None else fallback
+            dists = self.by_distribution if platform is OsFamily.LINUX else {}
+            table[platform] = (dict(dists), other)  # type: ignore[arg-type]
+        return table
+
+    def inline_default(self) -> tuple[dict[str, tuple[int, ...]], tuple[int, ...]]:
+        """For platforms outside the table (unknown): the `default` floor or none at all."""
+        return ({}, self.everywhere if self.everywhere is not None else NEVER)
 
     @property
     def single(self) -> bool:
@@ -284,10 +301,20 @@ def _inline(
             expr = f"(({t} := {a}) {guard} {t} {_BOUND_SYMBOL[operator]} {c})"
         elif operator is Operator.MIN_VERSION and isinstance(value, VersionFloor):
             table = _FloorTable(value)
+            guard = "is None or" if unknown_passes else "is not None and"
             if table.single and table.everywhere is not None:
                 constants.append((c, table.everywhere))
-                guard = "is None or" if unknown_passes else "is not None and"
                 expr = f"(({t} := {a}) {guard} {t}.parts >= {c})"
+            else:
+                # platform -> (floor by distribution, floor otherwise); a missing platform has
+                # no acceptable version unless `default` gives one.
+                constants.append((c, table.inline_table()))
+                constants.append((k + "d", table.inline_default()))
+                f = f"_f{index}"
+                expr = (
+                    f"(({t} := {a}) {guard} ({t}.parts >= "
+                    f"(({f} := {c}.get(s.platform, {k}d))[0].get(s.distribution, {f}[1]))))"
+                )
     if expr is None:
         constants.append((p, passes))
         return f"{p}(s)", tuple(constants)

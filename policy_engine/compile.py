@@ -98,17 +98,35 @@ def policy_fingerprint(document: PolicyDocument) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _build_fast(checks: tuple[CompiledCheck, ...]) -> Callable[[DeviceSnapshot], bool]:
-    namespace: dict[str, object] = {"__builtins__": {}}
+def _build_functions(
+    checks: tuple[CompiledCheck, ...],
+) -> tuple[Callable[[DeviceSnapshot], bool], Callable[[DeviceSnapshot], list[int]]]:
+    """Generate a tier's all-pass predicate and its ``failing indices`` function.
+
+    The failing function returns the index of every check that does not pass, or ``~index``
+    (negative) for a check that raised.
+    """
+    namespace: dict[str, object] = {"__builtins__": {}, "_E": Exception}
     terms = []
     for check in checks:
         # INVARIANT: inline expressions hold only whitelisted field names, operators and
         # generated names (_c3, _p7); policy text reaches the code only as bound constants.
         terms.append(check.inline or "False")
         namespace.update(check.constants)
-    source = "def _fast(s):\n    return " + (" and ".join(terms) if terms else "True") + "\n"
+    fast = "def _fast(s):\n    return " + (" and ".join(terms) if terms else "True") + "\n"
+    failing = ["def _failing(s):", "    out = []"]
+    for i, term in enumerate(terms):
+        failing += [
+            "    try:",
+            f"        if not ({term}):",
+            f"            out.append({i})",
+            "    except _E:",
+            f"        out.append({~i})",
+        ]
+    failing.append("    return out")
+    source = fast + "\n".join(failing) + "\n"
     exec(compile(source, "<gatehouse-policy>", "exec"), namespace)  # noqa: S102 - see INVARIANT
-    return namespace["_fast"]  # type: ignore[return-value]
+    return namespace["_fast"], namespace["_failing"]  # type: ignore[return-value]
 
 
 def compile_policy_set(document: PolicyDocument) -> CompiledPolicySet:
@@ -150,7 +168,7 @@ def compile_policy_set(document: PolicyDocument) -> CompiledPolicySet:
             description=spec.description,
         )
         ordered = tuple(sorted((compiled[n] for n in names), key=lambda c: c.cost))
-        tiers.append(_Tier(info, ordered, _build_fast(ordered)))
+        tiers.append(_Tier(info, ordered, *_build_functions(ordered)))
     return CompiledPolicySet(
         source=document.source,
         version=policy_fingerprint(document),
@@ -159,4 +177,5 @@ def compile_policy_set(document: PolicyDocument) -> CompiledPolicySet:
         tiers=tiers,
         checks=compiled.values(),
         remediation=catalog,
+        all_failing=_build_functions(tuple(compiled.values()))[1],
     )

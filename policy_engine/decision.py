@@ -102,3 +102,23 @@ class Decision:
             "valid_until": self.valid_until.isoformat() if self.valid_until else None,
             "detail": self.detail,
         }
+
+
+def _mutable_twin(cls: type) -> type:
+    """A plain slotted class with ``cls``'s exact slot layout and a positional ``__init__``.
+
+    The hot path builds a twin and then sets its ``__class__`` to the frozen dataclass: the
+    result is an ordinary frozen instance, built without one ``object.__setattr__`` call per
+    field (which is what makes frozen dataclass construction slow).
+    """
+    names = tuple(cls.__slots__)  # type: ignore[attr-defined]
+    source = f"def __init__(self, {', '.join(names)}):\n" + "".join(f"    self.{n} = {n}\n" for n in names)
+    namespace: dict[str, object] = {}
+    exec(source, namespace)  # noqa: S102 - field names of our own dataclass only
+    return type(f"_{cls.__name__}Twin", (), {"__slots__": names, "__init__": namespace["__init__"]})
+
+
+# INVARIANT: the twins' slots equal the dataclasses' slots, in order, so ``__class__`` may be
+# reassigned from twin to dataclass (CPython checks the layouts are compatible).
+DecisionTwin = _mutable_twin(Decision)
+FindingTwin = _mutable_twin(Finding)

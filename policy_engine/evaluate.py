@@ -17,11 +17,15 @@ from typing import Callable, Iterable, Mapping
 
 from policy_engine.checks import CompiledCheck
 from policy_engine.decision import Decision, Finding, Reason
+from policy_engine.decision import DecisionTwin as _DecisionTwin
+from policy_engine.decision import FindingTwin as _FindingTwin
 from policy_engine.document import BreakGlassSpec, Severity
 from policy_engine.model import DeviceSnapshot
 from policy_engine.remediation import Remediation
 
 _ONE_TICK = timedelta(microseconds=1)
+_CHECKS_FAILED = Reason.CHECKS_FAILED
+_set = object.__setattr__
 _NUDGE = Severity.NUDGE
 _OK = Reason.OK
 
@@ -60,15 +64,20 @@ class TierInfo:
 class _Tier:
     """A tier ready to evaluate; internal."""
 
-    __slots__ = ("info", "name", "checks", "fast", "max_age", "fresh_shift")
+    __slots__ = ("info", "name", "checks", "fast", "failing", "max_age", "fresh_shift")
 
     def __init__(
-        self, info: TierInfo, checks: tuple[CompiledCheck, ...], fast: Callable[[DeviceSnapshot], bool]
+        self,
+        info: TierInfo,
+        checks: tuple[CompiledCheck, ...],
+        fast: Callable[[DeviceSnapshot], bool],
+        failing: Callable[[DeviceSnapshot], list[int]],
     ) -> None:
         self.info = info
         self.name = info.name
         self.checks = checks
         self.fast = fast
+        self.failing = failing
         self.max_age = info.max_snapshot_age
         # A snapshot is stale once its age exceeds max_age: the first such instant is one tick later.
         self.fresh_shift = info.max_snapshot_age + _ONE_TICK
@@ -85,7 +94,7 @@ class CompiledPolicySet:
     """A validated, compiled policy; immutable once built by ``compile_policy_set``."""
 
     __slots__ = ("source", "version", "description", "max_clock_skew", "tiers", "checks",
-                 "remediation", "_by_name", "_neg_skew", "_all_checks", "_specs")
+                 "remediation", "_by_name", "_neg_skew", "_all_checks", "_all_failing")
 
     def __init__(
         self,
@@ -97,8 +106,10 @@ class CompiledPolicySet:
         tiers: Iterable[_Tier],
         checks: Iterable[CompiledCheck],
         remediation: Mapping[str, Remediation],
+        all_failing: Callable[[DeviceSnapshot], list[int]],
     ) -> None:
         tier_list = tuple(tiers)
+        self._all_failing = all_failing
         self.source = source
         self.version = version
         """Fingerprint of the document's content; part of any memo key."""
@@ -138,15 +149,11 @@ class CompiledPolicySet:
         The gateway calls this at ingest to keep each device's ``failing_since`` history: record
         the snapshot's time for names that appear, drop names that no longer do.
         """
-        failing = []
-        for check in self._all_checks:
-            try:
-                if check.passes(snapshot):
-                    continue
-            except Exception:  # noqa: BLE001 - a broken check counts as failing
-                pass
-            failing.append(check.name)
-        return frozenset(failing)
+        checks = self._all_checks
+        try:
+            return frozenset(checks[i if i >= 0 else ~i].name for i in self._all_failing(snapshot))
+        except Exception:  # noqa: BLE001 - a snapshot that breaks even this fails everything
+            return frozenset(c.name for c in checks)
 
     def evaluate(
         self,
@@ -185,7 +192,9 @@ class CompiledPolicySet:
             except Exception:  # noqa: BLE001 - the explaining path below names the broken check
                 clean = False
             if clean:
-                return Decision(True, t.name, _OK, (), (), (), age, now, observed + t.fresh_shift)
+                decision = _DecisionTwin(True, t.name, _OK, (), (), (), age, now, observed + t.fresh_shift, "")
+                _set(decision, "__class__", Decision)
+                return decision  # type: ignore[no-any-return]
             return self._explain(t, snapshot, now, failing_since, age, observed)
         except Exception as exc:  # noqa: BLE001 - evaluate is total: broken input denies
             return _error(tier, now, f"evaluation raised {type(exc).__name__}")
@@ -203,10 +212,15 @@ class CompiledPolicySet:
         in_grace: list[Finding] = []
         nudges: list[Finding] = []
         valid_until = observed + t.fresh_shift
-        for check in t.checks:
+        checks = t.checks
+        for index in t.failing(snapshot):
+            if index < 0:
+                return Decision(
+                    False, t.name, Reason.CHECK_ERROR, snapshot_age=age, evaluated_at=now,
+                    valid_until=valid_until, detail=f"check `{checks[~index].name}` raised an error",
+                )
+            check = checks[index]
             try:
-                if check.passes(snapshot):
-                    continue
                 actual = check.actual(snapshot)
                 required = check.required(snapshot)
             except Exception as exc:  # noqa: BLE001 - fail closed, naming the check
@@ -214,37 +228,39 @@ class CompiledPolicySet:
                     False, t.name, Reason.CHECK_ERROR, snapshot_age=age, evaluated_at=now,
                     valid_until=valid_until, detail=f"check `{check.name}` raised {type(exc).__name__}",
                 )
-            if check.severity is _NUDGE:
-                nudges.append(Finding(check.name, check.fact, actual, required, _NUDGE, None, check.remediation))
-                continue
             grace = check.grace
-            if grace is None:
-                failing.append(Finding(check.name, check.fact, actual, required, check.severity, None, check.remediation))
-                continue
-            since = failing_since.get(check.name) if failing_since else None
-            # INVARIANT: grace counts from the first failure; without history that is at the
-            # latest this snapshot's time, never `now` (which would make grace endless).
-            start = observed if since is None or since > observed else since
-            deadline = start + grace
-            finding = Finding(check.name, check.fact, actual, required, check.severity, deadline, check.remediation)
-            if now < deadline:
-                in_grace.append(finding)
+            deadline = None
+            if grace is not None:
+                since = failing_since.get(check.name) if failing_since else None
+                # INVARIANT: grace counts from the first failure; without history that is at the
+                # latest this snapshot's time, never `now` (which would make grace endless).
+                start = observed if since is None or since > observed else since
+                deadline = start + grace
+            finding = _FindingTwin(check.name, check.fact, actual, required, check.severity, deadline, check.remediation)
+            _set(finding, "__class__", Finding)
+            if check.severity is _NUDGE:
+                nudges.append(finding)  # type: ignore[arg-type]
+            elif deadline is not None and now < deadline:
+                in_grace.append(finding)  # type: ignore[arg-type]
                 if deadline < valid_until:
                     valid_until = deadline
             else:
-                failing.append(finding)
+                failing.append(finding)  # type: ignore[arg-type]
         allowed = not failing
-        return Decision(
+        decision = _DecisionTwin(
             allowed,
             t.name,
-            _OK if allowed else Reason.CHECKS_FAILED,
+            _OK if allowed else _CHECKS_FAILED,
             tuple(failing),
             tuple(in_grace),
             tuple(nudges),
             age,
             now,
             valid_until,
+            "",
         )
+        _set(decision, "__class__", Decision)
+        return decision  # type: ignore[no-any-return]
 
 
 def _error(tier: object, now: object, detail: str) -> Decision:
