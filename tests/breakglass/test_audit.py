@@ -16,7 +16,6 @@ from breakglass import (
     CSV_COLUMNS,
     GENESIS_HASH,
     GENESIS_HEAD,
-    AuditConflict,
     AuditEntry,
     AuditIntegrityError,
     ChainHead,
@@ -32,6 +31,7 @@ from breakglass import (
     verify,
 )
 from tests.breakglass.factories import NOW, make_chain, make_event
+from tests.breakglass.sink_contract import AuditSinkContract
 
 
 def reseal_from(entries: list[AuditEntry], start: int) -> list[AuditEntry]:
@@ -91,34 +91,14 @@ class TestChain:
             make_event(at=NOW.replace(tzinfo=None))
 
 
-class TestInMemoryAuditSink:
-    async def test_append_then_read_back(self) -> None:
-        """Appended entries come back in order and move the head."""
-        sink = InMemoryAuditSink()
-        chain = make_chain(3)
+class TestInMemoryAuditSink(AuditSinkContract):
+    @pytest.fixture
+    def sink(self) -> InMemoryAuditSink:
+        """An empty in-memory sink."""
+        return InMemoryAuditSink()
 
-        await sink.append(chain[:2])
-        await sink.append(chain[2:])
-
-        assert chain == tuple(await sink.entries())
-        assert chain[2:] == tuple(await sink.entries(after_seq=2))
-        assert chain[2].head == await sink.head()
-
-    async def test_stale_writer_gets_a_conflict_and_writes_nothing(self) -> None:
-        """An entry sealed after an outdated head is refused, keeping the chain linear."""
-        sink = InMemoryAuditSink()
-        await sink.append(seal([make_event(grant_id="g-1")], head=GENESIS_HEAD))
-        stale = seal([make_event(grant_id="g-2")], head=GENESIS_HEAD)
-
-        with pytest.raises(AuditConflict) as caught:
-            await sink.append(stale)
-
-        assert (1, 1) == (caught.value.expected_seq, caught.value.head_seq)
-        assert 1 == len(await sink.entries())
-
-    async def test_a_bad_batch_is_not_partly_written(self) -> None:
+    async def test_a_bad_batch_is_not_partly_written(self, sink: InMemoryAuditSink) -> None:
         """A batch with a wrong hash anywhere is refused entirely."""
-        sink = InMemoryAuditSink()
         chain = list(make_chain(2))
         chain[1] = replace(chain[1], hash="f" * 64)
 
