@@ -20,9 +20,12 @@ class JwksServer:
     keys: list[tuple[PrivateKey, str]] = field(default_factory=lambda: [(rsa_key(), "k1")])
     hits: int = 0
     url: str = ""
+    failing: bool = False
 
     async def handle(self, request: web.Request) -> web.Response:
         self.hits += 1
+        if self.failing:
+            return web.Response(status=500)
         return web.json_response({"keys": [public_jwk(k, kid) for k, kid in self.keys]})
 
 
