@@ -428,12 +428,17 @@ def verify(entries: Iterable[AuditEntry], *, expected_head: ChainHead | None = N
         after_next = chain[i + 2] if i + 2 < len(chain) else None
         links = entry.prev_hash == prev.hash
         if links and entry.seq == prev.seq + 1:
+            # Two entries claim the same place: the genuine one is what the chain continues
+            # from (or, at the end, what the stored head names).
             forged = (
                 nxt is not None
                 and nxt.seq == entry.seq
                 and nxt.prev_hash == prev.hash
-                and after_next is not None
-                and after_next.prev_hash == nxt.hash
+                and (
+                    after_next.prev_hash == nxt.hash
+                    if after_next is not None
+                    else expected_head is not None and expected_head == nxt.head
+                )
             )
             if forged:
                 problems.append(_inserted(entry, prev))
