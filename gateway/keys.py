@@ -49,3 +49,21 @@ if TYPE_CHECKING:
 
 IDENTITY: web.AppKey[IdentityResolver] = web.AppKey("identity")
 """Verified user and device for each request, upstream identity headers; exists between startup and cleanup."""
+
+# --- Snapshots and ingest (store/, snapshots.py, ingest/) ---
+if TYPE_CHECKING:
+    from gateway.ingest.config import IngestSettings
+    from gateway.ingest.http import IngestRuntime
+    from gateway.ingest.pipeline import ComplianceRecorder
+    from gateway.snapshots import SnapshotCache
+    from gateway.store.base import Store
+
+STORE: web.AppKey[Store] = web.AppKey("store")
+"""The durable store (snapshots, enrollments, history); opened and closed by a cleanup_ctx in app.py."""
+SNAPSHOT_CACHE: web.AppKey[SnapshotCache] = web.AppKey("snapshot_cache")
+"""Every device's latest snapshot in memory; the request path reads it with ``get(serial)``."""
+INGEST_SETTINGS: web.AppKey[IngestSettings] = web.AppKey("ingest_settings")
+COMPLIANCE_RECORDER: web.AppKey[ComplianceRecorder] = web.AppKey("compliance_recorder")
+"""Optional: per-check pass/fail of each newly stored snapshot, for history and failing-since."""
+INGEST_RUNTIME: web.AppKey[IngestRuntime] = web.AppKey("ingest_runtime")
+"""Set by ``add_ingest_routes``: per-device locks of the osquery handlers."""

@@ -1,0 +1,404 @@
+"""aiohttp handlers of the ingest endpoints: the osquery TLS remote API and the JSON snapshot API.
+
+Owns: add_ingest_routes and the handlers it registers, body reading (size limit, gzip, JSON).
+Must not import: gateway.app (app.py calls add_ingest_routes).
+
+Handlers read their dependencies from the app: STORE, SNAPSHOT_CACHE, INGEST_SETTINGS, CLOCK,
+and optionally METRICS and COMPLIANCE_RECORDER (gateway/keys.py). A 200 is sent only after the
+store committed what it acknowledges; a store failure answers 503 so senders retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+import zlib
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import orjson
+import structlog
+from aiohttp import ClientPayloadError, web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from gateway.ingest import osquery
+from gateway.ingest.config import IngestSettings
+from gateway.ingest.pipeline import Ingestor
+from gateway.ingest.snapshot_parse import ItemError, parse_snapshot_item
+from gateway.ingest.stethoscope import is_stethoscope_item, parse_stethoscope_item
+from gateway.keys import CLOCK, COMPLIANCE_RECORDER, INGEST_RUNTIME, INGEST_SETTINGS, METRICS, SNAPSHOT_CACHE, STORE
+from gateway.store.base import Enrollment, PutOutcome, StoreError
+from policy_engine.model import DeviceSnapshot
+
+_log = structlog.get_logger(__name__)
+
+OSQUERY_PREFIX = "/.gatehouse/osquery"
+SNAPSHOTS_PATH = "/.gatehouse/api/v1/snapshots"
+_NODE_INVALID = orjson.dumps({"node_invalid": True})
+_OK = orjson.dumps({"node_invalid": False})
+_JSON = "application/json"
+
+
+class IngestRuntime:
+    """Per-app ingest state: one lock per device so two requests never interleave its query rows."""
+
+    def __init__(self) -> None:
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def device_lock(self, serial: str) -> asyncio.Lock:
+        lock = self._locks.get(serial)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[serial] = lock
+        return lock
+
+
+def add_ingest_routes(app: web.Application) -> None:
+    """Register the osquery and snapshot API endpoints; the app must hold STORE, SNAPSHOT_CACHE, INGEST_SETTINGS and CLOCK."""
+    app[INGEST_RUNTIME] = IngestRuntime()
+    app.router.add_post(f"{OSQUERY_PREFIX}/enroll", handle_enroll)
+    app.router.add_post(f"{OSQUERY_PREFIX}/config", handle_config)
+    app.router.add_post(f"{OSQUERY_PREFIX}/log", handle_log)
+    app.router.add_post(f"{OSQUERY_PREFIX}/distributed/read", handle_distributed_read)
+    app.router.add_post(f"{OSQUERY_PREFIX}/distributed/write", handle_distributed_write)
+    app.router.add_post(SNAPSHOTS_PATH, handle_snapshots)
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps({"error": code, "message": message}), content_type=_JSON)
+
+
+def _json(payload: bytes) -> web.Response:
+    return web.Response(body=payload, content_type=_JSON)
+
+
+class _Refused(Exception):
+    def __init__(self, response: web.Response) -> None:
+        self.response = response
+
+
+async def _read_json(request: web.Request, limit: int) -> object:
+    """The JSON body, at most ``limit`` bytes after decompression.
+
+    Raises:
+        _Refused: 413 when too large, 400 when not JSON or not decompressible.
+    """
+    too_large = _error(413, "body-too-large", f"the body is larger than {limit} bytes; send smaller batches")
+    if request.content_length is not None and request.content_length > limit:
+        raise _Refused(too_large)
+    # aiohttp already inflates `Content-Encoding: gzip/deflate` bodies; the limit counts inflated bytes.
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > limit:
+                raise _Refused(too_large)
+            chunks.append(chunk)
+    except (zlib.error, ValueError, ClientPayloadError, HttpProcessingError) as exc:
+        raise _Refused(_error(400, "bad-encoding", f"the body could not be decompressed: {exc}")) from None
+    body = b"".join(chunks)
+    if body[:2] == b"\x1f\x8b":  # gzip the server did not inflate (no Content-Encoding header)
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            body = inflater.decompress(body, limit + 1)
+        except zlib.error as exc:
+            raise _Refused(_error(400, "bad-encoding", f"the gzip body is corrupt: {exc}")) from None
+        if len(body) > limit or inflater.unconsumed_tail:
+            raise _Refused(too_large)
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise _Refused(_error(400, "bad-json", f"the body is not JSON: {exc}")) from None
+
+
+def _ingestor(app: web.Application) -> Ingestor:
+    return Ingestor(
+        store=app[STORE],
+        cache=app.get(SNAPSHOT_CACHE),
+        clock=app[CLOCK],
+        metrics=app.get(METRICS),
+        recorder=app.get(COMPLIANCE_RECORDER),
+    )
+
+
+def _now(app: web.Application) -> datetime:
+    clock: Callable[[], datetime] = app[CLOCK]
+    return clock()
+
+
+# -- osquery ------------------------------------------------------------------------------------
+
+
+def _node_key(request: web.Request, body: object) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "nodekey" and value.strip():
+        return value.strip()
+    if isinstance(body, dict) and isinstance(body.get("node_key"), str) and body["node_key"]:
+        return str(body["node_key"])
+    return None
+
+
+async def _enrollment(request: web.Request, body: object) -> Enrollment | None:
+    """The active enrollment of the request's node key, or None (unknown, revoked, absent)."""
+    node_key = _node_key(request, body)
+    if node_key is None:
+        return None
+    enrollment = await request.app[STORE].enrollment_by_node_key(node_key)
+    return enrollment if enrollment is not None and enrollment.active else None
+
+
+async def _osquery_body(request: web.Request) -> object:
+    return await _read_json(request, request.app[INGEST_SETTINGS].max_body_bytes)
+
+
+async def handle_enroll(request: web.Request) -> web.StreamResponse:
+    """osquery enroll: check the secret and serial, answer a fresh node key or ``node_invalid``."""
+    app = request.app
+    settings = app[INGEST_SETTINGS]
+    metrics = app.get(METRICS)
+    try:
+        body = await _osquery_body(request)
+        enroll = osquery.parse_enroll(body)
+    except _Refused as refused:
+        return refused.response
+    except osquery.OsqueryRequestError as exc:
+        _log.warning("osquery.enroll_refused", reason="bad-serial", detail=str(exc))
+        if metrics is not None:
+            metrics.enrollments.labels(outcome="bad-serial").inc()
+        return _json(_NODE_INVALID)
+    if not any(secret.matches(enroll.enroll_secret) for secret in settings.osquery_enroll_secrets):
+        _log.warning("osquery.enroll_refused", reason="bad-secret")
+        if metrics is not None:
+            metrics.enrollments.labels(outcome="bad-secret").inc()
+        return _json(_NODE_INVALID)
+    node_key = osquery.new_node_key()
+    try:
+        await app[STORE].create_enrollment(
+            node_key=node_key,
+            serial=enroll.serial,
+            host_identifier=enroll.host_identifier,
+            details=enroll.details,
+            now=_now(app),
+        )
+    except StoreError as exc:
+        _log.error("osquery.enroll_failed", error=str(exc))
+        if metrics is not None:
+            metrics.enrollments.labels(outcome="store-error").inc()
+            metrics.store_errors.labels(operation="create_enrollment").inc()
+        return _error(503, "store-unavailable", "the store is unavailable; the agent will retry")
+    _log.info("osquery.enrolled", platform=enroll.details.platform)
+    if metrics is not None:
+        metrics.enrollments.labels(outcome="enrolled").inc()
+    return _json(orjson.dumps({"node_key": node_key, "node_invalid": False}))
+
+
+async def handle_config(request: web.Request) -> web.StreamResponse:
+    """osquery config: the posture pack with decorators and intervals."""
+    try:
+        body = await _osquery_body(request)
+        if await _enrollment(request, body) is None:
+            return _json(_NODE_INVALID)
+    except _Refused as refused:
+        return refused.response
+    except StoreError:
+        return _error(503, "store-unavailable", "the store is unavailable; the agent will retry")
+    return _json(osquery.config_document(request.app[INGEST_SETTINGS]))
+
+
+async def handle_log(request: web.Request) -> web.StreamResponse:
+    """osquery logger: result logs become the device's snapshot; status logs are logged."""
+    app = request.app
+    try:
+        body = await _osquery_body(request)
+        enrollment = await _enrollment(request, body)
+    except _Refused as refused:
+        return refused.response
+    except StoreError:
+        return _error(503, "store-unavailable", "the store is unavailable; the agent will retry")
+    if enrollment is None:
+        return _json(_NODE_INVALID)
+    if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+        return _error(400, "bad-log", "a log request needs `log_type` and a `data` list")
+    log_type = body.get("log_type")
+    if log_type == "status":
+        _log_status(body["data"], enrollment)
+        return _json(_OK)
+    if log_type != "result":
+        return _json(_OK)
+    now = _now(app)
+    items: list[osquery.ResultItem] = []
+    for raw in body["data"]:
+        try:
+            item = osquery.normalize_result(raw, now=now)
+        except osquery.OsqueryRequestError as exc:
+            # The agent cannot fix a bad line by retrying it: acknowledge and count it.
+            _log.warning("osquery.result_refused", detail=str(exc))
+            _ingestor(app).rejected("osquery")
+            continue
+        if item.serial and item.serial != enrollment.serial:
+            _log.warning("osquery.serial_mismatch", enrolled=enrollment.serial, decorated=item.serial)
+        items.append(item)
+    try:
+        await _apply_osquery_items(app, enrollment, items, now=now)
+    except StoreError as exc:
+        _log.error("osquery.log_failed", error=str(exc))
+        return _error(503, "store-unavailable", "the store is unavailable; the agent will retry")
+    return _json(_OK)
+
+
+def _log_status(lines: list[object], enrollment: Enrollment) -> None:
+    for line in lines:
+        if not isinstance(line, dict):
+            continue
+        severity = line.get("severity")
+        try:
+            level = int(severity) if isinstance(severity, (int, str)) else 0
+        except ValueError:
+            level = 0
+        if level >= 1:
+            _log.warning(
+                "osquery.agent_reported",
+                severity=("info", "warning", "error", "fatal")[min(level, 3)],
+                message=str(line.get("message", ""))[:500],
+                file=str(line.get("filename", ""))[:100],
+                host=enrollment.host_identifier,
+            )
+
+
+async def _apply_osquery_items(
+    app: web.Application, enrollment: Enrollment, items: list[osquery.ResultItem], *, now: datetime
+) -> None:
+    if not items:
+        return
+    store = app[STORE]
+    async with app[INGEST_RUNTIME].device_lock(enrollment.serial):
+        state = await store.query_results(enrollment.serial)
+        touched = osquery.apply_results(state, items)
+        await store.save_query_results(enrollment.serial, touched)
+        previous = await store.latest(enrollment.serial)
+        snapshot = osquery.assemble_snapshot(
+            enrollment,
+            {**state, **touched},
+            received_at=now,
+            owners=previous.owners if previous is not None else (),
+        )
+        if snapshot is None:
+            return
+        snapshot = osquery.sequence_after(snapshot, previous)
+        if snapshot is not None:
+            await _ingestor(app).ingest([snapshot])
+
+
+async def handle_distributed_read(request: web.Request) -> web.StreamResponse:
+    """osquery distributed read: queries queued for this device (a "check again" refresh), with ``accelerate``."""
+    app = request.app
+    try:
+        body = await _osquery_body(request)
+        enrollment = await _enrollment(request, body)
+        if enrollment is None:
+            return _json(_NODE_INVALID)
+        pending = await app[STORE].pending_queries(enrollment.serial)
+    except _Refused as refused:
+        return refused.response
+    except StoreError:
+        return _error(503, "store-unavailable", "the store is unavailable; the agent will retry")
+    answer: dict[str, object] = {"queries": {q.query_id: q.sql for q in pending}, "node_invalid": False}
+    accelerate = app[INGEST_SETTINGS].osquery_intervals.accelerate_s
+    if pending and accelerate:
+        answer["accelerate"] = accelerate
+    return _json(orjson.dumps(answer))
+
+
+async def handle_distributed_write(request: web.Request) -> web.StreamResponse:
+    """osquery distributed write: answers to queued queries update the device's snapshot at once."""
+    app = request.app
+    store = app[STORE]
+    try:
+        body = await _osquery_body(request)
+        enrollment = await _enrollment(request, body)
+        if enrollment is None:
+            return _json(_NODE_INVALID)
+        if not isinstance(body, dict):
+            return _error(400, "bad-write", "a distributed write needs `queries` and `statuses` objects")
+        now = _now(app)
+        pending = await store.pending_queries(enrollment.serial)
+        items, answered = osquery.distributed_results(pending, body, now=now)
+        await _apply_osquery_items(app, enrollment, items, now=now)
+        await store.complete_pending_queries(enrollment.serial, answered)
+    except _Refused as refused:
+        return refused.response
+    except osquery.OsqueryRequestError as exc:
+        return _error(400, "bad-write", str(exc))
+    except StoreError:
+        return _error(503, "store-unavailable", "the store is unavailable; the agent will retry")
+    return _json(_OK)
+
+
+# -- JSON snapshot API --------------------------------------------------------------------------
+
+
+def _authorized(request: web.Request, settings: IngestSettings) -> bool:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return False
+    return any(secret.matches(token) for secret in settings.api_tokens)
+
+
+async def handle_snapshots(request: web.Request) -> web.StreamResponse:
+    """``POST /.gatehouse/api/v1/snapshots``: a batch of snapshots (ours or Stethoscope's), per-item outcomes."""
+    app = request.app
+    settings = app[INGEST_SETTINGS]
+    if not _authorized(request, settings):
+        response = _error(401, "unauthenticated", "send `Authorization: Bearer <ingest token>` with a token from `ingest.api_tokens`")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="gatehouse-ingest"'
+        return response
+    try:
+        body = await _read_json(request, settings.max_body_bytes)
+    except _Refused as refused:
+        return refused.response
+    if is_stethoscope_item(body):
+        raw_items: object = [body]
+    elif isinstance(body, dict):
+        raw_items = body.get("snapshots")
+    else:
+        raw_items = body
+    if not isinstance(raw_items, list):
+        return _error(400, "bad-batch", 'send `{"snapshots": [...]}` or a JSON array of snapshot items')
+    if len(raw_items) > settings.max_batch_items:
+        return _error(413, "batch-too-large", f"{len(raw_items)} items; send at most {settings.max_batch_items} per request")
+    now = _now(app)
+    skew = timedelta(seconds=settings.max_future_skew_s)
+    results: list[dict[str, object]] = [{} for _ in raw_items]
+    good: list[tuple[int, DeviceSnapshot]] = []
+    ingestor = _ingestor(app)
+    for index, item in enumerate(raw_items):
+        where = f"snapshots[{index}]"
+        try:
+            if is_stethoscope_item(item):
+                snapshot = parse_stethoscope_item(item, where=where, received_at=now, max_future_skew=skew)  # type: ignore[arg-type]
+            else:
+                snapshot = parse_snapshot_item(item, where=where, received_at=now, max_future_skew=skew)
+        except ItemError as exc:
+            results[index] = {"index": index, "outcome": "rejected", "errors": [p.as_dict() for p in exc.problems]}
+            source = "stethoscope" if is_stethoscope_item(item) else "api"
+            ingestor.rejected(source)
+            continue
+        good.append((index, snapshot))
+    try:
+        outcomes = await ingestor.ingest([s for _, s in good])
+    except StoreError as exc:
+        _log.error("ingest.store_failed", error=str(exc))
+        return _error(503, "store-unavailable", "nothing from this request was stored; retry later")
+    stored = 0
+    for (index, snapshot), outcome in zip(good, outcomes, strict=True):
+        stored += outcome is PutOutcome.STORED
+        results[index] = {"index": index, "serial": snapshot.serial, "outcome": outcome.value}
+    rejected = sum(1 for r in results if r.get("outcome") == "rejected")
+    _log.info("ingest.batch_received", items=len(raw_items), stored=stored, rejected=rejected)
+    return _json(orjson.dumps({"results": results, "stored": stored, "rejected": rejected}))

@@ -1,0 +1,90 @@
+"""What happens to parsed snapshots from any source: store, cache, history, metrics.
+
+Owns: Ingestor (the one path every source goes through), ComplianceRecorder (the seam the policy
+engine plugs into).
+Must not import: aiohttp, gateway.app.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+import structlog
+
+from gateway.metrics import Metrics
+from gateway.snapshots import SnapshotCache
+from gateway.store.base import HistoryEntry, PutOutcome, Store, StoreError
+from policy_engine.model import DeviceSnapshot
+
+_log = structlog.get_logger(__name__)
+
+
+class ComplianceRecorder(Protocol):
+    """Given a newly stored snapshot, pass (True) or fail (False) per check name; None records nothing.
+
+    The lead plugs the policy engine in here. It must not raise: a recorder error is logged and
+    the snapshot stays stored.
+    """
+
+    def __call__(self, snapshot: DeviceSnapshot) -> Mapping[str, bool] | None: ...
+
+
+@dataclass(slots=True)
+class Ingestor:
+    """Stores snapshots durably, then shows them to this process's cache and records compliance."""
+
+    store: Store
+    cache: SnapshotCache | None
+    clock: Callable[[], datetime]
+    metrics: Metrics | None = None
+    recorder: ComplianceRecorder | None = None
+
+    async def ingest(self, snapshots: Sequence[DeviceSnapshot]) -> tuple[PutOutcome, ...]:
+        """Store a batch (committed when this returns), then update cache, history and metrics.
+
+        Raises:
+            StoreError: nothing was stored; the caller must not acknowledge the batch.
+        """
+        try:
+            outcomes = await self.store.put_snapshots(snapshots)
+        except StoreError:
+            if self.metrics is not None:
+                self.metrics.store_errors.labels(operation="put_snapshots").inc()
+                for snapshot in snapshots:
+                    self.metrics.ingests.labels(source=snapshot.source, outcome="store-error").inc()
+            raise
+        for snapshot, outcome in zip(snapshots, outcomes, strict=True):
+            if self.metrics is not None:
+                self.metrics.ingests.labels(source=snapshot.source, outcome=outcome.value).inc()
+            if outcome is not PutOutcome.STORED:
+                continue
+            if self.cache is not None:
+                self.cache.apply(snapshot)
+            await self._record(snapshot)
+        return outcomes
+
+    def rejected(self, source: str, count: int = 1) -> None:
+        """Count items refused before storage (malformed, future-dated, placeholder serial)."""
+        if self.metrics is not None and count:
+            self.metrics.ingests.labels(source=source, outcome="rejected").inc(count)
+
+    async def _record(self, snapshot: DeviceSnapshot) -> None:
+        if self.recorder is None:
+            return
+        try:
+            results = self.recorder(snapshot)
+        except Exception:  # noqa: BLE001 - a recorder bug must not lose an acknowledged snapshot
+            _log.exception("compliance.record_failed", source=snapshot.source)
+            return
+        if not results:
+            return
+        entry = HistoryEntry(snapshot.serial, snapshot.owners, snapshot.collected_at, dict(results))
+        try:
+            await self.store.record_compliance(entry)
+        except StoreError as exc:
+            _log.warning("compliance.record_failed", error=str(exc))
+            if self.metrics is not None:
+                self.metrics.store_errors.labels(operation="record_compliance").inc()

@@ -1,0 +1,130 @@
+"""Every device's latest snapshot in process memory, kept current from the store.
+
+Owns: SnapshotCache, run_cache_refresh.
+Must not import: aiohttp, gateway.ingest, gateway.app.
+
+The request path calls ``get(serial)``: one dict lookup, never a store call. The cache is loaded
+once at start (``load``), follows the store's change feed every ``refresh_interval_s``
+(``refresh``), and takes a snapshot this process ingested at once (``apply``). ``fresh(serial)``
+is for "I fixed it, check again": it asks the store for the newest snapshot and keeps it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from gateway.metrics import Metrics
+from gateway.store.base import SnapshotStore, StoreError
+from policy_engine.model import DeviceSnapshot
+
+_log = structlog.get_logger(__name__)
+
+
+class SnapshotCache:
+    """Latest snapshot per serial; one dict, replaced entry by entry, never awaited on reads."""
+
+    def __init__(self, store: SnapshotStore, *, metrics: Metrics | None = None, refresh_interval_s: float = 30.0) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._by_serial: dict[str, DeviceSnapshot] = {}
+        self._cursor = 0
+        self.refresh_interval_s = refresh_interval_s
+        self.loaded = False
+        """True once ``load`` has filled the cache (readiness may wait for it)."""
+
+    def get(self, serial: str) -> DeviceSnapshot | None:
+        """The device's latest snapshot held in memory, or None."""
+        return self._by_serial.get(serial)
+
+    def __len__(self) -> int:
+        return len(self._by_serial)
+
+    def __contains__(self, serial: object) -> bool:
+        return serial in self._by_serial
+
+    def snapshots(self) -> tuple[DeviceSnapshot, ...]:
+        """Every held snapshot (a copy, for fleet views and exports)."""
+        return tuple(self._by_serial.values())
+
+    @property
+    def cursor(self) -> int:
+        """The store change-feed position this cache has applied up to."""
+        return self._cursor
+
+    def apply(self, snapshot: DeviceSnapshot) -> bool:
+        """Hold ``snapshot`` unless the held one is newer; True when it was taken."""
+        held = self._by_serial.get(snapshot.serial)
+        if held is not None and held.collected_at > snapshot.collected_at:
+            return False
+        self._by_serial[snapshot.serial] = snapshot
+        self._count()
+        return True
+
+    async def load(self) -> None:
+        """Fill the cache with every latest snapshot in the store.
+
+        Raises:
+            StoreError: the store could not be read.
+        """
+        changes = await self._store.load_latest()
+        self._by_serial = {s.serial: s for s in changes.snapshots}
+        self._cursor = changes.cursor
+        self.loaded = True
+        self._count()
+
+    async def refresh(self) -> int:
+        """Apply every change stored since the last refresh; returns how many snapshots changed.
+
+        Raises:
+            StoreError: the store could not be read (the cache keeps what it holds).
+        """
+        applied = 0
+        while True:
+            changes = await self._store.changes_since(self._cursor)
+            for snapshot in changes.snapshots:
+                applied += self.apply(snapshot)
+            self._cursor = changes.cursor
+            if not changes.more:
+                return applied
+
+    async def fresh(self, serial: str) -> DeviceSnapshot | None:
+        """The newest snapshot of one device straight from the store, also taken into the cache.
+
+        Raises:
+            StoreError: the store could not be read.
+        """
+        snapshot = await self._store.latest(serial)
+        if snapshot is None:
+            return self.get(serial)
+        self.apply(snapshot)
+        return self.get(serial)
+
+    def _count(self) -> None:
+        if self._metrics is not None:
+            self._metrics.snapshots_held.set(len(self._by_serial))
+
+
+async def run_cache_refresh(
+    cache: SnapshotCache,
+    *,
+    wait: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    metrics: Metrics | None = None,
+) -> None:
+    """Refresh ``cache`` forever, every ``cache.refresh_interval_s``; store errors are logged and counted, not raised.
+
+    Run it as a task in a cleanup_ctx and cancel it on shutdown; tests pass their own ``wait``.
+    """
+    while True:
+        await wait(cache.refresh_interval_s)
+        try:
+            changed = await cache.refresh()
+        except StoreError as exc:
+            _log.warning("snapshot_cache.refresh_failed", error=str(exc))
+            if metrics is not None:
+                metrics.store_errors.labels(operation="cache_refresh").inc()
+            continue
+        if changed:
+            _log.debug("snapshot_cache.refreshed", changed=changed, held=len(cache))
