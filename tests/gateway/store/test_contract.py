@@ -1,0 +1,368 @@
+"""The Store contract, run against every backend: SQLite (the reference) and PostgreSQL."""
+
+from __future__ import annotations
+
+import types
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from gateway.store import HistoryEntry, HostDetails, PendingQuery, PutOutcome, QueryResult, Store, StoreError
+from gateway.store import postgres as postgres_backend
+from gateway.store import sqlite as sqlite_backend
+from gateway.store.postgres import open_postgres_store
+from gateway.store.sqlite import SqliteStore, hash_node_key
+from policy_engine.model import DeviceSnapshot
+from tests.gateway.store.snapshots import T0, make_snapshot
+
+
+def _by_serial(snapshots: Iterable[DeviceSnapshot]) -> list[DeviceSnapshot]:
+    return sorted(snapshots, key=lambda s: s.serial)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """How to open (and reopen) one backend's store on the same data."""
+
+    name: str
+    module: types.ModuleType
+    open: Callable[[], Awaitable[Store]]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "sqlite":
+        path = tmp_path / "var" / "gatehouse.db"
+        return Backend("sqlite", sqlite_backend, lambda: SqliteStore.open(path))
+    dsn: str = request.getfixturevalue("postgres_dsn")
+    return Backend("postgresql", postgres_backend, lambda: open_postgres_store(dsn, max_connections=4))
+
+
+@pytest.fixture
+async def store(backend: Backend) -> AsyncIterator[Store]:
+    opened = await backend.open()
+    yield opened
+    await opened.close()
+
+
+class TestPutSnapshots:
+    async def test_outcomes_are_stored_duplicate_and_older(self, store: Store) -> None:
+        """Each item gets its outcome in order: new is stored, same collected_at duplicate, earlier older."""
+        first = make_snapshot(minutes=10)
+
+        outcomes = await store.put_snapshots(
+            [first, first, make_snapshot(minutes=5), make_snapshot("OTHER1", minutes=1), make_snapshot(minutes=11)]
+        )
+
+        assert (
+            PutOutcome.STORED, PutOutcome.DUPLICATE, PutOutcome.OLDER, PutOutcome.STORED, PutOutcome.STORED,
+        ) == outcomes
+        assert make_snapshot(minutes=11) == await store.latest(first.serial)
+
+    async def test_retrying_a_batch_is_idempotent(self, store: Store) -> None:
+        """Sending the same batch again stores nothing and leaves the change feed where it was."""
+        batch = [make_snapshot(f"S{i}", minutes=i) for i in range(5)]
+        await store.put_snapshots(batch)
+        cursor = (await store.load_latest()).cursor
+
+        outcomes = await store.put_snapshots(batch)
+
+        assert (PutOutcome.DUPLICATE,) * 5 == outcomes
+        assert cursor == (await store.load_latest()).cursor
+        assert () == (await store.changes_since(cursor)).snapshots
+
+    async def test_an_older_snapshot_never_replaces_a_newer_one(self, store: Store) -> None:
+        """The latest is the newest collected_at, whatever order they arrive in."""
+        await store.put_snapshots([make_snapshot(minutes=5, disk_encrypted=True)])
+
+        outcomes = await store.put_snapshots([make_snapshot(minutes=4, disk_encrypted=False)])
+
+        assert (PutOutcome.OLDER,) == outcomes
+        assert True is (await store.latest(make_snapshot().serial)).disk_encrypted  # type: ignore[union-attr]
+
+    async def test_every_field_and_microsecond_survives(self, store: Store) -> None:
+        """What is stored reads back equal, to the microsecond and in UTC, whatever zone it came in."""
+        zone = timezone(timedelta(hours=-5))
+        snapshot = make_snapshot(
+            collected_at=(T0 + timedelta(microseconds=123457)).astimezone(zone),
+            os_version=None, owners=("a@example.com", "b@example.com"), gatekeeper_enabled=False,
+            custom={"n": 3, "f": 1.5, "s": "x", "b": False},
+        )
+
+        await store.put_snapshots([snapshot])
+
+        stored = await store.latest(snapshot.serial)
+        assert snapshot == stored
+        assert timezone.utc == stored.collected_at.tzinfo  # type: ignore[union-attr]
+        assert 123457 == stored.collected_at.microsecond  # type: ignore[union-attr]
+
+    async def test_empty_batch_and_unknown_serial(self, store: Store) -> None:
+        """An empty batch does nothing and a serial never stored reads as None."""
+        assert () == await store.put_snapshots([])
+
+        assert None is await store.latest("NOPE")
+
+    async def test_a_microsecond_later_is_a_new_snapshot(self, store: Store) -> None:
+        """Idempotency compares collected_at exactly, to the microsecond."""
+        first = make_snapshot()
+        later = make_snapshot(collected_at=first.collected_at + timedelta(microseconds=1))
+
+        outcomes = await store.put_snapshots([first, later])
+
+        assert (PutOutcome.STORED, PutOutcome.STORED) == outcomes
+
+
+class TestChangeFeed:
+    async def test_empty_store_loads_nothing_at_cursor_zero(self, store: Store) -> None:
+        """A new store has no snapshots and cursor 0."""
+        changes = await store.load_latest()
+
+        assert ((), 0, False) == (changes.snapshots, changes.cursor, changes.more)
+
+    async def test_load_latest_holds_every_latest_snapshot(self, store: Store) -> None:
+        """load_latest returns one latest snapshot per serial and the cursor of the last change."""
+        await store.put_snapshots([make_snapshot("A", minutes=1), make_snapshot("B", minutes=1)])
+        await store.put_snapshots([make_snapshot("A", minutes=2)])
+
+        changes = await store.load_latest()
+
+        assert [make_snapshot("A", minutes=2), make_snapshot("B", minutes=1)] == _by_serial(changes.snapshots)
+        assert 3 == changes.cursor
+        assert () == (await store.changes_since(changes.cursor)).snapshots
+
+    async def test_changes_come_in_store_order_with_limit_and_more(self, store: Store) -> None:
+        """changes_since pages through the latest snapshots oldest first; more says when to ask again."""
+        await store.put_snapshots([make_snapshot(f"S{i}", minutes=i) for i in range(5)])
+        await store.put_snapshots([make_snapshot("S0", minutes=10)])
+
+        first = await store.changes_since(0, limit=2)
+        second = await store.changes_since(first.cursor, limit=2)
+        third = await store.changes_since(second.cursor, limit=2)
+
+        assert (["S1", "S2"], True) == ([s.serial for s in first.snapshots], first.more)
+        assert (["S3", "S4"], True) == ([s.serial for s in second.snapshots], second.more)
+        assert ([make_snapshot("S0", minutes=10)], False) == (list(third.snapshots), third.more)
+        assert 6 == third.cursor
+
+    async def test_exact_limit_has_no_more(self, store: Store) -> None:
+        """A page that holds exactly the remaining changes says there is no more."""
+        await store.put_snapshots([make_snapshot(f"S{i}") for i in range(3)])
+
+        changes = await store.changes_since(0, limit=3)
+
+        assert (3, False, 3) == (len(changes.snapshots), changes.more, changes.cursor)
+
+    async def test_a_cursor_with_nothing_new_stays_put(self, store: Store) -> None:
+        """Asking from the current cursor returns nothing and the same cursor."""
+        await store.put_snapshots([make_snapshot()])
+
+        changes = await store.changes_since(1)
+
+        assert ((), 1, False) == (changes.snapshots, changes.cursor, changes.more)
+
+    async def test_the_same_serial_twice_in_a_batch_appears_once(self, store: Store) -> None:
+        """A device updated twice in one batch is one change, its newest snapshot."""
+        await store.put_snapshots([make_snapshot(minutes=1), make_snapshot("X"), make_snapshot(minutes=2)])
+
+        changes = await store.changes_since(0)
+
+        assert [make_snapshot("X"), make_snapshot(minutes=2)] == list(changes.snapshots)
+        assert 3 == changes.cursor
+
+
+class TestEnrollments:
+    async def test_enrollment_is_found_by_its_node_key_and_stores_only_the_hash(self, store: Store) -> None:
+        """The node key finds its enrollment; only its hash is kept."""
+        details = HostDetails(hostname="bobs-mbp", platform="darwin", os_version="15.6", agent_version="5.12.1")
+
+        created = await store.create_enrollment(
+            node_key="nk-1", serial="SER1", host_identifier="bobs-mbp", details=details, now=T0
+        )
+
+        found = await store.enrollment_by_node_key("nk-1")
+        assert created == found
+        assert (hash_node_key("nk-1"), True, details, T0) == (
+            found.node_key_hash, found.active, found.details, found.enrolled_at,  # type: ignore[union-attr]
+        )
+        assert None is await store.enrollment_by_node_key("nk-unknown")
+
+    async def test_a_new_enrollment_revokes_the_old_keys_of_the_serial(self, store: Store) -> None:
+        """Re-enrolling a device revokes its earlier node key at that moment; other devices keep theirs."""
+        for key, serial in (("nk-1", "SER1"), ("nk-other", "SER2")):
+            await store.create_enrollment(node_key=key, serial=serial, host_identifier="h", details=HostDetails(), now=T0)
+        later = T0 + timedelta(hours=1, microseconds=7)
+
+        await store.create_enrollment(node_key="nk-2", serial="SER1", host_identifier="h", details=HostDetails(), now=later)
+
+        assert later == (await store.enrollment_by_node_key("nk-1")).revoked_at  # type: ignore[union-attr]
+        assert True is (await store.enrollment_by_node_key("nk-2")).active  # type: ignore[union-attr]
+        assert True is (await store.enrollment_by_node_key("nk-other")).active  # type: ignore[union-attr]
+
+    async def test_revoke_counts_only_active_keys(self, store: Store) -> None:
+        """revoke_enrollments revokes the active keys and says how many; a second call finds none."""
+        await store.create_enrollment(node_key="nk-1", serial="SER1", host_identifier="h", details=HostDetails(), now=T0)
+        await store.create_enrollment(node_key="nk-2", serial="SER1", host_identifier="h", details=HostDetails(), now=T0)
+
+        counts = (await store.revoke_enrollments("SER1", now=T0), await store.revoke_enrollments("SER1", now=T0))
+
+        assert (1, 0) == counts
+        assert False is (await store.enrollment_by_node_key("nk-2")).active  # type: ignore[union-attr]
+
+    async def test_a_node_key_used_twice_is_refused(self, store: Store) -> None:
+        """Storing an existing node key again raises StoreError."""
+        await store.create_enrollment(node_key="nk-1", serial="SER1", host_identifier="h", details=HostDetails(), now=T0)
+
+        with pytest.raises(StoreError):
+            await store.create_enrollment(node_key="nk-1", serial="SER2", host_identifier="h", details=HostDetails(), now=T0)
+
+
+class TestQueryState:
+    async def test_saved_rows_read_back_by_query_name(self, store: Store) -> None:
+        """Rows are kept per query and read back in order."""
+        rows = ({"name": "FileVault", "enabled": "1"}, {"name": "Firewall", "enabled": "0"})
+
+        await store.save_query_results("SER1", {"disk": QueryResult(rows, T0), "empty": QueryResult((), T0)})
+
+        assert {"disk": QueryResult(rows, T0), "empty": QueryResult((), T0)} == await store.query_results("SER1")
+        assert {} == await store.query_results("SER2")
+
+    async def test_saving_replaces_only_the_named_queries(self, store: Store) -> None:
+        """A save replaces the queries it names and leaves the others."""
+        await store.save_query_results("SER1", {"a": QueryResult(({"x": "1"},), T0), "b": QueryResult(({"y": "1"},), T0)})
+        later = T0 + timedelta(minutes=1)
+
+        await store.save_query_results("SER1", {"a": QueryResult(({"x": "2"},), later)})
+        await store.save_query_results("SER1", {})
+
+        assert {"a": QueryResult(({"x": "2"},), later), "b": QueryResult(({"y": "1"},), T0)} == await store.query_results("SER1")
+
+
+class TestHistory:
+    async def test_history_reads_back_in_a_time_window_in_recorded_order(self, store: Store) -> None:
+        """iter_history yields the entries in [since, until), in the order they were recorded."""
+        entries = [
+            HistoryEntry(f"S{i}", ("o@example.com",), T0 + timedelta(hours=i), {"disk-encrypted": i % 2 == 0, "fw": True})
+            for i in range(5)
+        ]
+        for entry in entries:
+            await store.record_compliance(entry)
+
+        window = [e async for e in store.iter_history(since=T0 + timedelta(hours=1), until=T0 + timedelta(hours=4))]
+        everything = [e async for e in store.iter_history(since=T0)]
+
+        assert entries[1:4] == window
+        assert entries == everything
+        assert ["disk-encrypted", "fw"] == list(everything[0].results)
+
+    async def test_history_is_read_in_pages(self, store: Store, backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Paging returns every entry exactly once."""
+        monkeypatch.setattr(backend.module, "_HISTORY_PAGE", 2)
+        entries = [HistoryEntry("S", (), T0 + timedelta(minutes=i), {"c": True}) for i in range(5)]
+        for entry in entries:
+            await store.record_compliance(entry)
+
+        assert entries == [e async for e in store.iter_history(since=T0)]
+
+    async def test_prune_deletes_only_older_entries(self, store: Store) -> None:
+        """prune_history deletes entries recorded before the bound and says how many."""
+        for i in range(4):
+            await store.record_compliance(HistoryEntry("S", (), T0 + timedelta(days=i), {"c": True}))
+
+        pruned = await store.prune_history(before=T0 + timedelta(days=2))
+
+        assert 2 == pruned
+        assert [T0 + timedelta(days=2), T0 + timedelta(days=3)] == [e.recorded_at async for e in store.iter_history(since=T0)]
+        assert 0 == await store.prune_history(before=T0)
+
+    async def test_failing_since_starts_at_the_first_failure_and_clears_on_pass(self, store: Store) -> None:
+        """A failing check keeps its first failure time; a pass clears it; unnamed checks are untouched."""
+        t1, t2, t3 = (T0 + timedelta(hours=h) for h in (1, 2, 3))
+        await store.record_compliance(HistoryEntry("S", (), t1, {"disk": False, "fw": False}))
+        await store.record_compliance(HistoryEntry("S", (), t2, {"disk": False, "fw": True}))
+
+        after_two = await store.failing_since("S")
+        await store.record_compliance(HistoryEntry("S", (), t3, {"os": False}))
+
+        assert {"disk": t1} == after_two
+        assert {"disk": t1, "os": t3} == await store.failing_since("S")
+        assert {} == await store.failing_since("OTHER")
+
+    async def test_set_failing_since_sets_and_clears(self, store: Store) -> None:
+        """set_failing_since overwrites the time, and None forgets the check."""
+        await store.set_failing_since("S", "disk", T0)
+        await store.set_failing_since("S", "disk", T0 + timedelta(microseconds=5))
+        await store.set_failing_since("S", "fw", T0)
+
+        await store.set_failing_since("S", "fw", None)
+
+        assert {"disk": T0 + timedelta(microseconds=5)} == await store.failing_since("S")
+
+
+class TestPendingQueries:
+    async def test_pending_queries_come_oldest_first_then_by_id(self, store: Store) -> None:
+        """Queries for a device come by created_at, then query_id in byte order."""
+        queries = [
+            PendingQuery("b", "S", "disk", "SELECT 1", T0),
+            PendingQuery("B", "S", "disk", "SELECT 2", T0),
+            PendingQuery("a", "S", "disk", "SELECT 3", T0),
+            PendingQuery("0", "S", "fw", "SELECT 4", T0 + timedelta(seconds=1)),
+            PendingQuery("x", "OTHER", "fw", "SELECT 5", T0),
+        ]
+
+        await store.add_pending_queries(queries)
+
+        assert ["B", "a", "b", "0"] == [q.query_id for q in await store.pending_queries("S")]
+        assert queries[0] == (await store.pending_queries("S"))[2]
+
+    async def test_a_queued_id_is_replaced_and_completed_ones_forgotten(self, store: Store) -> None:
+        """Re-queuing an id replaces it; completing removes only that device's named ids."""
+        await store.add_pending_queries([PendingQuery("q1", "S", "disk", "SELECT 1", T0), PendingQuery("q2", "S", "fw", "SELECT 2", T0)])
+        replacement = PendingQuery("q1", "S", "disk", "SELECT 9", T0 + timedelta(minutes=1))
+
+        await store.add_pending_queries([replacement])
+        await store.complete_pending_queries("OTHER", ["q2"])
+        await store.complete_pending_queries("S", ["q2", "unknown"])
+        await store.complete_pending_queries("S", [])
+
+        assert (replacement,) == await store.pending_queries("S")
+
+
+class TestRestart:
+    async def test_everything_is_intact_after_close_and_reopen(self, backend: Backend) -> None:
+        """Closing and reopening gives back snapshots, the cursor, enrollments, history, state and queries."""
+        first = await backend.open()
+        snapshots = [make_snapshot(f"SER{i}", minutes=i) for i in range(20)]
+        await first.put_snapshots(snapshots)
+        await first.create_enrollment(node_key="nk", serial="SER1", host_identifier="h", details=HostDetails(hostname="h"), now=T0)
+        await first.save_query_results("SER1", {"disk": QueryResult(({"a": "1"},), T0)})
+        await first.record_compliance(HistoryEntry("SER1", ("o@example.com",), T0, {"disk": False}))
+        await first.add_pending_queries([PendingQuery("q", "SER1", "disk", "SELECT 1", T0)])
+        cursor = (await first.load_latest()).cursor
+        await first.close()
+
+        second = await backend.open()
+        try:
+            changes = await second.load_latest()
+            outcome = await second.put_snapshots([make_snapshot("NEW")])
+            after = await second.changes_since(cursor)
+
+            assert (_by_serial(snapshots), cursor) == (_by_serial(changes.snapshots), changes.cursor)
+            assert "SER1" == (await second.enrollment_by_node_key("nk")).serial  # type: ignore[union-attr]
+            assert {"disk": QueryResult(({"a": "1"},), T0)} == await second.query_results("SER1")
+            assert [HistoryEntry("SER1", ("o@example.com",), T0, {"disk": False})] == [e async for e in second.iter_history(since=T0)]
+            assert {"disk": T0} == await second.failing_since("SER1")
+            assert 1 == len(await second.pending_queries("SER1"))
+            assert ((PutOutcome.STORED,), [make_snapshot("NEW")], cursor + 1) == (outcome, list(after.snapshots), after.cursor)
+        finally:
+            await second.close()
+
+    async def test_a_closed_store_refuses_calls(self, backend: Backend) -> None:
+        """After close, a call raises StoreError instead of touching closed connections."""
+        opened = await backend.open()
+        await opened.close()
+
+        with pytest.raises(StoreError):
+            await opened.latest("S")
