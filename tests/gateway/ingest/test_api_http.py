@@ -1,0 +1,316 @@
+"""The JSON snapshot API over real HTTP: auth, batches, per-item errors, limits, idempotency, Stethoscope."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import timedelta
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient
+
+from gateway.ingest.config import IngestSettings
+from gateway.metrics import Metrics
+from gateway.store.sqlite import SqliteStore
+from policy_engine.model import DeviceSnapshot, OsFamily, Version
+from tests.gateway.ingest.conftest import Ingest
+from tests.gateway.ingest.support import API_TOKEN, FakeClock, build_ingest_app
+
+PATH = "/.gatehouse/api/v1/snapshots"
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+
+
+def item(serial: str = "C02XK0AAJGH6", *, collected_at: str = "2026-11-22T14:05:00Z", **overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "serial": serial,
+        "collected_at": collected_at,
+        "platform": "darwin",
+        "os_name": "macOS",
+        "os_version": "15.6",
+        "os_build": "24G84",
+        "hostname": "bobs-mbp",
+        "owners": ["Bob@Example.com"],
+        "agent_name": "kolide",
+        "agent_version": "1.5.3",
+        "firewall_enabled": True,
+        "disk_encrypted": True,
+        "screen_lock_enabled": True,
+        "screen_lock_delay_s": 300,
+        "remote_login_enabled": False,
+        "auto_updates_enabled": None,
+        "sip_enabled": True,
+        "gatekeeper_enabled": True,
+        "custom": {"crowdstrike_running": True, "edr_version": "7.1"},
+    }
+    body.update(overrides)
+    return body
+
+
+async def send(ingest: Ingest, payload: object, *, status: int = 200, headers: Mapping[str, str] = AUTH) -> Any:
+    response = await ingest.client.post(PATH, json=payload, headers=headers)
+    assert status == response.status, await response.text()
+    return await response.json()
+
+
+class TestAuth:
+    async def test_missing_token_is_401(self, ingest: Ingest) -> None:
+        """Without a bearer token nothing is read and the answer names the header to send."""
+        response = await ingest.client.post(PATH, json={"snapshots": [item()]})
+
+        assert 401 == response.status
+        assert "Bearer" in response.headers["WWW-Authenticate"]
+        assert None is ingest.cache.get("C02XK0AAJGH6")
+
+    async def test_wrong_token_is_401(self, ingest: Ingest) -> None:
+        """An unknown token is refused like a missing one."""
+        await send(ingest, {"snapshots": [item()]}, status=401, headers={"Authorization": "Bearer nope"})
+
+    async def test_no_configured_tokens_closes_the_api(
+        self, aiohttp_client: Callable[..., Awaitable[TestClient]], store: SqliteStore, clock: FakeClock
+    ) -> None:
+        """With no api_tokens configured every request is refused."""
+        app, _ = build_ingest_app(store, IngestSettings(), clock)
+        client = await aiohttp_client(app)
+
+        response = await client.post(PATH, json={"snapshots": [item()]}, headers={"Authorization": "Bearer "})
+
+        assert 401 == response.status
+
+
+class TestBatches:
+    async def test_batch_is_stored_cached_and_counted(self, ingest: Ingest) -> None:
+        """Every good item is stored before the 200, is in the cache at once, and is counted."""
+        body = await send(ingest, {"snapshots": [item(), item("PF3ABCDE", platform="linux", os_name="Ubuntu", distribution="Ubuntu")]})
+
+        held = ingest.cache.get("C02XK0AAJGH6")
+        assert {"results": [
+            {"index": 0, "serial": "C02XK0AAJGH6", "outcome": "stored"},
+            {"index": 1, "serial": "PF3ABCDE", "outcome": "stored"},
+        ], "stored": 2, "rejected": 0} == body
+        assert held == await ingest.store.latest("C02XK0AAJGH6")
+        assert (OsFamily.DARWIN, Version.parse("15.6"), ("bob@example.com",), None, ingest.clock()) == (
+            held.platform, held.os_version, held.owners, held.auto_updates_enabled, held.received_at)  # type: ignore[union-attr]
+        assert {"crowdstrike_running": True, "edr_version": "7.1"} == dict(held.custom)  # type: ignore[union-attr]
+        assert "ubuntu" == ingest.cache.get("PF3ABCDE").distribution  # type: ignore[union-attr]
+        assert 2.0 == ingest.metrics.registry.get_sample_value("gatehouse_snapshot_ingests_total", {"source": "api", "outcome": "stored"})
+        assert 2.0 == ingest.metrics.registry.get_sample_value("gatehouse_snapshots_held")
+
+    async def test_bare_array_is_a_batch(self, ingest: Ingest) -> None:
+        """A JSON array of items is accepted as well as {"snapshots": [...]}."""
+        body = await send(ingest, [item()])
+
+        assert 1 == body["stored"]
+
+    async def test_resending_is_idempotent(self, ingest: Ingest) -> None:
+        """The same (serial, collected_at) again is a duplicate; an earlier one is older-than-latest."""
+        await send(ingest, {"snapshots": [item()]})
+
+        body = await send(ingest, {"snapshots": [item(disk_encrypted=False), item(collected_at="2026-11-22T14:00:00Z")]})
+
+        assert ["duplicate", "older-than-latest"] == [r["outcome"] for r in body["results"]]
+        assert True is ingest.cache.get("C02XK0AAJGH6").disk_encrypted  # type: ignore[union-attr]
+
+    async def test_bad_items_are_named_and_good_ones_stored(self, ingest: Ingest) -> None:
+        """Malformed items get errors naming each field and what was expected; the good items are stored."""
+        bad = item("BAD1", platform="beos", disk_encrypted="yes", os_version="fourteen", owners="bob", colour="red")
+        del bad["collected_at"]
+        batch = {"snapshots": [item("GOOD1"), bad, "not an object", item("GOOD2")]}
+
+        body = await send(ingest, batch)
+
+        assert ["stored", "rejected", "rejected", "stored"] == [r["outcome"] for r in body["results"]]
+        fields = {e["field"]: e["expected"] for e in body["results"][1]["errors"]}
+        assert {
+            "snapshots[1].collected_at", "snapshots[1].platform", "snapshots[1].disk_encrypted",
+            "snapshots[1].os_version", "snapshots[1].owners", "snapshots[1].colour",
+        } == set(fields)
+        assert "true, false or null" == fields["snapshots[1].disk_encrypted"]
+        assert "one of `darwin`, `linux`, `windows`" == fields["snapshots[1].platform"]
+        assert [{"field": "snapshots[2]", "expected": "an object with serial, collected_at, platform and facts"}] == body["results"][2]["errors"]
+        assert (True, True, None) == ("GOOD1" in ingest.cache, "GOOD2" in ingest.cache, ingest.cache.get("BAD1"))
+        assert 2.0 == ingest.metrics.registry.get_sample_value("gatehouse_snapshot_ingests_total", {"source": "api", "outcome": "rejected"})
+
+    @pytest.mark.parametrize("serial", ["0", "To Be Filled By O.E.M.", "System Serial Number", "Default string", "", 42])
+    async def test_placeholder_serial_is_rejected(self, ingest: Ingest, serial: object) -> None:
+        """An empty, numeric or placeholder serial is a per-item error on `serial`."""
+        body = await send(ingest, {"snapshots": [item(serial)]})  # type: ignore[arg-type]
+
+        assert ["snapshots[0].serial"] == [e["field"] for e in body["results"][0]["errors"]]
+
+    async def test_future_beyond_skew_is_rejected(self, ingest: Ingest) -> None:
+        """A snapshot from further in the future than the allowed skew is rejected; within the skew it is kept."""
+        now = ingest.clock()
+        within = (now + timedelta(minutes=4)).isoformat()
+        beyond = (now + timedelta(minutes=6)).isoformat()
+
+        body = await send(ingest, {"snapshots": [item("NEAR1", collected_at=within), item("FAR1", collected_at=beyond)]})
+
+        assert ["stored", "rejected"] == [r["outcome"] for r in body["results"]]
+        assert "in the future" in body["results"][1]["errors"][0]["expected"]
+        assert "snapshots[1].collected_at" == body["results"][1]["errors"][0]["field"]
+
+    async def test_epoch_seconds_are_accepted(self, ingest: Ingest) -> None:
+        """collected_at may be epoch seconds, as a number or digits."""
+        body = await send(ingest, {"snapshots": [item("E1", collected_at=1795356300), item("E2", collected_at="1795356300")]})
+
+        assert 2 == body["stored"]
+        assert ingest.cache.get("E1").collected_at == ingest.cache.get("E2").collected_at  # type: ignore[union-attr]
+
+    async def test_naive_time_is_rejected(self, ingest: Ingest) -> None:
+        """A time without an offset is ambiguous and refused."""
+        body = await send(ingest, {"snapshots": [item(collected_at="2026-11-22T14:05:00")]})
+
+        assert "snapshots[0].collected_at" == body["results"][0]["errors"][0]["field"]
+
+
+class TestLimits:
+    async def test_oversize_body_is_413(self, ingest: Ingest) -> None:
+        """A body over max_body_bytes is refused with 413 before parsing; nothing is stored."""
+        batch = {"snapshots": [item(f"S{i:05d}", custom={"pad": "x" * 200}) for i in range(1000)]}
+
+        response = await ingest.client.post(PATH, data=orjson.dumps(batch), headers={**AUTH, "Content-Type": "application/json"})
+
+        assert 413 == response.status
+        assert 0 == len(ingest.cache)
+
+    async def test_gzip_that_inflates_past_the_limit_is_413(self, ingest: Ingest) -> None:
+        """The limit applies to the inflated body, so a small gzip bomb is refused."""
+        bomb = gzip.compress(b'{"snapshots": [' + b" " * (2 * 1024 * 1024) + b"]}")
+
+        response = await ingest.client.post(PATH, data=bomb, headers={**AUTH, "Content-Encoding": "gzip", "Content-Type": "application/json"})
+
+        assert len(bomb) < 10_000
+        assert 413 == response.status
+
+    async def test_gzip_batch_is_read(self, ingest: Ingest) -> None:
+        """A gzip-encoded batch is read like a plain one."""
+        response = await ingest.client.post(
+            PATH, data=gzip.compress(orjson.dumps([item()])), headers={**AUTH, "Content-Encoding": "gzip", "Content-Type": "application/json"}
+        )
+
+        assert (200, 1) == (response.status, (await response.json())["stored"])
+
+    async def test_too_many_items_is_413(
+        self, aiohttp_client: Callable[..., Awaitable[TestClient]], store: SqliteStore, clock: FakeClock
+    ) -> None:
+        """More items than max_batch_items is refused as a whole."""
+        from tests.gateway.ingest.support import ingest_settings
+
+        app, _ = build_ingest_app(store, ingest_settings(max_batch_items=2), clock)
+        client = await aiohttp_client(app)
+
+        response = await client.post(PATH, json=[item("A1"), item("A2"), item("A3")], headers=AUTH)
+
+        assert 413 == response.status
+
+    @pytest.mark.parametrize("data", [b"{not json", b'{"snapshots": 3}', b'"text"'])
+    async def test_malformed_body_is_400(self, ingest: Ingest, data: bytes) -> None:
+        """A body that is not a JSON batch is a 400 that says what to send."""
+        response = await ingest.client.post(PATH, data=data, headers={**AUTH, "Content-Type": "application/json"})
+
+        assert 400 == response.status
+        assert "message" in await response.json()
+
+
+class TestStethoscope:
+    STETHOSCOPE = {
+        "data": {
+            "device": {
+                "deviceId": "abc",
+                "deviceName": "bobs-mbp",
+                "platform": "darwin",
+                "platformName": "macOS",
+                "osVersion": "15.6",
+                "hardwareSerial": "C02XK0AAJGH6",
+                "stethoscopeVersion": "7.1.0",
+                "lastScanDate": "2026-11-22T14:05:00Z",
+            },
+            "policy": {
+                "validate": {
+                    "status": "FAIL",
+                    "osVersion": "PASS",
+                    "firewall": "PASS",
+                    "diskEncryption": "FAIL",
+                    "screenLock": "UNKNOWN",
+                    "remoteLogin": "PASS",
+                    "automaticUpdates": "NUDGE",
+                }
+            },
+        },
+        "owner": "bob@example.com",
+    }
+
+    async def test_stethoscope_result_in_a_batch(self, ingest: Ingest) -> None:
+        """A Stethoscope GraphQL device/policy result is stored as a snapshot from `stethoscope`."""
+        body = await send(ingest, {"snapshots": [self.STETHOSCOPE]})
+
+        held = ingest.cache.get("C02XK0AAJGH6")
+        assert 1 == body["stored"]
+        assert ("stethoscope", "stethoscope", Version.parse("7.1"), ("bob@example.com",)) == (held.source, held.agent_name, held.agent_version, held.owners)  # type: ignore[union-attr]
+        assert (True, False, None, False, False) == (
+            held.firewall_enabled, held.disk_encrypted, held.screen_lock_enabled, held.remote_login_enabled, held.auto_updates_enabled)  # type: ignore[union-attr]
+        assert {"stethoscope_status": "FAIL", "stethoscope_os_version": "PASS"} == dict(held.custom)  # type: ignore[union-attr]
+        assert 1.0 == ingest.metrics.registry.get_sample_value("gatehouse_snapshot_ingests_total", {"source": "stethoscope", "outcome": "stored"})
+
+    async def test_whole_graphql_answer_as_the_body(self, ingest: Ingest) -> None:
+        """A Stethoscope answer posted as the body itself is one item; practices and serialNumbers work too."""
+        payload = {"data": {"device": {
+            "platform": "win32", "osVersion": "10.0.19045", "identifiers": {"serialNumbers": ["5CG1234XYZ"]},
+            "lastSync": "2026-11-22T14:00:00+00:00", "practices": {"firewall": {"status": "FAIL"}, "remoteLogin": {"status": "FAIL"}},
+        }}}
+
+        await send(ingest, payload)
+
+        held = ingest.cache.get("5CG1234XYZ")
+        assert (OsFamily.WINDOWS, False, True) == (held.platform, held.firewall_enabled, held.remote_login_enabled)  # type: ignore[union-attr]
+
+    async def test_stethoscope_without_serial_names_the_field(self, ingest: Ingest) -> None:
+        """A Stethoscope device without any serial is rejected on hardwareSerial."""
+        payload = {"data": {"device": {"platform": "darwin", "lastScanDate": "2026-11-22T14:00:00Z"}}}
+
+        body = await send(ingest, {"snapshots": [payload]})
+
+        assert ["snapshots[0].data.device.hardwareSerial"] == [e["field"] for e in body["results"][0]["errors"]]
+
+
+class TestComplianceRecorder:
+    async def test_recorder_results_become_history_and_failing_since(
+        self, aiohttp_client: Callable[..., Awaitable[TestClient]], store: SqliteStore, clock: FakeClock, settings: IngestSettings, metrics: Metrics
+    ) -> None:
+        """Each stored snapshot's pass/fail map is recorded; a failing check gets its first failing time."""
+        seen: list[DeviceSnapshot] = []
+
+        def recorder(snapshot: DeviceSnapshot) -> Mapping[str, bool]:
+            seen.append(snapshot)
+            return {"disk-encrypted": bool(snapshot.disk_encrypted), "firewall": bool(snapshot.firewall_enabled)}
+
+        app, _ = build_ingest_app(store, settings, clock, metrics=metrics, recorder=recorder)
+        client = await aiohttp_client(app)
+        await client.post(PATH, json=[item(disk_encrypted=False)], headers=AUTH)
+        await client.post(PATH, json=[item(disk_encrypted=False)], headers=AUTH)  # duplicate: not recorded again
+        await client.post(PATH, json=[item(collected_at="2026-11-22T14:10:00Z", disk_encrypted=True)], headers=AUTH)
+
+        history = [(e.serial, e.owners, e.results) async for e in store.iter_history(since=clock() - timedelta(days=1))]
+        assert 2 == len(seen)
+        assert [
+            ("C02XK0AAJGH6", ("bob@example.com",), {"disk-encrypted": False, "firewall": True}),
+            ("C02XK0AAJGH6", ("bob@example.com",), {"disk-encrypted": True, "firewall": True}),
+        ] == history
+        assert {} == dict(await store.failing_since("C02XK0AAJGH6"))
+
+    async def test_recorder_error_keeps_the_snapshot(
+        self, aiohttp_client: Callable[..., Awaitable[TestClient]], store: SqliteStore, clock: FakeClock, settings: IngestSettings
+    ) -> None:
+        """A recorder that raises does not undo or fail the ingest."""
+
+        def recorder(snapshot: DeviceSnapshot) -> Mapping[str, bool]:
+            raise RuntimeError("policy bug")
+
+        app, cache = build_ingest_app(store, settings, clock, recorder=recorder)
+        client = await aiohttp_client(app)
+
+        response = await client.post(PATH, json=[item()], headers=AUTH)
+
+        assert (200, True) == (response.status, "C02XK0AAJGH6" in cache)
