@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import AsyncIterator
@@ -12,6 +14,8 @@ import pytest
 from gateway.store import HistoryEntry, HostDetails, PendingQuery, PutOutcome, QueryResult, Store, StoreError, open_store
 from gateway.store.sqlite import SCHEMA_VERSION, SqliteStore, hash_node_key
 from tests.gateway.store.snapshots import T0, make_snapshot
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture
@@ -145,10 +149,21 @@ class TestOpenStore:
 
         assert (tmp_path / "a" / "b" / "gatehouse.db").exists()
 
-    async def test_postgresql_names_the_missing_extra(self) -> None:
-        """A postgresql:// DSN without the backend says how to install it."""
-        with pytest.raises(ValueError, match=r"pip install gatehouse\[postgres\]"):
-            await open_store("postgresql://gatehouse@db/gatehouse")
+    def test_postgresql_without_asyncpg_names_the_missing_extra(self) -> None:
+        """A postgresql:// DSN where asyncpg is not installed says how to install it."""
+        script = (
+            "import asyncio, sys\n"
+            "sys.modules['asyncpg'] = None  # as if `pip install gatehouse[postgres]` had not been run\n"
+            "from gateway.store import open_store\n"
+            "try:\n"
+            "    asyncio.run(open_store('postgresql://gatehouse@db/gatehouse'))\n"
+            "except ValueError as exc:\n"
+            "    print(exc)\n"
+        )
+
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+        assert "pip install gatehouse[postgres]" in done.stdout, done.stderr
 
     async def test_unknown_scheme_is_refused(self) -> None:
         """Only sqlite and postgresql DSNs are accepted."""
