@@ -24,6 +24,7 @@ from breakglass.audit import (
     export_entries,
     seal,
     verify,
+    verify_sink,
 )
 from breakglass.errors import (
     AuditConflict,
@@ -93,4 +94,5 @@ __all__ = [
     "seal",
     "status_at",
     "verify",
+    "verify_sink",
 ]

@@ -1,7 +1,7 @@
 """The tamper-evident break-glass audit log: entries, their hash chain, the sink seam, verification.
 
 Owns: AuditEntry, ChainHead, GENESIS_HASH, seal, entry_hash, encode_entry, decode_entry,
-AuditSink (Protocol), InMemoryAuditSink, verify, VerifyReport, AuditProblem, TamperKind,
+AuditSink (Protocol), InMemoryAuditSink, verify, verify_sink, VerifyReport, AuditProblem, TamperKind,
 export_entries.
 Must not import: gateway, policy_engine, aiohttp (stdlib and orjson only).
 
@@ -504,6 +504,28 @@ def verify(entries: Iterable[AuditEntry], *, expected_head: ChainHead | None = N
 
     problems.sort(key=lambda p: (p.seq, p.kind.value))
     return VerifyReport(checked=len(stored), head=prev, problems=tuple(problems))
+
+
+async def verify_sink(sink: AuditSink) -> VerifyReport:
+    """Verify everything in ``sink`` against its stored head, tolerating appends made meanwhile.
+
+    Reads the head, then the entries, then the head again. When the entries reach the second
+    head, they are checked against it. When the head moved past what was read (an append after
+    the read), the entries up to the first head are checked against the first head, and newer
+    ones are left for the next run. This is what ``gatehouse audit verify`` should call.
+
+    Raises:
+        Exception: whatever the sink raises when it cannot be read.
+    """
+    before = await sink.head()
+    entries = list(await sink.entries())
+    after = await sink.head()
+    last_seq = max((e.seq for e in entries), default=0)
+    if last_seq >= after.seq:
+        # Everything the head covers was read; anything past it was added without the head.
+        return verify(entries, expected_head=after)
+    # The head is ahead of what was read: entries were truncated, or appended after the read.
+    return verify([e for e in entries if e.seq <= before.seq], expected_head=before)
 
 
 def _inserted(entry: AuditEntry, prev: ChainHead) -> AuditProblem:

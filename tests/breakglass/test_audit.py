@@ -29,6 +29,7 @@ from breakglass import (
     export_entries,
     seal,
     verify,
+    verify_sink,
 )
 from tests.breakglass.factories import NOW, make_chain, make_event
 from tests.breakglass.sink_contract import AuditSinkContract
@@ -352,3 +353,57 @@ def test_event_kinds_cover_the_issue() -> None:
 def test_chain_head_of_an_empty_log_is_genesis() -> None:
     """The genesis head is seq 0 with the all-zero hash."""
     assert ChainHead(0, "0" * 64) == GENESIS_HEAD
+
+
+class RacingSink(InMemoryAuditSink):
+    """A sink where another writer appends right after the entries are read."""
+
+    def __init__(self, entries: tuple[AuditEntry, ...], late: tuple[AuditEntry, ...]) -> None:
+        super().__init__(entries)
+        self._late = late
+
+    async def entries(self, *, after_seq: int = 0) -> tuple[AuditEntry, ...]:
+        read = tuple(await super().entries(after_seq=after_seq))
+        if self._late:
+            late, self._late = self._late, ()
+            await self.append(late)
+        return read
+
+
+class TestVerifySink:
+    async def test_clean_sink_verifies(self) -> None:
+        """A sink as written verifies."""
+        sink = InMemoryAuditSink(make_chain(4))
+
+        report = await verify_sink(sink)
+
+        assert (True, 4) == (report.ok, report.checked)
+
+    async def test_append_during_verification_is_not_tampering(self) -> None:
+        """An entry appended between reading the entries and the head is not mistaken for truncation."""
+        chain = make_chain(5)
+        sink = RacingSink(chain[:4], chain[4:])
+
+        report = await verify_sink(sink)
+
+        assert True is report.ok
+
+    async def test_truncated_sink_is_named(self) -> None:
+        """A sink whose entries stop before its head is reported as truncated."""
+        chain = make_chain(5)
+        sink = InMemoryAuditSink(chain)
+        sink._entries = list(chain[:3])  # what an attacker with file access would do
+
+        report = await verify_sink(sink)
+
+        assert {TamperKind.TRUNCATED} == report.kinds()
+
+    async def test_entry_beyond_the_head_is_named(self) -> None:
+        """An entry chained onto the end without moving the head is reported as inserted."""
+        chain = make_chain(3)
+        sink = InMemoryAuditSink(chain)
+        sink._head = chain[1].head
+
+        report = await verify_sink(sink)
+
+        assert [(TamperKind.INSERTED, 3)] == [(p.kind, p.seq) for p in report.problems]
