@@ -241,6 +241,9 @@ class BreakglassService:
         grant_id = self._new_id()
 
         def build() -> list[AuditEvent]:
+            nonlocal grant_id
+            while self._index.get(grant_id) is not None:  # another writer took this id
+                grant_id = self._new_id()
             for live in self._index.live_for(request.user, request.device_serial):
                 current = self.status_at(live, now=now)
                 if live.scope == request.scope and current in (GrantStatus.ACTIVE, GrantStatus.PENDING):

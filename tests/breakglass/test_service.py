@@ -695,3 +695,14 @@ class TestReplay:
                         assert service.active_for(user, device, route_id, tier, now=now) == replayed.active_for(
                             user, device, route_id, tier, now=now
                         )
+
+
+async def test_a_taken_grant_id_is_never_reused() -> None:
+    """If the id generator repeats itself, the service draws another id instead of corrupting the log."""
+    ids = iter(["g-1", "g-1", "g-2"])
+    service = BreakglassService(InMemoryAuditSink(), config=make_config(), new_id=lambda: next(ids))
+    first = await service.request(make_request(), rule=ALLOWED, now=NOW)
+
+    second = await service.request(make_request(device_serial="SER-B"), rule=ALLOWED, now=NOW)
+
+    assert ("g-1", "g-2") == (first.id, second.id)
