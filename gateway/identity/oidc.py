@@ -10,10 +10,11 @@ client id, issuer = the discovered issuer) plus the nonce derived from this logi
 from __future__ import annotations
 
 import asyncio
+import base64
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import aiohttp
 import orjson
@@ -123,7 +124,9 @@ class OidcClient:
         sep = "&" if "?" in meta.authorization_endpoint else "?"
         return f"{meta.authorization_endpoint}{sep}{urlencode(query)}"
 
-    async def finish_login(self, login: LoginState, code: str, *, origin: str, now: datetime) -> Identity:
+    async def finish_login(
+        self, login: LoginState, code: str, *, origin: str, now: datetime, issuer: str | None = None
+    ) -> Identity:
         """Exchange the code, verify the ID token (signature, issuer, audience, times, nonce).
 
         Raises:
@@ -136,15 +139,19 @@ class OidcClient:
             "redirect_uri": self.redirect_uri(origin),
             "code_verifier": self._codec.pkce_verifier(login.state),
         }
-        auth = None
+        headers = {"Accept": "application/json"}
         if self.settings.client_secret is not None:
-            auth = aiohttp.BasicAuth(self.settings.client_id, self.settings.client_secret.reveal())
+            # client_secret_basic: both parts form-urlencoded before base64 (RFC 6749 section 2.3.1).
+            pair = f"{quote(self.settings.client_id, safe='')}:{quote(self.settings.client_secret.reveal(), safe='')}"
+            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
         else:
             form["client_id"] = self.settings.client_id
+        if issuer is not None and issuer != meta.issuer:
+            # RFC 9207: the authorization response names another issuer (mix-up attack).
+            raise AuthenticationError(AuthReason.LOGIN_FAILED)
         try:
             async with self._session.post(
-                meta.token_endpoint, data=form, auth=auth, timeout=self._timeout, allow_redirects=False,
-                headers={"Accept": "application/json"},
+                meta.token_endpoint, data=form, timeout=self._timeout, allow_redirects=False, headers=headers,
             ) as resp:
                 body = await resp.content.read(_MAX_RESPONSE_BYTES)
                 status = resp.status

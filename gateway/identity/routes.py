@@ -49,7 +49,9 @@ async def handle_callback(request: web.Request) -> web.StreamResponse:
         if request.query.get("error") or not code or len(code) > _MAX_CODE:
             raise AuthenticationError(AuthReason.LOGIN_FAILED)
         login = resolver.codec.check_login(request.cookies.get(LOGIN_COOKIE), request.query.get("state"), now=now)
-        identity = await resolver.oidc.finish_login(login, code, origin=resolver.origin(request), now=now)
+        identity = await resolver.oidc.finish_login(
+            login, code, origin=resolver.origin(request), now=now, issuer=request.query.get("iss"),
+        )
         session = resolver.codec.encode_session(identity, now=now)
     except (AuthenticationError, ValueError) as exc:
         reason = exc if isinstance(exc, AuthenticationError) else AuthenticationError(AuthReason.LOGIN_FAILED)

@@ -109,7 +109,10 @@ def jwt_section(**overrides: Any) -> dict[str, Any]:
 
 
 def settings(raw: dict[str, Any], base_dir: Path | None = None) -> IdentitySettings:
-    return IdentitySettings.model_validate(raw, context={"base_dir": base_dir, "environ": {}})
+    context: dict[str, Any] = {"environ": {}}
+    if base_dir is not None:
+        context["base_dir"] = base_dir
+    return IdentitySettings.model_validate(raw, context=context)
 
 
 @dataclass
