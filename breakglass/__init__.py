@@ -3,6 +3,19 @@
 Break-glass waives device-health checks, never identity. Everything here is pure or behind the
 ``AuditSink`` Protocol; ``gateway`` supplies the clock, the policy's tier rules and the store.
 Must not import: gateway, policy_engine, aiohttp (stdlib and orjson only).
+
+How the gateway uses it (a sketch)::
+
+    service = await BreakglassService.open(store.audit, config=config)     # verifies, replays
+    grant = service.active_for(user, serial, route.id, route.tier, now=now)  # every denied request
+    if grant is not None:
+        await service.record_use(grant.id, route_id=route.id, now=now)     # first use is audited
+    grant = await service.request(GrantRequest(...), rule=tier_rule, now=now)
+    await service.expire_due(now=now); await service.refresh()             # periodic task
+
+Errors map to responses by their builtin: ``GrantRejected`` (ValueError) 400/409,
+``NotAuthorised`` (PermissionError) 403, ``GrantNotFound`` (LookupError) 404,
+``AuditWriteError`` (OSError) 503 "no grant was given".
 """
 
 from __future__ import annotations

@@ -567,10 +567,12 @@ def export_entries(
     quoted reason may span lines, so write the records as they come.
 
     Raises:
-        ValueError: ``fmt`` is neither ``jsonl`` nor ``csv``.
+        ValueError: ``fmt`` is neither ``jsonl`` nor ``csv``, or ``since`` has no timezone.
     """
     if fmt not in ("jsonl", "csv"):
         raise ValueError(f"export format `{fmt}` is unknown; use `jsonl` or `csv`")
+    if since is not None and since.utcoffset() is None:
+        raise ValueError(f"`{since.isoformat()}` has no timezone; pass a UTC date such as `2026-11-01T00:00Z`")
     selected = (e for e in entries if since is None or e.event.at >= since)
     if fmt == "jsonl":
         for entry in selected:
