@@ -1,0 +1,116 @@
+"""Pieces the deny, status and fleet pages share: remediation lookup and the finding card.
+
+Owns: remediation_entry, finding_card, finding_data, device_facts.
+Must not import: aiohttp or any decision logic.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Mapping
+
+from gateway.views.html import Markup, el, join
+from gateway.views.layout import format_relative, platform_name, time_el
+from gateway.views.markdown import render_markdown, safe_href
+from gateway.views.phrasing import describe_finding
+from policy_engine.decision import Finding
+from policy_engine.defaults import DEFAULT_REMEDIATION
+from policy_engine.model import DeviceSnapshot, OsFamily
+from policy_engine.remediation import Remediation
+
+
+def remediation_entry(finding: Finding, catalog: Mapping[str, Remediation]) -> Remediation:
+    """The catalog entry for a finding, the built-in default, or a bare title from the check name."""
+    entry = catalog.get(finding.remediation) or DEFAULT_REMEDIATION.get(finding.remediation)
+    if entry is not None:
+        return entry
+    return Remediation(key=finding.remediation or finding.check,
+                       title=finding.check.replace("_", " ").capitalize())
+
+
+def steps_markdown(entry: Remediation, platform: OsFamily) -> str:
+    """The Markdown steps for the device's own platform (every platform's when unknown)."""
+    return entry.steps_for(platform)
+
+
+def finding_data(finding: Finding, snapshot: DeviceSnapshot | None,
+                 catalog: Mapping[str, Remediation]) -> dict[str, object]:
+    """A finding with its human sentence and remediation, as plain data for JSON."""
+    entry = remediation_entry(finding, catalog)
+    platform = snapshot.platform if snapshot is not None else OsFamily.UNKNOWN
+    return {
+        "check": finding.check,
+        "fact": finding.fact,
+        "title": entry.title,
+        "message": describe_finding(finding, snapshot),
+        "actual": finding.actual,
+        "required": finding.required,
+        "severity": finding.severity.value,
+        "grace_deadline": finding.grace_deadline.isoformat() if finding.grace_deadline else None,
+        "why": entry.why,
+        "platform": platform.value,
+        "steps": steps_markdown(entry, platform),
+        "doc_url": entry.doc_url if safe_href(entry.doc_url) else "",
+        "remediation": finding.remediation,
+    }
+
+
+def finding_card(finding: Finding, snapshot: DeviceSnapshot | None, catalog: Mapping[str, Remediation],
+                 *, kind: str, now: datetime | None, heading: str = "h3") -> Markup:
+    """One failing check as a card: title, actual vs required, why, own-platform steps, doc link."""
+    entry = remediation_entry(finding, catalog)
+    platform = snapshot.platform if snapshot is not None else OsFamily.UNKNOWN
+    steps = steps_markdown(entry, platform)
+    badge = {
+        "bad": el("span", "Blocking", class_="badge bad"),
+        "warn": el("span", "Fix soon", class_="badge warn"),
+        "info": el("span", "Recommended", class_="badge info"),
+    }[kind]
+    deadline = None
+    if finding.grace_deadline is not None:
+        if kind == "warn":
+            relative = f" ({format_relative(finding.grace_deadline, now=now)})" if now else ""
+            deadline = el("p", "This will block access from ", time_el(finding.grace_deadline, now=now),
+                          relative + ".", class_="deadline")
+        elif kind == "bad":
+            deadline = el("p", "The grace period to fix this ended ", time_el(finding.grace_deadline, now=now),
+                          ".", class_="small muted")
+    if steps:
+        where = "your device" if platform is OsFamily.UNKNOWN else platform_name(platform)
+        how = join(el(f"h{int(heading[1]) + 1}", f"How to fix it on {where}"),
+                   el("div", render_markdown(steps), class_="steps"))
+    else:
+        how = el("p", "Ask IT how to fix this on ", platform_name(platform), ".", class_="small")
+    doc = safe_href(entry.doc_url)
+    return el(
+        "section",
+        el(heading, entry.title, " ", badge),
+        el("p", describe_finding(finding, snapshot) + ".", class_="compare"),
+        deadline,
+        el("p", entry.why, class_="why") if entry.why else None,
+        how,
+        el("p", el("a", "Read the full guide", href=doc)) if doc else None,
+        el("p", "Check ", el("code", finding.check), class_="small muted"),
+        class_=f"card {kind}",
+        aria_label=entry.title,
+    )
+
+
+def device_facts(snapshot: DeviceSnapshot | None, serial: str | None, *, now: datetime | None) -> list[Markup]:
+    """``<dt>/<dd>`` pairs describing a device: name, serial, platform and OS, agent, report times."""
+    rows: list[tuple[str, object]] = []
+    if snapshot is not None and snapshot.hostname:
+        rows.append(("Name", snapshot.hostname))
+    rows.append(("Serial number", serial or (snapshot.serial if snapshot else None) or "not identified"))
+    if snapshot is not None:
+        os_text = " ".join(p for p in (snapshot.os_name or platform_name(snapshot.platform),
+                                       str(snapshot.os_version) if snapshot.os_version else "") if p)
+        rows.append(("Operating system", os_text))
+        if snapshot.agent_name:
+            agent = snapshot.agent_name + (f" {snapshot.agent_version}" if snapshot.agent_version else "")
+            rows.append(("Health agent", agent))
+        rel = f" ({format_relative(snapshot.collected_at, now=now)})" if now else ""
+        rows.append(("Health report collected", join(time_el(snapshot.collected_at, now=now), rel)))
+        rel = f" ({format_relative(snapshot.received_at, now=now)})" if now else ""
+        rows.append(("Last heard from", join(time_el(snapshot.received_at, now=now), rel)))
+    return [join(el("dt", k), el("dd", v)) for k, v in rows]  # type: ignore[arg-type]

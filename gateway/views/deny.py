@@ -1,0 +1,380 @@
+"""The 403 denial: an HTML page that teaches, or RFC 9457 problem+json for API clients and CLIs.
+
+Owns: DenyView, BreakglassOffer, render_deny, DEFAULT_ENROLL_HELP, DEFAULT_AGENT_HELP.
+Must not import: decision logic (it renders a Decision, it never makes one), the clock, I/O.
+
+Content negotiation is ``gateway.pages.wants_html``, the same as the error pages: a browser
+(``text/html`` listed explicitly, preferred at least as much as JSON) gets HTML; ``*/*`` alone (curl's
+default), no Accept header, ``application/json`` or ``application/problem+json`` get problem+json,
+because a command-line client reads fields better than markup.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Mapping
+
+from gateway.pages import wants_html
+from gateway.views.common import device_facts, finding_card, finding_data
+from gateway.views.html import Markup, el, join
+from gateway.views.layout import (
+    PROBLEM_JSON,
+    Rendered,
+    format_duration,
+    format_relative,
+    html_response,
+    platform_name,
+    respond,
+    time_el,
+)
+from gateway.views.markdown import render_markdown
+from policy_engine.decision import Decision, Reason
+from policy_engine.defaults import DEFAULT_REMEDIATION
+from policy_engine.evaluate import TierInfo
+from policy_engine.model import DeviceSnapshot, OsFamily
+from policy_engine.remediation import Remediation
+
+RECHECK_PATH = "/.gatehouse/recheck"
+BREAK_GLASS_PATH = "/.gatehouse/break-glass"
+BREAK_GLASS_API_PATH = "/.gatehouse/api/v1/break-glass"
+PROBLEM_TYPE_BASE = "tag:gatehouse,2026:problem/"
+"""RFC 9457 ``type`` prefix; the reason code completes it (``…/checks-failed``)."""
+
+DEFAULT_ENROLL_HELP = """
+Gatehouse lets a device in once its health agent (osquery) reports to Gatehouse.
+
+1. Install **osquery** from Self Service, Software Center or your package manager.
+2. Start it with the flags file IT publishes, for example `osqueryd --flagfile /etc/osquery/gatehouse.flags` (it sets `--tls_hostname`, `--enroll_secret_path` and `--host_identifier=specific`).
+3. Wait a minute for the first report, then press **Check again**.
+
+Can't install software on this device? Contact IT and give them the serial number below.
+""".strip()
+"""Shown for ``device-unknown``; configurable per deployment."""
+
+DEFAULT_AGENT_HELP = """
+Your device's health agent has stopped sending reports. Usually it is enough to:
+
+1. Make sure the device is online and not asleep.
+2. Restart the agent: macOS `sudo launchctl kickstart -k system/io.osquery.agent`, Windows `Restart-Service osqueryd` (PowerShell as administrator), Linux `sudo systemctl restart osqueryd`.
+3. Wait a minute for a new report, then press **Check again**.
+
+If that does not help, contact IT and give them the serial number below.
+""".strip()
+"""Shown for ``snapshot-stale``; configurable per deployment."""
+
+_CLOCK_HELP = {
+    OsFamily.DARWIN: "Open [System Settings → General → Date & Time](x-apple.systempreferences:com.apple.Date-Time-Settings.extension) and turn on **Set time and date automatically**.",
+    OsFamily.WINDOWS: "Open [Settings → Time & language → Date & time](ms-settings:dateandtime) and turn on **Set time automatically**, then **Sync now**.",
+    OsFamily.LINUX: "Run `sudo timedatectl set-ntp true`.",
+}
+
+_DURATION_CHOICES = tuple(timedelta(minutes=m) for m in (15, 30, 60, 120, 240, 480, 720, 1440))
+
+
+@dataclass(frozen=True, slots=True)
+class BreakglassOffer:
+    """The tier allows an emergency grant; what the request form offers."""
+
+    durations: tuple[timedelta, ...]
+    """Choices for the duration select, shortest first."""
+    default_duration: timedelta | None = None
+    min_reason_length: int = 20
+    needs_approval: bool = False
+    """True when the tier's rule is ``approval``: the grant waits for an approver."""
+    action: str = BREAK_GLASS_PATH
+
+    @classmethod
+    def up_to(cls, max_duration: timedelta, *, default: timedelta | None = None, min_reason_length: int = 20,
+              needs_approval: bool = False) -> BreakglassOffer:
+        """Offer the usual choices (15 min … 24 h) that do not exceed ``max_duration``, plus the maximum."""
+        choices = [d for d in _DURATION_CHOICES if d < max_duration] + [max_duration]
+        return cls(durations=tuple(choices), default_duration=default or choices[0],
+                   min_reason_length=min_reason_length, needs_approval=needs_approval)
+
+
+@dataclass(frozen=True, slots=True)
+class DenyView:
+    """Everything the denial shows; the handler fills it from the request and the decision."""
+
+    decision: Decision
+    snapshot: DeviceSnapshot | None
+    device_serial: str | None
+    """The verified serial (None when the request carried no device identity)."""
+    route_id: str
+    tier: TierInfo | None
+    """The route's tier as compiled (None when the tier is unknown to the policy)."""
+    return_to: str
+    """Where to send the user once access is restored (a path on this host)."""
+    csrf_token: str
+    now: datetime | None = None
+    """Defaults to ``decision.evaluated_at``; used for "3 hours ago" and deadlines."""
+    remediation: Mapping[str, Remediation] = field(default_factory=lambda: DEFAULT_REMEDIATION)
+    """The compiled set's catalog (``policies.remediation``); built-in entries fill the gaps."""
+    breakglass: BreakglassOffer | None = None
+    """Set only when the tier allows break-glass and the user may ask."""
+    refresh_eta_s: int | None = None
+    """When the agent can be asked for a fresh snapshot: about how long that takes."""
+    service_name: str = ""
+    """A human name for the route; the route id is used when empty."""
+    user: str = ""
+    request_id: str = ""
+    enroll_help: str = DEFAULT_ENROLL_HELP
+    agent_help: str = DEFAULT_AGENT_HELP
+
+
+def _service(view: DenyView) -> str:
+    return view.service_name or view.route_id
+
+
+def _now(view: DenyView) -> datetime | None:
+    return view.now or view.decision.evaluated_at
+
+
+def _platform(view: DenyView) -> OsFamily:
+    return view.snapshot.platform if view.snapshot is not None else OsFamily.UNKNOWN
+
+
+def _title_and_detail(view: DenyView) -> tuple[str, str]:
+    """The h1 / problem title and a one-paragraph detail, per reason."""
+    d, service = view.decision, _service(view)
+    now = _now(view)
+    reason = d.reason
+    if reason is Reason.DEVICE_UNKNOWN:
+        if not view.device_serial:
+            return ("Gatehouse could not identify this device",
+                    f"{service} only opens from devices enrolled with Gatehouse, and this request did "
+                    "not say which device it came from. Enroll the device, or use a device that is enrolled.")
+        return ("This device is not enrolled with Gatehouse",
+                f"{service} only opens from devices that report their health to Gatehouse, and "
+                "Gatehouse has never received a report from this one.")
+    if reason is Reason.SNAPSHOT_STALE:
+        age = format_duration(d.snapshot_age) if d.snapshot_age is not None else "a while"
+        limit = (f" This service needs a report from the last {format_duration(view.tier.max_snapshot_age)}."
+                 if view.tier is not None else "")
+        return ("Gatehouse has not heard from this device recently",
+                f"The newest health report from this device is {age} old.{limit}")
+    if reason is Reason.SNAPSHOT_FROM_FUTURE:
+        ahead = format_duration(-d.snapshot_age) if d.snapshot_age is not None else "too far"
+        return ("Your device's clock is ahead",
+                f"The health report is dated {ahead} in the future, so Gatehouse cannot tell how recent it "
+                "is. Set the clock to update automatically, then check again.")
+    if reason is Reason.CHECKS_FAILED:
+        n = len(d.failing)
+        things = "1 setting needs" if n == 1 else f"{n} settings need"
+        return (f"Your device needs attention before you can open {service}",
+                f"{things} fixing on this device. Each one below says what is wrong and how to fix it; "
+                "then press “I fixed it, check again”.")
+    if reason is Reason.TIER_UNKNOWN:
+        return (f"{service} is not available right now",
+                f"The service is set up with a security tier (“{d.tier}”) that the policy in force does "
+                "not define. This is not a problem with your device; IT needs to fix the configuration.")
+    if reason is Reason.CHECK_ERROR:
+        return ("Gatehouse could not check your device",
+                "Something went wrong while checking this device's health report. This is usually not a "
+                "problem with your device: try again in a minute, and contact IT if it keeps happening.")
+    return (f"Access to {service} was denied", f"Access was denied ({reason.value}).")
+
+
+def _reason_section(view: DenyView) -> Markup | None:
+    d, snapshot, now = view.decision, view.snapshot, _now(view)
+    if d.reason is Reason.DEVICE_UNKNOWN:
+        return el("section", el("h2", "How to enroll this device"),
+                  el("div", render_markdown(view.enroll_help), class_="steps"),
+                  class_="card info", aria_label="How to enroll this device")
+    if d.reason is Reason.SNAPSHOT_STALE:
+        last: list[Markup | str] = []
+        if snapshot is not None:
+            rel = f" ({format_relative(snapshot.received_at, now=now)})" if now else ""
+            last = [el("p", "Gatehouse last heard from this device on ",
+                       el("strong", time_el(snapshot.received_at, now=now)), rel + ".")]
+        return el("section", el("h2", "Get the health agent reporting again"), last,
+                  el("div", render_markdown(view.agent_help), class_="steps"),
+                  class_="card warn", aria_label="Get the health agent reporting again")
+    if d.reason is Reason.SNAPSHOT_FROM_FUTURE:
+        platform = _platform(view)
+        steps = _CLOCK_HELP.get(platform) or "\n\n".join(
+            f"**{platform_name(p)}**: {t}" for p, t in _CLOCK_HELP.items())
+        collected = [el("p", "The report says it was collected ", time_el(snapshot.collected_at, now=now), ".")
+                     ] if snapshot is not None else []
+        return el("section", el("h2", "Set the clock automatically"), collected,
+                  el("div", render_markdown(steps), class_="steps"), class_="card bad",
+                  aria_label="Set the clock automatically")
+    if d.reason in (Reason.CHECK_ERROR, Reason.TIER_UNKNOWN):
+        ref = [el("p", "Reference for IT: ", el("code", view.request_id))] if view.request_id else []
+        detail = [el("p", "Detail: ", el("code", d.detail))] if d.detail else []
+        return el("section", el("h2", "What to tell IT"), ref, detail,
+                  el("p", "Reason code: ", el("code", d.reason.value)), class_="card info",
+                  aria_label="What to tell IT")
+    return None
+
+
+def _recheck_form(view: DenyView) -> Markup:
+    if view.refresh_eta_s is not None:
+        eta = (f"Gatehouse will ask your device for a fresh health report first; that takes about "
+               f"{format_duration(timedelta(seconds=view.refresh_eta_s))}.")
+    else:
+        eta = ("Gatehouse checks the newest report from your device. Its agent reports every few minutes, "
+               "so right after a fix you may need to wait a moment before checking again.")
+    return el(
+        "section",
+        el("h2", "Fixed it?"),
+        el("p", eta),
+        el(
+            "form",
+            el("input", type="hidden", name="return_to", value=view.return_to),
+            el("input", type="hidden", name="csrf_token", value=view.csrf_token),
+            el("div", el("button", "I fixed it, check again", type="submit"), class_="actions"),
+            method="post",
+            action=RECHECK_PATH,
+        ),
+        class_="card",
+        aria_label="Fixed it?",
+    )
+
+
+def _breakglass_form(view: DenyView, offer: BreakglassOffer) -> Markup:
+    default = offer.default_duration or (offer.durations[0] if offer.durations else None)
+    options = [
+        el("option", format_duration(d), value=str(int(d.total_seconds())), selected=d == default)
+        for d in offer.durations
+    ]
+    approval = (" An approver has to approve the request before it takes effect."
+                if offer.needs_approval else " Access starts as soon as you submit.")
+    return el(
+        "section",
+        el("h2", "Need access right now?"),
+        el("p", "In an emergency you can get temporary access from this device without fixing it first."
+           + approval + " Every request is logged with your reason and reviewed by the security team."),
+        el(
+            "form",
+            el("input", type="hidden", name="csrf_token", value=view.csrf_token),
+            el("input", type="hidden", name="return_to", value=view.return_to),
+            el("input", type="hidden", name="route", value=view.route_id),
+            el("label", "Why do you need access now?", for_="bg-reason"),
+            el("p", f"At least {offer.min_reason_length} characters, for example the incident or ticket.",
+               class_="hint", id="bg-reason-hint"),
+            el("textarea", "", id="bg-reason", name="reason", required=True,
+               minlength=str(offer.min_reason_length), maxlength="2000", aria_describedby="bg-reason-hint"),
+            el("label", "For how long?", for_="bg-duration"),
+            el("select", options, id="bg-duration", name="duration"),
+            el("div", el("button", "Request emergency access" if not offer.needs_approval
+                         else "Ask for emergency access", type="submit", class_="secondary"),
+               class_="actions"),
+            method="post",
+            action=offer.action,
+        ),
+        class_="card",
+        aria_label="Need access right now?",
+    )
+
+
+def _html(view: DenyView) -> Rendered:
+    d, snapshot, now = view.decision, view.snapshot, _now(view)
+    title, detail = _title_and_detail(view)
+    catalog = view.remediation
+    failing = [finding_card(f, snapshot, catalog, kind="bad", now=now) for f in d.failing]
+    grace = [finding_card(f, snapshot, catalog, kind="warn", now=now) for f in d.in_grace]
+    nudges = [finding_card(f, snapshot, catalog, kind="info", now=now) for f in d.nudges]
+    tier = view.tier
+    tier_rows = [join(el("dt", "Service"), el("dd", _service(view))),
+                 join(el("dt", "Security tier required"),
+                      el("dd", el("strong", d.tier), f" — {tier.description}" if tier and tier.description else ""))]
+    if view.user:
+        tier_rows.insert(0, join(el("dt", "Signed in as"), el("dd", view.user)))
+    body = join(
+        el("h1", title),
+        el("p", detail, class_="lead"),
+        _reason_section(view),
+        join(el("h2", "What to fix"), failing) if failing else None,
+        join(el("h2", "Fix soon"),
+             el("p", "These do not block you yet, but will once their grace period ends.", class_="muted"),
+             grace) if grace else None,
+        join(el("h2", "Recommended"),
+             el("p", "These never block access; fixing them keeps your device safer.", class_="muted"),
+             nudges) if nudges else None,
+        _recheck_form(view),
+        _breakglass_form(view, view.breakglass) if view.breakglass else None,
+        el("h2", "About this request"),
+        el("section", el("dl", tier_rows, device_facts(snapshot, view.device_serial, now=now), class_="facts"),
+           class_="card", aria_label="About this request"),
+    )
+    footer = join("Reason code ", el("code", d.reason.value),
+                  [" · Reference ", el("code", view.request_id)] if view.request_id else None)
+    return html_response(403, title, body, footer=footer, extra=_extra(view))
+
+
+def _extra(view: DenyView) -> dict[str, str]:
+    return {"X-Gatehouse-Denied-Reason": view.decision.reason.value, "Vary": "Accept"}
+
+
+def problem_document(view: DenyView) -> dict[str, object]:
+    """The RFC 9457 problem details object, with the page's content as extension fields."""
+    d, snapshot, now = view.decision, view.snapshot, _now(view)
+    title, detail = _title_and_detail(view)
+    catalog = view.remediation
+    device: dict[str, object] | None = None
+    if snapshot is not None or view.device_serial:
+        device = {"serial": view.device_serial or (snapshot.serial if snapshot else None)}
+        if snapshot is not None:
+            device.update({
+                "name": snapshot.hostname,
+                "platform": snapshot.platform.value,
+                "os_name": snapshot.os_name,
+                "os_version": str(snapshot.os_version) if snapshot.os_version else None,
+                "agent": snapshot.agent_name,
+                "agent_version": str(snapshot.agent_version) if snapshot.agent_version else None,
+                "collected_at": snapshot.collected_at.isoformat(),
+                "received_at": snapshot.received_at.isoformat(),
+            })
+    doc: dict[str, object] = {
+        "type": PROBLEM_TYPE_BASE + d.reason.value,
+        "title": title,
+        "status": 403,
+        "detail": detail,
+        "instance": view.return_to,
+        "reason": d.reason.value,
+        "service": {"route": view.route_id, "name": _service(view)},
+        "tier": {
+            "name": d.tier,
+            "description": view.tier.description if view.tier else "",
+            "max_snapshot_age_s": view.tier.max_snapshot_age.total_seconds() if view.tier else None,
+        },
+        "device": device,
+        "snapshot_age_s": d.snapshot_age.total_seconds() if d.snapshot_age is not None else None,
+        "evaluated_at": now.isoformat() if now else None,
+        "failing": [finding_data(f, snapshot, catalog) for f in d.failing],
+        "in_grace": [finding_data(f, snapshot, catalog) for f in d.in_grace],
+        "nudges": [finding_data(f, snapshot, catalog) for f in d.nudges],
+        "recheck": {"url": RECHECK_PATH, "method": "POST", "refresh_eta_s": view.refresh_eta_s},
+        "break_glass": None,
+    }
+    if d.reason is Reason.DEVICE_UNKNOWN:
+        doc["help"] = view.enroll_help
+    elif d.reason is Reason.SNAPSHOT_STALE:
+        doc["help"] = view.agent_help
+    elif d.reason is Reason.SNAPSHOT_FROM_FUTURE:
+        doc["help"] = _CLOCK_HELP.get(_platform(view), "Set the device clock to update automatically.")
+    if d.detail:
+        doc["error_detail"] = d.detail
+    if view.request_id:
+        doc["request_id"] = view.request_id
+    if view.breakglass is not None:
+        offer = view.breakglass
+        doc["break_glass"] = {
+            "url": BREAK_GLASS_API_PATH,
+            "min_reason_length": offer.min_reason_length,
+            "durations_s": [int(x.total_seconds()) for x in offer.durations],
+            "default_duration_s": int(offer.default_duration.total_seconds()) if offer.default_duration else None,
+            "needs_approval": offer.needs_approval,
+        }
+    return doc
+
+
+def render_deny(view: DenyView, *, accept: str | None) -> Rendered:
+    """The 403 for a denied request: HTML for browsers, problem+json for everything else."""
+    if wants_html(accept or ""):
+        return _html(view)
+    body = json.dumps(problem_document(view), ensure_ascii=False, indent=2) + "\n"
+    return respond(403, PROBLEM_JSON, body, _extra(view))

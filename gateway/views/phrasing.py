@@ -1,0 +1,143 @@
+"""Actual-vs-required sentences for humans, per fact kind, from a Finding's display strings.
+
+Owns: describe_finding, fact_label, display_fact.
+Must not import: aiohttp or any decision logic; it only rewords what the engine already decided.
+
+The engine's ``Finding.actual``/``required`` are short display strings (``13.2.1`` / ``>= 14.4``,
+``off`` / ``on``, ``900`` / ``<= 600``). This module turns them into a sentence such as
+"Your macOS is 13.2.1; this service needs at least 14.4". Anything it does not recognise is
+still shown, verbatim, in a generic sentence.
+"""
+
+from __future__ import annotations
+
+import re
+from types import MappingProxyType
+from typing import Mapping
+
+from gateway.views.layout import format_seconds, platform_name
+from policy_engine.decision import Finding
+from policy_engine.model import DeviceSnapshot, OsFamily
+
+NOT_REPORTED = "not reported"
+
+_BOOL_LABELS: Mapping[str, str] = MappingProxyType(
+    {
+        "firewall_enabled": "firewall",
+        "disk_encrypted": "disk encryption",
+        "screen_lock_enabled": "screen lock password",
+        "remote_login_enabled": "remote login",
+        "auto_updates_enabled": "automatic updates",
+        "sip_enabled": "System Integrity Protection",
+        "gatekeeper_enabled": "Gatekeeper",
+    }
+)
+_STR_LABELS: Mapping[str, str] = MappingProxyType(
+    {
+        "platform": "device's platform",
+        "os_name": "operating system",
+        "distribution": "Linux distribution",
+        "os_build": "OS build",
+        "agent_name": "device health agent",
+        "source": "health report source",
+        "agent_version": "device health agent",
+        "os_version": "operating system",
+        "screen_lock_delay_s": "screen lock delay",
+    }
+)
+_BOUND = re.compile(r"(<=|>=|<|>)\s*(.+)")
+_SET = re.compile(r"(one of|none of)\s+(.+)")
+_PLATFORM_VALUES = {p.value: platform_name(p) for p in OsFamily if p is not OsFamily.UNKNOWN}
+
+
+def fact_label(fact: str) -> str:
+    """A short human name for a fact: ``firewall``, ``screen lock delay``, ``build channel``."""
+    if fact in _BOOL_LABELS:
+        return _BOOL_LABELS[fact]
+    if fact in _STR_LABELS:
+        return _STR_LABELS[fact]
+    name = fact.removeprefix("custom.")
+    return name.replace("_", " ").replace(".", " ").replace("-", " ").strip() or fact
+
+
+def _os_label(snapshot: DeviceSnapshot | None) -> str:
+    if snapshot is None:
+        return "operating system"
+    if snapshot.os_name:
+        return snapshot.os_name
+    if snapshot.platform is not OsFamily.UNKNOWN:
+        return platform_name(snapshot.platform)
+    return "operating system"
+
+
+def _seconds(text: str) -> str:
+    try:
+        return format_seconds(float(text))
+    except ValueError:
+        return text
+
+
+def _value(fact: str, text: str) -> str:
+    if fact == "screen_lock_delay_s":
+        return _seconds(text)
+    if fact == "platform":
+        return _PLATFORM_VALUES.get(text, text)
+    return text
+
+
+def _listed(fact: str, items: str) -> str:
+    values = [_value(fact, v.strip()) for v in items.split(",") if v.strip()]
+    if len(values) <= 1:
+        return "".join(values)
+    return ", ".join(values[:-1]) + " or " + values[-1]
+
+
+def _requirement(fact: str, required: str) -> str:
+    """``at least 14.4``, ``10 minutes or less``, ``one of macOS or Windows``, ``exactly x``."""
+    bound = _BOUND.fullmatch(required.strip())
+    if bound:
+        symbol, raw = bound.groups()
+        value = _value(fact, raw.strip())
+        return {
+            "<=": f"{value} or less",
+            ">=": f"at least {value}",
+            "<": f"less than {value}",
+            ">": f"more than {value}",
+        }[symbol]
+    listed = _SET.fullmatch(required.strip())
+    if listed:
+        kind, items = listed.groups()
+        joined = _listed(fact, items)
+        return f"one of {joined}" if kind == "one of" else f"anything but {joined}"
+    return f"it to be {_value(fact, required)}"
+
+
+def describe_finding(finding: Finding, snapshot: DeviceSnapshot | None) -> str:
+    """One sentence: what the device has and what the service needs."""
+    fact, actual, required = finding.fact, finding.actual.strip(), finding.required.strip()
+    unreported = actual == NOT_REPORTED
+    if fact in ("os_version", "agent_version"):
+        label = _os_label(snapshot) if fact == "os_version" else "device health agent"
+        if not required.startswith(">="):
+            if fact == "os_version" and snapshot is not None:
+                where = snapshot.distribution or platform_name(snapshot.platform)
+                return f"Your device runs {label} {actual}; this service does not accept {where} devices"
+            return f"Your {label} is {actual}; this service needs {required}"
+        need = required[2:].strip()
+        if unreported:
+            return f"Your device did not report its {label} version; this service needs at least {need}"
+        return f"Your {label} is {actual}; this service needs at least {need}"
+    if fact in _BOOL_LABELS:
+        label = _BOOL_LABELS[fact]
+        if unreported:
+            return f"Your device did not report whether its {label} is on; this service needs it {required}"
+        return f"Your {label} is {actual}; this service needs it {required}"
+    if fact == "screen_lock_delay_s":
+        if unreported:
+            return f"Your device did not report when its screen locks; this service needs {_requirement(fact, required)}"
+        return f"Your screen locks after {_seconds(actual)}; this service needs {_requirement(fact, required)}"
+    label = fact_label(fact)
+    need = _requirement(fact, required)
+    if unreported:
+        return f"Your device did not report its {label}; this service needs {need}"
+    return f"Your {label} is {_value(fact, actual)}; this service needs {need}"

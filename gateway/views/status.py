@@ -1,0 +1,298 @@
+"""``/.gatehouse/``: the signed-in user's own devices, each check's state, what each can reach now.
+
+Owns: StatusView, DeviceStatus, ServiceLink, CheckRef, render_status.
+Must not import: decision logic; the handler evaluates every tier for every device and passes the
+Decisions in (``policies.evaluate(snapshot, tier, now=now)`` per tier name).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Mapping
+
+from gateway.views.common import device_facts, remediation_entry
+from gateway.views.html import Markup, el, join
+from gateway.views.layout import (
+    HTML,
+    JSON,
+    Rendered,
+    format_relative,
+    html_response,
+    negotiate,
+    respond,
+    time_el,
+)
+from gateway.views.markdown import render_markdown
+from gateway.views.phrasing import describe_finding
+from policy_engine.decision import Decision, Finding, Reason
+from policy_engine.defaults import DEFAULT_REMEDIATION
+from policy_engine.document import Severity
+from policy_engine.evaluate import TierInfo
+from policy_engine.model import DeviceSnapshot
+from policy_engine.remediation import Remediation
+
+if TYPE_CHECKING:
+    from policy_engine.evaluate import CompiledPolicySet
+
+_REASON_LABEL = {
+    Reason.DEVICE_UNKNOWN: "No health report yet",
+    Reason.SNAPSHOT_STALE: "Health report too old",
+    Reason.SNAPSHOT_FROM_FUTURE: "Device clock is ahead",
+    Reason.CHECKS_FAILED: "Blocked by failing checks",
+    Reason.TIER_UNKNOWN: "Tier not defined",
+    Reason.CHECK_ERROR: "Could not be checked",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceLink:
+    """A service behind Gatehouse, for "this device can reach …" lists."""
+
+    route_id: str
+    tier: str
+    name: str = ""
+    url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckRef:
+    """A check of the policy in force: its fact, severity and remediation key."""
+
+    name: str
+    fact: str
+    severity: Severity = Severity.FAIL
+    remediation: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceStatus:
+    """One of the user's devices and its decision at every tier (keyed by tier name)."""
+
+    serial: str
+    snapshot: DeviceSnapshot | None
+    decisions: Mapping[str, Decision]
+
+
+@dataclass(frozen=True, slots=True)
+class StatusView:
+    """Everything the status page shows."""
+
+    user: str
+    devices: tuple[DeviceStatus, ...]
+    tiers: tuple[TierInfo, ...]
+    """Least sensitive first (``policies.tiers``)."""
+    checks: tuple[CheckRef, ...]
+    now: datetime
+    services: tuple[ServiceLink, ...] = ()
+    remediation: Mapping[str, Remediation] = field(default_factory=lambda: DEFAULT_REMEDIATION)
+    enroll_help: str = ""
+
+    @classmethod
+    def from_policies(cls, policies: CompiledPolicySet, *, user: str, devices: tuple[DeviceStatus, ...],
+                      now: datetime, services: tuple[ServiceLink, ...] = (), enroll_help: str = "") -> StatusView:
+        """Build the view from the compiled policy set in force."""
+        checks = tuple(CheckRef(c.name, c.fact, c.severity, c.remediation) for c in policies.checks.values())
+        return cls(user=user, devices=devices, tiers=policies.tiers, checks=checks, now=now,
+                   services=services, remediation=policies.remediation, enroll_help=enroll_help)
+
+
+@dataclass(frozen=True, slots=True)
+class _CheckState:
+    check: CheckRef
+    state: str
+    """``blocking``, ``grace``, ``nudge``, ``ok``, ``unknown``, ``not-required``."""
+    finding: Finding | None
+    blocks: tuple[str, ...]
+
+
+def _used_checks(view: StatusView) -> tuple[CheckRef, ...]:
+    wanted: list[str] = []
+    for tier in view.tiers:
+        for name in tier.checks:
+            if name not in wanted:
+                wanted.append(name)
+    by_name = {c.name: c for c in view.checks}
+    return tuple(by_name.get(n, CheckRef(n, n)) for n in wanted)
+
+
+def _check_states(view: StatusView, device: DeviceStatus) -> list[_CheckState]:
+    states: list[_CheckState] = []
+    decisions = device.decisions
+    explained = any(d.reason in (Reason.OK, Reason.CHECKS_FAILED) for d in decisions.values())
+    for check in _used_checks(view):
+        blocks = tuple(t for t, d in decisions.items() if any(f.check == check.name for f in d.failing))
+        grace = [f for d in decisions.values() for f in d.in_grace if f.check == check.name]
+        nudge = [f for d in decisions.values() for f in d.nudges if f.check == check.name]
+        failing = [f for d in decisions.values() for f in d.failing if f.check == check.name]
+        required_by = [t.name for t in view.tiers if check.name in t.checks]
+        evaluated = any(decisions.get(t) is not None and decisions[t].reason in (Reason.OK, Reason.CHECKS_FAILED)
+                        for t in required_by)
+        if failing:
+            states.append(_CheckState(check, "blocking", failing[0], blocks))
+        elif grace:
+            states.append(_CheckState(check, "grace", min(grace, key=lambda f: f.grace_deadline or view.now), ()))
+        elif nudge:
+            states.append(_CheckState(check, "nudge", nudge[0], ()))
+        elif evaluated or (explained and not required_by):
+            states.append(_CheckState(check, "ok", None, ()))
+        else:
+            states.append(_CheckState(check, "unknown", None, ()))
+    return states
+
+
+def _reachable(view: StatusView, device: DeviceStatus) -> list[tuple[TierInfo, Decision | None]]:
+    return [(t, device.decisions.get(t.name)) for t in view.tiers]
+
+
+def _deadlines(view: StatusView) -> list[tuple[datetime, DeviceStatus, Finding]]:
+    seen: dict[tuple[str, str], tuple[datetime, DeviceStatus, Finding]] = {}
+    for device in view.devices:
+        for decision in device.decisions.values():
+            for f in decision.in_grace:
+                if f.grace_deadline is None:
+                    continue
+                key = (device.serial, f.check)
+                if key not in seen or f.grace_deadline < seen[key][0]:
+                    seen[key] = (f.grace_deadline, device, f)
+    return sorted(seen.values(), key=lambda item: (item[0], item[1].serial, item[2].check))
+
+
+def _device_name(device: DeviceStatus) -> str:
+    if device.snapshot is not None and device.snapshot.hostname:
+        return device.snapshot.hostname
+    return device.serial
+
+
+_BADGES = {
+    "blocking": ("bad", "Blocking"),
+    "grace": ("warn", "Fix soon"),
+    "nudge": ("info", "Recommended"),
+    "ok": ("ok", "OK"),
+    "unknown": ("muted", "Not checked"),
+}
+
+
+def _services_for(view: StatusView, tier: str) -> list[Markup]:
+    out = []
+    for s in view.services:
+        if s.tier == tier:
+            out.append(el("a", s.name or s.route_id, href=s.url) if s.url.startswith(("https://", "http://", "/"))
+                       else el("span", s.name or s.route_id))
+    return out
+
+
+def _device_section(view: StatusView, device: DeviceStatus, index: int) -> Markup:
+    snapshot, now = device.snapshot, view.now
+    reach_rows = []
+    for tier, decision in _reachable(view, device):
+        if decision is None:
+            badge = el("span", "Unknown", class_="badge muted")
+        elif decision.allowed:
+            badge = el("span", "Can reach now", class_="badge ok")
+        else:
+            badge = el("span", _REASON_LABEL.get(decision.reason, decision.reason.value), class_="badge bad")
+        services = _services_for(view, tier.name)
+        reach_rows.append(el(
+            "tr",
+            el("th", el("strong", tier.name), el("div", tier.description, class_="small muted") if tier.description else None,
+               scope="row"),
+            el("td", badge),
+            el("td", join([join(", " if i else "", s) for i, s in enumerate(services)]) if services else
+               el("span", "—", class_="muted")),
+        ))
+    check_rows = []
+    for st in _check_states(view, device):
+        tone, label = _BADGES[st.state]
+        entry = remediation_entry(
+            Finding(st.check.name, st.check.fact, "", "", st.check.severity, None, st.check.remediation),
+            view.remediation)
+        if st.finding is not None:
+            detail: list[Markup | str] = [describe_finding(st.finding, snapshot) + "."]
+            if st.state == "grace" and st.finding.grace_deadline is not None:
+                detail += [el("div", "Blocks access from ", time_el(st.finding.grace_deadline, now=now),
+                              f" ({format_relative(st.finding.grace_deadline, now=now)}).", class_="deadline")]
+            if st.blocks:
+                detail += [el("div", "Blocks: " + ", ".join(st.blocks), class_="small muted")]
+        else:
+            detail = [el("span", "—" if st.state == "ok" else "No current health report", class_="muted")]
+        check_rows.append(el("tr", el("th", entry.title, el("div", el("code", st.check.name), class_="small"),
+                                      scope="row"),
+                             el("td", el("span", label, class_=f"badge {tone}")), el("td", detail)))
+    heading_id = f"device-{index}"
+    return el(
+        "section",
+        el("h2", _device_name(device), id=heading_id),
+        el("dl", device_facts(snapshot, device.serial, now=now), class_="facts"),
+        el("h3", "What this device can reach now"),
+        el("div", el("table", el("thead", el("tr", el("th", "Tier", scope="col"), el("th", "Status", scope="col"),
+                                              el("th", "Services", scope="col"))),
+                     el("tbody", reach_rows)), class_="table-wrap"),
+        el("h3", "Checks"),
+        el("div", el("table", el("thead", el("tr", el("th", "Check", scope="col"), el("th", "State", scope="col"),
+                                              el("th", "Details", scope="col"))),
+                     el("tbody", check_rows)), class_="table-wrap"),
+        class_="card",
+        aria_labelledby=heading_id,
+    )
+
+
+def _html(view: StatusView) -> Rendered:
+    deadlines = _deadlines(view)
+    coming: Markup | None = None
+    if deadlines:
+        items = []
+        for when, device, f in deadlines:
+            entry = remediation_entry(f, view.remediation)
+            items.append(el("li", el("strong", entry.title), f" on {_device_name(device)}: ",
+                            "blocks access from ", time_el(when, now=view.now),
+                            f" ({format_relative(when, now=view.now)})."))
+        coming = el("section", el("h2", "Coming up"),
+                    el("p", "Fix these before their deadline to keep access.", class_="muted"),
+                    el("ul", items), class_="card warn", aria_label="Coming up")
+    if view.devices:
+        lead = (f"{len(view.devices)} device{'s' if len(view.devices) != 1 else ''} registered to you. "
+                "This page shows each device's health checks and what it can reach right now.")
+        devices = [_device_section(view, d, i) for i, d in enumerate(view.devices)]
+    else:
+        lead = "No device is registered to you yet."
+        devices = [el("section", el("h2", "Enroll a device"),
+                      el("div", render_markdown(view.enroll_help), class_="steps") if view.enroll_help else
+                      el("p", "Ask IT how to enroll your laptop with Gatehouse."), class_="card info",
+                      aria_label="Enroll a device")]
+    body = join(el("h1", "Your devices"),
+                el("p", "Signed in as ", el("strong", view.user), ". ", lead, class_="lead"),
+                coming, devices)
+    return html_response(200, "Your devices", body, extra={"Vary": "Accept"})
+
+
+def status_document(view: StatusView) -> dict[str, object]:
+    """The same content as JSON."""
+    devices = []
+    for d in view.devices:
+        s = d.snapshot
+        devices.append({
+            "serial": d.serial,
+            "name": s.hostname if s else "",
+            "platform": s.platform.value if s else None,
+            "os": f"{s.os_name} {s.os_version}".strip() if s else None,
+            "collected_at": s.collected_at.isoformat() if s else None,
+            "received_at": s.received_at.isoformat() if s else None,
+            "tiers": {t: {"allowed": dec.allowed, "reason": dec.reason.value} for t, dec in d.decisions.items()},
+            "checks": [{"check": st.check.name, "state": st.state,
+                        "message": describe_finding(st.finding, s) if st.finding else "",
+                        "grace_deadline": st.finding.grace_deadline.isoformat()
+                        if st.finding and st.finding.grace_deadline else None,
+                        "blocks": list(st.blocks)} for st in _check_states(view, d)],
+        })
+    return {"user": view.user, "generated_at": view.now.isoformat(), "devices": devices,
+            "services": [{"route": s.route_id, "name": s.name, "tier": s.tier} for s in view.services]}
+
+
+def render_status(view: StatusView, *, accept: str | None) -> Rendered:
+    """The user's status page: HTML by default, JSON when asked for it."""
+    if negotiate(accept, (HTML, JSON)) == JSON:
+        return respond(200, JSON, json.dumps(status_document(view), ensure_ascii=False, indent=2) + "\n",
+                       {"Vary": "Accept"})
+    return _html(view)

@@ -1,0 +1,106 @@
+"""The gateway's own pages render in headless Chromium under their strict CSP, with their key texts.
+
+Each page is rendered by the pure renderers in gateway/views, served from a tiny aiohttp app on
+127.0.0.1, loaded in Chromium and saved as a screenshot under artifacts/screenshots/views-*.png.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Callable
+
+import pytest
+from aiohttp import web
+from pytest_aiohttp import AiohttpServer
+
+from gateway.views import FleetFilter, Rendered, render_deny, render_fleet, render_privacy, render_status
+from tests.browser.conftest import screenshot
+from tests.gateway.views import samples
+
+PAGES: dict[str, Callable[[str], Rendered]] = {
+    "deny-checks-failed": lambda accept: render_deny(samples.deny_view(), accept=accept),
+    "deny-unknown-device": lambda accept: render_deny(samples.deny_view(None, serial="C02UNKNOWN99"), accept=accept),
+    "deny-stale": lambda accept: render_deny(
+        samples.deny_view(samples.outdated_mac(collected_at=samples.NOW - timedelta(hours=5),
+                                               received_at=samples.NOW - timedelta(hours=5)), tier="high"),
+        accept=accept),
+    "status": lambda accept: render_status(samples.status_view(), accept=accept),
+    "privacy": lambda accept: render_privacy(samples.privacy_view()),
+    "fleet": lambda accept: render_fleet(samples.fleet_view(), accept=accept),
+    "fleet-filtered": lambda accept: render_fleet(
+        samples.fleet_view(FleetFilter(non_compliant=True, tier="low")), accept=accept),
+}
+
+KEY_TEXTS = {
+    "deny-checks-failed": ["Your macOS is 13.2.1; this service needs at least 14.4",
+                           "Your firewall is off; this service needs it on",
+                           "Your screen locks after 15 minutes; this service needs 10 minutes or less",
+                           "This will block access from 24 Nov 16:00 UTC", "I fixed it, check again",
+                           "How to fix it on macOS", "Need access right now?", "C02XK1JHJG5J", "medium"],
+    "deny-unknown-device": ["This device is not enrolled with Gatehouse", "How to enroll this device",
+                            "C02UNKNOWN99", "I fixed it, check again"],
+    "deny-stale": ["Gatehouse has not heard from this device recently", "Gatehouse last heard from this device on",
+                   "22 Nov 10:00 UTC", "Get the health agent reporting again"],
+    "status": ["Your devices", "alice-mbp", "alice-thinkpad", "Coming up", "Can reach now", "Production console"],
+    "privacy": ["What Gatehouse knows about your device", "Who can see it", "90 days", "security-team"],
+    "fleet": ["Devices", "carol-surface", "NEVERSEEN01", "Non-compliant only", "CSV"],
+    "fleet-filtered": ["alice-mbp", "1 match the filters"],
+}
+
+
+@pytest.fixture
+async def pages_server(aiohttp_server: AiohttpServer) -> object:
+    """Every page at /<name>, rendered for the request's own Accept header."""
+    async def handle(request: web.Request) -> web.Response:
+        render = PAGES[request.match_info["name"]]
+        return render(request.headers.get("Accept", "")).response()
+
+    app = web.Application()
+    app.router.add_get("/{name}", handle)
+    return await aiohttp_server(app)
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("name", sorted(PAGES))
+async def test_page_renders_under_its_csp(pages_server: object, browser_page: object, name: str) -> None:
+    """The page loads with the strict CSP, its stylesheet applies, nothing is blocked, and it says what it must."""
+    page = browser_page
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))  # type: ignore[attr-defined]
+
+    response = await page.goto(str(pages_server.make_url(f"/{name}")))  # type: ignore[attr-defined]
+    text = await page.inner_text("main")  # type: ignore[attr-defined]
+    bar = await page.eval_on_selector("header.bar", "e => getComputedStyle(e).backgroundColor")  # type: ignore[attr-defined]
+    headings = await page.eval_on_selector_all("h1", "els => els.length")  # type: ignore[attr-defined]
+    unlabeled = await page.eval_on_selector_all(  # type: ignore[attr-defined]
+        "input:not([type=hidden]), select, textarea",
+        "els => els.filter(e => !(e.labels && e.labels.length)).map(e => e.name)",
+    )
+    shot = await screenshot(page, f"views-{name}")
+
+    headers = response.headers
+    assert "default-src 'none'" in headers["content-security-policy"]
+    assert "unsafe-inline" not in headers["content-security-policy"]
+    assert "nosniff" == headers["x-content-type-options"]
+    assert "rgb(21, 32, 43)" == bar
+    assert 1 == headings
+    assert [] == unlabeled
+    assert [] == [m for m in console if "Content Security Policy" in m]
+    for expected in KEY_TEXTS[name]:
+        assert expected in text
+    assert shot.stat().st_size > 0
+
+
+@pytest.mark.browser
+async def test_deny_page_on_a_phone(pages_server: object, browser_page: object) -> None:
+    """On a phone-sized screen the denial fits the width: nothing scrolls sideways."""
+    page = browser_page
+    await page.set_viewport_size({"width": 390, "height": 844})  # type: ignore[attr-defined]
+
+    await page.goto(str(pages_server.make_url("/deny-checks-failed")))  # type: ignore[attr-defined]
+    scroll_width = await page.evaluate("document.documentElement.scrollWidth")  # type: ignore[attr-defined]
+    await screenshot(page, "views-deny-checks-failed-phone")
+
+    assert scroll_width <= 390
+
+
