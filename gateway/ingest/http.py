@@ -273,25 +273,8 @@ def _log_status(lines: list[object], enrollment: Enrollment) -> None:
 async def _apply_osquery_items(
     app: web.Application, enrollment: Enrollment, items: list[osquery.ResultItem], *, now: datetime
 ) -> None:
-    if not items:
-        return
-    store = app[STORE]
     async with app[INGEST_RUNTIME].device_lock(enrollment.serial):
-        state = await store.query_results(enrollment.serial)
-        touched = osquery.apply_results(state, items)
-        await store.save_query_results(enrollment.serial, touched)
-        previous = await store.latest(enrollment.serial)
-        snapshot = osquery.assemble_snapshot(
-            enrollment,
-            {**state, **touched},
-            received_at=now,
-            owners=previous.owners if previous is not None else (),
-        )
-        if snapshot is None:
-            return
-        snapshot = osquery.sequence_after(snapshot, previous)
-        if snapshot is not None:
-            await _ingestor(app).ingest([snapshot])
+        await _ingestor(app).ingest_osquery(enrollment, items, now=now)
 
 
 async def handle_distributed_read(request: web.Request) -> web.StreamResponse:

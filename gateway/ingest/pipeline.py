@@ -14,9 +14,10 @@ from typing import Protocol
 
 import structlog
 
+from gateway.ingest.osquery import ResultItem, apply_results, assemble_snapshot, sequence_after
 from gateway.metrics import Metrics
 from gateway.snapshots import SnapshotCache
-from gateway.store.base import HistoryEntry, PutOutcome, Store, StoreError
+from gateway.store.base import Enrollment, HistoryEntry, PutOutcome, Store, StoreError
 from policy_engine.model import DeviceSnapshot
 
 _log = structlog.get_logger(__name__)
@@ -65,6 +66,34 @@ class Ingestor:
                 self.cache.apply(snapshot)
             await self._record(snapshot)
         return outcomes
+
+    async def ingest_osquery(
+        self, enrollment: Enrollment, items: Sequence[ResultItem], *, now: datetime
+    ) -> PutOutcome | None:
+        """Apply osquery result items to the device's query rows, then store the re-assembled snapshot.
+
+        Returns None when nothing needed storing. The caller holds the device's lock.
+
+        Raises:
+            StoreError: the rows or the snapshot could not be stored.
+        """
+        if not items:
+            return None
+        state = await self.store.query_results(enrollment.serial)
+        touched = apply_results(state, items)
+        await self.store.save_query_results(enrollment.serial, touched)
+        previous = await self.store.latest(enrollment.serial)
+        snapshot = assemble_snapshot(
+            enrollment,
+            {**state, **touched},
+            received_at=now,
+            owners=previous.owners if previous is not None else (),
+        )
+        snapshot = None if snapshot is None else sequence_after(snapshot, previous)
+        if snapshot is None:
+            return None
+        (outcome,) = await self.ingest([snapshot])
+        return outcome
 
     def rejected(self, source: str, count: int = 1) -> None:
         """Count items refused before storage (malformed, future-dated, placeholder serial)."""
