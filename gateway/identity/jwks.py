@@ -40,6 +40,8 @@ _FAMILY_BY_ALG = {
 }
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----.+?-----END \1-----", re.DOTALL)
 MAX_JWKS_BYTES = 1 << 20
+MAX_KEYS_PER_TOKEN = 8
+RETRY_AFTER_FAILURE = timedelta(seconds=10)
 
 
 def key_family(key: PublicKey) -> str | None:
@@ -77,7 +79,10 @@ class KeySet:
         family = _FAMILY_BY_ALG.get(alg)
         if family is None:
             return ()
-        return tuple(k.key for k in self.keys if k.family == family and (k.kid is None or k.kid == kid))
+        if kid is None:
+            # A token without a kid may be checked against every key of its family, a bounded few.
+            return tuple(k.key for k in self.keys if k.family == family)[:MAX_KEYS_PER_TOKEN]
+        return tuple(k.key for k in self.keys if k.family == family and (k.kid is None or k.kid == kid))[:MAX_KEYS_PER_TOKEN]
 
     def has_kid(self, kid: str) -> bool:
         return any(k.kid == kid for k in self.keys)
@@ -208,6 +213,7 @@ class JwksCache:
         self._fetched_at: datetime | None = None
         self._last_unknown_refetch: datetime | None = None
         self._inflight: asyncio.Task[None] | None = None
+        self._retry_at: datetime | None = None
 
     async def current(self, *, now: datetime) -> KeySet:
         """The cached keys, fetched first if absent or older than the TTL.
@@ -215,6 +221,9 @@ class JwksCache:
         Raises:
             KeysUnavailable: never fetched successfully.
         """
+        if self._keys is None and self._retry_at is not None and now < self._retry_at:
+            # INVARIANT: while the IdP is down and we hold no keys, requests do not each trigger a fetch.
+            raise KeysUnavailable(self._url)
         if self._keys is None or self._fetched_at is None or now - self._fetched_at >= self._ttl:
             await self._refresh(now)
         if self._keys is None:
@@ -254,6 +263,8 @@ class JwksCache:
             if self._keys is not None:
                 # Keep the last good keys and try again one unknown-kid interval from now.
                 self._fetched_at = now - self._ttl + self._interval
+            else:
+                self._retry_at = now + min(self._interval, RETRY_AFTER_FAILURE)
         finally:
             if self._metrics is not None:
                 self._metrics.jwks_fetches.labels(outcome=outcome).inc()

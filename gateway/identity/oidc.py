@@ -193,6 +193,9 @@ class OidcClient:
                 claims = decode_verified(raw, fresh, **common)  # type: ignore[arg-type]
             except UnknownKeyId:
                 raise AuthenticationError(AuthReason.UNKNOWN_KEY) from None
+        aud = claims.get("aud")
+        if isinstance(aud, list) and len(aud) > 1 and claims.get("azp") != self.settings.client_id:
+            raise AuthenticationError(AuthReason.WRONG_AUDIENCE)
         got = claims.get("nonce")
         if not isinstance(got, str) or got != nonce:
             raise AuthenticationError(AuthReason.INVALID)

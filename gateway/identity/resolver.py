@@ -210,8 +210,8 @@ class IdentityResolver:
             if isinstance(peer, (tuple, list)) and peer:
                 remote = str(peer[0])
         dev = self.settings.device
-        assertion = request.headers.get(dev.assertion.header) if dev.assertion else None
-        header = request.headers.get(dev.header.name) if dev.header else None
+        assertion = _single(request, dev.assertion.header) if dev.assertion else None
+        header = _single(request, dev.header.name) if dev.header else None
         return DeviceEvidence(peercert=peercert, assertion=assertion, serial_header=header, remote=remote)
 
     # --- upstream --------------------------------------------------------------------------------
@@ -271,6 +271,12 @@ class IdentityResolver:
             except AuthenticationError as exc:
                 error = exc
         return unauthenticated_response(error)
+
+
+def _single(request: web.Request, name: str) -> str | None:
+    """The header's value if it appears exactly once; repeated evidence is ignored rather than guessed at."""
+    values = request.headers.getall(name, [])
+    return values[0] if len(values) == 1 else None
 
 
 def unauthenticated_response(error: AuthenticationError) -> web.Response:

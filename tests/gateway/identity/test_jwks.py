@@ -10,10 +10,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from gateway.metrics import Metrics
-from gateway.identity import AuthenticationError, JwksCache, KeyFileError, load_key_file
+from gateway.identity import AuthenticationError, JwksCache, KeyFileError, KeySet, load_key_file
+from gateway.identity.jwks import KeysUnavailable
 from tests.conftest import NOW
 from tests.gateway.identity.conftest import JwksServer
-from tests.gateway.identity.support import build_app, ec_key, jwt_section, mint, public_pem, rsa_key, settings, write_jwks
+from tests.gateway.identity.support import (
+    build_app, ec_key, jwt_section, mint, public_jwk, public_pem, rsa_key, settings, write_jwks,
+)
 
 
 @pytest.fixture
@@ -65,6 +68,26 @@ class TestJwksCache:
 
         assert first == again
         assert 1.0 == registry.get_sample_value("gatehouse_jwks_fetches_total", {"outcome": "error"})
+
+    async def test_idp_down_is_not_hammered(self, jwks_server: JwksServer, http: aiohttp.ClientSession) -> None:
+        """With no keys held and the IdP failing, requests within the retry pause do not each fetch."""
+        jwks_server.failing = True
+        cache = JwksCache(jwks_server.url, http, unknown_kid_interval_s=60)
+
+        for i in range(20):
+            with pytest.raises(KeysUnavailable):
+                await cache.current(now=NOW + timedelta(seconds=i * 0.25))
+        jwks_server.failing = False
+        recovered = await cache.current(now=NOW + timedelta(seconds=11))
+
+        assert 2 == jwks_server.hits
+        assert recovered.has_kid("k1")
+
+    def test_token_without_kid_tries_the_keys_of_its_family(self) -> None:
+        """A token without `kid` is checked against the keys of its algorithm family only."""
+        keys = KeySet.from_jwks({"keys": [public_jwk(rsa_key(), "k1"), public_jwk(ec_key(), "e1")]})
+
+        assert (1, 1) == (len(keys.find(None, "RS256")), len(keys.find(None, "ES256")))
 
 
 class TestUnknownKidEndToEnd:
