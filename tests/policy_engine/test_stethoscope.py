@@ -1,0 +1,193 @@
+"""Stethoscope policy import: the converted policy gives Stethoscope's PASS/NUDGE/FAIL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from policy_engine import (
+    CompiledPolicySet,
+    DeviceSnapshot,
+    OsFamily,
+    PolicyParseError,
+    Version,
+    compile_policy_set,
+    convert_stethoscope_policy,
+    parse_policy_document,
+)
+
+from tests.policy_engine.factories import NOW, STETHOSCOPE_POLICY, make_snapshot
+
+RAW = yaml.safe_load(STETHOSCOPE_POLICY.read_text())
+BOOLEAN_PRACTICES = ("firewall", "diskEncryption", "automaticUpdates", "screenLock", "remoteLogin", "openWifiConnections")
+
+
+def converted(raw: dict[str, Any] = RAW) -> CompiledPolicySet:
+    """Convert, round-trip through YAML text as the CLI does, then parse and compile."""
+    text = yaml.safe_dump(convert_stethoscope_policy(raw), sort_keys=False)
+    return compile_policy_set(parse_policy_document(yaml.safe_load(text), source="stethoscope.yaml"))
+
+
+def _semver(text: str) -> tuple[int, ...]:
+    parts = [int(p) for p in text.split(".")][:3]
+    return tuple(parts + [0] * (3 - len(parts)))
+
+
+def stethoscope_status(policy: dict[str, Any], device: dict[str, Any]) -> str:
+    """Stethoscope's own semantics, as its fixture header states them (an independent reference)."""
+    results = []
+    for practice, requirement in policy.items():
+        if practice == "osVersion":
+            brackets = requirement.get(device["platform"])
+            version = device["osVersion"]
+            if brackets is None or version is None:
+                results.append("FAIL")
+            elif _semver(version) >= _semver(brackets["ok"].lstrip(">=")):
+                results.append("PASS")
+            elif "nudge" in brackets and _semver(version) >= _semver(brackets["nudge"].lstrip(">=")):
+                results.append("NUDGE")
+            else:
+                results.append("FAIL")
+        elif practice == "screenIdle":
+            idle = device.get("screenIdle")
+            results.append("PASS" if idle is not None and idle <= int(requirement.lstrip("<=")) else "FAIL")
+        else:
+            value = device.get(practice)
+            results.append({
+                "ALWAYS": "PASS" if value is True else "FAIL",
+                "NEVER": "PASS" if value is False else "FAIL",
+                "SUGGESTED": "PASS" if value is True else "NUDGE",
+                "IF_SUPPORTED": "PASS" if value is None or value is True else "FAIL",
+            }[requirement])
+    if "FAIL" in results:
+        return "FAIL"
+    return "NUDGE" if "NUDGE" in results else "PASS"
+
+
+def as_snapshot(device: dict[str, Any]) -> DeviceSnapshot:
+    """The same device as Gatehouse's ingest would type it."""
+    platform, distribution = {
+        "darwin": (OsFamily.DARWIN, ""),
+        "win32": (OsFamily.WINDOWS, ""),
+        "awsWorkspace": (OsFamily.WINDOWS, ""),
+        "ubuntu": (OsFamily.LINUX, "ubuntu"),
+        "linux": (OsFamily.LINUX, "fedora"),
+    }[device["platform"]]
+    custom = {}
+    if device.get("openWifiConnections") is not None:
+        custom["open_wifi_connections"] = device["openWifiConnections"]
+    return make_snapshot(
+        platform=platform,
+        distribution=distribution,
+        os_version=Version.parse(device["osVersion"]) if device["osVersion"] else None,
+        firewall_enabled=device.get("firewall"),
+        disk_encrypted=device.get("diskEncryption"),
+        auto_updates_enabled=device.get("automaticUpdates"),
+        screen_lock_enabled=device.get("screenLock"),
+        remote_login_enabled=device.get("remoteLogin"),
+        screen_lock_delay_s=device.get("screenIdle"),
+        custom=custom,
+    )
+
+
+def gatehouse_status(policies: CompiledPolicySet, snapshot: DeviceSnapshot) -> str:
+    """Our decision in Stethoscope's words."""
+    decision = policies.evaluate(snapshot, "default", now=NOW)
+    if not decision.allowed:
+        return "FAIL"
+    return "NUDGE" if decision.nudges else "PASS"
+
+
+OS_VERSIONS = ["10.15.6", "10.15.7", "11.0", "11.5.0", "11.5.1", "14.4", "18.04.4", "18.04.5", "20.04",
+               "20.04.2", "22.04", "10.0.10240", "10.0.14393", "10.0.19041", "10.0.19042", "10.0.19043", "10.0.22631"]
+
+
+@st.composite
+def devices(draw: st.DrawFn, platforms: tuple[str, ...] = ("darwin", "win32", "ubuntu", "linux")) -> dict[str, Any]:
+    """Stethoscope device reports: each setting on, off or unsupported."""
+    device: dict[str, Any] = {
+        "platform": draw(st.sampled_from(platforms)),
+        "osVersion": draw(st.one_of(st.none(), st.sampled_from(OS_VERSIONS))),
+        "screenIdle": draw(st.one_of(st.none(), st.sampled_from([0, 60, 119, 120, 121, 600]))),
+    }
+    for practice in BOOLEAN_PRACTICES:
+        device[practice] = draw(st.sampled_from([True, False, None]))
+    return device
+
+
+POLICIES = converted()
+
+
+class TestDefaultPolicy:
+    @settings(max_examples=500)
+    @given(devices())
+    def test_conversion_reproduces_stethoscope_semantics(self, device: dict[str, Any]) -> None:
+        """On Stethoscope's default policy, every device gets the same PASS/NUDGE/FAIL from us."""
+        expected = stethoscope_status(RAW, device)
+
+        actual = gatehouse_status(POLICIES, as_snapshot(device))
+
+        assert expected == actual
+
+    @given(devices(platforms=("awsWorkspace",)))
+    def test_workspaces_are_never_laxer_than_stethoscope(self, device: dict[str, Any]) -> None:
+        """WorkSpaces get the win32 brackets, which are stricter: we never pass what Stethoscope fails."""
+        expected = stethoscope_status(RAW, device)
+
+        actual = gatehouse_status(POLICIES, as_snapshot(device))
+
+        assert not (expected == "FAIL" and actual != "FAIL")
+
+    @pytest.mark.parametrize(
+        ("overrides", "expected"),
+        [
+            ({}, "PASS"),
+            ({"automaticUpdates": False}, "NUDGE"),
+            ({"osVersion": "11.0"}, "NUDGE"),
+            ({"osVersion": "10.15.6"}, "FAIL"),
+            ({"screenLock": None}, "PASS"),
+            ({"screenLock": False}, "FAIL"),
+            ({"remoteLogin": True}, "FAIL"),
+            ({"firewall": None}, "FAIL"),
+            ({"screenIdle": 121}, "FAIL"),
+        ],
+    )
+    def test_examples(self, overrides: dict[str, Any], expected: str) -> None:
+        """Hand-picked macOS devices around each rule."""
+        device = {"platform": "darwin", "osVersion": "14.4", "screenIdle": 60, "firewall": True, "diskEncryption": True,
+                  "automaticUpdates": True, "screenLock": True, "remoteLogin": False, "openWifiConnections": True}
+        device.update(overrides)
+
+        actual = gatehouse_status(POLICIES, as_snapshot(device))
+
+        assert expected == actual
+
+    def test_converted_document_shape(self) -> None:
+        """The converted document is one tier with every check, and says what it dropped."""
+        document = convert_stethoscope_policy(RAW)
+
+        assert ["default"] == list(document["tiers"])  # type: ignore[arg-type]
+        assert "awsWorkspace" in str(document["description"])
+        assert {"os_version", "os_version_recommended", "firewall", "screen_idle", "open_wifi_connections"} <= set(
+            document["checks"])  # type: ignore[arg-type]
+
+
+class TestProblems:
+    def test_unsupported_practices_and_values_are_all_reported(self) -> None:
+        """Values with no Gatehouse equivalent are refused with their paths."""
+        raw = {
+            "firewall": "SOMETIMES",
+            "applications": [{"name": "bash"}],
+            "screenIdle": "about two minutes",
+            "osVersion": {"beos": {"ok": ">=5"}, "darwin": {"ok": "^14"}, "win32": {"nudge": ">=10.0.1"}},
+        }
+
+        with pytest.raises(PolicyParseError) as caught:
+            convert_stethoscope_policy(raw)
+
+        assert ["firewall", "applications", "screenIdle", "osVersion.beos", "osVersion.darwin.ok", "osVersion.win32"] == [
+            p.path for p in caught.value.problems]
