@@ -7,9 +7,10 @@ Must not import: aiohttp, gateway.app.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 import structlog
@@ -117,3 +118,35 @@ class Ingestor:
             _log.warning("compliance.record_failed", error=str(exc))
             if self.metrics is not None:
                 self.metrics.store_errors.labels(operation="record_compliance").inc()
+
+
+async def prune_history(store: Store, *, retention_days: int, now: datetime) -> int:
+    """Delete compliance history older than the retention period; returns how many entries went.
+
+    Raises:
+        StoreError: the store failed.
+    """
+    deleted = await store.prune_history(before=now - timedelta(days=retention_days))
+    if deleted:
+        _log.info("compliance.history_pruned", deleted=deleted, retention_days=retention_days)
+    return deleted
+
+
+async def run_history_prune(
+    store: Store,
+    *,
+    retention_days: int,
+    clock: Callable[[], datetime],
+    wait: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    every_s: float = 3600.0,
+) -> None:
+    """Prune now and then every ``every_s`` seconds, forever; store errors are logged, not raised.
+
+    Run it as a task in a cleanup_ctx and cancel it on shutdown; tests pass their own ``wait``.
+    """
+    while True:
+        try:
+            await prune_history(store, retention_days=retention_days, now=clock())
+        except StoreError as exc:
+            _log.warning("compliance.prune_failed", error=str(exc))
+        await wait(every_s)
