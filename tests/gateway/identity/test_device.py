@@ -19,7 +19,7 @@ from cryptography.x509.oid import NameOID
 from gateway.identity import DeviceAssertionError, Identity, KeySet, owner_matches, serial_from_peercert, verify_device_assertion
 from tests.conftest import NOW
 from tests.gateway.identity.support import (
-    build_app, ec_key, jwt_section, mint, private_pem, public_jwk, public_pem, rsa_key, settings,
+    build_app, ec_key, jwt_section, mint, private_pem, public_jwk, public_pem, settings,
 )
 
 

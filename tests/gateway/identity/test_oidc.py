@@ -6,7 +6,6 @@ missing; in CI (`CI` set) they fail instead.
 
 from __future__ import annotations
 
-import os
 import re
 import select
 import shutil

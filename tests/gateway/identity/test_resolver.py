@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+
+from urllib.parse import unquote
 
 import pytest
-from urllib.parse import unquote
 
 from tests.gateway.identity.conftest import JwksServer, RecordingServer
 from tests.gateway.identity.support import build_app, jwt_section, mint, public_jwk, rsa_key, settings
