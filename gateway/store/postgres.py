@@ -321,7 +321,7 @@ class PostgresStore:
                     await transaction.commit()
                     return result
             except _UNREACHABLE as exc:
-                if phase == "begin" and attempt == 1:
+                if phase == "begin" and attempt == 1 and not isinstance(exc, TimeoutError):
                     # INVARIANT: only BEGIN was sent on a pooled connection that had died since
                     # its last use; the pool reconnects on the next acquire. Nothing was stored.
                     continue
@@ -338,8 +338,12 @@ class PostgresStore:
             stored = "nothing was stored"
         else:
             stored = "nothing was read"
+        if isinstance(exc, TimeoutError):
+            problem = "did not answer in time"
+        else:
+            problem = f"is unreachable ({_reason(exc)})"
         return (
-            f"could not {what}: the PostgreSQL store `{self.where}` is unreachable ({_reason(exc)}); "
+            f"could not {what}: the PostgreSQL store `{self.where}` {problem}; "
             f"{stored}; this works again by itself once the database is back"
         )
 
