@@ -1,0 +1,620 @@
+"""`make bench`: Gatehouse's whole request path against what users would deploy instead.
+
+Starts, each as its own process on 127.0.0.1: a small upstream, a bare aiohttp pass-through proxy,
+nginx as a plain reverse proxy, nginx with auth_request to a caching Python JWT service, and
+Gatehouse (when it can start; otherwise its row is skipped with the reason). Drives each with wrk
+in alternation over several rounds, wrk pinned to one core and every server to the other, so a
+ratio to the direct upstream in the same round reflects CPU cost per request. Prints requests/s,
+p50/p99 latency, CPU time per request (from /proc) and the ratios; writes the raw figures to
+artifacts/bench/proxy.json. Then offers every target the same paced load (half of Gatehouse's peak)
+to report the p99 latency each adds over the direct upstream, and reads Gatehouse's RSS with the
+whole fleet resident against one started with a single device.
+
+Run: ``make bench``, or ``.venv/bin/python bench/bench_proxy.py --help`` for the knobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Callable, Sequence
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+if str(BENCH_DIR) not in sys.path:
+    sys.path.insert(0, str(BENCH_DIR))
+
+from proxy_targets import gatehouse as gatehouse_target  # noqa: E402
+from proxy_targets.nginx import nginx_binary, start_nginx  # noqa: E402
+from proxy_targets.procs import (  # noqa: E402
+    Proc,
+    Target,
+    TargetUnavailable,
+    core_busy_seconds,
+    cpu_seconds,
+    free_port,
+    python_argv,
+    rss_bytes,
+    start_proc,
+    wait_http,
+)
+from proxy_targets.tokens import AUDIENCE, ISSUER, BenchKeys, make_keys, mint_token  # noqa: E402
+
+WRK_DIR = BENCH_DIR / "proxy_targets" / "wrk"
+ORDER = ("direct", "aiohttp-proxy", "nginx", "nginx-auth", "gatehouse")
+DESCRIPTIONS = {
+    "direct": "the upstream alone (aiohttp low-level server, 100-byte JSON)",
+    "aiohttp-proxy": "bare aiohttp pass-through proxy (one ClientSession, streamed)",
+    "nginx": "nginx reverse proxy (1 worker, keepalive upstream, HTTP/1.1)",
+    "nginx-auth": "nginx + auth_request to a caching ES256 JWT service (aiohttp)",
+    "gatehouse": "gatehouse serve (JWT, 100k devices, 3 tiers, 1 route)",
+}
+
+
+@dataclass
+class Run:
+    """One wrk run against one target."""
+
+    target: str
+    round: int
+    requests: int
+    duration_s: float
+    rps: float
+    latency_us: dict[str, float]
+    errors: dict[str, int]
+    cpu_target_s: float
+    cpu_upstream_s: float
+    core_busy_s: float
+    paced_rate: float | None = None
+
+    @property
+    def cpu_target_us(self) -> float:
+        return 1e6 * self.cpu_target_s / self.requests if self.requests else float("nan")
+
+    @property
+    def cpu_total_us(self) -> float:
+        return 1e6 * (self.cpu_target_s + self.cpu_upstream_s) / self.requests if self.requests else float("nan")
+
+    @property
+    def foreign_load(self) -> float:
+        """Share of the server core used by processes other than these servers during the run."""
+        if not self.duration_s:
+            return 0.0
+        return max(0.0, (self.core_busy_s - self.cpu_target_s - self.cpu_upstream_s) / self.duration_s)
+
+    @property
+    def server_busy(self) -> float:
+        """Share of the run the server core was busy at all; well below 1 means the run was not server-bound."""
+        return min(1.0, self.core_busy_s / self.duration_s) if self.duration_s else 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        out = asdict(self)
+        out.update(
+            cpu_target_us_per_req=self.cpu_target_us, cpu_total_us_per_req=self.cpu_total_us,
+            foreign_load=self.foreign_load, server_busy=self.server_busy,
+        )
+        return out
+
+
+@dataclass
+class Bench:
+    """Everything one bench run started and measured."""
+
+    args: argparse.Namespace
+    workdir: Path
+    client_core: int | None
+    server_core: int | None
+    upstream: Proc | None = None
+    targets: dict[str, Target] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)
+    runs: list[Run] = field(default_factory=list)
+    paced: list[Run] = field(default_factory=list)
+    memory: dict[str, object] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    extra_procs: list[Proc] = field(default_factory=list)
+
+    def log(self, message: str) -> None:
+        print(message, flush=True)
+
+
+# ---------------------------------------------------------------------------------------- wrk
+
+
+def wrk_script(workdir: Path, *, paced: bool) -> Path:
+    """The Lua script for a run: the JSON report hook, plus the pacing hook for a paced run."""
+    path = workdir / ("paced.lua" if paced else "report.lua")
+    if not path.exists():
+        text = (WRK_DIR / "report.lua").read_text()
+        if paced:
+            text += "\n" + (WRK_DIR / "pace.lua").read_text()
+        path.write_text(text)
+    return path
+
+
+def run_wrk(bench: Bench, target: Target, *, duration: float, connections: int, paced_rate: float | None = None) -> dict[str, object]:
+    """Run wrk once against ``target``; the parsed report of its Lua ``done`` hook.
+
+    Raises:
+        RuntimeError: wrk failed or printed no report.
+    """
+    argv = [
+        *(["taskset", "-c", str(bench.client_core)] if bench.client_core is not None else []),
+        "wrk",
+        "-t", str(bench.args.threads),
+        "-c", str(connections),
+        "-d", f"{duration:g}s",
+        "--timeout", "5s",
+        "-s", str(wrk_script(bench.workdir, paced=paced_rate is not None)),
+    ]
+    for name, value in target.headers:
+        argv += ["-H", f"{name}: {value}"]
+    argv.append(target.url)
+    if paced_rate is not None:
+        argv += ["--", f"{paced_rate:.1f}", str(bench.args.threads)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60, stdin=subprocess.DEVNULL)
+    for line in done.stdout.splitlines():
+        if line.startswith("WRK_JSON "):
+            report: dict[str, object] = json.loads(line.removeprefix("WRK_JSON "))
+            return report
+    raise RuntimeError(f"wrk against {target.name} printed no report (exit {done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
+
+
+def measure(bench: Bench, target: Target, *, round_no: int, duration: float, connections: int, paced_rate: float | None = None) -> Run:
+    """One wrk run with CPU time of the target, of the upstream and of the whole server core around it."""
+    upstream_pids = [] if target.name == "direct" or bench.upstream is None else [bench.upstream.pid]
+    server_core = bench.server_core if bench.server_core is not None else 0
+    cpu0, up0, core0 = cpu_seconds(target.pids), cpu_seconds(upstream_pids), core_busy_seconds(server_core)
+    report = run_wrk(bench, target, duration=duration, connections=connections, paced_rate=paced_rate)
+    cpu1, up1, core1 = cpu_seconds(target.pids), cpu_seconds(upstream_pids), core_busy_seconds(server_core)
+    requests = int(report["requests"])  # type: ignore[call-overload]
+    duration_s = int(report["duration_us"]) / 1e6  # type: ignore[call-overload]
+    if not target.alive():
+        raise RuntimeError(f"{target.name} died during the run; see its log under {bench.workdir}")
+    return Run(
+        target=target.name,
+        round=round_no,
+        requests=requests,
+        duration_s=duration_s,
+        rps=requests / duration_s if duration_s else 0.0,
+        latency_us={k: float(v) for k, v in report["latency_us"].items()},  # type: ignore[attr-defined]
+        errors={k: int(v) for k, v in report["errors"].items()},  # type: ignore[attr-defined]
+        cpu_target_s=cpu1 - cpu0,
+        cpu_upstream_s=up1 - up0,
+        core_busy_s=core1 - core0,
+        paced_rate=paced_rate,
+    )
+
+
+# ------------------------------------------------------------------------------------ targets
+
+
+def start_upstream(bench: Bench) -> Target:
+    port = free_port()
+    proc = start_proc("upstream", python_argv("upstream", "--port", str(port), "--kind", bench.args.upstream_kind), workdir=bench.workdir, core=bench.server_core)
+    bench.upstream = proc
+    check_ok(proc, port, ())
+    return Target("direct", DESCRIPTIONS["direct"], f"http://127.0.0.1:{port}/", [proc], stop_procs=False)
+
+
+def check_ok(proc: Proc, port: int, headers: Sequence[tuple[str, str]], timeout: float = 30.0) -> None:
+    status = wait_http(proc, "127.0.0.1", port, timeout=timeout, headers=headers)
+    if status != 200:
+        proc.stop()
+        raise TargetUnavailable(f"{proc.name} answered {status}, not 200; see {proc.log}")
+
+
+def start_aiohttp_proxy(bench: Bench, upstream_url: str) -> Target:
+    port = free_port()
+    proc = start_proc("aiohttp-proxy", python_argv("passthrough", "--port", str(port), "--upstream", upstream_url), workdir=bench.workdir, core=bench.server_core)
+    check_ok(proc, port, ())
+    return Target("aiohttp-proxy", DESCRIPTIONS["aiohttp-proxy"], f"http://127.0.0.1:{port}/", [proc])
+
+
+def start_nginx_plain(bench: Bench, upstream_addr: str) -> Target:
+    port = free_port()
+    proc = start_nginx("nginx", bench.workdir, port=port, upstream=upstream_addr, auth=None, core=bench.server_core)
+    check_ok(proc, port, ())
+    return Target("nginx", DESCRIPTIONS["nginx"], f"http://127.0.0.1:{port}/", [proc])
+
+
+def start_nginx_auth(bench: Bench, upstream_addr: str, keys: BenchKeys, token: str) -> Target:
+    auth_port = free_port()
+    auth = start_proc(
+        "auth-service",
+        python_argv("authsvc", "--port", str(auth_port), "--public-key", str(keys.public_pem), "--issuer", ISSUER, "--audience", AUDIENCE),
+        workdir=bench.workdir,
+        core=bench.server_core,
+    )
+    try:
+        status = wait_http(auth, "127.0.0.1", auth_port, timeout=30, path="/verify")
+        if status != 401:
+            raise TargetUnavailable(f"auth service answered {status}, not 401, without a token; see {auth.log}")
+        port = free_port()
+        proc = start_nginx("nginx-auth", bench.workdir, port=port, upstream=upstream_addr, auth=f"127.0.0.1:{auth_port}", core=bench.server_core)
+        headers = (("Authorization", f"Bearer {token}"),)
+        check_ok(proc, port, headers)
+    except BaseException:
+        auth.stop()
+        raise
+    return Target("nginx-auth", DESCRIPTIONS["nginx-auth"], f"http://127.0.0.1:{port}/", [proc, auth], headers=headers)
+
+
+def start_targets(bench: Bench, keys: BenchKeys, token: str) -> None:
+    args = bench.args
+    wanted = [t for t in ORDER if t in args.only]
+    direct = start_upstream(bench)
+    bench.targets["direct"] = direct
+    upstream_addr = direct.url.removeprefix("http://").rstrip("/")
+    starters: dict[str, Callable[[], Target]] = {
+        "aiohttp-proxy": lambda: start_aiohttp_proxy(bench, direct.url.rstrip("/")),
+        "nginx": lambda: start_nginx_plain(bench, upstream_addr),
+        "nginx-auth": lambda: start_nginx_auth(bench, upstream_addr, keys, token),
+        "gatehouse": lambda: gatehouse_target.start_gatehouse(
+            bench.workdir, direct.url.rstrip("/"), keys=keys, token=token, core=bench.server_core,
+            devices=args.devices, log_level=args.gatehouse_log_level,
+        ),
+    }
+    for name in wanted:
+        if name == "direct":
+            continue
+        if name in ("nginx", "nginx-auth"):
+            try:
+                nginx_binary()
+            except TargetUnavailable as exc:
+                bench.unavailable[name] = str(exc)
+                bench.log(f"{name} target unavailable: {exc}")
+                continue
+        bench.log(f"starting {name} ...")
+        try:
+            bench.targets[name] = starters[name]()
+        except TargetUnavailable as exc:
+            bench.unavailable[name] = str(exc)
+            bench.log(f"{name} target unavailable: {exc}")
+            continue
+        for note in bench.targets[name].notes:
+            bench.log(f"  {name}: {note}")
+
+
+# ---------------------------------------------------------------------------------- reporting
+
+
+def median(values: Sequence[float]) -> float:
+    clean = [v for v in values if v == v]
+    return statistics.median(clean) if clean else float("nan")
+
+
+def summarise(bench: Bench) -> dict[str, dict[str, float]]:
+    """Median across rounds, per target, of every figure; ratios are taken within a round first."""
+    direct_by_round = {r.round: r.rps for r in bench.runs if r.target == "direct"}
+    by_round: dict[tuple[str, int], Run] = {(r.target, r.round): r for r in bench.runs}
+    out: dict[str, dict[str, float]] = {}
+    for name in bench.targets:
+        runs = [r for r in bench.runs if r.target == name]
+        if not runs:
+            continue
+        ratios = [r.rps / direct_by_round[r.round] for r in runs if direct_by_round.get(r.round)]
+        row = {
+            "rps": median([r.rps for r in runs]),
+            "x_direct": median(ratios),
+            "x_direct_min": min(ratios) if ratios else float("nan"),
+            "x_direct_max": max(ratios) if ratios else float("nan"),
+            "p50_ms": median([r.latency_us["p50"] for r in runs]) / 1000,
+            "p99_ms": median([r.latency_us["p99"] for r in runs]) / 1000,
+            "cpu_target_us": median([r.cpu_target_us for r in runs]),
+            "cpu_total_us": median([r.cpu_total_us for r in runs]),
+            "errors": float(sum(sum(r.errors.values()) for r in runs)),
+            "foreign_load": median([r.foreign_load for r in runs]),
+            "server_busy": median([r.server_busy for r in runs]),
+        }
+        for other in ("aiohttp-proxy", "nginx-auth"):
+            if other != name and other in bench.targets:
+                pairs = [by_round[(name, r.round)].rps / by_round[(other, r.round)].rps for r in runs if (other, r.round) in by_round]
+                if pairs:
+                    row[f"x_{other}"] = median(pairs)
+        out[name] = row
+    return out
+
+
+def print_table(bench: Bench, summary: dict[str, dict[str, float]]) -> None:
+    a = bench.args
+    print()
+    print(
+        f"Throughput: median of {a.rounds} rounds x {a.duration:g}s, wrk -t{a.threads} -c{a.connections}"
+        f" on core {bench.client_core}, servers on core {bench.server_core}; ratios taken within each round"
+    )
+    header = f"{'target':<14} {'req/s':>8} {'x direct':>9} {'(min-max)':>11} {'p50 ms':>7} {'p99 ms':>7} {'CPU us/req':>10} {'+upstream':>9} {'errors':>6}"
+    print(header)
+    print("-" * len(header))
+    for name in ORDER:
+        if name in summary:
+            s = summary[name]
+            spread = f"{s['x_direct_min']:.2f}-{s['x_direct_max']:.2f}"
+            print(
+                f"{name:<14} {s['rps']:>8.0f} {s['x_direct']:>8.2f}x {spread:>11} {s['p50_ms']:>7.2f} {s['p99_ms']:>7.2f}"
+                f" {s['cpu_target_us']:>10.1f} {s['cpu_total_us']:>9.1f} {int(s['errors']):>6}"
+            )
+        elif name in bench.unavailable:
+            print(f"{name:<14} unavailable: {bench.unavailable[name]}"[:200])
+    print("CPU us/req: the target's own processes (nginx + auth service for nginx-auth); +upstream: with the upstream's share.")
+    if "gatehouse" in summary:
+        s = summary["gatehouse"]
+        for other, goal in (("aiohttp-proxy", "goal >= 1.0x"), ("nginx-auth", "goal >= 1.0x")):
+            if f"x_{other}" in s:
+                print(f"gatehouse / {other}: {s[f'x_{other}']:.2f}x req/s ({goal})")
+    noisy = [n for n, s in summary.items() if s["foreign_load"] > 0.05]
+    if noisy:
+        loads = ", ".join(f"{n} {summary[n]['foreign_load']:.0%}" for n in noisy)
+        print(f"note: other processes used the server core during the runs ({loads}); CPU us/req is steadier than req/s then")
+    idle = [n for n, s in summary.items() if s["server_busy"] < 0.9]
+    if idle:
+        shares = ", ".join(f"{n} {summary[n]['server_busy']:.0%}" for n in idle)
+        print(f"note: the server core was not saturated ({shares} busy): wrk's core was contended or the connection count too low")
+
+
+def print_paced(bench: Bench, paced_info: dict[str, object]) -> None:
+    rows: dict[str, dict[str, float]] = paced_info.get("summary", {})  # type: ignore[assignment]
+    if not rows:
+        return
+    print()
+    print(
+        f"Paced load: {paced_info['offered_rps']:.0f} req/s of Poisson arrivals offered to every target (half of {paced_info['reference']}'s peak),"
+        f" {paced_info['connections']} connections, median of {paced_info['rounds']} rounds x {bench.args.paced_duration:g}s;"
+        " p99 added = target p99 - direct p99 in the same round"
+    )
+    header = f"{'target':<14} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'p99.9 ms':>8} {'p99 added':>9} {'CPU us/req':>10}"
+    print(header)
+    print("-" * len(header))
+    for name in ORDER:
+        if name not in rows:
+            continue
+        row = rows[name]
+        added = "" if name == "direct" else f"{row['p99_added_ms']:+.2f}"
+        flag = "  (saturated: could not take the offered rate)" if row["saturated"] else ""
+        print(
+            f"{name:<14} {row['rps']:>8.0f} {row['p50_ms']:>7.2f} {row['p99_ms']:>7.2f} {row['p999_ms']:>8.2f} {added:>9} {row['cpu_target_us']:>10.1f}{flag}"
+        )
+
+
+def print_memory(bench: Bench) -> None:
+    if not bench.memory:
+        return
+    m = bench.memory
+    print()
+    mb = 1024 * 1024
+    line = f"Gatehouse RSS with {m['devices']:,} devices: {int(m['rss_full']) / mb:.1f} MB after warm-up, peak {int(m['hwm_full']) / mb:.1f} MB"
+    if "rss_one" in m:
+        line += f"; with 1 device: {int(m['rss_one']) / mb:.1f} MB; the fleet adds {int(m['added']) / mb:.1f} MB (goal <= 60 MB)"
+    elif "baseline_error" in m:
+        line += f"; no 1-device baseline: {m['baseline_error']}"
+    print(line)
+
+
+# -------------------------------------------------------------------------------------- phases
+
+
+def warm_up(bench: Bench) -> None:
+    for target in bench.targets.values():
+        run_wrk(bench, target, duration=bench.args.warmup, connections=bench.args.connections)
+
+
+def rounds(bench: Bench) -> None:
+    names = list(bench.targets)
+    for round_no in range(bench.args.rounds):
+        order = names[round_no % len(names):] + names[: round_no % len(names)]
+        for name in order:
+            run = measure(bench, bench.targets[name], round_no=round_no, duration=bench.args.duration, connections=bench.args.connections)
+            bench.runs.append(run)
+            bench.log(
+                f"round {round_no + 1}/{bench.args.rounds} {name:<14} {run.rps:>8.0f} req/s  p99 {run.latency_us['p99'] / 1000:6.2f} ms"
+                f"  CPU {run.cpu_target_us:6.1f} us/req" + (f"  ERRORS {run.errors}" if any(run.errors.values()) else "")
+            )
+
+
+def paced_phase(bench: Bench, summary: dict[str, dict[str, float]]) -> dict[str, object]:
+    """Offer every target the same Poisson load, half of the reference's peak; p99 added over direct."""
+    reference = "gatehouse" if "gatehouse" in summary else "aiohttp-proxy" if "aiohttp-proxy" in summary else "direct"
+    offered = summary[reference]["rps"] / 2
+    connections = bench.args.connections
+    names = list(bench.targets)
+    for round_no in range(bench.args.paced_rounds):
+        order = names[round_no % len(names):] + names[: round_no % len(names)]
+        for name in order:
+            run = measure(bench, bench.targets[name], round_no=round_no, duration=bench.args.paced_duration, connections=connections, paced_rate=offered)
+            bench.paced.append(run)
+            bench.log(
+                f"paced {round_no + 1}/{bench.args.paced_rounds} {name:<14} {run.rps:>8.0f} req/s  p50 {run.latency_us['p50'] / 1000:6.2f} ms"
+                f"  p99 {run.latency_us['p99'] / 1000:6.2f} ms"
+            )
+    rows: dict[str, dict[str, float]] = {}
+    for name in names:
+        runs = [r for r in bench.paced if r.target == name]
+        rows[name] = {
+            "rps": median([r.rps for r in runs]),
+            "p50_ms": median([r.latency_us["p50"] for r in runs]) / 1000,
+            "p99_ms": median([r.latency_us["p99"] for r in runs]) / 1000,
+            "p999_ms": median([r.latency_us["p999"] for r in runs]) / 1000,
+            "cpu_target_us": median([r.cpu_target_us for r in runs]),
+        }
+    # p99 added: the target's p99 minus direct's p99 in the same round, median over rounds.
+    direct_p99 = {r.round: r.latency_us["p99"] for r in bench.paced if r.target == "direct"}
+    for name, row in rows.items():
+        added = [(r.latency_us["p99"] - direct_p99[r.round]) / 1000 for r in bench.paced if r.target == name and r.round in direct_p99]
+        row["p99_added_ms"] = median(added) if name != "direct" else 0.0
+        row["saturated"] = float(row["rps"] < 0.95 * offered)
+    return {"reference": reference, "offered_rps": offered, "connections": connections, "rounds": bench.args.paced_rounds, "summary": rows}
+
+
+def memory_phase(bench: Bench, keys: BenchKeys, token: str) -> None:
+    target = bench.targets.get("gatehouse")
+    if target is None:
+        return
+    bench.memory.update(devices=bench.args.devices, rss_full=bench.memory.get("rss_full", rss_bytes(target.pids)), hwm_full=rss_bytes(target.pids, "VmHWM"))
+    if bench.args.no_baseline:
+        return
+    bench.log("starting gatehouse with 1 device for the RSS baseline ...")
+    try:
+        one = gatehouse_target.start_gatehouse(
+            bench.workdir, bench.targets["direct"].url.rstrip("/"), keys=keys, token=token, core=bench.server_core,
+            devices=1, log_level=bench.args.gatehouse_log_level, name="gatehouse-1-device",
+        )
+    except TargetUnavailable as exc:
+        bench.memory["baseline_error"] = str(exc)
+        return
+    try:
+        run_wrk(bench, one, duration=bench.args.warmup, connections=bench.args.connections)
+        bench.memory["rss_one"] = rss_bytes(one.pids)
+        bench.memory["added"] = int(bench.memory["rss_full"]) - int(bench.memory["rss_one"])  # type: ignore[call-overload]
+    finally:
+        one.stop()
+
+
+def tool_versions(bench: Bench) -> dict[str, str]:
+    def first_line(argv: list[str]) -> str:
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return "missing"
+        return (done.stdout + done.stderr).strip().splitlines()[0] if (done.stdout + done.stderr).strip() else "?"
+
+    import aiohttp
+
+    versions = {"python": platform.python_version(), "aiohttp": aiohttp.__version__, "wrk": first_line(["wrk", "-v"])}
+    try:
+        versions["nginx"] = first_line([nginx_binary(), "-v"])
+    except TargetUnavailable:
+        versions["nginx"] = "missing"
+    return versions
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def write_json(bench: Bench, summary: dict[str, dict[str, float]], paced_info: dict[str, object], started: float) -> Path:
+    out = Path(bench.args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "elapsed_s": round(time.monotonic() - started, 1),
+        "machine": {"cpus": os.cpu_count(), "cpu_model": cpu_model(), "load": bench.notes[:1]},
+        "versions": tool_versions(bench),
+        "settings": {
+            "rounds": bench.args.rounds, "duration_s": bench.args.duration, "warmup_s": bench.args.warmup,
+            "connections": bench.args.connections, "threads": bench.args.threads, "client_core": bench.client_core,
+            "server_core": bench.server_core, "devices": bench.args.devices, "upstream_kind": bench.args.upstream_kind,
+            "gatehouse_log_level": bench.args.gatehouse_log_level,
+        },
+        "targets": {name: t.description for name, t in bench.targets.items()},
+        "unavailable": bench.unavailable,
+        "summary": summary,
+        "runs": [r.as_dict() for r in bench.runs],
+        "paced": {**paced_info, "runs": [r.as_dict() for r in bench.paced]},
+        "gatehouse_memory": bench.memory,
+        "notes": bench.notes,
+    }
+    out.write_text(json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8")
+    return out
+
+
+# ----------------------------------------------------------------------------------------- main
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Gatehouse's request path against nginx, nginx + auth_request and a bare aiohttp proxy.")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per target before the rounds")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (one core is the client's: 1)")
+    parser.add_argument("--paced-duration", type=float, default=5.0, help="seconds per paced run")
+    parser.add_argument("--paced-rounds", type=int, default=2, help="rounds of the paced phase (0 skips it)")
+    parser.add_argument("--devices", type=int, default=gatehouse_target.DEFAULT_DEVICES)
+    parser.add_argument("--only", default=",".join(ORDER), help=f"comma-separated targets among {','.join(ORDER)} (direct always runs)")
+    parser.add_argument("--no-gatehouse", action="store_true", help="skip the Gatehouse target")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the 1-device Gatehouse started for the RSS baseline")
+    parser.add_argument("--gatehouse-log-level", default="warning", choices=("debug", "info", "warning", "error"))
+    parser.add_argument("--upstream-kind", default="lowlevel", choices=("lowlevel", "app"))
+    parser.add_argument("--no-pin", action="store_true", help="do not pin wrk and the servers to separate cores")
+    parser.add_argument("--client-core", type=int, default=0)
+    parser.add_argument("--server-core", type=int, default=1)
+    parser.add_argument("--out", default=str(ROOT / "artifacts" / "bench" / "proxy.json"))
+    parser.add_argument("--keep-workdir", action="store_true", help="keep configs and logs (path printed at the end)")
+    args = parser.parse_args(argv)
+    args.only = {name.strip() for name in args.only.split(",") if name.strip()} | {"direct"}
+    unknown = args.only - set(ORDER)
+    if unknown:
+        parser.error(f"unknown target(s) {', '.join(sorted(unknown))}; choose among {', '.join(ORDER)}")
+    if args.no_gatehouse:
+        args.only.discard("gatehouse")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the whole benchmark; 0 when it completed (unavailable targets are reported, not failures)."""
+    args = parse_args(argv)
+    started = time.monotonic()
+    if shutil.which("wrk") is None:
+        print("wrk is not installed; run `bash scripts/bench-deps.sh` (as root) first", file=sys.stderr)
+        return 1
+    cpus = len(os.sched_getaffinity(0))
+    pin = not args.no_pin and cpus >= 2 and shutil.which("taskset") is not None
+    if not pin and not args.no_pin:
+        print(f"note: not pinning ({cpus} usable CPU(s), taskset {'found' if shutil.which('taskset') else 'missing'}); ratios then mix client and server cost")
+    workdir = Path(tempfile.mkdtemp(prefix="gatehouse-bench-"))
+    os.chmod(workdir, 0o755)
+    bench = Bench(args=args, workdir=workdir, client_core=args.client_core if pin else None, server_core=args.server_core if pin else None)
+    bench.notes.append(f"loadavg at start: {Path('/proc/loadavg').read_text().strip()}")
+    keys = make_keys(workdir / "keys")
+    token = mint_token(keys, user=gatehouse_target.BENCH_USER, device=gatehouse_target.BENCH_SERIAL, lifetime_s=4 * 3600)
+    paced_info: dict[str, object] = {}
+    try:
+        start_targets(bench, keys, token)
+        if "gatehouse" in bench.targets:
+            bench.memory["rss_after_start"] = rss_bytes(bench.targets["gatehouse"].pids)
+        bench.log(f"warming up {len(bench.targets)} targets ...")
+        warm_up(bench)
+        if "gatehouse" in bench.targets:
+            bench.memory["rss_full"] = rss_bytes(bench.targets["gatehouse"].pids)
+        rounds(bench)
+        summary = summarise(bench)
+        if args.paced_rounds > 0 and args.paced_duration > 0:
+            paced_info = paced_phase(bench, summary)
+        memory_phase(bench, keys, token)
+    finally:
+        for target in reversed(list(bench.targets.values())):
+            target.stop()
+        if bench.upstream is not None:
+            bench.upstream.stop()
+    print_table(bench, summary)
+    print_paced(bench, paced_info)
+    print_memory(bench)
+    if "gatehouse" in bench.unavailable:
+        print(f"\ngatehouse target unavailable: {bench.unavailable['gatehouse']}")
+    out = write_json(bench, summary, paced_info, started)
+    print(f"\nwrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out} ({time.monotonic() - started:.0f}s in all)")
+    if args.keep_workdir:
+        print(f"configs and logs kept in {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
