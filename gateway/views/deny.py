@@ -210,6 +210,15 @@ def _reason_section(view: DenyView) -> Markup | None:
     return None
 
 
+_RECHECK_HEADING = {
+    Reason.DEVICE_UNKNOWN: "Enrolled it?",
+    Reason.SNAPSHOT_STALE: "Agent reporting again?",
+    Reason.SNAPSHOT_FROM_FUTURE: "Clock fixed?",
+    Reason.TIER_UNKNOWN: "Try again",
+    Reason.CHECK_ERROR: "Try again",
+}
+
+
 def _recheck_form(view: DenyView) -> Markup:
     if view.refresh_eta_s is not None:
         eta = (f"Gatehouse will ask your device for a fresh health report first; that takes about "
@@ -217,9 +226,10 @@ def _recheck_form(view: DenyView) -> Markup:
     else:
         eta = ("Gatehouse checks the newest report from your device. Its agent reports every few minutes, "
                "so right after a fix you may need to wait a moment before checking again.")
+    heading = _RECHECK_HEADING.get(view.decision.reason, "Fixed it?")
     return el(
         "section",
-        el("h2", "Fixed it?"),
+        el("h2", heading),
         el("p", eta),
         el(
             "form",
@@ -230,7 +240,7 @@ def _recheck_form(view: DenyView) -> Markup:
             action=RECHECK_PATH,
         ),
         class_="card",
-        aria_label="Fixed it?",
+        aria_label=heading,
     )
 
 
@@ -295,7 +305,7 @@ def _html(view: DenyView) -> Rendered:
              el("p", "These never block access; fixing them keeps your device safer.", class_="muted"),
              nudges) if nudges else None,
         _recheck_form(view),
-        _breakglass_form(view, view.breakglass) if view.breakglass else None,
+        _breakglass_form(view, view.breakglass) if view.breakglass and view.device_serial else None,
         el("h2", "About this request"),
         el("section", el("dl", tier_rows, device_facts(snapshot, view.device_serial, now=now), class_="facts"),
            class_="card", aria_label="About this request"),
@@ -360,7 +370,7 @@ def problem_document(view: DenyView) -> dict[str, object]:
         doc["error_detail"] = d.detail
     if view.request_id:
         doc["request_id"] = view.request_id
-    if view.breakglass is not None:
+    if view.breakglass is not None and view.device_serial:
         offer = view.breakglass
         doc["break_glass"] = {
             "url": BREAK_GLASS_API_PATH,

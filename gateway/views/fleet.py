@@ -244,12 +244,13 @@ def _form(view: FleetView) -> Markup:
     f = view.filter
     return el(
         "form",
+        el("fieldset",
+           el("legend", "Show only"),
+           el("label", el("input", type="checkbox", name="non_compliant", value="1", checked=f.non_compliant,
+                          id="f-non_compliant"), "Non-compliant devices", class_="check", for_="f-non_compliant"),
+           el("label", el("input", type="checkbox", name="stale", value="1", checked=f.stale, id="f-stale"),
+              "Stale or never reported", class_="check", for_="f-stale")),
         el("div",
-           el("div", el("label", el("input", type="checkbox", name="non_compliant", value="1",
-                                    checked=f.non_compliant, id="f-non_compliant"), " Non-compliant only",
-                        class_="check", for_="f-non_compliant")),
-           el("div", el("label", el("input", type="checkbox", name="stale", value="1", checked=f.stale,
-                                    id="f-stale"), " Stale or never reported", class_="check", for_="f-stale")),
            _select("check", "Failing check", [(c, c) for c in view.checks], f.check),
            _select("tier", "Can reach tier now", [(t, t) for t in view.tiers], f.tier),
            _select("platform", "Platform", [(p.value, platform_name(p)) for p in OsFamily
@@ -270,7 +271,7 @@ def _list(items: Iterable[Markup | str], empty: str = "—") -> Markup:
     parts = list(items)
     if not parts:
         return el("span", empty, class_="muted")
-    return el("ul", [el("li", p) for p in parts])
+    return el("ul", [el("li", p) for p in parts], class_="plain")
 
 
 def _html(view: FleetView, rows: tuple[FleetRow, ...]) -> Rendered:
@@ -284,14 +285,18 @@ def _html(view: FleetView, rows: tuple[FleetRow, ...]) -> Rendered:
             seen = join(seen, el("span", "stale", class_="badge warn"))
         table_rows.append(el(
             "tr",
-            el("th", el("strong", r.hostname or "—"), el("div", el("code", r.serial), class_="small"), scope="row"),
+            el("th", el("strong", r.hostname) if r.hostname else el("span", "No report yet", class_="muted"),
+               el("div", el("code", r.serial), class_="small"), scope="row"),
             el("td", _list(r.owners)),
-            el("td", r.os or platform_name(r.platform)),
+            el("td", r.os or el("span", "—", class_="muted")),
             el("td", r.agent or el("span", "—", class_="muted")),
             el("td", seen),
-            el("td", _list([el("span", t, class_="badge ok") for t in r.reachable_tiers], "none")),
+            el("td", join([join(" " if i else "", el("span", t, class_="badge ok"))
+                           for i, t in enumerate(r.reachable_tiers)]) if r.reachable_tiers
+               else el("span", "none", class_="muted")),
             el("td", _list([el("code", c) for c in r.failing])),
-            el("td", _list([join(el("code", c), " ", time_el(d, now=now)) for c, d in r.grace])),
+            el("td", _list([join(el("code", c), el("div", time_el(d, now=now), class_="small deadline"))
+                            for c, d in r.grace])),
         ))
     query = view.filter.to_query()
     csv_href = FLEET_PATH + "?" + urlencode({**query, "format": "csv"})

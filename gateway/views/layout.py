@@ -45,6 +45,7 @@ padding:0.1em 0.35em;border-radius:4px;overflow-wrap:anywhere}
 .skip{position:absolute;left:-999px;top:0;background:var(--card);padding:0.5rem 1rem}
 .skip:focus{left:0.5rem;z-index:2}
 header.bar{background:#15202b;color:#fff}
+header.bar.wide .in{max-width:90rem}
 header.bar .in{max-width:60rem;margin:0 auto;padding:0.7rem 1.25rem;display:flex;gap:1rem;
 align-items:center;justify-content:space-between;flex-wrap:wrap}
 header.bar .brand{font-weight:700;letter-spacing:0.02em;color:#fff;text-decoration:none}
@@ -54,7 +55,8 @@ main{max-width:60rem;margin:0 auto;padding:1.5rem 1.25rem 3rem}
 main.wide{max-width:90rem}
 h1{font-size:1.75rem;line-height:1.25;margin:0.5rem 0 0.75rem}
 h2{font-size:1.25rem;margin:2rem 0 0.75rem}
-h3{font-size:1.05rem;margin:0 0 0.35rem}
+h3{font-size:1.05rem;margin:1.25rem 0 0.5rem}
+.card>h2:first-child,.card>h3:first-child{margin-top:0}
 h4{font-size:0.95rem;margin:1rem 0 0.25rem}
 p{margin:0.5rem 0}
 .lead{font-size:1.1rem;color:var(--muted);margin-top:0}
@@ -82,6 +84,11 @@ dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:0.3rem 1.25rem;m
 dl.facts dt{color:var(--muted)}
 dl.facts dd{margin:0;overflow-wrap:anywhere}
 form{margin:0}
+form .actions{margin-top:1rem}
+fieldset{border:0;padding:0;margin:0 0 0.5rem;display:flex;flex-wrap:wrap;gap:0 1.5rem}
+legend{font-weight:600;padding:0;margin-bottom:0.25rem}
+label.check{display:flex;gap:0.45rem;align-items:center;font-weight:400;margin:0.25rem 0}
+input[type=checkbox]{width:1.1rem;height:1.1rem;accent-color:var(--accent)}
 .actions{display:flex;flex-wrap:wrap;gap:0.75rem;align-items:center}
 button,.button{font:inherit;font-weight:600;border-radius:8px;padding:0.6rem 1.1rem;cursor:pointer;
 border:1px solid var(--accent);background:var(--accent);color:#fff;text-decoration:none;display:inline-block}
@@ -92,14 +99,19 @@ textarea,select,input[type=text],input[type=search]{font:inherit;width:100%;padd
 border:1px solid #8a939c;border-radius:6px;background:#fff;color:var(--fg)}
 textarea{min-height:6rem;resize:vertical}
 .filters{display:grid;grid-template-columns:repeat(auto-fill,minmax(11rem,1fr));gap:0 1rem;align-items:end}
-.filters label.check{display:flex;gap:0.4rem;align-items:center;font-weight:600;margin:0.75rem 0 0.6rem}
-.filters .actions{margin-top:0.75rem}
 .table-wrap{overflow-x:auto;background:var(--card);border:1px solid var(--line);border-radius:10px}
 table{border-collapse:collapse;width:100%;font-size:0.92rem}
 th,td{text-align:left;padding:0.55rem 0.75rem;border-bottom:1px solid var(--line);vertical-align:top}
 thead th{background:#eef0f3;font-size:0.85rem;color:#333b44;white-space:nowrap}
-tbody tr:last-child td{border-bottom:0}
-td ul{margin:0;padding-left:1rem}
+tbody tr:last-child>*{border-bottom:0}
+tbody th{font-weight:400}
+td ul,ul.plain{margin:0;padding:0;list-style:none}
+td li{margin:0 0 0.2rem}
+td code,th code{white-space:nowrap}
+.col-main{width:34%}
+details{margin-top:0.75rem}
+summary{cursor:pointer;font-weight:600;color:var(--accent)}
+details ul{margin:0.5rem 0 0;padding-left:1.2rem}
 .muted{color:var(--muted)}
 .small{font-size:0.88rem}
 footer.foot{max-width:60rem;margin:0 auto;padding:0 1.25rem 2rem;color:var(--muted);font-size:0.85rem}
@@ -254,6 +266,7 @@ def page(title: str, body: Child, *, wide: bool = False, nav: Sequence[tuple[str
                 el("meta", name="viewport", content="width=device-width, initial-scale=1"),
                 el("meta", name="referrer", content="no-referrer"),
                 el("meta", name="robots", content="noindex, nofollow"),
+                el("link", rel="icon", href="data:,"),
                 el("title", f"{title} · Gatehouse"),
                 el("style", Markup(STYLESHEET)),
             ),
@@ -268,7 +281,7 @@ def page(title: str, body: Child, *, wide: bool = False, nav: Sequence[tuple[str
                         el("nav", links, aria_label="Gatehouse") if links else None,
                         class_="in",
                     ),
-                    class_="bar",
+                    class_="bar wide" if wide else "bar",
                 ),
                 el("main", body, id="main", class_="wide" if wide else None),
                 el("footer", footer, class_="foot wide" if wide else "foot") if footer else None,

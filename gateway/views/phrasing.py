@@ -17,6 +17,7 @@ from typing import Mapping
 
 from gateway.views.layout import format_seconds, platform_name
 from policy_engine.decision import Finding
+from policy_engine.document import Severity
 from policy_engine.model import DeviceSnapshot, OsFamily
 
 NOT_REPORTED = "not reported"
@@ -112,8 +113,20 @@ def _requirement(fact: str, required: str) -> str:
     return f"it to be {_value(fact, required)}"
 
 
+_PLURAL = frozenset({"automatic updates"})
+
+
 def describe_finding(finding: Finding, snapshot: DeviceSnapshot | None) -> str:
-    """One sentence: what the device has and what the service needs."""
+    """One sentence: what the device has and what the service needs (or, for a nudge, recommends)."""
+    text = _describe(finding, snapshot)
+    if finding.severity is Severity.NUDGE:
+        for old, new in (("needs it ", "recommends turning it "), ("needs them ", "recommends turning them ")):
+            text = text.replace("; this service " + old, "; Gatehouse " + new)
+        text = text.replace("; this service needs ", "; Gatehouse recommends ")
+    return text
+
+
+def _describe(finding: Finding, snapshot: DeviceSnapshot | None) -> str:
     fact, actual, required = finding.fact, finding.actual.strip(), finding.required.strip()
     unreported = actual == NOT_REPORTED
     if fact in ("os_version", "agent_version"):
@@ -131,7 +144,8 @@ def describe_finding(finding: Finding, snapshot: DeviceSnapshot | None) -> str:
         label = _BOOL_LABELS[fact]
         if unreported:
             return f"Your device did not report whether its {label} is on; this service needs it {required}"
-        return f"Your {label} is {actual}; this service needs it {required}"
+        verb = "are" if label in _PLURAL else "is"
+        return f"Your {label} {verb} {actual}; this service needs {'them' if label in _PLURAL else 'it'} {required}"
     if fact == "screen_lock_delay_s":
         if unreported:
             return f"Your device did not report when its screen locks; this service needs {_requirement(fact, required)}"

@@ -25,7 +25,7 @@ from gateway.views.layout import (
     time_el,
 )
 from gateway.views.markdown import render_markdown
-from gateway.views.phrasing import describe_finding
+from gateway.views.phrasing import describe_finding, fact_label
 from policy_engine.decision import Decision, Finding, Reason
 from policy_engine.defaults import DEFAULT_REMEDIATION
 from policy_engine.document import Severity
@@ -197,29 +197,54 @@ def _device_section(view: StatusView, device: DeviceStatus, index: int) -> Marku
         reach_rows.append(el(
             "tr",
             el("th", el("strong", tier.name), el("div", tier.description, class_="small muted") if tier.description else None,
-               scope="row"),
+               scope="row", class_="col-main"),
             el("td", badge),
             el("td", join([join(", " if i else "", s) for i, s in enumerate(services)]) if services else
                el("span", "—", class_="muted")),
         ))
     check_rows = []
-    for st in _check_states(view, device):
+    passing: list[Markup] = []
+    order = {"blocking": 0, "grace": 1, "nudge": 2, "unknown": 3, "ok": 4}
+    for st in sorted(_check_states(view, device), key=lambda x: order[x.state]):
         tone, label = _BADGES[st.state]
         entry = remediation_entry(
             Finding(st.check.name, st.check.fact, "", "", st.check.severity, None, st.check.remediation),
             view.remediation)
+        name = join(fact_label(st.check.fact)[:1].upper() + fact_label(st.check.fact)[1:], " ",
+                    el("code", st.check.name, class_="small"))
+        if st.state == "ok":
+            passing.append(el("li", name))
+            continue
         if st.finding is not None:
             detail: list[Markup | str] = [describe_finding(st.finding, snapshot) + "."]
             if st.state == "grace" and st.finding.grace_deadline is not None:
                 detail += [el("div", "Blocks access from ", time_el(st.finding.grace_deadline, now=now),
                               f" ({format_relative(st.finding.grace_deadline, now=now)}).", class_="deadline")]
             if st.blocks:
-                detail += [el("div", "Blocks: " + ", ".join(st.blocks), class_="small muted")]
+                detail += [el("div", "Blocking access to: " + ", ".join(st.blocks), class_="small muted")]
+            steps = entry.steps_for(snapshot.platform) if snapshot is not None else ""
+            if steps:
+                detail += [el("details", el("summary", "How to fix it"),
+                              el("div", render_markdown(steps), class_="steps small"))]
         else:
-            detail = [el("span", "—" if st.state == "ok" else "No current health report", class_="muted")]
-        check_rows.append(el("tr", el("th", entry.title, el("div", el("code", st.check.name), class_="small"),
-                                      scope="row"),
+            detail = [el("span", "Not checked: no current health report", class_="muted")]
+        check_rows.append(el("tr", el("th", el("strong", entry.title), el("div", name, class_="small muted"),
+                                      scope="row", class_="col-main"),
                              el("td", el("span", label, class_=f"badge {tone}")), el("td", detail)))
+    states = {st.state for st in _check_states(view, device)}
+    if states == {"unknown"}:
+        checks_block: Markup = el("p", "No current health report from this device, so its checks could not be run.",
+                                  class_="muted")
+    elif check_rows:
+        checks_block = el("div", el("table", el("thead", el("tr", el("th", "Needs attention", scope="col"),
+                                                                     el("th", "State", scope="col"),
+                                                                     el("th", "Details", scope="col"))),
+                                            el("tbody", check_rows)), class_="table-wrap")
+    else:
+        checks_block = el("p", el("span", "All checks pass", class_="badge ok"))
+    if passing:
+        checks_block = join(checks_block, el("details", el("summary", f"{len(passing)} checks pass"),
+                                             el("ul", passing)))
     heading_id = f"device-{index}"
     return el(
         "section",
@@ -230,9 +255,7 @@ def _device_section(view: StatusView, device: DeviceStatus, index: int) -> Marku
                                               el("th", "Services", scope="col"))),
                      el("tbody", reach_rows)), class_="table-wrap"),
         el("h3", "Checks"),
-        el("div", el("table", el("thead", el("tr", el("th", "Check", scope="col"), el("th", "State", scope="col"),
-                                              el("th", "Details", scope="col"))),
-                     el("tbody", check_rows)), class_="table-wrap"),
+        checks_block,
         class_="card",
         aria_labelledby=heading_id,
     )

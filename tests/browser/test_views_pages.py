@@ -43,7 +43,7 @@ KEY_TEXTS = {
                    "22 Nov 10:00 UTC", "Get the health agent reporting again"],
     "status": ["Your devices", "alice-mbp", "alice-thinkpad", "Coming up", "Can reach now", "Production console"],
     "privacy": ["What Gatehouse knows about your device", "Who can see it", "90 days", "security-team"],
-    "fleet": ["Devices", "carol-surface", "NEVERSEEN01", "Non-compliant only", "CSV"],
+    "fleet": ["Devices", "carol-surface", "NEVERSEEN01", "Non-compliant devices", "CSV"],
     "fleet-filtered": ["alice-mbp", "1 match the filters"],
 }
 
@@ -52,7 +52,9 @@ KEY_TEXTS = {
 async def pages_server(aiohttp_server: AiohttpServer) -> object:
     """Every page at /<name>, rendered for the request's own Accept header."""
     async def handle(request: web.Request) -> web.Response:
-        render = PAGES[request.match_info["name"]]
+        render = PAGES.get(request.match_info["name"])
+        if render is None:
+            raise web.HTTPNotFound()
         return render(request.headers.get("Accept", "")).response()
 
     app = web.Application()
