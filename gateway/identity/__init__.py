@@ -15,7 +15,7 @@ from gateway.identity.device import DeviceEvidence, device_serial, owner_matches
 from gateway.identity.errors import AuthenticationError, AuthReason, DeviceAssertionError, KeyFileError
 from gateway.identity.jwks import JwksCache, KeySet, StaticKeys, load_key_file, load_key_files
 from gateway.identity.model import DeviceId, Identity, PostureSummary
-from gateway.identity.resolver import IdentityResolver, identity_cleanup_ctx, unauthenticated_response
+from gateway.identity.resolver import IdentityResolver, check_identity_files, identity_cleanup_ctx, unauthenticated_response
 from gateway.identity.routes import add_identity_routes
 from gateway.identity.session import SessionCodec, safe_return_path
 from gateway.identity.tokens import ClaimNames, UnknownKeyId, VerifiedTokenCache, verify_token
@@ -24,7 +24,7 @@ __all__ = [
     "AuthReason", "AuthenticationError", "ClaimNames", "DeviceAssertionError", "DeviceEvidence", "DeviceId",
     "Identity", "IdentityResolver", "IdentitySettings", "JwksCache", "KeyFileError", "KeySet", "PostureSummary",
     "SessionCodec", "SigningKeys", "StaticKeys", "UnknownKeyId", "UnsafeHeaderValue", "VerifiedTokenCache",
-    "add_identity_routes", "device_serial", "encode_groups", "encode_header_value", "identity_cleanup_ctx",
+    "add_identity_routes", "check_identity_files", "device_serial", "encode_groups", "encode_header_value", "identity_cleanup_ctx",
     "identity_headers", "jwks_document", "load_key_file", "load_key_files", "load_signing_keys", "owner_matches",
     "safe_return_path", "serial_from_peercert", "sign_assertion", "unauthenticated_response", "verify_device_assertion",
     "verify_token",

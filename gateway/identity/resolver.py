@@ -1,6 +1,6 @@
 """IdentityResolver: turns a request into a verified user and device, and both into upstream headers.
 
-Owns: IdentityResolver, identity_cleanup_ctx, the 401 rendering (unauthenticated_response).
+Owns: IdentityResolver, identity_cleanup_ctx, check_identity_files, the 401 rendering (unauthenticated_response).
 Must not import: gate, policy_engine, breakglass (no policy here: identity only).
 
 User sources are tried in the configured order and the first credential present decides: an invalid
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
+from pathlib import Path
 
 import aiohttp
 import structlog
@@ -21,7 +22,8 @@ from gateway.identity.assertion import (
 )
 from gateway.identity.config import ASSERTION_HEADER, IdentitySettings, UserSource
 from gateway.identity.device import DeviceEvidence, DeviceTrust, device_serial
-from gateway.identity.errors import AuthenticationError, AuthReason
+from gateway.errors import Problem
+from gateway.identity.errors import AuthenticationError, AuthReason, KeyFileError
 from gateway.identity.jwks import JwksCache, KeySet, KeySource, KeysUnavailable, StaticKeys, load_key_files
 from gateway.identity.model import DeviceId, Identity, PostureSummary
 from gateway.identity.oidc import OidcClient
@@ -271,6 +273,25 @@ class IdentityResolver:
             except AuthenticationError as exc:
                 error = exc
         return unauthenticated_response(error)
+
+
+def check_identity_files(settings: IdentitySettings) -> tuple[Problem, ...]:
+    """Every key-file problem in the identity settings, for `gatehouse check-config` (empty when all load)."""
+    problems: list[Problem] = []
+    groups: list[tuple[str, tuple[Path, ...], Callable[[tuple[Path, ...]], object]]] = []
+    if settings.jwt is not None:
+        groups.append(("identity.jwt.key_files", settings.jwt.key_files, load_key_files))
+    if settings.device.assertion is not None:
+        groups.append(("identity.device.assertion.key_files", settings.device.assertion.key_files, load_key_files))
+    if settings.assertion is not None:
+        groups.append(("identity.assertion.key_files", settings.assertion.key_files, load_signing_keys))
+    for where, paths, load in groups:
+        for index, path in enumerate(paths):
+            try:
+                load((path,) if load is load_key_files or index == 0 else (paths[0], path))
+            except KeyFileError as exc:
+                problems.append(Problem(f"{where}[{index}]", str(exc)))
+    return tuple(problems)
 
 
 def _single(request: web.Request, name: str) -> str | None:

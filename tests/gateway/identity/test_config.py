@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from gateway.identity import IdentitySettings
+from gateway.identity import IdentitySettings, check_identity_files
 from tests.gateway.identity.support import jwt_section, settings
 
 OIDC: dict[str, Any] = {
@@ -128,3 +128,18 @@ class TestDevice:
     def test_unknown_keys_are_refused(self) -> None:
         """Misspelt keys are refused (extra=forbid)."""
         assert "extra" in problem({"devices": {}}).lower()
+
+
+class TestKeyFiles:
+    def test_every_bad_key_file_is_listed(self, tmp_path: Path) -> None:
+        """check_identity_files reports each unusable key file with its location, not only the first."""
+        (tmp_path / "junk.pem").write_text("not a key")
+        s = settings({
+            "jwt": jwt_section(key_files=["missing.json", "junk.pem"]),
+            "assertion": {"key_files": ["missing-assertion.pem"]},
+        }, base_dir=tmp_path)
+
+        problems = check_identity_files(s)
+
+        assert ["identity.assertion.key_files[0]", "identity.jwt.key_files[0]", "identity.jwt.key_files[1]"] == sorted(p.path for p in problems)
+        assert all("`" in p.message for p in problems)
