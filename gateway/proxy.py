@@ -281,19 +281,34 @@ async def forward_websocket(
         compress=False, max_msg_size=16 * 1024 * 1024,
     )
     await client.prepare(request)
-    to_upstream = asyncio.create_task(_relay(client, upstream, counts, inbound=True))
-    to_client = asyncio.create_task(_relay(upstream, client, counts, inbound=False))
+    relays = (
+        asyncio.create_task(_relay(client, upstream, counts, inbound=True)),
+        asyncio.create_task(_relay(upstream, client, counts, inbound=False)),
+    )
     try:
-        await asyncio.wait((to_upstream, to_client), return_when=asyncio.FIRST_COMPLETED)
+        _, pending = await asyncio.wait(relays, return_when=asyncio.FIRST_COMPLETED)
+        if pending:  # one side closed; give the close handshake a moment to cross
+            await asyncio.wait(pending, timeout=_WS_CLOSE_GRACE_S)
     finally:
-        for task in (to_upstream, to_client):
-            task.cancel()
-        await asyncio.gather(to_upstream, to_client, return_exceptions=True)
-        await upstream.close()
-        await client.close()
+        # Shielded: when the client vanishes and the handler is cancelled, the upstream still gets closed.
+        await asyncio.shield(_teardown(relays, upstream, client))
     return client
 
 
+async def _teardown(relays: tuple[asyncio.Task[None], ...], upstream: aiohttp.ClientWebSocketResponse, client: web.WebSocketResponse) -> None:
+    for task in relays:
+        task.cancel()
+    await asyncio.gather(*relays, return_exceptions=True)
+    for end in (upstream, client):
+        if not end.closed:
+            try:
+                async with asyncio.timeout(_WS_CLOSE_GRACE_S):
+                    await end.close(code=1001)
+            except (asyncio.TimeoutError, ConnectionError, RuntimeError):
+                pass
+
+
+_WS_CLOSE_GRACE_S = 5.0
 _WsEnd = aiohttp.ClientWebSocketResponse | web.WebSocketResponse
 
 

@@ -1,0 +1,312 @@
+"""The proxy on real sockets: exact forwarding, streaming, limits, headers, WebSockets, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import socket
+from collections.abc import AsyncIterator
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+
+from gateway.handlers import Admission
+from gateway.metrics import Metrics
+from gateway.routing import Route
+from tests.gateway.conftest import MakeGateway, Recorder, raw_exchange
+
+
+def _route(upstream: str, **extra: object) -> dict[str, object]:
+    return {"id": "app", "upstream": upstream, "tier": "low", **extra}
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+class TestForwarding:
+    async def test_upstream_receives_exact_path_and_query(self, make_gateway: MakeGateway, upstream_url: str, recorder: Recorder) -> None:
+        """Path escapes and the query reach the upstream byte for byte, not re-encoded."""
+        gw = await make_gateway([_route(upstream_url)])
+        target = "/a/%C3%A9/b:c@d!$&'()*+,=/%20x?q=%2F%2e&x=<>\"{}|^`&&=#"
+        target = target.rstrip("#")
+
+        status, _, _ = await raw_exchange(gw.port, f"GET {target} HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n".encode())
+
+        assert 200 == status
+        assert target == recorder.seen[0].raw_path
+
+    async def test_unreserved_escapes_forwarded_as_sent(self, make_gateway: MakeGateway, upstream_url: str, recorder: Recorder) -> None:
+        """An encoded unreserved character is routed decoded but forwarded as the client spelled it."""
+        gw = await make_gateway([_route(upstream_url, path_prefix="/admin", id="admin")])
+
+        status, _, _ = await raw_exchange(gw.port, b"GET /%61dmin/x HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n")
+
+        assert 200 == status
+        assert "/%61dmin/x" == recorder.seen[0].raw_path
+
+    async def test_dot_segments_forwarded_as_routed(self, make_gateway: MakeGateway, upstream_url: str, recorder: Recorder) -> None:
+        """A path with dot segments goes upstream in the structure Gatehouse routed on."""
+        gw = await make_gateway([_route(upstream_url, path_prefix="/admin", id="admin")])
+
+        status, _, _ = await raw_exchange(gw.port, b"GET /public/../admin//x?y=1 HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n")
+
+        assert 200 == status
+        assert "/admin/x?y=1" == recorder.seen[0].raw_path
+
+    async def test_host_kept_and_forwarded_headers_set_for_untrusted_peer(self, make_gateway: MakeGateway, upstream_url: str, recorder: Recorder) -> None:
+        """From an untrusted peer, client X-Forwarded-*/Forwarded are replaced with Gatehouse's own."""
+        gw = await make_gateway([_route(upstream_url)])
+
+        resp = await gw.get("/x", headers={
+            "Host": "wiki.corp", "X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https",
+            "X-Forwarded-Host": "evil", "Forwarded": "for=6.6.6.6", "X-Request-Id": "forged-id",
+        })
+
+        assert 200 == resp.status
+        assert ["wiki.corp"] == recorder.header(0, "Host")
+        assert ["127.0.0.1"] == recorder.header(0, "X-Forwarded-For")
+        assert ["http"] == recorder.header(0, "X-Forwarded-Proto")
+        assert ["wiki.corp"] == recorder.header(0, "X-Forwarded-Host")
+        assert ['for=127.0.0.1;proto=http;host="wiki.corp"'] == recorder.header(0, "Forwarded")
+        assert ["forged-id"] != recorder.header(0, "X-Request-Id")
+        assert recorder.header(0, "X-Request-Id") == [resp.headers["X-Request-Id"]]
+
+    async def test_forwarded_headers_appended_for_trusted_peer(self, make_gateway: MakeGateway, upstream_url: str, recorder: Recorder) -> None:
+        """From a trusted proxy, the chain is kept and extended, and its request id is kept."""
+        gw = await make_gateway([_route(upstream_url)], trusted_proxies=["127.0.0.0/8"])
+
+        resp = await gw.get("/x", headers={
+            "Host": "wiki.corp", "X-Forwarded-For": "10.1.2.3", "X-Forwarded-Proto": "https",
+            "X-Forwarded-Host": "wiki.example", "Forwarded": "for=10.1.2.3", "X-Request-Id": "abc-123",
+        })
+
+        assert 200 == resp.status
+        assert ["10.1.2.3, 127.0.0.1"] == recorder.header(0, "X-Forwarded-For")
+        assert ["https"] == recorder.header(0, "X-Forwarded-Proto")
+        assert ["wiki.example"] == recorder.header(0, "X-Forwarded-Host")
+        assert ['for=10.1.2.3, for=127.0.0.1;proto=http;host="wiki.corp"'] == recorder.header(0, "Forwarded")
+        assert ["abc-123"] == recorder.header(0, "X-Request-Id")
+        assert "abc-123" == resp.headers["X-Request-Id"]
+
+    async def test_unsafe_request_id_from_trusted_peer_is_replaced(self, make_gateway: MakeGateway, upstream_url: str, recorder: Recorder) -> None:
+        """A trusted peer's request id with unsafe characters or excessive length is not kept."""
+        gw = await make_gateway([_route(upstream_url)], trusted_proxies=["127.0.0.1"])
+
+        resp = await gw.get("/x", headers={"X-Request-Id": "a" * 200})
+
+        assert 200 == resp.status
+        assert 32 == len(recorder.header(0, "X-Request-Id")[0])
+
+    async def test_hop_by_hop_stripped_towards_upstream(self, make_gateway: MakeGateway, upstream_url: str, recorder: Recorder) -> None:
+        """Hop-by-hop headers, and headers named in Connection, never reach the upstream."""
+        gw = await make_gateway([_route(upstream_url)])
+
+        resp = await gw.get("/x", headers={
+            "Connection": "keep-alive, X-Private, X-Gatehouse-Ok", "X-Private": "1", "Keep-Alive": "timeout=5",
+            "TE": "trailers", "Trailer": "X-T", "Proxy-Authorization": "Basic eA==", "Proxy-Foo": "1",
+            "Upgrade": "h2c", "X-Kept": "yes",
+        })
+
+        assert 200 == resp.status
+        sent = {k.lower() for k, _ in recorder.seen[0].headers}
+        for name in ("x-private", "keep-alive", "te", "trailer", "proxy-authorization", "proxy-foo", "upgrade", "x-gatehouse-ok"):
+            assert name not in sent
+        assert ["yes"] == recorder.header(0, "X-Kept")
+
+    async def test_hop_by_hop_stripped_towards_client(self, make_gateway: MakeGateway, upstream_url: str) -> None:
+        """The upstream's hop-by-hop and Connection-named headers never reach the client."""
+        gw = await make_gateway([_route(upstream_url)])
+
+        status, head, body = await raw_exchange(gw.port, b"GET /hop HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n")
+
+        lowered = head.lower()
+        assert 200 == status
+        assert b"x-secret-hop" not in lowered
+        assert b"keep-alive:" not in lowered
+        assert b"proxy-authenticate" not in lowered
+        assert b"trailer:" not in lowered
+        assert b"x-kept: yes" in lowered
+
+    async def test_identity_headers_from_client_are_stripped_and_injected(self, make_gateway: MakeGateway, upstream_url: str, recorder: Recorder) -> None:
+        """Client X-Gatehouse-* and extra strip names are dropped; the gate's headers are injected."""
+
+        class Injecting:
+            async def admit(self, request: web.Request, route: Route) -> Admission:
+                return Admission.allow({"X-Gatehouse-User": "alice@example.com"}, strip=("Cf-Access-Jwt-Assertion",))
+
+        gw = await make_gateway([_route(upstream_url)], gate=Injecting())
+
+        resp = await gw.get("/x", headers={
+            "X-Gatehouse-User": "mallory", "X-GATEHOUSE-Device-Serial": "FORGED", "Cf-Access-Jwt-Assertion": "t",
+            "Connection": "X-Gatehouse-Groups", "X-Gatehouse-Groups": "admins",
+        })
+
+        assert 200 == resp.status
+        assert ["alice@example.com"] == recorder.header(0, "X-Gatehouse-User")
+        assert [] == recorder.header(0, "X-Gatehouse-Device-Serial")
+        assert [] == recorder.header(0, "X-Gatehouse-Groups")
+        assert [] == recorder.header(0, "Cf-Access-Jwt-Assertion")
+
+    async def test_gate_refusal_is_sent_and_upstream_not_called(self, make_gateway: MakeGateway, upstream_url: str, recorder: Recorder) -> None:
+        """When the gate refuses, its response goes to the client and the upstream sees nothing."""
+
+        class Refusing:
+            async def admit(self, request: web.Request, route: Route) -> Admission:
+                return Admission.refuse(web.Response(status=403, text="no"))
+
+        gw = await make_gateway([_route(upstream_url)], gate=Refusing())
+
+        resp = await gw.get("/x")
+
+        assert 403 == resp.status
+        assert [] == recorder.seen
+
+    async def test_repeated_set_cookie_headers_are_kept(self, make_gateway: MakeGateway, upstream_url: str) -> None:
+        """Upstream response headers reach the client, and the request id is added."""
+        gw = await make_gateway([_route(upstream_url)])
+
+        resp = await gw.get("/x")
+
+        assert "a=1" == resp.headers["Set-Cookie"]
+        assert resp.headers["X-Request-Id"]
+
+
+class TestBodies:
+    async def test_post_body_streams_both_ways(self, make_gateway: MakeGateway, upstream_url: str, recorder: Recorder) -> None:
+        """A chunked upload is streamed to the upstream and its echo streamed back."""
+        gw = await make_gateway([_route(upstream_url)])
+
+        async def gen() -> AsyncIterator[bytes]:
+            for i in range(10):
+                yield bytes([65 + i]) * 1000
+
+        resp = await gw.post("/echo", data=gen())
+        body = await resp.read()
+
+        assert 200 == resp.status
+        assert b"".join(bytes([65 + i]) * 1000 for i in range(10)) == body
+        assert 10_000 == recorder.seen[0].body_bytes
+
+    async def test_content_length_over_limit_is_413_without_upstream(self, make_gateway: MakeGateway, upstream_url: str, recorder: Recorder) -> None:
+        """A declared body over the route's limit is refused before any upstream connection."""
+        gw = await make_gateway([_route(upstream_url, max_body_bytes=100)])
+
+        resp = await gw.post("/x", data=b"x" * 101, headers={"Accept": "application/json"})
+
+        assert 413 == resp.status
+        assert "body-too-large" == (await resp.json(content_type=None))["code"]
+        assert [] == recorder.seen
+
+    async def test_chunked_body_over_limit_is_413(self, make_gateway: MakeGateway, upstream_url: str, recorder: Recorder) -> None:
+        """A chunked body is counted while streaming and refused once it passes the limit."""
+        gw = await make_gateway([_route(upstream_url, max_body_bytes=1000)])
+
+        async def gen() -> AsyncIterator[bytes]:
+            for _ in range(20):
+                yield b"y" * 100
+
+        resp = await gw.post("/x", data=gen())
+
+        assert 413 == resp.status
+        assert all(seen.body_bytes <= 1000 for seen in recorder.seen)
+
+    async def test_large_bodies_stream_in_bounded_memory(self, make_gateway: MakeGateway, upstream_url: str, recorder: Recorder) -> None:
+        """256 MiB up and 256 MiB down pass through with RSS growth well under 64 MiB."""
+        gw = await make_gateway([_route(upstream_url, max_body_bytes=1 << 30)])
+        size = 256 * 1024 * 1024
+        block = b"z" * (1024 * 1024)
+        gc.collect()
+        before = _rss_bytes()
+        peak = before
+
+        async def gen() -> AsyncIterator[bytes]:
+            nonlocal peak
+            for _ in range(size // len(block)):
+                peak = max(peak, _rss_bytes())
+                yield block
+
+        upload = await gw.post("/echo", data=gen(), headers={"Content-Length": str(size)})
+        echoed = 0
+        async for chunk in upload.content.iter_chunked(1024 * 1024):
+            echoed += len(chunk)
+        download = await gw.get(f"/big?n={size}")
+        received = 0
+        async for chunk in download.content.iter_chunked(1024 * 1024):
+            received += len(chunk)
+            peak = max(peak, _rss_bytes())
+
+        assert (200, 200) == (upload.status, download.status)
+        assert (size, size, size) == (echoed, received, recorder.seen[0].body_bytes)
+        assert peak - before < 64 * 1024 * 1024
+
+
+class TestFailures:
+    async def test_refused_connect_is_502(self, make_gateway: MakeGateway, metrics: Metrics) -> None:
+        """A refused upstream connection answers 502 and is counted as a connect error."""
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        gw = await make_gateway([_route(f"http://127.0.0.1:{port}")])
+
+        resp = await gw.get("/x", headers={"Accept": "application/json"})
+
+        assert 502 == resp.status
+        assert "upstream-connect" == (await resp.json(content_type=None))["code"]
+        assert 1.0 == metrics.registry.get_sample_value("gatehouse_upstream_errors_total", {"route": "app", "kind": "connect"})
+
+    async def test_read_timeout_is_504(self, make_gateway: MakeGateway, upstream_url: str, metrics: Metrics) -> None:
+        """An upstream that never answers gets 504 after the route's read timeout."""
+        gw = await make_gateway([_route(upstream_url, read_timeout_s=0.2)])
+
+        resp = await gw.get("/hang", headers={"Accept": "text/html"})
+
+        assert 504 == resp.status
+        assert resp.content_type == "text/html"
+        assert "did not answer in time" in await resp.text()
+        assert 1.0 == metrics.registry.get_sample_value("gatehouse_upstream_errors_total", {"route": "app", "kind": "timeout"})
+
+
+class TestWebSocket:
+    async def test_frames_relayed_both_ways(self, make_gateway: MakeGateway, upstream_url: str) -> None:
+        """Text, binary and ping reach the upstream and its answers reach the client."""
+        gw = await make_gateway([_route(upstream_url)])
+
+        async with gw.session.ws_connect(gw.make_url("/ws"), protocols=("chat",), autoping=False) as ws:
+            await ws.send_str("hi")
+            text = await ws.receive(timeout=5)
+            await ws.send_bytes(b"\x00\x01")
+            binary = await ws.receive(timeout=5)
+            await ws.ping(b"p")
+            pong = await ws.receive(timeout=5)
+            await ws.close(code=4001, message=b"done")
+
+        assert "chat" == ws.protocol
+        assert (aiohttp.WSMsgType.TEXT, "echo:hi") == (text.type, text.data)
+        assert (aiohttp.WSMsgType.BINARY, b"echo:\x00\x01") == (binary.type, binary.data)
+        assert (aiohttp.WSMsgType.PONG, b"p") == (pong.type, pong.data)
+
+    async def test_upstream_close_code_reaches_client(self, make_gateway: MakeGateway, upstream_url: str) -> None:
+        """The upstream's close code is relayed to the client."""
+        gw = await make_gateway([_route(upstream_url)])
+
+        async with gw.session.ws_connect(gw.make_url("/close/4002")) as ws:
+            msg = await ws.receive(timeout=5)
+
+        assert aiohttp.WSMsgType.CLOSE == msg.type
+        assert 4002 == msg.data
+
+
+def test_orjson_available() -> None:
+    """The problem documents are rendered with orjson."""
+    assert b"{}" == orjson.dumps({})
+
+
+_ = asyncio
+_ = pytest
