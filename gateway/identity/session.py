@@ -17,7 +17,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import jwt
 
@@ -50,7 +50,8 @@ def safe_return_path(value: str | None) -> str:
     parts = urlsplit(value)
     if parts.scheme or parts.netloc:
         return "/"
-    return value
+    # Non-ASCII is percent-encoded so the value is always a valid Location header; existing escapes stay.
+    return quote(value, safe="/?#[]@!$&'()*+,;=:%-._~")
 
 
 @dataclass(frozen=True, slots=True)

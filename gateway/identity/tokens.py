@@ -12,6 +12,7 @@ email must be non-empty; no used claim may hold control characters.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -28,6 +29,7 @@ _JWS_COMPACT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _REFUSED_HEADERS = ("jku", "x5u", "jwk", "x5c")
 MAX_GROUPS = 256
+MAX_TIMESTAMP = 32503680000  # year 3000: anything later is not a real expiry
 MAX_CLAIM_CHARS = 1024
 
 
@@ -60,7 +62,7 @@ def _numeric(claims: Mapping[str, object], name: str) -> float | None:
     value = claims.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value < MAX_TIMESTAMP:
         raise AuthenticationError(AuthReason.INVALID)
     return float(value)
 

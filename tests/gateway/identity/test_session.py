@@ -98,6 +98,10 @@ class TestReturnPath:
         """Anything that is not a same-origin relative path returns to `/`."""
         assert "/" == safe_return_path(bad)
 
+    def test_non_ascii_is_percent_encoded(self) -> None:
+        """A return path with non-ASCII characters is percent-encoded, keeping existing escapes."""
+        assert "/wiki/%C3%BC?q=%20" == safe_return_path("/wiki/ü?q=%20")
+
     def test_relative_path_with_query_is_kept(self) -> None:
         """An ordinary path and query are kept exactly."""
         assert "/wiki/Page?action=edit&x=%20" == safe_return_path("/wiki/Page?action=edit&x=%20")
@@ -110,6 +114,7 @@ class TestReturnPath:
         joined = urlsplit(urljoin("https://gate.example/base/", result))
         assert ("https", "gate.example") == (joined.scheme, joined.netloc)
         assert result.startswith("/") and not result.startswith("//") and "\\" not in result
+        assert result.isascii() and result.isprintable()
 
     @given(st.sampled_from(["//", "/\\", "\\/", "https://", "/%2f/", "/%5c"]), st.text(max_size=40))
     def test_protocol_relative_prefixes_never_survive(self, prefix: str, rest: str) -> None:

@@ -163,6 +163,15 @@ class TestAttacks:
         """A token naming our kid but signed by an attacker key fails the signature check."""
         assert AuthReason.INVALID == reason_of(mint(rsa_key("attacker"), kid="k1"))
 
+    @pytest.mark.parametrize("exp", [float("nan"), float("inf"), 10**14, -1, "2030-01-01", True])
+    def test_absurd_expiry_is_invalid(self, exp: object) -> None:
+        """Non-finite, far-future, negative or non-numeric `exp` values are invalid, never a crash."""
+        literal = b"NaN" if exp != exp else b"Infinity" if exp == float("inf") else orjson.dumps(exp)
+        body = orjson.dumps({"iss": ISSUER, "aud": AUDIENCE, "sub": "x", "email": "x@y"})[:-1] + b',"exp":' + literal + b"}"
+        raw = jwt.api_jws.PyJWS().encode(body, rsa_key(), algorithm="RS256", headers={"kid": "k1"})
+
+        assert AuthReason.INVALID == reason_of(raw)
+
     def test_oversized_token_is_refused_before_parsing(self) -> None:
         """A token above the size limit is refused as too large, whatever it holds."""
         raw = "a" * 9000
