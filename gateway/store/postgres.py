@@ -68,7 +68,7 @@ T = TypeVar("T")
 _log = structlog.get_logger(__name__)
 
 DEFAULT_CHANNEL = "gatehouse_changes"
-_MIGRATION_LOCK = 0x6761746568_6F7573  # "gatehouse" as a bigint key for pg_advisory_xact_lock
+_MIGRATION_LOCK = 0x67617465686F7573  # "gatehous" in ASCII: Gatehouse's key for pg_advisory_xact_lock
 _ENROLL_LOCK_SPACE = 0x67_68_65  # first key of pg_advisory_xact_lock(int, int) for per-serial locks
 _HISTORY_PAGE = 1000
 
@@ -299,7 +299,11 @@ class PostgresStore:
         write: bool,
         snapshot: bool = False,
     ) -> T:
-        """Run ``work`` in one transaction on a pooled connection; every failure becomes StoreError."""
+        """Run ``work`` on a pooled connection; every failure becomes StoreError.
+
+        Writes and ``snapshot`` reads run in one transaction (REPEATABLE READ for ``snapshot``);
+        other reads are single statements and run without one.
+        """
         if self._closed:
             raise StoreError(f"could not {what}: the PostgreSQL store `{self.where}` is closed")
         isolation = "repeatable_read" if snapshot else "read_committed"
@@ -307,6 +311,9 @@ class PostgresStore:
             phase = "connect"
             try:
                 async with self._pool.acquire(timeout=self._connect_timeout_s) as conn:
+                    if not write and not snapshot:
+                        phase = "read"
+                        return await work(conn)
                     phase = "begin"
                     transaction = conn.transaction(isolation=isolation, readonly=not write)
                     await transaction.start()
@@ -321,9 +328,10 @@ class PostgresStore:
                     await transaction.commit()
                     return result
             except _UNREACHABLE as exc:
-                if phase == "begin" and attempt == 1 and not isinstance(exc, TimeoutError):
-                    # INVARIANT: only BEGIN was sent on a pooled connection that had died since
-                    # its last use; the pool reconnects on the next acquire. Nothing was stored.
+                if phase in ("begin", "read") and attempt == 1 and not isinstance(exc, TimeoutError):
+                    # INVARIANT: a pooled connection that died since its last use failed at BEGIN
+                    # (nothing sent yet) or on a plain read (harmless to repeat); the pool
+                    # reconnects on the next acquire.
                     continue
                 raise StoreError(self._unreachable_message(what, exc, phase=phase, write=write)) from exc
             except asyncpg.PostgresError as exc:
@@ -464,7 +472,7 @@ class PostgresStore:
                         idle = 0.0
                         await conn.fetchval("SELECT 1", timeout=self._connect_timeout_s)
                 _log.warning("store.listener_lost", store=self.where)
-            except (*_UNREACHABLE, asyncpg.PostgresError) as exc:
+            except Exception as exc:  # the listener must outlive any failure; caches also poll
                 _log.warning("store.listener_failed", store=self.where, error=_reason(exc), retry_in_s=delay)
             finally:
                 self.listening = False
@@ -845,10 +853,11 @@ async def _notify(conn: asyncpg.Connection, channel: str, kind: ChangeKind, seq:
 async def _migrate(conn: asyncpg.Connection) -> None:
     # INVARIANT: the lock is held until this transaction ends, so replicas migrate one at a time.
     await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-    await conn.execute(
-        "CREATE TABLE IF NOT EXISTS gatehouse_schema_migrations ("
-        " version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-    )
+    if await conn.fetchval("SELECT to_regclass('gatehouse_schema_migrations')") is None:
+        await conn.execute(
+            "CREATE TABLE gatehouse_schema_migrations ("
+            " version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
     version = await conn.fetchval("SELECT coalesce(max(version), 0) FROM gatehouse_schema_migrations")
     if version > SCHEMA_VERSION:
         raise StoreError(

@@ -99,6 +99,10 @@ class TestPutSnapshots:
         assert timezone.utc == stored.collected_at.tzinfo  # type: ignore[union-attr]
         assert 123457 == stored.collected_at.microsecond  # type: ignore[union-attr]
 
+    async def test_the_backend_implements_the_store_protocol(self, store: Store) -> None:
+        """Every backend is a Store (runtime-checkable Protocol)."""
+        assert isinstance(store, Store)
+
     async def test_empty_batch_and_unknown_serial(self, store: Store) -> None:
         """An empty batch does nothing and a serial never stored reads as None."""
         assert () == await store.put_snapshots([])
