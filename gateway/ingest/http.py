@@ -6,6 +6,11 @@ Must not import: gateway.app (app.py calls add_ingest_routes).
 Handlers read their dependencies from the app: STORE, SNAPSHOT_CACHE, INGEST_SETTINGS, CLOCK,
 and optionally METRICS and COMPLIANCE_RECORDER (gateway/keys.py). A 200 is sent only after the
 store committed what it acknowledges; a store failure answers 503 so senders retry.
+
+Wiring in create_app (the store's own cleanup_ctx first)::
+
+    add_ingest_routes(app)
+    app.cleanup_ctx.append(ingest_background)
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 import zlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 
 import orjson
@@ -23,10 +28,11 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway.ingest import osquery
 from gateway.ingest.config import IngestSettings
-from gateway.ingest.pipeline import Ingestor
+from gateway.ingest.pipeline import Ingestor, run_history_prune
 from gateway.ingest.snapshot_parse import ItemError, parse_snapshot_item
 from gateway.ingest.stethoscope import is_stethoscope_item, parse_stethoscope_item
 from gateway.keys import CLOCK, COMPLIANCE_RECORDER, INGEST_RUNTIME, INGEST_SETTINGS, METRICS, SNAPSHOT_CACHE, STORE
+from gateway.snapshots import run_cache_refresh
 from gateway.store.base import Enrollment, PutOutcome, StoreError
 from policy_engine.model import DeviceSnapshot
 
@@ -119,7 +125,6 @@ def _ingestor(app: web.Application) -> Ingestor:
     return Ingestor(
         store=app[STORE],
         cache=app.get(SNAPSHOT_CACHE),
-        clock=app[CLOCK],
         metrics=app.get(METRICS),
         recorder=app.get(COMPLIANCE_RECORDER),
     )
@@ -385,3 +390,51 @@ async def handle_snapshots(request: web.Request) -> web.StreamResponse:
     rejected = sum(1 for r in results if r.get("outcome") == "rejected")
     _log.info("ingest.batch_received", items=len(raw_items), stored=stored, rejected=rejected)
     return _json(orjson.dumps({"results": results, "stored": stored, "rejected": rejected}))
+
+
+# -- background work and "check again" ------------------------------------------------------------
+
+
+async def ingest_background(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: load the snapshot cache, then keep it refreshed and the history pruned until shutdown.
+
+    Needs STORE, SNAPSHOT_CACHE, INGEST_SETTINGS and CLOCK; the store itself is opened and closed by
+    the app's own cleanup_ctx, registered before this one.
+    """
+    cache = app[SNAPSHOT_CACHE]
+    settings = app[INGEST_SETTINGS]
+    await cache.load()
+    tasks = [
+        asyncio.create_task(run_cache_refresh(cache, metrics=app.get(METRICS)), name="snapshot-cache-refresh"),
+        asyncio.create_task(
+            run_history_prune(app[STORE], retention_days=settings.history_retention_days, clock=app[CLOCK]),
+            name="history-prune",
+        ),
+    ]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def request_osquery_refresh(app: web.Application, serial: str) -> int | None:
+    """Ask the device's osquery agent for fresh posture results ("check again").
+
+    Queues the platform's posture queries for the agent's next distributed read (with
+    ``accelerate``). Returns the seconds the user may have to wait for them, or None when the
+    device does not report through osquery. Queries already waiting are not queued twice.
+
+    Raises:
+        StoreError: the queries could not be queued.
+    """
+    snapshot = app[SNAPSHOT_CACHE].get(serial)
+    if snapshot is None or snapshot.source != "osquery":
+        return None
+    settings = app[INGEST_SETTINGS]
+    store = app[STORE]
+    if not await store.pending_queries(serial):
+        queries = osquery.refresh_queries(serial, snapshot.platform, osquery.pack_for(settings), now=_now(app))
+        await store.add_pending_queries(queries)
+    return settings.osquery_intervals.distributed_interval_s

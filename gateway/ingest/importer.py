@@ -114,7 +114,7 @@ async def import_files(
     Raises:
         StoreError: the store failed; what was stored before stays stored (imports are idempotent, run again).
     """
-    ingestor = Ingestor(store=store, cache=cache, clock=clock, metrics=metrics, recorder=recorder)
+    ingestor = Ingestor(store=store, cache=cache, metrics=metrics, recorder=recorder)
     report = ImportReport()
     osquery_items: dict[str, list[ResultItem]] = {}
     hosts: dict[str, HostDetails] = {}

@@ -40,7 +40,6 @@ class Ingestor:
 
     store: Store
     cache: SnapshotCache | None
-    clock: Callable[[], datetime]
     metrics: Metrics | None = None
     recorder: ComplianceRecorder | None = None
 

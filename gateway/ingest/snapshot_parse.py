@@ -22,8 +22,6 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Mapping
-
 from policy_engine.model import DeviceSnapshot, Fact, OsFamily, Version
 
 PLACEHOLDER_SERIALS = frozenset(
@@ -265,7 +263,3 @@ def _custom(raw: object, where: str, problems: list[FieldProblem]) -> dict[str, 
             problems.append(FieldProblem(f"{where}.{key}", "a string, number or boolean"))
     return out
 
-
-def as_mapping(raw: object) -> Mapping[str, object] | None:
-    """``raw`` when it is a JSON object, else None."""
-    return raw if isinstance(raw, dict) else None
