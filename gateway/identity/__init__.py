@@ -2,30 +2,56 @@
 
 Owns: the identity package (config, tokens, jwks, session, oidc, device, assertion, resolver, routes).
 Must not import: gate, policy_engine, breakglass (identity carries no policy).
+
+Public names load lazily, so importing ``gateway.identity.model`` or ``gateway.identity.config``
+(from the gate or the settings) does not pull in aiohttp or the resolver.
 """
 
 from __future__ import annotations
 
-from gateway.identity.assertion import (
-    SigningKeys, UnsafeHeaderValue, encode_groups, encode_header_value, identity_headers, jwks_document,
-    load_signing_keys, sign_assertion,
-)
-from gateway.identity.config import IdentitySettings
-from gateway.identity.device import DeviceEvidence, device_serial, owner_matches, serial_from_peercert, verify_device_assertion
-from gateway.identity.errors import AuthenticationError, AuthReason, DeviceAssertionError, KeyFileError
-from gateway.identity.jwks import JwksCache, KeySet, StaticKeys, load_key_file, load_key_files
-from gateway.identity.model import DeviceId, Identity, PostureSummary
-from gateway.identity.resolver import IdentityResolver, check_identity_files, identity_cleanup_ctx, unauthenticated_response
-from gateway.identity.routes import add_identity_routes
-from gateway.identity.session import SessionCodec, safe_return_path
-from gateway.identity.tokens import ClaimNames, UnknownKeyId, VerifiedTokenCache, verify_token
+import importlib
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "AuthReason", "AuthenticationError", "ClaimNames", "DeviceAssertionError", "DeviceEvidence", "DeviceId",
-    "Identity", "IdentityResolver", "IdentitySettings", "JwksCache", "KeyFileError", "KeySet", "PostureSummary",
-    "SessionCodec", "SigningKeys", "StaticKeys", "UnknownKeyId", "UnsafeHeaderValue", "VerifiedTokenCache",
-    "add_identity_routes", "check_identity_files", "device_serial", "encode_groups", "encode_header_value", "identity_cleanup_ctx",
-    "identity_headers", "jwks_document", "load_key_file", "load_key_files", "load_signing_keys", "owner_matches",
-    "safe_return_path", "serial_from_peercert", "sign_assertion", "unauthenticated_response", "verify_device_assertion",
-    "verify_token",
-]
+_EXPORTS = {
+    "assertion": (
+        "SigningKeys", "UnsafeHeaderValue", "encode_groups", "encode_header_value", "identity_headers",
+        "jwks_document", "load_signing_keys", "sign_assertion",
+    ),
+    "config": ("IdentitySettings",),
+    "device": ("DeviceEvidence", "device_serial", "owner_matches", "serial_from_peercert", "verify_device_assertion"),
+    "errors": ("AuthReason", "AuthenticationError", "DeviceAssertionError", "KeyFileError"),
+    "jwks": ("JwksCache", "KeySet", "StaticKeys", "load_key_file", "load_key_files"),
+    "model": ("DeviceId", "Identity", "PostureSummary"),
+    "resolver": ("IdentityResolver", "check_identity_files", "identity_cleanup_ctx", "unauthenticated_response"),
+    "routes": ("add_identity_routes",),
+    "session": ("SessionCodec", "safe_return_path"),
+    "tokens": ("ClaimNames", "UnknownKeyId", "VerifiedTokenCache", "verify_token"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> object:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module `gateway.identity` has no attribute `{name}`")
+    value = getattr(importlib.import_module(f"gateway.identity.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:
+    from gateway.identity.assertion import (
+        SigningKeys, UnsafeHeaderValue, encode_groups, encode_header_value, identity_headers, jwks_document,
+        load_signing_keys, sign_assertion,
+    )
+    from gateway.identity.config import IdentitySettings
+    from gateway.identity.device import DeviceEvidence, device_serial, owner_matches, serial_from_peercert, verify_device_assertion
+    from gateway.identity.errors import AuthenticationError, AuthReason, DeviceAssertionError, KeyFileError
+    from gateway.identity.jwks import JwksCache, KeySet, StaticKeys, load_key_file, load_key_files
+    from gateway.identity.model import DeviceId, Identity, PostureSummary
+    from gateway.identity.resolver import IdentityResolver, check_identity_files, identity_cleanup_ctx, unauthenticated_response
+    from gateway.identity.routes import add_identity_routes
+    from gateway.identity.session import SessionCodec, safe_return_path
+    from gateway.identity.tokens import ClaimNames, UnknownKeyId, VerifiedTokenCache, verify_token
