@@ -154,3 +154,8 @@ def fleet_view(filter: FleetFilter | None = None) -> FleetView:
     p = policies()
     return FleetView(rows=fleet_rows(), filter=filter or FleetFilter(), tiers=p.tier_names,
                      checks=tuple(p.checks), now=NOW, viewer="sec-admin@example.com")
+
+
+def platform_label(platform: OsFamily) -> str:
+    """How the pages name a platform."""
+    return {OsFamily.DARWIN: "macOS", OsFamily.WINDOWS: "Windows", OsFamily.LINUX: "Linux"}[platform]
