@@ -19,6 +19,7 @@ is optional; absent or null means "not reported".
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -42,6 +43,7 @@ PLACEHOLDER_SERIALS = frozenset(
         "serial number",
     )
 )
+_EPOCH_TEXT = re.compile(r"[0-9]{1,12}(\.[0-9]{1,9})?")
 _MAX_SERIAL = 128
 _MAX_TEXT = 256
 _MAX_CUSTOM = 200
@@ -112,7 +114,7 @@ def parse_time(raw: object) -> datetime | None:
     """A timezone-aware UTC datetime from RFC 3339 text with an offset, or epoch seconds (number or digits)."""
     if isinstance(raw, bool):
         return None
-    if isinstance(raw, str) and raw.strip().lstrip("-").replace(".", "", 1).isdigit():
+    if isinstance(raw, str) and _EPOCH_TEXT.fullmatch(raw.strip()):
         raw = float(raw)
     if isinstance(raw, (int, float)):
         if not 0 <= raw < 253402300800:
