@@ -29,6 +29,7 @@ import ipaddress
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -40,7 +41,7 @@ from gateway.metrics import Metrics
 from gateway.middleware import add_response_headers, request_context
 from gateway.proxy import peer_is_trusted
 from gateway.routing import RouteTable
-from gateway.settings import Settings
+from gateway.settings import ServerSettings, Settings
 
 Clock = Callable[[], datetime]
 
@@ -85,6 +86,17 @@ class ConfigHolder:
         return live
 
 
+def handler_kwargs(server: ServerSettings) -> dict[str, Any]:
+    """aiohttp RequestHandler arguments: the limits of the HTTP front; bodies pass through as sent."""
+    return {
+        "auto_decompress": False,  # Content-Encoding of request bodies is the upstream's business
+        "max_line_size": server.max_header_bytes,
+        "max_field_size": server.max_header_bytes,
+        "max_headers": server.max_header_count,
+        "keepalive_timeout": server.keepalive_timeout_s,
+    }
+
+
 async def upstream_session(app: web.Application) -> AsyncIterator[None]:
     """The one pooled upstream client: no cookies, no decompression, no redirects, no env proxies."""
     session = aiohttp.ClientSession(
@@ -110,17 +122,9 @@ def create_app(
     gate: Gate | None = None,
 ) -> web.Application:
     """Build the Gatehouse application for ``settings`` (see the module docstring for the seams)."""
-    server = settings.server
     app = web.Application(
         middlewares=[request_context],
-        handler_args={
-            # Bodies pass through as sent (Content-Encoding untouched); limits of the HTTP front.
-            "auto_decompress": False,
-            "max_line_size": server.max_header_bytes,
-            "max_field_size": server.max_header_bytes,
-            "max_headers": server.max_header_count,
-            "keepalive_timeout": server.keepalive_timeout_s,
-        },
+        handler_args=handler_kwargs(settings.server),
     )
     app[CLOCK] = clock
     app[METRICS] = metrics if metrics is not None else Metrics(CollectorRegistry())
@@ -137,4 +141,4 @@ def create_app(
     return app
 
 
-__all__ = ["Clock", "ConfigHolder", "LiveConfig", "create_app", "upstream_session", "utc_now"]
+__all__ = ["Clock", "ConfigHolder", "LiveConfig", "create_app", "handler_kwargs", "upstream_session", "utc_now"]

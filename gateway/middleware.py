@@ -27,6 +27,7 @@ import structlog
 from aiohttp import web
 
 from gateway.errors import GatewayError
+from gateway.handlers import is_reserved
 from gateway.keys import CONFIG, EXCHANGE, LIVE, METRICS, REQUEST_ID, TARGET
 from gateway.pages import error_response, gateway_error_response
 from gateway.proxy import Exchange
@@ -85,7 +86,7 @@ async def request_context(request: web.Request, handler: _Handler) -> web.Stream
             metrics.in_flight.dec()
             duration = time.perf_counter() - started
             target = request.get(TARGET)
-            route = exchange.route or ("gatehouse" if target is not None else "-")
+            route = exchange.route or ("gatehouse" if target is not None and is_reserved(target.path) else "-")
             metrics.requests.labels(route=route, code_class=_code_class(status)).inc()
             metrics.request_duration.labels(route=route).observe(duration)
             bound = structlog.contextvars.get_contextvars()

@@ -37,6 +37,9 @@ class Seen:
 class Recorder:
     seen: list[Seen] = field(default_factory=list)
     never: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    ws_close_codes: list[int | None] = field(default_factory=list)
 
     def header(self, index: int, name: str) -> list[str]:
         return [v for k, v in self.seen[index].headers if k.lower() == name.lower()]
@@ -80,6 +83,9 @@ def upstream_app(recorder: Recorder) -> web.Application:
         recorder.seen.append(Seen(request.method, request.raw_path, list(request.headers.items()), len(body)))
         if request.path == "/hang":
             await recorder.never.wait()
+        if request.path == "/slow":
+            recorder.arrived.set()
+            await recorder.release.wait()
         if request.path == "/hop":
             return web.Response(text="ok", headers={
                 "Connection": "X-Secret-Hop", "X-Secret-Hop": "1", "Keep-Alive": "timeout=5",
@@ -98,6 +104,7 @@ def upstream_app(recorder: Recorder) -> web.Application:
                 await ws.send_bytes(b"echo:" + msg.data)
             elif msg.type is WSMsgType.PING:
                 await ws.pong(msg.data)
+        recorder.ws_close_codes.append(ws.close_code)
         return ws
 
     app = web.Application()
@@ -124,6 +131,7 @@ async def upstream(recorder: Recorder) -> Any:
     await server.start_server()
     yield server
     recorder.never.set()
+    recorder.release.set()
     await server.close()
 
 

@@ -274,7 +274,7 @@ class TestFailures:
 
 
 class TestWebSocket:
-    async def test_frames_relayed_both_ways(self, make_gateway: MakeGateway, upstream_url: str) -> None:
+    async def test_frames_relayed_both_ways(self, make_gateway: MakeGateway, upstream_url: str, recorder: Recorder) -> None:
         """Text, binary and ping reach the upstream and its answers reach the client."""
         gw = await make_gateway([_route(upstream_url)])
 
@@ -291,6 +291,8 @@ class TestWebSocket:
         assert (aiohttp.WSMsgType.TEXT, "echo:hi") == (text.type, text.data)
         assert (aiohttp.WSMsgType.BINARY, b"echo:\x00\x01") == (binary.type, binary.data)
         assert (aiohttp.WSMsgType.PONG, b"p") == (pong.type, pong.data)
+        await gw.close()
+        assert [4001] == recorder.ws_close_codes
 
     async def test_upstream_close_code_reaches_client(self, make_gateway: MakeGateway, upstream_url: str) -> None:
         """The upstream's close code is relayed to the client."""

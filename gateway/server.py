@@ -1,0 +1,320 @@
+"""Running Gatehouse for real: listeners (plain and TLS), the metrics listener, signals, reload.
+
+Owns: run (blocking, for the CLI), serve (async, until stopped), start_gateway / Gateway (in-process
+handle for tests and embedding), tls_context, the header-read timeout.
+Must not import: cli (the CLI calls ``run``).
+
+- One aiohttp AppRunner serves every listener (``TCPSite`` per listener; TLS from the listener's cert
+  and key, and client certificates verified against ``client_ca`` with ``CERT_OPTIONAL`` or
+  ``CERT_REQUIRED``; the identity code reads the verified certificate from
+  ``request.transport.get_extra_info("ssl_object")``).
+- Limits of the HTTP front come from ``server``: ``max_header_bytes`` bounds the request line and each
+  header line, ``max_header_count`` the number of headers (aiohttp answers 400 beyond either),
+  ``keepalive_timeout_s`` closes idle connections (also a connection that never sends a byte), and
+  ``header_read_timeout_s`` closes a connection whose request head is not complete that long after its
+  first byte arrived (slowloris). aiohttp has no head timeout of its own; ``_HeadTimeoutHandler`` adds it.
+- Metrics are served on ``metrics.address`` by a separate tiny app, never on a proxy listener.
+- SIGTERM/SIGINT: stop accepting, close idle connections, let in-flight requests finish for up to
+  ``shutdown_grace_s``, then exit 0. SIGHUP: call the loader again; a config that fails validation is
+  logged (``config.reload_failed``) and counted (``config_reloads{what="config",outcome="failure"}``)
+  and the old one stays; a good one is swapped into the app's ConfigHolder and applies to every request
+  that starts afterwards (connections are not dropped). Listener addresses, TLS files, metrics address
+  and the header/keep-alive limits apply only after a restart; ``config.reloaded`` says
+  ``restart_needed=true`` when they changed.
+
+Lifecycle events: ``gateway.started``, ``config.reloaded``, ``config.reload_failed``,
+``gateway.stopping``, ``gateway.stopped``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from gateway.app import Clock, create_app, handler_kwargs, utc_now
+from gateway.errors import ConfigError
+from gateway.handlers import Gate
+from gateway.keys import CONFIG, METRICS
+from gateway.metrics import Metrics
+from gateway.settings import ServerSettings, Settings, TlsSettings, load_settings
+
+SettingsLoader = Callable[[], Settings]
+_log = structlog.get_logger("gateway.server")
+
+
+class _HeadTimeoutHandler(RequestHandler):
+    """aiohttp's RequestHandler plus a deadline for the request head, counted from its first byte.
+
+    Armed when bytes arrive while the connection waits for a new request head; disarmed as soon as
+    the parser has a whole head. On expiry the connection is closed, unless a handler is running.
+    """
+
+    def __init__(self, manager: web.Server, *, header_read_timeout: float, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._head_timeout = header_read_timeout
+        self._head_deadline: asyncio.TimerHandle | None = None
+        self._awaiting_head = True
+
+    def data_received(self, data: bytes) -> None:
+        # INVARIANT: relies on aiohttp's _request_count (+1 per parsed head) and _upgraded.
+        before = self._request_count
+        if data and self._awaiting_head and self._head_deadline is None and not self._upgraded:
+            self._head_deadline = self._loop.call_later(self._head_timeout, self._head_expired)
+        super().data_received(data)
+        if self._request_count != before:
+            self._awaiting_head = False
+            self._disarm()
+
+    async def finish_response(self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None) -> tuple[web.StreamResponse, bool]:
+        result = await super().finish_response(request, resp, start_time)
+        self._awaiting_head = True
+        return result
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _disarm(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
+
+    def _head_expired(self) -> None:
+        self._head_deadline = None
+        if self._awaiting_head and not self._request_in_progress and self.transport is not None:
+            _log.info("connection.head_timeout", peer=str(self.transport.get_extra_info("peername")))
+            self.force_close()
+
+
+class _Site(web.TCPSite):
+    """A TCPSite whose connections use _HeadTimeoutHandler."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, *, ssl_context: ssl.SSLContext | None, server_settings: ServerSettings) -> None:
+        super().__init__(runner, host, port, ssl_context=ssl_context)
+        self._server_settings = server_settings
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # registers the site with the runner
+        loop = asyncio.get_running_loop()
+        manager = self._runner.server
+        assert manager is not None  # INVARIANT: runner.setup() ran before sites start
+        kwargs = {**handler_kwargs(self._server_settings), "access_log": None}
+        timeout = self._server_settings.header_read_timeout_s
+
+        def factory() -> RequestHandler:
+            return _HeadTimeoutHandler(manager, loop=loop, header_read_timeout=timeout, **kwargs)
+
+        self._server = await loop.create_server(factory, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog)
+        if self._server.sockets:
+            self._bound_port = self._server.sockets[0].getsockname()[1]
+
+
+def tls_context(tls: TlsSettings) -> ssl.SSLContext:
+    """A server TLS context from the listener's files (TLS 1.2+), verifying client certs if asked.
+
+    Raises:
+        OSError, ssl.SSLError: a file is missing or does not hold a usable certificate or key.
+    """
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(tls.cert, tls.key)
+    if tls.client_cert != "none" and tls.client_ca is not None:
+        context.load_verify_locations(cafile=str(tls.client_ca))
+        context.verify_mode = ssl.CERT_REQUIRED if tls.client_cert == "required" else ssl.CERT_OPTIONAL
+    return context
+
+
+async def _metrics_endpoint(registry: CollectorRegistry) -> web.AppRunner:
+    async def handle(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/metrics", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    return runner
+
+
+def _restart_needed(old: Settings, new: Settings) -> bool:
+    return (old.listeners, old.metrics, handler_kwargs(old.server), old.server.header_read_timeout_s) != (
+        new.listeners, new.metrics, handler_kwargs(new.server), new.server.header_read_timeout_s,
+    )
+
+
+class Gateway:
+    """A started Gatehouse: its app, runners and bound addresses; reload() and stop()."""
+
+    def __init__(self, app: web.Application, runner: web.AppRunner, metrics_runner: web.AppRunner | None, loader: SettingsLoader, clock: Clock) -> None:
+        self.app = app
+        self.runner = runner
+        self.metrics_runner = metrics_runner
+        self._loader = loader
+        self._clock = clock
+        self.reload_results: asyncio.Queue[bool] = asyncio.Queue()
+        """One entry per finished reload (True when the new config is in force), for tests and tooling."""
+
+    @property
+    def settings(self) -> Settings:
+        """The settings in force now."""
+        return self.app[CONFIG].current.settings
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """Bound (host, port) of every proxy listener, in configuration order."""
+        return [(a[0], a[1]) for a in self.runner.addresses]
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        """Bound (host, port) of the metrics listener, if any."""
+        if self.metrics_runner is None or not self.metrics_runner.addresses:
+            return None
+        a = self.metrics_runner.addresses[0]
+        return (a[0], a[1])
+
+    async def reload(self) -> bool:
+        """Load the configuration again and swap it in if valid; keep the old one otherwise."""
+        metrics = self.app[METRICS]
+        old = self.settings
+        try:
+            new = await asyncio.to_thread(self._loader)
+        except ConfigError as exc:
+            metrics.config_reloads.labels(what="config", outcome="failure").inc()
+            _log.error("config.reload_failed", source=exc.source, problems=[str(p) for p in exc.problems])
+            self.reload_results.put_nowait(False)
+            return False
+        except Exception as exc:  # a loader bug must not take the running gateway down
+            metrics.config_reloads.labels(what="config", outcome="failure").inc()
+            _log.error("config.reload_failed", source=old.source, problems=[f"{type(exc).__name__}: {exc}"])
+            self.reload_results.put_nowait(False)
+            return False
+        self.app[CONFIG].swap(new, now=self._clock())
+        metrics.config_reloads.labels(what="config", outcome="success").inc()
+        metrics.config_loaded_timestamp.set(time.time())
+        _log.info("config.reloaded", source=new.source, routes=len(new.routes), restart_needed=_restart_needed(old, new))
+        self.reload_results.put_nowait(True)
+        return True
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish (up to shutdown_grace_s), release everything."""
+        _log.info("gateway.stopping", grace_s=self.settings.server.shutdown_grace_s)
+        await self.runner.cleanup()
+        if self.metrics_runner is not None:
+            await self.metrics_runner.cleanup()
+        _log.info("gateway.stopped")
+
+
+async def start_gateway(
+    settings: Settings,
+    *,
+    loader: SettingsLoader | None = None,
+    metrics: Metrics | None = None,
+    clock: Clock = utc_now,
+    gate: Gate | None = None,
+) -> Gateway:
+    """Build the app and start every listener and the metrics listener; returns the running Gateway.
+
+    Raises:
+        OSError, ssl.SSLError: a listener cannot bind, or a TLS file is unusable.
+    """
+    metrics = metrics if metrics is not None else Metrics(CollectorRegistry())
+    app = create_app(settings, clock=clock, metrics=metrics, gate=gate)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=settings.server.shutdown_grace_s)
+    await runner.setup()
+    metrics_runner: web.AppRunner | None = None
+    try:
+        for listener in settings.listeners:
+            context = tls_context(listener.tls) if listener.tls is not None else None
+            site = _Site(runner, listener.host, listener.port, ssl_context=context, server_settings=settings.server)
+            await site.start()
+        if settings.metrics.address is not None:
+            metrics_runner = await _metrics_endpoint(metrics.registry)
+            host, _, port = settings.metrics.address.rpartition(":")
+            await web.TCPSite(metrics_runner, host.strip("[]"), int(port)).start()
+    except BaseException:
+        await runner.cleanup()
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
+        raise
+    metrics.config_reloads.labels(what="config", outcome="success")  # export the series at zero
+    metrics.config_loaded_timestamp.set(time.time())
+    gateway = Gateway(app, runner, metrics_runner, loader or (lambda: settings), clock)
+    _log.info(
+        "gateway.started",
+        listeners=[f"{'https' if l.tls else 'http'}://{h}:{p}" for l, (h, p) in zip(settings.listeners, gateway.addresses)],
+        metrics=f"http://{gateway.metrics_address[0]}:{gateway.metrics_address[1]}/metrics" if gateway.metrics_address else None,
+        routes=len(settings.routes),
+        source=settings.source,
+    )
+    return gateway
+
+
+async def serve(
+    loader: SettingsLoader,
+    *,
+    stop: asyncio.Event | None = None,
+    on_started: Callable[[Gateway], None] | None = None,
+    metrics: Metrics | None = None,
+    clock: Clock = utc_now,
+    gate: Gate | None = None,
+) -> int:
+    """Run until SIGTERM/SIGINT (or ``stop`` is set), reloading on SIGHUP; returns the exit code.
+
+    Raises:
+        ConfigError: the initial configuration is invalid.
+    """
+    settings = loader()
+    gateway = await start_gateway(settings, loader=loader, metrics=metrics, clock=clock, gate=gate)
+    loop = asyncio.get_running_loop()
+    stop = stop or asyncio.Event()
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def on_hup() -> None:
+        task = loop.create_task(gateway.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    try:
+        if on_started is not None:
+            on_started(gateway)
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+        for task in list(reloads):
+            task.cancel()
+        await gateway.stop()
+    return 0
+
+
+def run(config_path: Path | str, *, environ: Mapping[str, str] | None = None) -> int:
+    """Serve the configuration file until SIGTERM (blocking); the exit code for the CLI.
+
+    Returns 0 after a graceful stop, 1 when the initial configuration is invalid (problems logged as
+    ``config.load_failed``) or a listener cannot start.
+    """
+    path = Path(config_path)
+
+    def loader() -> Settings:
+        return load_settings(path, environ)
+
+    try:
+        return asyncio.run(serve(loader))
+    except ConfigError as exc:
+        _log.error("config.load_failed", source=exc.source, problems=[str(p) for p in exc.problems])
+        return 1
+    except (OSError, ssl.SSLError) as exc:
+        _log.error("gateway.start_failed", error=f"{type(exc).__name__}: {exc}")
+        return 1

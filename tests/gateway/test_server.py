@@ -1,0 +1,249 @@
+"""The server for real: limits, head timeout, TLS listeners, metrics listener, SIGHUP reload, SIGTERM drain."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import ssl
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+import structlog
+import trustme
+import yaml
+
+from gateway.metrics import Metrics
+from gateway.server import Gateway, serve, start_gateway
+from tests.gateway.conftest import Recorder, make_settings, raw_exchange
+
+
+@pytest.fixture
+async def gateway(metrics: Metrics, upstream_url: str) -> AsyncIterator[Gateway]:
+    settings = make_settings(
+        [{"id": "app", "upstream": upstream_url, "tier": "low"}],
+        header_read_timeout_s=0.3, keepalive_timeout_s=30, max_header_count=20, max_header_bytes=2048,
+    )
+    gw = await start_gateway(settings, metrics=metrics)
+    yield gw
+    await gw.stop()
+
+
+class TestLimits:
+    async def test_half_sent_head_is_dropped_after_header_timeout(self, gateway: Gateway) -> None:
+        """A client that sends half a request head is disconnected after header_read_timeout_s."""
+        port = gateway.addresses[0][1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        started = time.monotonic()
+        writer.write(b"GET /x HTTP/1.1\r\nHost: svc\r\nX-Slow: ")
+        await writer.drain()
+
+        data = await asyncio.wait_for(reader.read(), 10)
+        elapsed = time.monotonic() - started
+        writer.close()
+
+        assert b"" == data
+        assert elapsed < 5  # far below the 30 s keep-alive timeout
+
+    async def test_complete_head_is_served_and_connection_kept(self, gateway: Gateway, recorder: Recorder) -> None:
+        """Two requests on one kept-alive connection are both answered; the head timer never fires."""
+        port = gateway.addresses[0][1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+        answers = []
+        for _ in range(2):
+            writer.write(b"GET /x HTTP/1.1\r\nHost: svc\r\n\r\n")
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+            await reader.readexactly(length)
+            answers.append(head.split(b" ")[1])
+        writer.close()
+
+        assert [b"200", b"200"] == answers
+        assert 2 == len(recorder.seen)
+
+    async def test_too_many_headers_is_400(self, gateway: Gateway, recorder: Recorder) -> None:
+        """More headers than max_header_count are refused before any upstream sees them."""
+        headers = "".join(f"X-H{i}: v\r\n" for i in range(30))
+
+        status, _, _ = await raw_exchange(gateway.addresses[0][1], f"GET /x HTTP/1.1\r\nHost: svc\r\n{headers}\r\n".encode())
+
+        assert 400 == status
+        assert [] == recorder.seen
+
+    async def test_oversized_header_is_refused(self, gateway: Gateway, recorder: Recorder) -> None:
+        """A header line longer than max_header_bytes is refused."""
+        status, _, _ = await raw_exchange(gateway.addresses[0][1], b"GET /x HTTP/1.1\r\nHost: svc\r\nX-Big: " + b"a" * 4096 + b"\r\n\r\n")
+
+        assert status in (400, 431)
+        assert [] == recorder.seen
+
+
+class TestListeners:
+    async def test_metrics_on_their_own_listener_only(self, metrics: Metrics, upstream_url: str) -> None:
+        """Metrics are served on the metrics address and never on the proxy port."""
+        settings = make_settings([]).model_copy(update={"metrics": make_settings([]).metrics.model_copy(update={"address": "127.0.0.1:0"})})
+        gw = await start_gateway(settings, metrics=metrics)
+        try:
+            async with aiohttp.ClientSession() as session:
+                proxy_port = gw.addresses[0][1]
+                host, port = gw.metrics_address or ("", 0)
+                async with session.get(f"http://127.0.0.1:{proxy_port}/metrics") as on_proxy:
+                    on_proxy_status = on_proxy.status
+                async with session.get(f"http://{host}:{port}/metrics") as scraped:
+                    text = await scraped.text()
+        finally:
+            await gw.stop()
+
+        assert 404 == on_proxy_status
+        assert 200 == scraped.status
+        assert 'gatehouse_requests_total{code_class="4xx",route="-"} 1.0' in text
+
+    async def test_plain_and_tls_listeners_with_client_certificates(self, tmp_path: Path, metrics: Metrics) -> None:
+        """One gateway listens on plain HTTP and on TLS requiring a client certificate from the CA."""
+        ca = trustme.CA()
+        server_cert = ca.issue_cert("127.0.0.1")
+        server_cert.private_key_pem.write_to_path(tmp_path / "key.pem")
+        server_cert.cert_chain_pems[0].write_to_path(tmp_path / "cert.pem")
+        ca.cert_pem.write_to_path(tmp_path / "ca.pem")
+        device = ca.issue_cert("device-1", common_name="SERIAL123")
+        settings = make_settings([]).model_copy(update={"listeners": (
+            make_settings([]).listeners[0],
+            make_settings([]).listeners[0].model_copy(update={"tls": _tls(tmp_path)}),
+        )})
+        gw = await start_gateway(settings, metrics=metrics)
+        (plain, tls_port) = (gw.addresses[0][1], gw.addresses[1][1])
+        with_cert = ssl.create_default_context()
+        ca.configure_trust(with_cert)
+        device.configure_cert(with_cert)
+        without_cert = ssl.create_default_context()
+        ca.configure_trust(without_cert)
+        try:
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"http://127.0.0.1:{plain}/.gatehouse/healthz") as r1:
+                    plain_status = r1.status
+                async with session.get(f"https://127.0.0.1:{tls_port}/.gatehouse/healthz", ssl=with_cert) as r2:
+                    tls_status = r2.status
+                with pytest.raises(aiohttp.ClientError):
+                    async with session.get(f"https://127.0.0.1:{tls_port}/.gatehouse/healthz", ssl=without_cert) as r3:
+                        await r3.read()
+        finally:
+            await gw.stop()
+
+        assert (200, 200) == (plain_status, tls_status)
+
+
+def _tls(tmp_path: Path) -> Any:
+    from gateway.settings import TlsSettings
+
+    return TlsSettings(cert=tmp_path / "cert.pem", key=tmp_path / "key.pem", client_ca=tmp_path / "ca.pem", client_cert="required")
+
+
+def _write_config(path: Path, routes: list[dict[str, object]], **extra: object) -> None:
+    raw: dict[str, object] = {"listeners": [{"address": "127.0.0.1:0"}], "metrics": {"address": None}, "routes": routes, **extra}
+    path.write_text(yaml.safe_dump(raw))
+
+
+class TestReload:
+    async def test_sighup_keeps_old_config_when_invalid_and_switches_when_valid(self, tmp_path: Path, metrics: Metrics, upstream_url: str, recorder: Recorder) -> None:
+        """A bad config on SIGHUP is rejected and counted; a good one switches routes for new requests."""
+        from gateway.settings import load_settings
+
+        config = tmp_path / "gatehouse.yaml"
+        _write_config(config, [{"id": "old", "upstream": upstream_url, "tier": "low", "path_prefix": "/old"}])
+        started: asyncio.Future[Gateway] = asyncio.get_running_loop().create_future()
+        stop = asyncio.Event()
+        task = asyncio.create_task(serve(lambda: load_settings(config, {}), stop=stop, on_started=started.set_result, metrics=metrics))
+        gw = await asyncio.wait_for(started, 10)
+        base = f"http://127.0.0.1:{gw.addresses[0][1]}"
+        try:
+            async with aiohttp.ClientSession() as session:
+                with structlog.testing.capture_logs() as logs:
+                    config.write_text("routes: [{id: BAD, upstream: nope}]\nlisteners: []\n")
+                    os.kill(os.getpid(), signal.SIGHUP)
+                    bad_outcome = await asyncio.wait_for(gw.reload_results.get(), 10)
+                    async with session.get(f"{base}/old/x") as still_old:
+                        still_old_status = still_old.status
+                    _write_config(config, [{"id": "new", "upstream": upstream_url, "tier": "low", "path_prefix": "/new"}])
+                    os.kill(os.getpid(), signal.SIGHUP)
+                    good_outcome = await asyncio.wait_for(gw.reload_results.get(), 10)
+                    async with session.get(f"{base}/old/x") as old_gone:
+                        old_gone_status = old_gone.status
+                    async with session.get(f"{base}/new/x") as new_route:
+                        new_status = new_route.status
+        finally:
+            stop.set()
+            exit_code = await asyncio.wait_for(task, 10)
+
+        events = [e["event"] for e in logs]
+        assert (False, True) == (bad_outcome, good_outcome)
+        assert (200, 404, 200) == (still_old_status, old_gone_status, new_status)
+        assert ["config.reload_failed", "config.reloaded"] == [e for e in events if e.startswith("config.")]
+        assert 1.0 == metrics.registry.get_sample_value("gatehouse_config_reloads_total", {"what": "config", "outcome": "failure"})
+        assert 1.0 == metrics.registry.get_sample_value("gatehouse_config_reloads_total", {"what": "config", "outcome": "success"})
+        assert 0 == exit_code
+
+
+_CHILD = """
+import sys
+from gateway.logging import configure_logging
+from gateway.server import run
+configure_logging(fmt="json")
+sys.exit(run(sys.argv[1], environ={}))
+"""
+
+
+class TestShutdown:
+    async def test_sigterm_drains_in_flight_request_and_exits_0(self, tmp_path: Path, upstream_url: str, recorder: Recorder) -> None:
+        """On SIGTERM the gateway stops accepting, finishes the in-flight request, and exits 0."""
+        config = tmp_path / "gatehouse.yaml"
+        _write_config(config, [{"id": "app", "upstream": upstream_url, "tier": "low"}], server={"shutdown_grace_s": 10})
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _CHILD, str(config), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        assert child.stdout is not None
+        try:
+            started = await asyncio.wait_for(_read_event(child.stdout, "gateway.started"), 20)
+            url = started["listeners"][0]
+            async with aiohttp.ClientSession() as session:
+                in_flight = asyncio.create_task(session.get(f"{url}/slow"))
+                await asyncio.wait_for(recorder.arrived.wait(), 10)
+                child.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(_read_event(child.stdout, "gateway.stopping"), 10)
+                with pytest.raises(aiohttp.ClientConnectionError):
+                    async with session.get(f"{url}/x") as refused:
+                        await refused.read()
+                recorder.release.set()
+                response = await asyncio.wait_for(in_flight, 10)
+                body = await response.read()
+                response.release()
+            exit_code = await asyncio.wait_for(child.wait(), 15)
+        finally:
+            if child.returncode is None:
+                child.kill()
+                await child.wait()
+
+        assert 200 == response.status
+        assert b'"raw_path":"/slow"' in body
+        assert 0 == exit_code
+
+
+async def _read_event(stream: asyncio.StreamReader, name: str) -> dict[str, Any]:
+    while True:
+        line = await stream.readline()
+        if not line:
+            raise AssertionError(f"the gateway exited before logging {name}")
+        try:
+            event = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if event.get("event") == name:
+            return dict(event)
