@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable
 
+from policy_engine.decision import Finding, FindingTwin
 from policy_engine.document import CheckSpec, IfUnknown, Operator, Scalar, Severity, VersionFloor
 from policy_engine.facts import BUILTIN_FACTS, CUSTOM_PREFIX, FactKind, fact_kind
 from policy_engine.model import DeviceSnapshot, OsFamily, Version
@@ -66,6 +67,10 @@ class CompiledCheck:
     passes: Predicate
     actual: Callable[[DeviceSnapshot], str]
     required: Callable[[DeviceSnapshot], str]
+    describe: Callable[[DeviceSnapshot], tuple[str, str]]
+    """``(actual, required)`` display strings, cached per distinct fact value and platform."""
+    finding: Callable[[DeviceSnapshot], Finding]
+    """The Finding for a failing snapshot, without grace deadline; cached like ``describe``."""
     inline: str | None
     """A Python expression over ``s`` for the generated fast path, or None to call ``passes``."""
     constants: tuple[tuple[str, object], ...]
@@ -253,6 +258,8 @@ def compile_check(spec: CheckSpec, remediation: str, index: int) -> CompiledChec
     def actual(s: DeviceSnapshot) -> str:
         return display(get(s))
 
+    describe, finding = _describers(spec, get, actual, required, remediation)
+
     inline, constants = _inline(spec, kind, index, skip, unknown_passes, passes)
     return CompiledCheck(
         name=spec.name,
@@ -264,9 +271,62 @@ def compile_check(spec: CheckSpec, remediation: str, index: int) -> CompiledChec
         passes=passes,
         actual=actual,
         required=required,
+        describe=describe,
+        finding=finding,
         inline=inline,
         constants=constants,
     )
+
+
+_CACHE_LIMIT = 4096
+
+
+def _describers(
+    spec: CheckSpec,
+    get: Callable[[DeviceSnapshot], object],
+    actual: Callable[[DeviceSnapshot], str],
+    required: Callable[[DeviceSnapshot], str],
+    remediation: str,
+) -> tuple[Callable[[DeviceSnapshot], tuple[str, str]], Callable[[DeviceSnapshot], Finding]]:
+    """Display strings and findings cached by what they depend on: the fact value, plus the
+    platform and distribution for version floors. The caches stop growing at a few thousand
+    entries (a fleet has few distinct values; a hostile one is computed every time)."""
+    texts: dict[object, tuple[str, str]] = {}
+    findings: dict[object, Finding] = {}
+    per_platform = spec.operator is Operator.MIN_VERSION
+    name, fact, severity = spec.name, spec.fact, spec.severity
+
+    def key_of(s: DeviceSnapshot) -> object:
+        value = get(s)
+        # type() keeps True, 1 and 1.0 apart: they hash alike but display differently.
+        return (value, type(value), s.platform, s.distribution) if per_platform else (value, type(value))
+
+    def describe(s: DeviceSnapshot) -> tuple[str, str]:
+        try:
+            key = key_of(s)
+            found = texts.get(key)
+        except TypeError:  # unhashable value from a broken ingest
+            return actual(s), required(s)
+        if found is None:
+            found = (actual(s), required(s))
+            if len(texts) < _CACHE_LIMIT:
+                texts[key] = found
+        return found
+
+    def finding(s: DeviceSnapshot) -> Finding:
+        try:
+            key = key_of(s)
+            found = findings.get(key)
+        except TypeError:
+            key, found = None, None
+        if found is None:
+            shown, needed = describe(s)
+            found = FindingTwin(name, fact, shown, needed, severity, None, remediation)  # type: ignore[assignment]
+            if key is not None and len(findings) < _CACHE_LIMIT:
+                findings[key] = found  # type: ignore[assignment]
+        return found  # type: ignore[return-value]
+
+    return describe, finding
 
 
 def _inline(

@@ -107,13 +107,17 @@ class Decision:
 def _mutable_twin(cls: type) -> type:
     """A plain slotted class with ``cls``'s exact slot layout and a positional ``__init__``.
 
-    The hot path builds a twin and then sets its ``__class__`` to the frozen dataclass: the
-    result is an ordinary frozen instance, built without one ``object.__setattr__`` call per
-    field (which is what makes frozen dataclass construction slow).
+    Calling the twin fills the slots and then sets ``__class__`` to the frozen dataclass, so it
+    returns an ordinary frozen instance, built without one ``object.__setattr__`` call per field
+    (which is what makes frozen dataclass construction slow).
     """
     names = tuple(cls.__slots__)  # type: ignore[attr-defined]
-    source = f"def __init__(self, {', '.join(names)}):\n" + "".join(f"    self.{n} = {n}\n" for n in names)
-    namespace: dict[str, object] = {}
+    source = (
+        f"def __init__(self, {', '.join(names)}):\n"
+        + "".join(f"    self.{n} = {n}\n" for n in names)
+        + "    self.__class__ = _frozen\n"
+    )
+    namespace: dict[str, object] = {"_frozen": cls}
     exec(source, namespace)  # noqa: S102 - field names of our own dataclass only
     return type(f"_{cls.__name__}Twin", (), {"__slots__": names, "__init__": namespace["__init__"]})
 

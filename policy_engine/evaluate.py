@@ -25,7 +25,6 @@ from policy_engine.remediation import Remediation
 
 _ONE_TICK = timedelta(microseconds=1)
 _CHECKS_FAILED = Reason.CHECKS_FAILED
-_set = object.__setattr__
 _NUDGE = Severity.NUDGE
 _OK = Reason.OK
 
@@ -192,9 +191,7 @@ class CompiledPolicySet:
             except Exception:  # noqa: BLE001 - the explaining path below names the broken check
                 clean = False
             if clean:
-                decision = _DecisionTwin(True, t.name, _OK, (), (), (), age, now, observed + t.fresh_shift, "")
-                _set(decision, "__class__", Decision)
-                return decision  # type: ignore[no-any-return]
+                return _DecisionTwin(True, t.name, _OK, (), (), (), age, now, observed + t.fresh_shift, "")  # type: ignore[no-any-return]
             return self._explain(t, snapshot, now, failing_since, age, observed)
         except Exception as exc:  # noqa: BLE001 - evaluate is total: broken input denies
             return _error(tier, now, f"evaluation raised {type(exc).__name__}")
@@ -221,33 +218,30 @@ class CompiledPolicySet:
                 )
             check = checks[index]
             try:
-                actual = check.actual(snapshot)
-                required = check.required(snapshot)
+                grace = check.grace
+                if grace is None:
+                    (nudges if check.severity is _NUDGE else failing).append(check.finding(snapshot))
+                    continue
+                actual, required = check.describe(snapshot)
             except Exception as exc:  # noqa: BLE001 - fail closed, naming the check
                 return Decision(
                     False, t.name, Reason.CHECK_ERROR, snapshot_age=age, evaluated_at=now,
                     valid_until=valid_until, detail=f"check `{check.name}` raised {type(exc).__name__}",
                 )
-            grace = check.grace
-            deadline = None
-            if grace is not None:
-                since = failing_since.get(check.name) if failing_since else None
-                # INVARIANT: grace counts from the first failure; without history that is at the
-                # latest this snapshot's time, never `now` (which would make grace endless).
-                start = observed if since is None or since > observed else since
-                deadline = start + grace
+            since = failing_since.get(check.name) if failing_since else None
+            # INVARIANT: grace counts from the first failure; without history that is at the
+            # latest this snapshot's time, never `now` (which would make grace endless).
+            start = observed if since is None or since > observed else since
+            deadline = start + grace
             finding = _FindingTwin(check.name, check.fact, actual, required, check.severity, deadline, check.remediation)
-            _set(finding, "__class__", Finding)
-            if check.severity is _NUDGE:
-                nudges.append(finding)  # type: ignore[arg-type]
-            elif deadline is not None and now < deadline:
+            if now < deadline:
                 in_grace.append(finding)  # type: ignore[arg-type]
                 if deadline < valid_until:
                     valid_until = deadline
             else:
                 failing.append(finding)  # type: ignore[arg-type]
         allowed = not failing
-        decision = _DecisionTwin(
+        return _DecisionTwin(  # type: ignore[no-any-return]
             allowed,
             t.name,
             _OK if allowed else _CHECKS_FAILED,
@@ -259,8 +253,6 @@ class CompiledPolicySet:
             valid_until,
             "",
         )
-        _set(decision, "__class__", Decision)
-        return decision  # type: ignore[no-any-return]
 
 
 def _error(tier: object, now: object, detail: str) -> Decision:

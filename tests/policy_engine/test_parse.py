@@ -15,6 +15,7 @@ from policy_engine import (
     Severity,
     Version,
     VersionFloor,
+    compile_policy_set,
     format_duration,
     parse_duration,
     parse_policy_document,
@@ -269,3 +270,14 @@ remediation:
 
         messages = [p.message for p in caught.value.problems]
         assert [] == [m for m in messages if "\n" in m or m.endswith(".") or not (m[0].islower() or m[0] == "`")]
+
+
+class TestFormatDocumentation:
+    def test_format_md_example_compiles(self) -> None:
+        """The example in policy_engine/FORMAT.md is a valid policy."""
+        text = (DEPLOY_POLICY.parents[1] / "policy_engine" / "FORMAT.md").read_text()
+        example = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+
+        policies = compile_policy_set(parse_policy_document(load_yaml(example), source="FORMAT.md"))
+
+        assert ("low", "medium", "high") == policies.tier_names
