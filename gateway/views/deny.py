@@ -11,11 +11,13 @@ because a command-line client reads fields better than markup.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Mapping
 
+from breakglass.model import TierMode, TierRule
 from gateway.pages import wants_html
 from gateway.views.common import device_facts, finding_card, finding_data
 from gateway.views.html import Markup, el, join
@@ -84,12 +86,25 @@ class BreakglassOffer:
     needs_approval: bool = False
     """True when the tier's rule is ``approval``: the grant waits for an approver."""
     action: str = BREAK_GLASS_PATH
+    max_reason_length: int = 2000
+
+    @classmethod
+    def from_rule(cls, rule: TierRule, *, min_reason_length: int = 20,
+                  max_reason_length: int = 2000) -> BreakglassOffer | None:
+        """The offer for a tier's break-glass rule (``gateway.breakglass_config.tier_rule``); None for ``never``."""
+        if rule.mode is TierMode.NEVER:
+            return None
+        offer = cls.up_to(rule.max_duration, default=rule.default_duration, min_reason_length=min_reason_length,
+                          needs_approval=rule.mode is TierMode.APPROVAL)
+        return dataclasses.replace(offer, max_reason_length=max_reason_length)
 
     @classmethod
     def up_to(cls, max_duration: timedelta, *, default: timedelta | None = None, min_reason_length: int = 20,
               needs_approval: bool = False) -> BreakglassOffer:
         """Offer the usual choices (15 min … 24 h) that do not exceed ``max_duration``, plus the maximum."""
         choices = [d for d in _DURATION_CHOICES if d < max_duration] + [max_duration]
+        if default is not None and default not in choices:
+            choices = sorted({*choices, default})
         return cls(durations=tuple(choices), default_duration=default or choices[0],
                    min_reason_length=min_reason_length, needs_approval=needs_approval)
 
@@ -266,7 +281,7 @@ def _breakglass_form(view: DenyView, offer: BreakglassOffer) -> Markup:
             el("p", f"At least {offer.min_reason_length} characters, for example the incident or ticket.",
                class_="hint", id="bg-reason-hint"),
             el("textarea", "", id="bg-reason", name="reason", required=True,
-               minlength=str(offer.min_reason_length), maxlength="2000", aria_describedby="bg-reason-hint"),
+               minlength=str(offer.min_reason_length), maxlength=str(offer.max_reason_length), aria_describedby="bg-reason-hint"),
             el("label", "For how long?", for_="bg-duration"),
             el("select", options, id="bg-duration", name="duration"),
             el("div", el("button", "Request emergency access" if not offer.needs_approval

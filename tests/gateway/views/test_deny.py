@@ -377,3 +377,24 @@ def test_a_snapshot_of_another_family_name_is_shown_as_reported() -> None:
     html = html_of(samples.deny_view(snapshot=win, serial=win.serial))
 
     assert "Your Windows 11 Pro is 10.0.19045; this service needs at least 10.0.22631." in html
+
+
+class TestOfferFromRule:
+    def test_an_approval_rule_offers_choices_up_to_its_maximum(self) -> None:
+        """The tier rule's maximum ends the choices, its default is selected, approval is flagged."""
+        from breakglass.model import TierMode, TierRule
+
+        offer = BreakglassOffer.from_rule(
+            TierRule(TierMode.APPROVAL, max_duration=timedelta(hours=4), default_duration=timedelta(minutes=45)),
+            min_reason_length=25, max_reason_length=500)
+
+        assert offer is not None
+        assert [15, 30, 45, 60, 120, 240] == [int(d.total_seconds() // 60) for d in offer.durations]
+        assert timedelta(minutes=45) == offer.default_duration
+        assert (True, 25, 500) == (offer.needs_approval, offer.min_reason_length, offer.max_reason_length)
+
+    def test_a_never_rule_offers_nothing(self) -> None:
+        """`never` tiers get no offer at all."""
+        from breakglass.model import TierMode, TierRule
+
+        assert None is BreakglassOffer.from_rule(TierRule(TierMode.NEVER))
