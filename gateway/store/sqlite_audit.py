@@ -92,14 +92,15 @@ class SqliteAuditSink:
             raise
         return cls(path, executor, conn)
 
-    async def _run(self, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _run(self, what: str, fn: Callable[[sqlite3.Connection], T], *, write: bool = False) -> T:
         if self._closed:
             raise StoreError(f"could not {what}: the audit log `{self.path}` is closed")
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor, fn, self._conn)
         except sqlite3.Error as exc:
-            raise StoreError(f"could not {what} in `{self.path}`: {exc}; nothing was stored") from exc
+            outcome = "; nothing was stored" if write else ""
+            raise StoreError(f"could not {what} in `{self.path}`: {exc}{outcome}") from exc
 
     async def close(self) -> None:
         """Close the connection; later calls raise StoreError."""
@@ -136,7 +137,7 @@ class SqliteAuditSink:
                     conn.execute("ROLLBACK")
                 raise
 
-        await self._run(f"append audit entries from {entries[0].seq}", work)
+        await self._run(f"append audit entries from {entries[0].seq}", work, write=True)
 
     async def entries(self, *, after_seq: int = 0) -> Sequence[AuditEntry]:
         """Every stored entry with ``seq > after_seq``, in ascending order, unmodified."""

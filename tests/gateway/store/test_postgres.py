@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 
 from breakglass import AuditWriteError, BreakglassService, seal, verify
-from gateway.store import HostDetails, PutOutcome, StoreError
+from gateway.store import HostDetails, PutOutcome, StoreError, open_store
 from gateway.store.postgres import (
     SCHEMA_VERSION,
     ChangeKind,
@@ -371,4 +371,14 @@ class TestBoundedWaits:
             assert (PutOutcome.STORED,) == await store.put_snapshots([make_snapshot()])
         finally:
             await blocker.close()
+            await store.close()
+
+
+class TestOpenStore:
+    async def test_open_store_opens_postgresql_dsns(self, postgres_dsn: str) -> None:
+        """The configured `store: postgresql://...` DSN opens this backend through open_store."""
+        store = await open_store(postgres_dsn)
+        try:
+            assert (True, True) == (isinstance(store, PostgresStore), await store.health())  # type: ignore[attr-defined]
+        finally:
             await store.close()
