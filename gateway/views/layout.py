@@ -98,6 +98,8 @@ label{display:block;font-weight:600;margin:0.75rem 0 0.25rem}
 textarea,select,input[type=text],input[type=search]{font:inherit;width:100%;padding:0.5rem 0.6rem;
 border:1px solid #8a939c;border-radius:6px;background:#fff;color:var(--fg)}
 textarea{min-height:6rem;resize:vertical}
+form select{max-width:22rem}
+.filters select{max-width:none}
 .filters{display:grid;grid-template-columns:repeat(auto-fill,minmax(11rem,1fr));gap:0 1rem;align-items:end}
 .table-wrap{overflow-x:auto;background:var(--card);border:1px solid var(--line);border-radius:10px}
 table{border-collapse:collapse;width:100%;font-size:0.92rem}
