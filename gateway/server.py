@@ -38,6 +38,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -88,6 +89,13 @@ class _HeadTimeoutHandler(RequestHandler):
         if self._head_deadline is not None:
             self._head_deadline.cancel()
             self._head_deadline = None
+
+    def log_exception(self, *args: Any, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info")
+        if isinstance(exc, HttpProcessingError):  # a malformed request is the client's problem: no traceback
+            _log.info("request.malformed", status=exc.code, reason=str(exc.message).splitlines()[0][:200])
+            return
+        super().log_exception(*args, **kwargs)
 
     def _head_expired(self) -> None:
         self._head_deadline = None

@@ -73,10 +73,12 @@ class TestLimits:
         """More headers than max_header_count are refused before any upstream sees them."""
         headers = "".join(f"X-H{i}: v\r\n" for i in range(30))
 
-        status, _, _ = await raw_exchange(gateway.addresses[0][1], f"GET /x HTTP/1.1\r\nHost: svc\r\n{headers}\r\n".encode())
+        with structlog.testing.capture_logs() as logs:
+            status, _, _ = await raw_exchange(gateway.addresses[0][1], f"GET /x HTTP/1.1\r\nHost: svc\r\n{headers}\r\n".encode())
 
         assert 400 == status
         assert [] == recorder.seen
+        assert ["request.malformed"] == [e["event"] for e in logs]
 
     async def test_oversized_header_is_refused(self, gateway: Gateway, recorder: Recorder) -> None:
         """A header line longer than max_header_bytes is refused."""
@@ -106,7 +108,7 @@ class TestListeners:
         assert 200 == scraped.status
         assert 'gatehouse_requests_total{code_class="4xx",route="-"} 1.0' in text
 
-    async def test_plain_and_tls_listeners_with_client_certificates(self, tmp_path: Path, metrics: Metrics) -> None:
+    async def test_plain_and_tls_listeners_with_client_certificates(self, tmp_path: Path, metrics: Metrics, upstream_url: str, recorder: Recorder) -> None:
         """One gateway listens on plain HTTP and on TLS requiring a client certificate from the CA."""
         ca = trustme.CA()
         server_cert = ca.issue_cert("127.0.0.1")
@@ -114,9 +116,10 @@ class TestListeners:
         server_cert.cert_chain_pems[0].write_to_path(tmp_path / "cert.pem")
         ca.cert_pem.write_to_path(tmp_path / "ca.pem")
         device = ca.issue_cert("device-1", common_name="SERIAL123")
-        settings = make_settings([]).model_copy(update={"listeners": (
-            make_settings([]).listeners[0],
-            make_settings([]).listeners[0].model_copy(update={"tls": _tls(tmp_path)}),
+        base = make_settings([{"id": "app", "upstream": upstream_url, "tier": "low"}])
+        settings = base.model_copy(update={"listeners": (
+            base.listeners[0],
+            base.listeners[0].model_copy(update={"tls": _tls(tmp_path)}),
         )})
         gw = await start_gateway(settings, metrics=metrics)
         (plain, tls_port) = (gw.addresses[0][1], gw.addresses[1][1])
@@ -129,7 +132,7 @@ class TestListeners:
             async with aiohttp.ClientSession() as session:
                 async with session.get(f"http://127.0.0.1:{plain}/.gatehouse/healthz") as r1:
                     plain_status = r1.status
-                async with session.get(f"https://127.0.0.1:{tls_port}/.gatehouse/healthz", ssl=with_cert) as r2:
+                async with session.get(f"https://127.0.0.1:{tls_port}/over-tls", ssl=with_cert) as r2:
                     tls_status = r2.status
                 with pytest.raises(aiohttp.ClientError):
                     async with session.get(f"https://127.0.0.1:{tls_port}/.gatehouse/healthz", ssl=without_cert) as r3:
@@ -138,6 +141,7 @@ class TestListeners:
             await gw.stop()
 
         assert (200, 200) == (plain_status, tls_status)
+        assert ["https"] == recorder.header(0, "X-Forwarded-Proto")
 
 
 def _tls(tmp_path: Path) -> Any:
