@@ -41,8 +41,8 @@ from policy_engine.remediation import Remediation
 RECHECK_PATH = "/.gatehouse/recheck"
 BREAK_GLASS_PATH = "/.gatehouse/break-glass"
 BREAK_GLASS_API_PATH = "/.gatehouse/api/v1/break-glass"
-PROBLEM_TYPE_BASE = "tag:gatehouse,2026:problem/"
-"""RFC 9457 ``type`` prefix; the reason code completes it (``…/checks-failed``)."""
+PROBLEM_TYPE_BASE = "urn:gatehouse:problem:"
+"""RFC 9457 ``type`` prefix, as in ``gateway.pages.problem_json``; the reason code completes it."""
 
 DEFAULT_ENROLL_HELP = """
 Gatehouse lets a device in once its health agent (osquery) reports to Gatehouse.
@@ -359,6 +359,7 @@ def problem_document(view: DenyView) -> dict[str, object]:
         "status": 403,
         "detail": detail,
         "instance": view.return_to,
+        "code": d.reason.value,
         "reason": d.reason.value,
         "service": {"route": view.route_id, "name": _service(view)},
         "tier": {

@@ -30,9 +30,15 @@ PROBLEM_JSON = "application/problem+json"
 CSV = "text/csv"
 
 STYLESHEET = """
-:root{--fg:#1a1f24;--muted:#4f5963;--bg:#f5f6f8;--card:#fff;--line:#d9dde2;--accent:#0b57d0;
---bad:#b3261e;--bad-bg:#fdecea;--warn:#8a4b00;--warn-bg:#fff4e0;--info:#0b57d0;--info-bg:#e8f0fe;
---ok:#146c2e;--ok-bg:#e6f4ea;color-scheme:light}
+:root{--fg:#1a1f24;--muted:#4f5963;--bg:#f5f6f8;--card:#fff;--line:#d9dde2;--accent:#0b57d0;--on-accent:#fff;
+--bad:#b3261e;--bad-bg:#fdecea;--bad-line:#f3b8b3;--warn:#8a4b00;--warn-bg:#fff4e0;--warn-line:#f5cf8e;
+--warn-edge:#d98e04;--info:#0b57d0;--info-bg:#e8f0fe;--info-line:#b7cdf8;--ok:#146c2e;--ok-bg:#e6f4ea;
+--ok-line:#a8d5b5;--soft:#eef0f3;--head:#333b44;--field:#fff;--field-line:#8a939c;color-scheme:light dark}
+@media (prefers-color-scheme:dark){:root{--fg:#e6edf3;--muted:#a3adb8;--bg:#0d1117;--card:#161b22;
+--line:#30363d;--accent:#6ea8fe;--on-accent:#0d1117;--bad:#ff8a80;--bad-bg:#3a1d1b;--bad-line:#6e2b26;
+--warn:#f2c26b;--warn-bg:#33260f;--warn-line:#6b4d12;--warn-edge:#d98e04;--info:#8ab4f8;--info-bg:#172a45;
+--info-line:#2d4a77;--ok:#7ee2a0;--ok-bg:#12301d;--ok-line:#235c36;--soft:#21262d;--head:#c9d1d9;
+--field:#0d1117;--field-line:#6e7681}}
 *{box-sizing:border-box}
 html{-webkit-text-size-adjust:100%}
 body{margin:0;background:var(--bg);color:var(--fg);font:16px/1.55 system-ui,-apple-system,"Segoe UI",Roboto,
@@ -40,7 +46,7 @@ body{margin:0;background:var(--bg);color:var(--fg);font:16px/1.55 system-ui,-app
 a{color:var(--accent)}
 a:focus-visible,button:focus-visible,input:focus-visible,select:focus-visible,textarea:focus-visible{
 outline:3px solid #7aa7f7;outline-offset:2px}
-code{font:0.9em/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;background:#eef0f3;
+code{font:0.9em/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;background:var(--soft);
 padding:0.1em 0.35em;border-radius:4px;overflow-wrap:anywhere}
 .skip{position:absolute;left:-999px;top:0;background:var(--card);padding:0.5rem 1rem}
 .skip:focus{left:0.5rem;z-index:2}
@@ -63,7 +69,7 @@ p{margin:0.5rem 0}
 .card{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:1rem 1.25rem;
 margin:0 0 1rem}
 .card.bad{border-left:6px solid var(--bad)}
-.card.warn{border-left:6px solid #d98e04}
+.card.warn{border-left:6px solid var(--warn-edge)}
 .card.info{border-left:6px solid var(--info)}
 .card.ok{border-left:6px solid var(--ok)}
 .compare{margin:0.5rem 0;padding:0.5rem 0.75rem;border-radius:6px;background:var(--bad-bg)}
@@ -75,11 +81,11 @@ margin:0 0 1rem}
 .steps li{margin:0.2rem 0}
 .badge{display:inline-block;font-size:0.8rem;font-weight:600;padding:0.1rem 0.55rem;border-radius:999px;
 white-space:nowrap;border:1px solid transparent}
-.badge.bad{background:var(--bad-bg);color:var(--bad);border-color:#f3b8b3}
-.badge.warn{background:var(--warn-bg);color:var(--warn);border-color:#f5cf8e}
-.badge.info{background:var(--info-bg);color:var(--info);border-color:#b7cdf8}
-.badge.ok{background:var(--ok-bg);color:var(--ok);border-color:#a8d5b5}
-.badge.muted{background:#eef0f3;color:var(--muted);border-color:var(--line)}
+.badge.bad{background:var(--bad-bg);color:var(--bad);border-color:var(--bad-line)}
+.badge.warn{background:var(--warn-bg);color:var(--warn);border-color:var(--warn-line)}
+.badge.info{background:var(--info-bg);color:var(--info);border-color:var(--info-line)}
+.badge.ok{background:var(--ok-bg);color:var(--ok);border-color:var(--ok-line)}
+.badge.muted{background:var(--soft);color:var(--muted);border-color:var(--line)}
 dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:0.3rem 1.25rem;margin:0}
 dl.facts dt{color:var(--muted)}
 dl.facts dd{margin:0;overflow-wrap:anywhere}
@@ -91,12 +97,12 @@ label.check{display:flex;gap:0.45rem;align-items:center;font-weight:400;margin:0
 input[type=checkbox]{width:1.1rem;height:1.1rem;accent-color:var(--accent)}
 .actions{display:flex;flex-wrap:wrap;gap:0.75rem;align-items:center}
 button,.button{font:inherit;font-weight:600;border-radius:8px;padding:0.6rem 1.1rem;cursor:pointer;
-border:1px solid var(--accent);background:var(--accent);color:#fff;text-decoration:none;display:inline-block}
+border:1px solid var(--accent);background:var(--accent);color:var(--on-accent);text-decoration:none;display:inline-block}
 button.secondary,.button.secondary{background:var(--card);color:var(--accent)}
 label{display:block;font-weight:600;margin:0.75rem 0 0.25rem}
 .hint{font-size:0.9rem;color:var(--muted);margin:0.2rem 0}
 textarea,select,input[type=text],input[type=search]{font:inherit;width:100%;padding:0.5rem 0.6rem;
-border:1px solid #8a939c;border-radius:6px;background:#fff;color:var(--fg)}
+border:1px solid var(--field-line);border-radius:6px;background:var(--field);color:var(--fg)}
 textarea{min-height:6rem;resize:vertical}
 form select{max-width:22rem}
 .filters select{max-width:none}
@@ -104,7 +110,7 @@ form select{max-width:22rem}
 .table-wrap{overflow-x:auto;background:var(--card);border:1px solid var(--line);border-radius:10px}
 table{border-collapse:collapse;width:100%;font-size:0.92rem}
 th,td{text-align:left;padding:0.55rem 0.75rem;border-bottom:1px solid var(--line);vertical-align:top}
-thead th{background:#eef0f3;font-size:0.85rem;color:#333b44;white-space:nowrap}
+thead th{background:var(--soft);font-size:0.85rem;color:var(--head);white-space:nowrap}
 tbody tr:last-child>*{border-bottom:0}
 tbody th{font-weight:400}
 td ul,ul.plain{margin:0;padding:0;list-style:none}

@@ -106,3 +106,16 @@ async def test_deny_page_on_a_phone(pages_server: object, browser_page: object) 
     assert scroll_width <= 390
 
 
+
+
+@pytest.mark.browser
+async def test_deny_page_in_dark_mode(pages_server: object, browser_page: object) -> None:
+    """With the system in dark mode the page switches palette and stays readable."""
+    page = browser_page
+    await page.emulate_media(color_scheme="dark")  # type: ignore[attr-defined]
+
+    await page.goto(str(pages_server.make_url("/deny-checks-failed")))  # type: ignore[attr-defined]
+    background = await page.evaluate("getComputedStyle(document.body).backgroundColor")  # type: ignore[attr-defined]
+    await screenshot(page, "views-deny-checks-failed-dark")
+
+    assert "rgb(13, 17, 23)" == background

@@ -73,7 +73,7 @@ class TestNegotiation:
         """type/title/status/detail/instance, plus the findings with their sentences and steps."""
         doc = problem_of(samples.deny_view())
 
-        assert "tag:gatehouse,2026:problem/checks-failed" == doc["type"]
+        assert "urn:gatehouse:problem:checks-failed" == doc["type"]
         assert 403 == doc["status"]
         assert "/repos/gatehouse?tab=code" == doc["instance"]
         assert doc["title"] and doc["detail"]
