@@ -37,6 +37,7 @@ import contextlib
 import hashlib
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -71,6 +72,8 @@ DEFAULT_CHANNEL = "gatehouse_changes"
 _MIGRATION_LOCK = 0x67617465686F7573  # "gatehous" in ASCII: Gatehouse's key for pg_advisory_xact_lock
 _ENROLL_LOCK_SPACE = 0x67_68_65  # first key of pg_advisory_xact_lock(int, int) for per-serial locks
 _HISTORY_PAGE = 1000
+_DECODE_INLINE = 16
+"""Up to this many snapshots are decoded on the event loop; more go to the decoding thread."""
 
 # Each migration is a list of statements; schema version N means MIGRATIONS[:N] were applied.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -233,6 +236,8 @@ class PostgresStore:
         self._listener: asyncio.Task[None] | None = None
         self.listening = False
         """True while the change listener holds a live connection with LISTEN in place."""
+        # Decoding 100,000 snapshots takes a while: do it off the event loop so requests keep flowing.
+        self._decoding = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gatehouse-pg-decode")
 
     @classmethod
     async def open(
@@ -392,6 +397,12 @@ class PostgresStore:
             await asyncio.wait_for(self._pool.close(), timeout=self._connect_timeout_s)
         except (TimeoutError, *_UNREACHABLE):
             self._pool.terminate()
+        self._decoding.shutdown(wait=False)
+
+    async def _decode(self, bodies: list[bytes]) -> tuple[DeviceSnapshot, ...]:
+        if len(bodies) <= _DECODE_INLINE:
+            return _decode_all(bodies)
+        return await asyncio.get_running_loop().run_in_executor(self._decoding, _decode_all, bodies)
 
     def audit_sink(self) -> PostgresAuditSink:
         """The break-glass audit sink on this store's pool."""
@@ -540,26 +551,27 @@ class PostgresStore:
     async def load_latest(self) -> Changes:
         """Every device's latest snapshot, with the cursor to follow changes from."""
 
-        async def work(conn: asyncpg.Connection) -> Changes:
+        async def work(conn: asyncpg.Connection) -> tuple[int, list[bytes]]:
             cursor = await conn.fetchval("SELECT value FROM counters WHERE name = 'snapshot_seq'")
             rows = await conn.fetch("SELECT body FROM latest_snapshots")
-            return Changes(tuple(decode_snapshot(row[0]) for row in rows), cursor)
+            return cursor, [row[0] for row in rows]
 
-        return await self._transact("load every latest snapshot", work, write=False, snapshot=True)
+        cursor, bodies = await self._transact("load every latest snapshot", work, write=False, snapshot=True)
+        return Changes(await self._decode(bodies), cursor)
 
     async def changes_since(self, cursor: int, *, limit: int = 10_000) -> Changes:
         """Latest snapshots stored after ``cursor`` (at most ``limit``), oldest first."""
 
-        async def work(conn: asyncpg.Connection) -> Changes:
-            rows = await conn.fetch(
+        async def work(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+            return await conn.fetch(  # type: ignore[no-any-return]
                 "SELECT seq, body FROM latest_snapshots WHERE seq > $1 ORDER BY seq LIMIT $2", cursor, limit + 1
             )
-            more = len(rows) > limit
-            rows = rows[:limit]
-            new_cursor = rows[-1][0] if rows else cursor
-            return Changes(tuple(decode_snapshot(row[1]) for row in rows), new_cursor, more)
 
-        return await self._transact(f"read snapshot changes after {cursor}", work, write=False)
+        rows = await self._transact(f"read snapshot changes after {cursor}", work, write=False)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        new_cursor = rows[-1][0] if rows else cursor
+        return Changes(await self._decode([row[1] for row in rows]), new_cursor, more)
 
     # -- enrollments -------------------------------------------------------------------------
 
@@ -869,6 +881,10 @@ async def _migrate(conn: asyncpg.Connection) -> None:
             await conn.execute(statement)
         await conn.execute("INSERT INTO gatehouse_schema_migrations (version) VALUES ($1)", number)
         _log.info("store.migrated", version=number)
+
+
+def _decode_all(bodies: list[bytes]) -> tuple[DeviceSnapshot, ...]:
+    return tuple(decode_snapshot(body) for body in bodies)
 
 
 def _details_dict(details: HostDetails) -> dict[str, str]:

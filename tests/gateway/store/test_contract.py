@@ -151,6 +151,16 @@ class TestChangeFeed:
         assert ([make_snapshot("S0", minutes=10)], False) == (list(third.snapshots), third.more)
         assert 6 == third.cursor
 
+    async def test_a_large_feed_comes_back_whole_and_in_order(self, store: Store) -> None:
+        """Hundreds of changes come back complete, in the order they were stored."""
+        snapshots = [make_snapshot(f"S{i:03}", minutes=i) for i in range(300)]
+        await store.put_snapshots(snapshots[:150])
+        await store.put_snapshots(snapshots[150:])
+
+        changes = await store.changes_since(0)
+
+        assert (snapshots, 300, False) == (list(changes.snapshots), changes.cursor, changes.more)
+
     async def test_exact_limit_has_no_more(self, store: Store) -> None:
         """A page that holds exactly the remaining changes says there is no more."""
         await store.put_snapshots([make_snapshot(f"S{i}") for i in range(3)])
