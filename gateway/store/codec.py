@@ -1,22 +1,29 @@
 """DeviceSnapshot to and from compact JSON bytes, for every backend.
 
-Owns: encode_snapshot, decode_snapshot, to_micros, from_micros.
+Owns: encode_snapshot, SnapshotDecoder, decode_snapshot, to_micros, from_micros.
 Must not import: aiohttp, sqlite3, asyncpg.
 
-Decoding interns the strings that repeat across a fleet (platform, OS name and build, agent,
-source, fact names) so 100,000 resident snapshots share them.
+Decoding interns the strings that repeat across a fleet (OS name and build, agent, source, fact
+names) and shares equal versions, owner tuples and custom-fact maps, so 100,000 resident
+snapshots stay small.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
+from typing import TypeVar
 
 import orjson
 
-from policy_engine.model import DeviceSnapshot, Fact, OsFamily, Version
+from policy_engine.model import EMPTY_FACTS, DeviceSnapshot, Fact, OsFamily, Version
+
+T = TypeVar("T")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_FAMILIES = {family.value: family for family in OsFamily}
 _BOOL_FIELDS = (
     "firewall_enabled",
     "disk_encrypted",
@@ -40,13 +47,6 @@ def from_micros(micros: int) -> datetime:
 
 def _version(value: Version | None) -> list[object] | None:
     return None if value is None else [list(value.parts), value.text]
-
-
-def _unversion(raw: object) -> Version | None:
-    if raw is None:
-        return None
-    parts, text = raw  # type: ignore[misc]
-    return Version(parts=tuple(parts), text=sys.intern(text))
 
 
 def encode_snapshot(snapshot: DeviceSnapshot) -> bytes:
@@ -79,26 +79,67 @@ def encode_snapshot(snapshot: DeviceSnapshot) -> bytes:
     return orjson.dumps(out)
 
 
+class SnapshotDecoder:
+    """Decodes snapshots, sharing equal versions, owner tuples and custom-fact maps between them.
+
+    A fleet repeats the same OS and agent versions and often the same custom facts, so one object
+    for each distinct value keeps 100,000 resident snapshots small. Not thread-safe: a backend
+    keeps one per worker thread. The memo is bounded and starts over when full.
+    """
+
+    _MEMO_LIMIT = 20_000
+
+    def __init__(self) -> None:
+        self._memo: dict[object, object] = {}
+
+    def _shared(self, key: object, make: Callable[[], T]) -> T:
+        found = self._memo.get(key)
+        if found is None:
+            if len(self._memo) >= self._MEMO_LIMIT:
+                self._memo.clear()
+            found = self._memo[key] = make()
+        return found  # type: ignore[return-value]
+
+    def _version(self, raw: list[object] | None) -> Version | None:
+        if raw is None:
+            return None
+        parts, text = raw
+        key = ("v", tuple(parts), text)  # type: ignore[arg-type]
+        return self._shared(key, lambda: Version(parts=key[1], text=sys.intern(text)))  # type: ignore[arg-type]
+
+    def decode(self, raw: bytes | str) -> DeviceSnapshot:
+        """The snapshot ``encode_snapshot`` wrote."""
+        data = orjson.loads(raw)
+        intern = sys.intern
+        owners_raw = data.get("owners")
+        owners: tuple[str, ...] = (
+            self._shared(("o", *owners_raw), lambda: tuple(intern(o) for o in owners_raw)) if owners_raw else ()
+        )
+        custom_raw = data.get("custom")
+        custom: Mapping[str, Fact] = EMPTY_FACTS
+        if custom_raw:
+            key = ("c", orjson.dumps(custom_raw, option=orjson.OPT_SORT_KEYS))
+            custom = self._shared(key, lambda: MappingProxyType({intern(k): v for k, v in custom_raw.items()}))
+        return DeviceSnapshot(
+            serial=data["serial"],
+            platform=_FAMILIES[data["platform"]],
+            os_name=intern(data["os_name"]),
+            os_version=self._version(data.get("os_version")),
+            collected_at=from_micros(data["collected_at"]),
+            received_at=from_micros(data["received_at"]),
+            source=intern(data["source"]),
+            hostname=data.get("hostname", ""),
+            owners=owners,
+            distribution=intern(data.get("distribution", "")),
+            os_build=intern(data.get("os_build", "")),
+            agent_name=intern(data.get("agent_name", "")),
+            agent_version=self._version(data.get("agent_version")),
+            screen_lock_delay_s=data.get("screen_lock_delay_s"),
+            custom=custom,
+            **{name: data.get(name) for name in _BOOL_FIELDS},
+        )
+
+
 def decode_snapshot(raw: bytes | str) -> DeviceSnapshot:
-    """The snapshot ``encode_snapshot`` wrote, with repeated strings interned."""
-    data = orjson.loads(raw)
-    intern = sys.intern
-    custom: dict[str, Fact] = {intern(k): v for k, v in data.get("custom", {}).items()}
-    return DeviceSnapshot(
-        serial=data["serial"],
-        platform=OsFamily(data["platform"]),
-        os_name=intern(data["os_name"]),
-        os_version=_unversion(data.get("os_version")),
-        collected_at=from_micros(data["collected_at"]),
-        received_at=from_micros(data["received_at"]),
-        source=intern(data["source"]),
-        hostname=data.get("hostname", ""),
-        owners=tuple(intern(o) for o in data.get("owners", ())),
-        distribution=intern(data.get("distribution", "")),
-        os_build=intern(data.get("os_build", "")),
-        agent_name=intern(data.get("agent_name", "")),
-        agent_version=_unversion(data.get("agent_version")),
-        screen_lock_delay_s=data.get("screen_lock_delay_s"),
-        custom=custom,
-        **{name: data.get(name) for name in _BOOL_FIELDS},
-    )
+    """The snapshot ``encode_snapshot`` wrote (one-off; backends keep a SnapshotDecoder)."""
+    return SnapshotDecoder().decode(raw)

@@ -34,7 +34,7 @@ from gateway.store.base import (
     QueryResult,
     StoreError,
 )
-from gateway.store.codec import decode_snapshot, encode_snapshot, from_micros, to_micros
+from gateway.store.codec import SnapshotDecoder, encode_snapshot, from_micros, to_micros
 from policy_engine.model import DeviceSnapshot
 
 T = TypeVar("T")
@@ -121,6 +121,7 @@ class SqliteStore:
         self._executor = executor
         self._conn = conn
         self._closed = False
+        self._decoder = SnapshotDecoder()  # INVARIANT: used only on the worker thread
 
     @classmethod
     async def open(cls, path: Path | str) -> SqliteStore:
@@ -199,7 +200,7 @@ class SqliteStore:
 
         def work(conn: sqlite3.Connection) -> DeviceSnapshot | None:
             row = conn.execute("SELECT body FROM latest_snapshots WHERE serial = ?", (serial,)).fetchone()
-            return None if row is None else decode_snapshot(row[0])
+            return None if row is None else self._decoder.decode(row[0])
 
         return await self._run(work)
 
@@ -210,7 +211,7 @@ class SqliteStore:
             with _transaction(conn, immediate=False):
                 (cursor,) = conn.execute("SELECT value FROM counters WHERE name = 'snapshot_seq'").fetchone()
                 rows = conn.execute("SELECT body FROM latest_snapshots").fetchall()
-            return Changes(tuple(decode_snapshot(body) for (body,) in rows), cursor)
+            return Changes(tuple(self._decoder.decode(body) for (body,) in rows), cursor)
 
         return await self._run(work)
 
@@ -224,7 +225,7 @@ class SqliteStore:
             more = len(rows) > limit
             rows = rows[:limit]
             new_cursor = rows[-1][0] if rows else cursor
-            return Changes(tuple(decode_snapshot(body) for _, body in rows), new_cursor, more)
+            return Changes(tuple(self._decoder.decode(body) for _, body in rows), new_cursor, more)
 
         return await self._run(work)
 

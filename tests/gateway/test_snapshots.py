@@ -87,7 +87,7 @@ class TestSnapshotCache:
         assert None is await cache.fresh("UNKNOWN")
 
     async def test_decoded_snapshots_share_repeated_strings(self, stores: tuple[SqliteStore, SqliteStore]) -> None:
-        """Strings repeated across the fleet are interned so resident snapshots stay small."""
+        """Strings, versions, owners and custom facts repeated across the fleet are shared so resident snapshots stay small."""
         ours, _ = stores
         await ours.put_snapshots([make_snapshot("A"), make_snapshot("B")])
         cache = SnapshotCache(ours)
@@ -96,7 +96,8 @@ class TestSnapshotCache:
 
         a, b = cache.get("A"), cache.get("B")
         assert a is not None and b is not None
-        assert (True, True, True) == (a.os_name is b.os_name, a.source is b.source, next(iter(a.custom)) is next(iter(b.custom)))
+        assert (True, True, True, True, True) == (
+            a.os_name is b.os_name, a.source is b.source, a.os_version is b.os_version, a.custom is b.custom, a.owners is b.owners)
 
 
 class TestRunCacheRefresh:
