@@ -8,6 +8,8 @@ import re
 from datetime import timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.views import BreakglassOffer, DenyView, render_deny
 from gateway.views.layout import CONTENT_SECURITY_POLICY
@@ -398,3 +400,18 @@ class TestOfferFromRule:
         from breakglass.model import TierMode, TierRule
 
         assert None is BreakglassOffer.from_rule(TierRule(TierMode.NEVER))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(min_size=1, max_size=40), st.text(min_size=1, max_size=40), st.text(min_size=1, max_size=40))
+def test_device_and_request_values_never_add_markup(name: str, serial: str, user: str) -> None:
+    """Whatever a device or request says, it adds no `<` to the page: every value is escaped."""
+    baseline = html_of(samples.deny_view(snapshot=samples.outdated_mac(hostname="n", serial="s"), serial="s",
+                                         user="u", return_to="/r", csrf_token="t", tier="low",
+                                         breakglass=samples.offer_for("low")))
+
+    html = html_of(samples.deny_view(snapshot=samples.outdated_mac(hostname=name, serial=serial), serial=serial,
+                                     user=user, return_to=name, csrf_token=serial, tier="low",
+                                     breakglass=samples.offer_for("low")))
+
+    assert baseline.count("<") == html.count("<")
