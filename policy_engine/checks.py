@@ -298,8 +298,12 @@ def _describers(
 
     def key_of(s: DeviceSnapshot) -> object:
         value = get(s)
-        # type() keeps True, 1 and 1.0 apart: they hash alike but display differently.
-        return (value, type(value), s.platform, s.distribution) if per_platform else (value, type(value))
+        kind = type(value)
+        # type() keeps True, 1 and 1.0 apart (they hash alike but display differently); a
+        # Version is keyed by its text, which is what it displays and is cheap to hash.
+        if kind is Version:
+            value = value.text  # type: ignore[union-attr]
+        return (value, kind, s.platform, s.distribution) if per_platform else (value, kind)
 
     def describe(s: DeviceSnapshot) -> tuple[str, str]:
         try:

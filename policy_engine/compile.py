@@ -4,7 +4,7 @@ Owns: compile_policy_set, reference_problems.
 Must not import: anything outside the standard library and policy_engine.
 
 Resolves tier inheritance and remediation keys, pre-parses version floors and sets, orders each
-tier's checks cheapest first and generates each tier's all-pass predicate.
+tier's checks cheapest first and generates each tier's check function.
 """
 
 from __future__ import annotations
@@ -98,14 +98,9 @@ def policy_fingerprint(document: PolicyDocument) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _build_functions(
-    checks: tuple[CompiledCheck, ...],
-) -> tuple[Callable[[DeviceSnapshot], bool], Callable[[DeviceSnapshot], list[int]]]:
-    """Generate a tier's all-pass predicate and its ``failing indices`` function.
-
-    The failing function returns the index of every check that does not pass, or ``~index``
-    (negative) for a check that raised.
-    """
+def _build_failing(checks: tuple[CompiledCheck, ...]) -> Callable[[DeviceSnapshot], list[int]]:
+    """Generate a function returning the index of every check that does not pass on a snapshot,
+    or ``~index`` (negative) for a check that raised; an empty list means all pass."""
     namespace: dict[str, object] = {"__builtins__": {}, "_E": Exception}
     terms = []
     for check in checks:
@@ -113,7 +108,6 @@ def _build_functions(
         # generated names (_c3, _p7); policy text reaches the code only as bound constants.
         terms.append(check.inline or "False")
         namespace.update(check.constants)
-    fast = "def _fast(s):\n    return " + (" and ".join(terms) if terms else "True") + "\n"
     failing = ["def _failing(s):", "    out = []"]
     for i, term in enumerate(terms):
         failing += [
@@ -124,9 +118,9 @@ def _build_functions(
             f"        out.append({~i})",
         ]
     failing.append("    return out")
-    source = fast + "\n".join(failing) + "\n"
+    source = "\n".join(failing) + "\n"
     exec(compile(source, "<gatehouse-policy>", "exec"), namespace)  # noqa: S102 - see INVARIANT
-    return namespace["_fast"], namespace["_failing"]  # type: ignore[return-value]
+    return namespace["_failing"]  # type: ignore[return-value]
 
 
 def compile_policy_set(document: PolicyDocument) -> CompiledPolicySet:
@@ -168,7 +162,7 @@ def compile_policy_set(document: PolicyDocument) -> CompiledPolicySet:
             description=spec.description,
         )
         ordered = tuple(sorted((compiled[n] for n in names), key=lambda c: c.cost))
-        tiers.append(_Tier(info, ordered, *_build_functions(ordered)))
+        tiers.append(_Tier(info, ordered, _build_failing(ordered)))
     return CompiledPolicySet(
         source=document.source,
         version=policy_fingerprint(document),
@@ -177,5 +171,5 @@ def compile_policy_set(document: PolicyDocument) -> CompiledPolicySet:
         tiers=tiers,
         checks=compiled.values(),
         remediation=catalog,
-        all_failing=_build_functions(tuple(compiled.values()))[1],
+        all_failing=_build_failing(tuple(compiled.values())),
     )

@@ -4,8 +4,9 @@ Owns: CompiledPolicySet, TierInfo.
 Must not import: anything outside the standard library and policy_engine; built only by compile.py.
 
 ``evaluate`` is total and fail-closed: it never raises, and anything missing, unknown or broken
-denies with a reason that says which. Each tier has a generated all-pass predicate (the common
-case costs one call); only when it says no do the per-check closures run to explain why.
+denies with a reason that says which. Each tier has one generated function that runs its checks
+inline, cheapest first, and returns the indices of those that fail (the common all-pass case
+costs one call); only failing checks are then described, from per-check caches.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from policy_engine.remediation import Remediation
 
 _ONE_TICK = timedelta(microseconds=1)
 _CHECKS_FAILED = Reason.CHECKS_FAILED
+_STALE = Reason.SNAPSHOT_STALE
+_TIER_UNKNOWN = Reason.TIER_UNKNOWN
+_DEVICE_UNKNOWN = Reason.DEVICE_UNKNOWN
 _NUDGE = Severity.NUDGE
 _OK = Reason.OK
 
@@ -63,19 +67,17 @@ class TierInfo:
 class _Tier:
     """A tier ready to evaluate; internal."""
 
-    __slots__ = ("info", "name", "checks", "fast", "failing", "max_age", "fresh_shift")
+    __slots__ = ("info", "name", "checks", "failing", "max_age", "fresh_shift")
 
     def __init__(
         self,
         info: TierInfo,
         checks: tuple[CompiledCheck, ...],
-        fast: Callable[[DeviceSnapshot], bool],
         failing: Callable[[DeviceSnapshot], list[int]],
     ) -> None:
         self.info = info
         self.name = info.name
         self.checks = checks
-        self.fast = fast
         self.failing = failing
         self.max_age = info.max_snapshot_age
         # A snapshot is stale once its age exceeds max_age: the first such instant is one tick later.
@@ -170,9 +172,9 @@ class CompiledPolicySet:
         try:
             t = self._by_name.get(tier)
             if t is None:
-                return Decision(False, _tier_name(tier), Reason.TIER_UNKNOWN, evaluated_at=now)
+                return _DecisionTwin(False, _tier_name(tier), _TIER_UNKNOWN, (), (), (), None, now, None, "")  # type: ignore[no-any-return]
             if snapshot is None:
-                return Decision(False, t.name, Reason.DEVICE_UNKNOWN, evaluated_at=now)
+                return _DecisionTwin(False, t.name, _DEVICE_UNKNOWN, (), (), (), None, now, None, "")  # type: ignore[no-any-return]
             collected = snapshot.collected_at
             received = snapshot.received_at
             # INVARIANT: a snapshot is as old as the earlier of the device's and our own clock
@@ -180,19 +182,17 @@ class CompiledPolicySet:
             observed = collected if collected <= received else received
             age = now - observed
             if age > t.max_age:
-                return Decision(False, t.name, Reason.SNAPSHOT_STALE, snapshot_age=age, evaluated_at=now)
+                return _DecisionTwin(False, t.name, _STALE, (), (), (), age, now, None, "")  # type: ignore[no-any-return]
             if age < self._neg_skew:
-                return Decision(
-                    False, t.name, Reason.SNAPSHOT_FROM_FUTURE, snapshot_age=age, evaluated_at=now,
-                    valid_until=observed + self._neg_skew,
+                return _DecisionTwin(  # type: ignore[no-any-return]
+                    False, t.name, Reason.SNAPSHOT_FROM_FUTURE, (), (), (), age, now, observed + self._neg_skew, ""
                 )
-            try:
-                clean = t.fast(snapshot)
-            except Exception:  # noqa: BLE001 - the explaining path below names the broken check
-                clean = False
-            if clean:
+            # One generated function runs every check inline and lists the ones that fail;
+            # the common, all-pass case ends here.
+            indices = t.failing(snapshot)
+            if not indices:
                 return _DecisionTwin(True, t.name, _OK, (), (), (), age, now, observed + t.fresh_shift, "")  # type: ignore[no-any-return]
-            return self._explain(t, snapshot, now, failing_since, age, observed)
+            return self._explain(t, snapshot, now, failing_since, age, observed, indices)
         except Exception as exc:  # noqa: BLE001 - evaluate is total: broken input denies
             return _error(tier, now, f"evaluation raised {type(exc).__name__}")
 
@@ -204,13 +204,14 @@ class CompiledPolicySet:
         failing_since: Mapping[str, datetime] | None,
         age: timedelta,
         observed: datetime,
+        indices: list[int],
     ) -> Decision:
         failing: list[Finding] = []
         in_grace: list[Finding] = []
         nudges: list[Finding] = []
         valid_until = observed + t.fresh_shift
         checks = t.checks
-        for index in t.failing(snapshot):
+        for index in indices:
             if index < 0:
                 return Decision(
                     False, t.name, Reason.CHECK_ERROR, snapshot_age=age, evaluated_at=now,

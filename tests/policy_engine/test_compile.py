@@ -87,15 +87,14 @@ class TestTiers:
         assert sorted(costs) == costs
 
     @given(snapshots())
-    def test_generated_fast_path_agrees_with_the_checks(self, snapshot: DeviceSnapshot) -> None:
-        """A tier's generated all-pass predicate is true exactly when every check passes."""
+    def test_generated_function_agrees_with_the_checks(self, snapshot: DeviceSnapshot) -> None:
+        """A tier's generated function lists exactly the checks whose closure fails."""
         for tier in DEPLOY._by_name.values():
-            expected = all(c.passes(snapshot) for c in tier.checks)
+            expected = [i for i, c in enumerate(tier.checks) if not c.passes(snapshot)]
 
-            fast = tier.fast(snapshot)
+            indices = tier.failing(snapshot)
 
-            assert expected is bool(fast)
-            assert [] == [i for i in tier.failing(snapshot) if i < 0]
+            assert expected == indices
 
     def test_fingerprint_ignores_source_and_tracks_content(self) -> None:
         """The same content from two paths has one version; a changed value changes it."""
