@@ -15,7 +15,7 @@ from typing import Protocol
 
 import structlog
 
-from gateway.ingest.osquery import ResultItem, apply_results, assemble_snapshot, sequence_after
+from gateway.ingest.osquery import ResultItem, apply_results, assemble_snapshot, fact_name, sequence_after
 from gateway.metrics import Metrics
 from gateway.snapshots import SnapshotCache
 from gateway.store.base import Enrollment, HistoryEntry, PutOutcome, Store, StoreError
@@ -72,11 +72,14 @@ class Ingestor:
     ) -> PutOutcome | None:
         """Apply osquery result items to the device's query rows, then store the re-assembled snapshot.
 
-        Returns None when nothing needed storing. The caller holds the device's lock.
+        Results of queries that are not posture queries (no ``zt_`` in the name, e.g. the operator's
+        own packs) are ignored, so their rows are never kept. Returns None when nothing needed
+        storing. The caller holds the device's lock.
 
         Raises:
             StoreError: the rows or the snapshot could not be stored.
         """
+        items = [item for item in items if fact_name(item.name) is not None]
         if not items:
             return None
         state = await self.store.query_results(enrollment.serial)

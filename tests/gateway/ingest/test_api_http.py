@@ -314,3 +314,16 @@ class TestComplianceRecorder:
         response = await client.post(PATH, json=[item()], headers=AUTH)
 
         assert (200, True) == (response.status, "C02XK0AAJGH6" in cache)
+
+
+class TestStoreFailure:
+    async def test_batch_is_503_and_not_acknowledged_when_the_store_fails(self, ingest: Ingest) -> None:
+        """A store failure answers 503 and nothing of the batch is reported stored or cached."""
+        await ingest.store.close()
+
+        response = await ingest.client.post(PATH, json=[item()], headers=AUTH)
+
+        assert 503 == response.status
+        assert "retry" in (await response.json())["message"]
+        assert None is ingest.cache.get("C02XK0AAJGH6")
+        assert 1.0 == ingest.metrics.registry.get_sample_value("gatehouse_store_errors_total", {"operation": "put_snapshots"})

@@ -336,3 +336,24 @@ def osquery_settings_key() -> Any:
     from gateway.keys import INGEST_SETTINGS
 
     return INGEST_SETTINGS
+
+
+class TestStoreFailure:
+    async def test_log_is_503_when_the_store_fails(self, ingest: Ingest) -> None:
+        """If the store cannot commit, the agent gets a 5xx and keeps its buffered results to retry."""
+        node_key = await enroll(ingest)
+        await ingest.store.close()
+
+        response = await ingest.client.post("/.gatehouse/osquery/log", json=with_key(fixture("log_result_snapshot.json"), node_key))
+
+        assert 503 == response.status
+
+    async def test_results_of_other_packs_are_not_kept(self, ingest: Ingest) -> None:
+        """Only posture (zt_) queries are kept per device; the operator's other queries are acknowledged and dropped."""
+        node_key = await enroll(ingest)
+        payload = with_key(fixture("log_result_snapshot.json"), node_key)
+        payload["data"][0]["name"] = "pack_it_processes"
+
+        await post(ingest, "log", payload)
+
+        assert ({}, None) == (dict(await ingest.store.query_results("PF3ABCDE")), ingest.cache.get("PF3ABCDE"))
