@@ -12,7 +12,6 @@ because a command-line client reads fields better than markup.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Mapping
@@ -20,6 +19,8 @@ from typing import Mapping
 from breakglass.model import TierMode, TierRule
 from gateway.pages import wants_html
 from gateway.views.common import device_facts, finding_card, finding_data
+import orjson
+
 from gateway.views.html import Markup, el, join
 from gateway.views.layout import (
     PROBLEM_JSON,
@@ -402,5 +403,5 @@ def render_deny(view: DenyView, *, accept: str | None) -> Rendered:
     """The 403 for a denied request: HTML for browsers, problem+json for everything else."""
     if wants_html(accept or ""):
         return _html(view)
-    body = json.dumps(problem_document(view), ensure_ascii=False, indent=2) + "\n"
+    body = orjson.dumps(problem_document(view), option=orjson.OPT_INDENT_2)
     return respond(403, PROBLEM_JSON, body, _extra(view))

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Iterable, Mapping
 from urllib.parse import urlencode
+
+import orjson
 
 from gateway.views.html import Markup, el, join
 from gateway.views.layout import (
@@ -339,5 +340,5 @@ def render_fleet(view: FleetView, *, accept: str | None, format: str | None = No
     if chosen == JSON:
         doc = {"generated_at": view.now.isoformat(), "filter": view.filter.to_query(), "total": len(view.rows),
                "count": len(rows), "devices": [r.to_dict() for r in rows]}
-        return respond(200, JSON, json.dumps(doc, ensure_ascii=False, indent=2) + "\n", {"Vary": "Accept"})
+        return respond(200, JSON, orjson.dumps(doc), {"Vary": "Accept"})
     return _html(view, rows)

@@ -7,12 +7,13 @@ Decisions in (``policies.evaluate(snapshot, tier, now=now)`` per tier name).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Mapping
 
 from gateway.views.common import device_facts, remediation_entry
+import orjson
+
 from gateway.views.html import Markup, el, join
 from gateway.views.layout import (
     HTML,
@@ -316,6 +317,6 @@ def status_document(view: StatusView) -> dict[str, object]:
 def render_status(view: StatusView, *, accept: str | None) -> Rendered:
     """The user's status page: HTML by default, JSON when asked for it."""
     if negotiate(accept, (HTML, JSON)) == JSON:
-        return respond(200, JSON, json.dumps(status_document(view), ensure_ascii=False, indent=2) + "\n",
+        return respond(200, JSON, orjson.dumps(status_document(view), option=orjson.OPT_INDENT_2),
                        {"Vary": "Accept"})
     return _html(view)
