@@ -20,13 +20,16 @@ Seams for the rest of the gateway:
 - Live configuration: ``app[CONFIG]`` is a ConfigHolder; ``holder.swap(settings)`` replaces the
   settings and route table for every request that starts afterwards (a request keeps the snapshot
   it started with, as ``request[LIVE]``). Socket-level limits (listeners, header limits, timeouts of
-  the HTTP front) take effect only on restart.
+  the HTTP front) take effect only on restart. To reload something else on SIGHUP (the policy),
+  append ``async def hook(settings) -> None`` to ``app[RELOAD_HOOKS]``; hooks run after the new
+  configuration is in force and handle (log, count) their own failures; one that raises is logged as
+  ``config.reload_hook_failed`` and does not undo the configuration swap.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -36,7 +39,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from gateway.handlers import Gate, OpenGate, Readiness, handle_proxied, healthz, readyz
-from gateway.keys import CLOCK, CONFIG, GATE, METRICS, READINESS, UPSTREAM_SESSION
+from gateway.keys import CLOCK, CONFIG, GATE, METRICS, READINESS, RELOAD_HOOKS, UPSTREAM_SESSION
 from gateway.metrics import Metrics
 from gateway.middleware import add_response_headers, request_context
 from gateway.proxy import peer_is_trusted
@@ -44,6 +47,7 @@ from gateway.routing import RouteTable
 from gateway.settings import ServerSettings, Settings
 
 Clock = Callable[[], datetime]
+ReloadHook = Callable[[Settings], Awaitable[None]]
 
 
 def utc_now() -> datetime:
@@ -133,6 +137,7 @@ def create_app(
     readiness = Readiness()
     readiness.add("config", lambda: True)
     app[READINESS] = readiness
+    app[RELOAD_HOOKS] = []
     app.cleanup_ctx.append(upstream_session)
     app.on_response_prepare.append(add_response_headers)
     app.router.add_get("/.gatehouse/healthz", healthz, allow_head=True)
@@ -141,4 +146,4 @@ def create_app(
     return app
 
 
-__all__ = ["Clock", "ConfigHolder", "LiveConfig", "create_app", "handler_kwargs", "upstream_session", "utc_now"]
+__all__ = ["Clock", "ConfigHolder", "LiveConfig", "ReloadHook", "create_app", "handler_kwargs", "upstream_session", "utc_now"]

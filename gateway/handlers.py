@@ -24,7 +24,7 @@ from aiohttp import web
 
 from gateway import proxy
 from gateway.errors import RouteNotFound
-from gateway.keys import CONFIG, EXCHANGE, GATE, LIVE, METRICS, READINESS, REQUEST_ID, ROUTE, TARGET, UPSTREAM_SESSION
+from gateway.keys import EXCHANGE, GATE, LIVE, METRICS, READINESS, REQUEST_ID, ROUTE, TARGET, UPSTREAM_SESSION
 from gateway.routing import Route
 
 RESERVED_PREFIXES = ("/.gatehouse/", "/.well-known/gatehouse/")
@@ -166,6 +166,6 @@ async def handle_proxied(request: web.Request) -> web.StreamResponse:
 
 
 __all__ = [
-    "Admission", "CONFIG", "Gate", "OpenGate", "RESERVED_PREFIXES", "Readiness",
+    "Admission", "Gate", "OpenGate", "RESERVED_PREFIXES", "Readiness",
     "handle_proxied", "healthz", "is_reserved", "readyz",
 ]

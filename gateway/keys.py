@@ -15,7 +15,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     from aiohttp import ClientSession
 
-    from gateway.app import Clock, ConfigHolder, LiveConfig
+    from gateway.app import Clock, ConfigHolder, LiveConfig, ReloadHook
     from gateway.handlers import Gate, Readiness
     from gateway.metrics import Metrics
     from gateway.proxy import Exchange
@@ -42,6 +42,8 @@ EXCHANGE: web.RequestKey[Exchange] = web.RequestKey("exchange")
 """Per-request accounting (bytes, upstream status) written by the proxy, logged by the middleware."""
 LIVE: web.RequestKey[LiveConfig] = web.RequestKey("live")
 """The configuration snapshot this request uses from start to end (taken once, in the middleware)."""
+RELOAD_HOOKS: web.AppKey[list[ReloadHook]] = web.AppKey("reload_hooks")
+"""Async callables run with the new Settings after a SIGHUP swapped the configuration in (e.g. reload the policy)."""
 
 # --- Identity (gateway/identity/) ---
 if TYPE_CHECKING:

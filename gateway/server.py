@@ -20,7 +20,8 @@ Must not import: cli (the CLI calls ``run``).
   and the old one stays; a good one is swapped into the app's ConfigHolder and applies to every request
   that starts afterwards (connections are not dropped). Listener addresses, TLS files, metrics address
   and the header/keep-alive limits apply only after a restart; ``config.reloaded`` says
-  ``restart_needed=true`` when they changed.
+  ``restart_needed=true`` when they changed. Then every ``app[RELOAD_HOOKS]`` hook runs with the new
+  settings (see app.py).
 
 Lifecycle events: ``gateway.started``, ``config.reloaded``, ``config.reload_failed``,
 ``gateway.stopping``, ``gateway.stopped``.
@@ -45,7 +46,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from gateway.app import Clock, create_app, handler_kwargs, utc_now
 from gateway.errors import ConfigError
 from gateway.handlers import Gate
-from gateway.keys import CONFIG, METRICS
+from gateway.keys import CONFIG, METRICS, RELOAD_HOOKS
 from gateway.metrics import Metrics
 from gateway.settings import ServerSettings, Settings, TlsSettings, load_settings
 
@@ -209,6 +210,11 @@ class Gateway:
         metrics.config_reloads.labels(what="config", outcome="success").inc()
         metrics.config_loaded_timestamp.set(time.time())
         _log.info("config.reloaded", source=new.source, routes=len(new.routes), restart_needed=_restart_needed(old, new))
+        for hook in list(self.app[RELOAD_HOOKS]):
+            try:
+                await hook(new)
+            except Exception as exc:  # the hook owns its failure handling; the config swap stands
+                _log.error("config.reload_hook_failed", hook=getattr(hook, "__qualname__", repr(hook)), error=f"{type(exc).__name__}: {exc}")
         self.reload_results.put_nowait(True)
         return True
 

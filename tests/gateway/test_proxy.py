@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import socket
 from collections.abc import AsyncIterator
 
 import aiohttp
-import orjson
-import pytest
 from aiohttp import web
 
 from gateway.handlers import Admission
@@ -304,11 +301,3 @@ class TestWebSocket:
         assert aiohttp.WSMsgType.CLOSE == msg.type
         assert 4002 == msg.data
 
-
-def test_orjson_available() -> None:
-    """The problem documents are rendered with orjson."""
-    assert b"{}" == orjson.dumps({})
-
-
-_ = asyncio
-_ = pytest

@@ -19,8 +19,10 @@ import structlog
 import trustme
 import yaml
 
+from gateway.keys import RELOAD_HOOKS
 from gateway.metrics import Metrics
 from gateway.server import Gateway, serve, start_gateway
+from gateway.settings import Settings
 from tests.gateway.conftest import Recorder, make_settings, raw_exchange
 
 
@@ -166,6 +168,12 @@ class TestReload:
         stop = asyncio.Event()
         task = asyncio.create_task(serve(lambda: load_settings(config, {}), stop=stop, on_started=started.set_result, metrics=metrics))
         gw = await asyncio.wait_for(started, 10)
+        hooked: list[str] = []
+
+        async def hook(settings: Settings) -> None:
+            hooked.append(settings.routes[0].id)
+
+        gw.app[RELOAD_HOOKS].append(hook)
         base = f"http://127.0.0.1:{gw.addresses[0][1]}"
         try:
             async with aiohttp.ClientSession() as session:
@@ -188,6 +196,7 @@ class TestReload:
 
         events = [e["event"] for e in logs]
         assert (False, True) == (bad_outcome, good_outcome)
+        assert ["new"] == hooked
         assert (200, 404, 200) == (still_old_status, old_gone_status, new_status)
         assert ["config.reload_failed", "config.reloaded"] == [e for e in events if e.startswith("config.")]
         assert 1.0 == metrics.registry.get_sample_value("gatehouse_config_reloads_total", {"what": "config", "outcome": "failure"})
