@@ -69,3 +69,16 @@ COMPLIANCE_RECORDER: web.AppKey[ComplianceRecorder] = web.AppKey("compliance_rec
 """Optional: per-check pass/fail of each newly stored snapshot, for history and failing-since."""
 INGEST_RUNTIME: web.AppKey[IngestRuntime] = web.AppKey("ingest_runtime")
 """Set by ``add_ingest_routes``: per-device locks of the osquery handlers."""
+
+# --- Break-glass pages and API (breakglass_http.py, csrf.py, webhook.py) ---
+if TYPE_CHECKING:
+    from gateway.breakglass_http import BreakglassWeb
+    from gateway.csrf import CsrfProtector
+    from gateway.webhook import WebhookNotifier
+
+BREAKGLASS_WEB: web.AppKey[BreakglassWeb] = web.AppKey("breakglass_web")
+"""Settings, policy source and device re-evaluation used by the break-glass handlers; set by ``add_breakglass_routes``."""
+CSRF: web.AppKey[CsrfProtector] = web.AppKey("csrf")
+"""Issues and checks the CSRF tokens of Gatehouse's own forms (``csrf_token_for(request)``)."""
+WEBHOOK: web.AppKey[WebhookNotifier] = web.AppKey("breakglass_webhook")
+"""Optional: break-glass notifications; started and stopped by ``webhook_ctx``."""
