@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from policy_engine import DeviceSnapshot, OsFamily, Version
 
 from tests.policy_engine.factories import NOW
+
+RELAXED = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+"""For properties that compile policies or evaluate many devices: no per-example deadline, so a
+busy machine cannot fail them on timing (timing is the benchmark's job, never a test's)."""
 
 version_parts = st.lists(st.integers(min_value=0, max_value=30_000), min_size=1, max_size=5).map(tuple)
 versions = version_parts.map(lambda parts: Version.parse(".".join(str(p) for p in parts)))

@@ -26,7 +26,7 @@ from policy_engine import (
 )
 
 from tests.policy_engine.factories import NOW, deploy_policies
-from tests.policy_engine.strategies import hostile_snapshots, snapshots, utc_instants
+from tests.policy_engine.strategies import RELAXED, hostile_snapshots, snapshots, utc_instants
 
 DEPLOY = deploy_policies()
 V = Version.parse
@@ -68,6 +68,7 @@ histories = st.dictionaries(st.sampled_from([c.name for c in POOL]), utc_instant
 
 
 class TestTotality:
+    @RELAXED
     @given(snapshots(), st.sampled_from(["low", "medium", "high", "nope"]), utc_instants(), histories)
     def test_evaluate_never_raises_on_well_typed_snapshots(
         self, snapshot: DeviceSnapshot, tier: str, now: object, history: dict[str, object]
@@ -77,6 +78,7 @@ class TestTotality:
 
         assert decision.allowed is (decision.reason is Reason.OK)
 
+    @RELAXED
     @given(hostile_snapshots(), st.sampled_from(["low", "medium", "high"]))
     def test_evaluate_never_raises_on_broken_snapshots(self, snapshot: DeviceSnapshot, tier: str) -> None:
         """Wrong types anywhere in a snapshot deny or decide, never raise."""
@@ -84,6 +86,7 @@ class TestTotality:
 
         assert decision.allowed is (decision.reason is Reason.OK)
 
+    @RELAXED
     @given(snapshots(), st.one_of(st.none(), st.integers(), st.text(alphabet="lowhig", max_size=3)))
     def test_evaluate_never_raises_on_odd_tiers_or_clock(self, snapshot: DeviceSnapshot, now: object) -> None:
         """Odd tier names and a missing or wrong-typed clock deny, never raise."""
@@ -91,6 +94,7 @@ class TestTotality:
 
         assert [False, False, False] == [d.allowed for d in decisions]
 
+    @RELAXED
     @given(hostile_snapshots())
     def test_failing_check_names_never_raises(self, snapshot: DeviceSnapshot) -> None:
         """The ingest helper is total too."""
@@ -100,7 +104,7 @@ class TestTotality:
 
 
 class TestMonotonicity:
-    @settings(max_examples=300)
+    @settings(RELAXED, max_examples=300)
     @given(snapshots(), check_subsets, check_subsets, st.sampled_from(AGES), st.sampled_from(AGES), histories, utc_instants())
     def test_allowed_at_a_tier_is_allowed_at_any_laxer_tier(
         self, snapshot: DeviceSnapshot, strict: frozenset[str], extra: frozenset[str],
@@ -117,7 +121,7 @@ class TestMonotonicity:
 
 
 class TestValidity:
-    @settings(max_examples=200)
+    @settings(RELAXED, max_examples=200)
     @given(snapshots(), st.sampled_from(["low", "medium", "high"]), histories, st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=4)))
     def test_decision_is_unchanged_until_valid_until(
         self, snapshot: DeviceSnapshot, tier: str, history: dict[str, object], later: timedelta
@@ -133,7 +137,7 @@ class TestValidity:
         assert (first.allowed, first.reason, first.failing, first.in_grace, first.nudges) == (
             again.allowed, again.reason, again.failing, again.in_grace, again.nudges)
 
-    @settings(max_examples=200)
+    @settings(RELAXED, max_examples=200)
     @given(snapshots(), st.sampled_from(["low", "medium", "high"]), histories)
     def test_decision_changes_at_valid_until(self, snapshot: DeviceSnapshot, tier: str, history: dict[str, object]) -> None:
         """At valid_until the decision differs (a grace ends or the snapshot goes stale)."""

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from policy_engine import DeviceSnapshot, Outcome, Version, explain, outcome_of, simulate
 
 from tests.policy_engine.factories import DEPLOY_POLICY, NOW, deploy_policies, load_yaml, make_snapshot, policies_from
-from tests.policy_engine.strategies import snapshots
+from tests.policy_engine.strategies import RELAXED, snapshots
 
 CURRENT = deploy_policies()
 _raw = DEPLOY_POLICY.read_text().replace('darwin: "14.4"', 'darwin: "15.0"').replace("max_snapshot_age: 15m", "max_snapshot_age: 2h")
@@ -20,7 +20,7 @@ CANDIDATE = policies_from(_raw)
 
 
 class TestSimulate:
-    @settings(max_examples=50)
+    @settings(RELAXED, max_examples=50)
     @given(st.lists(snapshots(), max_size=25, unique_by=lambda s: s.serial))
     def test_counts_match_per_device_decisions(self, fleet: list[DeviceSnapshot]) -> None:
         """Per tier, the counts equal the outcomes of evaluating each device on its own."""
@@ -36,7 +36,7 @@ class TestSimulate:
                     expected[t.tier][Outcome.IN_GRACE], expected[t.tier][Outcome.DENIED]) == (
                 t.allowed, t.nudged, t.in_grace, t.denied)
 
-    @settings(max_examples=50)
+    @settings(RELAXED, max_examples=50)
     @given(st.lists(snapshots(), max_size=25, unique_by=lambda s: s.serial))
     def test_diff_matches_per_device_decisions(self, fleet: list[DeviceSnapshot]) -> None:
         """Lost and gained access list exactly the devices whose verdict flips."""

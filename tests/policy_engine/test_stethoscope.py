@@ -20,9 +20,11 @@ from policy_engine import (
     parse_policy_document,
 )
 
-from tests.policy_engine.factories import NOW, STETHOSCOPE_POLICY, make_snapshot
+from tests.policy_engine.factories import DEPLOY_POLICY, NOW, STETHOSCOPE_POLICY, make_snapshot
+from tests.policy_engine.strategies import RELAXED
 
 RAW = yaml.safe_load(STETHOSCOPE_POLICY.read_text())
+SHIPPED = DEPLOY_POLICY.parent / "policy-stethoscope-default.yaml"
 BOOLEAN_PRACTICES = ("firewall", "diskEncryption", "automaticUpdates", "screenLock", "remoteLogin", "openWifiConnections")
 
 
@@ -123,7 +125,7 @@ POLICIES = converted()
 
 
 class TestDefaultPolicy:
-    @settings(max_examples=500)
+    @settings(RELAXED, max_examples=500)
     @given(devices())
     def test_conversion_reproduces_stethoscope_semantics(self, device: dict[str, Any]) -> None:
         """On Stethoscope's default policy, every device gets the same PASS/NUDGE/FAIL from us."""
@@ -133,6 +135,7 @@ class TestDefaultPolicy:
 
         assert expected == actual
 
+    @RELAXED
     @given(devices(platforms=("awsWorkspace",)))
     def test_workspaces_are_never_laxer_than_stethoscope(self, device: dict[str, Any]) -> None:
         """WorkSpaces get the win32 brackets, which are stricter: we never pass what Stethoscope fails."""
@@ -191,3 +194,13 @@ class TestProblems:
 
         assert ["firewall", "applications", "screenIdle", "osVersion.beos", "osVersion.darwin.ok", "osVersion.win32"] == [
             p.path for p in caught.value.problems]
+
+
+class TestShippedConversion:
+    def test_deploy_copy_matches_the_converter(self) -> None:
+        """deploy/policy-stethoscope-default.yaml is exactly the conversion of the fixture."""
+        shipped = yaml.safe_load(SHIPPED.read_text())
+
+        expected = convert_stethoscope_policy(RAW)
+
+        assert expected == shipped
