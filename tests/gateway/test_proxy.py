@@ -7,6 +7,7 @@ import socket
 from collections.abc import AsyncIterator
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from gateway.handlers import Admission
@@ -268,6 +269,17 @@ class TestFailures:
         assert resp.content_type == "text/html"
         assert "did not answer in time" in await resp.text()
         assert 1.0 == metrics.registry.get_sample_value("gatehouse_upstream_errors_total", {"route": "app", "kind": "timeout"})
+
+    async def test_upstream_breaking_off_mid_body_truncates_the_client_response(self, make_gateway: MakeGateway, upstream_url: str, metrics: Metrics) -> None:
+        """When the upstream hangs up mid-body the client sees a broken response, never a clean end."""
+        gw = await make_gateway([_route(upstream_url)])
+
+        resp = await gw.get("/break")
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await resp.read()
+
+        assert 200 == resp.status
+        assert 1.0 == metrics.registry.get_sample_value("gatehouse_upstream_errors_total", {"route": "app", "kind": "protocol"})
 
 
 class TestWebSocket:

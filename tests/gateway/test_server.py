@@ -53,6 +53,21 @@ class TestLimits:
         assert b"" == data
         assert elapsed < 5  # far below the 30 s keep-alive timeout
 
+    async def test_idle_connection_is_closed_after_keepalive_timeout(self, metrics: Metrics) -> None:
+        """A connection that never sends a byte is closed after keepalive_timeout_s."""
+        gw = await start_gateway(make_settings([], keepalive_timeout_s=0.3, header_read_timeout_s=30), metrics=metrics)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.addresses[0][1])
+            started = time.monotonic()
+            data = await asyncio.wait_for(reader.read(), 10)
+            elapsed = time.monotonic() - started
+            writer.close()
+        finally:
+            await gw.stop()
+
+        assert b"" == data
+        assert elapsed < 5
+
     async def test_complete_head_is_served_and_connection_kept(self, gateway: Gateway, recorder: Recorder) -> None:
         """Two requests on one kept-alive connection are both answered; the head timer never fires."""
         port = gateway.addresses[0][1]
