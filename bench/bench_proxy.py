@@ -16,6 +16,8 @@ Run: ``make bench``, or ``.venv/bin/python bench/bench_proxy.py --help`` for the
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import platform
@@ -77,6 +79,7 @@ class Run:
     cpu_upstream_s: float
     core_busy_s: float
     paced_rate: float | None = None
+    cpu_by_proc_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def cpu_target_us(self) -> float:
@@ -142,7 +145,7 @@ def wrk_script(workdir: Path, *, paced: bool) -> Path:
     return path
 
 
-def run_wrk(bench: Bench, target: Target, *, duration: float, connections: int, paced_rate: float | None = None) -> dict[str, object]:
+def run_wrk(bench: Bench, target: Target, *, duration: int, connections: int, paced_rate: float | None = None) -> dict[str, object]:
     """Run wrk once against ``target``; the parsed report of its Lua ``done`` hook.
 
     Raises:
@@ -153,7 +156,7 @@ def run_wrk(bench: Bench, target: Target, *, duration: float, connections: int, 
         "wrk",
         "-t", str(bench.args.threads),
         "-c", str(connections),
-        "-d", f"{duration:g}s",
+        "-d", f"{max(1, duration)}s",
         "--timeout", "5s",
         "-s", str(wrk_script(bench.workdir, paced=paced_rate is not None)),
     ]
@@ -170,13 +173,15 @@ def run_wrk(bench: Bench, target: Target, *, duration: float, connections: int, 
     raise RuntimeError(f"wrk against {target.name} printed no report (exit {done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
 
 
-def measure(bench: Bench, target: Target, *, round_no: int, duration: float, connections: int, paced_rate: float | None = None) -> Run:
+def measure(bench: Bench, target: Target, *, round_no: int, duration: int, connections: int, paced_rate: float | None = None) -> Run:
     """One wrk run with CPU time of the target, of the upstream and of the whole server core around it."""
     upstream_pids = [] if target.name == "direct" or bench.upstream is None else [bench.upstream.pid]
     server_core = bench.server_core if bench.server_core is not None else 0
+    by_proc0 = {p.name: cpu_seconds([p.pid]) for p in target.procs}
     cpu0, up0, core0 = cpu_seconds(target.pids), cpu_seconds(upstream_pids), core_busy_seconds(server_core)
     report = run_wrk(bench, target, duration=duration, connections=connections, paced_rate=paced_rate)
     cpu1, up1, core1 = cpu_seconds(target.pids), cpu_seconds(upstream_pids), core_busy_seconds(server_core)
+    by_proc1 = {p.name: cpu_seconds([p.pid]) for p in target.procs}
     requests = int(report["requests"])  # type: ignore[call-overload]
     duration_s = int(report["duration_us"]) / 1e6  # type: ignore[call-overload]
     if not target.alive():
@@ -193,6 +198,7 @@ def measure(bench: Bench, target: Target, *, round_no: int, duration: float, con
         cpu_upstream_s=up1 - up0,
         core_busy_s=core1 - core0,
         paced_rate=paced_rate,
+        cpu_by_proc_s={name: by_proc1[name] - by_proc0[name] for name in by_proc0},
     )
 
 
@@ -297,6 +303,7 @@ def median(values: Sequence[float]) -> float:
 def summarise(bench: Bench) -> dict[str, dict[str, float]]:
     """Median across rounds, per target, of every figure; ratios are taken within a round first."""
     direct_by_round = {r.round: r.rps for r in bench.runs if r.target == "direct"}
+    direct_cpu = {r.round: r.cpu_total_us for r in bench.runs if r.target == "direct"}
     by_round: dict[tuple[str, int], Run] = {(r.target, r.round): r for r in bench.runs}
     out: dict[str, dict[str, float]] = {}
     for name in bench.targets:
@@ -304,11 +311,14 @@ def summarise(bench: Bench) -> dict[str, dict[str, float]]:
         if not runs:
             continue
         ratios = [r.rps / direct_by_round[r.round] for r in runs if direct_by_round.get(r.round)]
+        # The throughput ratio an otherwise idle server core would give: direct's CPU per request over the target's.
+        cpu_ratios = [direct_cpu[r.round] / r.cpu_total_us for r in runs if r.round in direct_cpu and r.cpu_total_us > 0]
         row = {
             "rps": median([r.rps for r in runs]),
             "x_direct": median(ratios),
             "x_direct_min": min(ratios) if ratios else float("nan"),
             "x_direct_max": max(ratios) if ratios else float("nan"),
+            "x_direct_cpu": median(cpu_ratios),
             "p50_ms": median([r.latency_us["p50"] for r in runs]) / 1000,
             "p99_ms": median([r.latency_us["p99"] for r in runs]) / 1000,
             "cpu_target_us": median([r.cpu_target_us for r in runs]),
@@ -317,6 +327,9 @@ def summarise(bench: Bench) -> dict[str, dict[str, float]]:
             "foreign_load": median([r.foreign_load for r in runs]),
             "server_busy": median([r.server_busy for r in runs]),
         }
+        if len(runs[0].cpu_by_proc_s) > 1:
+            for proc_name in runs[0].cpu_by_proc_s:
+                row[f"cpu_us[{proc_name}]"] = median([1e6 * r.cpu_by_proc_s[proc_name] / r.requests for r in runs if r.requests])
         for other in ("aiohttp-proxy", "nginx-auth"):
             if other != name and other in bench.targets:
                 pairs = [by_round[(name, r.round)].rps / by_round[(other, r.round)].rps for r in runs if (other, r.round) in by_round]
@@ -333,7 +346,10 @@ def print_table(bench: Bench, summary: dict[str, dict[str, float]]) -> None:
         f"Throughput: median of {a.rounds} rounds x {a.duration:g}s, wrk -t{a.threads} -c{a.connections}"
         f" on core {bench.client_core}, servers on core {bench.server_core}; ratios taken within each round"
     )
-    header = f"{'target':<14} {'req/s':>8} {'x direct':>9} {'(min-max)':>11} {'p50 ms':>7} {'p99 ms':>7} {'CPU us/req':>10} {'+upstream':>9} {'errors':>6}"
+    header = (
+        f"{'target':<14} {'req/s':>8} {'x direct':>9} {'(min-max)':>11} {'p50 ms':>7} {'p99 ms':>7}"
+        f" {'CPU us/req':>10} {'+upstream':>9} {'x by CPU':>8} {'errors':>6}"
+    )
     print(header)
     print("-" * len(header))
     for name in ORDER:
@@ -342,11 +358,16 @@ def print_table(bench: Bench, summary: dict[str, dict[str, float]]) -> None:
             spread = f"{s['x_direct_min']:.2f}-{s['x_direct_max']:.2f}"
             print(
                 f"{name:<14} {s['rps']:>8.0f} {s['x_direct']:>8.2f}x {spread:>11} {s['p50_ms']:>7.2f} {s['p99_ms']:>7.2f}"
-                f" {s['cpu_target_us']:>10.1f} {s['cpu_total_us']:>9.1f} {int(s['errors']):>6}"
+                f" {s['cpu_target_us']:>10.1f} {s['cpu_total_us']:>9.1f} {s['x_direct_cpu']:>7.2f}x {int(s['errors']):>6}"
             )
         elif name in bench.unavailable:
             print(f"{name:<14} unavailable: {bench.unavailable[name]}"[:200])
     print("CPU us/req: the target's own processes (nginx + auth service for nginx-auth); +upstream: with the upstream's share.")
+    print("x by CPU: direct's CPU per request over the target's (+upstream), the ratio an otherwise idle server core would give.")
+    for name, s in summary.items():
+        parts = [f"{key[7:-1]} {value:.1f}" for key, value in s.items() if key.startswith("cpu_us[")]
+        if parts:
+            print(f"{name} CPU us/req by process: " + ", ".join(parts))
     if "gatehouse" in summary:
         s = summary["gatehouse"]
         for other, goal in (("aiohttp-proxy", "goal >= 1.0x"), ("nginx-auth", "goal >= 1.0x")):
@@ -519,7 +540,7 @@ def write_json(bench: Bench, summary: dict[str, dict[str, float]], paced_info: d
             "rounds": bench.args.rounds, "duration_s": bench.args.duration, "warmup_s": bench.args.warmup,
             "connections": bench.args.connections, "threads": bench.args.threads, "client_core": bench.client_core,
             "server_core": bench.server_core, "devices": bench.args.devices, "upstream_kind": bench.args.upstream_kind,
-            "gatehouse_log_level": bench.args.gatehouse_log_level,
+            "gatehouse_log_level": bench.args.gatehouse_log_level, "nice": bench.args.nice,
         },
         "targets": {name: t.description for name, t in bench.targets.items()},
         "unavailable": bench.unavailable,
@@ -536,14 +557,25 @@ def write_json(bench: Bench, summary: dict[str, dict[str, float]], paced_info: d
 # ----------------------------------------------------------------------------------------- main
 
 
+def set_niceness(nice: int) -> None:
+    """Run this process, and so wrk and every server it starts, at ``nice``; its autogroup too, where there is one."""
+    os.setpriority(os.PRIO_PROCESS, 0, nice)
+    autogroup = Path("/proc/self/autogroup")
+    if autogroup.exists():
+        try:
+            autogroup.write_text(str(nice))  # between sessions, autogroup scheduling weighs groups, not processes
+        except OSError as exc:
+            print(f"note: could not set the autogroup's niceness ({exc.strerror}); --nice then acts only within this session")
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Gatehouse's request path against nginx, nginx + auth_request and a bare aiohttp proxy.")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per target before the rounds")
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run (whole seconds, as wrk takes them)")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per target before the rounds")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (one core is the client's: 1)")
-    parser.add_argument("--paced-duration", type=float, default=5.0, help="seconds per paced run")
+    parser.add_argument("--paced-duration", type=int, default=5, help="seconds per paced run")
     parser.add_argument("--paced-rounds", type=int, default=2, help="rounds of the paced phase (0 skips it)")
     parser.add_argument("--devices", type=int, default=gatehouse_target.DEFAULT_DEVICES)
     parser.add_argument("--only", default=",".join(ORDER), help=f"comma-separated targets among {','.join(ORDER)} (direct always runs)")
@@ -552,6 +584,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--gatehouse-log-level", default="warning", choices=("debug", "info", "warning", "error"))
     parser.add_argument("--upstream-kind", default="lowlevel", choices=("lowlevel", "app"))
     parser.add_argument("--no-pin", action="store_true", help="do not pin wrk and the servers to separate cores")
+    parser.add_argument("--nice", type=int, default=0, help="run the harness, wrk and every server at this niceness (negative needs root; less noise on a shared machine)")
     parser.add_argument("--client-core", type=int, default=0)
     parser.add_argument("--server-core", type=int, default=1)
     parser.add_argument("--out", default=str(ROOT / "artifacts" / "bench" / "proxy.json"))
@@ -573,6 +606,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print("wrk is not installed; run `bash scripts/bench-deps.sh` (as root) first", file=sys.stderr)
         return 1
+    if args.nice:
+        set_niceness(args.nice)
     cpus = len(os.sched_getaffinity(0))
     pin = not args.no_pin and cpus >= 2 and shutil.which("taskset") is not None
     if not pin and not args.no_pin:
@@ -602,13 +637,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             target.stop()
         if bench.upstream is not None:
             bench.upstream.stop()
-    print_table(bench, summary)
-    print_paced(bench, paced_info)
-    print_memory(bench)
-    if "gatehouse" in bench.unavailable:
-        print(f"\ngatehouse target unavailable: {bench.unavailable['gatehouse']}")
+    report = io.StringIO()
+    with contextlib.redirect_stdout(report):
+        print_table(bench, summary)
+        print_paced(bench, paced_info)
+        print_memory(bench)
+        if "gatehouse" in bench.unavailable:
+            print(f"\ngatehouse target unavailable: {bench.unavailable['gatehouse']}")
+    print(report.getvalue(), end="")
     out = write_json(bench, summary, paced_info, started)
-    print(f"\nwrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out} ({time.monotonic() - started:.0f}s in all)")
+    text_out = out.with_suffix(".txt")
+    text_out.write_text(f"{datetime.now(UTC).isoformat(timespec='seconds')} {' '.join(sys.argv)}\n{report.getvalue()}", encoding="utf-8")
+    shown = [str(p.relative_to(ROOT) if p.is_relative_to(ROOT) else p) for p in (out, text_out)]
+    print(f"\nwrote {shown[0]} and {shown[1]} ({time.monotonic() - started:.0f}s in all)")
     if args.keep_workdir:
         print(f"configs and logs kept in {workdir}")
     else:

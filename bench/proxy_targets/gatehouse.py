@@ -228,11 +228,14 @@ def start_gatehouse(
     log_level: str = "warning",
     start_timeout_s: float = 240.0,
     name: str = "gatehouse",
+    command: Sequence[str] | None = None,
 ) -> Target:
     """Seed a store with ``devices`` snapshots, write the configuration, start `gatehouse serve` pinned to ``core``.
 
     Returns a Target whose requests carry ``Authorization: Bearer <token>``; ``token`` must be
     signed by ``keys`` for BENCH_USER with BENCH_SERIAL in its ``device_serial`` claim.
+    ``command`` is how to run the CLI (default ``[sys.executable, "-m", "gateway"]``, from the
+    repository root).
 
     Raises:
         TargetUnavailable: any step above failed; the message says which and why, in one line.
@@ -242,7 +245,8 @@ def start_gatehouse(
     python = sys.executable
     root = Path(__file__).resolve().parents[2]
 
-    probe = _run([python, "-m", "gateway", "serve", "--help"], timeout=60, cwd=root)
+    cli = list(command) if command is not None else [python, "-m", "gateway"]
+    probe = _run([*cli, "serve", "--help"], timeout=60, cwd=root)
     if probe.returncode != 0:
         raise TargetUnavailable(f"`gatehouse serve` is not available yet: {_last_lines(probe.stderr or probe.stdout)}")
     workers = ["--workers", "1"] if "--workers" in probe.stdout else []
@@ -271,11 +275,11 @@ def start_gatehouse(
         upstream_url=upstream_url,
         log_level=log_level,
     )
-    checked = _run([python, "-m", "gateway", "check-config", str(config)], timeout=60, cwd=root)
+    checked = _run([*cli, "check-config", str(config)], timeout=60, cwd=root)
     if checked.returncode != 0:
         raise TargetUnavailable(f"`gatehouse check-config` refused the bench configuration: {_last_lines(checked.stdout + checked.stderr)}")
 
-    proc: Proc = start_proc(name, [python, "-m", "gateway", "serve", "--config", str(config), *workers], workdir=home, core=core, cwd=root)
+    proc: Proc = start_proc(name, [*cli, "serve", "--config", str(config), *workers], workdir=home, core=core, cwd=root)
     headers = (("Authorization", f"Bearer {token}"),)
     try:
         started = time.monotonic()

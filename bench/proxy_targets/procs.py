@@ -99,7 +99,8 @@ def start_proc(
             stdin=subprocess.DEVNULL,
             env=full_env,
             cwd=str(cwd or workdir),
-            start_new_session=True,
+            # INVARIANT: no new session. With autogroup scheduling each session is its own CPU group, so
+            # a target made of three processes would get three shares of a contended core against one.
         )
     return Proc(name=name, popen=popen, log=log)
 
