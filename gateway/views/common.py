@@ -103,8 +103,11 @@ def device_facts(snapshot: DeviceSnapshot | None, serial: str | None, *, now: da
         rows.append(("Name", snapshot.hostname))
     rows.append(("Serial number", serial or (snapshot.serial if snapshot else None) or "not identified"))
     if snapshot is not None:
-        os_text = " ".join(p for p in (snapshot.os_name or platform_name(snapshot.platform),
+        family = platform_name(snapshot.platform)
+        os_text = " ".join(p for p in (snapshot.os_name or family,
                                        str(snapshot.os_version) if snapshot.os_version else "") if p)
+        if snapshot.os_name and family.lower() not in snapshot.os_name.lower():
+            os_text += f" ({family})"
         rows.append(("Operating system", os_text))
         if snapshot.agent_name:
             agent = snapshot.agent_name + (f" {snapshot.agent_version}" if snapshot.agent_version else "")

@@ -21,6 +21,7 @@ def test_shows_each_device_and_what_it_can_reach() -> None:
     assert 2 == mac.count("Blocked by failing checks")
     assert 3 == linux.count("Can reach now")
     assert "Production console" in linux
+    assert "Ubuntu 24.04 (Linux)" in linux
 
 
 def test_check_states_and_steps() -> None:
