@@ -82,6 +82,11 @@ class Decision:
     detail: str = ""
     """For ``check-error``: which check and what went wrong; otherwise empty."""
 
+    @property
+    def reasons(self) -> frozenset[Reason]:
+        """The reason as a set, for code written against ``Reason.X in decision.reasons``."""
+        return frozenset((self.reason,))
+
     def is_valid_at(self, now: datetime) -> bool:
         """Whether this decision still holds at ``now`` for the same inputs."""
         start = self.evaluated_at

@@ -36,3 +36,11 @@ class TestDecision:
         slots = DecisionTwin.__slots__
 
         assert names == slots
+
+    def test_reasons_is_the_reason_as_a_set(self) -> None:
+        """``decision.reasons`` holds exactly the decision's reason."""
+        decision = Decision(False, "high", Reason.SNAPSHOT_STALE)
+
+        reasons = decision.reasons
+
+        assert frozenset({Reason.SNAPSHOT_STALE}) == reasons
