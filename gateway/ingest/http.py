@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 
 import orjson
 import structlog
-from aiohttp import ClientPayloadError, web
+from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway.ingest import osquery
@@ -104,7 +104,7 @@ async def _read_json(request: web.Request, limit: int) -> object:
             if size > limit:
                 raise _Refused(too_large)
             chunks.append(chunk)
-    except (zlib.error, ValueError, ClientPayloadError, HttpProcessingError) as exc:
+    except (zlib.error, ValueError, web.RequestPayloadError, HttpProcessingError) as exc:
         raise _Refused(_error(400, "bad-encoding", f"the body could not be decompressed: {exc}")) from None
     body = b"".join(chunks)
     if body[:2] == b"\x1f\x8b":  # gzip the server did not inflate (no Content-Encoding header)

@@ -327,3 +327,11 @@ class TestStoreFailure:
         assert "retry" in (await response.json())["message"]
         assert None is ingest.cache.get("C02XK0AAJGH6")
         assert 1.0 == ingest.metrics.registry.get_sample_value("gatehouse_store_errors_total", {"operation": "put_snapshots"})
+
+
+class TestCorruptBodies:
+    async def test_corrupt_gzip_is_400(self, ingest: Ingest) -> None:
+        """A body that claims gzip but is not is refused with 400, not a server error."""
+        response = await ingest.client.post(PATH, data=b"\x1f\x8bnot really gzip" * 10, headers={**AUTH, "Content-Encoding": "gzip"})
+
+        assert 400 == response.status
