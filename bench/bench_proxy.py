@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import io
 import json
+import math
 import os
 import platform
 import shutil
@@ -37,9 +38,9 @@ ROOT = BENCH_DIR.parent
 if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
-from proxy_targets import gatehouse as gatehouse_target  # noqa: E402
-from proxy_targets.nginx import nginx_binary, start_nginx  # noqa: E402
-from proxy_targets.procs import (  # noqa: E402
+from proxy_targets import gatehouse as gatehouse_target
+from proxy_targets.nginx import nginx_binary, start_nginx
+from proxy_targets.procs import (
     Proc,
     Target,
     TargetUnavailable,
@@ -51,7 +52,7 @@ from proxy_targets.procs import (  # noqa: E402
     start_proc,
     wait_http,
 )
-from proxy_targets.tokens import AUDIENCE, ISSUER, BenchKeys, make_keys, mint_token  # noqa: E402
+from proxy_targets.tokens import AUDIENCE, ISSUER, BenchKeys, make_keys, mint_token
 
 WRK_DIR = BENCH_DIR / "proxy_targets" / "wrk"
 ORDER = ("direct", "aiohttp-proxy", "nginx", "nginx-auth", "gatehouse")
@@ -111,6 +112,25 @@ class Run:
 
 
 @dataclass
+class Memory:
+    """Gatehouse's resident memory (bytes) with the whole fleet, and with one device for the baseline."""
+
+    devices: int
+    rss_after_start: int
+    rss_after_warmup: int = 0
+    peak: int = 0
+    rss_one_device: int | None = None
+    baseline_error: str = ""
+
+    @property
+    def added_by_fleet(self) -> int | None:
+        return None if self.rss_one_device is None else self.rss_after_warmup - self.rss_one_device
+
+    def as_dict(self) -> dict[str, object]:
+        return {**asdict(self), "added_by_fleet": self.added_by_fleet}
+
+
+@dataclass
 class Bench:
     """Everything one bench run started and measured."""
 
@@ -123,7 +143,7 @@ class Bench:
     unavailable: dict[str, str] = field(default_factory=dict)
     runs: list[Run] = field(default_factory=list)
     paced: list[Run] = field(default_factory=list)
-    memory: dict[str, object] = field(default_factory=dict)
+    memory: Memory | None = None
     notes: list[str] = field(default_factory=list)
     extra_procs: list[Proc] = field(default_factory=list)
 
@@ -165,7 +185,7 @@ def run_wrk(bench: Bench, target: Target, *, duration: int, connections: int, pa
     argv.append(target.url)
     if paced_rate is not None:
         argv += ["--", f"{paced_rate:.1f}", str(bench.args.threads)]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60, stdin=subprocess.DEVNULL)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60, stdin=subprocess.DEVNULL, check=False)
     for line in done.stdout.splitlines():
         if line.startswith("WRK_JSON "):
             report: dict[str, object] = json.loads(line.removeprefix("WRK_JSON "))
@@ -296,7 +316,7 @@ def start_targets(bench: Bench, keys: BenchKeys, token: str) -> None:
 
 
 def median(values: Sequence[float]) -> float:
-    clean = [v for v in values if v == v]
+    clean = [v for v in values if not math.isnan(v)]
     return statistics.median(clean) if clean else float("nan")
 
 
@@ -408,16 +428,19 @@ def print_paced(bench: Bench, paced_info: dict[str, object]) -> None:
 
 
 def print_memory(bench: Bench) -> None:
-    if not bench.memory:
-        return
     m = bench.memory
+    if m is None:
+        return
     print()
     mb = 1024 * 1024
-    line = f"Gatehouse RSS with {m['devices']:,} devices: {int(m['rss_full']) / mb:.1f} MB after warm-up, peak {int(m['hwm_full']) / mb:.1f} MB"
-    if "rss_one" in m:
-        line += f"; with 1 device: {int(m['rss_one']) / mb:.1f} MB; the fleet adds {int(m['added']) / mb:.1f} MB (goal <= 60 MB)"
-    elif "baseline_error" in m:
-        line += f"; no 1-device baseline: {m['baseline_error']}"
+    line = (
+        f"Gatehouse RSS with {m.devices:,} devices: {m.rss_after_start / mb:.1f} MB after start,"
+        f" {m.rss_after_warmup / mb:.1f} MB after warm-up, peak {m.peak / mb:.1f} MB"
+    )
+    if m.rss_one_device is not None and m.added_by_fleet is not None:
+        line += f"; with 1 device {m.rss_one_device / mb:.1f} MB after warm-up, so the fleet adds {m.added_by_fleet / mb:.1f} MB (goal <= 60 MB)"
+    elif m.baseline_error:
+        line += f"; no 1-device baseline: {m.baseline_error}"
     print(line)
 
 
@@ -480,7 +503,9 @@ def memory_phase(bench: Bench, keys: BenchKeys, token: str) -> None:
     target = bench.targets.get("gatehouse")
     if target is None:
         return
-    bench.memory.update(devices=bench.args.devices, rss_full=bench.memory.get("rss_full", rss_bytes(target.pids)), hwm_full=rss_bytes(target.pids, "VmHWM"))
+    if bench.memory is None:
+        bench.memory = Memory(devices=bench.args.devices, rss_after_start=rss_bytes(target.pids), rss_after_warmup=rss_bytes(target.pids))
+    bench.memory.peak = rss_bytes(target.pids, "VmHWM")
     if bench.args.no_baseline:
         return
     bench.log("starting gatehouse with 1 device for the RSS baseline ...")
@@ -490,12 +515,11 @@ def memory_phase(bench: Bench, keys: BenchKeys, token: str) -> None:
             devices=1, log_level=bench.args.gatehouse_log_level, name="gatehouse-1-device",
         )
     except TargetUnavailable as exc:
-        bench.memory["baseline_error"] = str(exc)
+        bench.memory.baseline_error = str(exc)
         return
     try:
         run_wrk(bench, one, duration=bench.args.warmup, connections=bench.args.connections)
-        bench.memory["rss_one"] = rss_bytes(one.pids)
-        bench.memory["added"] = int(bench.memory["rss_full"]) - int(bench.memory["rss_one"])  # type: ignore[call-overload]
+        bench.memory.rss_one_device = rss_bytes(one.pids)
     finally:
         one.stop()
 
@@ -503,7 +527,7 @@ def memory_phase(bench: Bench, keys: BenchKeys, token: str) -> None:
 def tool_versions(bench: Bench) -> dict[str, str]:
     def first_line(argv: list[str]) -> str:
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
         except (OSError, subprocess.TimeoutExpired):
             return "missing"
         return (done.stdout + done.stderr).strip().splitlines()[0] if (done.stdout + done.stderr).strip() else "?"
@@ -547,7 +571,7 @@ def write_json(bench: Bench, summary: dict[str, dict[str, float]], paced_info: d
         "summary": summary,
         "runs": [r.as_dict() for r in bench.runs],
         "paced": {**paced_info, "runs": [r.as_dict() for r in bench.paced]},
-        "gatehouse_memory": bench.memory,
+        "gatehouse_memory": None if bench.memory is None else bench.memory.as_dict(),
         "notes": bench.notes,
     }
     out.write_text(json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8")
@@ -622,11 +646,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         start_targets(bench, keys, token)
         if "gatehouse" in bench.targets:
-            bench.memory["rss_after_start"] = rss_bytes(bench.targets["gatehouse"].pids)
+            bench.memory = Memory(devices=args.devices, rss_after_start=rss_bytes(bench.targets["gatehouse"].pids))
         bench.log(f"warming up {len(bench.targets)} targets ...")
         warm_up(bench)
-        if "gatehouse" in bench.targets:
-            bench.memory["rss_full"] = rss_bytes(bench.targets["gatehouse"].pids)
+        if bench.memory is not None:
+            bench.memory.rss_after_warmup = rss_bytes(bench.targets["gatehouse"].pids)
         rounds(bench)
         summary = summarise(bench)
         if args.paced_rounds > 0 and args.paced_duration > 0:

@@ -21,6 +21,8 @@ from typing import Callable, Sequence
 
 import jwt
 from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from proxy_targets.tokens import DEVICE_CLAIM
 
@@ -67,7 +69,9 @@ def create_app(
     clock: Callable[[], float] = time.time,
 ) -> web.Application:
     """The auth service: 200 with the user for a valid bearer token, 401 otherwise."""
-    key = jwt.algorithms.ECAlgorithm(jwt.algorithms.ECAlgorithm.SHA256).prepare_key(public_key_pem)
+    key = serialization.load_pem_public_key(public_key_pem)
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise TypeError("the auth service verifies ES256 tokens; give it an EC P-256 public key in PEM")
     decoder = jwt.PyJWT(options={"require": ["exp", "iss", "aud", "sub"]})
     token_cache = TokenCache() if cache is None else cache
 

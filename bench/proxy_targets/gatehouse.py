@@ -209,7 +209,7 @@ async def seed_store(db: Path, count: int, *, batch: int = 5_000) -> int:
 
 
 def _run(argv: Sequence[str], *, timeout: float, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, cwd=str(cwd), stdin=subprocess.DEVNULL)
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, cwd=str(cwd), stdin=subprocess.DEVNULL, check=False)
 
 
 def _last_lines(text: str, count: int = 6) -> str:

@@ -18,7 +18,7 @@ LowLevelHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
 async def _serve(target: web.Application | LowLevelHandler, host: str, port: int) -> None:
-    runner: web.BaseRunner[web.BaseRequest] | web.AppRunner
+    runner: web.BaseRunner
     if isinstance(target, web.Application):
         runner = web.AppRunner(target, access_log=None, handle_signals=False)
     else:

@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 from aiohttp import ClientSession, web
 from aiohttp.test_utils import RawTestServer, TestServer
-from yarl import URL
-
 from proxy_targets import authsvc, passthrough, upstream
 from proxy_targets.tokens import AUDIENCE, ISSUER, BenchKeys, make_keys, mint_token
+from yarl import URL
 
 
 @pytest.fixture(scope="module")
@@ -72,17 +71,15 @@ class TestPassthrough:
 
     async def test_passes_upstream_status_and_headers(self, proxy: TestServer) -> None:
         """An upstream 404 and its own headers reach the client unchanged."""
-        async with ClientSession() as session:
-            async with session.get(proxy.make_url("/missing")) as resp:
-                status, text, header = resp.status, await resp.text(), resp.headers.get("X-Upstream")
+        async with ClientSession() as session, session.get(proxy.make_url("/missing")) as resp:
+            status, text, header = resp.status, await resp.text(), resp.headers.get("X-Upstream")
 
         assert (404, "nothing here", "yes") == (status, text, header)
 
     async def test_streams_a_chunked_response(self, proxy: TestServer) -> None:
         """A chunked upstream body arrives whole."""
-        async with ClientSession() as session:
-            async with session.get(proxy.make_url("/chunked")) as resp:
-                text = await resp.text()
+        async with ClientSession() as session, session.get(proxy.make_url("/chunked")) as resp:
+            text = await resp.text()
 
         assert "part-0;part-1;part-2;" == text
 
@@ -91,9 +88,8 @@ class TestPassthrough:
         origin: RawTestServer = await aiohttp_raw_server(upstream.create_handler())
         front = await aiohttp_server(passthrough.create_app(str(origin.make_url("")).rstrip("/")))
 
-        async with ClientSession() as session:
-            async with session.get(front.make_url("/anything")) as resp:
-                status, body = resp.status, await resp.read()
+        async with ClientSession() as session, session.get(front.make_url("/anything")) as resp:
+            status, body = resp.status, await resp.read()
 
         assert (200, upstream.BODY) == (status, body)
         assert 100 == len(body)
@@ -107,9 +103,8 @@ async def auth(aiohttp_server, keys: BenchKeys) -> TestServer:  # type: ignore[n
 
 async def ask(server: TestServer, token: str | None) -> tuple[int, str | None, str | None]:
     headers = {} if token is None else {"Authorization": f"Bearer {token}"}
-    async with ClientSession() as session:
-        async with session.get(server.make_url("/verify"), headers=headers) as resp:
-            return resp.status, resp.headers.get("X-Auth-User"), resp.headers.get("X-Auth-Cache")
+    async with ClientSession() as session, session.get(server.make_url("/verify"), headers=headers) as resp:
+        return resp.status, resp.headers.get("X-Auth-User"), resp.headers.get("X-Auth-Cache")
 
 
 class TestAuthService:
