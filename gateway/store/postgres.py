@@ -59,7 +59,7 @@ from gateway.store.base import (
     QueryResult,
     StoreError,
 )
-from gateway.store.codec import decode_snapshot, encode_snapshot
+from gateway.store.codec import SnapshotDecoder, encode_snapshot
 from gateway.store.sqlite import hash_node_key
 from gateway.store.sqlite_audit import check_batch
 from policy_engine.model import DeviceSnapshot
@@ -238,6 +238,8 @@ class PostgresStore:
         """True while the change listener holds a live connection with LISTEN in place."""
         # Decoding 100,000 snapshots takes a while: do it off the event loop so requests keep flowing.
         self._decoding = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gatehouse-pg-decode")
+        self._thread_decoder = SnapshotDecoder()  # INVARIANT: used only on the decoding thread
+        self._loop_decoder = SnapshotDecoder()  # INVARIANT: used only on the event loop
 
     @classmethod
     async def open(
@@ -401,8 +403,12 @@ class PostgresStore:
 
     async def _decode(self, bodies: list[bytes]) -> tuple[DeviceSnapshot, ...]:
         if len(bodies) <= _DECODE_INLINE:
-            return _decode_all(bodies)
-        return await asyncio.get_running_loop().run_in_executor(self._decoding, _decode_all, bodies)
+            return tuple(self._loop_decoder.decode(body) for body in bodies)
+        return await asyncio.get_running_loop().run_in_executor(self._decoding, self._decode_all, bodies)
+
+    def _decode_all(self, bodies: list[bytes]) -> tuple[DeviceSnapshot, ...]:
+        decode = self._thread_decoder.decode
+        return tuple(decode(body) for body in bodies)
 
     def audit_sink(self) -> PostgresAuditSink:
         """The break-glass audit sink on this store's pool."""
@@ -544,7 +550,7 @@ class PostgresStore:
 
         async def work(conn: asyncpg.Connection) -> DeviceSnapshot | None:
             body = await conn.fetchval("SELECT body FROM latest_snapshots WHERE serial = $1", serial)
-            return None if body is None else decode_snapshot(body)
+            return None if body is None else self._loop_decoder.decode(body)
 
         return await self._transact(f"read the latest snapshot of `{serial}`", work, write=False)
 
@@ -881,10 +887,6 @@ async def _migrate(conn: asyncpg.Connection) -> None:
             await conn.execute(statement)
         await conn.execute("INSERT INTO gatehouse_schema_migrations (version) VALUES ($1)", number)
         _log.info("store.migrated", version=number)
-
-
-def _decode_all(bodies: list[bytes]) -> tuple[DeviceSnapshot, ...]:
-    return tuple(decode_snapshot(body) for body in bodies)
 
 
 def _details_dict(details: HostDetails) -> dict[str, str]:
