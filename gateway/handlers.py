@@ -56,8 +56,14 @@ class Admission:
 
 
 class Gate(Protocol):
-    """Identity + policy for one routed request. Bind ``decision``, ``user`` and ``device`` with
-    ``structlog.contextvars.bind_contextvars`` so they appear in the ``request.completed`` line."""
+    """Identity + policy for one routed, non-reserved request.
+
+    When ``admit`` runs, ``request[TARGET]`` (canonical target), ``request[LIVE]`` (settings and
+    routes in force for this request), ``request[ROUTE]`` and ``request[REQUEST_ID]`` are set. Bind
+    ``decision``, ``user`` and ``device`` with ``structlog.contextvars.bind_contextvars`` so they
+    appear in the ``request.completed`` line. Raising GatewayError renders its error page; any other
+    exception is a 500 and the request is never proxied.
+    """
 
     async def admit(self, request: web.Request, route: Route) -> Admission: ...
 
