@@ -13,7 +13,8 @@ Headers sent upstream:
   headers), is removed, also when named in Connection; then ``inject`` is added;
 - ``Host`` is the client's (so upstreams build correct links); ``X-Forwarded-For``/``-Proto``/``-Host``
   and ``Forwarded`` (RFC 7239) are set. The client's own values are kept (and appended to) only when
-  the peer address is in ``server.trusted_proxies``; otherwise they are replaced;
+  the peer address is in ``server.trusted_proxies``; otherwise they are replaced; a client's
+  ``X-Real-IP`` is always dropped;
 - ``X-Request-Id`` is the request's id (the middleware keeps a trusted caller's, else generates one).
 
 Bodies stream chunk by chunk; nothing holds a whole body. The request body is counted while it
@@ -99,7 +100,7 @@ def upstream_headers(
     scheme: str,
     host: str,
     request_id: str,
-    inject: Mapping[str, str] = {},
+    inject: Mapping[str, str] | None = None,
     strip: Collection[str] = (),
     websocket: bool = False,
 ) -> CIMultiDict[str]:
@@ -130,7 +131,7 @@ def upstream_headers(
         out["X-Forwarded-Host"] = host
         out["Forwarded"] = ours
     out["X-Request-Id"] = request_id
-    for name, value in inject.items():
+    for name, value in (inject or {}).items():
         out[name] = value
     return out
 
