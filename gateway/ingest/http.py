@@ -28,7 +28,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway.ingest import osquery
 from gateway.ingest.config import IngestSettings
-from gateway.ingest.pipeline import Ingestor, run_history_prune
+from gateway.ingest.pipeline import HistoryThrottle, Ingestor, run_history_prune
 from gateway.ingest.snapshot_parse import ItemError, parse_snapshot_item
 from gateway.ingest.stethoscope import is_stethoscope_item, parse_stethoscope_item
 from gateway.keys import CLOCK, COMPLIANCE_RECORDER, INGEST_RUNTIME, INGEST_SETTINGS, METRICS, SNAPSHOT_CACHE, STORE
@@ -46,10 +46,12 @@ _JSON = "application/json"
 
 
 class IngestRuntime:
-    """Per-app ingest state: one lock per device so two requests never interleave its query rows."""
+    """Per-app ingest state: one lock per device so two requests never interleave its query rows,
+    and the history throttle."""
 
     def __init__(self) -> None:
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self.throttle = HistoryThrottle()
 
     def device_lock(self, serial: str) -> asyncio.Lock:
         lock = self._locks.get(serial)
@@ -120,6 +122,7 @@ def _ingestor(app: web.Application) -> Ingestor:
         cache=app.get(SNAPSHOT_CACHE),
         metrics=app.get(METRICS),
         recorder=app.get(COMPLIANCE_RECORDER),
+        throttle=app[INGEST_RUNTIME].throttle,
     )
 
 

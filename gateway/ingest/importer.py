@@ -25,7 +25,7 @@ from pathlib import Path
 import orjson
 
 from gateway.ingest.osquery import OsqueryRequestError, ResultItem, normalize_result
-from gateway.ingest.pipeline import ComplianceRecorder, Ingestor
+from gateway.ingest.pipeline import ComplianceRecorder, HistoryThrottle, Ingestor
 from gateway.ingest.snapshot_parse import ItemError, is_placeholder_serial, parse_snapshot_item
 from gateway.ingest.stethoscope import is_stethoscope_item, parse_stethoscope_item
 from gateway.metrics import Metrics
@@ -114,7 +114,7 @@ async def import_files(
     Raises:
         StoreError: the store failed; what was stored before stays stored (imports are idempotent, run again).
     """
-    ingestor = Ingestor(store=store, cache=cache, metrics=metrics, recorder=recorder)
+    ingestor = Ingestor(store=store, cache=cache, metrics=metrics, recorder=recorder, throttle=HistoryThrottle())
     report = ImportReport()
     osquery_items: dict[str, list[ResultItem]] = {}
     hosts: dict[str, HostDetails] = {}

@@ -27,11 +27,34 @@ _log = structlog.get_logger(__name__)
 class ComplianceRecorder(Protocol):
     """Given a newly stored snapshot, pass (True) or fail (False) per check name; None records nothing.
 
-    The lead plugs the policy engine in here. It must not raise: a recorder error is logged and
-    the snapshot stays stored.
+    app.py plugs the policy engine in here. It must not raise: a recorder error is logged and the
+    snapshot stays stored.
     """
 
     def __call__(self, snapshot: DeviceSnapshot) -> Mapping[str, bool] | None: ...
+
+
+class HistoryThrottle:
+    """Decides which evaluations go into the compliance history: a change, or a day since the last entry.
+
+    osquery devices send a new snapshot every few minutes; recording each would write hundreds of
+    identical rows per device per day. Entries are written when a device's results differ from
+    its last recorded ones, or when ``every`` has passed (so the evidence shows the device was
+    still evaluated). Memory only: after a restart each device's next evaluation is recorded.
+    """
+
+    def __init__(self, every: timedelta = timedelta(days=1)) -> None:
+        self._every = every
+        self._last: dict[str, tuple[int, datetime]] = {}
+
+    def should_record(self, serial: str, results: Mapping[str, bool], at: datetime) -> bool:
+        """True when this evaluation belongs in the history; remembers it if so."""
+        digest = hash(frozenset(results.items()))
+        last = self._last.get(serial)
+        if last is not None and last[0] == digest and at - last[1] < self._every:
+            return False
+        self._last[serial] = (digest, at)
+        return True
 
 
 @dataclass(slots=True)
@@ -42,6 +65,8 @@ class Ingestor:
     cache: SnapshotCache | None
     metrics: Metrics | None = None
     recorder: ComplianceRecorder | None = None
+    throttle: HistoryThrottle | None = None
+    """Without one, every evaluation is recorded."""
 
     async def ingest(self, snapshots: Sequence[DeviceSnapshot]) -> tuple[PutOutcome, ...]:
         """Store a batch (committed when this returns), then update cache, history and metrics.
@@ -112,6 +137,8 @@ class Ingestor:
             _log.exception("compliance.record_failed", source=snapshot.source)
             return
         if not results:
+            return
+        if self.throttle is not None and not self.throttle.should_record(snapshot.serial, results, snapshot.collected_at):
             return
         entry = HistoryEntry(snapshot.serial, snapshot.owners, snapshot.collected_at, dict(results))
         try:

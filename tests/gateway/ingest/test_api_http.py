@@ -279,7 +279,7 @@ class TestComplianceRecorder:
     async def test_recorder_results_become_history_and_failing_since(
         self, aiohttp_client: Callable[..., Awaitable[TestClient]], store: SqliteStore, clock: FakeClock, settings: IngestSettings, metrics: Metrics
     ) -> None:
-        """Each stored snapshot's pass/fail map is recorded; a failing check gets its first failing time."""
+        """Stored snapshots' pass/fail maps are recorded when they change; a failing check gets its first failing time."""
         seen: list[DeviceSnapshot] = []
 
         def recorder(snapshot: DeviceSnapshot) -> Mapping[str, bool]:
@@ -291,9 +291,10 @@ class TestComplianceRecorder:
         await client.post(PATH, json=[item(disk_encrypted=False)], headers=AUTH)
         await client.post(PATH, json=[item(disk_encrypted=False)], headers=AUTH)  # duplicate: not recorded again
         await client.post(PATH, json=[item(collected_at="2026-11-22T14:10:00Z", disk_encrypted=True)], headers=AUTH)
+        await client.post(PATH, json=[item(collected_at="2026-11-22T14:15:00Z", disk_encrypted=True)], headers=AUTH)  # unchanged: throttled
 
         history = [(e.serial, e.owners, e.results) async for e in store.iter_history(since=clock() - timedelta(days=1))]
-        assert 2 == len(seen)
+        assert 3 == len(seen)
         assert [
             ("C02XK0AAJGH6", ("bob@example.com",), {"disk-encrypted": False, "firewall": True}),
             ("C02XK0AAJGH6", ("bob@example.com",), {"disk-encrypted": True, "firewall": True}),

@@ -49,3 +49,23 @@ class TestHistoryRetention:
         left = [e.recorded_at async for e in store.iter_history(since=clock() - timedelta(days=400))]
         assert [60, 60] == waits
         assert [clock() - timedelta(days=d, minutes=-1) for d in (92, 62)] == left
+
+
+class TestHistoryThrottle:
+    def test_records_changes_and_a_daily_heartbeat(self, clock: FakeClock) -> None:
+        """Same results within a day are skipped; a change or a day later is recorded."""
+        from gateway.ingest.pipeline import HistoryThrottle
+
+        throttle = HistoryThrottle()
+        t = clock()
+
+        decisions = [
+            throttle.should_record("S", {"disk": True}, t),
+            throttle.should_record("S", {"disk": True}, t + timedelta(minutes=5)),
+            throttle.should_record("S", {"disk": False}, t + timedelta(minutes=10)),
+            throttle.should_record("T", {"disk": False}, t + timedelta(minutes=10)),
+            throttle.should_record("S", {"disk": False}, t + timedelta(hours=23)),
+            throttle.should_record("S", {"disk": False}, t + timedelta(days=1, minutes=10)),
+        ]
+
+        assert [True, False, True, True, False, True] == decisions
