@@ -259,6 +259,29 @@ class TestFailures:
         assert "upstream-connect" == (await resp.json(content_type=None))["code"]
         assert 1.0 == metrics.registry.get_sample_value("gatehouse_upstream_errors_total", {"route": "app", "kind": "connect"})
 
+    async def test_connect_timeout_is_504(self, make_gateway: MakeGateway, metrics: Metrics) -> None:
+        """An upstream whose accept queue is full (connects hang) gets 504 after the connect timeout."""
+        with socket.socket() as listener:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(0)
+            port = listener.getsockname()[1]
+            fillers = [socket.socket() for _ in range(3)]
+            for filler in fillers:
+                filler.setblocking(False)
+                try:
+                    filler.connect(("127.0.0.1", port))
+                except BlockingIOError:
+                    pass
+            gw = await make_gateway([_route(f"http://127.0.0.1:{port}", connect_timeout_s=0.2)])
+
+            resp = await gw.get("/x", headers={"Accept": "application/json"})
+            for filler in fillers:
+                filler.close()
+
+        assert 504 == resp.status
+        assert "upstream-timeout" == (await resp.json(content_type=None))["code"]
+        assert 1.0 == metrics.registry.get_sample_value("gatehouse_upstream_errors_total", {"route": "app", "kind": "timeout"})
+
     async def test_read_timeout_is_504(self, make_gateway: MakeGateway, upstream_url: str, metrics: Metrics) -> None:
         """An upstream that never answers gets 504 after the route's read timeout."""
         gw = await make_gateway([_route(upstream_url, read_timeout_s=0.2)])
