@@ -288,16 +288,16 @@ def _html(view: FleetView, rows: tuple[FleetRow, ...]) -> Rendered:
             "tr",
             el("th", el("strong", r.hostname) if r.hostname else el("span", "No report yet", class_="muted"),
                el("div", el("code", r.serial), class_="small"), scope="row"),
-            el("td", _list(r.owners)),
-            el("td", r.os or el("span", "—", class_="muted")),
-            el("td", r.agent or el("span", "—", class_="muted")),
-            el("td", seen),
+            el("td", _list(r.owners), data_label="Owner"),
+            el("td", r.os or el("span", "—", class_="muted"), data_label="OS"),
+            el("td", r.agent or el("span", "—", class_="muted"), data_label="Agent"),
+            el("td", seen, data_label="Last report"),
             el("td", join([join(" " if i else "", el("span", t, class_="badge ok"))
                            for i, t in enumerate(r.reachable_tiers)]) if r.reachable_tiers
-               else el("span", "none", class_="muted")),
-            el("td", _list([el("code", c) for c in r.failing])),
+               else el("span", "none", class_="muted"), data_label="Can reach now"),
+            el("td", _list([el("code", c) for c in r.failing]), data_label="Failing checks"),
             el("td", _list([join(el("code", c), el("div", time_el(d, now=now), class_="small deadline"))
-                            for c, d in r.grace])),
+                            for c, d in r.grace]), data_label="Grace deadlines"),
         ))
     query = view.filter.to_query()
     csv_href = FLEET_PATH + "?" + urlencode({**query, "format": "csv"})
@@ -311,7 +311,7 @@ def _html(view: FleetView, rows: tuple[FleetRow, ...]) -> Rendered:
                           el("thead", el("tr", [el("th", h, scope="col") for h in (
                               "Device", "Owner", "OS", "Agent", "Last report", "Can reach now",
                               "Failing checks", "Grace deadlines")])),
-                          el("tbody", table_rows)), class_="table-wrap")
+                          el("tbody", table_rows), class_="stack"), class_="table-wrap")
              if rows else el("p", "No device matches these filters.", class_="card"))
     body = join(
         el("h1", "Devices"),

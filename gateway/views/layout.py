@@ -133,6 +133,12 @@ dl.facts{grid-template-columns:1fr;gap:0}
 dl.facts dd{margin-bottom:0.45rem}
 header.bar nav a{margin-left:0;margin-right:1rem}
 .actions button,.actions .button{width:100%;text-align:center}
+table.stack,table.stack tbody,table.stack tr,table.stack th,table.stack td{display:block;width:auto}
+table.stack thead{position:absolute;left:-9999px}
+table.stack tr{padding:0.5rem 0;border-bottom:1px solid var(--line)}
+table.stack tbody tr:last-child{border-bottom:0}
+table.stack th,table.stack td{border:0;padding:0.2rem 0.75rem}
+table.stack td[data-label]::before{content:attr(data-label);display:block;font-size:0.8rem;color:var(--muted)}
 }
 """.strip()
 

@@ -128,15 +128,16 @@ def render_privacy(view: PrivacyView) -> Rendered:
         else:
             checked = el("span", "Not checked by the current policy", class_="badge muted")
         rows.append(el("tr", el("th", what, el("div", el("code", name), class_="small"), scope="row"),
-                       el("td", why), el("td", checked)))
+                       el("td", why, data_label="Why"), el("td", checked, data_label="Used by the current rules")))
     for use in view.facts_in_use:
         if use.fact in field_names:
             continue
         rows.append(el("tr", el("th", fact_label(use.fact).capitalize(), el("div", el("code", use.fact), class_="small"),
                                 scope="row"),
-                       el("td", "An extra fact the policy asks the agent to report."),
+                       el("td", "An extra fact the policy asks the agent to report.", data_label="Why"),
                        el("td", el("span", "Checked", class_="badge warn"), " by ", _groups(use.checks),
-                          el("div", "Tiers: " + ", ".join(use.tiers), class_="small muted") if use.tiers else None)))
+                          el("div", "Tiers: " + ", ".join(use.tiers), class_="small muted") if use.tiers else None,
+                          data_label="Used by the current rules")))
     tier_items = [el("li", el("strong", t.name), f" — {t.description} " if t.description else " ",
                      f"(needs a report from the last {format_duration(t.max_snapshot_age)})")
                   for t in view.tiers]
@@ -174,7 +175,7 @@ def render_privacy(view: PrivacyView) -> Rendered:
         el("h2", "What is collected, and why"),
         el("div", el("table", el("thead", el("tr", el("th", "Fact", scope="col"), el("th", "Why", scope="col"),
                                               el("th", "Used by the current rules", scope="col"))),
-                     el("tbody", rows)), class_="table-wrap"),
+                     el("tbody", rows), class_="stack"), class_="table-wrap"),
         el("h2", "What is not collected"),
         el("section", el("p", "Gatehouse does not collect:"), el("ul", [el("li", x) for x in NOT_COLLECTED]),
            class_="card", aria_label="What is not collected"),

@@ -199,9 +199,9 @@ def _device_section(view: StatusView, device: DeviceStatus, index: int) -> Marku
             "tr",
             el("th", el("strong", tier.name), el("div", tier.description, class_="small muted") if tier.description else None,
                scope="row", class_="col-main"),
-            el("td", badge),
+            el("td", badge, data_label="Status"),
             el("td", join([join(", " if i else "", s) for i, s in enumerate(services)]) if services else
-               el("span", "—", class_="muted")),
+               el("span", "—", class_="muted"), data_label="Services"),
         ))
     check_rows = []
     passing: list[Markup] = []
@@ -231,7 +231,8 @@ def _device_section(view: StatusView, device: DeviceStatus, index: int) -> Marku
             detail = [el("span", "Not checked: no current health report", class_="muted")]
         check_rows.append(el("tr", el("th", el("strong", entry.title), el("div", name, class_="small muted"),
                                       scope="row", class_="col-main"),
-                             el("td", el("span", label, class_=f"badge {tone}")), el("td", detail)))
+                             el("td", el("span", label, class_=f"badge {tone}"), data_label="State"),
+                             el("td", detail, data_label="Details")))
     states = {st.state for st in _check_states(view, device)}
     if states == {"unknown"}:
         checks_block: Markup = el("p", "No current health report from this device, so its checks could not be run.",
@@ -240,7 +241,7 @@ def _device_section(view: StatusView, device: DeviceStatus, index: int) -> Marku
         checks_block = el("div", el("table", el("thead", el("tr", el("th", "Needs attention", scope="col"),
                                                                      el("th", "State", scope="col"),
                                                                      el("th", "Details", scope="col"))),
-                                            el("tbody", check_rows)), class_="table-wrap")
+                                            el("tbody", check_rows), class_="stack"), class_="table-wrap")
     else:
         checks_block = el("p", el("span", "All checks pass", class_="badge ok"))
     if passing:
@@ -254,7 +255,7 @@ def _device_section(view: StatusView, device: DeviceStatus, index: int) -> Marku
         el("h3", "What this device can reach now"),
         el("div", el("table", el("thead", el("tr", el("th", "Tier", scope="col"), el("th", "Status", scope="col"),
                                               el("th", "Services", scope="col"))),
-                     el("tbody", reach_rows)), class_="table-wrap"),
+                     el("tbody", reach_rows), class_="stack"), class_="table-wrap"),
         el("h3", "Checks"),
         checks_block,
         class_="card",

@@ -94,18 +94,17 @@ async def test_page_renders_under_its_csp(pages_server: object, browser_page: ob
 
 
 @pytest.mark.browser
-async def test_deny_page_on_a_phone(pages_server: object, browser_page: object) -> None:
-    """On a phone-sized screen the denial fits the width: nothing scrolls sideways."""
+@pytest.mark.parametrize("name", ["deny-checks-failed", "status", "privacy", "fleet"])
+async def test_pages_fit_a_phone(pages_server: object, browser_page: object, name: str) -> None:
+    """On a phone-sized screen the page fits the width: nothing but wide tables scrolls sideways."""
     page = browser_page
     await page.set_viewport_size({"width": 390, "height": 844})  # type: ignore[attr-defined]
 
-    await page.goto(str(pages_server.make_url("/deny-checks-failed")))  # type: ignore[attr-defined]
+    await page.goto(str(pages_server.make_url(f"/{name}")))  # type: ignore[attr-defined]
     scroll_width = await page.evaluate("document.documentElement.scrollWidth")  # type: ignore[attr-defined]
-    await screenshot(page, "views-deny-checks-failed-phone")
+    await screenshot(page, f"views-{name}-phone")
 
     assert scroll_width <= 390
-
-
 
 
 @pytest.mark.browser
