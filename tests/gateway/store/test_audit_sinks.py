@@ -23,6 +23,7 @@ from breakglass import (
     TamperKind,
     seal,
     verify,
+    verify_sink,
 )
 from gateway.store.postgres import PostgresAuditSink, PostgresStore, open_postgres_store
 from gateway.store.sqlite import SCHEMA_VERSION, SqliteStore
@@ -158,6 +159,7 @@ class TestSharedLog:
             assert (80, list(range(1, 81))) == (head.seq, [e.seq for e in entries])
             assert 80 == len({e.event.grant_id for e in entries})
             assert True is verify(entries, expected_head=head).ok
+            assert True is (await verify_sink(sink_b)).ok
             assert sum(conflicts) > 0
         finally:
             await close_a()
