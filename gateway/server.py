@@ -12,7 +12,8 @@ Must not import: cli (the CLI calls ``run``).
   header line, ``max_header_count`` the number of headers (aiohttp answers 400 beyond either),
   ``keepalive_timeout_s`` closes idle connections (also a connection that never sends a byte), and
   ``header_read_timeout_s`` closes a connection whose request head is not complete that long after its
-  first byte arrived (slowloris). aiohttp has no head timeout of its own; ``_HeadTimeoutHandler`` adds it.
+  first byte arrived (slowloris); on TLS listeners the handshake gets the same deadline. aiohttp has
+  no head timeout of its own; ``_HeadTimeoutHandler`` adds it.
 - Metrics are served on ``metrics.address`` by a separate tiny app, never on a proxy listener.
 - SIGTERM/SIGINT: stop accepting, close idle connections, let in-flight requests finish for up to
   ``shutdown_grace_s``, then exit 0. SIGHUP: call the loader again; a config that fails validation is
@@ -123,7 +124,8 @@ class _Site(web.TCPSite):
         def factory() -> RequestHandler:
             return _HeadTimeoutHandler(manager, loop=loop, header_read_timeout=timeout, **kwargs)
 
-        self._server = await loop.create_server(factory, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog)
+        tls_options = {"ssl_handshake_timeout": timeout} if self._ssl_context is not None else {}
+        self._server = await loop.create_server(factory, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog, **tls_options)
         if self._server.sockets:
             self._bound_port = self._server.sockets[0].getsockname()[1]
 
