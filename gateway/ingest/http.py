@@ -396,9 +396,14 @@ async def ingest_background(app: web.Application) -> AsyncIterator[None]:
 
     Needs STORE, SNAPSHOT_CACHE, INGEST_SETTINGS and CLOCK; the store itself is opened and closed by
     the app's own cleanup_ctx, registered before this one.
+
+    Raises:
+        OsqueryRequestError: the configured osquery pack cannot be loaded (checked before serving).
+        StoreError: the cache could not be loaded.
     """
     cache = app[SNAPSHOT_CACHE]
     settings = app[INGEST_SETTINGS]
+    osquery.config_document(settings)
     await cache.load()
     tasks = [
         asyncio.create_task(run_cache_refresh(cache, metrics=app.get(METRICS)), name="snapshot-cache-refresh"),

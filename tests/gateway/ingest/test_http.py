@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.ingest.config import IngestSettings
 from gateway.ingest.http import ingest_background, request_osquery_refresh
+from gateway.ingest.osquery import OsqueryRequestError
 from gateway.store.sqlite import SqliteStore
 from tests.gateway.ingest.conftest import Ingest
-from tests.gateway.ingest.support import FakeClock, build_ingest_app, fixture
+from tests.gateway.ingest.support import FakeClock, build_ingest_app, fixture, ingest_settings
 from tests.gateway.store.snapshots import make_snapshot
 
 
@@ -28,6 +31,16 @@ class TestIngestBackground:
         await client.close()
 
         assert (True, make_snapshot("A")) == loaded
+
+    async def test_a_broken_pack_stops_startup(self, store: SqliteStore, clock: FakeClock, tmp_path: Path) -> None:
+        """A custom osquery pack that cannot be read fails at start, naming the setting, before the cache loads."""
+        (tmp_path / "pack.json").write_text('{"queries": [1, 2]}', encoding="utf-8")
+        app, cache = build_ingest_app(store, ingest_settings(osquery_pack=tmp_path / "pack.json"), clock)
+
+        with pytest.raises(OsqueryRequestError, match="ingest.osquery_pack"):
+            await anext(ingest_background(app))
+
+        assert False is cache.loaded
 
 
 class TestRequestOsqueryRefresh:
@@ -53,3 +66,4 @@ class TestRequestOsqueryRefresh:
         ingest.cache.apply(make_snapshot("API1"))
 
         assert (None, None) == (await request_osquery_refresh(ingest.client.app, "API1"), await request_osquery_refresh(ingest.client.app, "NOPE"))
+
