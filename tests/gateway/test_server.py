@@ -161,6 +161,30 @@ class TestListeners:
         assert ["https"] == recorder.header(0, "X-Forwarded-Proto")
 
 
+class TestTlsHandshake:
+    async def test_silent_tls_client_is_dropped_after_header_timeout(self, tmp_path: Path, metrics: Metrics) -> None:
+        """A TCP client that never starts the TLS handshake is dropped after header_read_timeout_s."""
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1")
+        cert.private_key_pem.write_to_path(tmp_path / "key.pem")
+        cert.cert_chain_pems[0].write_to_path(tmp_path / "cert.pem")
+        ca.cert_pem.write_to_path(tmp_path / "ca.pem")
+        base = make_settings([], header_read_timeout_s=0.3, keepalive_timeout_s=30)
+        settings = base.model_copy(update={"listeners": (base.listeners[0].model_copy(update={"tls": _tls(tmp_path)}),)})
+        gw = await start_gateway(settings, metrics=metrics)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.addresses[0][1])
+            started = time.monotonic()
+            data = await asyncio.wait_for(reader.read(), 10)
+            elapsed = time.monotonic() - started
+            writer.close()
+        finally:
+            await gw.stop()
+
+        assert b"" == data
+        assert elapsed < 5
+
+
 def _tls(tmp_path: Path) -> Any:
     from gateway.settings import TlsSettings
 
