@@ -2,8 +2,9 @@
 
 Owns: start_gatehouse, write_policy, write_config, seed_store, bench_fleet and the seeding
 command line (``python -m proxy_targets.gatehouse seed --db PATH --devices N``).
-Must not import: aiohttp. The gateway is imported only by the seeding subprocess, so a gateway
-that does not import yet makes the Gatehouse row unavailable instead of breaking the bench.
+Must not import: gateway at module level. The gateway is imported only by the seeding subprocess
+(and policy_engine only inside bench_fleet), so a gateway that does not import yet makes the
+Gatehouse row unavailable instead of breaking the bench.
 
 What the target needs from Gatehouse (checked in this order; the first thing missing is printed as
 ``gatehouse target unavailable: <why>`` and the rest of the bench runs without the row):
@@ -28,7 +29,7 @@ What the target needs from Gatehouse (checked in this order; the first thing mis
      targets without access logs; ``--gatehouse-log-level info`` measures with request logs).
 3. Gatehouse loads every snapshot into memory at start and answers within ``start_timeout_s``.
 4. ``GET /`` with ``Authorization: Bearer <token for BENCH_USER on BENCH_SERIAL>`` answers 200 with
-   the upstream's body: the whole path (verified identity, device lookup, tier ``high`` policy,
+   the upstream's 100-byte body, unchanged: the whole path (verified identity, device lookup, tier ``high`` policy,
    proxying) runs on every benchmark request.
 """
 
@@ -47,6 +48,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 from proxy_targets.procs import Proc, Target, TargetUnavailable, free_port, start_proc, wait_http
 from proxy_targets.tokens import AUDIENCE, DEVICE_CLAIM, ISSUER, BenchKeys
+from proxy_targets.upstream import BODY as UPSTREAM_BODY
 
 if TYPE_CHECKING:
     from policy_engine import DeviceSnapshot
@@ -283,11 +285,11 @@ def start_gatehouse(
     headers = (("Authorization", f"Bearer {token}"),)
     try:
         started = time.monotonic()
-        status = wait_http(proc, "127.0.0.1", port, timeout=start_timeout_s, headers=headers)
-        if status != 200:
+        status, body = wait_http(proc, "127.0.0.1", port, timeout=start_timeout_s, headers=headers)
+        if (status, body) != (200, UPSTREAM_BODY):
             raise TargetUnavailable(
-                f"`gatehouse serve` answered {status}, not 200, to the bench token (user {BENCH_USER}, device {BENCH_SERIAL}, tier {ROUTE_TIER});"
-                f" see {proc.log}: {_last_lines(proc.log_tail())}"
+                f"`gatehouse serve` answered {status} with {len(body)} bytes, not 200 with the upstream's body, to the bench token"
+                f" (user {BENCH_USER}, device {BENCH_SERIAL}, tier {ROUTE_TIER}): {body[:200]!r}; log: {_last_lines(proc.log_tail())}"
             )
         ready_s = time.monotonic() - started
     except BaseException:

@@ -1,6 +1,6 @@
 """Server processes of the benchmark: start pinned to a core, wait until they answer, read their CPU time, stop.
 
-Owns: Target, Proc, TargetUnavailable, start_proc, wait_http, cpu_seconds, rss_bytes, free_port.
+Owns: Target, Proc, TargetUnavailable, start_proc, http_get, wait_http, cpu_seconds, rss_bytes, free_port.
 Must not import: gateway, aiohttp (the harness itself stays synchronous and light).
 
 CPU time comes from /proc/<pid>/stat (utime + stime of every thread of the process and of its
@@ -9,6 +9,7 @@ live descendants, so nginx's worker and any Gatehouse workers are counted with t
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
 import signal
@@ -110,26 +111,23 @@ def python_argv(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", f"proxy_targets.{module}", *args]
 
 
-def http_status(host: str, port: int, path: str = "/", headers: Sequence[tuple[str, str]] = (), timeout: float = 2.0) -> int:
-    """One HTTP/1.1 GET on a fresh connection; the status code, or raise OSError."""
-    extra = "".join(f"{k}: {v}\r\n" for k, v in headers)
-    request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{extra}Connection: close\r\n\r\n".encode()
-    with socket.create_connection((host, port), timeout=timeout) as sock:
-        sock.sendall(request)
-        data = b""
-        while b"\r\n" not in data:
-            chunk = sock.recv(4096)
-            if not chunk:
-                raise OSError("connection closed before a status line")
-            data += chunk
-    parts = data.split(b"\r\n", 1)[0].split()
-    if len(parts) < 2 or not parts[1].isdigit():
-        raise OSError(f"not an HTTP status line: {data[:80]!r}")
-    return int(parts[1])
+def http_get(host: str, port: int, path: str = "/", headers: Sequence[tuple[str, str]] = (), timeout: float = 5.0) -> tuple[int, bytes]:
+    """One HTTP/1.1 GET on a fresh connection: the status and the whole body; raises OSError."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers=dict(headers))
+        response = conn.getresponse()
+        return response.status, response.read()
+    except http.client.HTTPException as exc:
+        raise OSError(f"bad HTTP answer: {exc!r}") from None
+    finally:
+        conn.close()
 
 
-def wait_http(proc: Proc, host: str, port: int, *, timeout: float, path: str = "/", headers: Sequence[tuple[str, str]] = ()) -> int:
-    """Wait until the process answers HTTP on host:port; returns the first status seen.
+def wait_http(
+    proc: Proc, host: str, port: int, *, timeout: float, path: str = "/", headers: Sequence[tuple[str, str]] = ()
+) -> tuple[int, bytes]:
+    """Wait until the process answers HTTP on host:port; returns the first answer's status and body.
 
     Raises:
         TargetUnavailable: the process exited, or did not answer within ``timeout`` seconds.
@@ -141,7 +139,7 @@ def wait_http(proc: Proc, host: str, port: int, *, timeout: float, path: str = "
         if code is not None:
             raise TargetUnavailable(f"{proc.name} exited with status {code}: {_one_line(proc.log_tail())}")
         try:
-            return http_status(host, port, path, headers)
+            return http_get(host, port, path, headers)
         except OSError as exc:
             last = str(exc)
         time.sleep(0.1)
