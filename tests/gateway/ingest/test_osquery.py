@@ -173,3 +173,54 @@ class TestHostileInput:
             osquery.normalize_result(raw, now=NOW)
         except osquery.OsqueryRequestError:
             pass
+
+
+# The columns of the osquery tables the shipped pack reads (osquery 5.x schema, the columns used only).
+OSQUERY_TABLES = {
+    "os_version": "name, version, major, minor, patch, build, platform, platform_like",
+    "osquery_info": "version",
+    "disk_encryption": "name, uuid, encrypted, type, user_uuid, filevault_status",
+    "mounts": "device, device_alias, path, type",
+    "bitlocker_info": "drive_letter, protection_status",
+    "alf": "global_state",
+    "iptables": "filter_name, chain, policy, target",
+    "systemd_units": "id, active_state",
+    "windows_security_center": "firewall, autoupdate",
+    "screenlock": "enabled, grace_period",
+    "preferences": "domain, key, value, host",
+    "processes": "pid, name",
+    "registry": "path, name, data",
+    "sharing_preferences": "remote_login",
+    "listening_ports": "pid, port, protocol, address",
+    "plist": "path, key, value",
+    "file": "path",
+    "sip_config": "config_flag, enabled",
+    "gatekeeper": "assessments_enabled",
+}
+
+
+class TestShippedPackSql:
+    def test_every_query_runs_on_the_tables_it_names(self) -> None:
+        """Each shipped query is valid SQLite over osquery's columns, and each fact query answers one row with `enabled`."""
+        import sqlite3
+
+        conn = sqlite3.connect(":memory:")
+        for table, columns in OSQUERY_TABLES.items():
+            conn.execute(f"CREATE TABLE {table} ({columns})")
+        conn.execute("INSERT INTO screenlock VALUES (1, 5)")
+        conn.execute("INSERT INTO sharing_preferences VALUES (0)")
+        conn.execute("INSERT INTO sip_config VALUES ('sip', 1)")
+        conn.execute("INSERT INTO gatekeeper VALUES (1)")
+        conn.execute("INSERT INTO alf VALUES (1)")
+        conn.execute("INSERT INTO windows_security_center VALUES ('Good', 'Poor')")
+
+        answers = {}
+        for query in osquery.pack_for(ingest_settings()):
+            cursor = conn.execute(query.sql)
+            answers[query.name] = [dict(zip([d[0] for d in cursor.description], row)) for row in cursor.fetchall()]
+
+        for name, rows in answers.items():
+            if osquery.fact_name(name) not in ("os_version", "osquery_info"):
+                assert 1 == len(rows) and "enabled" in rows[0], name
+        assert {"enabled": 1, "delay_s": 5} == answers["zt_screen_lock_darwin"][0]
+        assert (1, 0) == (answers["zt_firewall_windows"][0]["enabled"], answers["zt_auto_updates_windows"][0]["enabled"])
