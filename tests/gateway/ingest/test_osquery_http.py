@@ -15,7 +15,7 @@ from gateway.ingest import osquery
 from gateway.store.base import HostDetails
 from policy_engine.model import OsFamily, Version
 from tests.gateway.ingest.conftest import Ingest
-from tests.gateway.ingest.support import ENROLL_SECRET, fixture
+from tests.gateway.ingest.support import fixture
 
 FIXTURE_NODE_KEY = "nk_3f9c2a7e5b1d4c8e9a0f6b2d7c4e1a93"
 
