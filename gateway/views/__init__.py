@@ -13,6 +13,7 @@ from gateway.views.deny import (
     DEFAULT_ENROLL_HELP,
     BreakglassOffer,
     DenyView,
+    platform_from_user_agent,
     render_deny,
 )
 from gateway.views.fleet import FleetFilter, FleetRow, FleetView, filter_rows, render_fleet
@@ -38,6 +39,7 @@ __all__ = [
     "ServiceLink",
     "StatusView",
     "filter_rows",
+    "platform_from_user_agent",
     "render_deny",
     "render_fleet",
     "render_markdown",

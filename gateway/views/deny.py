@@ -1,6 +1,7 @@
 """The 403 denial: an HTML page that teaches, or RFC 9457 problem+json for API clients and CLIs.
 
-Owns: DenyView, BreakglassOffer, render_deny, DEFAULT_ENROLL_HELP, DEFAULT_AGENT_HELP.
+Owns: DenyView, BreakglassOffer, render_deny, platform_from_user_agent, DEFAULT_ENROLL_HELP,
+DEFAULT_AGENT_HELP.
 Must not import: decision logic (it renders a Decision, it never makes one), the clock, I/O.
 
 Content negotiation is ``gateway.pages.wants_html``, the same as the error pages: a browser
@@ -14,7 +15,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Mapping
+from types import MappingProxyType
+from typing import Mapping, Union
 
 from breakglass.model import TierMode, TierRule
 from gateway.pages import wants_html
@@ -45,27 +47,76 @@ BREAK_GLASS_API_PATH = "/.gatehouse/api/v1/break-glass"
 PROBLEM_TYPE_BASE = "urn:gatehouse:problem:"
 """RFC 9457 ``type`` prefix, as in ``gateway.pages.problem_json``; the reason code completes it."""
 
-DEFAULT_ENROLL_HELP = """
+HelpText = Union[str, Mapping[OsFamily, str]]
+"""Markdown shown on the page: one text for every platform, or one per platform."""
+
+_ASK_IT = "Can't do this on this device? Contact IT and give them the serial number shown below."
+
+DEFAULT_ENROLL_HELP: Mapping[OsFamily, str] = MappingProxyType({
+    OsFamily.DARWIN: f"""
 Gatehouse lets a device in once its health agent (osquery) reports to Gatehouse.
 
-1. Install **osquery** from Self Service, Software Center or your package manager.
-2. Start it with the flags file IT publishes, for example `osqueryd --flagfile /etc/osquery/gatehouse.flags` (it sets `--tls_hostname`, `--enroll_secret_path` and `--host_identifier=specific`).
-3. Wait a minute for the first report, then press **Check again**.
+1. Install **osquery** from Self Service (or your MDM's app catalog).
+2. Put the flags file IT publishes at `/var/osquery/osquery.flags` (it sets `--tls_hostname`, `--enroll_secret_path` and the other Gatehouse endpoints), then run `sudo osqueryctl start`.
+3. Wait a minute for the first report, then press **I fixed it, check again**.
 
-Can't install software on this device? Contact IT and give them the serial number below.
-""".strip()
-"""Shown for ``device-unknown``; configurable per deployment."""
+{_ASK_IT}
+""".strip(),
+    OsFamily.WINDOWS: f"""
+Gatehouse lets a device in once its health agent (osquery) reports to Gatehouse.
 
-DEFAULT_AGENT_HELP = """
-Your device's health agent has stopped sending reports. Usually it is enough to:
+1. Install **osquery** from Software Center (or your MDM's app catalog).
+2. Put the flags file IT publishes at `C:\\Program Files\\osquery\\osquery.flags` (it sets `--tls_hostname`, `--enroll_secret_path` and the other Gatehouse endpoints), then run `Start-Service osqueryd` in PowerShell as administrator.
+3. Wait a minute for the first report, then press **I fixed it, check again**.
 
-1. Make sure the device is online and not asleep.
-2. Restart the agent: macOS `sudo launchctl kickstart -k system/io.osquery.agent`, Windows `Restart-Service osqueryd` (PowerShell as administrator), Linux `sudo systemctl restart osqueryd`.
-3. Wait a minute for a new report, then press **Check again**.
+{_ASK_IT}
+""".strip(),
+    OsFamily.LINUX: f"""
+Gatehouse lets a device in once its health agent (osquery) reports to Gatehouse.
 
-If that does not help, contact IT and give them the serial number below.
-""".strip()
-"""Shown for ``snapshot-stale``; configurable per deployment."""
+1. Install the **osquery** package IT publishes for your distribution.
+2. Put the flags file IT publishes at `/etc/osquery/osquery.flags` (it sets `--tls_hostname`, `--enroll_secret_path` and the other Gatehouse endpoints), then run `sudo systemctl enable --now osqueryd`.
+3. Wait a minute for the first report, then press **I fixed it, check again**.
+
+{_ASK_IT}
+""".strip(),
+})
+"""Shown for ``device-unknown``, per platform; a deployment may pass its own text instead."""
+
+DEFAULT_AGENT_HELP: Mapping[OsFamily, str] = MappingProxyType({
+    OsFamily.DARWIN: f"""
+1. Make sure the Mac is online and awake.
+2. Restart the agent: open Terminal and run `sudo launchctl kickstart -k system/io.osquery.agent`.
+3. Wait a minute for a new report, then press **I fixed it, check again**.
+
+{_ASK_IT}
+""".strip(),
+    OsFamily.WINDOWS: f"""
+1. Make sure the PC is online and awake.
+2. Restart the agent: run `Restart-Service osqueryd` in PowerShell as administrator.
+3. Wait a minute for a new report, then press **I fixed it, check again**.
+
+{_ASK_IT}
+""".strip(),
+    OsFamily.LINUX: f"""
+1. Make sure the device is online and awake.
+2. Restart the agent: run `sudo systemctl restart osqueryd`.
+3. Wait a minute for a new report, then press **I fixed it, check again**.
+
+{_ASK_IT}
+""".strip(),
+})
+"""Shown for ``snapshot-stale``, per platform; a deployment may pass its own text instead."""
+
+
+def help_for(text: HelpText, platform: OsFamily) -> str:
+    """The Markdown for the device's platform; every platform's, labelled, when it is unknown."""
+    if isinstance(text, str):
+        return text
+    own = text.get(platform)
+    if own is not None:
+        return own
+    return "\n\n".join(f"**{platform_name(p)}**\n\n{t}" for p, t in text.items())
 
 _CLOCK_HELP = {
     OsFamily.DARWIN: "Open [System Settings → General → Date & Time](x-apple.systempreferences:com.apple.Date-Time-Settings.extension) and turn on **Set time and date automatically**.",
@@ -136,8 +187,12 @@ class DenyView:
     """A human name for the route; the route id is used when empty."""
     user: str = ""
     request_id: str = ""
-    enroll_help: str = DEFAULT_ENROLL_HELP
-    agent_help: str = DEFAULT_AGENT_HELP
+    platform_hint: OsFamily = OsFamily.UNKNOWN
+    """Used only without a snapshot, to pick help text (``platform_from_user_agent``)."""
+    enroll_help: HelpText = field(default_factory=lambda: DEFAULT_ENROLL_HELP)
+    """Markdown for ``device-unknown``: one text, or one per platform."""
+    agent_help: HelpText = field(default_factory=lambda: DEFAULT_AGENT_HELP)
+    """Markdown for ``snapshot-stale``: one text, or one per platform."""
 
 
 def _service(view: DenyView) -> str:
@@ -149,7 +204,21 @@ def _now(view: DenyView) -> datetime | None:
 
 
 def _platform(view: DenyView) -> OsFamily:
-    return view.snapshot.platform if view.snapshot is not None else OsFamily.UNKNOWN
+    return view.snapshot.platform if view.snapshot is not None else view.platform_hint
+
+
+def platform_from_user_agent(user_agent: str) -> OsFamily:
+    """A best guess at the platform from a browser's User-Agent, for help text only (never for policy)."""
+    ua = user_agent.lower()
+    if "windows" in ua:
+        return OsFamily.WINDOWS
+    if "iphone" in ua or "ipad" in ua or "android" in ua:
+        return OsFamily.UNKNOWN
+    if "mac os x" in ua or "macintosh" in ua:
+        return OsFamily.DARWIN
+    if "linux" in ua or "x11" in ua:
+        return OsFamily.LINUX
+    return OsFamily.UNKNOWN
 
 
 def _title_and_detail(view: DenyView) -> tuple[str, str]:
@@ -197,7 +266,7 @@ def _reason_section(view: DenyView) -> Markup | None:
     d, snapshot, now = view.decision, view.snapshot, _now(view)
     if d.reason is Reason.DEVICE_UNKNOWN:
         return el("section", el("h2", "How to enroll this device"),
-                  el("div", render_markdown(view.enroll_help), class_="steps"),
+                  el("div", render_markdown(help_for(view.enroll_help, _platform(view))), class_="steps"),
                   class_="card info", aria_label="How to enroll this device")
     if d.reason is Reason.SNAPSHOT_STALE:
         last: list[Markup | str] = []
@@ -206,7 +275,8 @@ def _reason_section(view: DenyView) -> Markup | None:
             last = [el("p", "Gatehouse last heard from this device on ",
                        el("strong", time_el(snapshot.received_at, now=now)), rel + ".")]
         return el("section", el("h2", "Get the health agent reporting again"), last,
-                  el("div", render_markdown(view.agent_help), class_="steps"),
+                  el("p", "The device's health agent has stopped sending reports. Usually it is enough to:"),
+                  el("div", render_markdown(help_for(view.agent_help, _platform(view))), class_="steps"),
                   class_="card warn", aria_label="Get the health agent reporting again")
     if d.reason is Reason.SNAPSHOT_FROM_FUTURE:
         platform = _platform(view)
@@ -378,9 +448,9 @@ def problem_document(view: DenyView) -> dict[str, object]:
         "break_glass": None,
     }
     if d.reason is Reason.DEVICE_UNKNOWN:
-        doc["help"] = view.enroll_help
+        doc["help"] = help_for(view.enroll_help, _platform(view))
     elif d.reason is Reason.SNAPSHOT_STALE:
-        doc["help"] = view.agent_help
+        doc["help"] = help_for(view.agent_help, _platform(view))
     elif d.reason is Reason.SNAPSHOT_FROM_FUTURE:
         doc["help"] = _CLOCK_HELP.get(_platform(view), "Set the device clock to update automatically.")
     if d.detail:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.views import BreakglassOffer, DenyView, render_deny
+from gateway.views import BreakglassOffer, DenyView, platform_from_user_agent, render_deny
 from gateway.views.layout import CONTENT_SECURITY_POLICY
 from policy_engine.decision import Decision, Finding, Reason
 from policy_engine.document import Severity
@@ -149,6 +149,30 @@ class TestEveryReason:
         assert "--enroll_secret_path" in html
         assert "C02UNKNOWN99" in html
 
+    def test_enrollment_steps_follow_the_browsers_platform(self) -> None:
+        """Without a snapshot, the User-Agent's platform picks the enrollment steps; unknown shows all."""
+        ua = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
+        windows = html_of(samples.deny_view(None, serial="C02UNKNOWN99", platform_hint=platform_from_user_agent(ua)))
+        unknown = html_of(samples.deny_view(None, serial="C02UNKNOWN99"))
+
+        assert "Start-Service osqueryd" in windows
+        assert "systemctl" not in windows and "osqueryctl" not in windows
+        assert "Start-Service osqueryd" in unknown and "osqueryctl" in unknown and "systemctl" in unknown
+
+    @pytest.mark.parametrize(
+        ("user_agent", "expected"),
+        [
+            ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 Safari/605.1.15", OsFamily.DARWIN),
+            ("Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0", OsFamily.LINUX),
+            ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/131.0", OsFamily.WINDOWS),
+            ("Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) Safari/604.1", OsFamily.UNKNOWN),
+            ("curl/8.5.0", OsFamily.UNKNOWN),
+        ],
+    )
+    def test_platform_from_user_agent(self, user_agent: str, expected: OsFamily) -> None:
+        """Desktop browsers map to their platform; phones and CLIs stay unknown."""
+        assert expected == platform_from_user_agent(user_agent)
+
     def test_enrollment_text_is_configurable(self) -> None:
         """A deployment's own enrollment text replaces the default, rendered as Markdown."""
         view = samples.deny_view(None, serial="C02UNKNOWN99",
@@ -173,6 +197,8 @@ class TestEveryReason:
         html = html_of(samples.deny_view(snapshot=snapshot, decision=decision, tier="high"))
 
         assert "Gatehouse last heard from this device on" in html
+        assert "sudo launchctl kickstart -k system/io.osquery.agent" in html
+        assert "Restart-Service" not in html
         assert "22 Nov 10:00 UTC" in html
         assert "5 hours ago" in html
         assert "needs a report from the last 15 minutes" in html
