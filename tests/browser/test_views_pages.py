@@ -14,12 +14,14 @@ from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
 from gateway.views import FleetFilter, Rendered, render_deny, render_fleet, render_privacy, render_status
+from policy_engine.model import OsFamily
 from tests.browser.conftest import screenshot
 from tests.gateway.views import samples
 
 PAGES: dict[str, Callable[[str], Rendered]] = {
     "deny-checks-failed": lambda accept: render_deny(samples.deny_view(), accept=accept),
-    "deny-unknown-device": lambda accept: render_deny(samples.deny_view(None, serial="C02UNKNOWN99"), accept=accept),
+    "deny-unknown-device": lambda accept: render_deny(
+        samples.deny_view(None, serial="C02UNKNOWN99", platform_hint=OsFamily.DARWIN), accept=accept),
     "deny-stale": lambda accept: render_deny(
         samples.deny_view(samples.outdated_mac(collected_at=samples.NOW - timedelta(hours=5),
                                                received_at=samples.NOW - timedelta(hours=5)), tier="high"),
