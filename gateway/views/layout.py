@@ -5,8 +5,10 @@ stylesheet), and the date/duration/platform formatters every page uses.
 Must not import: aiohttp at module level (``Rendered.response`` imports it lazily), any decision
 logic, the clock, files or the network.
 
-``gateway/pages.py`` (error pages) does not exist yet; when it does, the shell and headers here
-should move there or be shared with it rather than duplicated.
+``gateway/pages.py`` (error pages) has its own narrow single-card layout whose CSP hashes only its
+own stylesheet, too small for cards, forms and wide tables; these pages therefore keep their own
+shell and stylesheet, but send the same protective headers (a test keeps them equal) and the deny
+page negotiates with ``pages.wants_html``. Merging the two shells belongs to whoever owns both.
 """
 
 from __future__ import annotations
