@@ -15,8 +15,10 @@ The scheme
   The secret is configured (``break_glass.csrf_secret``, needed when replicas serve one user) or
   drawn per process. A forged request from another site cannot know a token for the victim.
 - **Fetch metadata and Origin.** Every state-changing request is refused when the browser says it
-  is cross-site: ``Sec-Fetch-Site`` other than ``same-origin`` or ``none``, or an ``Origin``
-  (including ``null``) that is neither this request's own host nor a configured allowed origin.
+  is cross-site: ``Sec-Fetch-Site`` other than ``same-origin`` or ``none``, or an ``Origin`` that
+  is neither this request's own host nor a configured allowed origin. ``Origin: null`` (what
+  Chromium sends for a form on a ``Referrer-Policy: no-referrer`` page, i.e. ours) passes only
+  with ``Sec-Fetch-Site: same-origin``.
 - **JSON API.** Only ``Content-Type: application/json`` is accepted (a cross-site HTML form cannot
   send it), plus either a valid token in ``X-Gatehouse-CSRF`` or a non-empty
   ``X-Gatehouse-Client`` header naming the script. Browsers only send a custom header cross-origin
@@ -116,7 +118,8 @@ def check_origin(headers: Mapping[str, str], *, host: str, allowed_origins: froz
         CsrfRefused: ``cross-site``.
     """
     site = headers.get("Sec-Fetch-Site")
-    if site is not None and site.strip().lower() not in _ALLOWED_FETCH_SITES:
+    fetch_site = site.strip().lower() if site is not None else None
+    if fetch_site is not None and fetch_site not in _ALLOWED_FETCH_SITES:
         raise CsrfRefused(
             "cross-site",
             f"the browser says this request came from another site (Sec-Fetch-Site `{site}`); "
@@ -125,11 +128,15 @@ def check_origin(headers: Mapping[str, str], *, host: str, allowed_origins: froz
     origin = headers.get("Origin")
     if origin is None:
         return
-    own = host.lower()
     normalised = origin.strip().lower()
-    if normalised != "null":
+    if normalised == "null":
+        # Browsers send `Origin: null` for form posts from pages with `Referrer-Policy: no-referrer`
+        # (every Gatehouse page); the fetch metadata then says whether it was our own page.
+        if fetch_site == "same-origin":
+            return
+    else:
         parts = urlsplit(normalised)
-        if parts.scheme in ("http", "https") and parts.netloc == own:
+        if parts.scheme in ("http", "https") and parts.netloc == host.lower():
             return
         if _origin_of(normalised) in allowed_origins:
             return

@@ -162,22 +162,24 @@ class GrantPageView:
 def render_grant_page(view: GrantPageView, *, status: int = 200) -> Rendered:
     """The requester's page for one grant, with the form to end it (or withdraw the request)."""
     g, now = view.grant, view.now
-    end_form = el(
-        "form",
-        _hidden("csrf_token", view.csrf_token),
-        _hidden("return_to", view.return_to),
-        el("div", el("button", "End emergency access now" if view.status is GrantStatus.ACTIVE
-                     else "Withdraw the request", type="submit", class_="secondary"), class_="actions"),
-        method="post", action=f"{GRANT_PATH}/{g.id}/end",
-    )
+
+    def end_form(*links: Markup) -> Markup:
+        return el(
+            "form",
+            _hidden("csrf_token", view.csrf_token),
+            _hidden("return_to", view.return_to),
+            el("div", *links, el("button", "End emergency access now" if view.status is GrantStatus.ACTIVE
+                                 else "Withdraw the request", type="submit", class_="secondary"), class_="actions"),
+            method="post", action=f"{GRANT_PATH}/{g.id}/end",
+        )
+
     if view.status is GrantStatus.ACTIVE:
         title = "Emergency access is on"
         lead = join("You have access to ", g.scope.describe(), " until ", _when(g.expires_at, now),
                     ". Every request you make is logged.")
         card = el("div",
                   el("p", "Fix the device when you can: access ends at the time above, whatever happens."),
-                  el("div", el("a", "Continue to the service", href=view.return_to, class_="button"), class_="actions"),
-                  end_form, class_="card ok")
+                  end_form(el("a", "Continue to the service", href=view.return_to, class_="button")), class_="card ok")
     elif view.status is GrantStatus.PENDING:
         why = "; ".join(_PENDING_WHY.get(b, b) for b in sorted(g.pending_because)) or "an approver must decide"
         title = "Waiting for an approver"
@@ -185,9 +187,8 @@ def render_grant_page(view: GrantPageView, *, status: int = 200) -> Rendered:
         card = el("div",
                   el("p", "Reload this page to see whether it was approved; nothing happens until an approver decides. "
                      "Unanswered requests expire after a day."),
-                  el("div", el("a", "Reload", href=f"{GRANT_PATH}/{g.id}?" + urlencode({"return_to": view.return_to}),
-                               class_="button"), class_="actions"),
-                  end_form, class_="card warn")
+                  end_form(el("a", "Reload", href=f"{GRANT_PATH}/{g.id}?" + urlencode({"return_to": view.return_to}),
+                              class_="button")), class_="card warn")
     elif view.status is GrantStatus.REJECTED:
         title = "Emergency access refused"
         lead = join("Your request was refused: ", g.end_reason or "no reason was given", ".")
@@ -489,12 +490,13 @@ def render_review_detail(view: ReviewDetailView, *, status: int = 200) -> Render
            _fact("Requested", _when(g.requested_at, now)),
            _fact("Duration", format_duration(g.duration)),
            _fact("Started", _when(g.starts_at, now)),
-           _fact("Ends", _when(g.expires_at, now)),
+           _fact("Access until" if view.status is GrantStatus.ACTIVE else "Was due to end",
+                 _when(g.expires_at, now)),
            _fact("Approved by", g.approver),
            _fact("Given without approver", "yes" if g.self_granted else "no"),
            _fact("Repeat user", el("span", "yes", class_="badge warn") if g.flagged else "no"),
            _fact("Ended", join(_when(g.ended_at, now), f" by {g.ended_by}" if g.ended_by else "",
-                               f": {g.end_reason}" if g.end_reason else "") if g.ended_at else None),
+                               f": {g.end_reason}" if g.end_reason else "")) if g.ended_at else None,
            class_="facts card"),
         join(el("h2", "Actions"), actions) if actions else None,
         el("h2", "Device state when requested"),

@@ -69,6 +69,7 @@ class TestForms:
         assert "too old" in await response.text()
 
     @pytest.mark.parametrize("headers", [{"Origin": "https://evil.example"}, {"Origin": "null"},
+                                         {"Origin": "https://evil.example", "Sec-Fetch-Site": "same-origin"},
                                          {"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"}])
     async def test_cross_site_form_is_refused_even_with_a_token(self, client: TestClient, harness: Harness,  # type: ignore[type-arg]
                                                                 headers: dict[str, str]) -> None:
@@ -77,6 +78,13 @@ class TestForms:
 
         assert 403 == response.status
         assert [] == list(await harness.sink.entries())
+
+    async def test_null_origin_from_our_own_page_is_accepted(self, client: TestClient, harness: Harness) -> None:  # type: ignore[type-arg]
+        """Chromium sends `Origin: null` from a no-referrer page; same-origin fetch metadata vouches for it."""
+        response = await client.post(FORM, data=form(harness), allow_redirects=False,
+                                     headers=as_user("alice", Origin="null", **{"Sec-Fetch-Site": "same-origin"}))
+
+        assert 303 == response.status
 
     async def test_review_action_without_token_is_refused(self, client: TestClient, harness: Harness) -> None:  # type: ignore[type-arg]
         """A reviewer's revoke form without a token changes nothing."""
