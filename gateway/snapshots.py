@@ -3,33 +3,43 @@
 Owns: SnapshotCache, run_cache_refresh.
 Must not import: aiohttp, gateway.ingest, gateway.app.
 
-The request path calls ``get(serial)``: one dict lookup, never a store call. The cache is loaded
-once at start (``load``), follows the store's change feed every ``refresh_interval_s``
-(``refresh``), and takes a snapshot this process ingested at once (``apply``). ``fresh(serial)``
-is for "I fixed it, check again": it asks the store for the newest snapshot and keeps it.
+The request path calls ``get(serial)`` and ``failing_since(serial)``: dict lookups, never a store
+call. The cache is loaded once at start (``load``), follows the store's change feed every
+``refresh_interval_s`` (``refresh``, which also re-reads failing-since of the devices that
+changed), and takes a snapshot this process ingested at once (``apply``). ``fresh(serial)`` is
+for "I fixed it, check again": it asks the store for the newest snapshot and keeps it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+from types import MappingProxyType
+from typing import Protocol
 
 import structlog
 
 from gateway.metrics import Metrics
-from gateway.store.base import SnapshotStore, StoreError
+from gateway.store.base import HistoryStore, SnapshotStore, StoreError
 from policy_engine.model import DeviceSnapshot
 
 _log = structlog.get_logger(__name__)
+_NOT_FAILING: Mapping[str, datetime] = MappingProxyType({})
+
+
+class CacheSource(SnapshotStore, HistoryStore, Protocol):
+    """What the cache reads: the snapshot change feed and failing-since (every Store is one)."""
 
 
 class SnapshotCache:
     """Latest snapshot per serial; one dict, replaced entry by entry, never awaited on reads."""
 
-    def __init__(self, store: SnapshotStore, *, metrics: Metrics | None = None, refresh_interval_s: float = 30.0) -> None:
+    def __init__(self, store: CacheSource, *, metrics: Metrics | None = None, refresh_interval_s: float = 30.0) -> None:
         self._store = store
         self._metrics = metrics
         self._by_serial: dict[str, DeviceSnapshot] = {}
+        self._failing: dict[str, Mapping[str, datetime]] = {}
         self._cursor = 0
         self.refresh_interval_s = refresh_interval_s
         self.loaded = False
@@ -38,6 +48,17 @@ class SnapshotCache:
     def get(self, serial: str) -> DeviceSnapshot | None:
         """The device's latest snapshot held in memory, or None."""
         return self._by_serial.get(serial)
+
+    def failing_since(self, serial: str) -> Mapping[str, datetime]:
+        """When each currently failing check of the device started failing (for grace periods); empty when none."""
+        return self._failing.get(serial, _NOT_FAILING)
+
+    def set_failing_since(self, serial: str, failing: Mapping[str, datetime]) -> None:
+        """Hold a device's failing-since as the store now has it."""
+        if failing:
+            self._failing[serial] = MappingProxyType(dict(failing))
+        else:
+            self._failing.pop(serial, None)
 
     def __len__(self) -> int:
         return len(self._by_serial)
@@ -70,7 +91,9 @@ class SnapshotCache:
             StoreError: the store could not be read.
         """
         changes = await self._store.load_latest()
+        failing = await self._store.load_failing_since()
         self._by_serial = {s.serial: s for s in changes.snapshots}
+        self._failing = {serial: MappingProxyType(dict(f)) for serial, f in failing.items()}
         self._cursor = changes.cursor
         self.loaded = True
         self._count()
@@ -84,6 +107,11 @@ class SnapshotCache:
         applied = 0
         while True:
             changes = await self._store.changes_since(self._cursor)
+            if changes.snapshots:
+                serials = [s.serial for s in changes.snapshots]
+                failing = await self._store.load_failing_since(serials)
+                for serial in serials:
+                    self.set_failing_since(serial, failing.get(serial, _NOT_FAILING))
             for snapshot in changes.snapshots:
                 applied += self.apply(snapshot)
             self._cursor = changes.cursor
@@ -99,6 +127,7 @@ class SnapshotCache:
         snapshot = await self._store.latest(serial)
         if snapshot is None:
             return self.get(serial)
+        self.set_failing_since(serial, await self._store.failing_since(serial))
         self.apply(snapshot)
         return self.get(serial)
 

@@ -143,6 +143,8 @@ class Ingestor:
         entry = HistoryEntry(snapshot.serial, snapshot.owners, snapshot.collected_at, dict(results))
         try:
             await self.store.record_compliance(entry)
+            if self.cache is not None:
+                self.cache.set_failing_since(snapshot.serial, await self.store.failing_since(snapshot.serial))
         except StoreError as exc:
             _log.warning("compliance.record_failed", error=str(exc))
             if self.metrics is not None:

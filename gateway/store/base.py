@@ -193,6 +193,14 @@ class HistoryStore(Protocol):
         """Set (or clear, with None) when a device's check started failing."""
         ...
 
+    async def load_failing_since(self, serials: Sequence[str] | None = None) -> Mapping[str, Mapping[str, datetime]]:
+        """Failing-since of many devices at once (all devices when ``serials`` is None), by serial then check.
+
+        Devices with no failing check are absent. The snapshot cache loads this at start and for the
+        devices each refresh changed, so the request path has grace-period starts in memory.
+        """
+        ...
+
 
 @runtime_checkable
 class DistributedQueryStore(Protocol):

@@ -736,6 +736,23 @@ class PostgresStore:
 
         return await self._transact(f"read the failing checks of `{serial}`", work, write=False)
 
+    async def load_failing_since(self, serials: Sequence[str] | None = None) -> Mapping[str, Mapping[str, datetime]]:
+        """Failing-since of many devices at once (all devices when ``serials`` is None), by serial then check."""
+
+        async def work(conn: asyncpg.Connection) -> Mapping[str, Mapping[str, datetime]]:
+            if serials is None:
+                rows = await conn.fetch("SELECT serial, check_name, since FROM failing_since")
+            else:
+                rows = await conn.fetch(
+                    "SELECT serial, check_name, since FROM failing_since WHERE serial = ANY($1::text[])", list(serials)
+                )
+            out: dict[str, dict[str, datetime]] = {}
+            for serial, check, since in rows:
+                out.setdefault(serial, {})[sys.intern(check)] = since
+            return out
+
+        return await self._transact("read the failing checks of many devices", work, write=False)
+
     async def set_failing_since(self, serial: str, check: str, since: datetime | None) -> None:
         """Set (or clear, with None) when a device's check started failing."""
 

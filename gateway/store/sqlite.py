@@ -407,6 +407,28 @@ class SqliteStore:
 
         await self._run(work)
 
+    async def load_failing_since(self, serials: Sequence[str] | None = None) -> Mapping[str, Mapping[str, datetime]]:
+        """Failing-since of many devices at once (all devices when ``serials`` is None), by serial then check."""
+        wanted = None if serials is None else list(dict.fromkeys(serials))
+
+        def work(conn: sqlite3.Connection) -> Mapping[str, Mapping[str, datetime]]:
+            out: dict[str, dict[str, datetime]] = {}
+            if wanted is None:
+                rows: list[tuple[str, str, int]] = conn.execute("SELECT serial, check_name, since FROM failing_since").fetchall()
+            else:
+                rows = []
+                for start in range(0, len(wanted), 500):
+                    chunk = wanted[start : start + 500]
+                    rows += conn.execute(
+                        f"SELECT serial, check_name, since FROM failing_since WHERE serial IN ({','.join('?' * len(chunk))})",
+                        chunk,
+                    ).fetchall()
+            for serial, check, since in rows:
+                out.setdefault(serial, {})[sys.intern(check)] = from_micros(since)
+            return out
+
+        return await self._run(work)
+
     # -- distributed queries -----------------------------------------------------------------
 
     async def add_pending_queries(self, queries: Sequence[PendingQuery]) -> None:

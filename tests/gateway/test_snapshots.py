@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,45 @@ class TestSnapshotCache:
         assert a is not None and b is not None
         assert (True, True, True, True, True) == (
             a.os_name is b.os_name, a.source is b.source, a.os_version is b.os_version, a.custom is b.custom, a.owners is b.owners)
+
+
+class TestFailingSince:
+    async def test_loaded_at_start_and_refreshed_for_changed_devices(self, stores: tuple[SqliteStore, SqliteStore]) -> None:
+        """Grace-period starts are in memory: loaded at start, re-read for the devices a refresh brings."""
+        from gateway.store.base import HistoryEntry
+        from tests.gateway.store.snapshots import T0
+
+        ours, theirs = stores
+        await ours.put_snapshots([make_snapshot("A")])
+        await ours.record_compliance(HistoryEntry("A", (), T0, {"disk": False}))
+        cache = SnapshotCache(ours)
+        await cache.load()
+        loaded = dict(cache.failing_since("A"))
+        await theirs.put_snapshots([make_snapshot("A", minutes=1), make_snapshot("B", minutes=1)])
+        await theirs.record_compliance(HistoryEntry("A", (), T0 + timedelta(minutes=1), {"disk": True, "fw": False}))
+        await theirs.record_compliance(HistoryEntry("B", (), T0 + timedelta(minutes=1), {"os": False}))
+
+        await cache.refresh()
+
+        assert {"disk": T0} == loaded
+        assert {"fw": T0 + timedelta(minutes=1)} == dict(cache.failing_since("A"))
+        assert {"os": T0 + timedelta(minutes=1)} == dict(cache.failing_since("B"))
+        assert {} == dict(cache.failing_since("UNKNOWN"))
+
+    async def test_fresh_rereads_failing_since(self, stores: tuple[SqliteStore, SqliteStore]) -> None:
+        """"Check again" also takes the store's current failing-since of the device."""
+        from gateway.store.base import HistoryEntry
+        from tests.gateway.store.snapshots import T0
+
+        ours, theirs = stores
+        cache = SnapshotCache(ours)
+        await cache.load()
+        await theirs.put_snapshots([make_snapshot("A")])
+        await theirs.record_compliance(HistoryEntry("A", (), T0, {"disk": False}))
+
+        await cache.fresh("A")
+
+        assert {"disk": T0} == dict(cache.failing_since("A"))
 
 
 class TestRunCacheRefresh:

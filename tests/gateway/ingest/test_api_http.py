@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -286,9 +286,10 @@ class TestComplianceRecorder:
             seen.append(snapshot)
             return {"disk-encrypted": bool(snapshot.disk_encrypted), "firewall": bool(snapshot.firewall_enabled)}
 
-        app, _ = build_ingest_app(store, settings, clock, metrics=metrics, recorder=recorder)
+        app, cache = build_ingest_app(store, settings, clock, metrics=metrics, recorder=recorder)
         client = await aiohttp_client(app)
         await client.post(PATH, json=[item(disk_encrypted=False)], headers=AUTH)
+        failing_in_memory = dict(cache.failing_since("C02XK0AAJGH6"))
         await client.post(PATH, json=[item(disk_encrypted=False)], headers=AUTH)  # duplicate: not recorded again
         await client.post(PATH, json=[item(collected_at="2026-11-22T14:10:00Z", disk_encrypted=True)], headers=AUTH)
         await client.post(PATH, json=[item(collected_at="2026-11-22T14:15:00Z", disk_encrypted=True)], headers=AUTH)  # unchanged: throttled
@@ -299,7 +300,8 @@ class TestComplianceRecorder:
             ("C02XK0AAJGH6", ("bob@example.com",), {"disk-encrypted": False, "firewall": True}),
             ("C02XK0AAJGH6", ("bob@example.com",), {"disk-encrypted": True, "firewall": True}),
         ] == history
-        assert {} == dict(await store.failing_since("C02XK0AAJGH6"))
+        assert {"disk-encrypted": datetime(2026, 11, 22, 14, 5, tzinfo=UTC)} == failing_in_memory
+        assert ({}, {}) == (dict(await store.failing_since("C02XK0AAJGH6")), dict(cache.failing_since("C02XK0AAJGH6")))
 
     async def test_recorder_error_keeps_the_snapshot(
         self, aiohttp_client: Callable[..., Awaitable[TestClient]], store: SqliteStore, clock: FakeClock, settings: IngestSettings

@@ -245,6 +245,18 @@ class TestHistory:
 
         assert ({"os": T0}, {}) == (set_value, dict(await store.failing_since("S")))
 
+    async def test_load_failing_since_for_all_or_some_devices(self, store: SqliteStore) -> None:
+        """Failing-since of many devices comes back in one call, for all of them or the named ones."""
+        for i in range(700):
+            await store.set_failing_since(f"S{i}", "disk", T0 + timedelta(seconds=i))
+        await store.set_failing_since("S1", "os", T0)
+
+        everything = await store.load_failing_since()
+        some = await store.load_failing_since([f"S{i}" for i in range(0, 1400, 2)] + ["S1"])
+
+        assert (700, {"disk": T0 + timedelta(seconds=1), "os": T0}) == (len(everything), everything["S1"])
+        assert 351 == len(some)
+
     async def test_iter_history_covers_the_period_in_pages(self, store: SqliteStore) -> None:
         """Entries in [since, until) come back oldest first, across page boundaries."""
         for i in range(2500):
