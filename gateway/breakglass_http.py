@@ -80,6 +80,7 @@ from gateway.csrf import CsrfProtector, CsrfRefused, check_form, check_json
 from gateway.identity.model import Identity
 from gateway.identity.session import safe_return_path
 from gateway.keys import BREAKGLASS, BREAKGLASS_WEB, CLOCK, CONFIG, CSRF, DEVICE, LIVE, METRICS, OUTCOME, USER, WEBHOOK
+from gateway.metrics import Metrics
 from gateway.views.breakglass_admin import (
     GrantPageView,
     RequestFormView,
@@ -94,7 +95,7 @@ from gateway.views.breakglass_admin import (
     render_review_list,
 )
 from gateway.views.deny import BreakglassOffer
-from gateway.views.layout import BASE_HEADERS, PROBLEM_JSON
+from gateway.views.layout import BASE_HEADERS, PROBLEM_JSON, Rendered
 from gateway.webhook import describe
 from policy_engine import CompiledPolicySet, Decision
 
@@ -235,7 +236,7 @@ async def run_maintenance(app: web.Application) -> None:
         expired = ()
     for grant in expired:
         _log.info("grant.expired", grant_id=grant.id, user=grant.user, tier=grant.scope.tier)
-    _set_active_gauge(app, service, now)
+    _set_active_gauge(app.get(METRICS), service, now)
 
 
 async def breakglass_maintenance_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -259,8 +260,7 @@ async def breakglass_maintenance_ctx(app: web.Application) -> AsyncIterator[None
             await task
 
 
-def _set_active_gauge(app: web.Application, service: BreakglassService, now: datetime) -> None:
-    metrics = app.get(METRICS)
+def _set_active_gauge(metrics: Metrics | None, service: BreakglassService, now: datetime) -> None:
     if metrics is not None:
         metrics.breakglass_active.set(len(service.list_grants(GrantFilter(status=GrantStatus.ACTIVE), now=now)))
 
@@ -524,7 +524,7 @@ async def submit_request(request: web.Request, identity: Identity, serial: str, 
         _count(request, tier, "pending")
         _log.info("grant.pending", grant_id=grant.id, because=sorted(grant.pending_because), **fields)
         _notify(request, "pending", grant)
-    _set_active_gauge(app, service, now)  # type: ignore[arg-type]
+    _set_active_gauge(app.get(METRICS), service, now)
     return grant
 
 
@@ -548,8 +548,8 @@ def _problem(status: int, code: str, detail: str, *, errors: list[FieldProblem] 
     return _json(status, doc, problem=True)
 
 
-def _page(rendered: object) -> web.Response:
-    return rendered.response()  # type: ignore[attr-defined]
+def _page(rendered: Rendered) -> web.Response:
+    return rendered.response()
 
 
 def _identity(request: web.Request) -> Identity | None:
@@ -758,7 +758,7 @@ async def _end(request: web.Request, identity: Identity, reason: str) -> Grant:
     _log.info("grant.ended", grant_id=grant.id, user=grant.user, tier=grant.scope.tier, actor=identity.subject)
     _count(request, grant.scope.tier, "ended")
     _notify(request, "ended", grant, actor=identity.subject)
-    _set_active_gauge(app, service, now)  # type: ignore[arg-type]
+    _set_active_gauge(app.get(METRICS), service, now)
     return grant
 
 
@@ -1068,7 +1068,7 @@ async def _act(request: web.Request, identity: Identity, action: str, text: str)
     if action != "review":
         _count(request, grant.scope.tier, outcome)
         _notify(request, outcome, grant, actor=identity.email or identity.subject, note=text)
-    _set_active_gauge(app, service, now)  # type: ignore[arg-type]
+    _set_active_gauge(app.get(METRICS), service, now)
     return grant
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import timedelta
 
@@ -11,6 +12,8 @@ import orjson
 import pytest
 
 from breakglass import (
+    AuditEntry,
+    ChainHead,
     BreakglassService,
     GrantRequest,
     InMemoryAuditSink,
@@ -38,20 +41,20 @@ async def filled() -> tuple[InMemoryAuditSink, BreakglassService]:
 
 
 class Tampered:
-    """A sink over a fixed list of entries and head, as a tampered store would return them."""
+    """A read-only sink returning a changed copy of another sink's entries, as a tampered store would."""
 
-    def __init__(self, sink: InMemoryAuditSink, change: object) -> None:
+    def __init__(self, sink: InMemoryAuditSink, change: Callable[[list[AuditEntry]], list[AuditEntry]]) -> None:
         head, entries = sink.snapshot()
         self._head = head
-        self._entries = change(list(entries))  # type: ignore[operator]
+        self._entries = change(list(entries))
 
-    async def entries(self, *, after_seq: int = 0) -> list:  # type: ignore[type-arg]
+    async def entries(self, *, after_seq: int = 0) -> Sequence[AuditEntry]:
         return [e for e in self._entries if e.seq > after_seq]
 
-    async def head(self):  # type: ignore[no-untyped-def]
+    async def head(self) -> ChainHead:
         return self._head
 
-    async def append(self, entries: object) -> None:
+    async def append(self, entries: Sequence[AuditEntry]) -> None:
         raise OSError("read-only")
 
 
@@ -71,11 +74,12 @@ class TestVerify:
         ("truncated", lambda es: es[:-1], 4, "truncated"),
         ("reordered", lambda es: [es[0], es[2], es[1], es[3]], 2, "reordered"),
     ])
-    async def test_tampering_is_listed_with_the_entry(self, name: str, change: object, seq: int, kind: str) -> None:
+    async def test_tampering_is_listed_with_the_entry(self, name: str, change: Callable[[list[AuditEntry]], list[AuditEntry]],
+                                                    seq: int, kind: str) -> None:
         """Each kind of tampering exits 1 and names the entry seq and what is wrong."""
         sink, _ = await filled()
 
-        code, text = await verify_audit(Tampered(sink, change))  # type: ignore[arg-type]
+        code, text = await verify_audit(Tampered(sink, change))
 
         assert 1 == code
         assert f"entry {seq}: {kind}:" in text

@@ -12,7 +12,7 @@ from pytest_aiohttp import AiohttpClient
 from structlog.testing import capture_logs
 
 from breakglass import BreakglassService, EventKind, GrantStatus, InMemoryAuditSink
-from gateway.breakglass_http import failing_checks_of, note_use
+from gateway.breakglass_http import failing_checks_of, note_use, run_maintenance
 from gateway.gate import GateOutcome, Verdict
 from gateway.keys import OUTCOME
 from tests.gateway.breakglass_http.support import (
@@ -108,14 +108,13 @@ class TestTierRules:
 
     async def test_route_set_grant_covers_only_its_routes(self, client: TestClient, harness: Harness) -> None:  # type: ignore[type-arg]
         """A grant for a route set lets its routes through and no other route of the same tier."""
-        harness.app  # noqa: B018 - the harness is already running
-        settings_routes = {"collab": ("wiki", "chat")}
         status, body = await ask(client, route="chat", scope={"route_set": "collab"})
 
-        assert 201 == status
-        assert sorted(settings_routes["collab"]) == body["scope"]["routes"]
         now = harness.clock()
+        assert 201 == status
+        assert ["chat", "wiki"] == body["scope"]["routes"]
         assert harness.service.active_for("alice", "SER-A", "chat", "low", now=now) is not None
+        assert None is harness.service.active_for("alice", "SER-A", "intranet", "low", now=now)
 
 
 class TestValidation:
@@ -381,3 +380,57 @@ async def test_hostile_reasons_are_kept_verbatim_in_json(client: TestClient, rea
 
     assert 201 == status
     assert reason == body["reason"]
+
+
+class TestFormFlow:
+    async def test_pending_form_request_lands_on_its_page_and_can_be_withdrawn(self, client: TestClient,  # type: ignore[type-arg]
+                                                                               harness: Harness) -> None:
+        """A form request that needs approval redirects to its page; the withdraw form ends it."""
+        response = await client.post("/.gatehouse/break-glass", data={
+            "csrf_token": harness.token("alice"), "route": "source", "reason": REASON, "duration": "1800",
+            "return_to": "/src/"}, headers=as_user("alice"), allow_redirects=False)
+        location = response.headers["Location"]
+        page = await client.get(location, headers=as_user("alice"))
+        grant_id = location.split("?")[0].rsplit("/", 1)[1]
+
+        withdrawn = await client.post(f"/.gatehouse/break-glass/{grant_id}/end", allow_redirects=False,
+                                      data={"csrf_token": harness.token("alice"), "return_to": "/src/"},
+                                      headers=as_user("alice"))
+
+        assert 303 == response.status
+        assert "Waiting for an approver" in await page.text()
+        assert 303 == withdrawn.status
+        assert GrantStatus.ENDED is harness.service.get(grant_id).status
+
+    async def test_invalid_form_shows_the_form_again_with_the_reason_kept(self, client: TestClient,  # type: ignore[type-arg]
+                                                                          harness: Harness) -> None:
+        """A too-short reason re-renders the form (400) with the message and what was typed."""
+        response = await client.post("/.gatehouse/break-glass", data={
+            "csrf_token": harness.token("alice"), "route": "wiki", "reason": "urgent <now>", "duration": "1800",
+            "return_to": "/wiki/"}, headers=as_user("alice"), allow_redirects=False)
+        text = await response.text()
+
+        assert 400 == response.status
+        assert "the reason has 12 characters; write at least 20" in text
+        assert "urgent &lt;now&gt;</textarea>" in text
+
+    async def test_someone_elses_grant_page_is_not_found(self, client: TestClient) -> None:  # type: ignore[type-arg]
+        """Another user's grant page answers 404, not a hint that it exists."""
+        status, body = await ask(client)
+
+        response = await client.get(f"/.gatehouse/break-glass/{body['id']}", headers=as_user("mallory"))
+
+        assert 404 == response.status
+
+
+async def test_maintenance_writes_expiries_and_sets_the_gauge(client: TestClient, harness: Harness) -> None:  # type: ignore[type-arg]
+    """One maintenance pass after expiry writes `expired` to the log and sets the active gauge to zero."""
+    await ask(client)
+    assert 1.0 == harness.count("gatehouse_breakglass_active_grants")
+    harness.clock.advance(minutes=30)
+
+    await run_maintenance(harness.app)
+
+    grant = harness.service.list_grants(now=harness.clock())[0]
+    assert EventKind.EXPIRED is harness.service.events_for(grant.id)[-1].kind
+    assert 0.0 == harness.count("gatehouse_breakglass_active_grants")
