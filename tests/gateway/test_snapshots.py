@@ -101,6 +101,27 @@ class TestSnapshotCache:
             a.os_name is b.os_name, a.source is b.source, a.os_version is b.os_version, a.custom is b.custom, a.owners is b.owners)
 
 
+    async def test_resident_snapshots_stay_small(self, stores: tuple[SqliteStore, SqliteStore]) -> None:
+        """A loaded snapshot costs well under 1 KB of memory (100,000 devices in under 100 MB)."""
+        import gc
+        import tracemalloc
+
+        ours, _ = stores
+        await ours.put_snapshots([make_snapshot(f"SER{i:06d}", hostname=f"host-{i}", owners=(f"u{i % 300}@example.com",)) for i in range(5000)])
+        cache = SnapshotCache(ours)
+        gc.collect()
+        tracemalloc.start()
+        try:
+            await cache.load()
+            gc.collect()
+            used, _ = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+
+        assert 5000 == len(cache)
+        assert used / 5000 < 700, f"{used / 5000:.0f} bytes per snapshot"
+
+
 class TestFailingSince:
     async def test_loaded_at_start_and_refreshed_for_changed_devices(self, stores: tuple[SqliteStore, SqliteStore]) -> None:
         """Grace-period starts are in memory: loaded at start, re-read for the devices a refresh brings."""
