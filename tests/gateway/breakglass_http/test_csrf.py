@@ -161,3 +161,13 @@ class TestProtector:
         """An origin listed in `allowed_origins` may post; its path and case do not matter."""
         check_origin({"Origin": "HTTPS://Admin.Corp.Example"}, host="gatehouse.corp.example",
                      allowed_origins=frozenset({"https://admin.corp.example"}))
+
+
+@pytest.mark.parametrize("return_to", ["https://evil.example/", "//evil.example/x", "/\\evil.example", "javascript:alert(1)"])
+async def test_return_url_never_leaves_the_site(client: TestClient, harness: Harness, return_to: str) -> None:  # type: ignore[type-arg]
+    """After a grant the user is sent back to a path on this site only (no open redirect)."""
+    response = await client.post(FORM, data=form(harness, return_to=return_to), headers=as_user("alice"),
+                                 allow_redirects=False)
+
+    assert 303 == response.status
+    assert "/" == response.headers["Location"]
