@@ -119,8 +119,11 @@ async def test_request_from_the_deny_page_and_review(browser_page: Any, aiohttp_
     await screenshot(page, "breakglass-reviewed")
     assert harness.service.get(wiki_grant.id).reviewed
 
-    # Alice sees that her wiki access is over.
+    # Alice sees that her wiki access is over; the standalone request form is there for another try.
     await as_user(page, "alice")
+    await page.goto(f"{base}/.gatehouse/break-glass?route=wiki&return_to=/wiki/page")
+    await page.wait_for_selector("text=Request emergency access")
+    await screenshot(page, "breakglass-request-form")
     await page.goto(f"{base}/.gatehouse/break-glass/{wiki_grant.id}?return_to=/wiki/page")
     await page.wait_for_selector("text=Emergency access is over")
     await screenshot(page, "breakglass-grant-over")
