@@ -84,8 +84,8 @@ POLICY: dict[str, Any] = {
 }
 
 MAC = [("15.1", 50), ("15.0.1", 28), ("14.7", 8), ("14.6.1", 5), ("14.4.1", 3), ("14.2", 3), ("13.6.7", 2), ("12.7.6", 1)]
-WIN = [("10.0.26100", 25), ("10.0.22631", 60), ("10.0.22621", 6), ("10.0.19045", 8), ("10.0.19044", 1)]
-LINUX = [("ubuntu", "24.04", 40), ("ubuntu", "22.04", 25), ("ubuntu", "20.04", 3), ("debian", "12.7", 10),
+WIN = [("10.0.26100", 28), ("10.0.22631", 64), ("10.0.22621", 3), ("10.0.19045", 4), ("10.0.19044", 1)]
+LINUX = [("ubuntu", "24.04", 50), ("ubuntu", "22.04", 15), ("ubuntu", "20.04", 3), ("debian", "12.7", 10),
          ("debian", "12.2", 4), ("fedora", "40", 10), ("fedora", "39", 4), ("arch", "6.11", 4)]
 AGENTS = [("5.13.1", 70), ("5.12.2", 22), ("5.10.0", 6), ("5.9.1", 2)]
 
@@ -265,7 +265,9 @@ def main() -> None:
 
         cedar_us = per_call_us(run_cedar, repeat=1)
         cedar_ctx_us = per_call_us(run_cedar_ctx, repeat=1)
-        rows.append((f"cedarpy {getattr(cedarpy, '__version__', '')}, high (prebuilt context)".replace("  ", " "), cedar_us,
+        from importlib.metadata import version as installed_version
+
+        rows.append((f"cedarpy {installed_version('cedarpy')}, high (prebuilt context)", cedar_us,
                      f"{mismatch_cedar} verdict mismatches in {CEDAR_N}; allow/deny only"))
         rows.append(("cedarpy, high (context built per call)", cedar_ctx_us, ""))
 

@@ -30,6 +30,9 @@ class Reason(StrEnum):
     """The tier is not defined in the policy in force."""
     CHECK_ERROR = "check-error"
     """A check (or the inputs) raised while evaluating; denied, ``detail`` says what."""
+    DEVICE_NOT_OWNED = "device-not-owned"
+    """Never produced by ``evaluate``: the gateway's owner binding (the route requires the user to be
+    one of the device's listed owners) turns an allowed decision into this one."""
 
 
 @dataclass(frozen=True, slots=True)

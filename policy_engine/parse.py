@@ -373,10 +373,10 @@ def _parse_value(
         return _parse_floor(out, raw, path)
     if operator in (Operator.AT_MOST, Operator.AT_LEAST, Operator.BELOW, Operator.ABOVE):
         ok = isinstance(raw, (int, float)) and not isinstance(raw, bool)
-        if kind is FactKind.INT:
-            ok = ok and isinstance(raw, int)
-        if not ok:
-            out.add(path, "wrong-type", f"{_describe(raw)} is not a number; write a number such as `600`")
+        whole = kind is FactKind.INT
+        if not ok or (whole and not isinstance(raw, int)):
+            what = "a whole number" if whole else "a number"
+            out.add(path, "wrong-type", f"{_describe(raw)} is not {what}; write {what} such as `600`")
             return None
         return raw  # type: ignore[return-value]
     if operator is Operator.EQUALS:
