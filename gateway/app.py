@@ -28,18 +28,38 @@ Seams for the rest of the gateway:
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
+import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from breakglass import BreakglassService
+from gateway.breakglass_config import BreakglassSettings
+from gateway.breakglass_http import BreakglassWeb, add_breakglass_routes, breakglass_maintenance_ctx
+from gateway.errors import ConfigError, Problem
 from gateway.handlers import Gate, OpenGate, Readiness, handle_proxied, healthz, readyz
-from gateway.keys import CLOCK, CONFIG, GATE, METRICS, READINESS, RELOAD_HOOKS, UPSTREAM_SESSION
+from gateway.identity import add_identity_routes, identity_cleanup_ctx
+from gateway.ingest.http import add_ingest_routes, ingest_background
+from gateway.keys import (
+    BREAKGLASS, CLOCK, COMPLIANCE_RECORDER, CONFIG, GATE, INGEST_SETTINGS, METRICS, POLICY, READINESS,
+    RELOAD_HOOKS, SNAPSHOT_CACHE, STORE, UPSTREAM_SESSION,
+)
+from gateway.policy_file import route_tier_problems
+from gateway.policy_gate import PolicyGate, PolicyHolder, reserved_identity
+from gateway.portal import add_portal_routes
+from gateway.snapshots import SnapshotCache
+from gateway.store import open_store
+from gateway.store.sqlite_audit import SqliteAuditSink
+from gateway.webhook import webhook_ctx
+from policy_engine import DeviceSnapshot
 from gateway.metrics import Metrics
 from gateway.middleware import add_response_headers, request_context
 from gateway.proxy import peer_is_trusted
@@ -125,15 +145,23 @@ def create_app(
     metrics: Metrics | None = None,
     gate: Gate | None = None,
 ) -> web.Application:
-    """Build the Gatehouse application for ``settings`` (see the module docstring for the seams)."""
+    """Build the Gatehouse application for ``settings`` (see the module docstring for the seams).
+
+    Without ``gate`` this is the full Gatehouse: store, snapshot cache, policy, identity, ingest,
+    break-glass and the policy gate, all wired from ``settings``. Passing a gate (``OpenGate()`` in
+    proxy-only tests) builds the bare proxy around it instead.
+
+    Raises:
+        ConfigError: the full Gatehouse is asked for but the policy or identity is missing or broken.
+    """
+    full = gate is None
     app = web.Application(
-        middlewares=[request_context],
+        middlewares=[request_context, reserved_identity] if full else [request_context],
         handler_args=handler_kwargs(settings.server),
     )
     app[CLOCK] = clock
     app[METRICS] = metrics if metrics is not None else Metrics(CollectorRegistry())
     app[CONFIG] = ConfigHolder(LiveConfig.build(settings, now=clock()))
-    app[GATE] = gate if gate is not None else OpenGate()
     readiness = Readiness()
     readiness.add("config", lambda: True)
     app[READINESS] = readiness
@@ -142,8 +170,135 @@ def create_app(
     app.on_response_prepare.append(add_response_headers)
     app.router.add_get("/.gatehouse/healthz", healthz, allow_head=True)
     app.router.add_get("/.gatehouse/readyz", readyz, allow_head=True)
+    if full:
+        app[GATE] = wire_gatehouse(app, settings)
+    else:
+        app[GATE] = gate
     app.router.add_route("*", "/{tail:.*}", handle_proxied)
     return app
+
+
+def wire_gatehouse(app: web.Application, settings: Settings) -> Gate:
+    """Install every part of a full Gatehouse on ``app``; returns its gate.
+
+    Raises:
+        ConfigError: the policy file or the identity settings are missing or broken.
+    """
+    problems = []
+    if settings.policy is None:
+        problems.append(Problem("policy", "is required: name the policy file that decides requests, e.g. `policy: policy.yaml`"))
+    if settings.identity is None:
+        problems.append(Problem("identity", "is required: say how users prove who they are (see the README's identity section)"))
+    if problems:
+        raise ConfigError(settings.source, tuple(problems))
+    assert settings.policy is not None and settings.identity is not None  # narrowed by the check above
+    metrics = app[METRICS]
+    holder = PolicyHolder.load(settings.policy, metrics=metrics)
+    tier_problems = route_tier_problems(settings.routes, holder.current)
+    if tier_problems:
+        raise ConfigError(settings.source, tuple(tier_problems))
+    app[POLICY] = holder
+    app[INGEST_SETTINGS] = settings.ingest
+    app[COMPLIANCE_RECORDER] = ComplianceFromPolicy(holder)
+
+    async def reload_policy(new: Settings) -> None:
+        if new.policy is not None:
+            await asyncio.to_thread(holder.reload, new.policy)
+
+    app[RELOAD_HOOKS].append(reload_policy)
+    app[READINESS].add("policy", lambda: holder.current is not None)
+    app.cleanup_ctx.append(identity_cleanup_ctx(settings.identity, clock=app[CLOCK], metrics=metrics))
+    app.cleanup_ctx.append(_store_ctx(settings))
+    app.cleanup_ctx.append(ingest_background)
+    app.cleanup_ctx.append(_breakglass_ctx(settings))
+    app.cleanup_ctx.append(breakglass_maintenance_ctx)
+    app.cleanup_ctx.append(webhook_ctx)
+    app.cleanup_ctx.append(_change_feed_ctx)
+    add_identity_routes(app)
+    add_ingest_routes(app)
+    add_portal_routes(app)
+    add_breakglass_routes(app, BreakglassWeb.from_settings(settings.breakglass, policies=lambda: holder.current))
+    return PolicyGate(holder)
+
+
+class ComplianceFromPolicy:
+    """Pass/fail of every check of the policy in force, for each newly stored snapshot (history, grace)."""
+
+    def __init__(self, holder: PolicyHolder) -> None:
+        self._holder = holder
+
+    def __call__(self, snapshot: DeviceSnapshot) -> Mapping[str, bool] | None:
+        policies = self._holder.current
+        failing = policies.failing_check_names(snapshot)
+        return {name: name not in failing for name in policies.checks}
+
+
+def _store_ctx(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        store = await open_store(settings.store.reveal())
+        app[STORE] = store
+        app[SNAPSHOT_CACHE] = SnapshotCache(store, metrics=app[METRICS], refresh_interval_s=settings.ingest.cache_refresh_s)
+        health = getattr(store, "health", None)
+        app[READINESS].add("store", health if health is not None else (lambda: True))
+        try:
+            yield
+        finally:
+            await store.close()
+
+    return ctx
+
+
+def _breakglass_ctx(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        store = app[STORE]
+        dsn = settings.store.reveal()
+        sink: Any
+        if dsn.startswith("sqlite:///"):
+            sink = await SqliteAuditSink.open(Path(dsn.removeprefix("sqlite://")))
+        else:
+            sink = store.audit_sink()  # type: ignore[attr-defined]
+        try:
+            app[BREAKGLASS] = await BreakglassService.open(sink, config=settings.breakglass.to_config())
+            yield
+        finally:
+            if isinstance(sink, SqliteAuditSink):
+                await sink.close()
+
+    return ctx
+
+
+async def _change_feed_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Follow other replicas' writes at once where the store announces them (PostgreSQL NOTIFY)."""
+    subscribe = getattr(app[STORE], "subscribe", None)
+    if subscribe is None:
+        yield
+        return
+    cache = app[SNAPSHOT_CACHE]
+    service = app[BREAKGLASS]
+    tasks: set[asyncio.Task[object]] = set()
+    log = structlog.get_logger("gateway.app")
+
+    async def catch_up(kind: str) -> None:
+        try:
+            if kind in ("snapshot", "resync"):
+                await cache.refresh()
+            if kind in ("audit", "resync"):
+                await service.refresh()
+        except Exception as exc:  # the periodic refresh is the safety net
+            log.warning("change_feed.refresh_failed", kind=kind, error=f"{type(exc).__name__}: {exc}")
+
+    def on_notice(notice: Any) -> None:
+        task = asyncio.get_running_loop().create_task(catch_up(str(notice.kind.value)))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    unsubscribe = subscribe(on_notice)
+    try:
+        yield
+    finally:
+        unsubscribe()
+        for task in list(tasks):
+            task.cancel()
 
 
 __all__ = ["Clock", "ConfigHolder", "LiveConfig", "ReloadHook", "create_app", "handler_kwargs", "upstream_session", "utc_now"]

@@ -31,7 +31,7 @@ from pydantic import Field, field_validator, model_validator
 from breakglass import HARD_MAX_DURATION, BreakglassConfig, TierMode, TierRule
 from gateway.errors import Problem
 from gateway.secret import SecretValue
-from gateway.settings import Section
+from gateway.section import Section
 from policy_engine.evaluate import TierInfo
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")

@@ -14,6 +14,7 @@ from typing import Callable, Sequence, TextIO
 
 from gateway import __version__
 from gateway.errors import ConfigError
+from gateway.policy_file import load_policy, route_tier_problems
 from gateway.settings import Settings, load_settings
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
@@ -39,8 +40,14 @@ def check_config(path: Path, *, out: TextIO, environ: dict[str, str] | None = No
 
 
 def cross_check(settings: Settings) -> list[str]:
-    """Problems that span files: route tiers against the policy's tiers."""
-    return []
+    """Problems that span files: the policy file itself, and route tiers against its tiers."""
+    if settings.policy is None:
+        return ["policy: is required to decide requests; name the policy file, e.g. `policy: policy.yaml`"] if settings.routes else []
+    try:
+        policies = load_policy(settings.policy)
+    except ConfigError as exc:
+        return [f"{exc.source}: {p}" for p in exc.problems]
+    return [str(p) for p in route_tier_problems(settings.routes, policies)]
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:

@@ -70,6 +70,21 @@ COMPLIANCE_RECORDER: web.AppKey[ComplianceRecorder] = web.AppKey("compliance_rec
 INGEST_RUNTIME: web.AppKey[IngestRuntime] = web.AppKey("ingest_runtime")
 """Set by ``add_ingest_routes``: per-device locks of the osquery handlers."""
 
+# --- The gate (gate.py, the lead's wiring in app.py) ---
+if TYPE_CHECKING:
+    from breakglass import BreakglassService
+    from gateway.gate import GateOutcome
+    from gateway.identity.model import DeviceId, Identity
+
+BREAKGLASS: web.AppKey[BreakglassService] = web.AppKey("breakglass")
+"""Break-glass grants and their audit log; exists between startup and cleanup."""
+USER: web.RequestKey[Identity] = web.RequestKey("user")
+"""The verified user of this request; set once identity is verified (absent otherwise)."""
+DEVICE: web.RequestKey[DeviceId] = web.RequestKey("device")
+"""The verified device of this request; absent when no verified source named one."""
+OUTCOME: web.RequestKey[GateOutcome] = web.RequestKey("outcome")
+"""The gate's decision for this request, once made."""
+
 # --- Break-glass pages and API (breakglass_http.py, csrf.py, webhook.py) ---
 if TYPE_CHECKING:
     from gateway.breakglass_http import BreakglassWeb
@@ -82,3 +97,8 @@ CSRF: web.AppKey[CsrfProtector] = web.AppKey("csrf")
 """Issues and checks the CSRF tokens of Gatehouse's own forms (``csrf_token_for(request)``)."""
 WEBHOOK: web.AppKey[WebhookNotifier] = web.AppKey("breakglass_webhook")
 """Optional: break-glass notifications; started and stopped by ``webhook_ctx``."""
+if TYPE_CHECKING:
+    from gateway.policy_gate import PolicyHolder
+
+POLICY: web.AppKey[PolicyHolder] = web.AppKey("policy")
+"""The compiled policy in force (``.current``) and the decision memo; reloaded on SIGHUP."""

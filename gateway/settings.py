@@ -16,16 +16,14 @@ from typing import Any, Literal, Mapping
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from gateway.breakglass_config import BreakglassSettings
 from gateway.errors import ConfigError, Problem
+from gateway.identity.config import IdentitySettings
+from gateway.ingest.config import IngestSettings
 from gateway.secret import Secret, SecretValue
-
-
-class Section(BaseModel):
-    """Base of every config section: frozen, unknown keys rejected."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
+from gateway.section import Section
 
 
 def _split_address(value: str) -> tuple[str, int]:
@@ -182,6 +180,10 @@ class Settings(Section):
     routes: tuple[RouteSettings, ...] = ()
     server: ServerSettings = ServerSettings()
     logging: LoggingSettings = LoggingSettings()
+    identity: IdentitySettings | None = None
+    """Who the user is and which device; required to serve routes (see the README's identity section)."""
+    ingest: IngestSettings = IngestSettings()
+    breakglass: BreakglassSettings = BreakglassSettings()
     demo: bool = False
     """Demo mode: accepts tokens signed by the demo key under ./var/. Never set in production."""
     source: str = Field(default="<memory>", exclude=True)

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from gateway.secret import Secret
-from gateway.settings import Section
+from gateway.section import Section
 
 CALLBACK_PATH = "/.gatehouse/callback"
 LOGOUT_PATH = "/.gatehouse/logout"

@@ -19,7 +19,7 @@ from pathlib import Path
 from pydantic import Field
 
 from gateway.secret import SecretValue
-from gateway.settings import Section
+from gateway.section import Section
 
 
 class OsqueryIntervals(Section):

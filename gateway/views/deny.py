@@ -255,6 +255,11 @@ def _title_and_detail(view: DenyView) -> tuple[str, str]:
         return (f"{service} is not available right now",
                 f"The service is set up with a security tier (“{d.tier}”) that the policy in force does "
                 "not define. This is not a problem with your device; IT needs to fix the configuration.")
+    if reason is Reason.DEVICE_NOT_OWNED:
+        owners = ", ".join(view.snapshot.owners) if view.snapshot is not None else "someone else"
+        return ("This device belongs to someone else",
+                f"{service} only opens from a device registered to you, and this device is registered to "
+                f"{owners}. Use your own enrolled device, or ask IT to register this one to you.")
     if reason is Reason.CHECK_ERROR:
         return ("Gatehouse could not check your device",
                 "Something went wrong while checking this device's health report. This is usually not a "

@@ -20,6 +20,7 @@ from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
+from gateway.handlers import OpenGate
 from gateway.handlers import Gate
 from gateway.metrics import Metrics
 from gateway.settings import Settings, parse_settings
@@ -158,7 +159,7 @@ async def make_gateway(metrics: Metrics) -> Any:
     clients: list[TestClient[web.Request, web.Application]] = []
 
     async def make(routes: list[dict[str, Any]], *, gate: Gate | None = None, **server: Any) -> TestClient[web.Request, web.Application]:
-        app = create_app(make_settings(routes, **server), metrics=metrics, gate=gate)
+        app = create_app(make_settings(routes, **server), metrics=metrics, gate=gate or OpenGate())
         client = TestClient(TestServer(app, host="127.0.0.1"))
         await client.start_server()
         clients.append(client)

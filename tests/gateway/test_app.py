@@ -6,6 +6,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from gateway.handlers import OpenGate
 from gateway.app import create_app
 from gateway.keys import READINESS
 from gateway.metrics import Metrics
@@ -28,7 +29,7 @@ class TestReserved:
 
     async def test_routes_mounted_after_create_app_win_over_the_catch_all(self, metrics: Metrics, upstream_url: str, recorder: Recorder) -> None:
         """Another part of the gateway can add a reserved route after create_app; it is served, not proxied."""
-        app = create_app(make_settings([{"id": "all", "upstream": upstream_url, "tier": "low"}]), metrics=metrics)
+        app = create_app(make_settings([{"id": "all", "upstream": upstream_url, "tier": "low"}]), metrics=metrics, gate=OpenGate())
 
         async def callback(request: web.Request) -> web.Response:
             return web.Response(text="callback")
@@ -53,7 +54,7 @@ class TestHealth:
 
     async def test_readyz_lists_what_is_not_ready(self, metrics: Metrics) -> None:
         """Readiness is 503 with the failing checks named until every check passes."""
-        app = create_app(make_settings([]), metrics=metrics)
+        app = create_app(make_settings([]), metrics=metrics, gate=OpenGate())
         state = {"store": False}
 
         async def policy_loaded() -> bool:

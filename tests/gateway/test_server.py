@@ -9,6 +9,7 @@ import ssl
 import sys
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,13 @@ import structlog
 import trustme
 import yaml
 
+from gateway.handlers import OpenGate
 from gateway.keys import RELOAD_HOOKS
 from gateway.metrics import Metrics
 from gateway.server import Gateway, serve, start_gateway
 from gateway.settings import Settings
 from tests.gateway.conftest import Recorder, make_settings, raw_exchange
+from tests.gateway.fullstack import Keys, gatehouse_config, ingest_headers, mac_item
 
 
 @pytest.fixture
@@ -32,7 +35,7 @@ async def gateway(metrics: Metrics, upstream_url: str) -> AsyncIterator[Gateway]
         [{"id": "app", "upstream": upstream_url, "tier": "low"}],
         header_read_timeout_s=0.3, keepalive_timeout_s=30, max_header_count=20, max_header_bytes=2048,
     )
-    gw = await start_gateway(settings, metrics=metrics)
+    gw = await start_gateway(settings, metrics=metrics, gate=OpenGate())
     yield gw
     await gw.stop()
 
@@ -55,7 +58,7 @@ class TestLimits:
 
     async def test_idle_connection_is_closed_after_keepalive_timeout(self, metrics: Metrics) -> None:
         """A connection that never sends a byte is closed after keepalive_timeout_s."""
-        gw = await start_gateway(make_settings([], keepalive_timeout_s=0.3, header_read_timeout_s=30), metrics=metrics)
+        gw = await start_gateway(make_settings([], keepalive_timeout_s=0.3, header_read_timeout_s=30), metrics=metrics, gate=OpenGate())
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", gw.addresses[0][1])
             started = time.monotonic()
@@ -109,7 +112,7 @@ class TestListeners:
     async def test_metrics_on_their_own_listener_only(self, metrics: Metrics, upstream_url: str) -> None:
         """Metrics are served on the metrics address and never on the proxy port."""
         settings = make_settings([]).model_copy(update={"metrics": make_settings([]).metrics.model_copy(update={"address": "127.0.0.1:0"})})
-        gw = await start_gateway(settings, metrics=metrics)
+        gw = await start_gateway(settings, metrics=metrics, gate=OpenGate())
         try:
             async with aiohttp.ClientSession() as session:
                 proxy_port = gw.addresses[0][1]
@@ -138,7 +141,7 @@ class TestListeners:
             base.listeners[0],
             base.listeners[0].model_copy(update={"tls": _tls(tmp_path)}),
         )})
-        gw = await start_gateway(settings, metrics=metrics)
+        gw = await start_gateway(settings, metrics=metrics, gate=OpenGate())
         (plain, tls_port) = (gw.addresses[0][1], gw.addresses[1][1])
         with_cert = ssl.create_default_context()
         ca.configure_trust(with_cert)
@@ -171,7 +174,7 @@ class TestTlsHandshake:
         ca.cert_pem.write_to_path(tmp_path / "ca.pem")
         base = make_settings([], header_read_timeout_s=0.3, keepalive_timeout_s=30)
         settings = base.model_copy(update={"listeners": (base.listeners[0].model_copy(update={"tls": _tls(tmp_path)}),)})
-        gw = await start_gateway(settings, metrics=metrics)
+        gw = await start_gateway(settings, metrics=metrics, gate=OpenGate())
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", gw.addresses[0][1])
             started = time.monotonic()
@@ -205,7 +208,7 @@ class TestReload:
         _write_config(config, [{"id": "old", "upstream": upstream_url, "tier": "low", "path_prefix": "/old"}])
         started: asyncio.Future[Gateway] = asyncio.get_running_loop().create_future()
         stop = asyncio.Event()
-        task = asyncio.create_task(serve(lambda: load_settings(config, {}), stop=stop, on_started=started.set_result, metrics=metrics))
+        task = asyncio.create_task(serve(lambda: load_settings(config, {}), stop=stop, on_started=started.set_result, metrics=metrics, gate=OpenGate()))
         gw = await asyncio.wait_for(started, 10)
         hooked: list[str] = []
 
@@ -254,19 +257,26 @@ sys.exit(run(sys.argv[1], environ={}))
 
 class TestShutdown:
     async def test_sigterm_drains_in_flight_request_and_exits_0(self, tmp_path: Path, upstream_url: str, recorder: Recorder) -> None:
-        """On SIGTERM the gateway stops accepting, finishes the in-flight request, and exits 0."""
+        """On SIGTERM the full gateway stops accepting, finishes the in-flight request, and exits 0."""
+        keys = Keys(tmp_path / "keys")
+        raw = gatehouse_config(keys, store=f"sqlite:///{tmp_path}/g.db", upstream=upstream_url, server={"shutdown_grace_s": 10})
+        raw["routes"] = [{"id": "app", "upstream": upstream_url, "tier": "low"}]
         config = tmp_path / "gatehouse.yaml"
-        _write_config(config, [{"id": "app", "upstream": upstream_url, "tier": "low"}], server={"shutdown_grace_s": 10})
+        config.write_text(yaml.safe_dump(raw))
         child = await asyncio.create_subprocess_exec(
             sys.executable, "-c", _CHILD, str(config), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             cwd=Path(__file__).resolve().parents[2],
         )
         assert child.stdout is not None
+        now = datetime.now(UTC)  # the child runs on the real clock; the snapshot must be fresh for it
         try:
             started = await asyncio.wait_for(_read_event(child.stdout, "gateway.started"), 20)
             url = started["listeners"][0]
             async with aiohttp.ClientSession() as session:
-                in_flight = asyncio.create_task(session.get(f"{url}/slow"))
+                async with session.post(f"{url}/.gatehouse/api/v1/snapshots", json={"snapshots": [mac_item("C02OK", at=now)]}, headers=ingest_headers()) as ingested:
+                    assert 200 == ingested.status
+                token = keys.token("alice@example.com", device="C02OK", now=now)
+                in_flight = asyncio.create_task(session.get(f"{url}/slow", headers={"Authorization": f"Bearer {token}"}))
                 await asyncio.wait_for(recorder.arrived.wait(), 10)
                 child.send_signal(signal.SIGTERM)
                 await asyncio.wait_for(_read_event(child.stdout, "gateway.stopping"), 10)

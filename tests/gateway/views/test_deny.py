@@ -119,6 +119,7 @@ HEADLINES = {
     Reason.CHECKS_FAILED: "Your device needs attention before you can open",
     Reason.TIER_UNKNOWN: "is not available right now",
     Reason.CHECK_ERROR: "Gatehouse could not check your device",
+    Reason.DEVICE_NOT_OWNED: "This device belongs to someone else",
     Reason.OK: "was denied",
 }
 

@@ -1,0 +1,134 @@
+"""The access decision for one proxied request: identity, device, snapshot, policy, break-glass.
+
+Owns: decide() and the GateOutcome it returns, the gate-level reason codes.
+Must not import: aiohttp (handlers turn outcomes into responses), the store (the request path
+reads snapshots from memory only).
+
+Order: the policy decides for the route's tier; a denied request is then let through by an active
+break-glass grant for that user, device and route; a monitor-mode route lets any denial through
+as a would-deny. Break-glass never waives identity: without a verified user there is no decision
+at all (the caller answers 401), and without an identified device there is no grant to find.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Hashable, Mapping, Protocol
+
+from breakglass import Grant
+from gateway.identity.model import DeviceId, Identity
+from policy_engine import CompiledPolicySet, Decision, DeviceSnapshot, Reason
+
+
+class Verdict(StrEnum):
+    """What happens to the request."""
+
+    ALLOW = "allow"
+    DENY = "deny"
+    MONITOR = "would-deny"
+    """Denied by policy, let through because the route is in monitor mode."""
+    BREAK_GLASS = "break-glass"
+    """Denied by policy, let through by an active break-glass grant."""
+
+
+DEVICE_NOT_OWNED = Reason.DEVICE_NOT_OWNED.value
+"""The route requires the user to be one of the device's listed owners, and this user is not."""
+
+
+class RouteView(Protocol):
+    """What the gate reads of a route."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def tier(self) -> str: ...
+    @property
+    def mode(self) -> str: ...
+    @property
+    def require_owner(self) -> bool: ...
+
+
+class GrantLookup(Protocol):
+    """Active break-glass grants, looked up in memory (BreakglassService implements it)."""
+
+    def active_for(self, user: str, device_serial: str, route_id: str, tier: str, *, now: datetime) -> Grant | None: ...
+
+
+class DecisionCache(Protocol):
+    """Memoised policy decisions (policy_engine's DecisionMemo implements it)."""
+
+    def get(self, key: Hashable, *, now: datetime) -> Decision | None: ...
+    def put(self, key: Hashable, decision: Decision) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class GateOutcome:
+    """The gate's answer: let through or not, why, and what the decision was."""
+
+    verdict: Verdict
+    reason: str
+    """``ok`` when allowed; otherwise the policy's reason code or a gate-level one."""
+    decision: Decision
+    grant: Grant | None = None
+
+    @property
+    def proxied(self) -> bool:
+        return self.verdict is not Verdict.DENY
+
+
+def decide(
+    identity: Identity,
+    device: DeviceId | None,
+    snapshot: DeviceSnapshot | None,
+    route: RouteView,
+    *,
+    policies: CompiledPolicySet,
+    now: datetime,
+    failing_since: Mapping[str, datetime] | None = None,
+    grants: GrantLookup | None = None,
+    memo: DecisionCache | None = None,
+) -> GateOutcome:
+    """Decide one request; never raises for a policy or grant problem (it denies instead)."""
+    decision = _policy_decision(device, snapshot, route.tier, policies=policies, now=now, failing_since=failing_since, memo=memo)
+    if decision.allowed and route.require_owner and snapshot is not None and snapshot.owners:
+        if identity.email.lower() not in snapshot.owners:
+            decision = dataclasses.replace(decision, allowed=False, reason=Reason.DEVICE_NOT_OWNED)
+    reason = decision.reason.value
+    if decision.allowed:
+        return GateOutcome(Verdict.ALLOW, Reason.OK.value, decision)
+    if grants is not None and device is not None and reason != DEVICE_NOT_OWNED:
+        grant = grants.active_for(identity.subject, device.serial, route.id, route.tier, now=now)
+        if grant is not None:
+            return GateOutcome(Verdict.BREAK_GLASS, reason, decision, grant)
+    if route.mode == "monitor":
+        return GateOutcome(Verdict.MONITOR, reason, decision)
+    return GateOutcome(Verdict.DENY, reason, decision)
+
+
+def _policy_decision(
+    device: DeviceId | None,
+    snapshot: DeviceSnapshot | None,
+    tier: str,
+    *,
+    policies: CompiledPolicySet,
+    now: datetime,
+    failing_since: Mapping[str, datetime] | None,
+    memo: DecisionCache | None,
+) -> Decision:
+    if device is None or snapshot is None:
+        return policies.evaluate(None, tier, now=now)
+    if memo is None:
+        return policies.evaluate(snapshot, tier, now=now, failing_since=failing_since)
+    # INVARIANT: a device's failing-since history only changes when a new snapshot (with a new
+    # collected_at) replaces the old one, so this key covers every input of the decision but `now`,
+    # which the memo checks against the decision's valid_until.
+    key = (device.serial, snapshot.collected_at, policies.version, tier)
+    cached = memo.get(key, now=now)
+    if cached is not None:
+        return cached
+    decision = policies.evaluate(snapshot, tier, now=now, failing_since=failing_since)
+    memo.put(key, decision)
+    return decision

@@ -1,0 +1,51 @@
+"""Reading a policy file from disk and compiling it; the gateway's side of the pure policy engine.
+
+Owns: load_policy (file → CompiledPolicySet), route-tier cross-checks.
+Must not import: aiohttp, app, handlers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+
+from gateway.errors import ConfigError, Problem
+from gateway.settings import RouteSettings
+from policy_engine import CompiledPolicySet, PolicyError, compile_policy_set, parse_policy_document
+
+
+def load_policy(path: Path) -> CompiledPolicySet:
+    """Read, validate and compile a YAML or JSON policy file.
+
+    Raises:
+        ConfigError: the file cannot be read or parsed, or the policy has problems (all listed).
+    """
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(source, (Problem("", f"cannot read the policy file: {exc.strerror or exc}"),)) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(source, (Problem(where, f"not valid YAML or JSON: {getattr(exc, 'problem', exc)}"),)) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(source, (Problem("", "a policy file must hold a mapping with `checks` and `tiers`"),))
+    try:
+        return compile_policy_set(parse_policy_document(raw, source=source))
+    except PolicyError as exc:
+        raise ConfigError(source, tuple(Problem(p.path, p.message) for p in exc.problems)) from None
+
+
+def route_tier_problems(routes: Sequence[RouteSettings], policies: CompiledPolicySet) -> list[Problem]:
+    """Routes whose tier the policy does not define (they would deny every request)."""
+    known = policies.tier_names
+    return [
+        Problem(f"routes[{index}].tier", f"`{route.tier}` is not a tier of the policy; known tiers: {', '.join(f'`{t}`' for t in known)}")
+        for index, route in enumerate(routes)
+        if policies.tier(route.tier) is None
+    ]

@@ -1,0 +1,207 @@
+"""The gate on the request path: verified user → verified device → snapshot from memory → decision.
+
+Owns: PolicyHolder (the policy in force, reloaded on SIGHUP, last good kept), PolicyGate (the
+Gate that app.py installs for a full Gatehouse), reserved_identity (the middleware that identifies
+users on Gatehouse's own pages), deny_response (the denial, content-negotiated).
+Must not import: app, server, cli.
+
+Nothing here touches the store: snapshots come from the in-memory cache, grants from the
+break-glass service's in-memory index, decisions from the memo or the compiled policy. A failure
+anywhere in the gate raises, and the middleware answers 500 without proxying: it never grants.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from gateway.breakglass_http import csrf_token_for, deny_page_offer, note_use
+from gateway.errors import ConfigError
+from gateway.gate import GateOutcome, Verdict, decide
+from gateway.handlers import Admission
+from gateway.identity.errors import AuthenticationError
+from gateway.identity.model import PostureSummary
+from gateway.keys import BREAKGLASS, CLOCK, DEVICE, IDENTITY, METRICS, OUTCOME, REQUEST_ID, SNAPSHOT_CACHE, USER
+from gateway.metrics import Metrics
+from gateway.policy_file import load_policy
+from gateway.routing import Route
+from gateway.views.deny import DenyView, platform_from_user_agent, render_deny
+from gateway.views.layout import Rendered
+from policy_engine import CompiledPolicySet, DecisionMemo
+
+_log = structlog.get_logger("gateway.gate")
+
+
+class PolicyHolder:
+    """The compiled policy in force; ``reload`` compiles the new file first and keeps the old on failure."""
+
+    __slots__ = ("current", "path", "memo", "_metrics")
+
+    def __init__(self, path: Path, policies: CompiledPolicySet, *, metrics: Metrics | None = None, memo_size: int = 200_000) -> None:
+        self.path = path
+        self.current = policies
+        self.memo = DecisionMemo(memo_size)
+        self._metrics = metrics
+
+    @classmethod
+    def load(cls, path: Path, *, metrics: Metrics | None = None) -> PolicyHolder:
+        """Load the policy for a starting gateway.
+
+        Raises:
+            ConfigError: the policy file has problems (every one listed).
+        """
+        return cls(path, load_policy(path), metrics=metrics)
+
+    def reload(self, path: Path | None = None) -> bool:
+        """Compile ``path`` (default: the same file) and swap it in; on failure keep the old one."""
+        path = path or self.path
+        try:
+            policies = load_policy(path)
+        except ConfigError as exc:
+            _log.error("policy.reload_failed", source=exc.source, problems=[str(p) for p in exc.problems], kept=self.current.version)
+            if self._metrics is not None:
+                self._metrics.config_reloads.labels(what="policy", outcome="failure").inc()
+            return False
+        previous = self.current.version
+        self.path, self.current = path, policies  # INVARIANT: one reference swap; memo keys carry the version
+        _log.info("policy.reloaded", source=str(path), version=policies.version, previous=previous, tiers=list(policies.tier_names))
+        if self._metrics is not None:
+            self._metrics.config_reloads.labels(what="policy", outcome="success").inc()
+        return True
+
+
+def rendered_response(rendered: Rendered) -> web.Response:
+    """An aiohttp response from a view's rendered output."""
+    return web.Response(status=rendered.status, headers=dict(rendered.headers), body=rendered.body)
+
+
+def deny_response(
+    request: web.Request, outcome: GateOutcome, route: Route, policies: CompiledPolicySet, *,
+    now: datetime, refresh_eta_s: int | None = None, return_to: str | None = None,
+) -> web.Response:
+    """The 403 denial for ``outcome``: a page for browsers, problem+json for API clients."""
+    device = request.get(DEVICE)
+    serial = device.serial if device is not None else None
+    snapshot = request.config_dict[SNAPSHOT_CACHE].get(serial) if serial else None
+    user = request.get(USER)
+    view = DenyView(
+        decision=outcome.decision,
+        snapshot=snapshot,
+        device_serial=serial,
+        route_id=route.id,
+        tier=policies.tier(route.tier),
+        return_to=return_to if return_to is not None else request.raw_path,
+        csrf_token=csrf_token_for(request),
+        now=now,
+        remediation=policies.remediation,
+        breakglass=deny_page_offer(request, route.tier) if outcome.reason != "device-not-owned" else None,
+        refresh_eta_s=refresh_eta_s,
+        user=user.email if user is not None else "",
+        request_id=request.get(REQUEST_ID, ""),
+        platform_hint=platform_from_user_agent(request.headers.get("User-Agent", "")),
+    )
+    return rendered_response(render_deny(view, accept=request.headers.get("Accept")))
+
+
+class PolicyGate:
+    """The Gate of a full Gatehouse: identity, device, snapshot, policy, break-glass, upstream headers."""
+
+    def __init__(self, holder: PolicyHolder) -> None:
+        self.holder = holder
+
+    async def admit(self, request: web.Request, route: Route) -> Admission:
+        app = request.config_dict
+        resolver = app[IDENTITY]
+        metrics = app[METRICS]
+        now = app[CLOCK]()
+        try:
+            identity = await resolver.authenticate(request, now=now)
+        except AuthenticationError as err:
+            structlog.contextvars.bind_contextvars(decision="unauthenticated", reason=err.reason.value, tier=route.tier)
+            return Admission.refuse(await resolver.challenge(request, err))
+        started = time.perf_counter()
+        device = resolver.device(request, identity)
+        request[USER] = identity
+        cache = app[SNAPSHOT_CACHE]
+        snapshot = None
+        failing_since = None
+        if device is not None:
+            request[DEVICE] = device
+            snapshot = cache.get(device.serial)
+            if snapshot is not None:
+                failing_since = cache.failing_since(device.serial)
+        policies = self.holder.current
+        outcome = decide(
+            identity, device, snapshot, route, policies=policies, now=now, failing_since=failing_since,
+            grants=app.get(BREAKGLASS), memo=self.holder.memo,
+        )
+        metrics.decision_duration.observe(time.perf_counter() - started)
+        request[OUTCOME] = outcome
+        self._account(metrics, route, outcome)
+        structlog.contextvars.bind_contextvars(
+            user=identity.email, device=device.serial if device else None, tier=route.tier,
+            decision=outcome.verdict.value, reason=outcome.reason,
+        )
+        if outcome.verdict is Verdict.DENY:
+            return Admission.refuse(deny_response(request, outcome, route, policies, now=now))
+        if outcome.verdict is Verdict.BREAK_GLASS and outcome.grant is not None:
+            if not await note_use(request.app, outcome.grant, route.id, now=now):
+                raise web.HTTPServiceUnavailable(
+                    text="break-glass use could not be recorded in the audit log, so it is refused; try again shortly",
+                )
+        age = outcome.decision.snapshot_age
+        posture = PostureSummary(
+            tier=route.tier,
+            decision=outcome.verdict.value,
+            snapshot_age_s=int(age.total_seconds()) if age is not None else None,
+            failed_checks=tuple(f.check for f in outcome.decision.failing),
+            break_glass=outcome.verdict is Verdict.BREAK_GLASS,
+        )
+        return Admission.allow(resolver.upstream_headers(identity, device, posture), strip=resolver.strip_names)
+
+    @staticmethod
+    def _account(metrics: Metrics, route: Route, outcome: GateOutcome) -> None:
+        decision = outcome.decision
+        metrics.decisions.labels(tier=route.tier, outcome=outcome.verdict.value, reason=outcome.reason).inc()
+        for finding in decision.failing:
+            metrics.failing_checks.labels(tier=route.tier, check=finding.check).inc()
+        if outcome.verdict is Verdict.MONITOR:
+            metrics.would_deny.labels(route=route.id, reason=outcome.reason).inc()
+        if decision.snapshot_age is not None:
+            metrics.snapshot_age.observe(max(decision.snapshot_age.total_seconds(), 0.0))
+
+
+# Gatehouse's own pages that act for a signed-in user. Everything else under /.gatehouse/ is either
+# public (health, login, keys) or authenticates its own way (osquery node keys, ingest tokens).
+USER_AREAS = (
+    "/.gatehouse/break-glass", "/.gatehouse/api/v1/break-glass", "/.gatehouse/admin/",
+    "/.gatehouse/api/v1/admin/", "/.gatehouse/recheck", "/.gatehouse/me",
+)
+
+
+def needs_user(path: str) -> bool:
+    """True for Gatehouse pages that need a verified user (the status page ``/.gatehouse/`` included)."""
+    return path == "/.gatehouse/" or path.startswith(USER_AREAS)
+
+
+@web.middleware
+async def reserved_identity(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    """Identify the user (and device) on Gatehouse's own user pages; 401 or login redirect otherwise."""
+    if not needs_user(request.path):
+        return await handler(request)
+    resolver = request.config_dict[IDENTITY]
+    try:
+        identity = await resolver.authenticate(request, now=request.config_dict[CLOCK]())
+    except AuthenticationError as err:
+        return await resolver.challenge(request, err)
+    request[USER] = identity
+    device = resolver.device(request, identity)
+    if device is not None:
+        request[DEVICE] = device
+    structlog.contextvars.bind_contextvars(user=identity.email, device=device.serial if device else None)
+    return await handler(request)

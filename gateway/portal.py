@@ -1,0 +1,157 @@
+"""Gatehouse's own pages for people: "check again", the user's status, privacy, the fleet view.
+
+Owns: the handlers of ``/.gatehouse/`` (status), ``/.gatehouse/recheck``, ``/.gatehouse/privacy``,
+``/.gatehouse/admin/devices``, and add_portal_routes.
+Must not import: app, server, cli. Rendering lives in gateway.views; decisions in gateway.gate.
+
+``reserved_identity`` (policy_gate.py) has already verified the user on every path here but the
+privacy page, which is public: it describes what Gatehouse collects before anyone signs in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+
+import structlog
+from aiohttp import web
+
+from gateway.csrf import CsrfRefused, check_form
+from gateway.errors import BadRequestTarget
+from gateway.gate import decide
+from gateway.identity.session import safe_return_path
+from gateway.ingest.http import request_osquery_refresh
+from gateway.keys import BREAKGLASS, CLOCK, CONFIG, CSRF, DEVICE, INGEST_SETTINGS, POLICY, SNAPSHOT_CACHE, USER
+from gateway.policy_gate import PolicyHolder, deny_response
+from gateway.store.base import StoreError
+from gateway.target import canonicalise
+from gateway.views.fleet import FleetFilter, FleetRow, FleetView, filter_rows, render_fleet
+from gateway.views.privacy import PrivacyView, render_privacy
+from gateway.views.status import DeviceStatus, ServiceLink, StatusView, render_status
+from policy_engine import CompiledPolicySet, Decision, DeviceSnapshot
+
+_log = structlog.get_logger("gateway.portal")
+
+STATUS_PATH = "/.gatehouse/"
+RECHECK_PATH = "/.gatehouse/recheck"
+PRIVACY_PATH = "/.gatehouse/privacy"
+FLEET_PATH = "/.gatehouse/admin/devices"
+
+
+def decisions_at_every_tier(policies: CompiledPolicySet, snapshot: DeviceSnapshot | None, *, now: datetime, failing_since: object = None) -> dict[str, Decision]:
+    """The device's decision for each tier of the policy, least sensitive first."""
+    return {t: policies.evaluate(snapshot, t, now=now, failing_since=failing_since) for t in policies.tier_names}  # type: ignore[arg-type]
+
+
+async def recheck(request: web.Request) -> web.StreamResponse:
+    """ "I fixed it, check again": ask the agent for fresh data, re-decide on the store's newest snapshot."""
+    app = request.config_dict
+    identity = request[USER]
+    now = app[CLOCK]()
+    form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+    try:
+        check_form(app[CSRF], form, request.headers, host=request.host, subject=identity.subject, now=now)
+    except CsrfRefused as exc:
+        _log.warning("recheck.csrf_refused", code=exc.code, user=identity.email)
+        raise web.HTTPForbidden(text=f"this form is stale or came from another site ({exc.code}); reload the page and try again") from None
+    return_to = safe_return_path(form.get("return_to"))
+    try:
+        target = canonicalise(return_to, [request.host])
+    except BadRequestTarget:
+        return_to = "/"
+        target = canonicalise("/", [request.host])
+    live = app[CONFIG].current
+    route = live.routes.match(target.hostname, target.path)
+    if route is None:
+        raise web.HTTPFound(return_to)
+    device = request.get(DEVICE)
+    cache = app[SNAPSHOT_CACHE]
+    eta: int | None = None
+    snapshot = None
+    if device is not None:
+        try:
+            eta = await request_osquery_refresh(request.app, device.serial)
+            snapshot = await cache.fresh(device.serial)
+        except StoreError as exc:
+            _log.warning("recheck.store_unavailable", error=str(exc))
+            snapshot = cache.get(device.serial)
+    holder: PolicyHolder = app[POLICY]
+    outcome = decide(
+        identity, device, snapshot, route, policies=holder.current, now=now,
+        failing_since=cache.failing_since(device.serial) if device is not None and snapshot is not None else None,
+        grants=app.get(BREAKGLASS),
+    )
+    _log.info("recheck.completed", user=identity.email, device=device.serial if device else None, route=route.id, decision=outcome.verdict.value, reason=outcome.reason)
+    if outcome.proxied:
+        raise web.HTTPSeeOther(return_to)
+    return deny_response(request, outcome, route, holder.current, now=now, refresh_eta_s=eta, return_to=return_to)
+
+
+async def status_page(request: web.Request) -> web.StreamResponse:
+    """The signed-in user's devices, their checks, and which tiers and services each can reach now."""
+    app = request.config_dict
+    identity = request[USER]
+    now = app[CLOCK]()
+    policies = app[POLICY].current
+    cache = app[SNAPSHOT_CACHE]
+    email = identity.email.lower()
+    serials = {s.serial for s in cache.snapshots() if email in s.owners}
+    device = request.get(DEVICE)
+    if device is not None:
+        serials.add(device.serial)
+    devices = tuple(
+        DeviceStatus(serial, cache.get(serial), decisions_at_every_tier(policies, cache.get(serial), now=now, failing_since=cache.failing_since(serial)))
+        for serial in sorted(serials)
+    )
+    services = tuple(ServiceLink(r.id, r.tier, r.id, r.path_prefix) for r in app[CONFIG].current.settings.routes)
+    view = StatusView.from_policies(policies, user=identity.email, devices=devices, now=now, services=services)
+    return render_status(view, accept=request.headers.get("Accept")).response()
+
+
+async def privacy_page(request: web.Request) -> web.StreamResponse:
+    """What Gatehouse collects about a device, why, who sees it and for how long (from the policy in force)."""
+    app = request.config_dict
+    settings = app[CONFIG].current.settings
+    view = PrivacyView.from_policies(
+        app[POLICY].current, retention_days=app[INGEST_SETTINGS].history_retention_days,
+        reviewer_groups=settings.breakglass.reviewer_groups, now=app[CLOCK](),
+    )
+    return render_privacy(view).response()
+
+
+async def fleet_page(request: web.Request) -> web.StreamResponse:
+    """Every device with owner, OS, last seen, reachable tiers and failing checks; reviewers only."""
+    app = request.config_dict
+    identity = request[USER]
+    settings = app[CONFIG].current.settings
+    allowed = set(settings.breakglass.reviewer_groups) | set(settings.breakglass.approver_groups)
+    if not allowed.intersection(identity.groups):
+        _log.warning("fleet.access_refused", user=identity.email)
+        raise web.HTTPForbidden(text="the fleet view is for members of the reviewer groups named in `breakglass.reviewer_groups`")
+    now = app[CLOCK]()
+    policies = app[POLICY].current
+    cache = app[SNAPSHOT_CACHE]
+    fmt = request.query.get("format")
+
+    def build() -> bytes | web.Response:
+        rows = tuple(
+            FleetRow.from_device(s.serial, s, decisions_at_every_tier(policies, s, now=now, failing_since=cache.failing_since(s.serial)), owners=s.owners)
+            for s in cache.snapshots()
+        )
+        view = FleetView(rows=rows, filter=FleetFilter.from_query(request.query), tiers=policies.tier_names,
+                         checks=tuple(policies.checks), now=now, viewer=identity.email)
+        return render_fleet(view, accept=request.headers.get("Accept"), format=fmt).response()
+
+    # INVARIANT: a whole-fleet export evaluates every device at every tier; keep it off the event loop.
+    return await asyncio.get_running_loop().run_in_executor(None, build)  # type: ignore[return-value]
+
+
+def add_portal_routes(app: web.Application) -> None:
+    """Mount the status, check-again, privacy and fleet pages."""
+    app.router.add_get(STATUS_PATH, status_page)
+    app.router.add_post(RECHECK_PATH, recheck)
+    app.router.add_get(PRIVACY_PATH, privacy_page)
+    app.router.add_get(FLEET_PATH, fleet_page)
+
+
+__all__ = ["add_portal_routes", "decisions_at_every_tier", "filter_rows"]
