@@ -7,13 +7,17 @@ point at the demo key's JWKS file only when the configuration says ``demo: true`
 
 from __future__ import annotations
 
+import asyncio
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aiohttp
 import jwt
 import orjson
+import yaml
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -42,7 +46,7 @@ DEMO_DEVICES: tuple[DemoDevice, ...] = (
     DemoDevice("PF3DEMOLNX1", "bob@example.com", "healthy Ubuntu 24.04 laptop"),
     DemoDevice("5CG3DEMOWIN1", "carol@example.com", "healthy Windows 11 laptop"),
     DemoDevice("C02DEMOOLD1", "alice@example.com", "MacBook on macOS 13.2.1 (too old)"),
-    DemoDevice("C02DEMONOFW", "dave@example.com", "MacBook with the firewall off"),
+    DemoDevice("C02DEMONOFW", "dave@example.com", "MacBook with the firewall off (in its 72 h grace period)"),
     DemoDevice("PF3DEMONOLUKS", "bob@example.com", "Linux laptop with an unencrypted disk"),
     DemoDevice("5CG3DEMOSTALE", "carol@example.com", "Windows laptop not heard from for 3 days"),
 )
@@ -157,6 +161,157 @@ def demo_upstream_app() -> web.Application:
     return app
 
 
+DEMO_PROXY = ("127.0.0.1", 8080)
+DEMO_METRICS = "127.0.0.1:9090"
+DEMO_UPSTREAM = ("127.0.0.1", 8081)
+DEMO_INGEST_TOKEN = "demo-ingest-token-not-for-production"
+DEMO_ENROLL_SECRET = "demo-osquery-enroll-secret"
+DEMO_REPORT_EVERY_S = 60
+_POLICY = Path(__file__).resolve().parents[1] / "deploy" / "policy.yaml"
+
+
+def demo_config(var: Path) -> dict[str, object]:
+    """The demo's configuration: the demo key for user tokens, the example policy, SQLite under ``var``."""
+    var = var.resolve()
+    return {
+        "demo": True,
+        "listeners": [{"address": f"{DEMO_PROXY[0]}:{DEMO_PROXY[1]}"}],
+        "metrics": {"address": DEMO_METRICS},
+        "store": f"sqlite:///{var / 'gatehouse.db'}",
+        "policy": str(_POLICY),
+        "logging": {"level": "info", "format": "auto"},
+        "routes": [
+            {"id": "public", "path_prefix": "/public", "upstream": f"http://{DEMO_UPSTREAM[0]}:{DEMO_UPSTREAM[1]}", "tier": "low"},
+            {"id": "wiki", "path_prefix": "/wiki", "upstream": f"http://{DEMO_UPSTREAM[0]}:{DEMO_UPSTREAM[1]}", "tier": "medium"},
+            {"id": "admin", "path_prefix": "/admin", "upstream": f"http://{DEMO_UPSTREAM[0]}:{DEMO_UPSTREAM[1]}", "tier": "high"},
+        ],
+        "identity": {
+            "sources": [{"kind": "bearer"}],
+            "jwt": {
+                "issuers": [DEMO_ISSUER],
+                "audiences": [DEMO_AUDIENCE],
+                "key_files": [str(var / DEMO_JWKS_FILE)],
+                "claims": {"device_serial": DEVICE_CLAIM},
+            },
+            "device": {"sources": ["claim"]},
+            "assertion": {"key_files": [str(var / "demo-assertion-key.pem")]},
+        },
+        "ingest": {"api_tokens": [{"value": DEMO_INGEST_TOKEN}], "osquery_enroll_secrets": [{"value": DEMO_ENROLL_SECRET}]},
+        "breakglass": {"reviewer_groups": ["security"], "approver_groups": ["security"]},
+    }
+
+
+def write_demo_files(var: Path) -> Path:
+    """Create the demo keys and configuration under ``var``; returns the configuration file."""
+    ensure_demo_key(var)
+    assertion = var / "demo-assertion-key.pem"
+    if not assertion.exists():
+        key = ec.generate_private_key(ec.SECP256R1())
+        assertion.touch(mode=0o600)
+        assertion.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    path = var / "gatehouse-demo.yaml"
+    path.write_text(yaml.safe_dump(demo_config(var), sort_keys=False))
+    return path
+
+
+def snapshot_item(snapshot: DeviceSnapshot, *, collected_at: datetime) -> dict[str, object]:
+    """A snapshot as a JSON ingest item, reported again at ``collected_at``."""
+    item: dict[str, object] = {
+        "serial": snapshot.serial, "collected_at": collected_at.isoformat(), "platform": snapshot.platform.value,
+        "os_name": snapshot.os_name, "os_version": snapshot.os_version.text if snapshot.os_version else None,
+        "hostname": snapshot.hostname, "owners": list(snapshot.owners), "agent_name": snapshot.agent_name,
+        "agent_version": snapshot.agent_version.text if snapshot.agent_version else None,
+    }
+    if snapshot.distribution:
+        item["distribution"] = snapshot.distribution
+    for fact in ("firewall_enabled", "disk_encrypted", "screen_lock_enabled", "screen_lock_delay_s", "remote_login_enabled",
+                 "auto_updates_enabled", "sip_enabled", "gatekeeper_enabled"):
+        item[fact] = getattr(snapshot, fact)
+    return item
+
+
+class DemoAgent:
+    """Plays the demo fleet's agents: seeds each device once, then re-reports its latest state.
+
+    Like a real agent it reports through Gatehouse's ingest API. It re-sends whatever state the
+    device has now (so a fix you POST yourself sticks), with a fresh collection time; the stale
+    demo device is never refreshed.
+    """
+
+    def __init__(self, base_url: str, *, now: Callable[[], datetime]) -> None:
+        self.base_url = base_url
+        self.now = now
+
+    async def post(self, session: aiohttp.ClientSession, items: list[dict[str, object]]) -> None:
+        async with session.post(
+            f"{self.base_url}/.gatehouse/api/v1/snapshots", json={"snapshots": items},
+            headers={"Authorization": f"Bearer {DEMO_INGEST_TOKEN}"},
+        ) as response:
+            if response.status != 200:
+                raise RuntimeError(f"demo ingest answered {response.status}: {await response.text()}")
+
+    async def seed(self, session: aiohttp.ClientSession) -> None:
+        now = self.now()
+        fleet = demo_snapshots(now)
+        # The old Mac has reported macOS 13.2.1 for eight days: its grace period for the current-OS
+        # check (7 days) is over, so it is denied, as such a laptop would be in real life.
+        old_mac = next(s for s in fleet if s.serial == "C02DEMOOLD1")
+        history = [snapshot_item(old_mac, collected_at=now - timedelta(days=8))]
+        await self.post(session, history + [snapshot_item(s, collected_at=s.collected_at) for s in fleet])
+
+    async def refresh(self, session: aiohttp.ClientSession, latest: Callable[[str], DeviceSnapshot | None]) -> None:
+        now = self.now()
+        items = [
+            snapshot_item(snap, collected_at=now)
+            for device in DEMO_DEVICES
+            if device.serial != "5CG3DEMOSTALE" and (snap := latest(device.serial)) is not None
+        ]
+        if items:
+            await self.post(session, items)
+
+
+def run_demo(var: Path) -> int:
+    """Run the whole demo (blocking): demo upstream, Gatehouse, demo fleet; Ctrl-C stops it."""
+    from gateway.keys import SNAPSHOT_CACHE
+    from gateway.logging import configure_logging
+    from gateway.server import Gateway, serve
+    from gateway.settings import load_settings
+
+    config = write_demo_files(var)
+    configure_logging("info", "auto")
+
+    async def main() -> int:
+        upstream = web.AppRunner(demo_upstream_app(), access_log=None)
+        await upstream.setup()
+        await web.TCPSite(upstream, *DEMO_UPSTREAM).start()
+        tasks: list[asyncio.Task[None]] = []
+
+        def started(gateway: Gateway) -> None:
+            async def agent_loop() -> None:
+                agent = DemoAgent(f"http://{DEMO_PROXY[0]}:{DEMO_PROXY[1]}", now=lambda: datetime.now(UTC))
+                async with aiohttp.ClientSession() as session:
+                    await agent.seed(session)
+                    print_next_steps(var)
+                    while True:
+                        await asyncio.sleep(DEMO_REPORT_EVERY_S)  # the agents' reporting interval, not a test wait
+                        await agent.refresh(session, gateway.app[SNAPSHOT_CACHE].get)
+
+            tasks.append(asyncio.create_task(agent_loop(), name="demo-agents"))
+
+        try:
+            return await serve(lambda: load_settings(config), on_started=started)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await upstream.cleanup()
+
+    try:
+        return asyncio.run(main())
+    except OSError as exc:
+        print(f"the demo could not start: {exc}; is something else using ports 8080, 8081 or 9090?", file=sys.stderr)
+        return 1
+
+
 def print_next_steps(var: Path, out: object = sys.stdout) -> None:
     """What to try once the demo is up."""
     lines = [
@@ -172,8 +327,8 @@ def print_next_steps(var: Path, out: object = sys.stdout) -> None:
         "  TOKEN=$(.venv/bin/gatehouse demo token --user alice@example.com --device C02DEMOMAC1)",
         '  curl -s -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8080/wiki/',
         "  TOKEN=$(.venv/bin/gatehouse demo token --user alice@example.com --device C02DEMOOLD1)",
-        '  curl -s -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8080/admin/',
+        '  curl -s -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8080/wiki/',
         "",
-        "Press Ctrl-C to stop.",
+        "More in the README's \"Try it\" section. Press Ctrl-C to stop.",
     ]
-    print("\n".join(lines), file=out)  # type: ignore[call-overload]
+    print("\n".join(lines), file=out, flush=True)  # type: ignore[call-overload]
