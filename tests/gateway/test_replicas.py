@@ -1,0 +1,196 @@
+"""Two Gatehouse processes on one PostgreSQL: what one replica stores takes effect on the other within a second."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+import yaml
+
+from tests.gateway.fullstack import Keys, gatehouse_config, ingest_headers, mac_item
+
+pytestmark = pytest.mark.postgres
+
+ROOT = Path(__file__).resolve().parents[2]
+ALICE = "alice@example.com"
+PROPAGATION_S = 1.0
+CLIENT = {"X-Gatehouse-Client": "test"}
+
+_CHILD = """
+import sys
+from gateway.logging import configure_logging
+from gateway.server import run
+configure_logging(fmt="json")
+sys.exit(run(sys.argv[1], environ={}))
+"""
+
+
+@dataclass
+class Replica:
+    """One ``gateway.server.run`` subprocess and the JSON log events it wrote."""
+
+    name: str
+    child: asyncio.subprocess.Process
+    events: list[dict[str, Any]] = field(default_factory=list)
+    url: str = ""
+    _started: asyncio.Event = field(default_factory=asyncio.Event)
+    _pumps: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def pump(self, stream: asyncio.StreamReader) -> None:
+        """Read every log line (a full pipe would block the child), keeping the JSON events."""
+        while line := await stream.readline():
+            try:
+                event = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(event, dict):
+                self.events.append(event)
+                if event.get("event") == "gateway.started":
+                    self.url = event["listeners"][0]
+                    self._started.set()
+
+    async def started(self, timeout_s: float) -> str:
+        """The listener URL from the ``gateway.started`` event."""
+        exited = asyncio.ensure_future(self.child.wait())
+        started = asyncio.ensure_future(self._started.wait())
+        done, _ = await asyncio.wait({exited, started}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        exited.cancel()
+        started.cancel()
+        if not self._started.is_set():
+            problems = [e for e in self.events if e.get("level") in ("error", "critical")]
+            raise AssertionError(f"replica {self.name} did not start within {timeout_s} s: {problems}")
+        return self.url
+
+    async def stop(self) -> None:
+        if self.child.returncode is None:
+            self.child.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.child.wait(), 15)
+            except TimeoutError:
+                self.child.kill()
+                await self.child.wait()
+        for pump in self._pumps:
+            await pump
+
+
+async def _start_replica(name: str, config: Path) -> Replica:
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _CHILD, str(config),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT,
+    )
+    assert child.stdout is not None and child.stderr is not None
+    replica = Replica(name, child)
+    replica._pumps = [asyncio.create_task(replica.pump(child.stdout)), asyncio.create_task(replica.pump(child.stderr))]
+    return replica
+
+
+@pytest.fixture
+async def replicas(tmp_path: Path, postgres_dsn: str, upstream_url: str) -> AsyncIterator[tuple[str, str, Keys]]:
+    """Replicas A and B: the same configuration on one PostgreSQL database, each on its own port."""
+    keys = Keys(tmp_path / "keys")
+    raw = gatehouse_config(keys, store=postgres_dsn, upstream=upstream_url)
+    config = tmp_path / "gatehouse.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    # A first: it migrates the empty database; B then finds the schema in place.
+    a = await _start_replica("A", config)
+    started: list[Replica] = [a]
+    try:
+        url_a = await a.started(30)
+        b = await _start_replica("B", config)
+        started.append(b)
+        url_b = await b.started(30)
+        yield url_a, url_b, keys
+    finally:
+        for replica in started:
+            await replica.stop()
+
+
+def _user(keys: Keys, device: str) -> dict[str, str]:
+    token = keys.token(ALICE, device=device, now=datetime.now(UTC))
+    return {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+
+
+async def _status(session: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> tuple[int, str]:
+    async with session.get(url, headers=headers) as response:
+        await response.read()
+        return response.status, response.headers.get("X-Gatehouse-Denied-Reason", "")
+
+
+async def _within(deadline_s: float, condition: Callable[[], Awaitable[bool]], *, step_s: float = 0.01) -> float:
+    """Poll ``condition`` until it holds; returns how long that took, or fails after ``deadline_s``."""
+    started = time.monotonic()
+    while not await condition():
+        if time.monotonic() - started > deadline_s:
+            raise AssertionError(f"not true within {deadline_s} s")
+        await asyncio.sleep(step_s)
+    return time.monotonic() - started
+
+
+async def _ingest(session: aiohttp.ClientSession, url: str, item: dict[str, Any]) -> None:
+    async with session.post(f"{url}/.gatehouse/api/v1/snapshots", json={"snapshots": [item]}, headers=ingest_headers()) as response:
+        body = await response.json()
+        assert (200, "stored") == (response.status, body["results"][0]["outcome"]), body
+
+
+class TestTwoReplicas:
+    async def test_a_snapshot_ingested_on_one_replica_admits_on_the_other_within_a_second(self, replicas: tuple[str, str, Keys]) -> None:
+        """A healthy snapshot ingested through A lets the device through B within one second."""
+        url_a, url_b, keys = replicas
+        headers = _user(keys, "C02REPL")
+        async with aiohttp.ClientSession() as session:
+            before = await _status(session, f"{url_b}/public/", headers)
+
+            await _ingest(session, url_a, mac_item("C02REPL", at=datetime.now(UTC)))
+            delay_s = await _within(PROPAGATION_S, lambda: _allowed(session, f"{url_b}/public/", headers))
+
+        assert (403, "device-unknown") == before
+        assert delay_s < PROPAGATION_S
+        print(f"snapshot propagation A -> B: {delay_s * 1000:.0f} ms")
+
+    async def test_a_grant_made_and_ended_on_one_replica_takes_effect_on_the_other_within_a_second(
+        self, replicas: tuple[str, str, Keys]
+    ) -> None:
+        """A break-glass grant issued through A admits a failing device on B within a second; ending it on A
+        denies it on B again within a second."""
+        url_a, url_b, keys = replicas
+        headers = _user(keys, "C02NOENC")
+        async with aiohttp.ClientSession() as session:
+            await _ingest(session, url_a, mac_item("C02NOENC", at=datetime.now(UTC), disk_encrypted=False))
+            await _within(PROPAGATION_S, lambda: _denied_for(session, f"{url_b}/public/", headers, "checks-failed"))
+
+            async with session.post(
+                f"{url_a}/.gatehouse/api/v1/break-glass", headers={**headers, **CLIENT},
+                json={"route": "public", "reason": "the laptop is being re-encrypted and I need the wiki now"},
+            ) as response:
+                grant = await response.json()
+                assert 201 == response.status, grant
+            granted_s = await _within(PROPAGATION_S, lambda: _allowed(session, f"{url_b}/public/", headers))
+
+            async with session.post(
+                f"{url_a}/.gatehouse/api/v1/break-glass/{grant['id']}/end", headers={**headers, **CLIENT},
+                json={"reason": "done"},
+            ) as response:
+                ended = await response.json()
+                assert 200 == response.status, ended
+            ended_s = await _within(PROPAGATION_S, lambda: _denied_for(session, f"{url_b}/public/", headers, "checks-failed"))
+
+        assert granted_s < PROPAGATION_S and ended_s < PROPAGATION_S
+        print(f"grant propagation A -> B: {granted_s * 1000:.0f} ms; end: {ended_s * 1000:.0f} ms")
+
+
+async def _allowed(session: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> bool:
+    return (await _status(session, url, headers))[0] == 200
+
+
+async def _denied_for(session: aiohttp.ClientSession, url: str, headers: dict[str, str], reason: str) -> bool:
+    return await _status(session, url, headers) == (403, reason)
