@@ -170,7 +170,7 @@ DEMO_REPORT_EVERY_S = 60
 _POLICY = Path(__file__).resolve().parents[1] / "deploy" / "policy.yaml"
 
 
-def demo_config(var: Path) -> dict[str, object]:
+def demo_config(var: Path, *, upstream: str = f"http://{DEMO_UPSTREAM[0]}:{DEMO_UPSTREAM[1]}") -> dict[str, object]:
     """The demo's configuration: the demo key for user tokens, the example policy, SQLite under ``var``."""
     var = var.resolve()
     return {
@@ -181,9 +181,9 @@ def demo_config(var: Path) -> dict[str, object]:
         "policy": str(_POLICY),
         "logging": {"level": "info", "format": "auto"},
         "routes": [
-            {"id": "public", "path_prefix": "/public", "upstream": f"http://{DEMO_UPSTREAM[0]}:{DEMO_UPSTREAM[1]}", "tier": "low"},
-            {"id": "wiki", "path_prefix": "/wiki", "upstream": f"http://{DEMO_UPSTREAM[0]}:{DEMO_UPSTREAM[1]}", "tier": "medium"},
-            {"id": "admin", "path_prefix": "/admin", "upstream": f"http://{DEMO_UPSTREAM[0]}:{DEMO_UPSTREAM[1]}", "tier": "high"},
+            {"id": "public", "path_prefix": "/public", "upstream": upstream, "tier": "low"},
+            {"id": "wiki", "path_prefix": "/wiki", "upstream": upstream, "tier": "medium"},
+            {"id": "admin", "path_prefix": "/admin", "upstream": upstream, "tier": "high"},
         ],
         "identity": {
             "sources": [{"kind": "bearer"}],
@@ -201,7 +201,7 @@ def demo_config(var: Path) -> dict[str, object]:
     }
 
 
-def write_demo_files(var: Path) -> Path:
+def write_demo_files(var: Path, *, upstream: str = f"http://{DEMO_UPSTREAM[0]}:{DEMO_UPSTREAM[1]}") -> Path:
     """Create the demo keys and configuration under ``var``; returns the configuration file."""
     ensure_demo_key(var)
     assertion = var / "demo-assertion-key.pem"
@@ -210,7 +210,7 @@ def write_demo_files(var: Path) -> Path:
         assertion.touch(mode=0o600)
         assertion.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     path = var / "gatehouse-demo.yaml"
-    path.write_text(yaml.safe_dump(demo_config(var), sort_keys=False))
+    path.write_text(yaml.safe_dump(demo_config(var, upstream=upstream), sort_keys=False))
     return path
 
 
