@@ -377,7 +377,10 @@ def _html(view: DenyView) -> Rendered:
     catalog = view.remediation
     failing = [finding_card(f, snapshot, catalog, kind="bad", now=now) for f in d.failing]
     grace = [finding_card(f, snapshot, catalog, kind="warn", now=now) for f in d.in_grace]
-    nudges = [finding_card(f, snapshot, catalog, kind="info", now=now) for f in d.nudges]
+    # A nudge with the same fix as a card already shown (an OS update both required and recommended)
+    # would repeat the same steps under two headings; the blocking or grace card says it first.
+    shown = {f.remediation for f in (*d.failing, *d.in_grace)}
+    nudges = [finding_card(f, snapshot, catalog, kind="info", now=now) for f in d.nudges if f.remediation not in shown]
     tier = view.tier
     tier_rows = [join(el("dt", "Service"), el("dd", _service(view))),
                  join(el("dt", "Security tier required"),
