@@ -49,7 +49,7 @@ from gateway.handlers import Gate, OpenGate, Readiness, handle_proxied, healthz,
 from gateway.identity import add_identity_routes, identity_cleanup_ctx
 from gateway.ingest.http import add_ingest_routes, ingest_background
 from gateway.keys import (
-    BREAKGLASS, CLOCK, COMPLIANCE_RECORDER, CONFIG, GATE, INGEST_SETTINGS, METRICS, POLICY, READINESS,
+    BREAKGLASS, CLOCK, COMPLIANCE_RECORDER, CONFIG, DEVICE, GATE, INGEST_SETTINGS, METRICS, POLICY, READINESS,
     RELOAD_HOOKS, SNAPSHOT_CACHE, STORE, UPSTREAM_SESSION,
 )
 from gateway.policy_file import route_tier_problems
@@ -59,7 +59,7 @@ from gateway.snapshots import SnapshotCache
 from gateway.store import open_store
 from gateway.store.sqlite_audit import SqliteAuditSink
 from gateway.webhook import webhook_ctx
-from policy_engine import DeviceSnapshot
+from policy_engine import Decision, DeviceSnapshot
 from gateway.metrics import Metrics
 from gateway.middleware import add_response_headers, request_context
 from gateway.proxy import peer_is_trusted
@@ -217,8 +217,21 @@ def wire_gatehouse(app: web.Application, settings: Settings) -> Gate:
     add_identity_routes(app)
     add_ingest_routes(app)
     add_portal_routes(app)
-    add_breakglass_routes(app, BreakglassWeb.from_settings(settings.breakglass, policies=lambda: holder.current))
+    add_breakglass_routes(app, BreakglassWeb.from_settings(settings.breakglass, policies=lambda: holder.current, evaluate=_device_decision(holder)))
     return PolicyGate(holder)
+
+
+def _device_decision(holder: PolicyHolder) -> Callable[[web.Request, str | None, str], Decision]:
+    """The requesting device's decision for a tier now: the failing checks a break-glass request records."""
+
+    def evaluate(request: web.Request, route_id: str | None, tier: str) -> Decision:
+        device = request.get(DEVICE)
+        cache = request.config_dict[SNAPSHOT_CACHE]
+        snapshot = cache.get(device.serial) if device is not None else None
+        failing = cache.failing_since(device.serial) if snapshot is not None and device is not None else None
+        return holder.current.evaluate(snapshot, tier, now=request.config_dict[CLOCK](), failing_since=failing)
+
+    return evaluate
 
 
 class ComplianceFromPolicy:

@@ -210,3 +210,24 @@ class TestCheckAgain:
         response = await client.post("/.gatehouse/recheck", data={"return_to": "/wiki/"}, headers=bearer(keys, clock, "C02FIX"))
 
         assert 403 == response.status
+
+
+class TestBreakglass:
+    async def test_grant_records_the_devices_failing_checks_and_lets_it_through(self, stack: Any) -> None:
+        """A break-glass grant records what failed at request time, and the denied route then opens."""
+        client, upstream, keys, clock, registry = stack
+        await ingest(client, mac_item("C02OLD", at=clock(), os_version="12.6"))
+        headers = {**bearer(keys, clock, "C02OLD"), "X-Gatehouse-Client": "test"}
+        denied = await client.get("/public/", headers=headers)
+
+        response = await client.post("/.gatehouse/api/v1/break-glass", json={"route": "public", "reason": "paged for INC-1, update downloading", "duration_s": 1800}, headers=headers)
+        grant = await response.json()
+        allowed = await client.get("/public/", headers=headers)
+
+        posture = jwt.decode(upstream.seen[-1]["x-gatehouse-jwt-assertion"], options={"verify_signature": False})["posture"]
+
+        assert (403, 201, 200) == (denied.status, response.status, allowed.status)
+        assert "active" == grant["status"]
+        assert ["os_supported"] == [c["name"] for c in grant["failing_checks"]]
+        assert 1.0 == registry.get_sample_value("gatehouse_breakglass_requests_total", {"route": "public"})
+        assert (True, "break-glass") == (posture["break_glass"], posture["decision"])
