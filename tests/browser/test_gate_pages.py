@@ -87,6 +87,8 @@ def alice_mac(stack: Stack, **facts: Any) -> dict[str, Any]:
 async def test_denied_then_fixed_then_check_again_reaches_the_wiki(stack: Stack, browser_page: Any) -> None:
     """Alice is denied on the wiki, encrypts her disk, presses "check again" and lands on the page she wanted."""
     page = browser_page
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
     await stack.ingest(alice_mac(stack, disk_encrypted=False, os_version="13.2.1"))
     await stack.sign_in(page)
 
@@ -101,13 +103,86 @@ async def test_denied_then_fixed_then_check_again_reaches_the_wiki(stack: Stack,
     assert "How to fix it on macOS" in text
     assert "FileVault" in text
     assert MAC_SERIAL in text and MAC_NAME in text and "medium" in text
+    assert "This will block access from 29 Nov 15:00 UTC (in 7 days)." in text
     assert await page.is_visible("button:has-text('I fixed it, check again')")
+    assert "default-src 'none'" in denied.headers["content-security-policy"]
+    assert [] == [m for m in console if "Content Security Policy" in m]
 
     stack.clock.advance(timedelta(minutes=3))
-    await stack.ingest(alice_mac(stack, os_version="14.6.1"))
+    await stack.ingest(alice_mac(stack, os_version="13.2.1"))  # disk encrypted; the OS update is still in grace
     await page.click("button:has-text('I fixed it, check again')")
     await page.wait_for_url(stack.url("/wiki/some/page"))
     await screenshot(page, "gate-after-recheck")
 
     assert "Team wiki" == await page.text_content("h1")
     assert f"Signed in as {ALICE}" == await page.text_content("#who")
+
+
+async def seed_fleet(stack: Stack) -> None:
+    """Alice's Mac (OS update in grace) and Linux laptop (firewall off), Bob's stale PC, Carol's healthy Mac."""
+    now = stack.clock()
+    stack.clock.now = now - timedelta(days=3)  # Bob's PC last reported three days ago
+    await stack.ingest(mac_item("5CG1234XYZ", at=stack.clock(), owner="bob@example.com", hostname="bob-elitebook",
+                                platform="windows", os_name="Windows 11 Pro", os_version="10.0.22631",
+                                sip_enabled=None, gatekeeper_enabled=None))
+    stack.clock.now = now
+    await stack.ingest(
+        alice_mac(stack, os_version="13.2.1"),
+        mac_item("PF3ABCDE", at=now, hostname="alice-thinkpad", platform="linux", os_name="Ubuntu",
+                 distribution="ubuntu", os_version="24.04", firewall_enabled=False, sip_enabled=None,
+                 gatekeeper_enabled=None),
+        mac_item("C02CAROL001", at=now, owner="carol@example.com", hostname="carol-mbp"),
+    )
+
+
+async def test_status_page_lists_alices_devices_with_their_deadlines(stack: Stack, browser_page: Any) -> None:
+    """Alice's status page shows her two devices, what each can reach, and the grace deadlines coming up."""
+    page = browser_page
+    await seed_fleet(stack)
+    await stack.sign_in(page)
+
+    response = await page.goto(stack.url("/.gatehouse/"))
+    text = await page.inner_text("main")
+    await screenshot(page, "gate-status")
+
+    assert 200 == response.status
+    assert "Your devices" == await page.text_content("h1")
+    assert ["alice-mbp", "alice-thinkpad"] == await page.eval_on_selector_all("main section h2[id]", "els => els.map(e => e.textContent)")
+    assert "Coming up" in text
+    assert "Update the operating system on alice-mbp: blocks access from 29 Nov 15:00 UTC (in 7 days)." in text
+    assert "Turn on the firewall on alice-thinkpad: blocks access from 25 Nov 15:00 UTC (in 3 days)." in text
+    assert "bob-elitebook" not in text and "carol-mbp" not in text
+
+
+async def test_privacy_page_is_public(stack: Stack, browser_page: Any) -> None:
+    """Anyone can read what Gatehouse collects, before signing in."""
+    page = browser_page
+
+    response = await page.goto(stack.url("/.gatehouse/privacy"))
+    text = await page.inner_text("main")
+    await screenshot(page, "gate-privacy")
+
+    assert 200 == response.status
+    assert "What Gatehouse knows about your device" in text
+    assert "security" in text
+
+
+async def test_fleet_page_for_a_reviewer(stack: Stack, browser_page: Any) -> None:
+    """A member of `security` sees every device and can narrow the list to non-compliant ones."""
+    page = browser_page
+    await seed_fleet(stack)
+    await stack.sign_in(page, "rita@example.com", device=None, groups=("security",))
+
+    response = await page.goto(stack.url("/.gatehouse/admin/devices"))
+    everything = await page.inner_text("main")
+    await screenshot(page, "gate-fleet")
+    await page.check("#f-non_compliant")
+    await page.click("button:has-text('Apply filters')")
+    await page.wait_for_url("**non_compliant=1**")
+    filtered = await page.inner_text("main")
+    await screenshot(page, "gate-fleet-non-compliant")
+
+    assert 200 == response.status
+    assert all(name in everything for name in ("alice-mbp", "alice-thinkpad", "bob-elitebook", "carol-mbp"))
+    assert "4 devices, 3 non-compliant." in everything
+    assert "carol-mbp" not in filtered and "bob-elitebook" in filtered
