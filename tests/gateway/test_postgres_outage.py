@@ -1,0 +1,235 @@
+"""A full Gatehouse while its PostgreSQL is down: decisions continue from memory, durable work is refused, then recovers."""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from prometheus_client import CollectorRegistry
+
+from gateway.app import create_app
+from gateway.metrics import Metrics
+from gateway.settings import Settings
+from tests.gateway.fullstack import Keys, MovableClock, gatehouse_settings, ingest_headers, mac_item
+
+pytestmark = pytest.mark.postgres
+
+ALICE = "alice@example.com"
+CLIENT = {"X-Gatehouse-Client": "test"}
+REASON = "the laptop is being re-encrypted and I need the wiki now"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Cluster:
+    """A throwaway PostgreSQL cluster of this test's own, to stop and start (the session one is shared)."""
+
+    def __init__(self, bindir: str, datadir: str, as_user: list[str]) -> None:
+        self.bindir, self.datadir, self.as_user = bindir, datadir, as_user
+        self.port = _free_port()
+        self.dsn = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        subprocess.run(
+            [*self.as_user, f"{self.bindir}/pg_ctl", "-D", self.datadir, "-w", "-l", f"{self.datadir}/server.log",
+             "-o", f"-p {self.port} -k {self.datadir} -c listen_addresses=127.0.0.1", "start"],
+            check=True, capture_output=True,
+        )
+
+    def stop(self, mode: str = "immediate") -> None:
+        subprocess.run(
+            [*self.as_user, f"{self.bindir}/pg_ctl", "-D", self.datadir, "-w", "-m", mode, "stop"],
+            check=True, capture_output=True,
+        )
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    if os.environ.get("GATEHOUSE_TEST_POSTGRES_DSN"):
+        pytest.skip("the outage test needs a local PostgreSQL it can stop; unset GATEHOUSE_TEST_POSTGRES_DSN")
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found:
+        pytest.skip("PostgreSQL is not installed; run `make system-deps`")
+    bindir = os.path.dirname(found[-1])
+    datadir = tempfile.mkdtemp(prefix="gatehouse-pg-gw-outage-")
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(datadir, "postgres", "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    subprocess.run(
+        [*as_user, f"{bindir}/initdb", "-D", datadir, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
+        check=True, capture_output=True,
+    )
+    own = Cluster(bindir, datadir, as_user)
+    own.start()
+    try:
+        yield own
+    finally:
+        subprocess.run([*as_user, f"{bindir}/pg_ctl", "-D", datadir, "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(datadir, ignore_errors=True)
+
+
+class Upstream:
+    """A real upstream answering 200 to everything."""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        return web.json_response({"upstream": "ok"})
+
+
+async def _eventually(condition: Callable[[], Awaitable[bool]], *, within_s: float, step_s: float = 0.05) -> float:
+    """Poll ``condition`` until it holds; returns how long that took, or fails after ``within_s``."""
+    started = time.monotonic()
+    while not await condition():
+        if time.monotonic() - started > within_s:
+            raise AssertionError(f"not true within {within_s} s")
+        await asyncio.sleep(step_s)
+    return time.monotonic() - started
+
+
+class Stack:
+    """A full Gatehouse (in process, real sockets) on the cluster, restartable on the same store."""
+
+    def __init__(self, aiohttp_client: Any, settings: Settings, keys: Keys, clock: MovableClock) -> None:
+        self._make_client = aiohttp_client
+        self.settings, self.keys, self.clock = settings, keys, clock
+        self.client: TestClient[web.Request, web.Application] | None = None
+
+    async def start(self) -> TestClient[web.Request, web.Application]:
+        app = create_app(self.settings, clock=self.clock, metrics=Metrics(CollectorRegistry()))
+        self.client = await self._make_client(app)
+        return self.client
+
+    async def restart(self) -> TestClient[web.Request, web.Application]:
+        assert self.client is not None
+        await self.client.close()
+        return await self.start()
+
+    def user(self, device: str) -> dict[str, str]:
+        token = self.keys.token(ALICE, device=device, now=self.clock())
+        return {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+
+    async def get(self, path: str, device: str) -> tuple[int, str]:
+        assert self.client is not None
+        response = await self.client.get(path, headers=self.user(device))
+        await response.read()
+        return response.status, response.headers.get("X-Gatehouse-Denied-Reason", "")
+
+    async def ingest(self, *items: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        assert self.client is not None
+        response = await self.client.post("/.gatehouse/api/v1/snapshots", json={"snapshots": list(items)}, headers=ingest_headers())
+        return response.status, await response.json()
+
+    async def break_glass(self, device: str) -> tuple[int, dict[str, Any]]:
+        assert self.client is not None
+        response = await self.client.post(
+            "/.gatehouse/api/v1/break-glass", json={"route": "public", "reason": REASON}, headers={**self.user(device), **CLIENT},
+        )
+        return response.status, await response.json()
+
+    async def grants(self, device: str) -> list[dict[str, Any]]:
+        assert self.client is not None
+        response = await self.client.get("/.gatehouse/api/v1/break-glass", headers=self.user(device))
+        body = await response.json()
+        assert 200 == response.status, body
+        return list(body["grants"])
+
+    async def readiness(self) -> tuple[int, dict[str, Any]]:
+        assert self.client is not None
+        response = await self.client.get("/.gatehouse/readyz")
+        return response.status, await response.json()
+
+    async def ready(self) -> bool:
+        return (await self.readiness())[0] == 200
+
+
+@pytest.fixture
+async def stack(aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path, cluster: Cluster) -> Stack:
+    up_app = web.Application()
+    up_app.router.add_route("*", "/{tail:.*}", Upstream().handle)
+    upstream = await aiohttp_server(up_app)
+    keys = Keys(tmp_path / "keys")
+    settings = gatehouse_settings(keys, store=cluster.dsn, upstream=str(upstream.make_url("")).rstrip("/"))
+    stack = Stack(aiohttp_client, settings, keys, MovableClock())
+    await stack.start()
+    return stack
+
+
+class TestPostgresOutage:
+    async def test_decisions_continue_from_memory_durable_work_is_refused_then_recovers_with_nothing_lost(
+        self, stack: Stack, cluster: Cluster
+    ) -> None:
+        """PostgreSQL down: the allowed device is still allowed and the failing one denied from memory, readiness
+        names the store, ingest and break-glass answer 503 storing nothing; PostgreSQL back: readiness, ingest and
+        grants work again, and everything acknowledged before the outage survives a restart of the app."""
+        now = stack.clock()
+        ingested = await stack.ingest(
+            mac_item("C02OK", at=now), mac_item("C02BAD", at=now, disk_encrypted=False),
+            mac_item("C02USED", at=now, disk_encrypted=False), mac_item("C02IDLE", at=now, disk_encrypted=False),
+        )
+        used_grant = await stack.break_glass("C02USED")
+        idle_grant = await stack.break_glass("C02IDLE")
+        first_use = await stack.get("/public/", "C02USED")
+        ready_before = await stack.readiness()
+
+        cluster.stop("immediate")
+        stack.clock.advance(timedelta(seconds=30))
+        allowed_during = await stack.get("/public/", "C02OK")
+        denied_during = await stack.get("/public/", "C02BAD")
+        used_during = await stack.get("/public/", "C02USED")
+        idle_during = await stack.get("/public/", "C02IDLE")
+        started = time.monotonic()
+        ready_during = await stack.readiness()
+        readiness_s = time.monotonic() - started
+        ingest_during = await stack.ingest(mac_item("C02DURING", at=stack.clock()))
+        grant_during = await stack.break_glass("C02BAD")
+        still_allowed = await stack.get("/public/", "C02OK")
+
+        assert (200, 201, 201, (200, ""), 200) == (ingested[0], used_grant[0], idle_grant[0], first_use, ready_before[0])
+        assert ((200, ""), (403, "checks-failed"), (200, "")) == (allowed_during, denied_during, used_during)
+        assert 503 == idle_during[0]  # a grant's first use must be on record before it is served
+        assert (503, ["store"], False) == (ready_during[0], ready_during[1]["not_ready"], ready_during[1]["checks"]["store"])
+        assert readiness_s < 2.0
+        assert (503, "store-unavailable") == (ingest_during[0], ingest_during[1]["error"])
+        assert "nothing from this request was stored" in ingest_during[1]["message"]
+        assert (503, "audit-unavailable") == (grant_during[0], grant_during[1]["code"])
+        assert "no grant was given" in grant_during[1]["detail"]
+        assert (200, "") == still_allowed
+
+        cluster.start()
+        recovered_s = await _eventually(stack.ready, within_s=10)
+        ingest_after = await stack.ingest(mac_item("C02AFTER", at=stack.clock()))
+        grant_after = await stack.break_glass("C02BAD")
+        after_grant = await stack.get("/public/", "C02BAD")
+
+        assert recovered_s < 10
+        assert (200, "stored") == (ingest_after[0], ingest_after[1]["results"][0]["outcome"])
+        assert 201 == grant_after[0], grant_after[1]
+        assert (200, "") == after_grant
+
+        await stack.restart()
+        serials = ("C02OK", "C02BAD", "C02USED", "C02IDLE", "C02AFTER", "C02DURING")
+        restarted = {serial: await stack.get("/public/", serial) for serial in serials}
+        grants = {g["id"] for g in await stack.grants("C02OK")}
+
+        assert {
+            "C02OK": (200, ""), "C02BAD": (200, ""), "C02USED": (200, ""), "C02IDLE": (200, ""), "C02AFTER": (200, ""),
+            "C02DURING": (403, "device-unknown"),
+        } == restarted
+        assert {used_grant[1]["id"], idle_grant[1]["id"], grant_after[1]["id"]} == grants
