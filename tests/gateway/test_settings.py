@@ -148,3 +148,20 @@ class TestSecret:
         secret = Secret("hunter2")
 
         assert (True, False) == (secret.matches("hunter2"), secret.matches("hunter3"))
+
+
+class TestShippedExamples:
+    def test_example_configuration_is_valid(self, tmp_path: Path) -> None:
+        """deploy/gatehouse.example.yaml parses with its secrets provided (its files are checked at start)."""
+        example = Path(__file__).resolve().parents[2] / "deploy" / "gatehouse.example.yaml"
+        environ = {name: "x" * 40 for name in ("GATEHOUSE_OIDC_CLIENT_SECRET", "GATEHOUSE_SESSION_KEY", "GATEHOUSE_INGEST_TOKEN", "GATEHOUSE_CSRF_SECRET", "GATEHOUSE_SLACK_WEBHOOK")}
+        environ["GATEHOUSE_SLACK_WEBHOOK"] = "https://hooks.slack.example/services/T/B/X"
+        secret = tmp_path / "enroll"
+        secret.write_text("s3cret")
+        text = example.read_text().replace("/run/secrets/osquery_enroll_secret", str(secret))
+        copy = tmp_path / "gatehouse.yaml"
+        copy.write_text(text)
+
+        settings = load_settings(copy, environ)
+
+        assert (4, 2, "monitor") == (len(settings.routes), len(settings.listeners), settings.routes[3].mode)
