@@ -1,0 +1,39 @@
+"""The plain functions behind each `gatehouse` subcommand; cli.py only parses arguments and calls them.
+
+Owns: one function per subcommand, each returning its exit code (0 success, 1 refused or problems
+found, 2 bad usage) and printing to the ``out``/``err`` streams it is given; error text ends with
+the command that would fix it. Async functions open and close the store themselves.
+Must not import: argparse, cli.
+"""
+
+from __future__ import annotations
+
+from gateway.commands.audit import audit_export, audit_verify, break_glass_list
+from gateway.commands.common import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Progress, Refused, parse_moment
+from gateway.commands.config import check_config, cross_check, serve
+from gateway.commands.data import export_evidence_to, import_snapshots
+from gateway.commands.demo import demo_run, demo_token
+from gateway.commands.policy import check_policy, explain_device, import_stethoscope, simulate_policy
+
+__all__ = [
+    "EXIT_OK",
+    "EXIT_REFUSED",
+    "EXIT_USAGE",
+    "Progress",
+    "Refused",
+    "audit_export",
+    "audit_verify",
+    "break_glass_list",
+    "check_config",
+    "check_policy",
+    "cross_check",
+    "demo_run",
+    "demo_token",
+    "explain_device",
+    "export_evidence_to",
+    "import_snapshots",
+    "import_stethoscope",
+    "parse_moment",
+    "serve",
+    "simulate_policy",
+]

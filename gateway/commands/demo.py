@@ -1,0 +1,50 @@
+"""`gatehouse demo run|token`: the demo `make run` starts, and user tokens for trying it.
+
+Owns: demo_run, demo_token.
+Must not import: argparse, cli. The demo itself is gateway.demo's.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import TextIO
+
+from gateway import demo
+from gateway.commands.common import EXIT_OK, EXIT_USAGE, Refused, command
+
+
+@command
+def demo_run(var: Path, *, err: TextIO = sys.stderr) -> int:
+    """Run the demo (Gatehouse, a demo upstream and demo devices, state under ``var``) until Ctrl-C."""
+    run_demo = getattr(demo, "run_demo", None)
+    if run_demo is None:
+        raise Refused("this gatehouse has no demo runner yet\nupdate the checkout, then run `make run` again")
+    code: int = run_demo(var)
+    return code
+
+
+@command
+def demo_token(
+    var: Path,
+    *,
+    user: str,
+    device: str,
+    now: datetime,
+    groups: tuple[str, ...] = (),
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+) -> int:
+    """Print a user token signed by the demo key for ``user`` on ``device``; exit 1 when the demo never ran."""
+    if "@" not in user:
+        raise Refused(f"--user: `{user}` is not an email address\n"
+                      f"  gatehouse demo token --user alice@example.com --device {device or 'C02DEMOMAC1'}", EXIT_USAGE)
+    if not device.strip():
+        raise Refused(f"--device: give the device's serial\n  gatehouse demo token --user {user} --device C02DEMOMAC1", EXIT_USAGE)
+    try:
+        token = demo.mint_demo_token(var, user=user, device=device.strip(), now=now, groups=groups)
+    except FileNotFoundError as exc:
+        raise Refused(str(exc)) from None
+    print(token, file=out)
+    return EXIT_OK
