@@ -186,3 +186,18 @@ async def test_fleet_page_for_a_reviewer(stack: Stack, browser_page: Any) -> Non
     assert all(name in everything for name in ("alice-mbp", "alice-thinkpad", "bob-elitebook", "carol-mbp"))
     assert "4 devices, 3 non-compliant." in everything
     assert "carol-mbp" not in filtered and "bob-elitebook" in filtered
+
+
+async def test_denial_fits_a_phone(stack: Stack, browser_page: Any) -> None:
+    """On a phone-sized screen the real denial fits the width and the check-again button is on screen."""
+    page = browser_page
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await stack.ingest(alice_mac(stack, disk_encrypted=False, os_version="13.2.1"))
+    await stack.sign_in(page)
+
+    await page.goto(stack.url("/wiki/some/page"))
+    scroll_width = await page.evaluate("document.documentElement.scrollWidth")
+    await screenshot(page, "gate-deny-phone")
+
+    assert scroll_width <= 390
+    assert await page.is_visible("button:has-text('I fixed it, check again')")

@@ -50,6 +50,8 @@ class Upstream:
 
 @dataclass
 class Stack:
+    """The running Gatehouse (through its test client), its upstream, the IdP's key and the clock."""
+
     client: TestClient
     upstream: Upstream
     keys: Keys
