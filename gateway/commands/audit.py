@@ -23,10 +23,12 @@ async def audit_verify(
     config: Path,
     *,
     environ: Mapping[str, str] | None = None,
-    out: TextIO = sys.stdout,
-    err: TextIO = sys.stderr,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
 ) -> int:
     """Check the whole hash chain against its stored head; exit 1 listing every modified, deleted, inserted or reordered entry."""
+    out = out or sys.stdout
+    err = err or sys.stderr
     settings = load_config(config, environ)
     async with opened_audit_sink(settings, config) as sink:
         code, text = await verify_audit(sink)
@@ -43,10 +45,12 @@ async def audit_export(
     fmt: str = "jsonl",
     output: Path | None = None,
     environ: Mapping[str, str] | None = None,
-    out: TextIO = sys.stdout,
-    err: TextIO = sys.stderr,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
 ) -> int:
     """Write the audit entries at or after ``since`` as JSON lines or CSV, to ``output`` or ``out``."""
+    out = out or sys.stdout
+    err = err or sys.stderr
     settings = load_config(config, environ)
     async with opened_audit_sink(settings, config) as sink:
         with output_to(output, out) as handle:
@@ -72,10 +76,12 @@ async def break_glass_list(
     flagged: bool = False,
     fmt: str = "text",
     environ: Mapping[str, str] | None = None,
-    out: TextIO = sys.stdout,
-    err: TextIO = sys.stderr,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
 ) -> int:
     """The break-glass grants matching the filters, newest first, as a table (``text``) or JSON lines."""
+    out = out or sys.stdout
+    err = err or sys.stderr
     settings = load_config(config, environ)
     async with opened_audit_sink(settings, config) as sink:
         try:

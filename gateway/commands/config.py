@@ -61,7 +61,7 @@ def cross_check(settings: Settings) -> list[str]:
 
 
 @command
-def serve(config: Path, *, workers: int | None = None, environ: Mapping[str, str] | None = None, err: TextIO = sys.stderr) -> int:
+def serve(config: Path, *, workers: int | None = None, environ: Mapping[str, str] | None = None, err: TextIO | None = None) -> int:  # noqa: ARG001 - `command` prints to err
     """Configure logging from the file, then serve it until SIGTERM (blocking); the exit code.
 
     ``workers`` is passed to ``gateway.server.run`` only when given.

@@ -30,14 +30,16 @@ async def import_snapshots(
     *,
     clock: Callable[[], datetime],
     environ: Mapping[str, str] | None = None,
-    out: TextIO = sys.stdout,
-    err: TextIO = sys.stderr,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
 ) -> int:
     """Store the snapshots in osquery result files and JSON arrays; exit 1 when any item was rejected.
 
     With a policy in the configuration, each stored snapshot's checks also go into the compliance
     history (as on ingest), so evidence exports cover back-filled devices.
     """
+    out = out or sys.stdout
+    err = err or sys.stderr
     settings = load_config(config, environ)
     recorder = None
     if settings.policy is not None:
@@ -80,10 +82,12 @@ async def export_evidence_to(
     fmt: Literal["csv", "jsonl"] = "csv",
     output: Path | None = None,
     environ: Mapping[str, str] | None = None,
-    out: TextIO = sys.stdout,
-    err: TextIO = sys.stderr,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
 ) -> int:
     """Write the compliance history recorded in [since, until) as CSV or JSON lines, to ``output`` or ``out``."""
+    out = out or sys.stdout
+    err = err or sys.stderr
     if until is not None and until <= since:
         raise Refused(f"--until `{until.isoformat()}` is not after --since `{since.isoformat()}`; give a later end\n"
                       f"  gatehouse evidence export --config {config} --since {since.date()} --format {fmt}", 2)

@@ -16,7 +16,7 @@ from gateway.commands.common import EXIT_OK, EXIT_USAGE, Refused, command
 
 
 @command
-def demo_run(var: Path, *, err: TextIO = sys.stderr) -> int:
+def demo_run(var: Path, *, err: TextIO | None = None) -> int:  # noqa: ARG001 - `command` prints to err
     """Run the demo (Gatehouse, a demo upstream and demo devices, state under ``var``) until Ctrl-C."""
     run_demo = getattr(demo, "run_demo", None)
     if run_demo is None:
@@ -33,10 +33,12 @@ def demo_token(
     device: str,
     now: datetime,
     groups: tuple[str, ...] = (),
-    out: TextIO = sys.stdout,
-    err: TextIO = sys.stderr,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
 ) -> int:
     """Print a user token signed by the demo key for ``user`` on ``device``; exit 1 when the demo never ran."""
+    out = out or sys.stdout
+    err = err or sys.stderr
     if "@" not in user:
         raise Refused(f"--user: `{user}` is not an email address\n"
                       f"  gatehouse demo token --user alice@example.com --device {device or 'C02DEMOMAC1'}", EXIT_USAGE)

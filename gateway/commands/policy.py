@@ -45,8 +45,9 @@ def _dump_json(data: object) -> str:
 
 
 @command
-def check_policy(path: Path, *, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def check_policy(path: Path, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Lint a policy file: every problem with its location (exit 1), or a one-line summary (exit 0)."""
+    out = out or sys.stdout
     policies = _policy_or_refuse(path, f"fix the problems above, then run `gatehouse policy check {path}` again")
     tiers = ", ".join(policies.tier_names)
     print(f"{path}: ok (version {policies.version}; {len(policies.checks)} checks; tiers {tiers})", file=out)
@@ -68,10 +69,12 @@ async def simulate_policy(
     now: datetime,
     fmt: str = "text",
     environ: Mapping[str, str] | None = None,
-    out: TextIO = sys.stdout,
-    err: TextIO = sys.stderr,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
 ) -> int:
     """Evaluate a candidate policy over every device in the configuration's store, against the policy in force."""
+    out = out or sys.stdout
+    err = err or sys.stderr
     policies = _policy_or_refuse(candidate, f"fix the problems above, then run `gatehouse policy check {candidate}`")
     settings = load_config(config, environ)
     current: CompiledPolicySet | None = None
@@ -100,10 +103,12 @@ async def explain_device(
     now: datetime,
     fmt: str = "text",
     environ: Mapping[str, str] | None = None,
-    out: TextIO = sys.stdout,
-    err: TextIO = sys.stderr,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
 ) -> int:
     """One device's full decision at every tier of the policy in force; exit 1 when the store has no snapshot of it."""
+    out = out or sys.stdout
+    err = err or sys.stderr
     settings = load_config(config, environ)
     if settings.policy is None:
         raise Refused(f"{config} names no policy, so there is nothing to explain\n"
@@ -126,10 +131,12 @@ def import_stethoscope(
     path: Path,
     *,
     output: Path | None = None,
-    out: TextIO = sys.stdout,
-    err: TextIO = sys.stderr,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
 ) -> int:
     """Convert a Stethoscope policy (YAML or JSON) into a Gatehouse policy file, written as YAML."""
+    out = out or sys.stdout
+    err = err or sys.stderr
     retry = f"fix the problems above, then run `gatehouse policy import-stethoscope {path}` again"
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
