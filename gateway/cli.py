@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -233,4 +234,8 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock = utc_now) -> int:
         print(exc.text.rstrip("\n"), file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:
+        return EXIT_REFUSED
+    except BrokenPipeError:  # the reader went away (`... | head`): the output is cut short, so not 0
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout at exit
         return EXIT_REFUSED

@@ -109,7 +109,8 @@ def _require_sqlite_file(settings: Settings, config: Path, fix: str) -> None:
     except ValueError as exc:
         raise Refused(f"{exc}\nfix `store:` in {config}, then run `gatehouse check-config {config}`") from None
     if not path.exists():
-        raise Refused(f"there is no store at `{path}` (`store:` in {config})\n{fix}")
+        shown = "/" + str(path).lstrip("/")  # `sqlite:////abs` gives `//abs`
+        raise Refused(f"there is no store at `{shown}` (`store:` in {config})\n{fix}")
 
 
 @asynccontextmanager
