@@ -5,6 +5,11 @@ Must not import: aiohttp, app, handlers.
 
 Label values come from closed sets only: route ids, tiers, reason codes, check names, sources,
 outcome words. Never a user, a device serial or an address.
+
+With several worker processes (``gateway.workers``) prometheus-client runs in multiprocess mode:
+every value lives in a file per process under ``PROMETHEUS_MULTIPROC_DIR`` whatever registry the
+metric is on, and the supervisor's endpoint aggregates them. Counters and histograms add up (a dead
+worker's counts stay); each gauge names how its workers' values combine (``multiprocess_mode``).
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ class Metrics:
         )
         self.config_loaded_timestamp = Gauge(
             "gatehouse_config_last_reload_success_timestamp_seconds", "When the configuration in force was loaded.",
-            registry=registry, multiprocess_mode="max",
+            registry=registry, multiprocess_mode="livemin",  # with workers: the oldest one any live worker runs
         )
         # Identity
         self.auth_failures = Counter(
@@ -79,7 +84,7 @@ class Metrics:
         # Snapshots (ingest and cache)
         self.snapshots_held = Gauge(
             "gatehouse_snapshots_held", "Device snapshots resident in memory.", registry=registry,
-            multiprocess_mode="max",
+            multiprocess_mode="livemax",  # each worker holds them all; a dead worker's count is dropped
         )
         self.snapshot_age = Histogram(
             "gatehouse_snapshot_age_seconds", "Age of snapshots at decision time.",
@@ -104,7 +109,7 @@ class Metrics:
         )
         self.breakglass_active = Gauge(
             "gatehouse_breakglass_active_grants", "Break-glass grants in force now.", registry=registry,
-            multiprocess_mode="max",
+            multiprocess_mode="livemax",
         )
         self.breakglass_requests = Counter(
             "gatehouse_breakglass_requests_total", "Requests let through under a break-glass grant, by route.",

@@ -1,8 +1,14 @@
 """Running Gatehouse for real: listeners (plain and TLS), the metrics listener, signals, reload.
 
 Owns: run (blocking, for the CLI), serve (async, until stopped), start_gateway / Gateway (in-process
-handle for tests and embedding), tls_context, the header-read timeout.
-Must not import: cli (the CLI calls ``run``).
+handle for tests and embedding), tls_context, the header-read timeout, WorkerHooks (the seam the
+worker processes of ``gateway.workers`` plug into).
+Must not import: cli (the CLI calls ``run``); gateway.workers only inside ``run``.
+
+- ``run(path, workers=N)``: N defaults to the number of CPUs (``os.cpu_count()``). 1 is the single
+  process described below. More than 1 starts a supervisor process that runs N worker processes,
+  each the full app on the same ports (``SO_REUSEPORT``), with metrics served once, aggregated; see
+  ``gateway.workers`` for what changes between processes (snapshot propagation, CSRF secret).
 
 - One aiohttp AppRunner serves every listener (``TCPSite`` per listener; TLS from the listener's cert
   and key, and client certificates verified against ``client_ca`` with ``CERT_OPTIONAL`` or
@@ -16,7 +22,8 @@ Must not import: cli (the CLI calls ``run``).
   no head timeout of its own; ``_HeadTimeoutHandler`` adds it.
 - Metrics are served on ``metrics.address`` by a separate tiny app, never on a proxy listener.
 - SIGTERM/SIGINT: stop accepting, close idle connections, let in-flight requests finish for up to
-  ``shutdown_grace_s``, then exit 0. SIGHUP: call the loader again; a config that fails validation is
+  ``shutdown_grace_s``, then exit 0. ``gateway.stopping`` is logged once the listeners are closed
+  (with workers: once every worker's listeners are closed). SIGHUP: call the loader again; a config that fails validation is
   logged (``config.reload_failed``) and counted (``config_reloads{what="config",outcome="failure"}``)
   and the old one stays; a good one is swapped into the app's ConfigHolder and applies to every request
   that starts afterwards (connections are not dropped). Listener addresses, TLS files, metrics address
@@ -31,12 +38,13 @@ Lifecycle events: ``gateway.started``, ``config.reloaded``, ``config.reload_fail
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import ssl
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from aiohttp import web
@@ -53,6 +61,23 @@ from gateway.settings import ServerSettings, Settings, TlsSettings, load_setting
 
 SettingsLoader = Callable[[], Settings]
 _log = structlog.get_logger("gateway.server")
+_STOP_AND_RELOAD = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+class WorkerHooks(Protocol):
+    """What a worker process of a supervisor adds to a gateway (``gateway.workers.WorkerLink``).
+
+    A gateway given hooks binds its listeners with ``SO_REUSEPORT``.
+    """
+
+    def prepare(self, app: web.Application) -> None:
+        """Add the worker's signals and cleanup contexts to ``app`` before it starts."""
+
+    def started(self) -> None:
+        """Every listener is bound and the signal handlers are installed."""
+
+    async def listeners_closed(self) -> None:
+        """This worker stopped accepting; returns when its siblings did too (or after a short wait)."""
 
 
 class _HeadTimeoutHandler(RequestHandler):
@@ -109,9 +134,17 @@ class _HeadTimeoutHandler(RequestHandler):
 class _Site(web.TCPSite):
     """A TCPSite whose connections use _HeadTimeoutHandler."""
 
-    def __init__(self, runner: web.AppRunner, host: str, port: int, *, ssl_context: ssl.SSLContext | None, server_settings: ServerSettings) -> None:
-        super().__init__(runner, host, port, ssl_context=ssl_context)
+    def __init__(
+        self, runner: web.AppRunner, host: str, port: int, *, ssl_context: ssl.SSLContext | None, server_settings: ServerSettings,
+        reuse_port: bool = False,
+    ) -> None:
+        super().__init__(runner, host, port, ssl_context=ssl_context, reuse_port=reuse_port)
         self._server_settings = server_settings
+
+    def stop_accepting(self) -> None:
+        """Close the listening socket now; connections already accepted carry on."""
+        if self._server is not None:
+            self._server.close()
 
     async def start(self) -> None:
         await web.BaseSite.start(self)  # registers the site with the runner
@@ -125,7 +158,9 @@ class _Site(web.TCPSite):
             return _HeadTimeoutHandler(manager, loop=loop, header_read_timeout=timeout, **kwargs)
 
         tls_options = {"ssl_handshake_timeout": timeout} if self._ssl_context is not None else {}
-        self._server = await loop.create_server(factory, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog, **tls_options)
+        self._server = await loop.create_server(
+            factory, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog, reuse_port=self._reuse_port, **tls_options,
+        )
         if self._server.sockets:
             self._bound_port = self._server.sockets[0].getsockname()[1]
 
@@ -165,12 +200,16 @@ def _restart_needed(old: Settings, new: Settings) -> bool:
 class Gateway:
     """A started Gatehouse: its app, runners and bound addresses; reload() and stop()."""
 
-    def __init__(self, app: web.Application, runner: web.AppRunner, metrics_runner: web.AppRunner | None, loader: SettingsLoader, clock: Clock) -> None:
+    def __init__(
+        self, app: web.Application, runner: web.AppRunner, metrics_runner: web.AppRunner | None, loader: SettingsLoader, clock: Clock,
+        worker: WorkerHooks | None = None,
+    ) -> None:
         self.app = app
         self.runner = runner
         self.metrics_runner = metrics_runner
         self._loader = loader
         self._clock = clock
+        self._worker = worker
         self.reload_results: asyncio.Queue[bool] = asyncio.Queue()
         """One entry per finished reload (True when the new config is in force), for tests and tooling."""
 
@@ -222,6 +261,11 @@ class Gateway:
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish (up to shutdown_grace_s), release everything."""
+        for site in list(self.runner.sites):
+            if isinstance(site, _Site):
+                site.stop_accepting()
+        if self._worker is not None:
+            await self._worker.listeners_closed()
         _log.info("gateway.stopping", grace_s=self.settings.server.shutdown_grace_s)
         await self.runner.cleanup()
         if self.metrics_runner is not None:
@@ -236,21 +280,28 @@ async def start_gateway(
     metrics: Metrics | None = None,
     clock: Clock = utc_now,
     gate: Gate | None = None,
+    worker: WorkerHooks | None = None,
 ) -> Gateway:
     """Build the app and start every listener and the metrics listener; returns the running Gateway.
+
+    With ``worker`` (a worker process of ``gateway.workers``) the listeners bind with ``SO_REUSEPORT``.
 
     Raises:
         OSError, ssl.SSLError: a listener cannot bind, or a TLS file is unusable.
     """
     metrics = metrics if metrics is not None else Metrics(CollectorRegistry())
     app = create_app(settings, clock=clock, metrics=metrics, gate=gate)
+    if worker is not None:
+        worker.prepare(app)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=settings.server.shutdown_grace_s)
     await runner.setup()
     metrics_runner: web.AppRunner | None = None
     try:
         for listener in settings.listeners:
             context = tls_context(listener.tls) if listener.tls is not None else None
-            site = _Site(runner, listener.host, listener.port, ssl_context=context, server_settings=settings.server)
+            site = _Site(
+                runner, listener.host, listener.port, ssl_context=context, server_settings=settings.server, reuse_port=worker is not None,
+            )
             await site.start()
         if settings.metrics.address is not None:
             metrics_runner = await _metrics_endpoint(metrics.registry)
@@ -263,7 +314,7 @@ async def start_gateway(
         raise
     metrics.config_reloads.labels(what="config", outcome="success")  # export the series at zero
     metrics.config_loaded_timestamp.set(time.time())
-    gateway = Gateway(app, runner, metrics_runner, loader or (lambda: settings), clock)
+    gateway = Gateway(app, runner, metrics_runner, loader or (lambda: settings), clock, worker)
     _log.info(
         "gateway.started",
         listeners=[f"{'https' if l.tls else 'http'}://{h}:{p}" for l, (h, p) in zip(settings.listeners, gateway.addresses)],
@@ -282,14 +333,18 @@ async def serve(
     metrics: Metrics | None = None,
     clock: Clock = utc_now,
     gate: Gate | None = None,
+    worker: WorkerHooks | None = None,
 ) -> int:
     """Run until SIGTERM/SIGINT (or ``stop`` is set), reloading on SIGHUP; returns the exit code.
+
+    ``worker`` is for the worker processes of ``gateway.workers``, which start with these signals
+    blocked (so none is lost while the app starts); they are unblocked once the handlers are in place.
 
     Raises:
         ConfigError: the initial configuration is invalid.
     """
     settings = loader()
-    gateway = await start_gateway(settings, loader=loader, metrics=metrics, clock=clock, gate=gate)
+    gateway = await start_gateway(settings, loader=loader, metrics=metrics, clock=clock, gate=gate, worker=worker)
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     reloads: set[asyncio.Task[bool]] = set()
@@ -303,11 +358,14 @@ async def serve(
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     try:
+        if worker is not None:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_AND_RELOAD)
+            worker.started()
         if on_started is not None:
             on_started(gateway)
         await stop.wait()
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for sig in _STOP_AND_RELOAD:
             loop.remove_signal_handler(sig)
         for task in list(reloads):
             task.cancel()
@@ -315,19 +373,38 @@ async def serve(
     return 0
 
 
-def run(config_path: Path | str, *, environ: Mapping[str, str] | None = None) -> int:
+def run(config_path: Path | str, *, environ: Mapping[str, str] | None = None, workers: int | None = None) -> int:
     """Serve the configuration file until SIGTERM (blocking); the exit code for the CLI.
+
+    ``workers`` is how many processes serve; None means one per CPU (``os.cpu_count()``). 1 is a
+    single process; more run under a supervisor (``gateway.workers.supervise``) that shares the
+    listener ports between them, serves metrics once and restarts a worker that dies.
 
     Returns 0 after a graceful stop, 1 when the initial configuration is invalid (problems logged as
     ``config.load_failed``) or a listener cannot start.
+
+    Raises:
+        ValueError: ``workers`` is less than 1.
     """
     path = Path(config_path)
+    count = workers if workers is not None else (os.cpu_count() or 1)
+    if count < 1:
+        raise ValueError(f"`workers` is {count}; give 1 or more")
+    if count > 1:
+        from gateway.workers import supervise  # the supervisor builds on this module
+
+        return exit_code(lambda: supervise(path, environ=environ, workers=count))
 
     def loader() -> Settings:
         return load_settings(path, environ)
 
+    return exit_code(lambda: asyncio.run(serve(loader)))
+
+
+def exit_code(main: Callable[[], int]) -> int:
+    """Call ``main``; a bad initial configuration or a listener that cannot start is logged and gives 1."""
     try:
-        return asyncio.run(serve(loader))
+        return main()
     except ConfigError as exc:
         _log.error("config.load_failed", source=exc.source, problems=[str(p) for p in exc.problems])
         return 1
