@@ -452,7 +452,7 @@ def print_paced(bench: Bench, paced_info: dict[str, object]) -> None:
 
 def print_memory(bench: Bench) -> None:
     m = bench.memory
-    if m is None:
+    if m is None or "gatehouse" in bench.unavailable:
         return
     print()
     mb = 1024 * 1024
@@ -470,9 +470,21 @@ def print_memory(bench: Bench) -> None:
 # -------------------------------------------------------------------------------------- phases
 
 
+def drop(bench: Bench, name: str, why: str) -> None:
+    """Take a failed target out of the bench (not direct: without it nothing compares); it shows as unavailable."""
+    if name == "direct":
+        raise RuntimeError(f"the direct upstream failed, so nothing can be compared: {why}")
+    bench.log(f"{name} target dropped: {why}")
+    bench.targets.pop(name).stop()
+    bench.unavailable[name] = f"failed during the bench: {why}"
+
+
 def warm_up(bench: Bench) -> None:
-    for target in bench.targets.values():
-        run_wrk(bench, target, duration=bench.args.warmup, connections=bench.args.connections)
+    for name, target in list(bench.targets.items()):
+        try:
+            run_wrk(bench, target, duration=bench.args.warmup, connections=bench.args.connections)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            drop(bench, name, str(exc))
 
 
 def rounds(bench: Bench) -> None:
@@ -480,7 +492,13 @@ def rounds(bench: Bench) -> None:
     for round_no in range(bench.args.rounds):
         order = names[round_no % len(names):] + names[: round_no % len(names)]
         for name in order:
-            run = measure(bench, bench.targets[name], round_no=round_no, duration=bench.args.duration, connections=bench.args.connections)
+            if name not in bench.targets:
+                continue
+            try:
+                run = measure(bench, bench.targets[name], round_no=round_no, duration=bench.args.duration, connections=bench.args.connections)
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                drop(bench, name, str(exc))
+                continue
             bench.runs.append(run)
             bench.log(
                 f"round {round_no + 1}/{bench.args.rounds} {name:<14} {run.rps:>8.0f} req/s  p99 {run.latency_us['p99'] / 1000:6.2f} ms"
@@ -497,14 +515,20 @@ def paced_phase(bench: Bench, summary: dict[str, dict[str, float]]) -> dict[str,
     for round_no in range(bench.args.paced_rounds):
         order = names[round_no % len(names):] + names[: round_no % len(names)]
         for name in order:
-            run = measure(bench, bench.targets[name], round_no=round_no, duration=bench.args.paced_duration, connections=connections, paced_rate=offered)
+            if name not in bench.targets:
+                continue
+            try:
+                run = measure(bench, bench.targets[name], round_no=round_no, duration=bench.args.paced_duration, connections=connections, paced_rate=offered)
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                drop(bench, name, str(exc))
+                continue
             bench.paced.append(run)
             bench.log(
                 f"paced {round_no + 1}/{bench.args.paced_rounds} {name:<14} {run.rps:>8.0f} req/s  p50 {run.latency_us['p50'] / 1000:6.2f} ms"
                 f"  p99 {run.latency_us['p99'] / 1000:6.2f} ms"
             )
     rows: dict[str, dict[str, float]] = {}
-    for name in names:
+    for name in [n for n in names if n in bench.targets]:
         runs = [r for r in bench.paced if r.target == name]
         rows[name] = {
             "rps": median([r.rps for r in runs]),
