@@ -541,6 +541,16 @@ class TestImportStethoscope:
         assert out.startswith("# Converted from the Stethoscope policy policy.yaml")
         assert 8 <= len(yaml.safe_load(out)["checks"])
 
+    def test_shipped_converted_policy_is_what_the_command_writes(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """deploy/policy-stethoscope-default.yaml is the command's output for Stethoscope's default policy, comments aside."""
+        def body(text: str) -> list[str]:
+            return [line for line in text.splitlines() if not line.startswith("#")]
+
+        code = main(["policy", "import-stethoscope", str(STETHOSCOPE_POLICY)])
+
+        assert 0 == code
+        assert body((ROOT / "deploy" / "policy-stethoscope-default.yaml").read_text()) == body(capsys.readouterr().out)
+
     def test_every_unsupported_value_is_listed(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """Values with no Gatehouse equivalent are each listed; exit 1 and nothing is written."""
         source = tmp_path / "stethoscope.yaml"
