@@ -61,10 +61,10 @@ def cross_check(settings: Settings) -> list[str]:
 
 
 @command
-def serve(config: Path, *, workers: int | None = None, environ: Mapping[str, str] | None = None, err: TextIO | None = None) -> int:  # noqa: ARG001 - `command` prints to err
+def serve(config: Path, *, workers: int | None = None, environ: Mapping[str, str] | None = None, err: TextIO | None = None) -> int:
     """Configure logging from the file, then serve it until SIGTERM (blocking); the exit code.
 
-    ``workers`` is passed to ``gateway.server.run`` only when given.
+    ``workers`` is passed to ``gateway.server.run`` only when given. ``err`` gets the refusals.
     """
     from gateway import server
     from gateway.logging import configure_logging

@@ -16,13 +16,9 @@ from gateway.commands.common import EXIT_OK, EXIT_USAGE, Refused, command
 
 
 @command
-def demo_run(var: Path, *, err: TextIO | None = None) -> int:  # noqa: ARG001 - `command` prints to err
+def demo_run(var: Path) -> int:
     """Run the demo (Gatehouse, a demo upstream and demo devices, state under ``var``) until Ctrl-C."""
-    run_demo = getattr(demo, "run_demo", None)
-    if run_demo is None:
-        raise Refused("this gatehouse has no demo runner yet\nupdate the checkout, then run `make run` again")
-    code: int = run_demo(var)
-    return code
+    return demo.run_demo(var)
 
 
 @command

@@ -16,7 +16,7 @@ from typing import TextIO
 import orjson
 import yaml
 
-from gateway.commands.common import EXIT_OK, EXIT_REFUSED, Progress, Refused, command, load_config, opened_store, output_to
+from gateway.commands.common import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Progress, Refused, command, load_config, opened_store, output_to
 from gateway.errors import ConfigError
 from gateway.policy_file import load_policy
 from policy_engine import (
@@ -31,6 +31,12 @@ from policy_engine import (
 )
 
 _PROGRESS_EVERY = 5_000
+FORMATS = ("text", "json")
+
+
+def _check_format(fmt: str, usage: str) -> None:
+    if fmt not in FORMATS:
+        raise Refused(f"--format: `{fmt}` is unknown; use `text` or `json`\n  {usage} --format json", EXIT_USAGE)
 
 
 def _policy_or_refuse(path: Path, fix: str) -> CompiledPolicySet:
@@ -75,6 +81,7 @@ async def simulate_policy(
     """Evaluate a candidate policy over every device in the configuration's store, against the policy in force."""
     out = out or sys.stdout
     err = err or sys.stderr
+    _check_format(fmt, f"gatehouse policy simulate {candidate} --config {config}")
     policies = _policy_or_refuse(candidate, f"fix the problems above, then run `gatehouse policy check {candidate}`")
     settings = load_config(config, environ)
     current: CompiledPolicySet | None = None
@@ -109,6 +116,7 @@ async def explain_device(
     """One device's full decision at every tier of the policy in force; exit 1 when the store has no snapshot of it."""
     out = out or sys.stdout
     err = err or sys.stderr
+    _check_format(fmt, f"gatehouse policy explain {serial} --config {config}")
     settings = load_config(config, environ)
     if settings.policy is None:
         raise Refused(f"{config} names no policy, so there is nothing to explain\n"

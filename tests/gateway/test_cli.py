@@ -431,6 +431,15 @@ class TestPolicySimulate:
         assert tty.getvalue().endswith("\r\x1b[K")
         assert "" == piped.getvalue()
 
+    async def test_unknown_format_is_bad_usage_before_any_work(self, tmp_path: Path) -> None:
+        """The plain function refuses a format it cannot write with exit 2 and a command that works."""
+        err = io.StringIO()
+
+        code = await simulate_policy(DEPLOY_POLICY, tmp_path / "none.yaml", now=NOW, fmt="xml", out=io.StringIO(), err=err)
+
+        assert 2 == code
+        assert err.getvalue().rstrip().endswith("--format json")
+
     def test_broken_candidate_is_refused(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """A candidate that does not compile exits 1 and points at `policy check`."""
         config = write_config(tmp_path)
