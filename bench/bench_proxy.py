@@ -27,7 +27,9 @@ How to read it:
   a Lua ``delay()`` hook (proxy_targets/wrk/pace.lua) gives every free connection the next arrival
   time of a Poisson schedule at half Gatehouse's median peak (the bare aiohttp proxy's when
   Gatehouse is unavailable). Latency is measured from the actual send, without wrk2's correction
-  for sends delayed because all 32 connections were busy, which at half load is rare.
+  for sends delayed because all 32 connections were busy, which at half load is rare. wrk's timers
+  fire on whole milliseconds, so arrivals bunch on millisecond ticks: a little more queueing than
+  true Poisson arrivals, the same for every target.
 """
 
 from __future__ import annotations
