@@ -879,3 +879,48 @@ class TestProgress:
 
         assert "\r\x1b[K1/2\r\x1b[K2/2\r\x1b[K" == stream.getvalue()
 
+
+
+@pytest.mark.postgres
+class TestOnPostgres:
+    def test_store_and_audit_commands_on_postgresql(self, tmp_path: Path, postgres_dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
+        """With `store: postgresql://...` import, explain, audit verify and break-glass list use the PostgreSQL store and its audit sink."""
+        import asyncpg
+
+        from gateway.store.postgres import PostgresStore
+
+        config = write_config(tmp_path, store=postgres_dsn)
+        array = tmp_path / "export.json"
+        array.write_bytes(orjson.dumps([api_item("DEB1")]))
+        allowed = TierRule(TierMode.ALLOWED, max_duration=timedelta(hours=4))
+
+        async def grant() -> None:
+            store = await PostgresStore.open(postgres_dsn, max_connections=2)
+            try:
+                service = await BreakglassService.open(store.audit_sink(), config=BreakglassSettings().to_config())
+                await service.request(GrantRequest(user="bob", user_email="bob@example.com", device_serial="DEB1",
+                                                   scope=Scope.for_tier("low"), reason=REASON, duration=timedelta(minutes=30)),
+                                      rule=allowed, now=NOW - timedelta(minutes=10))
+            finally:
+                await store.close()
+
+        async def tamper_pg(sql: str) -> None:
+            conn = await asyncpg.connect(postgres_dsn)
+            try:
+                await conn.execute(sql)
+            finally:
+                await conn.close()
+
+        imported = main(["import", str(array), "--config", str(config)], clock=clock)
+        explained = main(["policy", "explain", "DEB1", "--config", str(config)], clock=clock)
+        asyncio.run(grant())
+        verified = main(["audit", "verify", "--config", str(config)])
+        listed = main(["break-glass", "list", "--config", str(config), "--format", "json"], clock=clock)
+        out = capsys.readouterr().out
+        asyncio.run(tamper_pg("UPDATE audit_entries SET body = replace(body, 'INC-4711', 'INC-0000') WHERE seq = 1"))
+        tampered = main(["audit", "verify", "--config", str(config)])
+
+        assert (0, 0, 0, 0, 1) == (imported, explained, verified, listed, tampered)
+        assert "audit log ok: 2 entries checked" in out
+        assert '"user":"bob"' in out
+        assert "entry 1: modified:" in capsys.readouterr().err
