@@ -1,4 +1,4 @@
-"""Configuration of break-glass: the ``break_glass:`` section of the settings file.
+"""Configuration of break-glass: the ``breakglass:`` section of the settings file.
 
 Owns: BreakglassSettings, WebhookSettings, tier_rule (policy tier → breakglass.TierRule),
 route_set_problems (cross-check of named route sets against the configured routes).
@@ -168,7 +168,7 @@ def route_set_problems(settings: BreakglassSettings, route_ids: Iterable[str]) -
     """Route sets naming routes that are not configured (a grant for them would cover nothing)."""
     known = set(route_ids)
     return [
-        Problem(f"break_glass.route_sets.{name}", f"route `{route}` is not a configured route; known routes: "
+        Problem(f"breakglass.route_sets.{name}", f"route `{route}` is not a configured route; known routes: "
                 + ", ".join(f"`{r}`" for r in sorted(known)))
         for name, routes in settings.route_sets.items()
         for route in routes

@@ -6,7 +6,7 @@ Must not import: gateway.app (app.py wires this module in), the store (the servi
 
 Wiring (the lead's, in app.py)::
 
-    app[BREAKGLASS] = await BreakglassService.open(sink, config=settings.break_glass.to_config())
+    app[BREAKGLASS] = await BreakglassService.open(sink, config=settings.breakglass.to_config())
     add_breakglass_routes(app, BreakglassWeb.from_settings(settings.break_glass,
                           policies=lambda: holder.current, evaluate=reevaluate))
     app.cleanup_ctx.append(webhook_ctx)                  # optional notifications

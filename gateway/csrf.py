@@ -12,7 +12,7 @@ The scheme
   ``max_age`` after ``issued``. No server-side state: any page that renders a form for a user
   calls ``protector.issue(subject, now=now)`` and puts the result in a hidden ``csrf_token``
   field (the deny page gets it through ``gateway.breakglass_http.csrf_token_for(request)``).
-  The secret is configured (``break_glass.csrf_secret``, needed when replicas serve one user) or
+  The secret is configured (``breakglass.csrf_secret``, needed when replicas serve one user) or
   drawn per process. A forged request from another site cannot know a token for the victim.
 - **Fetch metadata and Origin.** Every state-changing request is refused when the browser says it
   is cross-site: ``Sec-Fetch-Site`` other than ``same-origin`` or ``none``, or an ``Origin`` that

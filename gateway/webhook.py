@@ -206,7 +206,7 @@ class WebhookNotifier:
 async def webhook_ctx(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: start the notifier (``app[WEBHOOK]`` if already set, else from the settings).
 
-    Without ``break_glass.webhook`` in the settings and no notifier set, nothing is started and
+    Without ``breakglass.webhook`` in the settings and no notifier set, nothing is started and
     break-glass works without notifications.
     """
     notifier = app.get(WEBHOOK)

@@ -45,7 +45,7 @@ class TestSettings:
 
         problems = route_set_problems(settings, ["wiki", "chat"])
 
-        assert ["break_glass.route_sets.ops"] == [p.path for p in problems]
+        assert ["breakglass.route_sets.ops"] == [p.path for p in problems]
         assert "`nope`" in problems[0].message
 
 
