@@ -5,7 +5,7 @@ Owns: supervise (the supervisor, called by ``gateway.server.run`` when ``workers
 Must not import: cli.
 
 - The supervisor loads the configuration once (an invalid one exits 1 before anything starts),
-  reserves a concrete port for every listener configured with port 0 (so every worker binds the same
+  creates and migrates an SQLite store once (so the workers never race to create the file), reserves a concrete port for every listener configured with port 0 (so every worker binds the same
   one), starts the metrics listener, then starts N workers: fresh interpreters (``sys.executable``,
   the same ``sys.path``) that each run the full app (``gateway.server.serve``) and bind every proxy
   listener with ``SO_REUSEPORT``, so the kernel spreads new connections over them. A worker runs on
@@ -75,6 +75,8 @@ from gateway.logging import configure_logging
 from gateway.secret import Secret
 from gateway.server import _metrics_endpoint, exit_code, serve
 from gateway.settings import Settings, load_settings
+from gateway.store import open_store
+from gateway.store.base import StoreError
 
 _log = structlog.get_logger("gateway.workers")
 
@@ -146,6 +148,11 @@ class _Supervisor:
         self._spawning = asyncio.Lock()
 
     async def run(self) -> int:
+        try:
+            await self._prepare_store()
+        except StoreError as exc:
+            _log.error("gateway.start_failed", error=f"{type(exc).__name__}: {exc}")
+            return 1
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._begin_stop)
@@ -182,6 +189,22 @@ class _Supervisor:
         code = 1 if self._failed or any(codes) else 0
         _log.info("supervisor.stopped", exit_code=code)
         return code
+
+    async def _prepare_store(self) -> None:
+        """Create and migrate an SQLite store once, before the workers open it together.
+
+        Two processes switching a new file to WAL at the same moment can fail with "database is
+        locked"; once the file is in WAL mode (which persists) opening it concurrently is safe.
+        """
+        dsn = self._settings.store.reveal()
+        if not dsn.startswith("sqlite:///"):
+            return  # PostgreSQL migrates under an advisory lock
+        from gateway.store.sqlite_audit import SqliteAuditSink
+
+        store = await open_store(dsn)
+        await store.close()
+        sink = await SqliteAuditSink.open(Path(dsn.removeprefix("sqlite://")))
+        await sink.close()
 
     def _reserve_ports(self) -> list[tuple[str, str]]:
         """(configured, bound) address of every listener; port 0 becomes a port every worker can share."""
