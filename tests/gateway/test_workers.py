@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -265,6 +266,33 @@ class TestWorkers:
         )
 
         assert [(2, False)] * 2 == [(e["routes"], e["restart_needed"]) for e in reloaded]
+
+    async def test_workers_stop_when_the_supervisor_is_killed(self, tmp_path: Path, upstream_url: str, launch: Callable[..., Any]) -> None:
+        """Workers whose supervisor died (SIGKILL) notice the closed control socket and stop instead of lingering."""
+        raw, _ = _config(tmp_path, upstream_url)
+        gatehouse = await launch(raw)
+        started = await gatehouse.started()
+
+        gatehouse.child.kill()
+        await gatehouse.until(lambda _: gatehouse.worker_pids("gateway.stopped") == set(started["pids"]), "gateway.stopped from every worker")
+
+        assert set(started["pids"]) == gatehouse.worker_pids("worker.orphaned")
+
+    async def test_worker_that_cannot_bind_fails_the_start(self, tmp_path: Path, upstream_url: str, launch: Callable[..., Any]) -> None:
+        """A listener port held by another program (without SO_REUSEPORT) stops every worker; the exit code is 1."""
+        raw, _ = _config(tmp_path, upstream_url)
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            raw["listeners"] = [{"address": f"127.0.0.1:{taken.getsockname()[1]}"}]
+            gatehouse = await launch(raw)
+
+            exit_code = await asyncio.wait_for(gatehouse.child.wait(), 30)
+            await gatehouse.until(lambda _: gatehouse.ended, "the end of the log")
+
+        assert 1 == exit_code
+        assert gatehouse.named("gateway.start_failed")
+        assert [] == gatehouse.named("supervisor.started")
 
 
 class TestWorkerSettings:
