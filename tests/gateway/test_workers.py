@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import os
 import signal
 import socket
@@ -160,7 +161,7 @@ async def _until_allowed_by(gatehouse: Supervised, url: str, token: str, pids: s
 
 class TestWorkers:
     async def test_two_workers_share_the_port_and_metrics_add_up(self, tmp_path: Path, upstream_url: str, launch: Callable[..., Any]) -> None:
-        """Two workers serve one port; the one metrics endpoint counts every request whichever worker answered."""
+        """Two workers (on uvloop when installed) serve one port; the one metrics endpoint counts every request."""
         raw, _ = _config(tmp_path, upstream_url, metrics={"address": "127.0.0.1:0"})
         gatehouse = await launch(raw)
         started = await gatehouse.started()
@@ -176,6 +177,7 @@ class TestWorkers:
         assert [200] * 40 == statuses
         assert set(started["pids"]) == _served_by(gatehouse.events, "/.gatehouse/healthz")
         assert 40.0 == _requests_total(metrics_text)
+        assert ("uvloop" if importlib.util.find_spec("uvloop") else "asyncio") == started["loop"]
 
     async def test_ingest_through_one_worker_reaches_the_other_at_once(self, tmp_path: Path, upstream_url: str, launch: Callable[..., Any]) -> None:
         """A snapshot ingested through one worker lets the device in through every worker, long before the periodic refresh."""
