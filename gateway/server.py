@@ -23,8 +23,8 @@ Must not import: cli (the CLI calls ``run``); gateway.workers only inside ``run`
 - Metrics are served on ``metrics.address`` by a separate tiny app, never on a proxy listener.
 - SIGTERM/SIGINT: stop accepting, close idle connections, let in-flight requests finish for up to
   ``shutdown_grace_s``, then exit 0. ``gateway.stopping`` is logged once the listeners are closed
-  (with workers: once every worker's listeners are closed). SIGHUP: call the loader again; a config that fails validation is
-  logged (``config.reload_failed``) and counted (``config_reloads{what="config",outcome="failure"}``)
+  (with workers: once every worker's are). SIGHUP: call the loader again; a config that fails
+  validation is logged (``config.reload_failed``) and counted (``config_reloads{what="config",outcome="failure"}``)
   and the old one stays; a good one is swapped into the app's ConfigHolder and applies to every request
   that starts afterwards (connections are not dropped). Listener addresses, TLS files, metrics address
   and the header/keep-alive limits apply only after a restart; ``config.reloaded`` says
