@@ -5,7 +5,7 @@ handle for tests and embedding), tls_context, the header-read timeout, WorkerHoo
 worker processes of ``gateway.workers`` plug into).
 Must not import: cli (the CLI calls ``run``); gateway.workers only inside ``run``.
 
-- ``run(path, workers=N)``: N defaults to the number of CPUs (``os.cpu_count()``). 1 is the single
+- ``run(path, workers=N)``: N defaults to the CPUs this process may run on (``default_workers()``). 1 is the single
   process described below. More than 1 starts a supervisor process that runs N worker processes,
   each the full app on the same ports (``SO_REUSEPORT``), with metrics served once, aggregated; see
   ``gateway.workers`` for what changes between processes (snapshot propagation, CSRF secret).
@@ -344,7 +344,16 @@ async def serve(
         ConfigError: the initial configuration is invalid.
     """
     settings = loader()
-    gateway = await start_gateway(settings, loader=loader, metrics=metrics, clock=clock, gate=gate, worker=worker)
+    if worker is None:
+        # INVARIANT: a SIGTERM sent as soon as `gateway.started` is logged must still drain cleanly, so
+        # the signals wait (blocked, pending) until their handlers are installed below.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_AND_RELOAD)
+    try:
+        gateway = await start_gateway(settings, loader=loader, metrics=metrics, clock=clock, gate=gate, worker=worker)
+    except BaseException:
+        if worker is None:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_AND_RELOAD)
+        raise
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     reloads: set[asyncio.Task[bool]] = set()
@@ -358,8 +367,8 @@ async def serve(
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_AND_RELOAD)
         if worker is not None:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_AND_RELOAD)
             worker.started()
         if on_started is not None:
             on_started(gateway)
@@ -373,10 +382,18 @@ async def serve(
     return 0
 
 
+def default_workers() -> int:
+    """One worker per CPU this process may run on (pinning with taskset or a cpuset counts)."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # platforms without sched_getaffinity
+        return os.cpu_count() or 1
+
+
 def run(config_path: Path | str, *, environ: Mapping[str, str] | None = None, workers: int | None = None) -> int:
     """Serve the configuration file until SIGTERM (blocking); the exit code for the CLI.
 
-    ``workers`` is how many processes serve; None means one per CPU (``os.cpu_count()``). 1 is a
+    ``workers`` is how many processes serve; None means one per CPU this process may run on (``default_workers()``: respects taskset and cpusets). 1 is a
     single process; more run under a supervisor (``gateway.workers.supervise``) that shares the
     listener ports between them, serves metrics once and restarts a worker that dies.
 
@@ -387,7 +404,7 @@ def run(config_path: Path | str, *, environ: Mapping[str, str] | None = None, wo
         ValueError: ``workers`` is less than 1.
     """
     path = Path(config_path)
-    count = workers if workers is not None else (os.cpu_count() or 1)
+    count = workers if workers is not None else default_workers()
     if count < 1:
         raise ValueError(f"`workers` is {count}; give 1 or more")
     if count > 1:
