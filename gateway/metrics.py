@@ -15,6 +15,10 @@ worker's counts stay); each gauge names how its workers' values combine (``multi
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
+from typing import TypeVar
+
+_M = TypeVar("_M", bound=MetricWrapperBase)
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _DECISION_BUCKETS = (1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2)
@@ -26,6 +30,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        self._children: dict[tuple[int, tuple[str, ...]], MetricWrapperBase] = {}
         # Proxy (core)
         self.requests = Counter(
             "gatehouse_requests_total", "Requests answered, by route and status class.",
@@ -115,3 +120,14 @@ class Metrics:
             "gatehouse_breakglass_requests_total", "Requests let through under a break-glass grant, by route.",
             ["route"], registry=registry,
         )
+
+    def child(self, metric: _M, *values: str) -> _M:
+        """``metric.labels(*values)``, remembered: the request path skips label validation and locking.
+
+        Values must come from closed sets (as every label value here does), so the memo stays small.
+        """
+        key = (id(metric), values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child  # type: ignore[return-value]

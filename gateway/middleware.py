@@ -18,6 +18,7 @@ status, upstream_status, bytes_in, bytes_out, duration_s.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 import uuid
@@ -54,6 +55,23 @@ def _code_class(status: int) -> str:
     return f"{status // 100}xx"
 
 
+def _info_enabled() -> bool:
+    """False when the configured structlog wrapper drops ``info`` events (then the log line is skipped)."""
+    wrapper = structlog.get_config()["wrapper_class"]
+    level = _LEVELS.get(wrapper)
+    if level is None:
+        try:  # make_filtering_bound_logger's classes know their level without an instance
+            level = int(wrapper.get_effective_level(None))
+        except Exception:  # any other wrapper: assume it logs everything
+            level = 0
+        _LEVELS[wrapper] = level
+    return level <= logging.INFO
+
+
+_LEVELS: dict[object, int] = {}
+_CODE_CLASSES = {n: f"{n}xx" for n in range(1, 6)}
+
+
 @web.middleware
 async def request_context(request: web.Request, handler: _Handler) -> web.StreamResponse:
     """Wrap one request: id, canonical target, error pages, log line, metrics."""
@@ -61,40 +79,41 @@ async def request_context(request: web.Request, handler: _Handler) -> web.Stream
     metrics = app[METRICS]
     live = app[CONFIG].current
     request[LIVE] = live
-    request_id = choose_request_id(request.headers.get("X-Request-Id"), trusted=live.trusts(request.remote))
+    incoming = request.headers.get("X-Request-Id")
+    request_id = choose_request_id(incoming, trusted=incoming is not None and live.trusts(request.remote))
     request[REQUEST_ID] = request_id
     exchange = Exchange()
     request[EXCHANGE] = exchange
     started = time.perf_counter()
-    path = request.raw_path.partition("?")[0][:256]
     status = 500
     metrics.in_flight.inc()
-    with structlog.contextvars.bound_contextvars(request_id=request_id):
-        try:
-            response = await _handle(request, handler, request_id)
-            status = response.status
-            if exchange.bytes_out == 0 and exchange.upstream_status is None:
-                exchange.bytes_out = response.content_length or 0
-            return response
-        except web.HTTPException as exc:  # redirects and the like from other handlers pass through
-            status = exc.status
-            raise
-        except asyncio.CancelledError:
-            status = 499  # the client went away
-            raise
-        finally:
-            metrics.in_flight.dec()
-            duration = time.perf_counter() - started
-            target = request.get(TARGET)
-            route = exchange.route or ("gatehouse" if target is not None and is_reserved(target.path) else "-")
-            metrics.requests.labels(route=route, code_class=_code_class(status)).inc()
-            metrics.request_duration.labels(route=route).observe(duration)
+    tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
+    try:
+        response = await _handle(request, handler, request_id)
+        status = response.status
+        if exchange.bytes_out == 0 and exchange.upstream_status is None:
+            exchange.bytes_out = response.content_length or 0
+        return response
+    except web.HTTPException as exc:  # redirects and the like from other handlers pass through
+        status = exc.status
+        raise
+    except asyncio.CancelledError:
+        status = 499  # the client went away
+        raise
+    finally:
+        metrics.in_flight.dec()
+        duration = time.perf_counter() - started
+        target = request.get(TARGET)
+        route = exchange.route or ("gatehouse" if target is not None and is_reserved(target.path) else "-")
+        metrics.child(metrics.requests, route, _CODE_CLASSES.get(status // 100) or _code_class(status)).inc()
+        metrics.child(metrics.request_duration, route).observe(duration)
+        if _info_enabled():
             bound = structlog.contextvars.get_contextvars()
             _log.info(
                 "request.completed",
                 request_id=request_id,
                 method=request.method,
-                path=target.path if target is not None else path,
+                path=target.path if target is not None else request.raw_path.partition("?")[0][:256],
                 route=exchange.route,
                 tier=exchange.tier,
                 decision=bound.get("decision"),
@@ -106,6 +125,7 @@ async def request_context(request: web.Request, handler: _Handler) -> web.Stream
                 bytes_out=exchange.bytes_out,
                 duration_s=round(duration, 6),
             )
+        structlog.contextvars.reset_contextvars(**tokens)
 
 
 async def _handle(request: web.Request, handler: _Handler, request_id: str) -> web.StreamResponse:

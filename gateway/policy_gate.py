@@ -167,11 +167,11 @@ class PolicyGate:
     @staticmethod
     def _account(metrics: Metrics, route: Route, outcome: GateOutcome) -> None:
         decision = outcome.decision
-        metrics.decisions.labels(tier=route.tier, outcome=outcome.verdict.value, reason=outcome.reason).inc()
+        metrics.child(metrics.decisions, route.tier, outcome.verdict.value, outcome.reason).inc()
         for finding in decision.failing:
-            metrics.failing_checks.labels(tier=route.tier, check=finding.check).inc()
+            metrics.child(metrics.failing_checks, route.tier, finding.check).inc()
         if outcome.verdict is Verdict.MONITOR:
-            metrics.would_deny.labels(route=route.id, reason=outcome.reason).inc()
+            metrics.child(metrics.would_deny, route.id, outcome.reason).inc()
         if decision.snapshot_age is not None:
             metrics.snapshot_age.observe(max(decision.snapshot_age.total_seconds(), 0.0))
 
