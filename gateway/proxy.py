@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import aiohttp
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -38,6 +39,7 @@ from gateway.errors import BodyTooLarge, UpstreamError
 from gateway.metrics import Metrics
 from gateway.routing import Route
 from gateway.target import Target
+from gateway.upstream import send
 
 CHUNK_SIZE = 64 * 1024
 HOP_BY_HOP = frozenset({
@@ -159,10 +161,6 @@ def _upstream_url(route: Route, target: Target) -> URL:
     return URL(route.upstream + target.forward_target, encoded=True)
 
 
-def _timeout(route: Route) -> aiohttp.ClientTimeout:
-    return aiohttp.ClientTimeout(total=None, connect=None, sock_connect=route.connect_timeout_s, sock_read=route.read_timeout_s)
-
-
 def _classify(exc: BaseException, route: Route) -> UpstreamError:
     if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
         return UpstreamError("timeout", f"route `{route.id}`: the upstream did not answer in time", status=504)
@@ -207,20 +205,20 @@ async def forward(
     loop = asyncio.get_running_loop()
     started = loop.time()
     try:
-        upstream = await session.request(
-            request.method, _upstream_url(route, target), headers=headers, data=data,
-            allow_redirects=False, timeout=_timeout(route),
+        upstream = await send(
+            session, request.method, route.upstream, target.forward_target, headers, data,
+            connect_timeout=route.connect_timeout_s, read_timeout=route.read_timeout_s,
         )
     except BodyTooLarge:
         raise
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+    except (aiohttp.ClientError, HttpProcessingError, asyncio.TimeoutError, OSError) as exc:
         if over_limit:
             raise BodyTooLarge(f"route `{route.id}` accepts at most {limit} bytes") from None
         error = _classify(exc, route)
         metrics.upstream_errors.labels(route=route.id, kind=error.kind).inc()
         raise error from None
-    async with upstream:
-        metrics.upstream_duration.labels(route=route.id).observe(loop.time() - started)
+    try:
+        metrics.child(metrics.upstream_duration, route.id).observe(loop.time() - started)
         counts.upstream_status = upstream.status
         if over_limit:
             raise BodyTooLarge(f"route `{route.id}` accepts at most {limit} bytes")
@@ -243,8 +241,11 @@ async def forward(
             return response
         except ConnectionResetError:
             return response
+        upstream.release()  # the upstream's part is done: its connection goes back to the pool
         await response.write_eof()
         return response
+    finally:
+        upstream.close()  # a no-op after release; otherwise the connection is not reusable
 
 
 async def forward_websocket(

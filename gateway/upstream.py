@@ -1,0 +1,210 @@
+"""A lean HTTP/1.1 exchange with an upstream over the pooled session's own keep-alive connections.
+
+Owns: send (one request out, its response head back), UpstreamResponse (status, headers, the
+streamed body, and giving the connection back), connection_key.
+Must not import: app, handlers, proxy (proxy.forward calls this and maps its errors).
+
+``ClientSession.request`` does a lot per request that a proxy does not need: tracing hooks, the
+cookie jar, redirects, auth, proxies from the environment, timeout and timer objects, a
+ClientRequest and a ClientResponse with their header copies. This sends the same bytes on the
+same pooled connections with aiohttp's own pieces only: the session's TCPConnector (the pool, its
+keep-alive expiry and closing at shutdown), its ``ResponseHandler`` protocol and
+``HttpResponseParser`` (the C parser, body streaming and flow control, the ``sock_read`` timer),
+and ``StreamWriter`` (header serialisation and validation, chunked request bodies). The one
+private call is the connector's ``_get`` (a pooled connection for a ConnectionKey without building a
+ClientRequest); ``tests/gateway/test_upstream.py`` pins the key to the one aiohttp computes.
+
+Semantics kept from ClientSession: a connection whose response was not read to its end is closed,
+never reused; 1xx interim responses are skipped; a request without a body on a reused connection
+that the upstream had closed meanwhile is retried once on a new connection when its method is
+idempotent, as RFC 9112 §9.3.1 allows and aiohttp does; errors are aiohttp's (ClientConnectorError,
+ConnectionTimeoutError, ServerDisconnectedError, SocketTimeoutError, ClientPayloadError) plus
+HttpProcessingError for a malformed response head.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from functools import lru_cache
+
+import aiohttp
+from aiohttp.client_exceptions import ClientOSError, ConnectionTimeoutError, ServerDisconnectedError
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.client_reqrep import ClientRequest, ConnectionKey
+from aiohttp.connector import Connection
+from aiohttp.helpers import set_exception
+from aiohttp.http_writer import StreamWriter
+from aiohttp.streams import StreamReader
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+_SSL_SCHEMES = frozenset({"https", "wss"})
+_EMPTY_BODY_METHODS = frozenset({"HEAD"})
+_BODY_METHODS = frozenset({"PATCH", "POST", "PUT"})
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+_READ_BUFSIZE = 2**16
+
+
+@lru_cache(maxsize=256)
+def connection_key(upstream: str) -> ConnectionKey:
+    """The pool key aiohttp's ClientRequest gives a request to ``upstream`` (no proxy, default TLS checks)."""
+    url = URL(upstream)
+    return ConnectionKey(url.raw_host or "", url.port, url.scheme in _SSL_SCHEMES, True, None, None, None, None)
+
+
+class UpstreamResponse:
+    """The upstream's response head and its body as a stream; ``release`` hands the connection back."""
+
+    __slots__ = ("status", "reason", "headers", "content", "_conn", "_writer")
+
+    def __init__(
+        self, status: int, reason: str, headers: CIMultiDictProxy[str], content: StreamReader, conn: Connection,
+        writer: asyncio.Task[None] | None,
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.content = content
+        self._conn: Connection | None = conn
+        self._writer = writer
+        """The task still sending the request body, if any (an upstream may answer before reading it all)."""
+
+    def release(self) -> None:
+        """Return the connection to the pool when both messages are complete, else close it."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        writer, self._writer = self._writer, None
+        complete = self.content.is_eof() and self.content.exception() is None
+        if writer is not None and not writer.done():
+            writer.cancel()
+            complete = False
+        if complete:
+            conn.release()  # the connector still closes it when the protocol says it should
+        else:
+            conn.close()
+
+    def close(self) -> None:
+        """Close the connection: the exchange was abandoned."""
+        self._conn, conn = None, self._conn
+        writer, self._writer = self._writer, None
+        if writer is not None and not writer.done():
+            writer.cancel()
+        if conn is not None:
+            conn.close()
+
+
+async def _connect(
+    session: aiohttp.ClientSession, upstream: str, url: URL, *, connect_timeout: float | None,
+) -> tuple[Connection, bool]:
+    connector = session.connector
+    if connector is None or session.closed:
+        raise aiohttp.ClientConnectionError("the upstream session is closed")
+    conn = await connector._get(connection_key(upstream), [])  # the pool's fast path: no request object
+    if conn is not None:
+        return conn, True
+    loop = asyncio.get_running_loop()
+    probe = ClientRequest("GET", url, loop=loop, ssl=True)
+    timeout = aiohttp.ClientTimeout(total=None, connect=None, sock_connect=connect_timeout)
+    try:
+        return await connector.connect(probe, [], timeout), False
+    except asyncio.TimeoutError as exc:
+        if isinstance(exc, aiohttp.ClientError):
+            raise
+        raise ConnectionTimeoutError(f"Connection timeout to host {url}") from exc
+
+
+async def _write_body(writer: StreamWriter, protocol: ResponseHandler, body: AsyncIterator[bytes], conn: Connection) -> None:
+    try:
+        async for chunk in body:
+            await writer.write(chunk)
+        await writer.write_eof()
+    except OSError as exc:
+        set_exception(protocol, ClientOSError(exc.errno, "Can not write request body"), exc)
+    except asyncio.CancelledError:
+        conn.close()
+        raise
+    except Exception as exc:
+        set_exception(protocol, aiohttp.ClientConnectionError(f"Failed to send the request body: {exc!r}"), exc)
+    else:
+        protocol.start_timeout()
+
+
+async def send(
+    session: aiohttp.ClientSession,
+    method: str,
+    upstream: str,
+    target: str,
+    headers: CIMultiDict[str],
+    body: AsyncIterator[bytes] | None,
+    *,
+    connect_timeout: float | None,
+    read_timeout: float | None,
+) -> UpstreamResponse:
+    """Send one request to ``upstream`` (``scheme://host:port``) for ``target`` (path and query, raw).
+
+    ``headers`` go out as given (Host included), plus ``Transfer-Encoding: chunked`` for a body of
+    unknown length, or ``Content-Length: 0`` for a POST, PUT or PATCH without one.
+
+    Raises:
+        aiohttp.ClientError: connecting failed, timed out, or the exchange broke off before the head.
+        asyncio.TimeoutError: the upstream did not answer within ``read_timeout``.
+        HttpProcessingError: the upstream's response head is malformed.
+    """
+    url = URL(upstream + target, encoded=True)
+    if body is not None:
+        if "Content-Length" not in headers:
+            headers["Transfer-Encoding"] = "chunked"
+    elif method in _BODY_METHODS and "Content-Length" not in headers:
+        headers["Content-Length"] = "0"
+    status_line = f"{method} {target} HTTP/1.1"
+    loop = asyncio.get_running_loop()
+    retry = body is None and method in _IDEMPOTENT
+    while True:
+        conn, reused = await _connect(session, upstream, url, connect_timeout=connect_timeout)
+        try:
+            return await _exchange(conn, loop, method, status_line, headers, body, read_timeout)
+        except (ClientOSError, ServerDisconnectedError):
+            if not (retry and reused):
+                raise
+            retry = False  # the idle connection had been closed by the upstream: once more, on a new one
+
+
+async def _exchange(
+    conn: Connection,
+    loop: asyncio.AbstractEventLoop,
+    method: str,
+    status_line: str,
+    headers: CIMultiDict[str],
+    body: AsyncIterator[bytes] | None,
+    read_timeout: float | None,
+) -> UpstreamResponse:
+    protocol = conn.protocol
+    if protocol is None:
+        raise ServerDisconnectedError()
+    writer_task: asyncio.Task[None] | None = None
+    try:
+        protocol.set_response_params(
+            skip_payload=method in _EMPTY_BODY_METHODS, auto_decompress=False, read_timeout=read_timeout,
+            read_bufsize=_READ_BUFSIZE,
+        )
+        writer = StreamWriter(protocol, loop)
+        if body is not None and "Transfer-Encoding" in headers:
+            writer.enable_chunking()
+        await writer.write_headers(status_line, headers)
+        if body is None:
+            protocol.start_timeout()
+            writer.set_eof()
+        else:
+            writer_task = loop.create_task(_write_body(writer, protocol, body, conn))
+        while True:
+            message, payload = await protocol.read()
+            if not (100 <= message.code <= 199) or message.code == 101:
+                break
+        return UpstreamResponse(message.code, message.reason, message.headers, payload, conn, writer_task)
+    except BaseException:
+        if writer_task is not None and not writer_task.done():
+            writer_task.cancel()
+        conn.close()
+        raise

@@ -1,0 +1,227 @@
+"""The lean upstream exchange on real sockets: pooling, retries, framing and connection reuse."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+import pytest
+from aiohttp.client_reqrep import ClientRequest
+from multidict import CIMultiDict
+from yarl import URL
+
+from gateway.upstream import connection_key, send
+
+Respond = Callable[[bytes, asyncio.StreamWriter], Awaitable[bool]]
+"""Given a request head, answer it on the writer; False closes the connection afterwards."""
+
+
+class RawUpstream:
+    """A tiny HTTP/1.1 server on raw sockets that counts connections and records what arrives."""
+
+    def __init__(self, respond: Respond) -> None:
+        self.respond = respond
+        self.connections = 0
+        self.heads: list[bytes] = []
+        self.bodies: list[bytes] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                self.heads.append(head)
+                body = b""
+                if b"transfer-encoding: chunked" in head.lower():
+                    while True:
+                        size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+                        body += await reader.readexactly(size + 2)
+                        if size == 0:
+                            break
+                self.bodies.append(body)
+                if not await self.respond(head, writer):
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+async def ok(head: bytes, writer: asyncio.StreamWriter) -> bool:
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    await writer.drain()
+    return True
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False) as client:
+        yield client
+
+
+async def _get(session: aiohttp.ClientSession, base: str, path: str = "/x", method: str = "GET") -> tuple[int, bytes]:
+    response = await send(session, method, base, path, CIMultiDict({"Host": "svc"}), None, connect_timeout=2, read_timeout=2)
+    try:
+        body = await response.content.read()
+        response.release()
+    finally:
+        response.close()
+    return response.status, body
+
+
+class TestUpstream:
+    async def test_connection_key_is_aiohttps(self) -> None:
+        """The pool key is the one aiohttp's own ClientRequest computes, so pooled connections are shared."""
+        url = URL("http://127.0.0.1:8080/a?b")
+
+        request = ClientRequest("GET", url, loop=asyncio.get_running_loop(), ssl=True)
+
+        assert request.connection_key == connection_key("http://127.0.0.1:8080")
+
+    async def test_keep_alive_connection_is_reused(self, session: aiohttp.ClientSession) -> None:
+        """Sequential requests whose responses were read to the end share one connection."""
+        upstream = RawUpstream(ok)
+        base = await upstream.start()
+
+        results = [await _get(session, base) for _ in range(3)]
+        await upstream.close()
+
+        assert [(200, b"ok")] * 3 == results
+        assert 1 == upstream.connections
+
+    async def test_request_head_is_sent_as_given(self, session: aiohttp.ClientSession) -> None:
+        """The request line carries the raw target; no User-Agent, Accept or other header is added."""
+        upstream = RawUpstream(ok)
+        base = await upstream.start()
+
+        await _get(session, base, "/a/%C3%A9?q=%2F")
+        await upstream.close()
+
+        assert b"GET /a/%C3%A9?q=%2F HTTP/1.1\r\nHost: svc\r\n\r\n" == upstream.heads[0]
+
+    async def test_stale_keep_alive_connection_is_retried_once(self, session: aiohttp.ClientSession) -> None:
+        """A GET on a pooled connection the upstream closed without answering is sent again on a new one."""
+        answered = 0
+
+        async def close_after_first(head: bytes, writer: asyncio.StreamWriter) -> bool:
+            nonlocal answered
+            if answered == 1 and upstream.connections == 1:
+                return False  # hang up without answering the second request
+            answered += 1
+            await ok(head, writer)
+            return True
+
+        upstream = RawUpstream(close_after_first)
+        base = await upstream.start()
+
+        first = await _get(session, base)
+        second = await _get(session, base)
+        await upstream.close()
+
+        assert ((200, b"ok"), (200, b"ok")) == (first, second)
+        assert 2 == upstream.connections
+
+    async def test_post_without_body_is_not_retried(self, session: aiohttp.ClientSession) -> None:
+        """A POST whose connection was lost is not sent twice: the error reaches the caller."""
+        async def hang_up(head: bytes, writer: asyncio.StreamWriter) -> bool:
+            if head.startswith(b"POST"):
+                return False
+            await ok(head, writer)
+            return True
+
+        upstream = RawUpstream(hang_up)
+        base = await upstream.start()
+        await _get(session, base)
+
+        with pytest.raises(aiohttp.ServerDisconnectedError):
+            await _get(session, base, method="POST")
+        await upstream.close()
+
+        assert 2 == len(upstream.heads)
+        assert b"Content-Length: 0" in upstream.heads[1]
+
+    async def test_body_of_unknown_length_is_sent_chunked(self, session: aiohttp.ClientSession) -> None:
+        """A streamed body without Content-Length goes out with chunked framing."""
+        upstream = RawUpstream(ok)
+        base = await upstream.start()
+
+        async def body() -> AsyncIterator[bytes]:
+            yield b"abc"
+            yield b"de"
+
+        response = await send(session, "POST", base, "/up", CIMultiDict({"Host": "svc"}), body(), connect_timeout=2, read_timeout=2)
+        await response.content.read()
+        response.release()
+        await upstream.close()
+
+        assert b"transfer-encoding: chunked" in upstream.heads[0].lower()
+        assert b"abc\r\nde\r\n\r\n" == upstream.bodies[0]
+
+    async def test_early_answer_while_body_still_sending_closes_the_connection(self, session: aiohttp.ClientSession) -> None:
+        """When the upstream answers before the whole body was sent, that connection is never reused."""
+        gate = asyncio.Event()
+
+        async def early(head: bytes, writer: asyncio.StreamWriter) -> bool:
+            await ok(head, writer)
+            return True
+
+        class EarlyUpstream(RawUpstream):
+            async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                self.connections += 1
+                head = await reader.readuntil(b"\r\n\r\n")
+                self.heads.append(head)
+                if head.startswith(b"POST"):
+                    await early(head, writer)  # answer at once, read nothing of the body
+                    await gate.wait()
+                    writer.close()
+                    return
+                await ok(head, writer)
+                writer.close()
+
+        upstream = EarlyUpstream(early)
+        base = await upstream.start()
+
+        async def body() -> AsyncIterator[bytes]:
+            yield b"first"
+            await gate.wait()
+            yield b"never sent on a reused connection"
+
+        response = await send(session, "POST", base, "/up", CIMultiDict({"Host": "svc"}), body(), connect_timeout=2, read_timeout=2)
+        status = response.status
+        await response.content.read()
+        response.release()
+        gate.set()
+        after = await _get(session, base)
+        await upstream.close()
+
+        assert (200, (200, b"ok")) == (status, after)
+        assert 2 == upstream.connections
+
+    async def test_head_response_has_no_body(self, session: aiohttp.ClientSession) -> None:
+        """A HEAD response's Content-Length does not make the parser wait for a body; the connection is reused."""
+        async def head_ok(head: bytes, writer: asyncio.StreamWriter) -> bool:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n" if head.startswith(b"HEAD") else b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+            return True
+
+        upstream = RawUpstream(head_ok)
+        base = await upstream.start()
+
+        first = await _get(session, base, method="HEAD")
+        second = await _get(session, base)
+        await upstream.close()
+
+        assert ((200, b""), (200, b"ok")) == (first, second)
+        assert 1 == upstream.connections
