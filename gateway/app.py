@@ -29,6 +29,7 @@ Seams for the rest of the gateway:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
@@ -68,6 +69,11 @@ from gateway.settings import ServerSettings, Settings
 
 Clock = Callable[[], datetime]
 ReloadHook = Callable[[Settings], Awaitable[None]]
+
+STORE_READY_TIMEOUT_S = 0.5
+"""How long readiness waits for the store's health check: under the 1 s a probe usually allows."""
+_FEED_RETRY_MIN_S = 0.25
+_FEED_RETRY_MAX_S = 5.0
 
 
 def utc_now() -> datetime:
@@ -252,7 +258,11 @@ def _store_ctx(settings: Settings) -> Callable[[web.Application], AsyncIterator[
         app[STORE] = store
         app[SNAPSHOT_CACHE] = SnapshotCache(store, metrics=app[METRICS], refresh_interval_s=settings.ingest.cache_refresh_s)
         health = getattr(store, "health", None)
-        app[READINESS].add("store", health if health is not None else (lambda: True))
+        if health is None:
+            app[READINESS].add("store", lambda: True)
+        else:
+            # INVARIANT: bounded well under a probe's timeout, so a silent database reads "not ready", never a hang.
+            app[READINESS].add("store", lambda: health(timeout_s=STORE_READY_TIMEOUT_S))
         try:
             yield
         finally:
@@ -281,37 +291,59 @@ def _breakglass_ctx(settings: Settings) -> Callable[[web.Application], AsyncIter
 
 
 async def _change_feed_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Follow other replicas' writes at once where the store announces them (PostgreSQL NOTIFY)."""
+    """Follow other replicas' writes at once where the store announces them (PostgreSQL NOTIFY).
+
+    One follower per kind of change (snapshots, the audit log) catches up whenever a notice arrives;
+    notices arriving while it works are folded into one more catch-up, so a burst of writes costs a
+    few reads, not one per write. A ``resync`` notice (the listener (re)connected, for example after
+    a database outage) wakes both. A failed catch-up is retried with backoff until it succeeds or
+    newer notices arrive; the periodic cache refresh and break-glass maintenance remain the safety net.
+    """
     subscribe = getattr(app[STORE], "subscribe", None)
     if subscribe is None:
         yield
         return
     cache = app[SNAPSHOT_CACHE]
     service = app[BREAKGLASS]
-    tasks: set[asyncio.Task[object]] = set()
     log = structlog.get_logger("gateway.app")
+    wake = {"snapshot": asyncio.Event(), "audit": asyncio.Event()}
 
-    async def catch_up(kind: str) -> None:
-        try:
-            if kind in ("snapshot", "resync"):
-                await cache.refresh()
-            if kind in ("audit", "resync"):
-                await service.refresh()
-        except Exception as exc:  # the periodic refresh is the safety net
-            log.warning("change_feed.refresh_failed", kind=kind, error=f"{type(exc).__name__}: {exc}")
+    async def follow(kind: str, refresh: Callable[[], Awaitable[object]]) -> None:
+        event = wake[kind]
+        delay = _FEED_RETRY_MIN_S
+        while True:
+            await event.wait()
+            event.clear()
+            try:
+                await refresh()
+            except Exception as exc:  # never let the follower die; retry unless a newer notice does
+                log.warning("change_feed.refresh_failed", kind=kind, error=f"{type(exc).__name__}: {exc}", retry_in_s=delay)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):  # not wait_for: on 3.11 it can swallow a cancel
+                        await event.wait()
+                event.set()
+                delay = min(delay * 2, _FEED_RETRY_MAX_S)
+            else:
+                delay = _FEED_RETRY_MIN_S
 
     def on_notice(notice: Any) -> None:
-        task = asyncio.get_running_loop().create_task(catch_up(str(notice.kind.value)))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        kind = str(notice.kind.value)
+        for name, event in wake.items():
+            if kind in (name, "resync"):
+                event.set()
 
+    tasks = [
+        asyncio.create_task(follow("snapshot", cache.refresh), name="change-feed-snapshots"),
+        asyncio.create_task(follow("audit", service.refresh), name="change-feed-audit"),
+    ]
     unsubscribe = subscribe(on_notice)
     try:
         yield
     finally:
         unsubscribe()
-        for task in list(tasks):
+        for task in tasks:
             task.cancel()
+        await asyncio.wait(tasks, timeout=_FEED_RETRY_MAX_S)  # bounded: shutdown never hangs on a follower
 
 
 __all__ = ["Clock", "ConfigHolder", "LiveConfig", "ReloadHook", "create_app", "handler_kwargs", "upstream_session", "utc_now"]

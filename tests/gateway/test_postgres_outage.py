@@ -20,14 +20,19 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 
+from breakglass import BreakglassService, Scope
 from gateway.app import create_app
+from gateway.ingest.snapshot_parse import parse_snapshot_item
 from gateway.metrics import Metrics
 from gateway.settings import Settings
+from gateway.store.postgres import open_postgres_store
+from tests.breakglass.factories import ALLOWED, make_config, make_request
 from tests.gateway.fullstack import Keys, MovableClock, gatehouse_settings, ingest_headers, mac_item
 
 pytestmark = pytest.mark.postgres
 
 ALICE = "alice@example.com"
+BOB = "bob@example.com"
 CLIENT = {"X-Gatehouse-Client": "test"}
 REASON = "the laptop is being re-encrypted and I need the wiki now"
 
@@ -121,13 +126,13 @@ class Stack:
         await self.client.close()
         return await self.start()
 
-    def user(self, device: str) -> dict[str, str]:
-        token = self.keys.token(ALICE, device=device, now=self.clock())
+    def user(self, device: str, user: str = ALICE) -> dict[str, str]:
+        token = self.keys.token(user, device=device, now=self.clock())
         return {"Authorization": f"Bearer {token}", "Accept": "application/json"}
 
-    async def get(self, path: str, device: str) -> tuple[int, str]:
+    async def get(self, path: str, device: str, user: str = ALICE) -> tuple[int, str]:
         assert self.client is not None
-        response = await self.client.get(path, headers=self.user(device))
+        response = await self.client.get(path, headers=self.user(device, user))
         await response.read()
         return response.status, response.headers.get("X-Gatehouse-Denied-Reason", "")
 
@@ -143,9 +148,9 @@ class Stack:
         )
         return response.status, await response.json()
 
-    async def grants(self, device: str) -> list[dict[str, Any]]:
+    async def grants(self, device: str, user: str = ALICE) -> list[dict[str, Any]]:
         assert self.client is not None
-        response = await self.client.get("/.gatehouse/api/v1/break-glass", headers=self.user(device))
+        response = await self.client.get("/.gatehouse/api/v1/break-glass", headers=self.user(device, user))
         body = await response.json()
         assert 200 == response.status, body
         return list(body["grants"])
@@ -213,23 +218,50 @@ class TestPostgresOutage:
         assert (200, "") == still_allowed
 
         cluster.start()
+        peer_grant = await _write_as_another_replica(cluster.dsn, mac_item("C02PEER", at=stack.clock(), owner=BOB, disk_encrypted=False), stack)
         recovered_s = await _eventually(stack.ready, within_s=10)
         ingest_after = await stack.ingest(mac_item("C02AFTER", at=stack.clock()))
         grant_after = await stack.break_glass("C02BAD")
         after_grant = await stack.get("/public/", "C02BAD")
+        peer_s = await _eventually(lambda: _is_allowed(stack, "C02PEER", BOB), within_s=5)
 
         assert recovered_s < 10
+        assert peer_s < 5  # the change listener reconnected and re-synced: notices sent before then were missed
         assert (200, "stored") == (ingest_after[0], ingest_after[1]["results"][0]["outcome"])
         assert 201 == grant_after[0], grant_after[1]
         assert (200, "") == after_grant
 
         await stack.restart()
-        serials = ("C02OK", "C02BAD", "C02USED", "C02IDLE", "C02AFTER", "C02DURING")
-        restarted = {serial: await stack.get("/public/", serial) for serial in serials}
+        serials = ("C02OK", "C02BAD", "C02USED", "C02IDLE", "C02AFTER", "C02PEER", "C02DURING")
+        restarted = {serial: await stack.get("/public/", serial, BOB if serial == "C02PEER" else ALICE) for serial in serials}
         grants = {g["id"] for g in await stack.grants("C02OK")}
+        peer_grants = {g["id"] for g in await stack.grants("C02PEER", BOB)}
 
         assert {
             "C02OK": (200, ""), "C02BAD": (200, ""), "C02USED": (200, ""), "C02IDLE": (200, ""), "C02AFTER": (200, ""),
-            "C02DURING": (403, "device-unknown"),
+            "C02PEER": (200, ""), "C02DURING": (403, "device-unknown"),
         } == restarted
         assert {used_grant[1]["id"], idle_grant[1]["id"], grant_after[1]["id"]} == grants
+        assert {peer_grant} == peer_grants
+
+
+async def _is_allowed(stack: Stack, serial: str, user: str) -> bool:
+    return (await stack.get("/public/", serial, user))[0] == 200
+
+
+async def _write_as_another_replica(dsn: str, item: dict[str, Any], stack: Stack) -> str:
+    """Store a failing snapshot and grant its device the low tier through a store of its own, as another
+    replica would the moment the database is back; returns the grant id."""
+    now = stack.clock()
+    snapshot = parse_snapshot_item(item, where="peer", received_at=now, max_future_skew=timedelta(minutes=5))
+    store = await open_postgres_store(dsn, max_connections=2)
+    try:
+        await store.put_snapshots([snapshot])
+        service = await BreakglassService.open(store.audit_sink(), config=make_config())
+        grant = await service.request(
+            make_request(user="bob", user_email=BOB, device_serial=snapshot.serial, scope=Scope.for_tier("low")),
+            rule=ALLOWED, now=now,
+        )
+    finally:
+        await store.close()
+    return grant.id

@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,14 @@ import aiohttp
 import orjson
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
-from tests.gateway.fullstack import Keys, gatehouse_config, ingest_headers, mac_item
+from gateway.app import create_app
+from gateway.ingest.snapshot_parse import parse_snapshot_item
+from gateway.keys import SNAPSHOT_CACHE
+from gateway.metrics import Metrics
+from gateway.store.postgres import open_postgres_store
+from tests.gateway.fullstack import START, Keys, MovableClock, gatehouse_config, gatehouse_settings, ingest_headers, mac_item
 
 pytestmark = pytest.mark.postgres
 
@@ -101,14 +107,10 @@ async def replicas(tmp_path: Path, postgres_dsn: str, upstream_url: str) -> Asyn
     raw = gatehouse_config(keys, store=postgres_dsn, upstream=upstream_url)
     config = tmp_path / "gatehouse.yaml"
     config.write_text(yaml.safe_dump(raw))
-    # A first: it migrates the empty database; B then finds the schema in place.
-    a = await _start_replica("A", config)
-    started: list[Replica] = [a]
+    # Started together, as a Deployment's pods are: both migrate the empty database, one after the other.
+    started = [await _start_replica("A", config), await _start_replica("B", config)]
     try:
-        url_a = await a.started(30)
-        b = await _start_replica("B", config)
-        started.append(b)
-        url_b = await b.started(30)
+        url_a, url_b = await asyncio.gather(*(replica.started(30) for replica in started))
         yield url_a, url_b, keys
     finally:
         for replica in started:
@@ -194,3 +196,32 @@ async def _allowed(session: aiohttp.ClientSession, url: str, headers: dict[str, 
 
 async def _denied_for(session: aiohttp.ClientSession, url: str, headers: dict[str, str], reason: str) -> bool:
     return await _status(session, url, headers) == (403, reason)
+
+
+class TestChangeFeed:
+    async def test_a_burst_of_writes_by_another_replica_all_reach_the_cache_within_a_second(
+        self, postgres_dsn: str, aiohttp_client: Any, tmp_path: Path
+    ) -> None:
+        """200 snapshots stored one at a time by another replica are all in this replica's cache within a second
+        of the last write (notices arriving during a catch-up are folded into the next one, none is lost)."""
+        keys = Keys(tmp_path / "keys")
+        settings = gatehouse_settings(keys, store=postgres_dsn, upstream="http://127.0.0.1:9")
+        client = await aiohttp_client(create_app(settings, clock=MovableClock(), metrics=Metrics(CollectorRegistry())))
+        cache = client.app[SNAPSHOT_CACHE]
+        other = await open_postgres_store(postgres_dsn, max_connections=4)
+        snapshots = [
+            parse_snapshot_item(mac_item(f"C02B{i:04d}", at=START), where="burst", received_at=START, max_future_skew=timedelta(0))
+            for i in range(200)
+        ]
+        try:
+            await asyncio.gather(*(other.put_snapshots([s]) for s in snapshots))
+            started = time.monotonic()
+            while not all(s.serial in cache for s in snapshots):
+                if time.monotonic() - started > PROPAGATION_S:
+                    break
+                await asyncio.sleep(0.01)
+            missing = [s.serial for s in snapshots if s.serial not in cache]
+        finally:
+            await other.close()
+
+        assert [] == missing
