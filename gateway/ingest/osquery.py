@@ -29,7 +29,8 @@ from gateway.ingest.snapshot_parse import is_placeholder_serial, parse_platform,
 from gateway.store.base import Enrollment, HostDetails, PendingQuery, QueryResult
 from policy_engine.model import DeviceSnapshot, Fact, OsFamily, Version
 
-SHIPPED_PACK = Path(__file__).resolve().parents[2] / "deploy" / "osquery" / "posture-pack.json"
+SHIPPED_PACK = Path(__file__).with_name("posture-pack.json")
+"""The pack in deploy/osquery/, reached through a link inside the package so installed wheels carry it."""
 _PLATFORM_SUFFIXES = ("_darwin", "_linux", "_windows")
 _TRUE = frozenset(("1", "true", "yes", "on", "enabled", "good"))
 _FALSE = frozenset(("0", "false", "no", "off", "disabled", "", "poor", "not monitored", "snoozed"))
