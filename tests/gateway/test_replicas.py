@@ -43,18 +43,31 @@ sys.exit(run(sys.argv[1], environ={}))
 
 @dataclass
 class Replica:
-    """One ``gateway.server.run`` subprocess and the JSON log events it wrote."""
+    """One ``gateway.server.run`` subprocess, its JSON log events and the tail of its raw output."""
 
     name: str
     child: asyncio.subprocess.Process
     events: list[dict[str, Any]] = field(default_factory=list)
+    tail: list[str] = field(default_factory=list)
     url: str = ""
-    _started: asyncio.Event = field(default_factory=asyncio.Event)
-    _pumps: list[asyncio.Task[None]] = field(default_factory=list)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    pumps: list[asyncio.Task[None]] = field(default_factory=list)
 
-    async def pump(self, stream: asyncio.StreamReader) -> None:
-        """Read every log line (a full pipe would block the child), keeping the JSON events."""
+    @classmethod
+    async def start(cls, name: str, config: Path) -> Replica:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _CHILD, str(config),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT,
+        )
+        assert child.stdout is not None and child.stderr is not None
+        replica = cls(name, child)
+        replica.pumps = [asyncio.create_task(replica._pump(child.stdout)), asyncio.create_task(replica._pump(child.stderr))]
+        return replica
+
+    async def _pump(self, stream: asyncio.StreamReader) -> None:
+        """Read every line (a full pipe would block the child), keeping the JSON events."""
         while line := await stream.readline():
+            self.tail = [*self.tail[-30:], line.decode(errors="replace").rstrip()]
             try:
                 event = orjson.loads(line)
             except orjson.JSONDecodeError:
@@ -63,21 +76,21 @@ class Replica:
                 self.events.append(event)
                 if event.get("event") == "gateway.started":
                     self.url = event["listeners"][0]
-                    self._started.set()
+                    self.ready.set()
 
     async def started(self, timeout_s: float) -> str:
-        """The listener URL from the ``gateway.started`` event."""
-        exited = asyncio.ensure_future(self.child.wait())
-        started = asyncio.ensure_future(self._started.wait())
-        done, _ = await asyncio.wait({exited, started}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-        exited.cancel()
-        started.cancel()
-        if not self._started.is_set():
-            problems = [e for e in self.events if e.get("level") in ("error", "critical")]
-            raise AssertionError(f"replica {self.name} did not start within {timeout_s} s: {problems}")
+        """The listener URL from the ``gateway.started`` event; fails with the child's last output."""
+        waits = {asyncio.ensure_future(self.child.wait()), asyncio.ensure_future(self.ready.wait())}
+        await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        for wait in waits:
+            wait.cancel()
+        if not self.ready.is_set():
+            output = "\n".join(self.tail)
+            raise AssertionError(f"replica {self.name} did not start within {timeout_s} s (exit {self.child.returncode}):\n{output}")
         return self.url
 
     async def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within 15 s."""
         if self.child.returncode is None:
             self.child.send_signal(signal.SIGTERM)
             try:
@@ -85,19 +98,7 @@ class Replica:
             except TimeoutError:
                 self.child.kill()
                 await self.child.wait()
-        for pump in self._pumps:
-            await pump
-
-
-async def _start_replica(name: str, config: Path) -> Replica:
-    child = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _CHILD, str(config),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT,
-    )
-    assert child.stdout is not None and child.stderr is not None
-    replica = Replica(name, child)
-    replica._pumps = [asyncio.create_task(replica.pump(child.stdout)), asyncio.create_task(replica.pump(child.stderr))]
-    return replica
+        await asyncio.gather(*self.pumps)
 
 
 @pytest.fixture
@@ -108,13 +109,12 @@ async def replicas(tmp_path: Path, postgres_dsn: str, upstream_url: str) -> Asyn
     config = tmp_path / "gatehouse.yaml"
     config.write_text(yaml.safe_dump(raw))
     # Started together, as a Deployment's pods are: both migrate the empty database, one after the other.
-    started = [await _start_replica("A", config), await _start_replica("B", config)]
+    started = [await Replica.start("A", config), await Replica.start("B", config)]
     try:
         url_a, url_b = await asyncio.gather(*(replica.started(30) for replica in started))
         yield url_a, url_b, keys
     finally:
-        for replica in started:
-            await replica.stop()
+        await asyncio.gather(*(replica.stop() for replica in started))
 
 
 def _user(keys: Keys, device: str) -> dict[str, str]:
