@@ -29,6 +29,7 @@ from gateway.routing import Route
 
 RESERVED_PREFIXES = ("/.gatehouse/", "/.well-known/gatehouse/")
 """Paths that belong to Gatehouse on every host and are never proxied."""
+_RESERVED_BARE = frozenset(p[:-1] for p in RESERVED_PREFIXES)
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
@@ -108,7 +109,7 @@ class Readiness:
 
 def is_reserved(path: str) -> bool:
     """True for paths under a reserved prefix (or the bare prefixes themselves)."""
-    return any(path.startswith(p) or path == p[:-1] for p in RESERVED_PREFIXES)
+    return path.startswith(RESERVED_PREFIXES) or path in _RESERVED_BARE
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -145,7 +146,8 @@ async def handle_proxied(request: web.Request) -> web.StreamResponse:
     exchange = request[EXCHANGE]
     exchange.route, exchange.tier = route.id, route.tier
     structlog.contextvars.bind_contextvars(route=route.id, tier=route.tier)
-    admission = await request.config_dict[GATE].admit(request, route)
+    app = request.config_dict
+    admission = await app[GATE].admit(request, route)
     if admission.response is not None:
         return admission.response
     websocket = proxy.is_websocket_upgrade(request)
@@ -160,7 +162,6 @@ async def handle_proxied(request: web.Request) -> web.StreamResponse:
         strip=admission.strip,
         websocket=websocket,
     )
-    app = request.config_dict
     if websocket:
         return await proxy.forward_websocket(
             request, route, target, session=app[UPSTREAM_SESSION], headers=headers, counts=exchange, metrics=app[METRICS],

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -40,8 +40,8 @@ _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def new_request_id() -> str:
-    """A fresh random request id (32 hex characters)."""
-    return uuid.uuid4().hex
+    """A fresh random request id (32 hex characters, 128 random bits)."""
+    return os.urandom(16).hex()
 
 
 def choose_request_id(incoming: str | None, *, trusted: bool) -> str:

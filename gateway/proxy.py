@@ -86,12 +86,21 @@ def connection_named(headers: Iterable[tuple[str, str]]) -> frozenset[str]:
     return frozenset(names)
 
 
+def _named_in(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> frozenset[str]:
+    """connection_named for a multidict: nothing to scan when it has no Connection header."""
+    values = headers.getall("Connection", ())
+    return connection_named(("connection", v) for v in values) if values else frozenset()
+
+
 def _is_hop(name: str, named: frozenset[str]) -> bool:
     return name in HOP_BY_HOP or name.startswith("proxy-") or name in named
 
 
 def _quote_node(address: str) -> str:
     return f'"[{address}]"' if ":" in address else address
+
+
+_NEVER_UPSTREAM = HOP_BY_HOP | _FORWARDING | {"expect"}
 
 
 def upstream_headers(
@@ -107,15 +116,14 @@ def upstream_headers(
     websocket: bool = False,
 ) -> CIMultiDict[str]:
     """The headers to send upstream for a client request (see the module docstring)."""
-    items = list(incoming.items())
-    named = connection_named(items)
-    stripped = {s.lower() for s in strip}
+    named = _named_in(incoming)
+    stripped = {s.lower() for s in strip} if strip else ()
     out: CIMultiDict[str] = CIMultiDict()
-    for name, value in items:
+    for name, value in incoming.items():
         lower = name.lower()
-        if _is_hop(lower, named) or lower.startswith(IDENTITY_PREFIX) or lower in stripped or lower == "expect":
+        if lower in _NEVER_UPSTREAM or lower.startswith(("proxy-", IDENTITY_PREFIX)) or lower in stripped or lower in named:
             continue
-        if lower in _FORWARDING or (websocket and lower in _WS_HANDSHAKE):
+        if websocket and lower in _WS_HANDSHAKE:
             continue
         out.add(name, value)
     node = peer or "unknown"
@@ -133,21 +141,25 @@ def upstream_headers(
         out["X-Forwarded-Host"] = host
         out["Forwarded"] = ours
     out["X-Request-Id"] = request_id
-    for name, value in (inject or {}).items():
-        out[name] = value
+    if inject:
+        for name, value in inject.items():
+            out[name] = value
     return out
 
 
 def downstream_headers(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     """The upstream's response headers minus hop-by-hop ones, for the client."""
-    items = list(incoming.items())
-    named = connection_named(items)
     out: CIMultiDict[str] = CIMultiDict()
-    for name, value in items:
-        lower = name.lower()
-        if not _is_hop(lower, named):
-            out.add(name, value)
+    _copy_downstream(incoming, out)
     return out
+
+
+def _copy_downstream(incoming: CIMultiDictProxy[str] | CIMultiDict[str], out: CIMultiDict[str]) -> None:
+    named = _named_in(incoming)
+    for name, value in incoming.items():
+        lower = name.lower()
+        if not (lower in HOP_BY_HOP or lower.startswith("proxy-") or lower in named):
+            out.add(name, value)
 
 
 def is_websocket_upgrade(request: web.Request) -> bool:
@@ -223,7 +235,7 @@ async def forward(
         if over_limit:
             raise BodyTooLarge(f"route `{route.id}` accepts at most {limit} bytes")
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-        response.headers.extend(downstream_headers(upstream.headers))
+        _copy_downstream(upstream.headers, response.headers)  # type: ignore[arg-type]
         response.headers["X-Request-Id"] = request_id
         await response.prepare(request)
         try:

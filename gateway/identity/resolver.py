@@ -10,7 +10,7 @@ bearer token is not rescued by a cookie. Device sources are tried in their own c
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -20,7 +20,7 @@ from aiohttp import web
 from gateway.identity.assertion import (
     SigningKeys, identity_headers, jwks_document, load_signing_keys, sign_assertion,
 )
-from gateway.identity.config import ASSERTION_HEADER, IdentitySettings, UserSource
+from gateway.identity.config import ASSERTION_HEADER, IdentitySettings, UpstreamAssertionSettings, UserSource
 from gateway.identity.device import DeviceEvidence, DeviceTrust, device_serial
 from gateway.errors import Problem
 from gateway.identity.errors import AuthenticationError, AuthReason, KeyFileError
@@ -34,6 +34,8 @@ from gateway.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 LOGIN_COOKIE = "gatehouse_login"
+_MEMO_MAX = 10_000
+"""Entries kept per memo (encoded identity headers, signed assertions) before it starts over."""
 Clock = Callable[[], datetime]
 
 
@@ -102,6 +104,9 @@ class IdentityResolver:
             names.add(dev.header.name.lower())
         self.strip_names: frozenset[str] = frozenset(names)
         """Incoming header names to drop before forwarding (besides every `X-Gatehouse-*`, see should_strip)."""
+        self._needs_peer = "mtls" in dev.sources or "header" in dev.sources
+        self._headers_memo: dict[tuple[str, str, tuple[str, ...], str | None], dict[str, str]] = {}
+        self._assertions: dict[tuple[object, ...], tuple[str, datetime]] = {}
 
     def now(self) -> datetime:
         """The injected clock's current time."""
@@ -200,11 +205,15 @@ class IdentityResolver:
         return device_serial(self.evidence(request), identity, self._device_trust, now=now or self._clock())
 
     def evidence(self, request: web.Request) -> DeviceEvidence:
-        """Read what the request offers about its device (nothing is trusted here)."""
+        """Read what the request offers about its device (nothing is trusted here).
+
+        The TLS peer certificate and peer address are read only when a configured source (mtls,
+        header) looks at them.
+        """
         transport = request.transport
         peercert = None
         remote = None
-        if transport is not None:
+        if transport is not None and self._needs_peer:
             ssl_object = transport.get_extra_info("ssl_object")
             if ssl_object is not None:
                 peercert = ssl_object.getpeercert() or None
@@ -225,14 +234,44 @@ class IdentityResolver:
         Raises:
             UnsafeHeaderValue: a value holds control characters.
         """
-        headers = identity_headers(identity, device)
+        key = (identity.subject, identity.email, identity.groups, device.serial if device is not None else None)
+        encoded = self._headers_memo.get(key)
+        if encoded is None:
+            encoded = identity_headers(identity, device)
+            if len(self._headers_memo) >= _MEMO_MAX:
+                self._headers_memo.clear()
+            self._headers_memo[key] = encoded
+        headers = dict(encoded)
         if self.signing_keys is not None and self.settings.assertion is not None:
-            a = self.settings.assertion
-            headers[ASSERTION_HEADER] = sign_assertion(
-                identity, device, posture, self.signing_keys, now=now or self._clock(),
-                issuer=a.issuer, audience=a.audience, lifetime_s=a.lifetime_s,
+            headers[ASSERTION_HEADER] = self._assertion(
+                identity, device, posture, self.signing_keys, self.settings.assertion, now=now or self._clock(),
             )
         return headers
+
+    def _assertion(
+        self, identity: Identity, device: DeviceId | None, posture: PostureSummary | None, keys: SigningKeys,
+        a: UpstreamAssertionSettings, *, now: datetime,
+    ) -> str:
+        """The signed assertion for this user, device and decision, reused for half its lifetime.
+
+        Signing ES256 costs far more than the rest of a request, so an assertion is signed once per
+        user, device and decision (tier, verdict, failing checks, break-glass) and sent again until
+        half its lifetime has passed: every assertion an upstream receives has at least half its
+        lifetime left, and its ``posture.snapshot_age_s`` is the age when it was issued (``iat``).
+        """
+        key = (
+            keys.signing_kid, identity.subject, identity.email, identity.groups, identity.issuer,
+            None if device is None else (device.serial, device.source),
+            None if posture is None else (posture.tier, posture.decision, posture.failed_checks, posture.break_glass),
+        )
+        held = self._assertions.get(key)
+        if held is not None and timedelta(0) <= now - held[1] < timedelta(seconds=a.lifetime_s / 2):
+            return held[0]
+        token = sign_assertion(identity, device, posture, keys, now=now, issuer=a.issuer, audience=a.audience, lifetime_s=a.lifetime_s)
+        if len(self._assertions) >= _MEMO_MAX:
+            self._assertions.clear()
+        self._assertions[key] = (token, now)
+        return token
 
     def should_strip(self, name: str) -> bool:
         """True for an incoming header that only Gatehouse may set (`X-Gatehouse-*`, device headers)."""

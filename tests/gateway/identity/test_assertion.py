@@ -125,3 +125,50 @@ class TestIdentityHeaders:
 
         with pytest.raises(UnsafeHeaderValue):
             identity_headers(identity, None)
+
+
+class TestAssertionReuse:
+    async def _resolver(self, tmp_path: Path):  # type: ignore[no-untyped-def]
+        import aiohttp
+
+        from gateway.identity.resolver import IdentityResolver
+
+        new_key(tmp_path, "a")
+        identity_settings = settings({"jwt": jwt_section(jwks_url="http://127.0.0.1:9/jwks.json"), "assertion": {"key_files": ["a.pem"], "audience": "upstreams"}}, base_dir=tmp_path)
+        session = aiohttp.ClientSession()
+        return IdentityResolver(identity_settings, session=session, clock=lambda: NOW), session
+
+    async def test_same_decision_reuses_the_assertion_for_half_its_lifetime(self, tmp_path: Path) -> None:
+        """One user, device and decision get the same signed assertion until half its lifetime has passed."""
+        from datetime import timedelta
+
+        resolver, session = await self._resolver(tmp_path)
+        user = Identity("user-1", "alice@corp.example", ("staff",), "https://idp", "bearer", NOW + timedelta(hours=1))
+        posture = PostureSummary("high", "allow", 120, (), break_glass=False)
+
+        first = resolver.upstream_headers(user, None, posture, now=NOW)["X-Gatehouse-Jwt-Assertion"]
+        later = resolver.upstream_headers(user, None, PostureSummary("high", "allow", 200, ()), now=NOW + timedelta(seconds=149))["X-Gatehouse-Jwt-Assertion"]
+        renewed = resolver.upstream_headers(user, None, posture, now=NOW + timedelta(seconds=150))["X-Gatehouse-Jwt-Assertion"]
+        await session.close()
+
+        assert first == later
+        assert renewed != first
+
+    async def test_another_decision_gets_its_own_assertion(self, tmp_path: Path) -> None:
+        """A different verdict, failing check or user is never answered with a reused assertion."""
+        from datetime import timedelta
+
+        resolver, session = await self._resolver(tmp_path)
+        user = Identity("user-1", "alice@corp.example", ("staff",), "https://idp", "bearer", NOW + timedelta(hours=1))
+        other = Identity("user-2", "bob@corp.example", ("staff",), "https://idp", "bearer", NOW + timedelta(hours=1))
+        allow = PostureSummary("high", "allow", 120, ())
+
+        tokens = {
+            resolver.upstream_headers(user, None, allow, now=NOW)["X-Gatehouse-Jwt-Assertion"],
+            resolver.upstream_headers(user, None, PostureSummary("high", "would-deny", 120, ("disk",)), now=NOW)["X-Gatehouse-Jwt-Assertion"],
+            resolver.upstream_headers(user, None, PostureSummary("high", "break-glass", 120, ("disk",), break_glass=True), now=NOW)["X-Gatehouse-Jwt-Assertion"],
+            resolver.upstream_headers(other, None, allow, now=NOW)["X-Gatehouse-Jwt-Assertion"],
+        }
+        await session.close()
+
+        assert 4 == len(tokens)
