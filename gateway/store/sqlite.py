@@ -92,6 +92,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 _HISTORY_PAGE = 1000
+_LOAD_PAGE = 2000
 
 
 def hash_node_key(node_key: str) -> str:
@@ -208,10 +209,17 @@ class SqliteStore:
         """Every device's latest snapshot, with the cursor to follow changes from."""
 
         def work(conn: sqlite3.Connection) -> Changes:
+            decode = self._decoder.decode
+            snapshots: list[DeviceSnapshot] = []
             with _transaction(conn, immediate=False):
                 (cursor,) = conn.execute("SELECT value FROM counters WHERE name = 'snapshot_seq'").fetchone()
-                rows = conn.execute("SELECT body FROM latest_snapshots").fetchall()
-            return Changes(tuple(self._decoder.decode(body) for (body,) in rows), cursor)
+                rows = conn.execute("SELECT body FROM latest_snapshots")
+                # In pages: the raw bodies of a whole fleet never sit in memory at once, so the
+                # memory they took is reused for the snapshots instead of growing the heap.
+                while page := rows.fetchmany(_LOAD_PAGE):
+                    snapshots.extend(decode(body) for (body,) in page)
+            self._decoder = SnapshotDecoder()  # the bulk load's memo would only pin one-off owner tuples
+            return Changes(tuple(snapshots), cursor)
 
         return await self._run(work)
 
