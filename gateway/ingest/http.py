@@ -75,8 +75,13 @@ def add_ingest_routes(app: web.Application) -> None:
 # -- helpers ------------------------------------------------------------------------------------
 
 
+RETRY_AFTER_S = 5
+"""What a 503 asks senders to wait before retrying (agents also back off by themselves)."""
+
+
 def _error(status: int, code: str, message: str) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps({"error": code, "message": message}), content_type=_JSON)
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+    return web.Response(status=status, body=orjson.dumps({"error": code, "message": message}), content_type=_JSON, headers=headers)
 
 
 def _json(payload: bytes) -> web.Response:

@@ -445,8 +445,10 @@ class PostgresStore:
         task, self._listener = self._listener, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # INVARIANT: shutdown never waits on an unreachable server for longer than a connect timeout.
+            done, _ = await asyncio.wait({task}, timeout=self._connect_timeout_s)
+            if not done:
+                _log.warning("store.listener_stop_timed_out", timeout_s=self._connect_timeout_s)
 
     def _dispatch(self, notice: ChangeNotice) -> None:
         for callback in tuple(self._subscribers):

@@ -326,7 +326,7 @@ class TestStoreFailure:
 
         response = await ingest.client.post(PATH, json=[item()], headers=AUTH)
 
-        assert 503 == response.status
+        assert (503, "5") == (response.status, response.headers.get("Retry-After"))
         assert "retry" in (await response.json())["message"]
         assert None is ingest.cache.get("C02XK0AAJGH6")
         assert 1.0 == ingest.metrics.registry.get_sample_value("gatehouse_store_errors_total", {"operation": "put_snapshots"})
