@@ -257,12 +257,17 @@ def _store_ctx(settings: Settings) -> Callable[[web.Application], AsyncIterator[
         store = await open_store(settings.store.reveal())
         app[STORE] = store
         app[SNAPSHOT_CACHE] = SnapshotCache(store, metrics=app[METRICS], refresh_interval_s=settings.ingest.cache_refresh_s)
+        cache = app[SNAPSHOT_CACHE]
+        app[READINESS].add("snapshots", lambda: cache.loaded)
         health = getattr(store, "health", None)
+        # The store degrades rather than fails readiness: with the cache loaded, requests are still
+        # decided correctly from memory; taking every replica out of the load balancer during a
+        # database outage would turn it into a full outage. `/readyz?strict=1` counts it as not ready.
         if health is None:
-            app[READINESS].add("store", lambda: True)
+            app[READINESS].add("store", lambda: True, degrades=True)
         else:
-            # INVARIANT: bounded well under a probe's timeout, so a silent database reads "not ready", never a hang.
-            app[READINESS].add("store", lambda: health(timeout_s=STORE_READY_TIMEOUT_S))
+            # INVARIANT: bounded well under a probe's timeout, so a silent database reads as failing, never a hang.
+            app[READINESS].add("store", lambda: health(timeout_s=STORE_READY_TIMEOUT_S), degrades=True)
         try:
             yield
         finally:

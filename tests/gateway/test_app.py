@@ -79,6 +79,19 @@ class TestHealth:
         assert 200 == ready.status
         assert {"config": True, "store": True, "policy": True} == ready_body["checks"]
 
+    async def test_a_degradable_check_is_reported_without_failing_readiness(self, metrics: Metrics) -> None:
+        """A failing degradable check (the store) is listed as degraded; strict readiness counts it."""
+        app = create_app(make_settings([]), metrics=metrics, gate=OpenGate())
+        app[READINESS].add("store", lambda: False, degrades=True)
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+            lenient = await client.get("/.gatehouse/readyz")
+            lenient_body = await lenient.json()
+            strict = await client.get("/.gatehouse/readyz?strict=1")
+            strict_body = await strict.json()
+
+        assert (200, [], ["store"]) == (lenient.status, lenient_body["not_ready"], lenient_body["degraded"])
+        assert (503, ["store"], []) == (strict.status, strict_body["not_ready"], strict_body["degraded"])
+
 
 class TestNotFound:
     async def test_no_route_is_404_json_for_api_clients(self, make_gateway: MakeGateway) -> None:

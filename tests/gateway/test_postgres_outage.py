@@ -155,13 +155,14 @@ class Stack:
         assert 200 == response.status, body
         return list(body["grants"])
 
-    async def readiness(self) -> tuple[int, dict[str, Any]]:
+    async def readiness(self, *, strict: bool = False) -> tuple[int, dict[str, Any]]:
         assert self.client is not None
-        response = await self.client.get("/.gatehouse/readyz")
+        response = await self.client.get("/.gatehouse/readyz" + ("?strict=1" if strict else ""))
         return response.status, await response.json()
 
     async def ready(self) -> bool:
-        return (await self.readiness())[0] == 200
+        """Fully ready, the store included."""
+        return (await self.readiness(strict=True))[0] == 200
 
 
 @pytest.fixture
@@ -202,6 +203,7 @@ class TestPostgresOutage:
         started = time.monotonic()
         ready_during = await stack.readiness()
         readiness_s = time.monotonic() - started
+        strict_during = await stack.readiness(strict=True)
         ingest_during = await stack.ingest(mac_item("C02DURING", at=stack.clock()))
         grant_during = await stack.break_glass("C02BAD")
         still_allowed = await stack.get("/public/", "C02OK")
@@ -209,7 +211,8 @@ class TestPostgresOutage:
         assert (200, 201, 201, (200, ""), 200) == (ingested[0], used_grant[0], idle_grant[0], first_use, ready_before[0])
         assert ((200, ""), (403, "checks-failed"), (200, "")) == (allowed_during, denied_during, used_during)
         assert 503 == idle_during[0]  # a grant's first use must be on record before it is served
-        assert (503, ["store"], False) == (ready_during[0], ready_during[1]["not_ready"], ready_during[1]["checks"]["store"])
+        assert (200, [], ["store"], False) == (ready_during[0], ready_during[1]["not_ready"], ready_during[1]["degraded"], ready_during[1]["checks"]["store"])
+        assert (503, ["store"]) == (strict_during[0], strict_during[1]["not_ready"])
         assert readiness_s < 2.0
         assert (503, "store-unavailable") == (ingest_during[0], ingest_during[1]["error"])
         assert "nothing from this request was stored" in ingest_during[1]["message"]
