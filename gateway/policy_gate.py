@@ -28,6 +28,7 @@ from gateway.identity.errors import AuthenticationError
 from gateway.identity.model import PostureSummary
 from gateway.keys import BREAKGLASS, CLOCK, DEVICE, IDENTITY, METRICS, OUTCOME, REQUEST_ID, SNAPSHOT_CACHE, USER
 from gateway.metrics import Metrics
+from gateway.pages import error_response
 from gateway.policy_file import load_policy
 from gateway.routing import Route
 from gateway.views.deny import DenyView, platform_from_user_agent, render_deny
@@ -151,9 +152,12 @@ class PolicyGate:
             return Admission.refuse(deny_response(request, outcome, route, policies, now=now))
         if outcome.verdict is Verdict.BREAK_GLASS and outcome.grant is not None:
             if not await note_use(request.app, outcome.grant, route.id, now=now):
-                raise web.HTTPServiceUnavailable(
-                    text="break-glass use could not be recorded in the audit log, so it is refused; try again shortly",
-                )
+                return Admission.refuse(error_response(
+                    request.headers.get("Accept", ""), status=503, code="audit-unavailable",
+                    detail="your break-glass grant is valid, but its use could not be recorded in the audit log, "
+                    "so this request is refused; try again in a minute",
+                    request_id=request.get(REQUEST_ID),
+                ))
         age = outcome.decision.snapshot_age
         posture = PostureSummary(
             tier=route.tier,

@@ -200,6 +200,7 @@ class TestPostgresOutage:
         denied_during = await stack.get("/public/", "C02BAD")
         used_during = await stack.get("/public/", "C02USED")
         idle_during = await stack.get("/public/", "C02IDLE")
+        idle_problem = await (await stack.client.get("/public/", headers=stack.user("C02IDLE", ALICE))).json()  # type: ignore[union-attr]
         started = time.monotonic()
         ready_during = await stack.readiness()
         readiness_s = time.monotonic() - started
@@ -211,6 +212,7 @@ class TestPostgresOutage:
         assert (200, 201, 201, (200, ""), 200) == (ingested[0], used_grant[0], idle_grant[0], first_use, ready_before[0])
         assert ((200, ""), (403, "checks-failed"), (200, "")) == (allowed_during, denied_during, used_during)
         assert 503 == idle_during[0]  # a grant's first use must be on record before it is served
+        assert "audit-unavailable" == idle_problem["code"]
         assert (200, [], ["store"], False) == (ready_during[0], ready_during[1]["not_ready"], ready_during[1]["degraded"], ready_during[1]["checks"]["store"])
         assert (503, ["store"]) == (strict_during[0], strict_during[1]["not_ready"])
         assert readiness_s < 2.0
