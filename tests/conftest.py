@@ -7,12 +7,9 @@ with the command that installs it; in CI (``CI`` set) it fails them, so nothing 
 
 from __future__ import annotations
 
-import glob
 import os
-import shutil
 import socket
 import subprocess
-import tempfile
 import uuid
 from datetime import UTC, datetime
 from typing import Iterator
@@ -21,6 +18,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from gateway.metrics import Metrics
+from tests.pgcluster import Cluster, postgres_bindir, throwaway_cluster
 
 NOW = datetime(2026, 11, 22, 15, 0, 0, tzinfo=UTC)
 
@@ -58,11 +56,6 @@ def metrics(registry: CollectorRegistry) -> Metrics:
     return Metrics(registry)
 
 
-def _postgres_bindir() -> str | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    return os.path.dirname(found[-1]) if found else None
-
-
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
     """A throwaway PostgreSQL cluster on 127.0.0.1 for the whole run; yields its base DSN."""
@@ -70,36 +63,30 @@ def postgres_server() -> Iterator[str]:
     if external:
         yield external
         return
-    bindir = _postgres_bindir()
+    bindir = postgres_bindir()
     if bindir is None:
         missing_service("PostgreSQL", "run `make system-deps` (installs Debian's postgresql)")
-    datadir = tempfile.mkdtemp(prefix="gatehouse-pg-")
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        shutil.chown(datadir, "postgres", "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    port = free_port()
-    subprocess.run(
-        [*as_user, f"{bindir}/initdb", "-D", datadir, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
-        check=True, capture_output=True,
-    )
-    subprocess.run(
-        [*as_user, f"{bindir}/pg_ctl", "-D", datadir, "-w", "-l", f"{datadir}/server.log", "-o",
-         f"-p {port} -k {datadir} -c listen_addresses=127.0.0.1 -c max_connections=200", "start"],
-        check=True, capture_output=True,
-    )
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}"
-    finally:
-        subprocess.run([*as_user, f"{bindir}/pg_ctl", "-D", datadir, "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(datadir, ignore_errors=True)
+    with throwaway_cluster(bindir, options="-c max_connections=200") as cluster:  # type: ignore[arg-type]
+        yield cluster.base_dsn
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[Cluster]:
+    """A PostgreSQL cluster of this test's own, which it may stop and start (the session one is shared)."""
+    if os.environ.get("GATEHOUSE_TEST_POSTGRES_DSN"):
+        missing_service("a local PostgreSQL this test can stop", "unset GATEHOUSE_TEST_POSTGRES_DSN to let the tests start their own")
+    bindir = postgres_bindir()
+    if bindir is None:
+        missing_service("PostgreSQL", "run `make system-deps` (installs Debian's postgresql)")
+    with throwaway_cluster(bindir) as cluster:  # type: ignore[arg-type]
+        yield cluster
 
 
 @pytest.fixture
 def postgres_dsn(postgres_server: str) -> str:
     """A DSN to a new, empty database of its own for this test."""
     name = f"t_{uuid.uuid4().hex[:12]}"
-    bindir = _postgres_bindir()
+    bindir = postgres_bindir()
     psql = f"{bindir}/psql" if bindir and os.path.exists(f"{bindir}/psql") else "psql"
     subprocess.run([psql, f"{postgres_server}/postgres", "-q", "-c", f"CREATE DATABASE {name}"], check=True, capture_output=True)
     return f"{postgres_server}/{name}"

@@ -3,14 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import glob
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -27,6 +21,7 @@ from gateway.metrics import Metrics
 from gateway.settings import Settings
 from gateway.store.postgres import open_postgres_store
 from tests.breakglass.factories import ALLOWED, make_config, make_request
+from tests.pgcluster import Cluster
 from tests.gateway.fullstack import Keys, MovableClock, gatehouse_settings, ingest_headers, mac_item
 
 pytestmark = pytest.mark.postgres
@@ -37,58 +32,9 @@ CLIENT = {"X-Gatehouse-Client": "test"}
 REASON = "the laptop is being re-encrypted and I need the wiki now"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Cluster:
-    """A throwaway PostgreSQL cluster of this test's own, to stop and start (the session one is shared)."""
-
-    def __init__(self, bindir: str, datadir: str, as_user: list[str]) -> None:
-        self.bindir, self.datadir, self.as_user = bindir, datadir, as_user
-        self.port = _free_port()
-        self.dsn = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    def start(self) -> None:
-        subprocess.run(
-            [*self.as_user, f"{self.bindir}/pg_ctl", "-D", self.datadir, "-w", "-l", f"{self.datadir}/server.log",
-             "-o", f"-p {self.port} -k {self.datadir} -c listen_addresses=127.0.0.1", "start"],
-            check=True, capture_output=True,
-        )
-
-    def stop(self, mode: str = "immediate") -> None:
-        subprocess.run(
-            [*self.as_user, f"{self.bindir}/pg_ctl", "-D", self.datadir, "-w", "-m", mode, "stop"],
-            check=True, capture_output=True,
-        )
-
-
 @pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    if os.environ.get("GATEHOUSE_TEST_POSTGRES_DSN"):
-        pytest.skip("the outage test needs a local PostgreSQL it can stop; unset GATEHOUSE_TEST_POSTGRES_DSN")
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not found:
-        pytest.skip("PostgreSQL is not installed; run `make system-deps`")
-    bindir = os.path.dirname(found[-1])
-    datadir = tempfile.mkdtemp(prefix="gatehouse-pg-gw-outage-")
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        shutil.chown(datadir, "postgres", "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    subprocess.run(
-        [*as_user, f"{bindir}/initdb", "-D", datadir, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
-        check=True, capture_output=True,
-    )
-    own = Cluster(bindir, datadir, as_user)
-    own.start()
-    try:
-        yield own
-    finally:
-        subprocess.run([*as_user, f"{bindir}/pg_ctl", "-D", datadir, "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(datadir, ignore_errors=True)
+def cluster(own_postgres: Cluster) -> Cluster:
+    return own_postgres
 
 
 class Upstream:

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import glob
-import os
 import random
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
 import pytest
+
 
 from breakglass import AuditWriteError, BreakglassService, seal, verify
 from gateway.store import HostDetails, PutOutcome, StoreError, open_store
@@ -30,7 +25,9 @@ from gateway.store.postgres import (
 )
 from gateway.store.sqlite import SqliteStore
 from tests.breakglass.factories import ALLOWED, NOW, make_chain, make_config, make_event, make_request
+from tests.conftest import free_port
 from tests.gateway.store.snapshots import T0, make_snapshot
+from tests.pgcluster import Cluster
 
 pytestmark = pytest.mark.postgres
 
@@ -206,7 +203,7 @@ class TestReplicasWritingAtOnce:
 class TestUnreachable:
     async def test_opening_an_unreachable_database_fails_fast_without_the_password(self) -> None:
         """Nothing listening: open raises StoreError within the connect timeout, naming host and port, not the secret."""
-        port = _free_port()
+        port = free_port()
         started = time.monotonic()
 
         with pytest.raises(StoreError) as raised:
@@ -224,58 +221,9 @@ class TestUnreachable:
 # --- a cluster of the test's own, to stop and start -----------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Cluster:
-    """A throwaway PostgreSQL cluster this test may stop and start (the session one is shared)."""
-
-    def __init__(self, bindir: str, datadir: str, as_user: list[str]) -> None:
-        self.bindir, self.datadir, self.as_user = bindir, datadir, as_user
-        self.port = _free_port()
-        self.dsn = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    def start(self) -> None:
-        subprocess.run(
-            [*self.as_user, f"{self.bindir}/pg_ctl", "-D", self.datadir, "-w", "-l", f"{self.datadir}/server.log",
-             "-o", f"-p {self.port} -k {self.datadir} -c listen_addresses=127.0.0.1", "start"],
-            check=True, capture_output=True,
-        )
-
-    def stop(self, mode: str = "immediate") -> None:
-        subprocess.run(
-            [*self.as_user, f"{self.bindir}/pg_ctl", "-D", self.datadir, "-w", "-m", mode, "stop"],
-            check=True, capture_output=True,
-        )
-
-
 @pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    if os.environ.get("GATEHOUSE_TEST_POSTGRES_DSN"):
-        pytest.skip("the outage test needs a local PostgreSQL it can stop; unset GATEHOUSE_TEST_POSTGRES_DSN")
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not found:
-        pytest.skip("PostgreSQL is not installed; run `make system-deps`")
-    bindir = os.path.dirname(found[-1])
-    datadir = tempfile.mkdtemp(prefix="gatehouse-pg-outage-")
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        shutil.chown(datadir, "postgres", "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    subprocess.run(
-        [*as_user, f"{bindir}/initdb", "-D", datadir, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
-        check=True, capture_output=True,
-    )
-    own = Cluster(bindir, datadir, as_user)
-    own.start()
-    try:
-        yield own
-    finally:
-        subprocess.run([*as_user, f"{bindir}/pg_ctl", "-D", datadir, "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(datadir, ignore_errors=True)
+def cluster(own_postgres: Cluster) -> Cluster:
+    return own_postgres
 
 
 class TestOutage:
