@@ -43,10 +43,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from breakglass import BreakglassService
-from gateway.breakglass_config import BreakglassSettings
 from gateway.breakglass_http import BreakglassWeb, add_breakglass_routes, breakglass_maintenance_ctx
 from gateway.errors import ConfigError, Problem
-from gateway.handlers import Gate, OpenGate, Readiness, handle_proxied, healthz, readyz
+from gateway.handlers import Gate, Readiness, handle_proxied, healthz, readyz
 from gateway.identity import add_identity_routes, identity_cleanup_ctx
 from gateway.ingest.http import add_ingest_routes, ingest_background
 from gateway.keys import (

@@ -224,7 +224,6 @@ def platform_from_user_agent(user_agent: str) -> OsFamily:
 def _title_and_detail(view: DenyView) -> tuple[str, str]:
     """The h1 / problem title and a one-paragraph detail, per reason."""
     d, service = view.decision, _service(view)
-    now = _now(view)
     reason = d.reason
     if reason is Reason.DEVICE_UNKNOWN:
         if not view.device_serial:

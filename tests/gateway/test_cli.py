@@ -7,7 +7,6 @@ import contextlib
 import csv
 import inspect
 import io
-import os
 import re
 import signal
 import sqlite3
