@@ -216,9 +216,9 @@ class TestBodies:
         assert all(seen.body_bytes <= 1000 for seen in recorder.seen)
 
     async def test_large_bodies_stream_in_bounded_memory(self, make_gateway: MakeGateway, upstream_url: str, recorder: Recorder) -> None:
-        """256 MiB up and 256 MiB down pass through with RSS growth well under 64 MiB."""
+        """1 GiB up (echoed back) and 1 GiB down pass through with RSS growth well under 64 MiB."""
         gw = await make_gateway([_route(upstream_url, max_body_bytes=1 << 30)])
-        size = 256 * 1024 * 1024
+        size = 1 << 30
         block = b"z" * (1024 * 1024)
         gc.collect()
         before = _rss_bytes()
