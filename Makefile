@@ -31,6 +31,7 @@ test-fast: install
 	$(PY) -m pytest -m "not browser and not postgres and not oidc"
 
 bench-policy: install
+	$(PY) -m pip install -q -e '.[bench]' --config-settings editable_mode=compat
 	$(PY) bench/bench_policy.py
 
 bench: install
