@@ -126,7 +126,7 @@ class PolicyGate:
             structlog.contextvars.bind_contextvars(decision="unauthenticated", reason=err.reason.value, tier=route.tier)
             return Admission.refuse(await resolver.challenge(request, err))
         started = time.perf_counter()
-        device = resolver.device(request, identity)
+        device = resolver.device(request, identity, now=now)
         request[USER] = identity
         cache = app[SNAPSHOT_CACHE]
         snapshot = None
@@ -166,7 +166,7 @@ class PolicyGate:
             failed_checks=tuple(f.check for f in outcome.decision.failing),
             break_glass=outcome.verdict is Verdict.BREAK_GLASS,
         )
-        return Admission.allow(resolver.upstream_headers(identity, device, posture), strip=resolver.strip_names)
+        return Admission.allow(resolver.upstream_headers(identity, device, posture, now=now), strip=resolver.strip_names)
 
     @staticmethod
     def _account(metrics: Metrics, route: Route, outcome: GateOutcome) -> None:
