@@ -173,6 +173,16 @@ def _upstream_url(route: Route, target: Target) -> URL:
     return URL(route.upstream + target.forward_target, encoded=True)
 
 
+class _WholeBodyResponse(web.StreamResponse):
+    """A streamed response whose head waits for the first body write (or the end), sent with it in one write.
+
+    Only for an upstream response that had fully arrived with its head: a body still streaming
+    gets its head sent at once, as StreamResponse does.
+    """
+
+    _send_headers_immediately = False
+
+
 def _classify(exc: BaseException, route: Route) -> UpstreamError:
     if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
         return UpstreamError("timeout", f"route `{route.id}`: the upstream did not answer in time", status=504)
@@ -234,7 +244,8 @@ async def forward(
         counts.upstream_status = upstream.status
         if over_limit:
             raise BodyTooLarge(f"route `{route.id}` accepts at most {limit} bytes")
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        whole = upstream.content.is_eof()  # the whole body is here: head and body leave in one write
+        response = (_WholeBodyResponse if whole else web.StreamResponse)(status=upstream.status, reason=upstream.reason)
         _copy_downstream(upstream.headers, response.headers)  # type: ignore[arg-type]
         response.headers["X-Request-Id"] = request_id
         await response.prepare(request)

@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator
 from functools import lru_cache
 
 import aiohttp
-from aiohttp.client_exceptions import ClientOSError, ConnectionTimeoutError, ServerDisconnectedError
+from aiohttp.client_exceptions import ClientOSError, ConnectionTimeoutError, ServerDisconnectedError, SocketTimeoutError
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.client_reqrep import ClientRequest, ConnectionKey
 from aiohttp.connector import Connection
@@ -184,27 +184,45 @@ async def _exchange(
     if protocol is None:
         raise ServerDisconnectedError()
     writer_task: asyncio.Task[None] | None = None
+    head_timer: asyncio.TimerHandle | None = None
     try:
+        # Without a body the head is awaited under one timer of ours, re-armed by each interim
+        # response; the protocol's own timer (re-armed on every read) only runs for the body,
+        # so a small response costs one timer instead of two. With a body the protocol times
+        # the wait from the end of the upload, as ClientSession does.
         protocol.set_response_params(
-            skip_payload=method in _EMPTY_BODY_METHODS, auto_decompress=False, read_timeout=read_timeout,
-            read_bufsize=_READ_BUFSIZE,
+            skip_payload=method in _EMPTY_BODY_METHODS, auto_decompress=False,
+            read_timeout=read_timeout if body is not None else None, read_bufsize=_READ_BUFSIZE,
         )
         writer = StreamWriter(protocol, loop)
         if body is not None and "Transfer-Encoding" in headers:
             writer.enable_chunking()
         await writer.write_headers(status_line, headers)
         if body is None:
-            protocol.start_timeout()
             writer.set_eof()
         else:
             writer_task = loop.create_task(_write_body(writer, protocol, body, conn))
         while True:
+            if body is None and read_timeout:
+                head_timer = loop.call_later(read_timeout, _head_timed_out, protocol)
             message, payload = await protocol.read()
+            if head_timer is not None:
+                head_timer.cancel()
+                head_timer = None
             if not (100 <= message.code <= 199) or message.code == 101:
                 break
+        if body is None and read_timeout and not payload.is_eof():
+            protocol.read_timeout = read_timeout
+            protocol.start_timeout()
         return UpstreamResponse(message.code, message.reason, message.headers, payload, conn, writer_task)
     except BaseException:
+        if head_timer is not None:
+            head_timer.cancel()
         if writer_task is not None and not writer_task.done():
             writer_task.cancel()
         conn.close()
         raise
+
+
+def _head_timed_out(protocol: ResponseHandler) -> None:
+    protocol.set_exception(SocketTimeoutError("Timeout on reading data from socket"))

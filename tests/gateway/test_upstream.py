@@ -225,3 +225,58 @@ class TestUpstream:
 
         assert ((200, b""), (200, b"ok")) == (first, second)
         assert 1 == upstream.connections
+
+
+class TestReadTimeouts:
+    async def test_head_not_sent_in_time_times_out(self, session: aiohttp.ClientSession) -> None:
+        """A GET whose response head does not arrive within the read timeout fails with a timeout."""
+        async def silent(head: bytes, writer: asyncio.StreamWriter) -> bool:
+            await asyncio.sleep(2)
+            return False
+
+        upstream = RawUpstream(silent)
+        base = await upstream.start()
+
+        with pytest.raises(asyncio.TimeoutError):
+            await send(session, "GET", base, "/x", CIMultiDict({"Host": "svc"}), None, connect_timeout=2, read_timeout=0.2)
+        await upstream.close()
+
+    async def test_interim_responses_keep_a_slow_request_alive(self, session: aiohttp.ClientSession) -> None:
+        """Each 1xx interim response restarts the read timeout, as every read does in ClientSession."""
+        async def processing(head: bytes, writer: asyncio.StreamWriter) -> bool:
+            for _ in range(4):
+                await asyncio.sleep(0.1)
+                writer.write(b"HTTP/1.1 102 Processing\r\n\r\n")
+            await asyncio.sleep(0.1)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+            return True
+
+        upstream = RawUpstream(processing)
+        base = await upstream.start()
+
+        response = await send(session, "GET", base, "/x", CIMultiDict({"Host": "svc"}), None, connect_timeout=2, read_timeout=0.25)
+        body = await response.content.read()
+        response.release()
+        await upstream.close()
+
+        assert (200, b"ok") == (response.status, body)
+
+    async def test_body_stalling_after_the_head_times_out(self, session: aiohttp.ClientSession) -> None:
+        """A body that stops arriving after the head fails with a timeout while it is read."""
+        async def stall(head: bytes, writer: asyncio.StreamWriter) -> bool:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n01234")
+            await writer.drain()
+            await asyncio.sleep(2)
+            return False
+
+        upstream = RawUpstream(stall)
+        base = await upstream.start()
+
+        response = await send(session, "GET", base, "/x", CIMultiDict({"Host": "svc"}), None, connect_timeout=2, read_timeout=0.2)
+        with pytest.raises(asyncio.TimeoutError):
+            await response.content.read()
+        response.close()
+        await upstream.close()
+
+        assert 200 == response.status
