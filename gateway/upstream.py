@@ -41,7 +41,7 @@ from yarl import URL
 
 _SSL_SCHEMES = frozenset({"https", "wss"})
 _EMPTY_BODY_METHODS = frozenset({"HEAD"})
-_BODY_METHODS = frozenset({"PATCH", "POST", "PUT"})
+_NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _READ_BUFSIZE = 2**16
 
@@ -142,10 +142,11 @@ async def send(
     connect_timeout: float | None,
     read_timeout: float | None,
 ) -> UpstreamResponse:
-    """Send one request to ``upstream`` (``scheme://host:port``) for ``target`` (path and query, raw).
+    """Send one request to ``upstream`` (``scheme://host:port`` and an optional base path) for ``target`` (path and query, raw).
 
     ``headers`` go out as given (Host included), plus ``Transfer-Encoding: chunked`` for a body of
-    unknown length, or ``Content-Length: 0`` for a POST, PUT or PATCH without one.
+    unknown length, or ``Content-Length: 0`` for a method other than GET, HEAD, OPTIONS and TRACE
+    without one (what ClientSession adds).
 
     Raises:
         aiohttp.ClientError: connecting failed, timed out, or the exchange broke off before the head.
@@ -156,9 +157,9 @@ async def send(
     if body is not None:
         if "Content-Length" not in headers:
             headers["Transfer-Encoding"] = "chunked"
-    elif method in _BODY_METHODS and "Content-Length" not in headers:
+    elif method not in _NO_BODY_METHODS and "Content-Length" not in headers:
         headers["Content-Length"] = "0"
-    status_line = f"{method} {target} HTTP/1.1"
+    status_line = f"{method} {url.raw_path_qs} HTTP/1.1"  # the upstream's own base path first, as ClientSession sends it
     loop = asyncio.get_running_loop()
     retry = body is None and method in _IDEMPOTENT
     while True:

@@ -280,3 +280,15 @@ class TestReadTimeouts:
         await upstream.close()
 
         assert 200 == response.status
+
+
+class TestTargets:
+    async def test_upstream_base_path_prefixes_the_target(self, session: aiohttp.ClientSession) -> None:
+        """An upstream configured with a path (`http://host:port/app`) receives that path before the request's."""
+        upstream = RawUpstream(ok)
+        base = await upstream.start()
+
+        await _get(session, base + "/app", "/x/%C3%A9?q=1")
+        await upstream.close()
+
+        assert upstream.heads[0].startswith(b"GET /app/x/%C3%A9?q=1 HTTP/1.1\r\n")
