@@ -11,6 +11,7 @@ privacy page, which is public: it describes what Gatehouse collects before anyon
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from datetime import datetime
 
 import structlog
@@ -38,9 +39,11 @@ PRIVACY_PATH = "/.gatehouse/privacy"
 FLEET_PATH = "/.gatehouse/admin/devices"
 
 
-def decisions_at_every_tier(policies: CompiledPolicySet, snapshot: DeviceSnapshot | None, *, now: datetime, failing_since: object = None) -> dict[str, Decision]:
+def decisions_at_every_tier(
+    policies: CompiledPolicySet, snapshot: DeviceSnapshot | None, *, now: datetime, failing_since: Mapping[str, datetime] | None = None,
+) -> dict[str, Decision]:
     """The device's decision for each tier of the policy, least sensitive first."""
-    return {t: policies.evaluate(snapshot, t, now=now, failing_since=failing_since) for t in policies.tier_names}  # type: ignore[arg-type]
+    return {t: policies.evaluate(snapshot, t, now=now, failing_since=failing_since) for t in policies.tier_names}
 
 
 async def recheck(request: web.Request) -> web.StreamResponse:
