@@ -17,6 +17,9 @@ Headers sent upstream:
   ``X-Real-IP`` is always dropped;
 - ``X-Request-Id`` is the request's id (the middleware keeps a trusted caller's, else generates one).
 
+The exchange itself goes through ``gateway.upstream.send`` (the pooled session's connections without
+ClientSession's per-request machinery); WebSockets go through ``ClientSession.ws_connect``.
+
 Bodies stream chunk by chunk; nothing holds a whole body. The request body is counted while it
 streams, so a chunked upload over the route's limit fails with 413 even without Content-Length.
 """

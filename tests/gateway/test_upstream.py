@@ -84,11 +84,13 @@ async def _get(session: aiohttp.ClientSession, base: str, path: str = "/x", meth
 class TestUpstream:
     async def test_connection_key_is_aiohttps(self) -> None:
         """The pool key is the one aiohttp's own ClientRequest computes, so pooled connections are shared."""
-        url = URL("http://127.0.0.1:8080/a?b")
+        loop = asyncio.get_running_loop()
 
-        request = ClientRequest("GET", url, loop=asyncio.get_running_loop(), ssl=True)
+        plain = ClientRequest("GET", URL("http://127.0.0.1:8080/a?b"), loop=loop, ssl=True)
+        tls = ClientRequest("GET", URL("https://svc.corp.example:8443/base/a"), loop=loop, ssl=True)
 
-        assert request.connection_key == connection_key("http://127.0.0.1:8080")
+        assert plain.connection_key == connection_key("http://127.0.0.1:8080")
+        assert tls.connection_key == connection_key("https://svc.corp.example:8443/base")
 
     async def test_keep_alive_connection_is_reused(self, session: aiohttp.ClientSession) -> None:
         """Sequential requests whose responses were read to the end share one connection."""
