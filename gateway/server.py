@@ -83,25 +83,26 @@ class WorkerHooks(Protocol):
 class _HeadTimeoutHandler(RequestHandler):
     """aiohttp's RequestHandler plus a deadline for the request head, counted from its first byte.
 
-    Armed when bytes arrive while the connection waits for a new request head; disarmed as soon as
-    the parser has a whole head. On expiry the connection is closed, unless a handler is running.
+    The deadline is noted (a float, no timer) when bytes arrive while the connection waits for a new
+    request head, and cleared as soon as the parser has a whole head. Its site's periodic sweep
+    (``_Site``) closes the connection once the deadline has passed, unless a handler is running.
     """
 
     def __init__(self, manager: web.Server, *, header_read_timeout: float, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._head_timeout = header_read_timeout
-        self._head_deadline: asyncio.TimerHandle | None = None
+        self._head_deadline: float | None = None
         self._awaiting_head = True
 
     def data_received(self, data: bytes) -> None:
         # INVARIANT: relies on aiohttp's _request_count (+1 per parsed head) and _upgraded.
         before = self._request_count
-        if data and self._awaiting_head and self._head_deadline is None and not self._upgraded:
-            self._head_deadline = self._loop.call_later(self._head_timeout, self._head_expired)
+        if self._awaiting_head and self._head_deadline is None and data and not self._upgraded:
+            self._head_deadline = self._loop.time() + self._head_timeout
         super().data_received(data)
         if self._request_count != before:
             self._awaiting_head = False
-            self._disarm()
+            self._head_deadline = None
 
     async def finish_response(self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None) -> tuple[web.StreamResponse, bool]:
         result = await super().finish_response(request, resp, start_time)
@@ -109,13 +110,8 @@ class _HeadTimeoutHandler(RequestHandler):
         return result
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        self._disarm()
+        self._head_deadline = None
         super().connection_lost(exc)
-
-    def _disarm(self) -> None:
-        if self._head_deadline is not None:
-            self._head_deadline.cancel()
-            self._head_deadline = None
 
     def log_exception(self, *args: Any, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info")
@@ -124,15 +120,26 @@ class _HeadTimeoutHandler(RequestHandler):
             return
         super().log_exception(*args, **kwargs)
 
-    def _head_expired(self) -> None:
+    def expire_head(self, now: float) -> None:
+        """Close the connection if its request head started arriving more than the timeout before ``now``."""
+        deadline = self._head_deadline
+        if deadline is None or now < deadline:
+            return
         self._head_deadline = None
         if self._awaiting_head and not self._request_in_progress and self.transport is not None:
             _log.info("connection.head_timeout", peer=str(self.transport.get_extra_info("peername")))
             self.force_close()
 
 
+HEAD_SWEEP_PERIOD_S = 1.0
+
+
 class _Site(web.TCPSite):
-    """A TCPSite whose connections use _HeadTimeoutHandler."""
+    """A TCPSite whose connections use _HeadTimeoutHandler, and the sweep that enforces their head deadlines.
+
+    One timer per site, every ``min(1 s, header_read_timeout_s)``, instead of one per request: a
+    slow head is closed at most one period after its deadline.
+    """
 
     def __init__(
         self, runner: web.AppRunner, host: str, port: int, *, ssl_context: ssl.SSLContext | None, server_settings: ServerSettings,
@@ -140,6 +147,7 @@ class _Site(web.TCPSite):
     ) -> None:
         super().__init__(runner, host, port, ssl_context=ssl_context, reuse_port=reuse_port)
         self._server_settings = server_settings
+        self._sweep: asyncio.TimerHandle | None = None
 
     def stop_accepting(self) -> None:
         """Close the listening socket now; connections already accepted carry on."""
@@ -163,6 +171,22 @@ class _Site(web.TCPSite):
         )
         if self._server.sockets:
             self._bound_port = self._server.sockets[0].getsockname()[1]
+        period = min(HEAD_SWEEP_PERIOD_S, timeout)
+
+        def sweep() -> None:
+            now = loop.time()
+            for handler in manager.connections:  # a copy: closing one does not disturb the walk
+                if isinstance(handler, _HeadTimeoutHandler):
+                    handler.expire_head(now)
+            self._sweep = loop.call_later(period, sweep)
+
+        self._sweep = loop.call_later(period, sweep)
+
+    async def stop(self) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
+        await super().stop()
 
 
 def tls_context(tls: TlsSettings) -> ssl.SSLContext:

@@ -11,14 +11,12 @@ email must be non-empty; no used claim may hold control characters.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-import cachetools
 import jwt
 
 from gateway.identity.errors import AuthenticationError, AuthReason
@@ -210,37 +208,44 @@ def verify_token(
 
 
 class VerifiedTokenCache:
-    """Verified identities by token digest, bounded, each entry expiring with its token."""
+    """Verified identities by raw token, bounded, each entry expiring with its token.
+
+    A plain dict keyed by the token string itself (no digest per request): an entry holds the scope
+    it was verified for, the instant it stops being served (expiry plus leeway) and the identity.
+    A full cache drops its oldest entry to admit a new one; an expired entry is dropped when met.
+    """
+
+    __slots__ = ("_entries", "_leeway", "_maxsize")
 
     def __init__(self, maxsize: int, *, leeway_s: float = 0.0) -> None:
-        self._now = 0.0
+        self._maxsize = maxsize
         self._leeway = leeway_s
-        self._cache: cachetools.TLRUCache[bytes, Identity] | None = (
-            cachetools.TLRUCache(maxsize, ttu=self._ttu, timer=lambda: self._now) if maxsize > 0 else None
-        )
-
-    def _ttu(self, _key: bytes, value: Identity, now: float) -> float:
-        return value.expires_at.timestamp() + self._leeway
-
-    @staticmethod
-    def _key(raw: str, scope: str) -> bytes:
-        return hashlib.sha256(f"{scope}\0{raw}".encode()).digest()
+        self._entries: dict[str, tuple[str, float, Identity]] = {}
 
     def get(self, raw: str, *, scope: str, source: UserSourceKind, now: datetime) -> Identity | None:
         """The identity verified earlier for this exact token, if it has not expired."""
-        if self._cache is None:
+        entry = self._entries.get(raw)
+        if entry is None:
             return None
-        self._now = max(self._now, now.timestamp())
-        found = self._cache.get(self._key(raw, scope))
-        if found is None or now.timestamp() >= found.expires_at.timestamp() + self._leeway:
+        entry_scope, until, found = entry
+        if entry_scope != scope:
+            return None
+        if now.timestamp() >= until:
+            self._entries.pop(raw, None)
             return None
         return found if found.source == source else replace(found, source=source)
 
     def put(self, raw: str, identity: Identity, *, scope: str, now: datetime) -> None:
-        if self._cache is None:
+        if self._maxsize <= 0:
             return
-        self._now = max(self._now, now.timestamp())
-        self._cache[self._key(raw, scope)] = identity
+        until = identity.expires_at.timestamp() + self._leeway
+        if now.timestamp() >= until:
+            return
+        entries = self._entries
+        entries.pop(raw, None)
+        while len(entries) >= self._maxsize:  # INVARIANT: never more than maxsize entries
+            del entries[next(iter(entries))]
+        entries[raw] = (scope, until, identity)
 
     def __len__(self) -> int:
-        return 0 if self._cache is None else len(self._cache)
+        return len(self._entries)

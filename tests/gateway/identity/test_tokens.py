@@ -234,3 +234,44 @@ class TestCache:
             cache.put(raw, verify(raw), scope="jwt", now=NOW)
 
         assert 3 == len(cache)
+
+    def test_full_cache_keeps_the_newest(self) -> None:
+        """A full cache drops its oldest entry to admit a new one."""
+        cache = VerifiedTokenCache(2)
+        raws = [mint(sub=f"u{i}") for i in range(3)]
+
+        for raw in raws:
+            cache.put(raw, verify(raw), scope="jwt", now=NOW)
+
+        assert None is cache.get(raws[0], scope="jwt", source="bearer", now=NOW)
+        assert "u2" == cache.get(raws[2], scope="jwt", source="bearer", now=NOW).subject  # type: ignore[union-attr]
+
+    def test_other_scope_misses(self) -> None:
+        """An identity verified for one scope is not served for another."""
+        cache = VerifiedTokenCache(10)
+        raw = mint()
+        cache.put(raw, verify(raw), scope="jwt", now=NOW)
+
+        found = cache.get(raw, scope="other", source="bearer", now=NOW)
+
+        assert None is found
+
+    def test_expired_entry_is_dropped(self) -> None:
+        """An entry met after its token expired is removed, not only skipped."""
+        cache = VerifiedTokenCache(10)
+        raw = mint()
+        cache.put(raw, verify(raw), scope="jwt", now=NOW)
+
+        cache.get(raw, scope="jwt", source="bearer", now=NOW + timedelta(minutes=10))
+
+        assert 0 == len(cache)
+
+    def test_other_source_gets_its_own_kind(self) -> None:
+        """A token cached from a bearer header and presented as a cookie says so."""
+        cache = VerifiedTokenCache(10)
+        raw = mint()
+        cache.put(raw, verify(raw), scope="jwt", now=NOW)
+
+        found = cache.get(raw, scope="jwt", source="cookie", now=NOW)
+
+        assert "cookie" == found.source  # type: ignore[union-attr]
