@@ -226,7 +226,7 @@ def parse_snapshot_item(
     if not isinstance(owners_raw, list) or not all(isinstance(o, str) and "@" in o and len(o) <= _MAX_TEXT for o in owners_raw):
         problems.append(FieldProblem(f"{where}.owners", "a list of email addresses"))
     else:
-        owners = tuple(dict.fromkeys(sys.intern(o.strip().lower()) for o in owners_raw))
+        owners = tuple(dict.fromkeys(o.strip().lower() for o in owners_raw))  # unique per device: not interned
     custom = _custom(item.get("custom", {}), f"{where}.custom", problems)
     if problems:
         raise ItemError(tuple(problems))

@@ -4,8 +4,8 @@ Owns: encode_snapshot, SnapshotDecoder, decode_snapshot, to_micros, from_micros.
 Must not import: aiohttp, sqlite3, asyncpg.
 
 Decoding interns the strings that repeat across a fleet (OS name and build, agent, source, fact
-names) and shares equal versions, owner tuples and custom-fact maps, so 100,000 resident
-snapshots stay small.
+names) and shares equal versions, owner tuples, custom-fact maps, times and integers, so 100,000
+resident snapshots stay small.
 """
 
 from __future__ import annotations
@@ -80,17 +80,24 @@ def encode_snapshot(snapshot: DeviceSnapshot) -> bytes:
 
 
 class SnapshotDecoder:
-    """Decodes snapshots, sharing equal versions, owner tuples and custom-fact maps between them.
+    """Decodes snapshots, sharing equal values between them so a resident fleet stays small.
 
-    A fleet repeats the same OS and agent versions and often the same custom facts, so one object
-    for each distinct value keeps 100,000 resident snapshots small. Not thread-safe: a backend
-    keeps one per worker thread. The memo is bounded and starts over when full.
+    A fleet repeats the same OS and agent versions, custom facts, screen-lock delays and (agents
+    report whole seconds) collection times, and an owner with several devices repeats one owner
+    tuple; one object for each distinct value keeps 100,000 resident snapshots small. A snapshot
+    received when it was collected holds one datetime for both. Strings unique to a device
+    (serial, hostname, owner emails) are not interned: that would add an interned-dict slot each.
+    Not thread-safe: a backend keeps one per worker thread. Each memo is bounded and starts over
+    when full.
     """
 
     _MEMO_LIMIT = 20_000
 
     def __init__(self) -> None:
         self._memo: dict[object, object] = {}
+        self._owners: dict[object, tuple[str, ...]] = {}
+        self._times: dict[int, datetime] = {}
+        self._ints: dict[int, int] = {}
 
     def _shared(self, key: object, make: Callable[[], T]) -> T:
         found = self._memo.get(key)
@@ -107,34 +114,65 @@ class SnapshotDecoder:
         key = ("v", tuple(parts), text)  # type: ignore[arg-type]
         return self._shared(key, lambda: Version(parts=key[1], text=sys.intern(text)))  # type: ignore[arg-type]
 
+    def _time(self, micros: int) -> datetime:
+        times = self._times
+        found = times.get(micros)
+        if found is None:
+            if len(times) >= self._MEMO_LIMIT:
+                times.clear()
+            found = times[micros] = from_micros(micros)
+        return found
+
+    def _int(self, value: int | None) -> int | None:
+        if value is None or -5 <= value <= 256:  # None and small ints are shared by CPython already
+            return value
+        ints = self._ints
+        found = ints.get(value)
+        if found is None:
+            if len(ints) >= self._MEMO_LIMIT:
+                ints.clear()
+            found = ints[value] = value
+        return found
+
+    def _owner_tuple(self, raw: list[str] | None) -> tuple[str, ...]:
+        if not raw:
+            return ()
+        key: object = raw[0] if len(raw) == 1 else tuple(raw)
+        found = self._owners.get(key)
+        if found is None:
+            if len(self._owners) >= self._MEMO_LIMIT:
+                self._owners.clear()
+            found = self._owners[key] = (raw[0],) if len(raw) == 1 else key  # type: ignore[assignment]
+        return found  # type: ignore[return-value]
+
     def decode(self, raw: bytes | str) -> DeviceSnapshot:
         """The snapshot ``encode_snapshot`` wrote."""
         data = orjson.loads(raw)
         intern = sys.intern
-        owners_raw = data.get("owners")
-        owners: tuple[str, ...] = (
-            self._shared(("o", *owners_raw), lambda: tuple(intern(o) for o in owners_raw)) if owners_raw else ()
-        )
         custom_raw = data.get("custom")
         custom: Mapping[str, Fact] = EMPTY_FACTS
         if custom_raw:
             key = ("c", orjson.dumps(custom_raw, option=orjson.OPT_SORT_KEYS))
             custom = self._shared(key, lambda: MappingProxyType({intern(k): v for k, v in custom_raw.items()}))
+        collected_micros = data["collected_at"]
+        received_micros = data["received_at"]
+        collected_at = self._time(collected_micros)
+        received_at = collected_at if received_micros == collected_micros else self._time(received_micros)
         return DeviceSnapshot(
             serial=data["serial"],
             platform=_FAMILIES[data["platform"]],
             os_name=intern(data["os_name"]),
             os_version=self._version(data.get("os_version")),
-            collected_at=from_micros(data["collected_at"]),
-            received_at=from_micros(data["received_at"]),
+            collected_at=collected_at,
+            received_at=received_at,
             source=intern(data["source"]),
             hostname=data.get("hostname", ""),
-            owners=owners,
+            owners=self._owner_tuple(data.get("owners")),
             distribution=intern(data.get("distribution", "")),
             os_build=intern(data.get("os_build", "")),
             agent_name=intern(data.get("agent_name", "")),
             agent_version=self._version(data.get("agent_version")),
-            screen_lock_delay_s=data.get("screen_lock_delay_s"),
+            screen_lock_delay_s=self._int(data.get("screen_lock_delay_s")),
             custom=custom,
             **{name: data.get(name) for name in _BOOL_FIELDS},
         )
