@@ -294,7 +294,13 @@ class AuditSink(Protocol):
         ...
 
 
-def _check_batch(entries: Sequence[AuditEntry], head: ChainHead) -> None:
+def check_batch(entries: Sequence[AuditEntry], head: ChainHead) -> None:
+    """The checks every sink makes before storing a batch (part of the ``AuditSink`` contract).
+
+    Raises:
+        ValueError: the batch is empty, or its entries do not link or carry wrong hashes.
+        AuditConflict: the first entry does not follow ``head`` (another writer appended first).
+    """
     if not entries:
         raise ValueError("an empty batch cannot be appended; pass at least one entry")
     if entries[0].seq != head.seq + 1 or entries[0].prev_hash != head.hash:
@@ -323,7 +329,7 @@ class InMemoryAuditSink:
     async def append(self, entries: Sequence[AuditEntry]) -> None:
         """Store ``entries`` if they follow the head (see ``AuditSink.append``)."""
         with self._lock:
-            _check_batch(entries, self._head)
+            check_batch(entries, self._head)
             self._entries.extend(entries)
             self._head = entries[-1].head
 

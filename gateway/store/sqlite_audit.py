@@ -1,7 +1,7 @@
 """The break-glass audit chain in the SQLite store's file: SqliteAuditSink.
 
 Owns: SqliteAuditSink, its two tables (``audit_entries``, ``audit_head``, versioned in
-``audit_schema``), check_batch (the batch checks every sink makes, as InMemoryAuditSink does).
+``audit_schema``); the batch checks are breakglass.audit.check_batch, shared by every sink.
 Must not import: aiohttp, gateway.ingest, gateway.app.
 
 The sink has its own connection to the same file as ``SqliteStore`` (WAL, ``synchronous=FULL``)
@@ -21,8 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from breakglass.audit import GENESIS_HEAD, AuditEntry, ChainHead, decode_entry, encode_entry, entry_hash
-from breakglass.errors import AuditConflict
+from breakglass.audit import GENESIS_HEAD, AuditEntry, ChainHead, check_batch, decode_entry, encode_entry
 from gateway.store.base import StoreError
 
 T = TypeVar("T")
@@ -42,26 +41,6 @@ _SCHEMA = (
         hash TEXT NOT NULL
     )""",
 )
-
-
-def check_batch(entries: Sequence[AuditEntry], head: ChainHead) -> None:
-    """Check that ``entries`` follow ``head`` and form a sealed chain (as ``InMemoryAuditSink`` does).
-
-    Raises:
-        ValueError: the batch is empty, or its entries do not link or carry wrong hashes.
-        AuditConflict: the first entry does not follow ``head`` (another writer appended first).
-    """
-    if not entries:
-        raise ValueError("an empty batch cannot be appended; pass at least one entry")
-    if entries[0].seq != head.seq + 1 or entries[0].prev_hash != head.hash:
-        raise AuditConflict(expected_seq=entries[0].seq, head_seq=head.seq)
-    previous = head
-    for entry in entries:
-        if entry.seq != previous.seq + 1 or entry.prev_hash != previous.hash:
-            raise ValueError(f"entry {entry.seq} does not follow entry {previous.seq}; seal the batch")
-        if entry.hash != entry_hash(entry.seq, entry.prev_hash, entry.event):
-            raise ValueError(f"entry {entry.seq} carries a wrong hash; seal the batch")
-        previous = entry.head
 
 
 class SqliteAuditSink:
