@@ -560,6 +560,16 @@ def _host(request: web.Request) -> str:
     return request.headers.get("Host", request.host)
 
 
+def _json_csrf_refusal(request: web.Request, identity: Identity, now: datetime) -> web.Response | None:
+    """The problem response for a JSON API call that fails the CSRF checks (logged), or None when it passes."""
+    try:
+        check_json(request.config_dict[BREAKGLASS_WEB].csrf, request.headers, host=_host(request), subject=identity.subject, now=now)
+    except CsrfRefused as exc:
+        _csrf_refused(request, exc, identity)
+        return _problem(415 if exc.code == "content-type" else 403, exc.code, str(exc))
+    return None
+
+
 def _csrf_refused(request: web.Request, exc: CsrfRefused, identity: Identity) -> None:
     _log.warning("breakglass.csrf_refused", user=identity.subject, code=exc.code, path=request.path,
                  origin=request.headers.get("Origin"), fetch_site=request.headers.get("Sec-Fetch-Site"))
@@ -843,11 +853,9 @@ async def api_request(request: web.Request) -> web.Response:
     if isinstance(identity, web.Response):
         return identity
     now = app[CLOCK]()
-    try:
-        check_json(context.csrf, request.headers, host=_host(request), subject=identity.subject, now=now)
-    except CsrfRefused as exc:
-        _csrf_refused(request, exc, identity)
-        return _problem(415 if exc.code == "content-type" else 403, exc.code, str(exc))
+    refused = _json_csrf_refusal(request, identity, now)
+    if refused is not None:
+        return refused
     device = request.get(DEVICE)
     if device is None:
         return _problem(403, "device-unidentified",
@@ -903,11 +911,9 @@ async def api_end(request: web.Request) -> web.Response:
         return identity
     app = request.config_dict
     now = app[CLOCK]()
-    try:
-        check_json(app[BREAKGLASS_WEB].csrf, request.headers, host=_host(request), subject=identity.subject, now=now)
-    except CsrfRefused as exc:
-        _csrf_refused(request, exc, identity)
-        return _problem(415 if exc.code == "content-type" else 403, exc.code, str(exc))
+    refused = _json_csrf_refusal(request, identity, now)
+    if refused is not None:
+        return refused
     try:
         doc = await _read_json(request)
         reason = doc.get("reason", "")
@@ -1124,11 +1130,9 @@ async def review_api_action(request: web.Request) -> web.Response:
         return identity
     app = request.config_dict
     now = app[CLOCK]()
-    try:
-        check_json(app[BREAKGLASS_WEB].csrf, request.headers, host=_host(request), subject=identity.subject, now=now)
-    except CsrfRefused as exc:
-        _csrf_refused(request, exc, identity)
-        return _problem(415 if exc.code == "content-type" else 403, exc.code, str(exc))
+    refused = _json_csrf_refusal(request, identity, now)
+    if refused is not None:
+        return refused
     action = request.match_info["action"]
     try:
         doc = await _read_json(request)
