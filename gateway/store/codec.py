@@ -145,6 +145,15 @@ class SnapshotDecoder:
             found = self._owners[key] = (raw[0],) if len(raw) == 1 else key  # type: ignore[assignment]
         return found  # type: ignore[return-value]
 
+    def forget_devices(self) -> None:
+        """Drop the memos of per-device values (owner tuples, times) after a batch; versions, facts and ints stay shared.
+
+        Call it when a batch is decoded, so that a long-lived decoder does not pin owner tuples
+        and times of snapshots that have since been replaced.
+        """
+        self._owners.clear()
+        self._times.clear()
+
     def decode(self, raw: bytes | str) -> DeviceSnapshot:
         """The snapshot ``encode_snapshot`` wrote."""
         data = orjson.loads(raw)

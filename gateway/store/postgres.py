@@ -403,12 +403,16 @@ class PostgresStore:
 
     async def _decode(self, bodies: list[bytes]) -> tuple[DeviceSnapshot, ...]:
         if len(bodies) <= _DECODE_INLINE:
-            return tuple(self._loop_decoder.decode(body) for body in bodies)
+            snapshots = tuple(self._loop_decoder.decode(body) for body in bodies)
+            self._loop_decoder.forget_devices()
+            return snapshots
         return await asyncio.get_running_loop().run_in_executor(self._decoding, self._decode_all, bodies)
 
     def _decode_all(self, bodies: list[bytes]) -> tuple[DeviceSnapshot, ...]:
         decode = self._thread_decoder.decode
-        return tuple(decode(body) for body in bodies)
+        snapshots = tuple(decode(body) for body in bodies)
+        self._thread_decoder.forget_devices()  # the batch shares owner tuples and times; later ones need not
+        return snapshots
 
     def audit_sink(self) -> PostgresAuditSink:
         """The break-glass audit sink on this store's pool."""
@@ -554,7 +558,9 @@ class PostgresStore:
             body = await conn.fetchval("SELECT body FROM latest_snapshots WHERE serial = $1", serial)
             return None if body is None else self._loop_decoder.decode(body)
 
-        return await self._transact(f"read the latest snapshot of `{serial}`", work, write=False)
+        snapshot = await self._transact(f"read the latest snapshot of `{serial}`", work, write=False)
+        self._loop_decoder.forget_devices()
+        return snapshot
 
     async def load_latest(self) -> Changes:
         """Every device's latest snapshot, with the cursor to follow changes from."""

@@ -201,7 +201,11 @@ class SqliteStore:
 
         def work(conn: sqlite3.Connection) -> DeviceSnapshot | None:
             row = conn.execute("SELECT body FROM latest_snapshots WHERE serial = ?", (serial,)).fetchone()
-            return None if row is None else self._decoder.decode(row[0])
+            if row is None:
+                return None
+            snapshot = self._decoder.decode(row[0])
+            self._decoder.forget_devices()
+            return snapshot
 
         return await self._run(work)
 
@@ -233,7 +237,9 @@ class SqliteStore:
             more = len(rows) > limit
             rows = rows[:limit]
             new_cursor = rows[-1][0] if rows else cursor
-            return Changes(tuple(self._decoder.decode(body) for _, body in rows), new_cursor, more)
+            snapshots = tuple(self._decoder.decode(body) for _, body in rows)
+            self._decoder.forget_devices()  # the batch shares owner tuples and times; later ones need not
+            return Changes(snapshots, new_cursor, more)
 
         return await self._run(work)
 

@@ -88,6 +88,19 @@ class TestSharing:
         assert ("bob@example.com", "ann@example.com") == shared.owners
         assert ("ann@example.com",) == other.owners
 
+    def test_after_a_batch_only_fleet_wide_values_stay_shared(self) -> None:
+        """Once a batch is done the decoder keeps sharing versions but no longer holds owner tuples or times."""
+        decoder = SnapshotDecoder()
+        a = decoder.decode(encode_snapshot(make_snapshot("SERIAL-A", collected_at=T0)))
+
+        decoder.forget_devices()
+        b = decoder.decode(encode_snapshot(make_snapshot("SERIAL-B", collected_at=T0)))
+
+        assert a.os_version is b.os_version
+        assert a.owners is not b.owners
+        assert a.collected_at is not b.collected_at
+        assert (a.owners, a.collected_at) == (b.owners, b.collected_at)
+
     def test_a_full_memo_starts_over(self) -> None:
         """Past the memo limit the decoder still decodes equal values (it only stops sharing older ones)."""
         decoder = SnapshotDecoder()
