@@ -12,6 +12,7 @@ carries the response to send instead (a deny page, a login redirect).
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +33,17 @@ RESERVED_PREFIXES = ("/.gatehouse/", "/.well-known/gatehouse/")
 _RESERVED_BARE = frozenset(p[:-1] for p in RESERVED_PREFIXES)
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+def log_context_var(name: str) -> contextvars.ContextVar[object]:
+    """structlog's context variable behind ``bind_contextvars(name=...)``; ``.set(v)`` binds ``name`` without its per-call lookups."""
+    token = structlog.contextvars.bind_contextvars(**{name: None})[name]
+    structlog.contextvars.reset_contextvars(**{name: token})
+    return token.var
+
+
+_ROUTE_VAR = log_context_var("route")
+_TIER_VAR = log_context_var("tier")
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +173,8 @@ async def handle_proxied(request: web.Request) -> web.StreamResponse:
     request[ROUTE] = route
     exchange = request[EXCHANGE]
     exchange.route, exchange.tier = route.id, route.tier
-    structlog.contextvars.bind_contextvars(route=route.id, tier=route.tier)
+    _ROUTE_VAR.set(route.id)  # bind_contextvars(route=..., tier=...), without its lookups
+    _TIER_VAR.set(route.tier)
     app = request.config_dict
     admission = await app[GATE].admit(request, route)
     if admission.response is not None:
@@ -190,5 +203,5 @@ async def handle_proxied(request: web.Request) -> web.StreamResponse:
 
 __all__ = [
     "Admission", "Gate", "OpenGate", "RESERVED_PREFIXES", "Readiness",
-    "handle_proxied", "healthz", "is_reserved", "readyz",
+    "handle_proxied", "healthz", "is_reserved", "log_context_var", "readyz",
 ]

@@ -89,7 +89,20 @@ async def request_context(request: web.Request, handler: _Handler) -> web.Stream
     metrics.in_flight.inc()
     tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
     try:
-        response = await _handle(request, handler, request_id)
+        try:  # one frame for the whole request: the error pages are answered here, not in a helper coroutine
+            request[TARGET] = canonicalise(request.raw_path, request.headers.getall("Host", []))
+            response = await handler(request)
+        except GatewayError as exc:
+            response = gateway_error_response(request.headers.get("Accept", ""), exc, request_id=request_id)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            response = error_response(request.headers.get("Accept", ""), status=exc.status, code=f"http-{exc.status}", request_id=request_id)
+        except (asyncio.CancelledError, ConnectionResetError):
+            raise
+        except Exception:
+            _log.exception("request.failed", request_id=request_id)
+            response = error_response(request.headers.get("Accept", ""), status=500, code="internal-error", request_id=request_id)
         status = response.status
         if exchange.bytes_out == 0 and exchange.upstream_status is None:
             exchange.bytes_out = response.content_length or 0
@@ -126,24 +139,6 @@ async def request_context(request: web.Request, handler: _Handler) -> web.Stream
                 duration_s=round(duration, 6),
             )
         structlog.contextvars.reset_contextvars(**tokens)
-
-
-async def _handle(request: web.Request, handler: _Handler, request_id: str) -> web.StreamResponse:
-    accept = request.headers.get("Accept", "")
-    try:
-        request[TARGET] = canonicalise(request.raw_path, request.headers.getall("Host", []))
-        return await handler(request)
-    except GatewayError as exc:
-        return gateway_error_response(accept, exc, request_id=request_id)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return error_response(accept, status=exc.status, code=f"http-{exc.status}", request_id=request_id)
-    except (asyncio.CancelledError, ConnectionResetError):
-        raise
-    except Exception:
-        _log.exception("request.failed", request_id=request_id)
-        return error_response(accept, status=500, code="internal-error", request_id=request_id)
 
 
 async def add_response_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:

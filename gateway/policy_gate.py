@@ -23,7 +23,7 @@ from aiohttp import web
 from gateway.breakglass_http import csrf_token_for, deny_page_offer, note_use
 from gateway.errors import ConfigError
 from gateway.gate import GateOutcome, Verdict, decide
-from gateway.handlers import Admission
+from gateway.handlers import Admission, log_context_var
 from gateway.identity.errors import AuthenticationError
 from gateway.identity.model import PostureSummary
 from gateway.keys import BREAKGLASS, CLOCK, DEVICE, IDENTITY, METRICS, OUTCOME, REQUEST_ID, SNAPSHOT_CACHE, USER
@@ -36,6 +36,9 @@ from gateway.views.layout import Rendered
 from policy_engine import CompiledPolicySet, DecisionMemo
 
 _log = structlog.get_logger("gateway.gate")
+_USER_VAR, _DEVICE_VAR, _TIER_VAR, _DECISION_VAR, _REASON_VAR = (
+    log_context_var(name) for name in ("user", "device", "tier", "decision", "reason")
+)
 
 
 class PolicyHolder:
@@ -144,10 +147,11 @@ class PolicyGate:
         metrics.decision_duration.observe(time.perf_counter() - started)
         request[OUTCOME] = outcome
         self._account(metrics, route, outcome)
-        structlog.contextvars.bind_contextvars(
-            user=identity.email, device=device.serial if device else None, tier=route.tier,
-            decision=outcome.verdict.value, reason=outcome.reason,
-        )
+        _USER_VAR.set(identity.email)  # bind_contextvars(user=..., device=..., ...), without its lookups
+        _DEVICE_VAR.set(device.serial if device else None)
+        _TIER_VAR.set(route.tier)
+        _DECISION_VAR.set(outcome.verdict.value)
+        _REASON_VAR.set(outcome.reason)
         if outcome.verdict is Verdict.DENY:
             return Admission.refuse(deny_response(request, outcome, route, policies, now=now))
         if outcome.verdict is Verdict.BREAK_GLASS and outcome.grant is not None:

@@ -253,6 +253,12 @@ async def forward(
         response.headers["X-Request-Id"] = request_id
         await response.prepare(request)
         try:
+            if whole:  # already buffered: one read, and head + body + end leave in one write
+                body = upstream.content.read_nowait()
+                counts.bytes_out += len(body)
+                upstream.release()
+                await response.write_eof(body)
+                return response
             async for chunk in upstream.content.iter_chunked(CHUNK_SIZE):
                 counts.bytes_out += len(chunk)
                 await response.write(chunk)

@@ -129,7 +129,8 @@ class IdentityResolver:
                     if self.codec is None:  # prevented by IdentitySettings validation
                         raise AuthenticationError(AuthReason.INVALID)
                     return self.codec.decode_session(raw, now=now)
-                return await self._verify_jwt(raw, source.kind, now=now)
+                cached = self._cached_jwt(raw, source.kind, now=now)  # no coroutine for the common case
+                return cached if cached is not None else await self._verify_jwt(raw, source.kind, now=now)
             raise AuthenticationError(AuthReason.MISSING)
         except AuthenticationError as exc:
             exc.login = self.wants_login(request) and exc.reason is not AuthReason.KEYS_UNAVAILABLE
@@ -156,6 +157,13 @@ class IdentityResolver:
         if source.kind == "session" and self.settings.oidc is not None:
             return request.cookies.get(self.settings.oidc.session_cookie) or None
         return None
+
+    def _cached_jwt(self, raw: str, kind: str, *, now: datetime) -> Identity | None:
+        """The identity cached for this acceptable-looking token, else None (then ``_verify_jwt`` decides)."""
+        jwt_settings = self.settings.jwt
+        if jwt_settings is None or self._token_keys is None or not raw or len(raw) > jwt_settings.max_token_bytes:
+            return None
+        return self._cache.get(raw, scope="jwt", source=kind, now=now)  # type: ignore[arg-type]
 
     async def _verify_jwt(self, raw: str, kind: str, *, now: datetime) -> Identity:
         jwt_settings = self.settings.jwt
