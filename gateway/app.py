@@ -61,7 +61,7 @@ from gateway.store.sqlite_audit import SqliteAuditSink
 from gateway.webhook import webhook_ctx
 from policy_engine import Decision, DeviceSnapshot
 from gateway.metrics import Metrics
-from gateway.middleware import add_response_headers, request_context
+from gateway.middleware import add_response_headers, request_context, request_context_with
 from gateway.proxy import peer_is_trusted
 from gateway.routing import RouteTable
 from gateway.settings import ServerSettings, Settings
@@ -161,7 +161,7 @@ def create_app(
     """
     full = gate is None
     app = web.Application(
-        middlewares=[request_context, reserved_identity] if full else [request_context],
+        middlewares=[request_context_with(reserved_identity)] if full else [request_context],
         handler_args=handler_kwargs(settings.server),
     )
     app[CLOCK] = clock

@@ -175,7 +175,7 @@ async def handle_proxied(request: web.Request) -> web.StreamResponse:
     exchange.route, exchange.tier = route.id, route.tier
     _ROUTE_VAR.set(route.id)  # bind_contextvars(route=..., tier=...), without its lookups
     _TIER_VAR.set(route.tier)
-    app = request.config_dict
+    app = request.app  # INVARIANT: the catch-all is a route of create_app's app, which holds every key read here
     admission = await app[GATE].admit(request, route)
     if admission.response is not None:
         return admission.response

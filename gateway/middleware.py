@@ -1,6 +1,6 @@
 """The one middleware around every request: id, target check, log line, metrics, error pages.
 
-Owns: request_context (middleware), add_response_headers (on_response_prepare), request id rules.
+Owns: request_context (middleware) and request_context_with (the same, folding in a guard for Gatehouse's pages), add_response_headers (on_response_prepare), request id rules.
 Must not import: app, server.
 
 For each request, in order: take the live configuration snapshot (``request[LIVE]``); keep the
@@ -72,73 +72,94 @@ _LEVELS: dict[object, int] = {}
 _CODE_CLASSES = {n: f"{n}xx" for n in range(1, 6)}
 
 
-@web.middleware
-async def request_context(request: web.Request, handler: _Handler) -> web.StreamResponse:
-    """Wrap one request: id, canonical target, error pages, log line, metrics."""
-    app = request.config_dict
-    metrics = app[METRICS]
-    live = app[CONFIG].current
-    request[LIVE] = live
-    incoming = request.headers.get("X-Request-Id")
-    request_id = choose_request_id(incoming, trusted=incoming is not None and live.trusts(request.remote))
-    request[REQUEST_ID] = request_id
-    exchange = Exchange()
-    request[EXCHANGE] = exchange
-    started = time.perf_counter()
-    status = 500
-    metrics.in_flight.inc()
-    tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
-    try:
-        try:  # one frame for the whole request: the error pages are answered here, not in a helper coroutine
-            request[TARGET] = canonicalise(request.raw_path, request.headers.getall("Host", []))
-            response = await handler(request)
-        except GatewayError as exc:
-            response = gateway_error_response(request.headers.get("Accept", ""), exc, request_id=request_id)
-        except web.HTTPException as exc:
-            if exc.status < 400:
+_Guard = Callable[[web.Request, _Handler], Awaitable[web.StreamResponse]]
+GUARDED_PREFIX = "/.gatehouse/"
+"""Requests whose path starts with this go through ``request_context_with``'s guard."""
+
+
+def request_context_with(guard: _Guard | None) -> _Guard:
+    """The request_context middleware, handing requests under GUARDED_PREFIX to ``guard(request, handler)``.
+
+    Folds a middleware that only concerns Gatehouse's own pages (``reserved_identity``) into this one
+    as a prefix test, so every other request skips its frame; the guard runs inside the request id,
+    canonical target, error pages and log line, as the next middleware did.
+    """
+
+    @web.middleware
+    async def request_context(request: web.Request, handler: _Handler) -> web.StreamResponse:
+        """Wrap one request: id, canonical target, error pages, log line, metrics (and the guard, if any)."""
+        app = request.config_dict
+        metrics = app[METRICS]
+        live = app[CONFIG].current
+        request[LIVE] = live
+        incoming = request.headers.get("X-Request-Id")
+        request_id = choose_request_id(incoming, trusted=incoming is not None and live.trusts(request.remote))
+        request[REQUEST_ID] = request_id
+        exchange = Exchange()
+        request[EXCHANGE] = exchange
+        started = time.perf_counter()
+        status = 500
+        metrics.in_flight.inc()
+        tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
+        try:
+            try:  # one frame for the whole request: the error pages are answered here, not in a helper coroutine
+                request[TARGET] = canonicalise(request.raw_path, request.headers.getall("Host", []))
+                if guard is not None and request.path.startswith(GUARDED_PREFIX):
+                    response = await guard(request, handler)
+                else:
+                    response = await handler(request)
+            except GatewayError as exc:
+                response = gateway_error_response(request.headers.get("Accept", ""), exc, request_id=request_id)
+            except web.HTTPException as exc:
+                if exc.status < 400:
+                    raise
+                response = error_response(request.headers.get("Accept", ""), status=exc.status, code=f"http-{exc.status}", request_id=request_id)
+            except (asyncio.CancelledError, ConnectionResetError):
                 raise
-            response = error_response(request.headers.get("Accept", ""), status=exc.status, code=f"http-{exc.status}", request_id=request_id)
-        except (asyncio.CancelledError, ConnectionResetError):
+            except Exception:
+                _log.exception("request.failed", request_id=request_id)
+                response = error_response(request.headers.get("Accept", ""), status=500, code="internal-error", request_id=request_id)
+            status = response.status
+            if exchange.bytes_out == 0 and exchange.upstream_status is None:
+                exchange.bytes_out = response.content_length or 0
+            return response
+        except web.HTTPException as exc:  # redirects and the like from other handlers pass through
+            status = exc.status
             raise
-        except Exception:
-            _log.exception("request.failed", request_id=request_id)
-            response = error_response(request.headers.get("Accept", ""), status=500, code="internal-error", request_id=request_id)
-        status = response.status
-        if exchange.bytes_out == 0 and exchange.upstream_status is None:
-            exchange.bytes_out = response.content_length or 0
-        return response
-    except web.HTTPException as exc:  # redirects and the like from other handlers pass through
-        status = exc.status
-        raise
-    except asyncio.CancelledError:
-        status = 499  # the client went away
-        raise
-    finally:
-        metrics.in_flight.dec()
-        duration = time.perf_counter() - started
-        target = request.get(TARGET)
-        route = exchange.route or ("gatehouse" if target is not None and is_reserved(target.path) else "-")
-        metrics.child(metrics.requests, route, _CODE_CLASSES.get(status // 100) or _code_class(status)).inc()
-        metrics.child(metrics.request_duration, route).observe(duration)
-        if _info_enabled():
-            bound = structlog.contextvars.get_contextvars()
-            _log.info(
-                "request.completed",
-                request_id=request_id,
-                method=request.method,
-                path=target.path if target is not None else request.raw_path.partition("?")[0][:256],
-                route=exchange.route,
-                tier=exchange.tier,
-                decision=bound.get("decision"),
-                user=bound.get("user"),
-                device=bound.get("device"),
-                status=status,
-                upstream_status=exchange.upstream_status,
-                bytes_in=exchange.bytes_in,
-                bytes_out=exchange.bytes_out,
-                duration_s=round(duration, 6),
-            )
-        structlog.contextvars.reset_contextvars(**tokens)
+        except asyncio.CancelledError:
+            status = 499  # the client went away
+            raise
+        finally:
+            metrics.in_flight.dec()
+            duration = time.perf_counter() - started
+            target = request.get(TARGET)
+            route = exchange.route or ("gatehouse" if target is not None and is_reserved(target.path) else "-")
+            metrics.child(metrics.requests, route, _CODE_CLASSES.get(status // 100) or _code_class(status)).inc()
+            metrics.child(metrics.request_duration, route).observe(duration)
+            if _info_enabled():
+                bound = structlog.contextvars.get_contextvars()
+                _log.info(
+                    "request.completed",
+                    request_id=request_id,
+                    method=request.method,
+                    path=target.path if target is not None else request.raw_path.partition("?")[0][:256],
+                    route=exchange.route,
+                    tier=exchange.tier,
+                    decision=bound.get("decision"),
+                    user=bound.get("user"),
+                    device=bound.get("device"),
+                    status=status,
+                    upstream_status=exchange.upstream_status,
+                    bytes_in=exchange.bytes_in,
+                    bytes_out=exchange.bytes_out,
+                    duration_s=round(duration, 6),
+                )
+            structlog.contextvars.reset_contextvars(**tokens)
+
+    return request_context
+
+
+request_context = request_context_with(None)
 
 
 async def add_response_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:

@@ -119,7 +119,7 @@ class PolicyGate:
         self.holder = holder
 
     async def admit(self, request: web.Request, route: Route) -> Admission:
-        app = request.config_dict
+        app = request.app  # INVARIANT: only handle_proxied calls admit, from a route of create_app's app
         resolver = app[IDENTITY]
         metrics = app[METRICS]
         now = app[CLOCK]()

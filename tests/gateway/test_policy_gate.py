@@ -9,7 +9,8 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from gateway.metrics import Metrics
-from gateway.policy_gate import PolicyHolder
+from gateway.middleware import GUARDED_PREFIX
+from gateway.policy_gate import USER_AREAS, PolicyHolder, needs_user
 
 POLICY = Path(__file__).resolve().parents[2] / "deploy" / "policy.yaml"
 
@@ -48,3 +49,12 @@ class TestReload:
         assert (True, 600.0) == (swapped, holder.current.tier("high").max_snapshot_age.total_seconds())  # type: ignore[union-attr]
         assert before != holder.current.version
         assert 1.0 == registry.get_sample_value("gatehouse_config_reloads_total", {"what": "policy", "outcome": "success"})
+
+
+class TestUserAreasGuarded:
+    def test_every_user_area_is_under_the_guarded_prefix(self) -> None:
+        """request_context hands only GUARDED_PREFIX paths to reserved_identity, so every user area lies under it."""
+        outside = [area for area in (*USER_AREAS, "/.gatehouse/") if not area.startswith(GUARDED_PREFIX)]
+
+        assert [] == outside
+        assert False is needs_user("/.gatehousex/me")
