@@ -12,14 +12,14 @@ State-changing forms carry the ``csrf_token`` the handler issued for the viewer.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from urllib.parse import urlencode
 
 from breakglass import AuditEvent, EventKind, Grant, GrantFilter, GrantStatus
 from gateway.views.deny import BREAK_GLASS_PATH, BreakglassOffer
-from gateway.views.html import Markup, el, join
+from gateway.views.html import Markup, el, filter_select, join
 from gateway.views.layout import (
     HTML,
     NAV,
@@ -316,13 +316,6 @@ class ReviewListView:
     """Grants in the log before filtering."""
 
 
-def _select(name: str, label: str, choices: Iterable[tuple[str, str]], current: str) -> Markup:
-    ident = f"f-{name}"
-    options = [el("option", "Any", value="")] + [
-        el("option", text, value=value, selected=value == current) for value, text in choices]
-    return el("div", el("label", label, for_=ident), el("select", options, id=ident, name=name))
-
-
 def _filter_form(view: ReviewListView) -> Markup:
     q = view.query
     return el(
@@ -336,8 +329,8 @@ def _filter_form(view: ReviewListView) -> Markup:
         el("div",
            el("div", el("label", "User", for_="f-user"),
               el("input", type="search", id="f-user", name="user", value=q.user, autocomplete="off")),
-           _select("status", "Status", [(s.value, _STATUS_BADGE[s][0]) for s in GrantStatus], q.status),
-           _select("tier", "Tier", [(t, t) for t in view.tiers], q.tier),
+           filter_select("status", "Status", [(s.value, _STATUS_BADGE[s][0]) for s in GrantStatus], q.status),
+           filter_select("tier", "Tier", [(t, t) for t in view.tiers], q.tier),
            el("div", el("label", "Requested from", for_="f-since"),
               el("input", type="text", id="f-since", name="since", value=q.since, placeholder="YYYY-MM-DD", inputmode="numeric")),
            el("div", el("label", "Requested until", for_="f-until"),

@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 
 import orjson
 
-from gateway.views.html import Markup, el, join
+from gateway.views.html import Markup, el, filter_select, join
 from gateway.views.layout import (
     CSV,
     HTML,
@@ -234,13 +234,6 @@ def _csv(rows: tuple[FleetRow, ...]) -> str:
     return buffer.getvalue()
 
 
-def _select(name: str, label: str, choices: Iterable[tuple[str, str]], current: str) -> Markup:
-    ident = f"f-{name}"
-    options = [el("option", "Any", value="")] + [
-        el("option", text, value=value, selected=value == current) for value, text in choices]
-    return el("div", el("label", label, for_=ident), el("select", options, id=ident, name=name))
-
-
 def _form(view: FleetView) -> Markup:
     f = view.filter
     return el(
@@ -252,9 +245,9 @@ def _form(view: FleetView) -> Markup:
            el("label", el("input", type="checkbox", name="stale", value="1", checked=f.stale, id="f-stale"),
               "Stale or never reported", class_="check", for_="f-stale")),
         el("div",
-           _select("check", "Failing check", [(c, c) for c in view.checks], f.check),
-           _select("tier", "Can reach tier now", [(t, t) for t in view.tiers], f.tier),
-           _select("platform", "Platform", [(p.value, platform_name(p)) for p in OsFamily
+           filter_select("check", "Failing check", [(c, c) for c in view.checks], f.check),
+           filter_select("tier", "Can reach tier now", [(t, t) for t in view.tiers], f.tier),
+           filter_select("platform", "Platform", [(p.value, platform_name(p)) for p in OsFamily
                                             if p is not OsFamily.UNKNOWN], f.platform),
            el("div", el("label", "Owner contains", for_="f-owner"),
               el("input", type="search", id="f-owner", name="owner", value=f.owner, autocomplete="off")),

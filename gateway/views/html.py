@@ -62,3 +62,11 @@ def el(tag: str, *children: Child, **attrs: object) -> Markup:
     if tag in _VOID:
         return Markup(opening)
     return Markup(opening + join(*children) + f"</{tag}>")
+
+
+def filter_select(name: str, label: str, choices: Iterable[tuple[str, str]], current: str) -> Markup:
+    """A labelled ``<select>`` for a GET filter form, with an "Any" choice first."""
+    ident = f"f-{name}"
+    options = [el("option", "Any", value="")] + [
+        el("option", text, value=value, selected=value == current) for value, text in choices]
+    return el("div", el("label", label, for_=ident), el("select", options, id=ident, name=name))
