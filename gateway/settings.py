@@ -23,7 +23,7 @@ from gateway.errors import ConfigError, Problem
 from gateway.identity.config import IdentitySettings
 from gateway.ingest.config import IngestSettings
 from gateway.secret import Secret, SecretValue
-from gateway.section import Section
+from gateway.section import Section, checked_networks
 
 
 def _split_address(value: str) -> tuple[str, int]:
@@ -153,12 +153,7 @@ class ServerSettings(Section):
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for item in value:
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError:
-                raise ValueError(f"`{item}` is not an IP address or network; write e.g. `10.0.0.0/8`") from None
-        return value
+        return checked_networks(value, example="10.0.0.0/8")
 
     def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         return tuple(ipaddress.ip_network(item, strict=False) for item in self.trusted_proxies)

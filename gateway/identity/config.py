@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from gateway.secret import Secret
-from gateway.section import Section
+from gateway.section import Section, checked_networks
 
 CALLBACK_PATH = "/.gatehouse/callback"
 LOGOUT_PATH = "/.gatehouse/logout"
@@ -245,12 +245,7 @@ class TrustedHeaderSettings(Section):
     @field_validator("trusted_from")
     @classmethod
     def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for item in value:
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError:
-                raise ValueError(f"`{item}` is not an IP address or network; write e.g. `10.0.0.5/32`") from None
-        return value
+        return checked_networks(value, example="10.0.0.5/32")
 
     @field_validator("name")
     @classmethod
