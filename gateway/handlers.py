@@ -17,7 +17,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import orjson
 import structlog
@@ -27,6 +27,9 @@ from gateway import proxy
 from gateway.errors import RouteNotFound
 from gateway.keys import EXCHANGE, GATE, LIVE, METRICS, READINESS, REQUEST_ID, ROUTE, TARGET, UPSTREAM_SESSION
 from gateway.routing import Route
+
+if TYPE_CHECKING:
+    from gateway.fastlane.head import RequestHead
 
 RESERVED_PREFIXES = ("/.gatehouse/", "/.well-known/gatehouse/")
 """Paths that belong to Gatehouse on every host and are never proxied."""
@@ -56,11 +59,18 @@ class Admission:
     """Extra client header names to strip before forwarding (e.g. configured assertion headers)."""
     response: web.StreamResponse | None = None
     """When set, the request is not proxied; this response (deny page, redirect) is sent."""
+    user: str | None = None
+    device: str | None = None
+    decision: str | None = None
+    """Who, which device and what verdict, for the fast lane's ``request.completed`` line (``admit_now`` sets them)."""
 
     @classmethod
-    def allow(cls, inject: Mapping[str, str] = _EMPTY, *, strip: Collection[str] = ()) -> Admission:
+    def allow(
+        cls, inject: Mapping[str, str] = _EMPTY, *, strip: Collection[str] = (),
+        user: str | None = None, device: str | None = None, decision: str | None = None,
+    ) -> Admission:
         """Admit the request, injecting ``inject`` upstream."""
-        return cls(inject=inject, strip=strip)
+        return cls(inject=inject, strip=strip, user=user, device=device, decision=decision)
 
     @classmethod
     def refuse(cls, response: web.StreamResponse) -> Admission:
@@ -81,11 +91,42 @@ class Gate(Protocol):
     async def admit(self, request: web.Request, route: Route) -> Admission: ...
 
 
+class FastGate(Gate, Protocol):
+    """A Gate that can also decide a plain request at once, for the fast lane (``gateway.fastlane``).
+
+    ``admit_now(app, head, route)`` gets the parsed head (``head.headers``, ``head.cookies``,
+    ``head.transport``, ``head.method``, ``head.raw_path``, as on an aiohttp request) and returns an
+    allowing Admission (with ``user``, ``device`` and ``decision`` for the log line) only when the
+    request may be proxied as is. It returns None, before any side effect (no metric, no log, no
+    audit entry), for everything else: no verified identity at hand without I/O, a denial, a grant
+    whose use must be recorded. The request is then handed to aiohttp and ``admit`` decides it again.
+    When ``admit_now`` lacked only something ``prepare`` can fetch (a token not verified yet), the
+    lane awaits ``prepare`` and asks ``admit_now`` once more before handing over.
+    """
+
+    def admit_now(self, app: web.Application, head: RequestHead, route: Route) -> Admission | None: ...
+
+    async def prepare(self, app: web.Application, head: RequestHead) -> bool:
+        """Do the I/O ``admit_now`` could not do (verify a new token); True when ``admit_now`` may be asked once more.
+
+        No side effects beyond caches: a failure here is answered by ``admit`` on the full path.
+        """
+
+
 class OpenGate:
     """Admits everything with no identity headers (until identity and policy are wired, and in tests)."""
 
     async def admit(self, request: web.Request, route: Route) -> Admission:
         return Admission.allow()
+
+    def admit_now(self, app: web.Application, head: RequestHead, route: Route) -> Admission | None:
+        return _OPEN
+
+    async def prepare(self, app: web.Application, head: RequestHead) -> bool:
+        return False
+
+
+_OPEN = Admission.allow()
 
 
 Check = Callable[[], bool | Awaitable[bool]]
@@ -202,6 +243,6 @@ async def handle_proxied(request: web.Request) -> web.StreamResponse:
 
 
 __all__ = [
-    "Admission", "Gate", "OpenGate", "RESERVED_PREFIXES", "Readiness",
+    "Admission", "FastGate", "Gate", "OpenGate", "RESERVED_PREFIXES", "Readiness",
     "handle_proxied", "healthz", "is_reserved", "log_context_var", "readyz",
 ]

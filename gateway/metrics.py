@@ -52,6 +52,11 @@ class Metrics:
             "gatehouse_upstream_errors_total", "Upstream failures, by route and kind (connect, timeout, protocol).",
             ["route", "kind"], registry=registry,
         )
+        self.lane_requests = Counter(
+            "gatehouse_lane_requests_total",
+            "Requests served by the fast lane (`fast`), and requests handed over to the full path (`handed-over`).",
+            ["lane"], registry=registry,
+        )
         self.config_reloads = Counter(
             "gatehouse_config_reloads_total", "Configuration and policy reloads, by what and outcome.",
             ["what", "outcome"], registry=registry,

@@ -55,7 +55,7 @@ def _code_class(status: int) -> str:
     return f"{status // 100}xx"
 
 
-def _info_enabled() -> bool:
+def info_enabled() -> bool:
     """False when the configured structlog wrapper drops ``info`` events (then the log line is skipped)."""
     wrapper = structlog.get_config()["wrapper_class"]
     level = _LEVELS.get(wrapper)
@@ -136,7 +136,7 @@ def request_context_with(guard: _Guard | None) -> _Guard:
             route = exchange.route or ("gatehouse" if target is not None and is_reserved(target.path) else "-")
             metrics.child(metrics.requests, route, _CODE_CLASSES.get(status // 100) or _code_class(status)).inc()
             metrics.child(metrics.request_duration, route).observe(duration)
-            if _info_enabled():
+            if info_enabled():
                 bound = structlog.contextvars.get_contextvars()
                 _log.info(
                     "request.completed",

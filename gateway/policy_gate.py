@@ -25,7 +25,9 @@ from gateway.errors import ConfigError
 from gateway.gate import GateOutcome, Verdict, decide
 from gateway.handlers import Admission, log_context_var
 from gateway.identity.errors import AuthenticationError
-from gateway.identity.model import PostureSummary
+from gateway.identity.model import DeviceId, Identity, PostureSummary
+from gateway.identity.resolver import IdentityResolver, RequestLike
+from gateway.fastlane.head import RequestHead
 from gateway.keys import BREAKGLASS, CLOCK, DEVICE, IDENTITY, METRICS, OUTCOME, REQUEST_ID, SNAPSHOT_CACHE, USER
 from gateway.metrics import Metrics
 from gateway.pages import error_response
@@ -112,11 +114,32 @@ def deny_response(
     return rendered_response(render_deny(view, accept=request.headers.get("Accept")))
 
 
+_Judged = tuple[DeviceId | None, GateOutcome, CompiledPolicySet, float]
+
+
 class PolicyGate:
     """The Gate of a full Gatehouse: identity, device, snapshot, policy, break-glass, upstream headers."""
 
     def __init__(self, holder: PolicyHolder) -> None:
         self.holder = holder
+
+    def _judge(self, app: web.Application, request: RequestLike, identity: Identity, route: Route, now: datetime) -> _Judged:
+        """Device, snapshot and decision for a verified user; no side effects."""
+        started = time.perf_counter()
+        device = app[IDENTITY].device(request, identity, now=now)
+        cache = app[SNAPSHOT_CACHE]
+        snapshot = None
+        failing_since = None
+        if device is not None:
+            snapshot = cache.get(device.serial)
+            if snapshot is not None:
+                failing_since = cache.failing_since(device.serial)
+        policies = self.holder.current
+        outcome = decide(
+            identity, device, snapshot, route, policies=policies, now=now, failing_since=failing_since,
+            grants=app.get(BREAKGLASS), memo=self.holder.memo,
+        )
+        return device, outcome, policies, time.perf_counter() - started
 
     async def admit(self, request: web.Request, route: Route) -> Admission:
         app = request.app  # INVARIANT: only handle_proxied calls admit, from a route of create_app's app
@@ -128,23 +151,11 @@ class PolicyGate:
         except AuthenticationError as err:
             structlog.contextvars.bind_contextvars(decision="unauthenticated", reason=err.reason.value, tier=route.tier)
             return Admission.refuse(await resolver.challenge(request, err))
-        started = time.perf_counter()
-        device = resolver.device(request, identity, now=now)
         request[USER] = identity
-        cache = app[SNAPSHOT_CACHE]
-        snapshot = None
-        failing_since = None
+        device, outcome, policies, took = self._judge(app, request, identity, route, now)
         if device is not None:
             request[DEVICE] = device
-            snapshot = cache.get(device.serial)
-            if snapshot is not None:
-                failing_since = cache.failing_since(device.serial)
-        policies = self.holder.current
-        outcome = decide(
-            identity, device, snapshot, route, policies=policies, now=now, failing_since=failing_since,
-            grants=app.get(BREAKGLASS), memo=self.holder.memo,
-        )
-        metrics.decision_duration.observe(time.perf_counter() - started)
+        metrics.decision_duration.observe(took)
         request[OUTCOME] = outcome
         self._account(metrics, route, outcome)
         _USER_VAR.set(identity.email)  # bind_contextvars(user=..., device=..., ...), without its lookups
@@ -162,6 +173,35 @@ class PolicyGate:
                     "so this request is refused; try again in a minute",
                     request_id=request.get(REQUEST_ID),
                 ))
+        return Admission.allow(self._upstream_headers(resolver, identity, device, route, outcome, now), strip=resolver.strip_names)
+
+    def admit_now(self, app: web.Application, head: RequestHead, route: Route) -> Admission | None:
+        """The fast lane's decision: an Admission for an allowed (or monitored) request, else None (see FastGate)."""
+        resolver = app[IDENTITY]
+        now = app[CLOCK]()
+        identity = resolver.identity_at_hand(head, now=now)
+        if identity is None:
+            return None
+        device, outcome, _, took = self._judge(app, head, identity, route, now)
+        if outcome.verdict is not Verdict.ALLOW and outcome.verdict is not Verdict.MONITOR:
+            return None  # denials and break-glass take the full path, which records and explains them
+        inject = self._upstream_headers(resolver, identity, device, route, outcome, now)
+        metrics = app[METRICS]
+        metrics.decision_duration.observe(took)
+        self._account(metrics, route, outcome)
+        return Admission.allow(
+            inject, strip=resolver.strip_names, user=identity.email, device=device.serial if device else None,
+            decision=outcome.verdict.value,
+        )
+
+    async def prepare(self, app: web.Application, head: RequestHead) -> bool:
+        """Verify and cache a token ``admit_now`` did not know yet; True when ``admit_now`` may be asked again."""
+        return await app[IDENTITY].verify_quietly(head, now=app[CLOCK]())
+
+    @staticmethod
+    def _upstream_headers(
+        resolver: IdentityResolver, identity: Identity, device: DeviceId | None, route: Route, outcome: GateOutcome, now: datetime,
+    ) -> dict[str, str]:
         age = outcome.decision.snapshot_age
         posture = PostureSummary(
             tier=route.tier,
@@ -170,7 +210,7 @@ class PolicyGate:
             failed_checks=tuple(f.check for f in outcome.decision.failing),
             break_glass=outcome.verdict is Verdict.BREAK_GLASS,
         )
-        return Admission.allow(resolver.upstream_headers(identity, device, posture, now=now), strip=resolver.strip_names)
+        return resolver.upstream_headers(identity, device, posture, now=now)
 
     @staticmethod
     def _account(metrics: Metrics, route: Route, outcome: GateOutcome) -> None:

@@ -38,6 +38,7 @@ Lifecycle events: ``gateway.started``, ``config.reloaded``, ``config.reload_fail
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import signal
 import ssl
@@ -54,6 +55,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from gateway.app import Clock, create_app, handler_kwargs, utc_now
 from gateway.errors import ConfigError
+from gateway.fastlane.lane import Lane
 from gateway.handlers import Gate
 from gateway.keys import CONFIG, METRICS, RELOAD_HOOKS
 from gateway.metrics import Metrics
@@ -85,7 +87,7 @@ class _HeadTimeoutHandler(RequestHandler):
 
     The deadline is noted (a float, no timer) when bytes arrive while the connection waits for a new
     request head, and cleared as soon as the parser has a whole head. Its site's periodic sweep
-    (``_Site``) closes the connection once the deadline has passed, unless a handler is running.
+    (``GatewaySite``) closes the connection once the deadline has passed, unless a handler is running.
     """
 
     def __init__(self, manager: web.Server, *, header_read_timeout: float, **kwargs: Any) -> None:
@@ -134,7 +136,7 @@ class _HeadTimeoutHandler(RequestHandler):
 HEAD_SWEEP_PERIOD_S = 1.0
 
 
-class _Site(web.TCPSite):
+class GatewaySite(web.TCPSite):
     """A TCPSite whose connections use _HeadTimeoutHandler, and the sweep that enforces their head deadlines.
 
     One timer per site, every ``min(1 s, header_read_timeout_s)``, instead of one per request: a
@@ -143,11 +145,18 @@ class _Site(web.TCPSite):
 
     def __init__(
         self, runner: web.AppRunner, host: str, port: int, *, ssl_context: ssl.SSLContext | None, server_settings: ServerSettings,
-        reuse_port: bool = False,
+        lane: Callable[[Callable[[], RequestHandler]], Lane] | None = None, reuse_port: bool = False,
     ) -> None:
         super().__init__(runner, host, port, ssl_context=ssl_context, reuse_port=reuse_port)
         self._server_settings = server_settings
         self._sweep: asyncio.TimerHandle | None = None
+        self._lane_for = lane
+        self.lane: Lane | None = None
+
+    @property
+    def port(self) -> int | None:
+        """The bound port (the one the kernel chose for port 0), once started."""
+        return self._bound_port
 
     def stop_accepting(self) -> None:
         """Close the listening socket now; connections already accepted carry on."""
@@ -165,9 +174,13 @@ class _Site(web.TCPSite):
         def factory() -> RequestHandler:
             return _HeadTimeoutHandler(manager, loop=loop, header_read_timeout=timeout, **kwargs)
 
+        accept: Callable[[], asyncio.Protocol] = factory
+        if self._lane_for is not None:
+            self.lane = self._lane_for(factory)
+            accept = self.lane.connection
         tls_options = {"ssl_handshake_timeout": timeout} if self._ssl_context is not None else {}
         self._server = await loop.create_server(
-            factory, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog, reuse_port=self._reuse_port, **tls_options,
+            accept, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog, reuse_port=self._reuse_port, **tls_options,
         )
         if self._server.sockets:
             self._bound_port = self._server.sockets[0].getsockname()[1]
@@ -183,6 +196,8 @@ class _Site(web.TCPSite):
         self._sweep = loop.call_later(period, sweep)
 
     async def stop(self) -> None:
+        if self.lane is not None:
+            await self.lane.shutdown(self._server_settings.shutdown_grace_s)
         if self._sweep is not None:
             self._sweep.cancel()
             self._sweep = None
@@ -286,11 +301,17 @@ class Gateway:
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish (up to shutdown_grace_s), release everything."""
         for site in list(self.runner.sites):
-            if isinstance(site, _Site):
+            if isinstance(site, GatewaySite):
                 site.stop_accepting()
         if self._worker is not None:
             await self._worker.listeners_closed()
-        _log.info("gateway.stopping", grace_s=self.settings.server.shutdown_grace_s)
+        grace = self.settings.server.shutdown_grace_s
+        _log.info("gateway.stopping", grace_s=grace)
+        # The fast lanes and the connections aiohttp serves drain together, within the one grace period.
+        draining = [site.lane.shutdown(grace) for site in self.runner.sites if isinstance(site, GatewaySite) and site.lane is not None]
+        if self.runner.server is not None:
+            draining.append(self.runner.server.shutdown(grace))
+        await asyncio.gather(*draining)
         await self.runner.cleanup()
         if self.metrics_runner is not None:
             await self.metrics_runner.cleanup()
@@ -323,8 +344,9 @@ async def start_gateway(
     try:
         for listener in settings.listeners:
             context = tls_context(listener.tls) if listener.tls is not None else None
-            site = _Site(
-                runner, listener.host, listener.port, ssl_context=context, server_settings=settings.server, reuse_port=worker is not None,
+            site = GatewaySite(
+                runner, listener.host, listener.port, ssl_context=context, server_settings=settings.server,
+                lane=lambda fallback: Lane(app, settings.server, fallback=fallback), reuse_port=worker is not None,
             )
             await site.start()
         if settings.metrics.address is not None:
@@ -439,7 +461,21 @@ def run(config_path: Path | str, *, environ: Mapping[str, str] | None = None, wo
     def loader() -> Settings:
         return load_settings(path, environ)
 
-    return exit_code(lambda: asyncio.run(serve(loader)))
+    def main() -> int:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            return runner.run(serve(loader))
+
+    return exit_code(main)
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when uvloop is installed (a dependency on Linux and macOS), else None (asyncio's)."""
+    try:
+        uvloop = importlib.import_module("uvloop")
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def exit_code(main: Callable[[], int]) -> int:

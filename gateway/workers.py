@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import json
 import logging
 import os
@@ -73,7 +72,7 @@ from gateway.ingest.http import OSQUERY_PREFIX, SNAPSHOTS_PATH
 from gateway.keys import BREAKGLASS, SNAPSHOT_CACHE
 from gateway.logging import configure_logging
 from gateway.secret import Secret
-from gateway.server import _metrics_endpoint, exit_code, serve
+from gateway.server import _metrics_endpoint, exit_code, loop_factory, serve
 from gateway.settings import Settings, load_settings
 from gateway.store import open_store
 from gateway.store.base import StoreError
@@ -173,7 +172,7 @@ class _Supervisor:
                 _log.info(
                     "supervisor.started", workers=self._count, pids=sorted(w.process.pid for w in self._live.values()),
                     listeners=[f"{'https' if l.tls else 'http'}://{a}" for l, (_, a) in zip(self._settings.listeners, addresses)],
-                    metrics=metrics_url, loop="uvloop" if _uvloop_factory() is not None else "asyncio",
+                    metrics=metrics_url, loop="uvloop" if loop_factory() is not None else "asyncio",
                 )
             await stopped
             codes = await self._wait_for_workers(slots)
@@ -381,15 +380,6 @@ def _logging_spec() -> dict[str, str] | None:
     return {"level": "info", "fmt": fmt}
 
 
-def _uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    try:
-        uvloop = importlib.import_module("uvloop")
-    except ImportError:
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
-
-
 # -- a worker ------------------------------------------------------------------------------------
 
 
@@ -406,7 +396,7 @@ def worker_main(spec: dict[str, Any]) -> int:
         return worker_settings(load_settings(path, environ), spec)
 
     def main() -> int:
-        with asyncio.Runner(loop_factory=_uvloop_factory()) as runner:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
             return runner.run(serve(loader, worker=link))
 
     return exit_code(main)

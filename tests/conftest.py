@@ -12,13 +12,16 @@ import socket
 import subprocess
 import uuid
 from datetime import UTC, datetime
-from typing import Iterator
+from typing import Any, AsyncIterator, Iterator
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import BaseTestServer, TestClient
 from prometheus_client import CollectorRegistry
 
 from gateway.metrics import Metrics
 from tests.pgcluster import Cluster, postgres_bindir, throwaway_cluster
+from tests.serving import serve_for_tests
 
 NOW = datetime(2026, 11, 22, 15, 0, 0, tzinfo=UTC)
 
@@ -36,6 +39,28 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+async def aiohttp_client() -> AsyncIterator[Any]:
+    """pytest-aiohttp's ``aiohttp_client``, serving Gatehouse apps through Gatehouse's own listener.
+
+    A Gatehouse app is served as ``gatehouse serve`` serves it (fast lane, handover to aiohttp),
+    so every test that talks to one exercises the production request path; other apps (fake
+    identity providers, upstreams) get aiohttp's TestServer.
+    """
+    clients: list[TestClient[Any, Any]] = []
+
+    async def go(app_or_server: web.Application | BaseTestServer, *, server_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> TestClient[Any, Any]:
+        server = serve_for_tests(app_or_server, **(server_kwargs or {})) if isinstance(app_or_server, web.Application) else app_or_server
+        client: TestClient[Any, Any] = TestClient(server, **kwargs)
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield go
+    for client in clients:
+        await client.close()
 
 
 @pytest.fixture

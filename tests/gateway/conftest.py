@@ -20,6 +20,7 @@ from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
+from tests.serving import GatehouseTestServer
 from gateway.handlers import OpenGate
 from gateway.handlers import Gate
 from gateway.metrics import Metrics
@@ -160,7 +161,7 @@ async def make_gateway(metrics: Metrics) -> Any:
 
     async def make(routes: list[dict[str, Any]], *, gate: Gate | None = None, **server: Any) -> TestClient[web.Request, web.Application]:
         app = create_app(make_settings(routes, **server), metrics=metrics, gate=gate or OpenGate())
-        client = TestClient(TestServer(app, host="127.0.0.1"))
+        client = TestClient(GatehouseTestServer(app))
         await client.start_server()
         clients.append(client)
         return client

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from gateway.handlers import OpenGate
 from gateway.app import create_app
 from gateway.keys import READINESS
 from gateway.metrics import Metrics
 from tests.gateway.conftest import MakeGateway, Recorder, make_settings, raw_exchange
+from tests.serving import GatehouseTestServer
 
 
 class TestReserved:
@@ -35,7 +36,7 @@ class TestReserved:
             return web.Response(text="callback")
 
         app.router.add_get("/.gatehouse/callback", callback)
-        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        async with TestClient(GatehouseTestServer(app)) as client:
             resp = await client.get("/.gatehouse/callback")
             text = await resp.text()
 
@@ -66,7 +67,7 @@ class TestHealth:
         app[READINESS].add("store", lambda: state["store"])
         app[READINESS].add("policy", policy_loaded)
         app[READINESS].add("broken", broken)
-        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        async with TestClient(GatehouseTestServer(app)) as client:
             not_ready = await client.get("/.gatehouse/readyz")
             not_ready_body = await not_ready.json()
             state["store"] = True
@@ -83,7 +84,7 @@ class TestHealth:
         """A failing degradable check (the store) is listed as degraded; strict readiness counts it."""
         app = create_app(make_settings([]), metrics=metrics, gate=OpenGate())
         app[READINESS].add("store", lambda: False, degrades=True)
-        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        async with TestClient(GatehouseTestServer(app)) as client:
             lenient = await client.get("/.gatehouse/readyz")
             lenient_body = await lenient.json()
             strict = await client.get("/.gatehouse/readyz?strict=1")

@@ -1,0 +1,112 @@
+"""One request head, parsed for the fast lane: what it asks for, and whether the fast lane may serve it.
+
+Owns: HeadParser (httptools over one connection's request heads), RequestHead (the parsed head, read
+by the identity code as it reads an aiohttp request), the eligibility rules.
+Must not import: app, server, handlers (pure parsing; the lane decides what to do with the result).
+
+The fast lane serves a request only when nothing about it is unusual: a complete ``GET`` head in
+HTTP/1.1 with no body (no ``Transfer-Encoding``, no ``Content-Length`` but ``0``), no ``Upgrade``,
+no ``Expect``, an origin-form target, and every line within the configured header limits (with a
+margin, so that the lane never accepts a head aiohttp would refuse). ``parse`` returns None for
+anything else and the connection is handed to aiohttp, which applies every rule of the full path
+(including its 400 and 431 answers) to the same bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from types import MappingProxyType
+
+import httptools
+from aiohttp._cookie_helpers import parse_cookie_header
+from multidict import CIMultiDict
+
+_LIMIT_MARGIN = 16
+"""Bytes kept below aiohttp's limits, so a head at the edge goes to aiohttp to be judged."""
+_REFUSED_NAMES = frozenset({b"transfer-encoding", b"upgrade", b"expect"})
+_NO_BODY_LENGTHS = frozenset({b"0"})
+
+
+class RequestHead:
+    """A parsed request head, with the attributes the identity code reads of an aiohttp request."""
+
+    __slots__ = ("method", "raw_path", "headers", "transport", "keep_alive", "_cookies")
+
+    def __init__(self, method: str, raw_path: str, headers: CIMultiDict[str], transport: asyncio.BaseTransport, keep_alive: bool) -> None:
+        self.method = method
+        self.raw_path = raw_path
+        self.headers = headers
+        self.transport: asyncio.BaseTransport | None = transport
+        self.keep_alive = keep_alive
+        self._cookies: Mapping[str, str] | None = None
+
+    @property
+    def cookies(self) -> Mapping[str, str]:
+        """The request's cookies, parsed as aiohttp parses them."""
+        if self._cookies is None:
+            parsed = parse_cookie_header(self.headers.get("Cookie", ""))
+            self._cookies = MappingProxyType({name: morsel.value for name, morsel in parsed})
+        return self._cookies
+
+
+class HeadParser:
+    """Parses the request heads of one connection, one complete head (ending in CRLF CRLF) at a time."""
+
+    __slots__ = ("_parser", "_url", "_pairs", "_complete", "_plain", "_keep_alive", "_max_line", "_max_field", "_max_headers")
+
+    def __init__(self, *, max_line: int, max_field: int, max_headers: int) -> None:
+        self._parser = httptools.HttpRequestParser(self)
+        self._url = b""
+        self._pairs: list[tuple[bytes, bytes]] = []
+        self._complete = False
+        self._plain = False
+        self._keep_alive = False
+        self._max_line = max_line - _LIMIT_MARGIN
+        self._max_field = max_field - _LIMIT_MARGIN
+        self._max_headers = max_headers - 1
+
+    # httptools callbacks
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._pairs.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        # Read here: once the message is complete the parser starts over for the next one.
+        parser = self._parser
+        self._plain = parser.get_method() == b"GET" and parser.get_http_version() == "1.1" and not parser.should_upgrade()
+        self._keep_alive = parser.should_keep_alive()
+
+    def on_message_complete(self) -> None:
+        self._complete = True
+
+    def parse(self, head: bytes, transport: asyncio.BaseTransport) -> RequestHead | None:
+        """The head as a RequestHead when the fast lane may serve it, else None.
+
+        After None the parser is in an unknown state: the caller hands the connection over and
+        drops this parser.
+        """
+        self._url = b""
+        self._pairs = pairs = []
+        self._complete = self._plain = False
+        try:
+            self._parser.feed_data(head)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):  # an upgrade is not an error to httptools
+            return None
+        if not (self._complete and self._plain):
+            return None
+        url = self._url
+        if not url.startswith(b"/") or len(url) > self._max_line or len(pairs) > self._max_headers:
+            return None
+        headers: CIMultiDict[str] = CIMultiDict()
+        max_field = self._max_field
+        for name, value in pairs:
+            if len(name) + len(value) + 2 > max_field:
+                return None
+            lower = name.lower()
+            if lower in _REFUSED_NAMES or (lower == b"content-length" and value not in _NO_BODY_LENGTHS):
+                return None
+            headers.add(name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
+        return RequestHead("GET", url.decode("utf-8", "surrogateescape"), headers, transport, self._keep_alive)

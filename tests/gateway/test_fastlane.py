@@ -1,0 +1,435 @@
+"""The fast lane on real sockets: what it serves itself, what it hands to aiohttp, and how it fails.
+
+Every test drives the production listener (``GatewaySite`` with its lane, through ``make_gateway``)
+with raw sockets or fresh client connections, and reads ``gatehouse_lane_requests_total`` to know
+which path served the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from gateway.app import create_app
+from gateway.metrics import Metrics
+from tests.gateway.conftest import MakeGateway, Recorder, raw_exchange
+from tests.gateway.fullstack import Keys, MovableClock, gatehouse_settings, ingest_headers, mac_item
+from tests.gateway.test_proxy import _rss_bytes
+from tests.serving import GatehouseTestServer
+
+
+def _route(upstream: str, **extra: object) -> dict[str, object]:
+    return {"id": "app", "upstream": upstream, "tier": "low", **extra}
+
+
+def lane_count(metrics: Metrics | CollectorRegistry, lane: str) -> float:
+    registry = metrics.registry if isinstance(metrics, Metrics) else metrics
+    return registry.get_sample_value("gatehouse_lane_requests_total", {"lane": lane}) or 0.0
+
+
+def fresh_session() -> aiohttp.ClientSession:
+    """A client that opens a new connection per request (so no request inherits a handed-over connection)."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True), auto_decompress=False)
+
+
+class RawUpstream:
+    """An upstream on a real socket that answers each request head with scripted bytes."""
+
+    def __init__(self, answer: Callable[[bytes, int], bytes | None], *, close: bool = False) -> None:
+        self.answer = answer
+        self.close_after_reply = close
+        """(request head, index of the connection) → bytes to send; None closes the connection."""
+        self.heads: list[bytes] = []
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        index = self.connections
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                self.heads.append(head)
+                reply = self.answer(head, index)
+                if reply is None:
+                    break
+                writer.write(reply)
+                await writer.drain()
+                if self.close_after_reply:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+@pytest.fixture
+async def raw_upstream() -> AsyncIterator[Callable[[Callable[[bytes, int], bytes | None]], Any]]:
+    started: list[RawUpstream] = []
+
+    async def make(answer: Callable[[bytes, int], bytes | None], *, close: bool = False) -> tuple[RawUpstream, str]:
+        upstream = RawUpstream(answer, close=close)
+        started.append(upstream)
+        return upstream, await upstream.start()
+
+    yield make
+    for upstream in started:
+        await upstream.close()
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 response from ``reader``: status, headers (lower-case names), de-chunked body."""
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+    lines = head.split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+    if "content-length" in headers:
+        body = await reader.readexactly(int(headers["content-length"]))
+    elif headers.get("transfer-encoding") == "chunked":
+        body = b""
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+            chunk = await reader.readexactly(size + 2)
+            if size == 0:
+                break
+            body += chunk[:-2]
+    else:
+        body = b""
+    return status, headers, body
+
+
+def get(path: str, *extra: str) -> bytes:
+    return ("\r\n".join([f"GET {path} HTTP/1.1", "Host: svc", *extra]) + "\r\n\r\n").encode()
+
+
+class TestServedInTheLane:
+    async def test_plain_get_is_served_by_the_lane(self, make_gateway: MakeGateway, upstream_url: str, recorder: Recorder, metrics: Metrics) -> None:
+        """A plain GET never reaches aiohttp: forwarded with the proxy's headers, answered with its request id."""
+        gw = await make_gateway([_route(upstream_url)])
+
+        status, head, body = await raw_exchange(gw.port, get("/a?b=1", "Connection: close", "X-Gatehouse-User: forged"))
+
+        assert 200 == status
+        assert b'"raw_path":"/a?b=1"' in body
+        assert (1.0, 0.0) == (lane_count(metrics, "fast"), lane_count(metrics, "handed-over"))
+        assert [] == recorder.header(0, "X-Gatehouse-User")
+        assert ["127.0.0.1"] == recorder.header(0, "X-Forwarded-For")
+        request_id = recorder.header(0, "X-Request-Id")[0]
+        assert f"X-Request-Id: {request_id}".encode() in head
+        assert b"Connection: close" in head
+
+    async def test_keep_alive_and_pipelining_on_one_connection(self, make_gateway: MakeGateway, raw_upstream: Any, metrics: Metrics) -> None:
+        """Three pipelined GETs in one write are answered in order, over one reused upstream connection."""
+        upstream, url = await raw_upstream(lambda head, _: b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(head.split()[1]), head.split()[1]))
+        gw = await make_gateway([_route(url)])
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+
+        writer.write(get("/one") + get("/two") + get("/three"))
+        answers = [await read_response(reader) for _ in range(3)]
+        writer.close()
+
+        assert [b"/one", b"/two", b"/three"] == [body for _, _, body in answers]
+        assert 1 == upstream.connections
+        assert 3.0 == lane_count(metrics, "fast")
+
+    async def test_head_arriving_byte_by_byte(self, make_gateway: MakeGateway, upstream_url: str, metrics: Metrics) -> None:
+        """A head split into single bytes is put together and served."""
+        gw = await make_gateway([_route(upstream_url)])
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+
+        for byte in get("/slowly"):
+            writer.write(bytes([byte]))
+            await writer.drain()
+        status, _, body = await read_response(reader)
+        writer.close()
+
+        assert (200, 1.0) == (status, lane_count(metrics, "fast"))
+        assert b"/slowly" in body
+
+    @pytest.mark.parametrize(
+        ("upstream_reply", "expected_body", "framing"),
+        [
+            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n", b"abcde", "content-length"),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nwxyz", b"wxyz", "content-length"),
+            (b"HTTP/1.1 204 No Content\r\n\r\n", b"", None),
+            (b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", b"ok", "content-length"),
+        ],
+        ids=["chunked-whole", "length", "no-content", "interim-skipped"],
+    )
+    async def test_response_framing(
+        self, make_gateway: MakeGateway, raw_upstream: Any, upstream_reply: bytes, expected_body: bytes, framing: str | None,
+    ) -> None:
+        """Whatever framing the upstream used, the client gets a correctly framed body (interim responses dropped)."""
+        _, url = await raw_upstream(lambda head, _: upstream_reply)
+        gw = await make_gateway([_route(url)])
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+
+        writer.write(get("/x"))
+        status, headers, body = await read_response(reader)
+        writer.close()
+
+        assert expected_body == body
+        assert status in (200, 204)
+        assert "transfer-encoding" not in headers
+        assert (framing in headers) if framing else ("content-length" not in headers)
+
+    async def test_body_delimited_by_close_reaches_the_client_in_full(self, make_gateway: MakeGateway, raw_upstream: Any) -> None:
+        """An HTTP/1.0-style upstream ends its body by closing; the client gets the whole body, chunked."""
+
+        _, url = await raw_upstream(lambda head, _: b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n" + b"z" * 100_000, close=True)
+        gw = await make_gateway([_route(url)])
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+
+        writer.write(get("/x"))
+        status, headers, body = await read_response(reader)
+        writer.close()
+
+        assert (200, 100_000) == (status, len(body))
+        assert "chunked" == headers.get("transfer-encoding")  # the end is known only when the upstream closes
+
+    async def test_upstream_hop_by_hop_headers_never_reach_the_client(self, make_gateway: MakeGateway, raw_upstream: Any) -> None:
+        """Connection, the headers it names, Keep-Alive and the upstream's own request id are dropped."""
+        _, url = await raw_upstream(lambda head, _: (
+            b"HTTP/1.1 200 OK\r\nConnection: X-Secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\n"
+            b"X-Request-Id: upstreams\r\nX-Kept: yes\r\nContent-Length: 0\r\n\r\n"
+        ))
+        gw = await make_gateway([_route(url)])
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+
+        writer.write(get("/x"))
+        _, headers, _ = await read_response(reader)
+        writer.close()
+
+        assert "yes" == headers["x-kept"]
+        assert not {"x-secret", "keep-alive"} & set(headers)
+        assert "upstreams" != headers["x-request-id"]
+        assert "date" in headers
+
+    async def test_large_download_streams_in_bounded_memory(self, make_gateway: MakeGateway, upstream_url: str, metrics: Metrics) -> None:
+        """512 MiB through the lane to a client reading at its own pace: flow control keeps memory flat."""
+        size = 512 * 1024 * 1024
+        gw = await make_gateway([_route(upstream_url)])
+        gc.collect()
+        before = _rss_bytes()
+        peak = before
+        received = 0
+        async with fresh_session() as session, session.get(f"http://127.0.0.1:{gw.port}/big?n={size}") as response:
+            async for chunk in response.content.iter_chunked(1024 * 1024):
+                received += len(chunk)
+                peak = max(peak, _rss_bytes())
+
+        assert (200, size, 1.0) == (response.status, received, lane_count(metrics, "fast"))
+        assert peak - before < 64 * 1024 * 1024
+
+
+class TestHandover:
+    async def test_post_after_get_on_one_connection(self, make_gateway: MakeGateway, upstream_url: str, recorder: Recorder, metrics: Metrics) -> None:
+        """The POST (a body) is handed to aiohttp with every byte; the connection goes on serving after it."""
+        gw = await make_gateway([_route(upstream_url)])
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+
+        writer.write(get("/first"))
+        first = await read_response(reader)
+        writer.write(b"POST /second HTTP/1.1\r\nHost: svc\r\nContent-Length: 5\r\n\r\nhello" + get("/third"))
+        second = await read_response(reader)
+        third = await read_response(reader)
+        writer.close()
+
+        assert [200, 200, 200] == [first[0], second[0], third[0]]
+        assert ["GET", "POST", "GET"] == [seen.method for seen in recorder.seen]
+        assert 5 == recorder.seen[1].body_bytes
+        assert (1.0, 1.0) == (lane_count(metrics, "fast"), lane_count(metrics, "handed-over"))
+
+    @pytest.mark.parametrize(
+        ("request_bytes", "status"),
+        [
+            (b"GET /a%2Fb HTTP/1.1\r\nHost: svc\r\n\r\n", 400),
+            (b"GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+            (b"GET /.gatehouse/healthz HTTP/1.1\r\nHost: svc\r\n\r\n", 200),
+            (b"GET /x HTTP/1.1\r\nHost: svc\r\nX-Long: " + b"v" * 9000 + b"\r\n\r\n", 400),
+            (b"GARBAGE\r\n\r\n", 400),
+        ],
+        ids=["encoded-slash", "two-hosts", "reserved", "long-header", "malformed"],
+    )
+    async def test_what_the_lane_does_not_serve_gets_the_full_paths_answer(
+        self, make_gateway: MakeGateway, upstream_url: str, metrics: Metrics, request_bytes: bytes, status: int,
+    ) -> None:
+        """Refusals and Gatehouse's own pages come from aiohttp, exactly as without the lane."""
+        gw = await make_gateway([_route(upstream_url)], max_header_bytes=8190)
+
+        got, _, _ = await raw_exchange(gw.port, request_bytes, read_until_close=False)
+
+        assert (status, 0.0, 1.0) == (got, lane_count(metrics, "fast"), lane_count(metrics, "handed-over"))
+
+    async def test_websocket_upgrade_is_handed_over(self, make_gateway: MakeGateway, upstream_url: str, metrics: Metrics) -> None:
+        gw = await make_gateway([_route(upstream_url)])
+        async with fresh_session() as session, session.ws_connect(f"http://127.0.0.1:{gw.port}/ws") as ws:
+            await ws.send_str("hi")
+            reply = await ws.receive_str()
+
+        assert ("echo:hi", 1.0) == (reply, lane_count(metrics, "handed-over"))
+
+
+class TestFailures:
+    async def test_refused_connect_is_a_502_page_with_the_request_id(self, make_gateway: MakeGateway, metrics: Metrics) -> None:
+        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        server.close()
+        await server.wait_closed()
+        gw = await make_gateway([_route(f"http://127.0.0.1:{port}")])
+
+        status, head, body = await raw_exchange(gw.port, get("/x", "Accept: application/json", "Connection: close"))
+
+        assert (502, 1.0) == (status, lane_count(metrics, "fast"))
+        assert b'"upstream-connect"' in body
+        assert b"X-Request-Id: " in head
+        assert 1.0 == metrics.registry.get_sample_value("gatehouse_upstream_errors_total", {"route": "app", "kind": "connect"})
+
+    async def test_read_timeout_is_504(self, make_gateway: MakeGateway, upstream_url: str, metrics: Metrics) -> None:
+        gw = await make_gateway([_route(upstream_url, read_timeout_s=0.2)])
+
+        status, _, body = await raw_exchange(gw.port, get("/hang", "Accept: text/html", "Connection: close"))
+
+        assert (504, 1.0) == (status, lane_count(metrics, "fast"))
+        assert b"did not answer in time" in body
+
+    async def test_malformed_upstream_response_is_502(self, make_gateway: MakeGateway, raw_upstream: Any, metrics: Metrics) -> None:
+        _, url = await raw_upstream(lambda head, _: b"HTTP/1.1 abc nonsense\r\n\r\n")
+        gw = await make_gateway([_route(url)])
+
+        status, _, _ = await raw_exchange(gw.port, get("/x", "Connection: close"))
+
+        assert 502 == status
+        assert 1.0 == metrics.registry.get_sample_value("gatehouse_upstream_errors_total", {"route": "app", "kind": "protocol"})
+
+    async def test_idle_connection_closed_by_the_upstream_is_retried_once(self, make_gateway: MakeGateway, raw_upstream: Any, metrics: Metrics) -> None:
+        """The upstream drops each connection after one answer (without saying so); the next GET is sent again on a new one."""
+        per_connection: dict[int, int] = {}
+
+        def answer(head: bytes, index: int) -> bytes | None:
+            per_connection[index] = per_connection.get(index, 0) + 1
+            if index == 0 and per_connection[index] == 2:
+                return None  # reads the second request, then hangs up without a word
+            return b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+        upstream, url = await raw_upstream(answer)
+        gw = await make_gateway([_route(url)])
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+
+        writer.write(get("/x"))
+        first = await read_response(reader)
+        writer.write(get("/x"))
+        second = await read_response(reader)
+        writer.close()
+
+        assert [(200, b"ok"), (200, b"ok")] == [(first[0], first[2]), (second[0], second[2])]
+        assert 2 == upstream.connections
+        assert metrics.registry.get_sample_value("gatehouse_upstream_errors_total", {"route": "app", "kind": "protocol"}) is None
+
+    async def test_upstream_breaking_off_mid_body_cuts_the_client_response(self, make_gateway: MakeGateway, upstream_url: str, metrics: Metrics) -> None:
+        gw = await make_gateway([_route(upstream_url)])
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+
+        writer.write(get("/break"))
+        with pytest.raises(asyncio.IncompleteReadError):
+            await read_response(reader)
+        writer.close()
+
+        assert 1.0 == metrics.registry.get_sample_value("gatehouse_upstream_errors_total", {"route": "app", "kind": "protocol"})
+
+    async def test_client_leaving_mid_response_is_counted_and_frees_the_upstream(self, make_gateway: MakeGateway, upstream_url: str, metrics: Metrics) -> None:
+        gw = await make_gateway([_route(upstream_url)])
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+
+        writer.write(get(f"/big?n={256 * 1024 * 1024}"))
+        await reader.readuntil(b"\r\n\r\n")
+        writer.transport.abort()
+        lane = gw.server.lane  # type: ignore[attr-defined]
+        while lane.active:
+            await asyncio.sleep(0)  # yield until the lane has seen the connection go (no time passes by design)
+
+        assert 1.0 == metrics.registry.get_sample_value("gatehouse_requests_total", {"route": "app", "code_class": "4xx"})
+
+    async def test_head_timeout_closes_a_slow_head(self, make_gateway: MakeGateway, upstream_url: str) -> None:
+        gw = await make_gateway([_route(upstream_url)], header_read_timeout_s=0.3)
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+
+        writer.write(b"GET /x HTTP/1.1\r\nHost: sv")
+        closed = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+
+        assert b"" == closed
+
+
+class TestShutdown:
+    async def test_request_in_flight_finishes_idle_connections_close(self, make_gateway: MakeGateway, upstream_url: str, recorder: Recorder) -> None:
+        gw = await make_gateway([_route(upstream_url)], shutdown_grace_s=10)
+        busy_reader, busy_writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        busy_writer.write(get("/slow"))
+        await recorder.arrived.wait()
+
+        stopping = asyncio.ensure_future(gw.server.lane.shutdown(10))  # type: ignore[attr-defined]
+        idle_closed = await asyncio.wait_for(idle_reader.read(), 5)
+        recorder.release.set()
+        status, headers, _ = await read_response(busy_reader)
+        await stopping
+        busy_writer.close()
+        idle_writer.close()
+
+        assert (b"", 200, "close") == (idle_closed, status, headers.get("connection"))
+
+
+class TestWithTheGate:
+    async def test_first_request_with_a_new_token_stays_in_the_lane(self, aiohttp_server: Any, tmp_path: Path) -> None:
+        """A token not yet verified is verified once (prepare) and the request is served by the lane; a denial is handed over."""
+
+        async def handle(request: web.Request) -> web.Response:
+            return web.json_response({"user": request.headers.get("X-Gatehouse-Email")})
+
+        up_app = web.Application()
+        up_app.router.add_route("*", "/{tail:.*}", handle)
+        upstream = await aiohttp_server(up_app)
+        keys = Keys(tmp_path / "keys")
+        clock = MovableClock()
+        registry = CollectorRegistry()
+        settings = gatehouse_settings(keys, store=f"sqlite:///{tmp_path}/g.db", upstream=str(upstream.make_url("")).rstrip("/"))
+        server = GatehouseTestServer(create_app(settings, clock=clock, metrics=Metrics(registry)))
+        await server.start_server()
+        try:
+            base = f"http://127.0.0.1:{server.port}"
+            async with fresh_session() as session:
+                async with session.post(f"{base}/.gatehouse/api/v1/snapshots", json={"snapshots": [mac_item("C02ALICE0001", at=clock())]}, headers=ingest_headers()) as r:
+                    assert 200 == r.status, await r.text()
+                token = keys.token("alice@example.com", device="C02ALICE0001", now=clock())
+                async with session.get(f"{base}/public/x", headers={"Authorization": f"Bearer {token}"}) as allowed:
+                    allowed_body = await allowed.json()
+                fast_after_allow = lane_count(registry, "fast")
+                other = keys.token("bob@example.com", device="C02UNKNOWN01", now=clock())
+                async with session.get(f"{base}/public/x", headers={"Authorization": f"Bearer {other}", "Accept": "application/json"}) as denied:
+                    denied_status = denied.status
+        finally:
+            await server.close()
+
+        assert (200, "alice@example.com") == (allowed.status, allowed_body["user"])
+        assert 1.0 == fast_after_allow
+        assert 403 == denied_status
+        assert 2.0 == lane_count(registry, "handed-over")  # the ingest POST and the denial
