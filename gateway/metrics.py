@@ -6,6 +6,11 @@ Must not import: aiohttp, app, handlers.
 Label values come from closed sets only: route ids, tiers, reason codes, check names, sources,
 outcome words. Never a user, a device serial or an address.
 
+The fast lane records into ``Metrics.tally`` (a Tally) instead of calling prometheus-client per
+request: counts and histogram bucket counts accumulate in plain dicts and are added to the metrics
+when the registry is collected (and about once a second), so a request costs dict updates, not
+prometheus-client calls with their locks. A scrape always sees every request recorded before it.
+
 With several worker processes (``gateway.workers``) prometheus-client runs in multiprocess mode:
 every value lives in a file per process under ``PROMETHEUS_MULTIPROC_DIR`` whatever registry the
 metric is on, and the supervisor's endpoint aggregates them. Counters and histograms add up (a dead
@@ -14,9 +19,11 @@ worker's counts stay); each gauge names how its workers' values combine (``multi
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from typing import Any, TypeVar
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
-from typing import TypeVar
 
 _M = TypeVar("_M", bound=MetricWrapperBase)
 
@@ -31,6 +38,8 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self._children: dict[tuple[int, tuple[str, ...]], MetricWrapperBase] = {}
+        self.tally = Tally()
+        registry.register(self.tally)  # INVARIANT: before every metric, so collecting flushes it first
         # Proxy (core)
         self.requests = Counter(
             "gatehouse_requests_total", "Requests answered, by route and status class.",
@@ -136,3 +145,60 @@ class Metrics:
         if child is None:
             child = self._children[key] = metric.labels(*values)
         return child  # type: ignore[return-value]
+
+
+class Tally:
+    """Counter, gauge and histogram updates kept in plain dicts until the next flush.
+
+    ``add(child, n)`` for counters and gauges (a gauge's net change; negative allowed), ``observe(child,
+    value)`` for histograms, both on label-bound children (``Metrics.child``). Flushed whenever the
+    registry is collected (a scrape, ``get_sample_value``: a collector registered before every
+    metric flushes first, so a reader never sees a stale value) and by the fast lane's sweep about
+    once a second (with workers, the supervisor reads what workers flushed). Histogram buckets
+    follow prometheus-client's ``Histogram.observe`` exactly (``value <= bound``, non-cumulative
+    bucket values, ``_sum``); ``tests/gateway/test_metrics.py`` pins that.
+    """
+
+    __slots__ = ("_counts", "_histograms")
+
+    def __init__(self) -> None:
+        self._counts: dict[Any, float] = {}
+        self._histograms: dict[Any, list[Any]] = {}
+
+    def add(self, child: Any, amount: float = 1.0) -> None:
+        """Add ``amount`` to a counter or gauge child."""
+        counts = self._counts
+        counts[child] = counts.get(child, 0.0) + amount
+
+    def observe(self, child: Any, value: float) -> None:
+        """Record one observation of a histogram child."""
+        entry = self._histograms.get(child)
+        if entry is None:
+            entry = self._histograms[child] = [0.0, [0] * len(child._upper_bounds), child._upper_bounds]
+        entry[0] += value
+        entry[1][bisect_left(entry[2], value)] += 1
+
+    def flush(self) -> None:
+        """Apply every pending update to its metric."""
+        counts, self._counts = self._counts, {}
+        for child, amount in counts.items():
+            if amount:
+                child.inc(amount)
+        for child, entry in self._histograms.items():
+            buckets = entry[1]
+            if not any(buckets):
+                continue
+            child._sum.inc(entry[0])
+            entry[0] = 0.0
+            for index, count in enumerate(buckets):
+                if count:
+                    child._buckets[index].inc(count)
+                    buckets[index] = 0
+
+    # a Collector for the registry: flush, contribute no samples
+    def collect(self) -> list[Any]:
+        self.flush()
+        return []
+
+    def describe(self) -> list[Any]:
+        return []

@@ -155,9 +155,8 @@ class PolicyGate:
         device, outcome, policies, took = self._judge(app, request, identity, route, now)
         if device is not None:
             request[DEVICE] = device
-        metrics.decision_duration.observe(took)
         request[OUTCOME] = outcome
-        self._account(metrics, route, outcome)
+        self._account(metrics, route, outcome, took)
         _USER_VAR.set(identity.email)  # bind_contextvars(user=..., device=..., ...), without its lookups
         _DEVICE_VAR.set(device.serial if device else None)
         _TIER_VAR.set(route.tier)
@@ -186,9 +185,7 @@ class PolicyGate:
         if outcome.verdict is not Verdict.ALLOW and outcome.verdict is not Verdict.MONITOR:
             return None  # denials and break-glass take the full path, which records and explains them
         inject = self._upstream_headers(resolver, identity, device, route, outcome, now)
-        metrics = app[METRICS]
-        metrics.decision_duration.observe(took)
-        self._account(metrics, route, outcome)
+        self._account(app[METRICS], route, outcome, took)
         return Admission.allow(
             inject, strip=resolver.strip_names, user=identity.email, device=device.serial if device else None,
             decision=outcome.verdict.value,
@@ -213,15 +210,18 @@ class PolicyGate:
         return resolver.upstream_headers(identity, device, posture, now=now)
 
     @staticmethod
-    def _account(metrics: Metrics, route: Route, outcome: GateOutcome) -> None:
+    def _account(metrics: Metrics, route: Route, outcome: GateOutcome, took: float) -> None:
+        """Count the decision (batched through ``metrics.tally``: this runs for every proxied request)."""
+        tally = metrics.tally
         decision = outcome.decision
-        metrics.child(metrics.decisions, route.tier, outcome.verdict.value, outcome.reason).inc()
+        tally.observe(metrics.decision_duration, took)
+        tally.add(metrics.child(metrics.decisions, route.tier, outcome.verdict.value, outcome.reason))
         for finding in decision.failing:
-            metrics.child(metrics.failing_checks, route.tier, finding.check).inc()
+            tally.add(metrics.child(metrics.failing_checks, route.tier, finding.check))
         if outcome.verdict is Verdict.MONITOR:
-            metrics.child(metrics.would_deny, route.id, outcome.reason).inc()
+            tally.add(metrics.child(metrics.would_deny, route.id, outcome.reason))
         if decision.snapshot_age is not None:
-            metrics.snapshot_age.observe(max(decision.snapshot_age.total_seconds(), 0.0))
+            tally.observe(metrics.snapshot_age, max(decision.snapshot_age.total_seconds(), 0.0))
 
 
 # Gatehouse's own pages that act for a signed-in user. Everything else under /.gatehouse/ is either

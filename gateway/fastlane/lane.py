@@ -119,6 +119,7 @@ class Lane:
         self._slow_every = max(1, round(min(1.0, self.head_timeout_s) / LANE_SWEEP_S))
         self._ticks = 0
         self._timer: asyncio.TimerHandle | None = self.loop.call_later(LANE_SWEEP_S, self._sweep)
+        self.tally = metrics.tally
         self.served = metrics.child(metrics.lane_requests, "fast")
         self.handed = metrics.child(metrics.lane_requests, "handed-over")
 
@@ -135,6 +136,7 @@ class Lane:
             for conn in list(self.connections):
                 conn.check_idle(now)
             self.pool.expire(now)
+            self.tally.flush()  # with workers the supervisor reads what each worker flushed
         self._timer = self.loop.call_later(LANE_SWEEP_S, self._sweep)
 
     def finished(self, conn: LaneConnection) -> None:
@@ -168,6 +170,7 @@ class Lane:
             self._timer.cancel()
             self._timer = None
         self.pool.close()
+        self.tally.flush()
 
 
 class LaneConnection(asyncio.Protocol):
@@ -353,8 +356,9 @@ class LaneConnection(asyncio.Protocol):
 
     def _begin(self, head: RequestHead, host: str, path: str, forward_target: str, route: Route, admission: Admission, live: Any) -> None:
         lane = self.lane
-        lane.served.inc()
-        lane.metrics.in_flight.inc()
+        tally = lane.tally
+        tally.add(lane.served)
+        tally.add(lane.metrics.in_flight)
         lane.active.add(self)
         self.started = time.perf_counter()
         if self._trust_for is not live:
@@ -424,7 +428,7 @@ class LaneConnection(asyncio.Protocol):
         if not self.head_sent:
             if not conn.head_ready:
                 return
-            lane.metrics.child(lane.metrics.upstream_duration, route.id).observe(lane.loop.time() - self.sent_at)
+            lane.tally.observe(lane.metrics.child(lane.metrics.upstream_duration, route.id), lane.loop.time() - self.sent_at)
             self.upstream_status = conn.status
             out.append(self._response_head(conn))
             self.head_sent = True
@@ -583,10 +587,11 @@ class LaneConnection(asyncio.Protocol):
         if route is None:
             return
         metrics = lane.metrics
-        metrics.in_flight.dec()
+        tally = lane.tally
+        tally.add(metrics.in_flight, -1.0)
         duration = time.perf_counter() - self.started
-        metrics.child(metrics.requests, route.id, _CODE_CLASSES.get(status // 100) or f"{status // 100}xx").inc()
-        metrics.child(metrics.request_duration, route.id).observe(duration)
+        tally.add(metrics.child(metrics.requests, route.id, _CODE_CLASSES.get(status // 100) or f"{status // 100}xx"))
+        tally.observe(metrics.child(metrics.request_duration, route.id), duration)
         if info_enabled():
             admission = self.admission
             _log.info(
