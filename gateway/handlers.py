@@ -57,6 +57,8 @@ class Admission:
     """Headers added to the upstream request (after every client X-Gatehouse-* header is stripped)."""
     strip: Collection[str] = ()
     """Extra client header names to strip before forwarding (e.g. configured assertion headers)."""
+    drop_cookies: Collection[str] = ()
+    """Cookie names removed from the `Cookie` header before forwarding (Gatehouse's session, token cookies)."""
     response: web.StreamResponse | None = None
     """When set, the request is not proxied; this response (deny page, redirect) is sent."""
     user: str | None = None
@@ -66,11 +68,11 @@ class Admission:
 
     @classmethod
     def allow(
-        cls, inject: Mapping[str, str] = _EMPTY, *, strip: Collection[str] = (),
+        cls, inject: Mapping[str, str] = _EMPTY, *, strip: Collection[str] = (), drop_cookies: Collection[str] = (),
         user: str | None = None, device: str | None = None, decision: str | None = None,
     ) -> Admission:
         """Admit the request, injecting ``inject`` upstream."""
-        return cls(inject=inject, strip=strip, user=user, device=device, decision=decision)
+        return cls(inject=inject, strip=strip, drop_cookies=drop_cookies, user=user, device=device, decision=decision)
 
     @classmethod
     def refuse(cls, response: web.StreamResponse) -> Admission:
@@ -230,6 +232,7 @@ async def handle_proxied(request: web.Request) -> web.StreamResponse:
         request_id=request[REQUEST_ID],
         inject=admission.inject,
         strip=admission.strip,
+        drop_cookies=admission.drop_cookies,
         websocket=websocket,
     )
     if websocket:

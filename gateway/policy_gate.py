@@ -172,7 +172,9 @@ class PolicyGate:
                     "so this request is refused; try again in a minute",
                     request_id=request.get(REQUEST_ID),
                 ))
-        return Admission.allow(self._upstream_headers(resolver, identity, device, route, outcome, now), strip=resolver.strip_names)
+        return Admission.allow(
+            self._upstream_headers(resolver, identity, device, route, outcome, now), strip=resolver.strip_names, drop_cookies=resolver.drop_cookies,
+        )
 
     def admit_now(self, app: web.Application, head: RequestHead, route: Route) -> Admission | None:
         """The fast lane's decision: an Admission for an allowed (or monitored) request, else None (see FastGate)."""
@@ -187,7 +189,7 @@ class PolicyGate:
         inject = self._upstream_headers(resolver, identity, device, route, outcome, now)
         self._account(app[METRICS], route, outcome, took)
         return Admission.allow(
-            inject, strip=resolver.strip_names, user=identity.email, device=device.serial if device else None,
+            inject, strip=resolver.strip_names, drop_cookies=resolver.drop_cookies, user=identity.email, device=device.serial if device else None,
             decision=outcome.verdict.value,
         )
 

@@ -10,7 +10,10 @@ Headers sent upstream:
   every header named in Connection are removed, in both directions; ``Expect`` is answered by
   Gatehouse and not forwarded;
 - every ``X-Gatehouse-*`` header from the client, and every name in ``strip`` (configured assertion
-  headers), is removed, also when named in Connection; then ``inject`` is added;
+  headers, and the user's credential header unless ``identity.forward_credentials``), is removed,
+  also when named in Connection; then ``inject`` is added;
+- the cookies named in ``drop_cookies`` (Gatehouse's session and login cookies; token cookies unless
+  ``identity.forward_credentials``) are removed from ``Cookie``, the header dropped when none is left;
 - ``Host`` is the client's (so upstreams build correct links); ``X-Forwarded-For``/``-Proto``/``-Host``
   and ``Forwarded`` (RFC 7239) are set. The client's own values are kept (and appended to) only when
   the peer address is in ``server.trusted_proxies``; otherwise they are replaced; a client's
@@ -116,6 +119,7 @@ def upstream_headers(
     request_id: str,
     inject: Mapping[str, str] | None = None,
     strip: Collection[str] = (),
+    drop_cookies: Collection[str] = (),
     websocket: bool = False,
 ) -> CIMultiDict[str]:
     """The headers to send upstream for a client request (see the module docstring)."""
@@ -128,6 +132,10 @@ def upstream_headers(
             continue
         if websocket and lower in _WS_HANDSHAKE:
             continue
+        if drop_cookies and lower == "cookie":
+            value = without_cookies(value, drop_cookies)
+            if not value:
+                continue
         out.add(name, value)
     node = peer or "unknown"
     ours = f"for={_quote_node(node)};proto={scheme};host=\"{host}\""
@@ -148,6 +156,12 @@ def upstream_headers(
         for name, value in inject.items():
             out[name] = value
     return out
+
+
+def without_cookies(header: str, names: Collection[str]) -> str:
+    """A `Cookie` header value without the cookies called ``names`` (the others kept in order)."""
+    kept = [part.strip() for part in header.split(";") if part.strip() and part.strip().partition("=")[0].strip() not in names]
+    return "; ".join(kept)
 
 
 def downstream_headers(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:

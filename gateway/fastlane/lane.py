@@ -372,6 +372,7 @@ class LaneConnection(asyncio.Protocol):
         headers = upstream_headers(
             head.headers, peer=self.remote, trusted=self._trusted, scheme=self.scheme, host=host,
             request_id=self.request_id, inject=admission.inject, strip=admission.strip,
+            drop_cookies=admission.drop_cookies,
         )
         self.key, base = upstream_address(route.upstream)
         lines = [f"GET {base}{forward_target} HTTP/1.1\r\n"]

@@ -310,6 +310,11 @@ class IdentitySettings(Section):
     device: DeviceSettings = DeviceSettings()
     assertion: UpstreamAssertionSettings | None = None
     token_cache_size: int = Field(default=10_000, ge=0)
+    forward_credentials: bool = False
+    """Send the user's token on to upstreams (the `Authorization` header when a `bearer` source is
+    configured, a `header` source's header, a `cookie` source's cookie). Off by default: upstreams get
+    the identity headers and the signed assertion, and a token that reached an upstream could be
+    replayed by it elsewhere. Gatehouse's own session and login cookies are never forwarded."""
 
     @model_validator(mode="after")
     def _consistent(self) -> IdentitySettings:

@@ -20,7 +20,9 @@ from aiohttp import web
 from gateway.identity.assertion import (
     SigningKeys, identity_headers, jwks_document, load_signing_keys, sign_assertion,
 )
-from gateway.identity.config import ASSERTION_HEADER, IdentitySettings, UpstreamAssertionSettings, UserSource
+from gateway.identity.config import (
+    ASSERTION_HEADER, BearerSource, CookieSource, HeaderSource, IdentitySettings, UpstreamAssertionSettings, UserSource,
+)
 from gateway.identity.device import DeviceEvidence, DeviceTrust, device_serial
 from gateway.errors import Problem
 from gateway.identity.errors import AuthenticationError, AuthReason, KeyFileError
@@ -105,8 +107,22 @@ class IdentityResolver:
             names.add(dev.assertion.header.lower())
         if dev.header is not None:
             names.add(dev.header.name.lower())
+        cookies = {LOGIN_COOKIE}
+        if settings.oidc is not None:
+            cookies.add(settings.oidc.session_cookie)
+        if not settings.forward_credentials:
+            for source in settings.sources:
+                if isinstance(source, BearerSource):
+                    names.add("authorization")
+                elif isinstance(source, HeaderSource):
+                    names.add(source.name.lower())
+                elif isinstance(source, CookieSource):
+                    cookies.add(source.name)
         self.strip_names: frozenset[str] = frozenset(names)
-        """Incoming header names to drop before forwarding (besides every `X-Gatehouse-*`, see should_strip)."""
+        """Incoming header names to drop before forwarding (besides every `X-Gatehouse-*`, see should_strip);
+        the user's credential headers too unless ``forward_credentials``."""
+        self.drop_cookies: frozenset[str] = frozenset(cookies)
+        """Cookies removed from the `Cookie` header sent upstream: Gatehouse's own, and token cookies unless ``forward_credentials``."""
         self._needs_peer = "mtls" in dev.sources or "header" in dev.sources
         self._headers_memo: dict[tuple[str, str, tuple[str, ...], str | None], dict[str, str]] = {}
         self._assertions: dict[tuple[object, ...], tuple[str, datetime]] = {}

@@ -15,7 +15,8 @@ from prometheus_client import CollectorRegistry
 
 from gateway.app import create_app
 from gateway.metrics import Metrics
-from tests.gateway.fullstack import Keys, MovableClock, gatehouse_settings, ingest_headers, mac_item
+from gateway.settings import parse_settings
+from tests.gateway.fullstack import Keys, MovableClock, gatehouse_config, gatehouse_settings, ingest_headers, mac_item
 
 ALICE = "alice@example.com"
 
@@ -67,6 +68,17 @@ class TestAllow:
         assert 200 == response.status
         seen = upstream.seen[-1]
         assert ("/wiki/page?x=1", "alice@example.com", "C02OK") == (seen["path"], seen["x-gatehouse-email"], seen["x-gatehouse-device-serial"])
+
+    async def test_the_users_token_is_not_forwarded(self, stack: Any) -> None:
+        """Upstreams get identity headers and the assertion, not the bearer token they could replay, nor Gatehouse's cookies."""
+        client, upstream, keys, clock, _ = stack
+        await ingest(client, mac_item("C02OK", at=clock()))
+
+        response = await client.get("/wiki/", headers={**bearer(keys, clock, "C02OK"), "Cookie": "app=1; gatehouse_login=pending"})
+
+        assert 200 == response.status
+        assert "authorization" not in upstream.seen[-1]
+        assert "app=1" == upstream.seen[-1]["cookie"]
 
     async def test_upstream_assertion_verifies_with_the_published_keys(self, stack: Any) -> None:
         """The signed assertion upstreams receive verifies against /.well-known/gatehouse/jwks.json."""
@@ -231,3 +243,23 @@ class TestBreakglass:
         assert ["os_supported"] == [c["name"] for c in grant["failing_checks"]]
         assert 1.0 == registry.get_sample_value("gatehouse_breakglass_requests_total", {"route": "public"})
         assert (True, "break-glass") == (posture["break_glass"], posture["decision"])
+
+
+async def test_forward_credentials_sends_the_token_on(aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path) -> None:
+    """With `identity.forward_credentials: true` the bearer token reaches the upstream as sent."""
+    upstream = Upstream()
+    up_app = web.Application()
+    up_app.router.add_route("*", "/{tail:.*}", upstream.handle)
+    server = await aiohttp_server(up_app)
+    keys = Keys(tmp_path / "keys")
+    clock = MovableClock()
+    raw = gatehouse_config(keys, store=f"sqlite:///{tmp_path}/g.db", upstream=str(server.make_url("")).rstrip("/"))
+    raw["identity"]["forward_credentials"] = True
+    client = await aiohttp_client(create_app(parse_settings(raw, source="t.yaml", base_dir=keys.dir, environ={}), clock=clock))
+    await ingest(client, mac_item("C02OK", at=clock()))
+    headers = bearer(keys, clock, "C02OK")
+
+    response = await client.get("/wiki/", headers=headers)
+
+    assert 200 == response.status
+    assert headers["Authorization"] == upstream.seen[-1]["authorization"]

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from gateway.handlers import Admission
 from gateway.metrics import Metrics
+from gateway.proxy import upstream_headers, without_cookies
 from gateway.routing import Route
 from tests.gateway.conftest import MakeGateway, Recorder, raw_exchange
 
@@ -336,3 +337,28 @@ class TestWebSocket:
         assert aiohttp.WSMsgType.CLOSE == msg.type
         assert 4002 == msg.data
 
+
+
+class TestCookieRemoval:
+    @pytest.mark.parametrize(
+        ("header", "expected"),
+        [
+            ("a=1; gatehouse_session=x; b=2", "a=1; b=2"),
+            ("gatehouse_session=x", ""),
+            ("a=1;b=2;gatehouse_session=x;", "a=1; b=2"),
+            (" gatehouse_session = x ; a=1", "a=1"),
+            ("gatehouse_session_extra=1; a=1", "gatehouse_session_extra=1; a=1"),
+        ],
+    )
+    def test_named_cookies_are_removed_others_kept_in_order(self, header: str, expected: str) -> None:
+        assert expected == without_cookies(header, {"gatehouse_session"})
+
+    def test_a_cookie_header_left_empty_is_not_sent(self) -> None:
+        from multidict import CIMultiDict
+
+        out = upstream_headers(
+            CIMultiDict({"Cookie": "gatehouse_session=x", "Host": "svc"}), peer="10.0.0.1", trusted=False, scheme="http",
+            host="svc", request_id="r", drop_cookies={"gatehouse_session"},
+        )
+
+        assert "Cookie" not in out

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import unquote
 
 import pytest
@@ -167,7 +168,7 @@ class TestUpstreamHeaders:
         assert ("user-1", "alice@corp.example") == (headers["X-Gatehouse-User"], headers["X-Gatehouse-Email"])
 
     async def test_client_sent_gatehouse_headers_are_marked_for_stripping(self, aiohttp_client, app_for) -> None:  # type: ignore[no-untyped-def]
-        """Incoming X-Gatehouse-* headers are named by should_strip, whatever their case."""
+        """Incoming X-Gatehouse-* headers are named by should_strip, whatever their case; so is the bearer token's header."""
         client = await aiohttp_client(app_for().app)
 
         resp = await client.get("/x", headers={
@@ -175,4 +176,29 @@ class TestUpstreamHeaders:
             "X-Gatehouse-Jwt-Assertion": "forged", "X-Other": "kept",
         })
 
-        assert ["X-GATEHOUSE-Device-Serial", "X-Gatehouse-Jwt-Assertion", "x-gatehouse-user"] == (await resp.json())["stripped"]
+        assert ["Authorization", "X-GATEHOUSE-Device-Serial", "X-Gatehouse-Jwt-Assertion", "x-gatehouse-user"] == (await resp.json())["stripped"]
+
+
+class TestCredentialsUpstream:
+    async def _resolver(self, raw: dict[str, Any]) -> Any:
+        import aiohttp
+
+        from gateway.identity.resolver import IdentityResolver
+
+        session = aiohttp.ClientSession()
+        return IdentityResolver(settings(raw), session=session, clock=lambda: datetime.now(UTC)), session
+
+    @pytest.mark.parametrize("forward", [False, True])
+    async def test_credentials_are_dropped_unless_forwarded_gatehouse_cookies_always(self, forward: bool) -> None:
+        """Token header, token cookie: dropped by default, kept with forward_credentials; session and login cookies: always dropped."""
+        oidc = {"discovery_url": "https://idp.example/.well-known/openid-configuration", "client_id": "gatehouse", "session_key": {"value": "k" * 40}}
+        resolver, session = await self._resolver({
+            "sources": [{"kind": "bearer"}, {"kind": "header", "name": "Cf-Access-Jwt-Assertion"}, {"kind": "cookie", "name": "CF_Authorization"}, {"kind": "session"}],
+            "jwt": jwt_section(jwks_url="http://127.0.0.1:9/jwks.json"), "oidc": oidc, "forward_credentials": forward,
+        })
+        await session.close()
+
+        credentials = {"authorization", "cf-access-jwt-assertion"}
+        assert (credentials <= resolver.strip_names) is not forward
+        assert {"gatehouse_session", "gatehouse_login"} <= resolver.drop_cookies
+        assert ("CF_Authorization" in resolver.drop_cookies) is not forward
