@@ -39,9 +39,23 @@ _log = structlog.get_logger("gateway.request")
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+_ID_BATCH = 256
+_ids: list[str] = []
+
+
 def new_request_id() -> str:
-    """A fresh random request id (32 hex characters, 128 random bits)."""
-    return os.urandom(16).hex()
+    """A fresh random request id (32 hex characters, 128 random bits from ``os.urandom``).
+
+    Drawn 256 at a time: one ``getrandom`` call per 256 requests instead of one each (on some
+    virtual machines the call alone cost more than the rest of a proxied request's identity work).
+    """
+    if not _ids:
+        blob = os.urandom(16 * _ID_BATCH).hex()
+        _ids.extend(blob[i:i + 32] for i in range(0, len(blob), 32))
+    return _ids.pop()
+
+
+os.register_at_fork(after_in_child=_ids.clear)  # a forked child never repeats its parent's ids
 
 
 def choose_request_id(incoming: str | None, *, trusted: bool) -> str:

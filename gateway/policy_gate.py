@@ -26,7 +26,7 @@ from gateway.gate import GateOutcome, Verdict, decide
 from gateway.handlers import Admission, log_context_var
 from gateway.identity.errors import AuthenticationError
 from gateway.identity.model import DeviceId, Identity, PostureSummary
-from gateway.identity.resolver import IdentityResolver, RequestLike
+from gateway.identity.resolver import IdentityResolver
 from gateway.fastlane.head import RequestHead
 from gateway.keys import BREAKGLASS, CLOCK, DEVICE, IDENTITY, METRICS, OUTCOME, REQUEST_ID, SNAPSHOT_CACHE, USER
 from gateway.metrics import Metrics
@@ -35,7 +35,7 @@ from gateway.policy_file import load_policy
 from gateway.routing import Route
 from gateway.views.deny import DenyView, platform_from_user_agent, render_deny
 from gateway.views.layout import Rendered
-from policy_engine import CompiledPolicySet, DecisionMemo
+from policy_engine import CompiledPolicySet, DecisionMemo, DeviceSnapshot
 
 _log = structlog.get_logger("gateway.gate")
 _USER_VAR, _DEVICE_VAR, _TIER_VAR, _DECISION_VAR, _REASON_VAR = (
@@ -114,7 +114,26 @@ def deny_response(
     return rendered_response(render_deny(view, accept=request.headers.get("Accept")))
 
 
-_Judged = tuple[DeviceId | None, GateOutcome, CompiledPolicySet, float]
+_ADMITTED_MAX = 10_000
+"""Admissions kept for the fast lane before the memo starts over."""
+
+
+class _Admitted:
+    """An allowed request's inputs (compared by identity) and the Admission given for them."""
+
+    __slots__ = ("identity", "route", "policies", "snapshot", "valid_until", "outcome", "admission")
+
+    def __init__(
+        self, identity: Identity, route: Route, policies: CompiledPolicySet, snapshot: DeviceSnapshot, valid_until: datetime | None,
+        outcome: GateOutcome, admission: Admission | None,
+    ) -> None:
+        self.identity = identity
+        self.route = route
+        self.policies = policies
+        self.snapshot = snapshot
+        self.valid_until = valid_until
+        self.outcome = outcome
+        self.admission = admission
 
 
 class PolicyGate:
@@ -122,15 +141,16 @@ class PolicyGate:
 
     def __init__(self, holder: PolicyHolder) -> None:
         self.holder = holder
+        self._admitted: dict[tuple[int, int, str | None, str | None], _Admitted] = {}
 
-    def _judge(self, app: web.Application, request: RequestLike, identity: Identity, route: Route, now: datetime) -> _Judged:
-        """Device, snapshot and decision for a verified user; no side effects."""
-        started = time.perf_counter()
-        device = app[IDENTITY].device(request, identity, now=now)
-        cache = app[SNAPSHOT_CACHE]
+    def _judge(
+        self, app: web.Application, identity: Identity, device: DeviceId | None, route: Route, now: datetime,
+    ) -> tuple[GateOutcome, CompiledPolicySet, DeviceSnapshot | None]:
+        """Snapshot and decision for a verified user and device; no side effects."""
         snapshot = None
         failing_since = None
         if device is not None:
+            cache = app[SNAPSHOT_CACHE]
             snapshot = cache.get(device.serial)
             if snapshot is not None:
                 failing_since = cache.failing_since(device.serial)
@@ -139,7 +159,7 @@ class PolicyGate:
             identity, device, snapshot, route, policies=policies, now=now, failing_since=failing_since,
             grants=app.get(BREAKGLASS), memo=self.holder.memo,
         )
-        return device, outcome, policies, time.perf_counter() - started
+        return outcome, policies, snapshot
 
     async def admit(self, request: web.Request, route: Route) -> Admission:
         app = request.app  # INVARIANT: only handle_proxied calls admit, from a route of create_app's app
@@ -152,7 +172,10 @@ class PolicyGate:
             structlog.contextvars.bind_contextvars(decision="unauthenticated", reason=err.reason.value, tier=route.tier)
             return Admission.refuse(await resolver.challenge(request, err))
         request[USER] = identity
-        device, outcome, policies, took = self._judge(app, request, identity, route, now)
+        started = time.perf_counter()
+        device = resolver.device(request, identity, now=now)
+        outcome, policies, _ = self._judge(app, identity, device, route, now)
+        took = time.perf_counter() - started
         if device is not None:
             request[DEVICE] = device
         request[OUTCOME] = outcome
@@ -177,19 +200,50 @@ class PolicyGate:
         )
 
     def admit_now(self, app: web.Application, head: RequestHead, route: Route) -> Admission | None:
-        """The fast lane's decision: an Admission for an allowed (or monitored) request, else None (see FastGate)."""
+        """The fast lane's decision: an Admission for an allowed (or monitored) request, else None (see FastGate).
+
+        An allowed request's Admission is kept (``_Admitted``) and given again, with the decision
+        counted again, while every input is the same: the same verified identity object (one per
+        token in the verified-token cache, so an expired token misses), device, route object (a
+        reload builds new ones), snapshot object, policy and no later than the decision's
+        ``valid_until``. With upstream assertions configured the headers are built for every request
+        (the signed assertion has its own reuse rule). Monitored requests are never kept: an active
+        break-glass grant must be looked up, and its use recorded, on each of them.
+        """
         resolver = app[IDENTITY]
         now = app[CLOCK]()
         identity = resolver.identity_at_hand(head, now=now)
         if identity is None:
             return None
-        device, outcome, _, took = self._judge(app, head, identity, route, now)
+        started = time.perf_counter()
+        device = resolver.device(head, identity, now=now)
+        key = (id(identity), id(route), device.serial if device else None, device.source if device else None)
+        held = self._admitted.get(key)
+        if held is not None and held.identity is identity and held.route is route and held.policies is self.holder.current and (
+            held.valid_until is None or now < held.valid_until
+        ) and device is not None and app[SNAPSHOT_CACHE].get(device.serial) is held.snapshot:
+            outcome = held.outcome
+            admission = held.admission or self._admission(resolver, identity, device, route, outcome, now)
+            self._account(app[METRICS], route, outcome, time.perf_counter() - started)
+            return admission
+        outcome, policies, snapshot = self._judge(app, identity, device, route, now)
         if outcome.verdict is not Verdict.ALLOW and outcome.verdict is not Verdict.MONITOR:
             return None  # denials and break-glass take the full path, which records and explains them
-        inject = self._upstream_headers(resolver, identity, device, route, outcome, now)
-        self._account(app[METRICS], route, outcome, took)
+        admission = self._admission(resolver, identity, device, route, outcome, now)
+        self._account(app[METRICS], route, outcome, time.perf_counter() - started)
+        if outcome.verdict is Verdict.ALLOW and device is not None and snapshot is not None:
+            if len(self._admitted) >= _ADMITTED_MAX:
+                self._admitted.clear()
+            reusable = admission if resolver.signing_keys is None else None
+            self._admitted[key] = _Admitted(identity, route, policies, snapshot, outcome.decision.valid_until, outcome, reusable)
+        return admission
+
+    def _admission(
+        self, resolver: IdentityResolver, identity: Identity, device: DeviceId | None, route: Route, outcome: GateOutcome, now: datetime,
+    ) -> Admission:
         return Admission.allow(
-            inject, strip=resolver.strip_names, drop_cookies=resolver.drop_cookies, user=identity.email, device=device.serial if device else None,
+            self._upstream_headers(resolver, identity, device, route, outcome, now), strip=resolver.strip_names,
+            drop_cookies=resolver.drop_cookies, user=identity.email, device=device.serial if device else None,
             decision=outcome.verdict.value,
         )
 

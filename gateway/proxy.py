@@ -33,6 +33,7 @@ import asyncio
 import ipaddress
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
 import aiohttp
 import structlog
@@ -109,6 +110,80 @@ def _quote_node(address: str) -> str:
 _NEVER_UPSTREAM = HOP_BY_HOP | _FORWARDING | {"expect"}
 
 
+_NEVER_UPSTREAM_B = frozenset(name.encode() for name in _NEVER_UPSTREAM)
+_FORWARDING_B = frozenset(name.encode() for name in _FORWARDING)
+_WS_HANDSHAKE_B = frozenset(name.encode() for name in _WS_HANDSHAKE)
+_DROPPED_PREFIXES_B = (b"proxy-", IDENTITY_PREFIX.encode())
+
+
+@lru_cache(maxsize=64)
+def _lowered(names: frozenset[str]) -> frozenset[bytes]:
+    return frozenset(name.lower().encode() for name in names)
+
+
+def upstream_header_lines(
+    raw: Iterable[tuple[bytes, bytes]],
+    *,
+    peer: str | None,
+    trusted: bool,
+    scheme: str,
+    host: str,
+    request_id: str,
+    inject: Mapping[str, str] | None = None,
+    strip: Collection[str] = (),
+    drop_cookies: Collection[str] = (),
+    websocket: bool = False,
+) -> list[bytes]:
+    """The header lines (``b"Name: value\\r\\n"``) to send upstream for a request's raw headers (see the module docstring).
+
+    The one implementation of the rules: ``upstream_headers`` wraps it for aiohttp's header
+    mapping; the fast lane writes its lines as they are.
+    """
+    named: frozenset[bytes] | tuple[()] = ()
+    for name, value in raw:
+        if name.lower() == b"connection":
+            named = frozenset(t.strip().lower() for v in (v for n, v in raw if n.lower() == b"connection") for t in v.split(b",")) - {b""}
+            break
+    stripped = _lowered(strip if isinstance(strip, frozenset) else frozenset(strip)) if strip else ()
+    cookies = _lowered(drop_cookies if isinstance(drop_cookies, frozenset) else frozenset(drop_cookies)) if drop_cookies else ()
+    prior: dict[bytes, list[bytes]] = {}
+    out: list[bytes] = []
+    for name, value in raw:
+        lower = name.lower()
+        if lower in _NEVER_UPSTREAM_B:
+            if trusted and lower in _FORWARDING_B:
+                prior.setdefault(lower, []).append(value)
+            continue
+        if lower.startswith(_DROPPED_PREFIXES_B) or lower in stripped or lower in named:
+            continue
+        if websocket and lower in _WS_HANDSHAKE_B:
+            continue
+        if cookies and lower == b"cookie":
+            value = _without_cookies(value, cookies)  # type: ignore[arg-type]
+            if not value:
+                continue
+        out.append(name + b": " + value + b"\r\n")
+    node = peer or "unknown"
+    ours = f"for={_quote_node(node)};proto={scheme};host=\"{host}\""
+    if trusted:
+        prior_for = ", ".join(v.decode("utf-8", "surrogateescape") for v in prior.get(b"x-forwarded-for", ()))
+        prior_fwd = ", ".join(v.decode("utf-8", "surrogateescape") for v in prior.get(b"forwarded", ()))
+        proto = prior[b"x-forwarded-proto"][0].decode("utf-8", "surrogateescape") if b"x-forwarded-proto" in prior else scheme
+        fwd_host = prior[b"x-forwarded-host"][0].decode("utf-8", "surrogateescape") if b"x-forwarded-host" in prior else host
+        forwarded_for = f"{prior_for}, {node}" if prior_for else node
+        forwarded = f"{prior_fwd}, {ours}" if prior_fwd else ours
+    else:
+        proto, fwd_host, forwarded_for, forwarded = scheme, host, node, ours
+    tail = (
+        f"X-Forwarded-For: {forwarded_for}\r\nX-Forwarded-Proto: {proto}\r\nX-Forwarded-Host: {fwd_host}\r\n"
+        f"Forwarded: {forwarded}\r\nX-Request-Id: {request_id}\r\n"
+    )
+    if inject:
+        tail += "".join(f"{name}: {value}\r\n" for name, value in inject.items())
+    out.append(tail.encode("utf-8", "surrogateescape"))
+    return out
+
+
 def upstream_headers(
     incoming: CIMultiDictProxy[str] | CIMultiDict[str],
     *,
@@ -122,46 +197,29 @@ def upstream_headers(
     drop_cookies: Collection[str] = (),
     websocket: bool = False,
 ) -> CIMultiDict[str]:
-    """The headers to send upstream for a client request (see the module docstring)."""
-    named = _named_in(incoming)
-    stripped = {s.lower() for s in strip} if strip else ()
+    """``upstream_header_lines`` for aiohttp's header mapping (the full path and WebSockets)."""
+    raw = [(name.encode("utf-8", "surrogateescape"), value.encode("utf-8", "surrogateescape")) for name, value in incoming.items()]
+    lines = upstream_header_lines(
+        raw, peer=peer, trusted=trusted, scheme=scheme, host=host, request_id=request_id, inject=inject, strip=strip,
+        drop_cookies=drop_cookies, websocket=websocket,
+    )
     out: CIMultiDict[str] = CIMultiDict()
-    for name, value in incoming.items():
-        lower = name.lower()
-        if lower in _NEVER_UPSTREAM or lower.startswith(("proxy-", IDENTITY_PREFIX)) or lower in stripped or lower in named:
-            continue
-        if websocket and lower in _WS_HANDSHAKE:
-            continue
-        if drop_cookies and lower == "cookie":
-            value = without_cookies(value, drop_cookies)
-            if not value:
-                continue
-        out.add(name, value)
-    node = peer or "unknown"
-    ours = f"for={_quote_node(node)};proto={scheme};host=\"{host}\""
-    if trusted:
-        prior_for = ", ".join(incoming.getall("X-Forwarded-For", []))
-        prior_fwd = ", ".join(incoming.getall("Forwarded", []))
-        out["X-Forwarded-For"] = f"{prior_for}, {node}" if prior_for else node
-        out["X-Forwarded-Proto"] = incoming.get("X-Forwarded-Proto", scheme)
-        out["X-Forwarded-Host"] = incoming.get("X-Forwarded-Host", host)
-        out["Forwarded"] = f"{prior_fwd}, {ours}" if prior_fwd else ours
-    else:
-        out["X-Forwarded-For"] = node
-        out["X-Forwarded-Proto"] = scheme
-        out["X-Forwarded-Host"] = host
-        out["Forwarded"] = ours
-    out["X-Request-Id"] = request_id
-    if inject:
-        for name, value in inject.items():
-            out[name] = value
+    for line in b"".join(lines).decode("utf-8", "surrogateescape").split("\r\n"):
+        if line:
+            name, _, value = line.partition(": ")
+            out.add(name, value)
     return out
+
+
+def _without_cookies(header: bytes, names: frozenset[bytes]) -> bytes:
+    kept = [part.strip() for part in header.split(b";") if part.strip() and part.strip().partition(b"=")[0].strip() not in names]
+    return b"; ".join(kept)
 
 
 def without_cookies(header: str, names: Collection[str]) -> str:
     """A `Cookie` header value without the cookies called ``names`` (the others kept in order)."""
-    kept = [part.strip() for part in header.split(";") if part.strip() and part.strip().partition("=")[0].strip() not in names]
-    return "; ".join(kept)
+    encoded = _without_cookies(header.encode("utf-8", "surrogateescape"), frozenset(n.encode() for n in names))
+    return encoded.decode("utf-8", "surrogateescape")
 
 
 def downstream_headers(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:

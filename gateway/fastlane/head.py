@@ -31,12 +31,17 @@ _NO_BODY_LENGTHS = frozenset({b"0"})
 class RequestHead:
     """A parsed request head, with the attributes the identity code reads of an aiohttp request."""
 
-    __slots__ = ("method", "raw_path", "headers", "transport", "keep_alive", "_cookies")
+    __slots__ = ("method", "raw_path", "headers", "raw_headers", "transport", "keep_alive", "_cookies")
 
-    def __init__(self, method: str, raw_path: str, headers: CIMultiDict[str], transport: asyncio.BaseTransport, keep_alive: bool) -> None:
+    def __init__(
+        self, method: str, raw_path: str, headers: CIMultiDict[str], raw_headers: list[tuple[bytes, bytes]],
+        transport: asyncio.BaseTransport, keep_alive: bool,
+    ) -> None:
         self.method = method
         self.raw_path = raw_path
         self.headers = headers
+        self.raw_headers = raw_headers
+        """The header lines as received (name and value bytes), as aiohttp's ``request.raw_headers``."""
         self.transport: asyncio.BaseTransport | None = transport
         self.keep_alive = keep_alive
         self._cookies: Mapping[str, str] | None = None
@@ -109,4 +114,4 @@ class HeadParser:
             if lower in _REFUSED_NAMES or (lower == b"content-length" and value not in _NO_BODY_LENGTHS):
                 return None
             headers.add(name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
-        return RequestHead("GET", url.decode("utf-8", "surrogateescape"), headers, transport, self._keep_alive)
+        return RequestHead("GET", url.decode("utf-8", "surrogateescape"), headers, pairs, transport, self._keep_alive)

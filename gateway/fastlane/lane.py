@@ -10,7 +10,7 @@ effect, whether it can serve the request itself: a plain ``GET`` (see ``head.py`
 canonical target (``target.canonicalise``) outside the reserved prefixes, a route, and a gate that
 admits it at once (``Gate.admit_now``: a cached verified token or a session, a device, a policy
 decision that lets the request through). Then the request goes upstream on a pooled keep-alive
-connection and the answer streams back, with the same header rules (``proxy.upstream_headers``,
+connection and the answer streams back, with the same header rules (``proxy.upstream_header_lines``,
 hop-by-hop removal both ways), request id, metrics and ``request.completed`` line as the full path.
 
 Anything else (another method, a body, an upgrade, a malformed or oversized head, a reserved path,
@@ -51,7 +51,7 @@ from gateway.handlers import Admission, is_reserved
 from gateway.keys import CLOCK, CONFIG, GATE, METRICS
 from gateway.middleware import choose_request_id, info_enabled
 from gateway.pages import gateway_error_response
-from gateway.proxy import HOP_BY_HOP, upstream_headers
+from gateway.proxy import HOP_BY_HOP, upstream_header_lines
 from gateway.routing import Route
 from gateway.settings import ServerSettings
 from gateway.target import canonicalise
@@ -369,16 +369,14 @@ class LaneConnection(asyncio.Protocol):
         self.head_sent = self.chunked = self.retried = False
         self.bytes_out = 0
         self.upstream_status = None
-        headers = upstream_headers(
-            head.headers, peer=self.remote, trusted=self._trusted, scheme=self.scheme, host=host,
-            request_id=self.request_id, inject=admission.inject, strip=admission.strip,
-            drop_cookies=admission.drop_cookies,
+        lines = upstream_header_lines(
+            head.raw_headers, peer=self.remote, trusted=self._trusted, scheme=self.scheme, host=host,
+            request_id=self.request_id, inject=admission.inject, strip=admission.strip, drop_cookies=admission.drop_cookies,
         )
         self.key, base = upstream_address(route.upstream)
-        lines = [f"GET {base}{forward_target} HTTP/1.1\r\n"]
-        lines += [f"{name}: {value}\r\n" for name, value in headers.items()]
-        lines.append("\r\n")
-        self.request_bytes = "".join(lines).encode("utf-8", "surrogateescape")
+        lines.insert(0, b"GET " + base + forward_target.encode("utf-8", "surrogateescape") + b" HTTP/1.1\r\n")
+        lines.append(b"\r\n")
+        self.request_bytes = b"".join(lines)
         conn = lane.pool.take(self.key)
         if conn is not None:
             self._send(conn, reused=True)

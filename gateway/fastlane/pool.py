@@ -40,11 +40,11 @@ class Owner(Protocol):
 
 
 @lru_cache(maxsize=256)
-def upstream_address(upstream: str) -> tuple[tuple[str, str, int], str]:
-    """((scheme, host, port), base path) of a route's upstream URL (validated by the settings)."""
+def upstream_address(upstream: str) -> tuple[tuple[str, str, int], bytes]:
+    """((scheme, host, port), base path as bytes) of a route's upstream URL (validated by the settings)."""
     parts = urlsplit(upstream)
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    return (parts.scheme, parts.hostname or "", port), parts.path
+    return (parts.scheme, parts.hostname or "", port), parts.path.encode("utf-8", "surrogateescape")
 
 
 class UpstreamConnection(asyncio.Protocol):

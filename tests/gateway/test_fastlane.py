@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from datetime import timedelta
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ from prometheus_client import CollectorRegistry
 from gateway.app import create_app
 from gateway.metrics import Metrics
 from tests.gateway.conftest import MakeGateway, Recorder, raw_exchange
-from tests.gateway.fullstack import Keys, MovableClock, gatehouse_settings, ingest_headers, mac_item
+from gateway.keys import POLICY as POLICY_HOLDER
+from tests.gateway.fullstack import POLICY, Keys, MovableClock, gatehouse_settings, ingest_headers, mac_item
 from tests.gateway.test_proxy import _rss_bytes
 from tests.serving import GatehouseTestServer
 
@@ -433,3 +435,80 @@ class TestWithTheGate:
         assert 1.0 == fast_after_allow
         assert 403 == denied_status
         assert 2.0 == lane_count(registry, "handed-over")  # the ingest POST and the denial
+
+
+class TestRememberedAdmissions:
+    """The gate keeps an allowed request's Admission; each input change must make it decide again."""
+
+    @pytest.fixture
+    async def gatehouse(self, aiohttp_server: Any, tmp_path: Path) -> AsyncIterator[tuple[str, Keys, MovableClock, CollectorRegistry, Any]]:
+        async def handle(request: web.Request) -> web.Response:
+            return web.Response(text="ok")
+
+        up_app = web.Application()
+        up_app.router.add_route("*", "/{tail:.*}", handle)
+        upstream = await aiohttp_server(up_app)
+        keys = Keys(tmp_path / "keys")
+        clock = MovableClock()
+        registry = CollectorRegistry()
+        settings = gatehouse_settings(keys, store=f"sqlite:///{tmp_path}/g.db", upstream=str(upstream.make_url("")).rstrip("/"))
+        server = GatehouseTestServer(create_app(settings, clock=clock, metrics=Metrics(registry)))
+        await server.start_server()
+        yield f"http://127.0.0.1:{server.port}", keys, clock, registry, server.app
+        await server.close()
+
+    @staticmethod
+    async def status(base: str, path: str, token: str) -> int:
+        async with fresh_session() as session, session.get(f"{base}{path}", headers={"Authorization": f"Bearer {token}", "Accept": "application/json"}) as r:
+            return r.status
+
+    @staticmethod
+    async def ingest(base: str, item: dict[str, Any]) -> None:
+        async with fresh_session() as session, session.post(f"{base}/.gatehouse/api/v1/snapshots", json={"snapshots": [item]}, headers=ingest_headers()) as r:
+            assert 200 == r.status, await r.text()
+
+    async def test_a_new_failing_snapshot_denies_the_next_request(self, gatehouse: Any) -> None:
+        base, keys, clock, registry, _ = gatehouse
+        await self.ingest(base, mac_item("C02MEMO0001", at=clock()))
+        token = keys.token("alice@example.com", device="C02MEMO0001", now=clock())
+        first, second = await self.status(base, "/public/", token), await self.status(base, "/public/", token)
+
+        clock.advance(timedelta(seconds=1))  # a snapshot with the same collection time is the same snapshot (idempotent ingest)
+        await self.ingest(base, mac_item("C02MEMO0001", at=clock(), disk_encrypted=False))
+        after = await self.status(base, "/public/", token)
+
+        assert (200, 200, 403) == (first, second, after)
+        assert 2.0 == registry.get_sample_value("gatehouse_decisions_total", {"tier": "low", "outcome": "allow", "reason": "ok"})
+
+    async def test_time_passing_the_decisions_validity_denies(self, gatehouse: Any) -> None:
+        base, keys, clock, _, _ = gatehouse
+        await self.ingest(base, mac_item("C02MEMO0002", at=clock()))
+        token = keys.token("alice@example.com", device="C02MEMO0002", now=clock())
+        before = [await self.status(base, "/admin/", token) for _ in range(2)]
+
+        clock.advance(timedelta(minutes=15, seconds=1))
+        after = await self.status(base, "/admin/", token)
+
+        assert ([200, 200], 403) == (before, after)
+
+    async def test_a_stricter_policy_applies_to_the_next_request(self, gatehouse: Any, tmp_path: Path) -> None:
+        base, keys, clock, _, app = gatehouse
+        await self.ingest(base, mac_item("C02MEMO0003", at=clock(), os_version="14.5"))
+        token = keys.token("alice@example.com", device="C02MEMO0003", now=clock())
+        before = await self.status(base, "/public/", token)
+        stricter = tmp_path / "stricter.yaml"
+        stricter.write_text(POLICY.read_text().replace('darwin: "13.0"', 'darwin: "15.0"', 1))
+
+        assert app[POLICY_HOLDER].reload(stricter)
+        after = await self.status(base, "/public/", token)
+
+        assert (200, 403) == (before, after)
+
+    async def test_another_route_is_decided_for_its_own_tier(self, gatehouse: Any) -> None:
+        base, keys, clock, _, _ = gatehouse
+        await self.ingest(base, mac_item("C02MEMO0004", at=clock(), sip_enabled=False))
+        token = keys.token("alice@example.com", device="C02MEMO0004", now=clock())
+
+        low, high = await self.status(base, "/public/", token), await self.status(base, "/admin/", token)
+
+        assert (200, 403) == (low, high)

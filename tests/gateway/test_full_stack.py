@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, AsyncIterator
 
+import aiohttp
 import jwt
 import pytest
 from aiohttp import web
@@ -32,8 +33,11 @@ class Upstream:
         return web.json_response({"upstream": "ok", "path": request.path_qs})
 
 
-@pytest.fixture
-async def stack(aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path) -> AsyncIterator[tuple[TestClient, Upstream, Keys, MovableClock, CollectorRegistry]]:
+@pytest.fixture(params=["fresh-connections", "kept-connection"])
+async def stack(request: pytest.FixtureRequest, aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path) -> AsyncIterator[tuple[TestClient, Upstream, Keys, MovableClock, CollectorRegistry]]:
+    """A full Gatehouse in front of a recording upstream, twice: a new connection per request (every
+    GET is decided in the fast lane, whose admissions are memoised) and one kept connection (after
+    the first ingest POST, aiohttp serves everything on it)."""
     upstream = Upstream()
     up_app = web.Application()
     up_app.router.add_route("*", "/{tail:.*}", upstream.handle)
@@ -42,7 +46,11 @@ async def stack(aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path) -> Asy
     clock = MovableClock()
     registry = CollectorRegistry()
     settings = gatehouse_settings(keys, store=f"sqlite:///{tmp_path}/gatehouse.db", upstream=str(server.make_url("")).rstrip("/"))
-    client = await aiohttp_client(create_app(settings, clock=clock, metrics=Metrics(registry)))
+    fresh = request.param == "fresh-connections"
+    client = await aiohttp_client(
+        create_app(settings, clock=clock, metrics=Metrics(registry)),
+        connector=aiohttp.TCPConnector(force_close=fresh),
+    )
     yield client, upstream, keys, clock, registry
 
 
