@@ -24,8 +24,6 @@ from multidict import CIMultiDict
 
 _LIMIT_MARGIN = 16
 """Bytes kept below aiohttp's limits, so a head at the edge goes to aiohttp to be judged."""
-_REFUSED_NAMES = frozenset({b"transfer-encoding", b"upgrade", b"expect"})
-_NO_BODY_LENGTHS = frozenset({b"0"})
 
 
 class RequestHead:
@@ -105,13 +103,16 @@ class HeadParser:
         url = self._url
         if not url.startswith(b"/") or len(url) > self._max_line or len(pairs) > self._max_headers:
             return None
-        headers: CIMultiDict[str] = CIMultiDict()
-        max_field = self._max_field
-        for name, value in pairs:
-            if len(name) + len(value) + 2 > max_field:
-                return None
-            lower = name.lower()
-            if lower in _REFUSED_NAMES or (lower == b"content-length" and value not in _NO_BODY_LENGTHS):
-                return None
-            headers.add(name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
+        if len(head) > self._max_field:  # only then can one header line be over the limit
+            for name, value in pairs:
+                if len(name) + len(value) + 2 > self._max_field:
+                    return None
+        headers: CIMultiDict[str] = CIMultiDict(
+            [(name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape")) for name, value in pairs]
+        )
+        if "Transfer-Encoding" in headers or "Upgrade" in headers or "Expect" in headers:
+            return None
+        lengths = headers.getall("Content-Length", ())
+        if lengths and (len(lengths) > 1 or lengths[0] != "0"):
+            return None
         return RequestHead("GET", url.decode("utf-8", "surrogateescape"), headers, pairs, transport, self._keep_alive)

@@ -120,8 +120,22 @@ class Lane:
         self._ticks = 0
         self._timer: asyncio.TimerHandle | None = self.loop.call_later(LANE_SWEEP_S, self._sweep)
         self.tally = metrics.tally
+        self.log_requests = info_enabled()
+        """Whether ``request.completed`` lines are written (the log level is set once, at start)."""
+        self._route_series: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
         self.served = metrics.child(metrics.lane_requests, "fast")
         self.handed = metrics.child(metrics.lane_requests, "handed-over")
+
+    def series(self, route: Route, code_class: str) -> tuple[Any, Any, Any]:
+        """The (requests, request_duration, upstream_duration) children for a route and status class."""
+        key = (route.id, code_class)
+        found = self._route_series.get(key)
+        if found is None:
+            m = self.metrics
+            found = self._route_series[key] = (
+                m.child(m.requests, route.id, code_class), m.child(m.request_duration, route.id), m.child(m.upstream_duration, route.id),
+            )
+        return found
 
     def connection(self) -> LaneConnection:
         """The protocol for one accepted client connection."""
@@ -427,7 +441,7 @@ class LaneConnection(asyncio.Protocol):
         if not self.head_sent:
             if not conn.head_ready:
                 return
-            lane.tally.observe(lane.metrics.child(lane.metrics.upstream_duration, route.id), lane.loop.time() - self.sent_at)
+            lane.tally.observe(lane.series(route, "2xx")[2], lane.loop.time() - self.sent_at)
             self.upstream_status = conn.status
             out.append(self._response_head(conn))
             self.head_sent = True
@@ -455,28 +469,18 @@ class LaneConnection(asyncio.Protocol):
 
     def _response_head(self, conn: UpstreamConnection) -> bytes:
         parts = [b"HTTP/1.1 %d %s\r\n" % (conn.status, conn.reason)]
-        named: frozenset[bytes] | tuple[()] = ()
-        for name, value in conn.headers:
-            if name.lower() == b"connection":
-                named = frozenset(t.strip().lower() for t in b",".join(v for n, v in conn.headers if n.lower() == b"connection").split(b",")) - {b""}
-                break
-        has_length = has_date = False
-        for name, value in conn.headers:
-            lower = name.lower()
-            if lower in _HOP_BYTES or lower.startswith(b"proxy-") or lower in named:
+        named = conn.connection_named
+        for name, value, lower in conn.headers:
+            if lower in _HOP_BYTES or lower in named or lower.startswith(b"proxy-"):
                 continue
-            if lower == b"content-length":
-                has_length = True
-            elif lower == b"date":
-                has_date = True
             parts.append(name + b": " + value + b"\r\n")
-        if conn.status not in _NO_BODY_STATUSES and not has_length:
+        if conn.status not in _NO_BODY_STATUSES and not conn.has_length:
             if conn.complete:
                 parts.append(b"Content-Length: %d\r\n" % sum(len(c) for c in conn.chunks))
             else:
                 self.chunked = True
                 parts.append(b"Transfer-Encoding: chunked\r\n")
-        if not has_date:
+        if not conn.has_date:
             parts.append(_DATE.line())
         parts.append(b"X-Request-Id: " + self.request_id.encode() + b"\r\n")
         assert self.head is not None
@@ -585,13 +589,13 @@ class LaneConnection(asyncio.Protocol):
         route = self.route
         if route is None:
             return
-        metrics = lane.metrics
         tally = lane.tally
-        tally.add(metrics.in_flight, -1.0)
+        tally.add(lane.metrics.in_flight, -1.0)
         duration = time.perf_counter() - self.started
-        tally.add(metrics.child(metrics.requests, route.id, _CODE_CLASSES.get(status // 100) or f"{status // 100}xx"))
-        tally.observe(metrics.child(metrics.request_duration, route.id), duration)
-        if info_enabled():
+        requests, request_duration, _ = lane.series(route, _CODE_CLASSES.get(status // 100) or f"{status // 100}xx")
+        tally.add(requests)
+        tally.observe(request_duration, duration)
+        if lane.log_requests:
             admission = self.admission
             _log.info(
                 "request.completed",

@@ -52,7 +52,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     __slots__ = (
         "pool", "key", "transport", "owner", "reused", "received", "status", "reason", "headers", "keep_alive",
-        "head_ready", "chunks", "complete", "until_close", "_parser", "_interim", "_idle_since", "_closed",
+        "head_ready", "chunks", "complete", "until_close", "has_length", "has_date", "connection_named",
+        "_framed", "_parser", "_interim", "_idle_since", "_closed",
     )
 
     def __init__(self, pool: UpstreamPool, key: tuple[str, str, int]) -> None:
@@ -70,7 +71,13 @@ class UpstreamConnection(asyncio.Protocol):
         self.received = False
         self.status = 0
         self.reason = b""
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.headers: list[tuple[bytes, bytes, bytes]] = []
+        """(name, value, lower-cased name) as received."""
+        self.has_length = False
+        self.has_date = False
+        self.connection_named: frozenset[bytes] = frozenset()
+        """Lower-cased header names listed in the response's Connection headers."""
+        self._framed = False
         self.keep_alive = False
         self.head_ready = False
         self.chunks: list[bytes] = []
@@ -159,7 +166,16 @@ class UpstreamConnection(asyncio.Protocol):
         self.reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        lower = name.lower()
+        self.headers.append((name, value, lower))
+        if lower == b"content-length":
+            self.has_length = self._framed = True
+        elif lower == b"date":
+            self.has_date = True
+        elif lower == b"transfer-encoding":
+            self._framed = True
+        elif lower == b"connection":
+            self.connection_named |= frozenset(t.strip().lower() for t in value.split(b",")) - {b""}
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
@@ -169,13 +185,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.status = status
         self.keep_alive = self._parser.should_keep_alive()
         if status not in _NO_BODY_STATUSES:
-            framed = False
-            for name, _ in self.headers:
-                lower = name.lower()
-                if lower == b"content-length" or lower == b"transfer-encoding":
-                    framed = True
-                    break
-            self.until_close = not framed
+            self.until_close = not self._framed
         self.head_ready = True
 
     def on_body(self, body: bytes) -> None:
@@ -186,6 +196,8 @@ class UpstreamConnection(asyncio.Protocol):
             self._interim = False
             self.reason = b""
             self.headers = []
+            self.has_length = self.has_date = self._framed = False
+            self.connection_named = frozenset()
             return
         self.complete = True
 
