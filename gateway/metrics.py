@@ -63,7 +63,8 @@ class Metrics:
         )
         self.lane_requests = Counter(
             "gatehouse_lane_requests_total",
-            "Requests served by the fast lane (`fast`), and requests handed over to the full path (`handed-over`).",
+            "Requests served by the fast lane (`fast`), and requests it handed to the full path (`handed-over`): "
+            "each handover gives aiohttp the connection, whose later requests aiohttp serves without being counted here.",
             ["lane"], registry=registry,
         )
         self.config_reloads = Counter(

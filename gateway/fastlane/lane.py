@@ -281,8 +281,8 @@ class LaneConnection(asyncio.Protocol):
         """
         end = buffer.find(b"\r\n\r\n")
         if end < 0:
-            if len(buffer) > HEAD_MAX_BYTES:
-                self._hand_over(buffer)
+            if len(buffer) > HEAD_MAX_BYTES or b"\n\n" in buffer or b"\n\r\n" in buffer:
+                self._hand_over(buffer)  # too long for the lane, or lines ended by a bare LF: aiohttp judges
                 return
             self.buffer = buffer
             if buffer and self.head_deadline is None:

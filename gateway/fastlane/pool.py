@@ -26,6 +26,8 @@ import httptools
 IDLE_TIMEOUT_S = 15.0
 """How long an idle upstream connection is kept (aiohttp's connector keeps them as long)."""
 MAX_IDLE_PER_UPSTREAM = 100
+MAX_RESPONSE_HEAD_BYTES = 64 * 1024
+"""An upstream response whose head is longer than this is a protocol error (502), never buffered on."""
 _NO_BODY_STATUSES = frozenset({204, 304})
 
 
@@ -53,7 +55,7 @@ class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "pool", "key", "transport", "owner", "reused", "received", "status", "reason", "headers", "keep_alive",
         "head_ready", "chunks", "complete", "until_close", "has_length", "has_date", "connection_named",
-        "_framed", "_parser", "_interim", "_idle_since", "_closed",
+        "_framed", "_head_bytes", "_head_tail", "_parser", "_interim", "_idle_since", "_closed",
     )
 
     def __init__(self, pool: UpstreamPool, key: tuple[str, str, int]) -> None:
@@ -78,6 +80,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.connection_named: frozenset[bytes] = frozenset()
         """Lower-cased header names listed in the response's Connection headers."""
         self._framed = False
+        self._head_bytes = 0
+        self._head_tail = b""
         self.keep_alive = False
         self.head_ready = False
         self.chunks: list[bytes] = []
@@ -125,6 +129,13 @@ class UpstreamConnection(asyncio.Protocol):
             self.pool.forget(self)
             return
         self.received = True
+        if not self.head_ready:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_RESPONSE_HEAD_BYTES and not self._head_within(data):
+                self.close()
+                owner.upstream_lost(self, "protocol")
+                return
+            self._head_tail = data[-3:]
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -138,6 +149,13 @@ class UpstreamConnection(asyncio.Protocol):
                 return
             self.keep_alive = False  # bytes after the end of the response: never reuse this connection
         owner.upstream_progress(self)
+
+    def _head_within(self, data: bytes) -> bool:
+        """True when the head ends within the first MAX_RESPONSE_HEAD_BYTES of the response (``data`` is its last read)."""
+        tail = self._head_tail
+        before = self._head_bytes - len(data) - len(tail)
+        end = (tail + data).find(b"\r\n\r\n")
+        return end >= 0 and before + end + 4 <= MAX_RESPONSE_HEAD_BYTES
 
     def eof_received(self) -> bool | None:
         return None  # close the transport; connection_lost reports

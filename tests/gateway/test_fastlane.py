@@ -512,3 +512,32 @@ class TestRememberedAdmissions:
         low, high = await self.status(base, "/public/", token), await self.status(base, "/admin/", token)
 
         assert (200, 403) == (low, high)
+
+
+class TestLimits:
+    async def test_an_endless_upstream_head_is_a_502_not_a_buffer(self, make_gateway: MakeGateway, raw_upstream: Any, metrics: Metrics) -> None:
+        """An upstream sending header lines past 64 KiB without ending its head gets 502; nothing grows without bound."""
+        _, url = await raw_upstream(lambda head, _: b"HTTP/1.1 200 OK\r\n" + b"X-Filler: " + b"f" * 100 + b"\r\n" * 1 + (b"X-More: " + b"m" * 1000 + b"\r\n") * 80)
+        gw = await make_gateway([_route(url)])
+
+        status, _, _ = await raw_exchange(gw.port, get("/x", "Connection: close"))
+
+        assert 502 == status
+        assert 1.0 == metrics.registry.get_sample_value("gatehouse_upstream_errors_total", {"route": "app", "kind": "protocol"})
+
+    async def test_a_long_but_finite_upstream_head_passes(self, make_gateway: MakeGateway, raw_upstream: Any) -> None:
+        _, url = await raw_upstream(lambda head, _: b"HTTP/1.1 200 OK\r\n" + (b"X-More: " + b"m" * 1000 + b"\r\n") * 50 + b"Content-Length: 2\r\n\r\nok")
+        gw = await make_gateway([_route(url)])
+
+        status, _, body = await raw_exchange(gw.port, get("/x", "Connection: close"))
+
+        assert (200, b"ok") == (status, body)
+
+    async def test_bare_lf_heads_are_judged_by_the_full_path(self, make_gateway: MakeGateway, upstream_url: str, metrics: Metrics) -> None:
+        """A head whose lines end in a bare LF is not left waiting for a CRLF CRLF that never comes: aiohttp refuses it."""
+        gw = await make_gateway([_route(upstream_url)])
+
+        status, _, _ = await raw_exchange(gw.port, b"GET /x HTTP/1.1\nHost: svc\nConnection: close\n\n")
+
+        assert 400 == status
+        assert 1.0 == lane_count(metrics, "handed-over")
