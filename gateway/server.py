@@ -10,6 +10,9 @@ Must not import: cli (the CLI calls ``run``); gateway.workers only inside ``run`
   each the full app on the same ports (``SO_REUSEPORT``), with metrics served once, aggregated; see
   ``gateway.workers`` for what changes between processes (snapshot propagation, CSRF secret).
 
+- Every accepted connection starts in the fast lane (``gateway.fastlane``, one Lane per listener),
+  which serves plain proxied GETs itself and hands everything else, connection and bytes, to the
+  aiohttp RequestHandler below; shutdown drains both within the one grace period.
 - One aiohttp AppRunner serves every listener (``TCPSite`` per listener; TLS from the listener's cert
   and key, and client certificates verified against ``client_ca`` with ``CERT_OPTIONAL`` or
   ``CERT_REQUIRED``; the identity code reads the verified certificate from

@@ -29,7 +29,9 @@ the head timeout.
 Framing towards the client: the upstream's ``Content-Length`` is kept; a response that arrived
 whole with its head and has no length gets one; otherwise the body is sent chunked. A response whose
 upstream breaks off after its head was sent is cut (the client connection is closed), never ended
-cleanly. ``Date`` is added when the upstream sent none (RFC 9110 §6.6.1); nothing else is added.
+cleanly. ``Date`` is added when the upstream sent none (RFC 9110 §6.6.1); nothing else is added
+(the full path's aiohttp also adds ``Server`` and, for a body without a type,
+``Content-Type: application/octet-stream``; the lane leaves both as the upstream sent them).
 """
 
 from __future__ import annotations
