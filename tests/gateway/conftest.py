@@ -20,11 +20,10 @@ from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
-from tests.serving import GatehouseTestServer
-from gateway.handlers import OpenGate
-from gateway.handlers import Gate
+from gateway.handlers import Gate, OpenGate
 from gateway.metrics import Metrics
 from gateway.settings import Settings, parse_settings
+from tests.serving import GatehouseTestServer
 
 
 @dataclass
@@ -149,6 +148,52 @@ async def upstream(recorder: Recorder) -> Any:
 @pytest.fixture
 def upstream_url(upstream: TestServer) -> str:
     return str(upstream.make_url("")).rstrip("/")
+
+
+Respond = Callable[[bytes, asyncio.StreamWriter], Awaitable[bool]]
+"""Given a request head, answer it on the writer; False closes the connection afterwards."""
+
+
+class RawUpstream:
+    """A tiny HTTP/1.1 server on raw sockets that counts connections and records what arrives."""
+
+    def __init__(self, respond: Respond) -> None:
+        self.respond = respond
+        self.connections = 0
+        self.heads: list[bytes] = []
+        self.bodies: list[bytes] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                self.heads.append(head)
+                body = b""
+                if b"transfer-encoding: chunked" in head.lower():
+                    while True:
+                        size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+                        body += await reader.readexactly(size + 2)
+                        if size == 0:
+                            break
+                self.bodies.append(body)
+                if not await self.respond(head, writer):
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
 
 
 MakeGateway = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]

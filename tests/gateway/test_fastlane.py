@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from gateway.app import create_app
 from gateway.metrics import Metrics
-from tests.gateway.conftest import MakeGateway, Recorder, raw_exchange
+from tests.gateway.conftest import MakeGateway, RawUpstream, Recorder, Respond, raw_exchange
 from gateway.keys import POLICY as POLICY_HOLDER
 from tests.gateway.fullstack import POLICY, Keys, MovableClock, gatehouse_settings, ingest_headers, mac_item
 from tests.gateway.test_proxy import _rss_bytes
@@ -42,53 +42,28 @@ def fresh_session() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True), auto_decompress=False)
 
 
-class RawUpstream:
-    """An upstream on a real socket that answers each request head with scripted bytes."""
+def scripted(answer: Callable[[bytes, int], bytes | None], *, close: bool = False) -> Respond:
+    """A RawUpstream responder from ``answer(head, index of the connection)``: the bytes to send, or None to hang up without a word."""
+    seen: dict[int, int] = {}
 
-    def __init__(self, answer: Callable[[bytes, int], bytes | None], *, close: bool = False) -> None:
-        self.answer = answer
-        self.close_after_reply = close
-        """(request head, index of the connection) → bytes to send; None closes the connection."""
-        self.heads: list[bytes] = []
-        self.connections = 0
-        self.server: asyncio.Server | None = None
+    async def respond(head: bytes, writer: asyncio.StreamWriter) -> bool:
+        index = seen.setdefault(id(writer), len(seen))
+        reply = answer(head, index)
+        if reply is None:
+            return False
+        writer.write(reply)
+        await writer.drain()
+        return not close
 
-    async def start(self) -> str:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        port = self.server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        index = self.connections
-        self.connections += 1
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                self.heads.append(head)
-                reply = self.answer(head, index)
-                if reply is None:
-                    break
-                writer.write(reply)
-                await writer.drain()
-                if self.close_after_reply:
-                    break
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    async def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
+    return respond
 
 
 @pytest.fixture
-async def raw_upstream() -> AsyncIterator[Callable[[Callable[[bytes, int], bytes | None]], Any]]:
+async def raw_upstream() -> AsyncIterator[Callable[..., Any]]:
     started: list[RawUpstream] = []
 
     async def make(answer: Callable[[bytes, int], bytes | None], *, close: bool = False) -> tuple[RawUpstream, str]:
-        upstream = RawUpstream(answer, close=close)
+        upstream = RawUpstream(scripted(answer, close=close))
         started.append(upstream)
         return upstream, await upstream.start()
 
@@ -400,116 +375,103 @@ class TestShutdown:
         assert (b"", 200, "close") == (idle_closed, status, headers.get("connection"))
 
 
+FullStack = tuple[str, Keys, MovableClock, CollectorRegistry, web.Application]
+
+
+@pytest.fixture
+async def gatehouse(aiohttp_server: Any, tmp_path: Path) -> AsyncIterator[FullStack]:
+    """A full Gatehouse on Gatehouse's own listener, in front of an upstream that echoes the verified email."""
+
+    async def handle(request: web.Request) -> web.Response:
+        return web.json_response({"user": request.headers.get("X-Gatehouse-Email")})
+
+    up_app = web.Application()
+    up_app.router.add_route("*", "/{tail:.*}", handle)
+    upstream = await aiohttp_server(up_app)
+    keys = Keys(tmp_path / "keys")
+    clock = MovableClock()
+    registry = CollectorRegistry()
+    settings = gatehouse_settings(keys, store=f"sqlite:///{tmp_path}/g.db", upstream=str(upstream.make_url("")).rstrip("/"))
+    server = GatehouseTestServer(create_app(settings, clock=clock, metrics=Metrics(registry)))
+    await server.start_server()
+    yield f"http://127.0.0.1:{server.port}", keys, clock, registry, server.app
+    await server.close()
+
+
+async def status_of(base: str, path: str, token: str) -> int:
+    async with fresh_session() as session, session.get(f"{base}{path}", headers={"Authorization": f"Bearer {token}", "Accept": "application/json"}) as r:
+        return r.status
+
+
+async def ingest(base: str, item: dict[str, Any]) -> None:
+    async with fresh_session() as session, session.post(f"{base}/.gatehouse/api/v1/snapshots", json={"snapshots": [item]}, headers=ingest_headers()) as r:
+        assert 200 == r.status, await r.text()
+
+
 class TestWithTheGate:
-    async def test_first_request_with_a_new_token_stays_in_the_lane(self, aiohttp_server: Any, tmp_path: Path) -> None:
+    async def test_first_request_with_a_new_token_stays_in_the_lane(self, gatehouse: FullStack) -> None:
         """A token not yet verified is verified once (prepare) and the request is served by the lane; a denial is handed over."""
+        base, keys, clock, registry, _ = gatehouse
+        await ingest(base, mac_item("C02ALICE0001", at=clock()))
+        token = keys.token("alice@example.com", device="C02ALICE0001", now=clock())
+        async with fresh_session() as session, session.get(f"{base}/public/x", headers={"Authorization": f"Bearer {token}"}) as allowed:
+            allowed_body = await allowed.json()
+        fast_after_allow = lane_count(registry, "fast")
 
-        async def handle(request: web.Request) -> web.Response:
-            return web.json_response({"user": request.headers.get("X-Gatehouse-Email")})
-
-        up_app = web.Application()
-        up_app.router.add_route("*", "/{tail:.*}", handle)
-        upstream = await aiohttp_server(up_app)
-        keys = Keys(tmp_path / "keys")
-        clock = MovableClock()
-        registry = CollectorRegistry()
-        settings = gatehouse_settings(keys, store=f"sqlite:///{tmp_path}/g.db", upstream=str(upstream.make_url("")).rstrip("/"))
-        server = GatehouseTestServer(create_app(settings, clock=clock, metrics=Metrics(registry)))
-        await server.start_server()
-        try:
-            base = f"http://127.0.0.1:{server.port}"
-            async with fresh_session() as session:
-                async with session.post(f"{base}/.gatehouse/api/v1/snapshots", json={"snapshots": [mac_item("C02ALICE0001", at=clock())]}, headers=ingest_headers()) as r:
-                    assert 200 == r.status, await r.text()
-                token = keys.token("alice@example.com", device="C02ALICE0001", now=clock())
-                async with session.get(f"{base}/public/x", headers={"Authorization": f"Bearer {token}"}) as allowed:
-                    allowed_body = await allowed.json()
-                fast_after_allow = lane_count(registry, "fast")
-                other = keys.token("bob@example.com", device="C02UNKNOWN01", now=clock())
-                async with session.get(f"{base}/public/x", headers={"Authorization": f"Bearer {other}", "Accept": "application/json"}) as denied:
-                    denied_status = denied.status
-        finally:
-            await server.close()
+        denied = await status_of(base, "/public/x", keys.token("bob@example.com", device="C02UNKNOWN01", now=clock()))
 
         assert (200, "alice@example.com") == (allowed.status, allowed_body["user"])
         assert 1.0 == fast_after_allow
-        assert 403 == denied_status
+        assert 403 == denied
         assert 2.0 == lane_count(registry, "handed-over")  # the ingest POST and the denial
 
 
 class TestRememberedAdmissions:
     """The gate keeps an allowed request's Admission; each input change must make it decide again."""
 
-    @pytest.fixture
-    async def gatehouse(self, aiohttp_server: Any, tmp_path: Path) -> AsyncIterator[tuple[str, Keys, MovableClock, CollectorRegistry, Any]]:
-        async def handle(request: web.Request) -> web.Response:
-            return web.Response(text="ok")
-
-        up_app = web.Application()
-        up_app.router.add_route("*", "/{tail:.*}", handle)
-        upstream = await aiohttp_server(up_app)
-        keys = Keys(tmp_path / "keys")
-        clock = MovableClock()
-        registry = CollectorRegistry()
-        settings = gatehouse_settings(keys, store=f"sqlite:///{tmp_path}/g.db", upstream=str(upstream.make_url("")).rstrip("/"))
-        server = GatehouseTestServer(create_app(settings, clock=clock, metrics=Metrics(registry)))
-        await server.start_server()
-        yield f"http://127.0.0.1:{server.port}", keys, clock, registry, server.app
-        await server.close()
-
-    @staticmethod
-    async def status(base: str, path: str, token: str) -> int:
-        async with fresh_session() as session, session.get(f"{base}{path}", headers={"Authorization": f"Bearer {token}", "Accept": "application/json"}) as r:
-            return r.status
-
-    @staticmethod
-    async def ingest(base: str, item: dict[str, Any]) -> None:
-        async with fresh_session() as session, session.post(f"{base}/.gatehouse/api/v1/snapshots", json={"snapshots": [item]}, headers=ingest_headers()) as r:
-            assert 200 == r.status, await r.text()
-
-    async def test_a_new_failing_snapshot_denies_the_next_request(self, gatehouse: Any) -> None:
+    async def test_a_new_failing_snapshot_denies_the_next_request(self, gatehouse: FullStack) -> None:
         base, keys, clock, registry, _ = gatehouse
-        await self.ingest(base, mac_item("C02MEMO0001", at=clock()))
+        await ingest(base, mac_item("C02MEMO0001", at=clock()))
         token = keys.token("alice@example.com", device="C02MEMO0001", now=clock())
-        first, second = await self.status(base, "/public/", token), await self.status(base, "/public/", token)
+        first, second = await status_of(base, "/public/", token), await status_of(base, "/public/", token)
 
         clock.advance(timedelta(seconds=1))  # a snapshot with the same collection time is the same snapshot (idempotent ingest)
-        await self.ingest(base, mac_item("C02MEMO0001", at=clock(), disk_encrypted=False))
-        after = await self.status(base, "/public/", token)
+        await ingest(base, mac_item("C02MEMO0001", at=clock(), disk_encrypted=False))
+        after = await status_of(base, "/public/", token)
 
         assert (200, 200, 403) == (first, second, after)
         assert 2.0 == registry.get_sample_value("gatehouse_decisions_total", {"tier": "low", "outcome": "allow", "reason": "ok"})
 
-    async def test_time_passing_the_decisions_validity_denies(self, gatehouse: Any) -> None:
+    async def test_time_passing_the_decisions_validity_denies(self, gatehouse: FullStack) -> None:
         base, keys, clock, _, _ = gatehouse
-        await self.ingest(base, mac_item("C02MEMO0002", at=clock()))
+        await ingest(base, mac_item("C02MEMO0002", at=clock()))
         token = keys.token("alice@example.com", device="C02MEMO0002", now=clock())
-        before = [await self.status(base, "/admin/", token) for _ in range(2)]
+        before = [await status_of(base, "/admin/", token) for _ in range(2)]
 
         clock.advance(timedelta(minutes=15, seconds=1))
-        after = await self.status(base, "/admin/", token)
+        after = await status_of(base, "/admin/", token)
 
         assert ([200, 200], 403) == (before, after)
 
-    async def test_a_stricter_policy_applies_to_the_next_request(self, gatehouse: Any, tmp_path: Path) -> None:
+    async def test_a_stricter_policy_applies_to_the_next_request(self, gatehouse: FullStack, tmp_path: Path) -> None:
         base, keys, clock, _, app = gatehouse
-        await self.ingest(base, mac_item("C02MEMO0003", at=clock(), os_version="14.5"))
+        await ingest(base, mac_item("C02MEMO0003", at=clock(), os_version="14.5"))
         token = keys.token("alice@example.com", device="C02MEMO0003", now=clock())
-        before = await self.status(base, "/public/", token)
+        before = await status_of(base, "/public/", token)
         stricter = tmp_path / "stricter.yaml"
         stricter.write_text(POLICY.read_text().replace('darwin: "13.0"', 'darwin: "15.0"', 1))
 
         assert app[POLICY_HOLDER].reload(stricter)
-        after = await self.status(base, "/public/", token)
+        after = await status_of(base, "/public/", token)
 
         assert (200, 403) == (before, after)
 
-    async def test_another_route_is_decided_for_its_own_tier(self, gatehouse: Any) -> None:
+    async def test_another_route_is_decided_for_its_own_tier(self, gatehouse: FullStack) -> None:
         base, keys, clock, _, _ = gatehouse
-        await self.ingest(base, mac_item("C02MEMO0004", at=clock(), sip_enabled=False))
+        await ingest(base, mac_item("C02MEMO0004", at=clock(), sip_enabled=False))
         token = keys.token("alice@example.com", device="C02MEMO0004", now=clock())
 
-        low, high = await self.status(base, "/public/", token), await self.status(base, "/admin/", token)
+        low, high = await status_of(base, "/public/", token), await status_of(base, "/admin/", token)
 
         assert (200, 403) == (low, high)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -12,52 +12,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.upstream import connection_key, send
-
-Respond = Callable[[bytes, asyncio.StreamWriter], Awaitable[bool]]
-"""Given a request head, answer it on the writer; False closes the connection afterwards."""
-
-
-class RawUpstream:
-    """A tiny HTTP/1.1 server on raw sockets that counts connections and records what arrives."""
-
-    def __init__(self, respond: Respond) -> None:
-        self.respond = respond
-        self.connections = 0
-        self.heads: list[bytes] = []
-        self.bodies: list[bytes] = []
-        self.server: asyncio.Server | None = None
-
-    async def start(self) -> str:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        port = self.server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                self.heads.append(head)
-                body = b""
-                if b"transfer-encoding: chunked" in head.lower():
-                    while True:
-                        size = int((await reader.readuntil(b"\r\n")).strip(), 16)
-                        body += await reader.readexactly(size + 2)
-                        if size == 0:
-                            break
-                self.bodies.append(body)
-                if not await self.respond(head, writer):
-                    break
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    async def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
-
+from tests.gateway.conftest import RawUpstream
 
 async def ok(head: bytes, writer: asyncio.StreamWriter) -> bool:
     writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
