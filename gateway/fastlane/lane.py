@@ -50,7 +50,7 @@ from gateway.errors import GatewayError, UpstreamError
 from gateway.fastlane.head import HeadParser, RequestHead
 from gateway.fastlane.pool import UpstreamConnection, UpstreamPool, upstream_address
 from gateway.handlers import Admission, is_reserved
-from gateway.keys import CLOCK, CONFIG, GATE, METRICS
+from gateway.keys import CONFIG, GATE, METRICS
 from gateway.middleware import choose_request_id, info_enabled
 from gateway.pages import gateway_error_response
 from gateway.proxy import HOP_BY_HOP, upstream_header_lines
@@ -101,7 +101,6 @@ class Lane:
         self.loop = asyncio.get_running_loop()
         self.app = app
         self.config = app[CONFIG]
-        self.clock = app[CLOCK]
         self.metrics = metrics = app[METRICS]
         gate = app[GATE]
         self.admit_now: Callable[[Any, RequestHead, Route], Admission | None] | None = getattr(gate, "admit_now", None)
@@ -144,6 +143,7 @@ class Lane:
         return LaneConnection(self)
 
     def _sweep(self) -> None:
+        self._timer = self.loop.call_later(LANE_SWEEP_S, self._sweep)  # first: a failing check must not stop the sweeps
         now = self.loop.time()
         for conn in list(self.active):
             conn.check_deadline(now)
@@ -153,7 +153,6 @@ class Lane:
                 conn.check_idle(now)
             self.pool.expire(now)
             self.tally.flush()  # with workers the supervisor reads what each worker flushed
-        self._timer = self.loop.call_later(LANE_SWEEP_S, self._sweep)
 
     def finished(self, conn: LaneConnection) -> None:
         """``conn`` has no request in flight any more."""
@@ -203,7 +202,6 @@ class LaneConnection(asyncio.Protocol):
         self.idle_deadline: float | None = None
         self.read_paused = False
         self.write_paused = False
-        self.handed_over = False
         self.close_after = False
         self._trust_for: object = None
         self._trusted = False
@@ -261,6 +259,7 @@ class LaneConnection(asyncio.Protocol):
         if self.preparing is not None:
             self.preparing.cancel()
             self.preparing = None
+            lane.finished(self)
         if self.route is not None:
             self._drop_upstream()
             self._complete(499)
@@ -295,8 +294,8 @@ class LaneConnection(asyncio.Protocol):
         lane = self.lane
         assert transport is not None  # INVARIANT: data only arrives on a connected transport
         head = self.parser.parse(buffer[:end] if end != len(buffer) else buffer, transport)
-        if lane.closing:
-            transport.close()
+        if lane.closing and not prepared:
+            transport.close()  # shutting down: no new requests on this connection
             return
         if head is None or lane.admit_now is None:
             self._hand_over(buffer)
@@ -321,6 +320,7 @@ class LaneConnection(asyncio.Protocol):
                 return
             self.buffer = buffer  # from this request's first byte: what follows is appended while preparing
             self.head_deadline = None
+            lane.active.add(self)  # a shutdown waits for it like for a request in flight
             task = lane.loop.create_task(lane.prepare(lane.app, head))
             self.preparing = task
             task.add_done_callback(self._prepared)
@@ -334,15 +334,12 @@ class LaneConnection(asyncio.Protocol):
         if self.preparing is not task:
             return  # the connection went away meanwhile
         self.preparing = None
+        self.lane.finished(self)
         buffer, self.buffer = self.buffer, b""
         ok = not task.cancelled() and task.exception() is None and task.result()
         if self.read_paused and self.transport is not None:
             self.read_paused = False
             self.transport.resume_reading()
-        if self.lane.closing:
-            if self.transport is not None:
-                self.transport.close()
-            return
         if ok:
             self.parser = HeadParser(max_line=self.lane.max_line, max_field=self.lane.max_field, max_headers=self.lane.max_headers)
             self._next(buffer, prepared=True)
@@ -352,12 +349,14 @@ class LaneConnection(asyncio.Protocol):
     def _hand_over(self, data: bytes) -> None:
         """Give this connection to aiohttp, starting with ``data`` (the current request from its first byte)."""
         lane = self.lane
-        lane.handed.inc()
+        lane.tally.add(lane.handed)
         lane.connections.discard(self)
-        self.handed_over = True
         self.buffer = b""
         transport = self.transport
         if transport is None or transport.is_closing():
+            return
+        if lane.closing:  # aiohttp is draining too: a connection it has not seen would outlive the app
+            transport.close()
             return
         handler = lane.fallback()
         transport.set_protocol(handler)
