@@ -1,6 +1,6 @@
 """Thin aiohttp handlers: the catch-all proxied route, liveness and readiness; the gate seam.
 
-Owns: Gate (Protocol), Admission, OpenGate, Readiness, handle_proxied, healthz, readyz,
+Owns: Gate and FastGate (Protocols), Admission, OpenGate, Readiness, handle_proxied, healthz, readyz,
 RESERVED_PREFIXES.
 Must not import: app, server (app.py wires these handlers; they read what they need from app keys).
 

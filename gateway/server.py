@@ -140,7 +140,8 @@ HEAD_SWEEP_PERIOD_S = 1.0
 
 
 class GatewaySite(web.TCPSite):
-    """A TCPSite whose connections use _HeadTimeoutHandler, and the sweep that enforces their head deadlines.
+    """A TCPSite whose connections start in the fast lane (when given one) and are handed to
+    _HeadTimeoutHandler for the full path, and the sweep that enforces the head deadlines of those.
 
     One timer per site, every ``min(1 s, header_read_timeout_s)``, instead of one per request: a
     slow head is closed at most one period after its deadline.
