@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
@@ -424,6 +425,30 @@ class TestWithTheGate:
         assert 1.0 == fast_after_allow
         assert 403 == denied
         assert 2.0 == lane_count(registry, "handed-over")  # the ingest POST and the denial
+
+
+class TestLogLine:
+    async def test_the_lanes_line_carries_what_the_full_paths_does(self, gatehouse: FullStack) -> None:
+        """One request.completed per fast-lane request, with user, device, decision, route and tier, never the query."""
+        base, keys, clock, registry, _ = gatehouse
+        await ingest(base, mac_item("C02LOGS0001", at=clock()))
+        token = keys.token("alice@example.com", device="C02LOGS0001", now=clock())
+        await status_of(base, "/public/", token)  # verifies the token: the next request is decided at once
+
+        with structlog.testing.capture_logs() as logs:
+            async with fresh_session() as session, session.get(f"{base}/public/page?token=s3cret", headers={"Authorization": f"Bearer {token}"}) as r:
+                await r.read()
+
+        completed = [e for e in logs if e["event"] == "request.completed"]
+        assert 1 == len(completed)
+        assert {
+            "method": "GET", "path": "/public/page", "route": "public", "tier": "low", "decision": "allow",
+            "user": "alice@example.com", "device": "C02LOGS0001", "status": 200, "upstream_status": 200, "bytes_in": 0,
+            "request_id": r.headers["X-Request-Id"],
+        }.items() <= completed[0].items()
+        assert completed[0]["bytes_out"] > 0
+        assert all("s3cret" not in str(value) for event in logs for value in event.values())
+        assert 2.0 == lane_count(registry, "fast")
 
 
 class TestRememberedAdmissions:
