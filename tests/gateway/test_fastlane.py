@@ -8,7 +8,9 @@ which path served the request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import ssl
 from datetime import timedelta
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -17,6 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 import structlog
+import trustme
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
@@ -280,6 +283,30 @@ class TestFailures:
         assert b'"upstream-connect"' in body
         assert b"X-Request-Id: " in head
         assert 1.0 == metrics.registry.get_sample_value("gatehouse_upstream_errors_total", {"route": "app", "kind": "connect"})
+
+    async def test_an_upstream_certificate_nobody_vouches_for_is_refused(self, make_gateway: MakeGateway, metrics: Metrics) -> None:
+        """TLS to upstreams is verified: a certificate from an unknown CA ends in 502, and nothing is sent."""
+        ca = trustme.CA()
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1").configure_cert(context)
+        received: list[bytes] = []
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(Exception):
+                received.append(await reader.read(1024))
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=context)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            gw = await make_gateway([_route(f"https://127.0.0.1:{port}")])
+            status, _, body = await raw_exchange(gw.port, get("/x", "Accept: application/json", "Connection: close"))
+        finally:
+            server.close()
+
+        assert (502, 1.0) == (status, lane_count(metrics, "fast"))
+        assert b'"upstream-connect"' in body
+        assert b"GET" not in b"".join(received)
 
     async def test_read_timeout_is_504(self, make_gateway: MakeGateway, upstream_url: str, metrics: Metrics) -> None:
         gw = await make_gateway([_route(upstream_url, read_timeout_s=0.2)])
