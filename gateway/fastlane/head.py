@@ -1,7 +1,8 @@
 """One request head, parsed for the fast lane: what it asks for, and whether the fast lane may serve it.
 
 Owns: HeadParser (httptools over one connection's request heads), RequestHead (the parsed head, read
-by the identity code as it reads an aiohttp request), the eligibility rules.
+by the identity code as it reads an aiohttp request), Peer (the connection's address, scheme and
+client certificate, read once per connection), the eligibility rules.
 Must not import: app, server, handlers (pure parsing; the lane decides what to do with the result).
 
 The fast lane serves a request only when nothing about it is unusual: a complete ``GET`` head in
@@ -26,23 +27,51 @@ _LIMIT_MARGIN = 16
 """Bytes kept below aiohttp's limits, so a head at the edge goes to aiohttp to be judged."""
 
 
+class Peer:
+    """What one connection's transport says about its client, read once for all its requests."""
+
+    __slots__ = ("transport", "remote", "scheme", "_peercert", "_read")
+
+    def __init__(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.remote: str | None = str(peer[0]) if isinstance(peer, (tuple, list)) and peer else None
+        """The client's address (an aiohttp request's ``remote``)."""
+        self.scheme = "https" if transport.get_extra_info("sslcontext") is not None else "http"
+        self._peercert: dict[str, object] | None = None
+        self._read = False
+
+    @property
+    def peercert(self) -> dict[str, object] | None:
+        """The verified client certificate (``SSLObject.getpeercert()``), decoded on first use only."""
+        if not self._read:
+            self._read = True
+            ssl_object = self.transport.get_extra_info("ssl_object")
+            self._peercert = (ssl_object.getpeercert() or None) if ssl_object is not None else None
+        return self._peercert
+
+
 class RequestHead:
     """A parsed request head, with the attributes the identity code reads of an aiohttp request."""
 
-    __slots__ = ("method", "raw_path", "headers", "raw_headers", "transport", "keep_alive", "_cookies")
+    __slots__ = ("method", "raw_path", "headers", "raw_headers", "peer", "keep_alive", "_cookies")
 
     def __init__(
         self, method: str, raw_path: str, headers: CIMultiDict[str], raw_headers: list[tuple[bytes, bytes]],
-        transport: asyncio.BaseTransport, keep_alive: bool,
+        peer: Peer, keep_alive: bool,
     ) -> None:
         self.method = method
         self.raw_path = raw_path
         self.headers = headers
         self.raw_headers = raw_headers
         """The header lines as received (name and value bytes), as aiohttp's ``request.raw_headers``."""
-        self.transport: asyncio.BaseTransport | None = transport
+        self.peer = peer
         self.keep_alive = keep_alive
         self._cookies: Mapping[str, str] | None = None
+
+    @property
+    def transport(self) -> asyncio.BaseTransport:
+        return self.peer.transport
 
     @property
     def cookies(self) -> Mapping[str, str]:
@@ -85,7 +114,7 @@ class HeadParser:
     def on_message_complete(self) -> None:
         self._complete = True
 
-    def parse(self, head: bytes, transport: asyncio.BaseTransport) -> RequestHead | None:
+    def parse(self, head: bytes, peer: Peer) -> RequestHead | None:
         """The head as a RequestHead when the fast lane may serve it, else None.
 
         After None the parser is in an unknown state: the caller hands the connection over and
@@ -115,4 +144,4 @@ class HeadParser:
         lengths = headers.getall("Content-Length", ())
         if lengths and (len(lengths) > 1 or lengths[0] != "0"):
             return None
-        return RequestHead("GET", url.decode("utf-8", "surrogateescape"), headers, pairs, transport, self._keep_alive)
+        return RequestHead("GET", url.decode("utf-8", "surrogateescape"), headers, pairs, peer, self._keep_alive)

@@ -47,7 +47,7 @@ from aiohttp.tcp_helpers import tcp_keepalive
 from multidict import CIMultiDict
 
 from gateway.errors import GatewayError, UpstreamError
-from gateway.fastlane.head import HeadParser, RequestHead
+from gateway.fastlane.head import HeadParser, Peer, RequestHead
 from gateway.fastlane.pool import UpstreamConnection, UpstreamPool, upstream_address
 from gateway.handlers import Admission, is_reserved
 from gateway.keys import CONFIG, GATE, METRICS
@@ -194,8 +194,7 @@ class LaneConnection(asyncio.Protocol):
     def __init__(self, lane: Lane) -> None:
         self.lane = lane
         self.transport: asyncio.Transport | None = None
-        self.remote: str | None = None
-        self.scheme = "http"
+        self.peer: Peer | None = None
         self.parser = HeadParser(max_line=lane.max_line, max_field=lane.max_field, max_headers=lane.max_headers)
         self.buffer = b""
         self.head_deadline: float | None = None
@@ -230,11 +229,7 @@ class LaneConnection(asyncio.Protocol):
         lane = self.lane
         self.transport = transport  # type: ignore[assignment]
         tcp_keepalive(transport)  # type: ignore[arg-type]
-        peer = transport.get_extra_info("peername")
-        if isinstance(peer, (tuple, list)) and peer:
-            self.remote = str(peer[0])
-        if transport.get_extra_info("sslcontext") is not None:
-            self.scheme = "https"
+        self.peer = Peer(transport)
         lane.connections.add(self)
         if lane.keepalive_s > 0:
             self.idle_deadline = lane.loop.time() + lane.keepalive_s
@@ -293,7 +288,8 @@ class LaneConnection(asyncio.Protocol):
         transport = self.transport
         lane = self.lane
         assert transport is not None  # INVARIANT: data only arrives on a connected transport
-        head = self.parser.parse(buffer[:end] if end != len(buffer) else buffer, transport)
+        assert self.peer is not None  # INVARIANT: set with the transport
+        head = self.parser.parse(buffer[:end] if end != len(buffer) else buffer, self.peer)
         if lane.closing and not prepared:
             transport.close()  # shutting down: no new requests on this connection
             return
@@ -376,8 +372,9 @@ class LaneConnection(asyncio.Protocol):
         tally.add(lane.metrics.in_flight)
         lane.active.add(self)
         self.started = time.perf_counter()
+        peer = head.peer
         if self._trust_for is not live:
-            self._trust_for, self._trusted = live, live.trusts(self.remote)
+            self._trust_for, self._trusted = live, live.trusts(peer.remote)
         incoming = head.headers.get("X-Request-Id")
         self.request_id = choose_request_id(incoming, trusted=incoming is not None and self._trusted)
         self.route, self.head, self.admission, self.path = route, head, admission, path
@@ -385,7 +382,7 @@ class LaneConnection(asyncio.Protocol):
         self.bytes_out = 0
         self.upstream_status = None
         lines = upstream_header_lines(
-            head.raw_headers, peer=self.remote, trusted=self._trusted, scheme=self.scheme, host=host,
+            head.raw_headers, peer=peer.remote, trusted=self._trusted, scheme=peer.scheme, host=host,
             request_id=self.request_id, inject=admission.inject, strip=admission.strip, drop_cookies=admission.drop_cookies,
         )
         self.key, base = upstream_address(route.upstream)

@@ -278,16 +278,18 @@ class IdentityResolver:
         The TLS peer certificate and peer address are read only when a configured source (mtls,
         header) looks at them.
         """
-        transport = request.transport
         peercert = None
         remote = None
-        if transport is not None and self._needs_peer:
-            ssl_object = transport.get_extra_info("ssl_object")
-            if ssl_object is not None:
-                peercert = ssl_object.getpeercert() or None
-            peer = transport.get_extra_info("peername")
-            if isinstance(peer, (tuple, list)) and peer:
-                remote = str(peer[0])
+        if self._needs_peer:
+            if isinstance(request, RequestHead):  # the fast lane read them once for the connection
+                peercert, remote = request.peer.peercert, request.peer.remote
+            elif (transport := request.transport) is not None:
+                ssl_object = transport.get_extra_info("ssl_object")
+                if ssl_object is not None:
+                    peercert = ssl_object.getpeercert() or None
+                peer = transport.get_extra_info("peername")
+                if isinstance(peer, (tuple, list)) and peer:
+                    remote = str(peer[0])
         dev = self.settings.device
         assertion = _single(request, dev.assertion.header) if dev.assertion else None
         header = _single(request, dev.header.name) if dev.header else None
