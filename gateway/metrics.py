@@ -20,6 +20,7 @@ worker's counts stay); each gauge names how its workers' values combine (``multi
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import defaultdict
 from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -163,13 +164,12 @@ class Tally:
     __slots__ = ("_counts", "_histograms")
 
     def __init__(self) -> None:
-        self._counts: dict[Any, float] = {}
+        self._counts: defaultdict[Any, float] = defaultdict(float)
         self._histograms: dict[Any, list[Any]] = {}
 
     def add(self, child: Any, amount: float = 1.0) -> None:
         """Add ``amount`` to a counter or gauge child."""
-        counts = self._counts
-        counts[child] = counts.get(child, 0.0) + amount
+        self._counts[child] += amount
 
     def observe(self, child: Any, value: float) -> None:
         """Record one observation of a histogram child."""
@@ -181,7 +181,7 @@ class Tally:
 
     def flush(self) -> None:
         """Apply every pending update to its metric."""
-        counts, self._counts = self._counts, {}
+        counts, self._counts = self._counts, defaultdict(float)
         for child, amount in counts.items():
             if amount:
                 child.inc(amount)

@@ -191,6 +191,13 @@ class Lane:
 class LaneConnection(asyncio.Protocol):
     """One client connection: parses heads, serves plain GETs, hands everything else to aiohttp."""
 
+    __slots__ = (
+        "lane", "transport", "peer", "parser", "buffer", "head_deadline", "idle_deadline", "read_paused", "write_paused",
+        "close_after", "_trust_for", "_trusted", "preparing", "route", "upstream", "connecting", "request_bytes", "key",
+        "head", "admission", "request_id", "path", "started", "sent_at", "deadline", "head_sent", "chunked", "retried",
+        "bytes_out", "upstream_status",
+    )
+
     def __init__(self, lane: Lane) -> None:
         self.lane = lane
         self.transport: asyncio.Transport | None = None
