@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 from aiohttp import web
+from aiohttp.http import SERVER_SOFTWARE
 
 from gateway.errors import GatewayError
 from gateway.handlers import is_reserved
@@ -176,8 +177,19 @@ def request_context_with(guard: _Guard | None) -> _Guard:
 request_context = request_context_with(None)
 
 
+SERVER_NAME = "Gatehouse"
+"""The ``Server`` header of every response that has none from an upstream: no software or version is named."""
+
+
 async def add_response_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:
-    """on_response_prepare: every response carries the request's id."""
+    """on_response_prepare: every response carries the request's id, and a ``Server`` that names no version.
+
+    aiohttp would otherwise send ``Server: Python/<version> aiohttp/<version>`` (its default, set
+    before this hook runs, is replaced); an upstream's own ``Server`` header is kept.
+    """
     request_id = request.get(REQUEST_ID)
-    if request_id is not None and "X-Request-Id" not in response.headers:
-        response.headers["X-Request-Id"] = request_id
+    headers = response.headers
+    if request_id is not None and "X-Request-Id" not in headers:
+        headers["X-Request-Id"] = request_id
+    if headers.get("Server", SERVER_SOFTWARE) == SERVER_SOFTWARE:  # aiohttp set its default before this hook runs
+        headers["Server"] = SERVER_NAME

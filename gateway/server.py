@@ -62,6 +62,7 @@ from gateway.fastlane.lane import Lane
 from gateway.handlers import Gate
 from gateway.keys import CONFIG, METRICS, RELOAD_HOOKS
 from gateway.metrics import Metrics
+from gateway.middleware import SERVER_NAME
 from gateway.settings import ServerSettings, Settings, TlsSettings, load_settings
 
 SettingsLoader = Callable[[], Settings]
@@ -124,6 +125,12 @@ class _HeadTimeoutHandler(RequestHandler):
             _log.info("request.malformed", status=exc.code, reason=str(exc.message).splitlines()[0][:200])
             return
         super().log_exception(*args, **kwargs)
+
+    def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None) -> web.StreamResponse:
+        """aiohttp's answer to a malformed request, without its version-naming ``Server`` header."""
+        response = super().handle_error(request, status, exc, message)
+        response.headers["Server"] = SERVER_NAME
+        return response
 
     def expire_head(self, now: float) -> None:
         """Close the connection if its request head started arriving more than the timeout before ``now``."""

@@ -29,9 +29,10 @@ the head timeout.
 Framing towards the client: the upstream's ``Content-Length`` is kept; a response that arrived
 whole with its head and has no length gets one; otherwise the body is sent chunked. A response whose
 upstream breaks off after its head was sent is cut (the client connection is closed), never ended
-cleanly. ``Date`` is added when the upstream sent none (RFC 9110 §6.6.1); nothing else is added
-(the full path's aiohttp also adds ``Server`` and, for a body without a type,
-``Content-Type: application/octet-stream``; the lane leaves both as the upstream sent them).
+cleanly. ``Date`` is added when the upstream sent none (RFC 9110 §6.6.1), and ``Server: Gatehouse``
+when it sent no ``Server`` (as on the full path: no software version is ever named); nothing else
+is added (the full path's aiohttp also adds, for a body without a type,
+``Content-Type: application/octet-stream``; the lane leaves the type as the upstream sent it).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from gateway.fastlane.head import HeadParser, Peer, RequestHead
 from gateway.fastlane.pool import UpstreamConnection, UpstreamPool, upstream_address
 from gateway.handlers import Admission, is_reserved
 from gateway.keys import CONFIG, GATE, METRICS
-from gateway.middleware import choose_request_id, info_enabled
+from gateway.middleware import SERVER_NAME, choose_request_id, info_enabled
 from gateway.pages import gateway_error_response
 from gateway.proxy import HOP_BY_HOP, upstream_header_lines
 from gateway.routing import Route
@@ -71,6 +72,7 @@ _HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP) | {b"x-request-id"}
 _NO_BODY_STATUSES = frozenset({204, 304})
 _CODE_CLASSES = {n: f"{n}xx" for n in range(1, 6)}
 _ERROR_REASONS = {502: b"Bad Gateway", 504: b"Gateway Timeout"}
+_SERVER_LINE = f"Server: {SERVER_NAME}\r\n".encode()
 
 
 class _DateHeader:
@@ -487,6 +489,8 @@ class LaneConnection(asyncio.Protocol):
                 parts.append(b"Transfer-Encoding: chunked\r\n")
         if not conn.has_date:
             parts.append(_DATE.line())
+        if not conn.has_server:
+            parts.append(_SERVER_LINE)
         parts.append(b"X-Request-Id: " + self.request_id.encode() + b"\r\n")
         assert self.head is not None
         if not self.head.keep_alive or self.lane.closing:
@@ -582,6 +586,7 @@ class LaneConnection(asyncio.Protocol):
             headers["Connection"] = "close"
         parts += [f"{name}: {value}\r\n".encode("utf-8", "surrogateescape") for name, value in headers.items()]
         parts.append(_DATE.line())
+        parts.append(_SERVER_LINE)
         parts.append(b"\r\n")
         parts.append(body)
         transport.write(b"".join(parts))

@@ -54,7 +54,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     __slots__ = (
         "pool", "key", "transport", "owner", "reused", "received", "status", "reason", "headers", "keep_alive",
-        "head_ready", "chunks", "complete", "until_close", "has_length", "has_date", "connection_named",
+        "head_ready", "chunks", "complete", "until_close", "has_length", "has_date", "has_server", "connection_named",
         "_framed", "_head_bytes", "_head_tail", "_parser", "_interim", "_idle_since", "_closed",
     )
 
@@ -77,6 +77,7 @@ class UpstreamConnection(asyncio.Protocol):
         """(name, value, lower-cased name) as received."""
         self.has_length = False
         self.has_date = False
+        self.has_server = False
         self.connection_named: frozenset[bytes] = frozenset()
         """Lower-cased header names listed in the response's Connection headers."""
         self._framed = False
@@ -190,6 +191,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.has_length = self._framed = True
         elif lower == b"date":
             self.has_date = True
+        elif lower == b"server":
+            self.has_server = True
         elif lower == b"transfer-encoding":
             self._framed = True
         elif lower == b"connection":
@@ -214,7 +217,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._interim = False
             self.reason = b""
             self.headers = []
-            self.has_length = self.has_date = self._framed = False
+            self.has_length = self.has_date = self.has_server = self._framed = False
             self.connection_named = frozenset()
             return
         self.complete = True

@@ -555,3 +555,29 @@ class TestLimits:
 
         assert 400 == status
         assert 1.0 == lane_count(metrics, "handed-over")
+
+
+class TestServerHeader:
+    @pytest.mark.parametrize("lane", ["fast", "full"])
+    async def test_no_version_is_named_and_the_upstreams_own_is_kept(self, make_gateway: MakeGateway, raw_upstream: Any, lane: str) -> None:
+        """Responses without an upstream `Server` say `Server: Gatehouse` in both lanes; an upstream's is kept."""
+        _, bare = await raw_upstream(lambda head, _: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        _, named = await raw_upstream(lambda head, _: b"HTTP/1.1 200 OK\r\nServer: wiki/2\r\nContent-Length: 2\r\n\r\nok")
+        gw = await make_gateway([_route(bare, path_prefix="/bare"), _route(named, id="named", path_prefix="/named")])
+        method = "GET" if lane == "fast" else "DELETE"  # DELETE takes the full path
+
+        servers = []
+        for path in ("/bare", "/named", "/.gatehouse/healthz"):
+            _, head, _ = await raw_exchange(gw.port, f"{method if path != '/.gatehouse/healthz' else 'GET'} {path} HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n".encode())
+            servers.append([line.split(b": ", 1)[1] for line in head.split(b"\r\n") if line.lower().startswith(b"server:")])
+
+        assert [[b"Gatehouse"], [b"wiki/2"], [b"Gatehouse"]] == servers
+
+    @pytest.mark.parametrize("request_bytes", [b"GARBAGE\r\n\r\n", b"GET /x HTTP/1.1\r\nHost: svc\r\nX-Long: " + b"v" * 9000 + b"\r\n\r\n"])
+    async def test_aiohttps_own_refusals_name_no_version_either(self, make_gateway: MakeGateway, upstream_url: str, request_bytes: bytes) -> None:
+        gw = await make_gateway([_route(upstream_url)], max_header_bytes=8190)
+
+        status, head, _ = await raw_exchange(gw.port, request_bytes, read_until_close=False)
+
+        assert 400 == status
+        assert [b"Server: Gatehouse"] == [line for line in head.split(b"\r\n") if line.lower().startswith(b"server:")]
