@@ -19,7 +19,8 @@ Must not import: cli (the CLI calls ``run``); gateway.workers only inside ``run`
   ``request.transport.get_extra_info("ssl_object")``).
 - Limits of the HTTP front come from ``server``: ``max_header_bytes`` bounds the request line and each
   header line, ``max_header_count`` the number of headers (aiohttp answers 400 beyond either),
-  ``keepalive_timeout_s`` closes idle connections (also a connection that never sends a byte), and
+  ``max_head_bytes`` the whole head (431 and the connection closed beyond it; aiohttp has no such
+  limit, ``_HeadTimeoutHandler`` counts the head's bytes as they arrive), ``keepalive_timeout_s`` closes idle connections (also a connection that never sends a byte), and
   ``header_read_timeout_s`` closes a connection whose request head is not complete that long after its
   first byte arrived (slowloris); on TLS listeners the handshake gets the same deadline. aiohttp has
   no head timeout of its own; ``_HeadTimeoutHandler`` adds it.
@@ -94,21 +95,54 @@ class _HeadTimeoutHandler(RequestHandler):
     (``GatewaySite``) closes the connection once the deadline has passed, unless a handler is running.
     """
 
-    def __init__(self, manager: web.Server, *, header_read_timeout: float, **kwargs: Any) -> None:
+    def __init__(self, manager: web.Server, *, header_read_timeout: float, max_head_bytes: int, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._head_timeout = header_read_timeout
         self._head_deadline: float | None = None
         self._awaiting_head = True
+        self._max_head = max_head_bytes
+        self._head_bytes = 0
+        self._head_tail = b""
 
     def data_received(self, data: bytes) -> None:
         # INVARIANT: relies on aiohttp's _request_count (+1 per parsed head) and _upgraded.
         before = self._request_count
-        if self._awaiting_head and self._head_deadline is None and data and not self._upgraded:
-            self._head_deadline = self._loop.time() + self._head_timeout
+        if self._awaiting_head and data and not self._upgraded:
+            if self._head_deadline is None:
+                self._head_deadline = self._loop.time() + self._head_timeout
+            if self._head_over_limit(data):
+                self._refuse_long_head()
+                return
         super().data_received(data)
         if self._request_count != before:
             self._awaiting_head = False
             self._head_deadline = None
+            self._head_bytes = 0
+            self._head_tail = b""
+
+    def _head_over_limit(self, data: bytes) -> bool:
+        """Count ``data`` into the head being read: True when the head cannot end within ``max_head_bytes``."""
+        seen = self._head_bytes
+        self._head_bytes = seen + len(data)
+        if self._head_bytes <= self._max_head:
+            self._head_tail = (self._head_tail + data)[-3:]
+            return False
+        tail = self._head_tail
+        end = (tail + data[: self._max_head - seen + 1]).find(b"\r\n\r\n")  # the head's end, if within the limit
+        return end < 0
+
+    def _refuse_long_head(self) -> None:
+        """431 and close: the request head is longer than ``server.max_head_bytes``."""
+        body = f"request head over {self._max_head} bytes; send fewer or shorter headers\n".encode()
+        _log.info("request.malformed", status=431, reason=f"request head over {self._max_head} bytes")
+        if self.transport is not None:
+            self.transport.write(
+                b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                + f"Content-Length: {len(body)}\r\nServer: {SERVER_NAME}\r\nConnection: close\r\n\r\n".encode() + body
+            )
+        self.force_close()
+        if self.transport is not None:
+            self.transport.close()
 
     async def finish_response(self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None) -> tuple[web.StreamResponse, bool]:
         result = await super().finish_response(request, resp, start_time)
@@ -182,8 +216,10 @@ class GatewaySite(web.TCPSite):
         kwargs = {**handler_kwargs(self._server_settings), "access_log": None}
         timeout = self._server_settings.header_read_timeout_s
 
+        max_head = self._server_settings.max_head_bytes
+
         def factory() -> RequestHandler:
-            return _HeadTimeoutHandler(manager, loop=loop, header_read_timeout=timeout, **kwargs)
+            return _HeadTimeoutHandler(manager, loop=loop, header_read_timeout=timeout, max_head_bytes=max_head, **kwargs)
 
         accept: Callable[[], asyncio.Protocol] = factory
         if self._lane_for is not None:
@@ -242,8 +278,8 @@ async def _metrics_endpoint(registry: CollectorRegistry) -> web.AppRunner:
 
 
 def _restart_needed(old: Settings, new: Settings) -> bool:
-    return (old.listeners, old.metrics, handler_kwargs(old.server), old.server.header_read_timeout_s) != (
-        new.listeners, new.metrics, handler_kwargs(new.server), new.server.header_read_timeout_s,
+    return (old.listeners, old.metrics, handler_kwargs(old.server), old.server.header_read_timeout_s, old.server.max_head_bytes) != (
+        new.listeners, new.metrics, handler_kwargs(new.server), new.server.header_read_timeout_s, new.server.max_head_bytes,
     )
 
 

@@ -147,8 +147,20 @@ class ServerSettings(Section):
     keepalive_timeout_s: float = Field(default=75.0, gt=0)
     max_header_count: int = Field(default=100, ge=8)
     max_header_bytes: int = Field(default=8190, ge=1024)
+    """The longest request line, and the longest single header line."""
+    max_head_bytes: int = Field(default=64 * 1024, ge=1024)
+    """The longest request head (request line and every header line together); longer: 431."""
     default_max_body_bytes: int = Field(default=100 * 1024 * 1024, ge=0)
     shutdown_grace_s: float = Field(default=30.0, ge=0)
+
+    @model_validator(mode="after")
+    def _head_fits_a_line(self) -> ServerSettings:
+        if self.max_head_bytes < self.max_header_bytes:
+            raise ValueError(
+                f"`max_head_bytes` ({self.max_head_bytes}) is less than `max_header_bytes` ({self.max_header_bytes}); "
+                "a head must have room for its longest line: raise `max_head_bytes` or lower `max_header_bytes`"
+            )
+        return self
 
     @field_validator("trusted_proxies")
     @classmethod

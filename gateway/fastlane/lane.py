@@ -62,7 +62,7 @@ from gateway.target import canonicalise
 LANE_SWEEP_S = 0.1
 """How often exchanges in flight are checked against their connect and read deadlines."""
 HEAD_MAX_BYTES = 16 * 1024
-"""An unfinished head longer than this is handed to aiohttp (which applies the configured limits)."""
+"""A head longer than this (or than ``server.max_head_bytes``) is handed to aiohttp, which applies the configured limits."""
 PIPELINE_MAX_BYTES = 64 * 1024
 """Bytes buffered from a client while its request is in flight before reading from it pauses."""
 
@@ -114,6 +114,8 @@ class Lane:
         self.max_line = server.max_header_bytes
         self.max_field = server.max_header_bytes
         self.max_headers = server.max_header_count
+        self.max_head = min(HEAD_MAX_BYTES, server.max_head_bytes)
+        """Heads longer than this go to aiohttp, which enforces ``server.max_head_bytes`` (431)."""
         self.keepalive_s = server.keepalive_timeout_s
         self.head_timeout_s = server.header_read_timeout_s
         self.closing = False
@@ -286,7 +288,7 @@ class LaneConnection(asyncio.Protocol):
         """
         end = buffer.find(b"\r\n\r\n")
         if end < 0:
-            if len(buffer) > HEAD_MAX_BYTES or b"\n\n" in buffer or b"\n\r\n" in buffer:
+            if len(buffer) > self.lane.max_head or b"\n\n" in buffer or b"\n\r\n" in buffer:
                 self._hand_over(buffer)  # too long for the lane, or lines ended by a bare LF: aiohttp judges
                 return
             self.buffer = buffer
@@ -296,6 +298,9 @@ class LaneConnection(asyncio.Protocol):
         end += 4
         transport = self.transport
         lane = self.lane
+        if end > lane.max_head:
+            self._hand_over(buffer)
+            return
         assert transport is not None  # INVARIANT: data only arrives on a connected transport
         assert self.peer is not None  # INVARIANT: set with the transport
         head = self.parser.parse(buffer[:end] if end != len(buffer) else buffer, self.peer)

@@ -581,3 +581,64 @@ class TestServerHeader:
 
         assert 400 == status
         assert [b"Server: Gatehouse"] == [line for line in head.split(b"\r\n") if line.lower().startswith(b"server:")]
+
+
+class TestHeadSizeLimit:
+    """`server.max_head_bytes` bounds the whole request head on both paths (a session-1 leftover)."""
+
+    @staticmethod
+    def head_of(total: int, *, method: str = "GET") -> bytes:
+        lines = [f"{method} /x HTTP/1.1", "Host: svc", "Connection: close"]
+        while sum(len(line) + 2 for line in lines) + 2 < total - 1000:
+            lines.append(f"X-Filler-{len(lines)}: " + "v" * 960)
+        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+    @pytest.mark.parametrize("method", ["GET", "DELETE"])  # the fast lane, and aiohttp from the first byte
+    async def test_a_head_over_the_limit_is_431(self, make_gateway: MakeGateway, upstream_url: str, recorder: Recorder, method: str) -> None:
+        gw = await make_gateway([_route(upstream_url)], max_head_bytes=12_000, max_header_count=100)
+
+        status, head, body = await raw_exchange(gw.port, self.head_of(20_000, method=method))
+
+        assert (431, []) == (status, recorder.seen)
+        assert b"request head over 12000 bytes" in body
+        assert b"Server: Gatehouse" in head
+
+    async def test_a_head_arriving_in_pieces_is_counted_across_them(self, make_gateway: MakeGateway, upstream_url: str, recorder: Recorder) -> None:
+        gw = await make_gateway([_route(upstream_url)], max_head_bytes=12_000, max_header_count=100)
+        request = self.head_of(20_000, method="DELETE")
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+
+        with contextlib.suppress(ConnectionError):
+            for start in range(0, len(request), 1000):
+                writer.write(request[start:start + 1000])
+                await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+
+        assert answer.startswith(b"HTTP/1.1 431 ")
+        assert [] == recorder.seen
+
+    async def test_a_head_under_the_limit_passes(self, make_gateway: MakeGateway, upstream_url: str, recorder: Recorder) -> None:
+        gw = await make_gateway([_route(upstream_url)], max_head_bytes=12_000, max_header_count=100)
+
+        status, _, _ = await raw_exchange(gw.port, self.head_of(11_000, method="DELETE"))
+
+        assert (200, 1) == (status, len(recorder.seen))
+
+    async def test_a_body_after_a_small_head_does_not_count(self, make_gateway: MakeGateway, upstream_url: str, recorder: Recorder) -> None:
+        """Head and a 50 KB body in one write: only the head counts against the limit."""
+        gw = await make_gateway([_route(upstream_url)], max_head_bytes=4096, max_header_bytes=2048)
+        body = b"b" * 50_000
+        request = b"POST /x HTTP/1.1\r\nHost: svc\r\nConnection: close\r\nContent-Length: 50000\r\n\r\n" + body
+
+        status, _, _ = await raw_exchange(gw.port, request)
+
+        assert (200, 50_000) == (status, recorder.seen[0].body_bytes)
+
+    def test_the_limit_must_leave_room_for_one_line(self) -> None:
+        from pydantic import ValidationError
+
+        from gateway.settings import ServerSettings
+
+        with pytest.raises(ValidationError, match="raise `max_head_bytes` or lower `max_header_bytes`"):
+            ServerSettings(max_head_bytes=4096, max_header_bytes=8190)
