@@ -703,12 +703,12 @@ async def form_request(request: web.Request) -> web.StreamResponse:
         grant = await submit_request(request, identity, device.serial, target, reason=reason, duration=duration)
     except GrantRejected as exc:
         if exc.grant is not None:
-            raise web.HTTPSeeOther(_grant_page_href(exc.grant.id, return_to)) from None
+            raise web.HTTPSeeOther(grant_page_href(exc.grant.id, return_to)) from None
         if exc.code.startswith("already-"):
             live = [g for g in app[BREAKGLASS].list_grants(GrantFilter(user=identity.subject), now=now)
                     if g.scope == target.scope and g.device_serial == device.serial]
             if live:
-                raise web.HTTPSeeOther(_grant_page_href(live[0].id, return_to)) from None
+                raise web.HTTPSeeOther(grant_page_href(live[0].id, return_to)) from None
         return again([str(exc)], 409 if exc.code.startswith("already-") else 400)
     except AuditWriteError:
         return _page(render_message(
@@ -718,10 +718,11 @@ async def form_request(request: web.Request) -> web.StreamResponse:
             back=(return_to, "Back")))
     if grant.status is GrantStatus.ACTIVE:
         raise web.HTTPSeeOther(return_to)
-    raise web.HTTPSeeOther(_grant_page_href(grant.id, return_to))
+    raise web.HTTPSeeOther(grant_page_href(grant.id, return_to))
 
 
-def _grant_page_href(grant_id: str, return_to: str) -> str:
+def grant_page_href(grant_id: str, return_to: str) -> str:
+    """The requester's page for one grant, coming back to ``return_to``."""
     return f"{FORM_PATH}/{grant_id}?" + urlencode({"return_to": return_to})
 
 
@@ -795,7 +796,7 @@ async def form_end(request: web.Request) -> web.StreamResponse:
         return _page(render_message(503, "Could not end the grant",
                                     "The audit log could not be written, so the grant is unchanged; try again.",
                                     back=(return_to, "Back")))
-    raise web.HTTPSeeOther(_grant_page_href(grant.id, return_to) + "&done=ended")
+    raise web.HTTPSeeOther(grant_page_href(grant.id, return_to) + "&done=ended")
 
 
 def _parse_api_request(doc: Mapping[str, object], settings: BreakglassSettings) -> tuple[str | None, str | None, str | None, str, timedelta | None]:

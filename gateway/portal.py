@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from typing import Any
 from datetime import datetime
 
 import structlog
 from aiohttp import web
 
+from breakglass import GrantFilter, GrantStatus
+from gateway.breakglass_http import grant_page_href
 from gateway.csrf import CsrfRefused, check_form
 from gateway.errors import BadRequestTarget
 from gateway.gate import decide
+from gateway.identity.model import Identity
 from gateway.identity.session import safe_return_path
 from gateway.ingest.http import request_osquery_refresh
 from gateway.keys import BREAKGLASS, CLOCK, CONFIG, CSRF, DEVICE, INGEST_SETTINGS, POLICY, SNAPSHOT_CACHE, USER
@@ -28,7 +32,7 @@ from gateway.store.base import StoreError
 from gateway.target import canonicalise
 from gateway.views.fleet import FleetFilter, FleetRow, FleetView, filter_rows, render_fleet
 from gateway.views.privacy import PrivacyView, render_privacy
-from gateway.views.status import DeviceStatus, ServiceLink, StatusView, render_status
+from gateway.views.status import DeviceStatus, GrantLine, ServiceLink, StatusView, render_status
 from policy_engine import CompiledPolicySet, Decision, DeviceSnapshot
 
 _log = structlog.get_logger("gateway.portal")
@@ -107,8 +111,27 @@ async def status_page(request: web.Request) -> web.StreamResponse:
         for serial in sorted(serials)
     )
     services = tuple(ServiceLink(r.id, r.tier, r.id, r.path_prefix) for r in app[CONFIG].current.settings.routes)
-    view = StatusView.from_policies(policies, user=identity.email, devices=devices, now=now, services=services)
+    view = StatusView.from_policies(policies, user=identity.email, devices=devices, now=now, services=services,
+                                    grants=_open_grants(app, identity, now=now))
     return render_status(view, accept=request.headers.get("Accept")).response()
+
+
+def _open_grants(app: Mapping[Any, Any], identity: Identity, *, now: datetime) -> tuple[GrantLine, ...]:
+    """The user's break-glass grants in force or waiting for an approver, newest first (from memory)."""
+    service = app.get(BREAKGLASS)
+    if service is None:
+        return ()
+    lines = []
+    for grant in service.list_grants(GrantFilter(user=identity.subject), now=now):
+        status = service.status_at(grant, now=now)
+        if status is not GrantStatus.ACTIVE and status is not GrantStatus.PENDING:
+            continue
+        scope = ", ".join(sorted(grant.scope.routes)) if grant.scope.routes else f"every {grant.scope.tier} service"
+        lines.append(GrantLine(
+            grant.id, status.value, grant.device_serial, scope, grant.expires_at if status is GrantStatus.ACTIVE else None,
+            grant_page_href(grant.id, "/.gatehouse/"),
+        ))
+    return tuple(lines)
 
 
 async def privacy_page(request: web.Request) -> web.StreamResponse:

@@ -1,6 +1,6 @@
 """``/.gatehouse/``: the signed-in user's own devices, each check's state, what each can reach now.
 
-Owns: StatusView, DeviceStatus, ServiceLink, CheckRef, render_status.
+Owns: StatusView, DeviceStatus, ServiceLink, CheckRef, GrantLine, render_status.
 Must not import: decision logic; the handler evaluates every tier for every device and passes the
 Decisions in (``policies.evaluate(snapshot, tier, now=now)`` per tier name).
 """
@@ -77,6 +77,21 @@ class DeviceStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class GrantLine:
+    """One of the user's break-glass grants that is in force or waiting for an approver."""
+
+    grant_id: str
+    status: str
+    """``active`` or ``pending``."""
+    device_serial: str
+    scope: str
+    """What it opens, in words: ``every medium service`` or the route ids."""
+    expires_at: datetime | None
+    href: str
+    """The grant's own page, where the user can end it (or withdraw the request)."""
+
+
+@dataclass(frozen=True, slots=True)
 class StatusView:
     """Everything the status page shows."""
 
@@ -89,14 +104,17 @@ class StatusView:
     services: tuple[ServiceLink, ...] = ()
     remediation: Mapping[str, Remediation] = field(default_factory=lambda: DEFAULT_REMEDIATION)
     enroll_help: str = ""
+    grants: tuple[GrantLine, ...] = ()
+    """The user's break-glass grants in force or pending, newest first."""
 
     @classmethod
     def from_policies(cls, policies: CompiledPolicySet, *, user: str, devices: tuple[DeviceStatus, ...],
-                      now: datetime, services: tuple[ServiceLink, ...] = (), enroll_help: str = "") -> StatusView:
+                      now: datetime, services: tuple[ServiceLink, ...] = (), enroll_help: str = "",
+                      grants: tuple[GrantLine, ...] = ()) -> StatusView:
         """Build the view from the compiled policy set in force."""
         checks = tuple(CheckRef(c.name, c.fact, c.severity, c.remediation) for c in policies.checks.values())
         return cls(user=user, devices=devices, tiers=policies.tiers, checks=checks, now=now,
-                   services=services, remediation=policies.remediation, enroll_help=enroll_help)
+                   services=services, remediation=policies.remediation, enroll_help=enroll_help, grants=grants)
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +294,20 @@ def _html(view: StatusView) -> Rendered:
         coming = el("section", el("h2", "Coming up"),
                     el("p", "Fix these before their deadline to keep access.", class_="muted"),
                     el("ul", items), class_="card warn", aria_label="Coming up")
+    emergency: Markup | None = None
+    if view.grants:
+        lines = []
+        for grant in view.grants:
+            if grant.status == "active" and grant.expires_at is not None:
+                state = join("Active until ", time_el(grant.expires_at, now=view.now), f" ({format_relative(grant.expires_at, now=view.now)})")
+            else:
+                state = Markup("Waiting for an approver")
+            lines.append(el("li", el("strong", state), f": {grant.scope} from {grant.device_serial}. ",
+                            el("a", "Details, or end it", href=grant.href)))
+        emergency = el("section", el("h2", "Emergency access"),
+                       el("p", "Break-glass access you asked for. It is logged and reviewed; end it as soon as you are done.",
+                          class_="muted"),
+                       el("ul", lines), class_="card warn", aria_label="Emergency access")
     if view.devices:
         lead = (f"{len(view.devices)} device{'s' if len(view.devices) != 1 else ''} registered to you. "
                 "This page shows each device's health checks and what it can reach right now.")
@@ -288,7 +320,7 @@ def _html(view: StatusView) -> Rendered:
                       aria_label="Enroll a device")]
     body = join(el("h1", "Your devices"),
                 el("p", "Signed in as ", el("strong", view.user), ". ", lead, class_="lead"),
-                coming, devices)
+                emergency, coming, devices)
     return html_response(200, "Your devices", body, extra={"Vary": "Accept"})
 
 
@@ -311,8 +343,11 @@ def status_document(view: StatusView) -> dict[str, object]:
                         if st.finding and st.finding.grace_deadline else None,
                         "blocks": list(st.blocks)} for st in _check_states(view, d)],
         })
+    grants = [{"id": g.grant_id, "status": g.status, "device": g.device_serial, "scope": g.scope,
+               "expires_at": g.expires_at.isoformat() if g.expires_at else None, "href": g.href} for g in view.grants]
     return {"user": view.user, "generated_at": view.now.isoformat(), "devices": devices,
-            "services": [{"route": s.route_id, "name": s.name, "tier": s.tier} for s in view.services]}
+            "services": [{"route": s.route_id, "name": s.name, "tier": s.tier} for s in view.services],
+            "grants": grants}
 
 
 def render_status(view: StatusView, *, accept: str | None) -> Rendered:

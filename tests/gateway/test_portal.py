@@ -144,6 +144,27 @@ class TestStatusPage:
         assert "bob-mbp" not in page and "carol-mbp" not in page
         assert "Coming up" in page and ">25 Nov 15:00 UTC</time> (in 3 days)" in page
 
+    async def test_lists_the_users_emergency_access_with_its_end(self, stack: Stack) -> None:
+        """An active grant is on the status page (when it ends, the link to end it); other users' are not."""
+        await seed_fleet(stack)
+        asked = await stack.client.post(
+            "/.gatehouse/api/v1/break-glass", json={"route": "public", "reason": "paged: the wiki is down, INC-42", "duration_s": 3600},
+            headers={**stack.headers(device="C02BOB"), "X-Gatehouse-Client": "tests"},
+        )
+        grant = await asked.json()
+        assert 201 == asked.status, grant
+
+        mine = await (await stack.client.get("/.gatehouse/", headers=stack.headers(device="C02BOB"))).json()
+        page = await (await stack.client.get("/.gatehouse/", headers=stack.headers(device="C02BOB", accept=HTML))).text()
+        bobs = await (await stack.client.get("/.gatehouse/", headers=stack.headers(BOB, device="C02BOB"))).json()
+
+        assert [(grant["id"], "active", "C02BOB", "every low service")] == [
+            (g["id"], g["status"], g["device"], g["scope"]) for g in mine["grants"]
+        ]
+        assert mine["grants"][0]["href"].startswith(f"/.gatehouse/break-glass/{grant['id']}?")
+        assert "Emergency access" in page and "Active until" in page and "(in 1 hour)" in page
+        assert [] == bobs["grants"]
+
     async def test_needs_sign_in(self, stack: Stack) -> None:
         """Without a token the status page is a 401, not an empty list."""
         response = await stack.client.get("/.gatehouse/", headers=JSON)
