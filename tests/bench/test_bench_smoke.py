@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from aiohttp import ClientSession, web
 from aiohttp.test_utils import RawTestServer, TestServer
-from proxy_targets import authsvc, passthrough, upstream
+from proxy_targets import authsvc, passthrough, relay, upstream
 from proxy_targets.tokens import AUDIENCE, ISSUER, BenchKeys, make_keys, mint_token
 from yarl import URL
 
@@ -93,6 +93,30 @@ class TestPassthrough:
 
         assert (200, upstream.BODY) == (status, body)
         assert 100 == len(body)
+
+
+class TestRelay:
+    async def test_relays_requests_to_the_bench_upstream_on_one_connection(self, aiohttp_raw_server) -> None:  # type: ignore[no-untyped-def]
+        """The floor relay answers each request with the upstream's 100-byte reply, several on one connection."""
+        import asyncio
+
+        origin: RawTestServer = await aiohttp_raw_server(upstream.create_handler())
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: relay.ClientSide("127.0.0.1", origin.port), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            bodies = []
+            for _ in range(3):
+                writer.write(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+                bodies.append(await reader.readexactly(length))
+            writer.close()
+        finally:
+            server.close()
+
+        assert [upstream.BODY] * 3 == bodies
 
 
 @pytest.fixture
