@@ -1,6 +1,7 @@
 """The access decision for one proxied request: identity, device, snapshot, policy, break-glass.
 
-Owns: decide() and the GateOutcome it returns, the gate-level reason codes.
+Owns: decide() and the GateOutcome it returns, the gate-level reason codes, owner binding
+(owner_refusal, the one owner check of the product).
 Must not import: aiohttp (handlers turn outcomes into responses), the store (the request path
 reads snapshots from memory only).
 
@@ -8,6 +9,10 @@ Order: the policy decides for the route's tier; a denied request is then let thr
 break-glass grant for that user, device and route; a monitor-mode route lets any denial through
 as a would-deny. Break-glass never waives identity: without a verified user there is no decision
 at all (the caller answers 401), and without an identified device there is no grant to find.
+
+Owner binding (a route with ``require_owner``) is checked whatever the policy says, and no
+break-glass grant lifts it: a device with no recorded owners is ``device-unowned``, one recorded
+to other users ``device-not-owned``.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Hashable, Mapping, Protocol
+from typing import Hashable, Iterable, Mapping, Protocol
 
 from breakglass import Grant
 from gateway.identity.model import DeviceId, Identity
@@ -36,6 +41,10 @@ class Verdict(StrEnum):
 
 DEVICE_NOT_OWNED = Reason.DEVICE_NOT_OWNED.value
 """The route requires the user to be one of the device's listed owners, and this user is not."""
+DEVICE_UNOWNED = Reason.DEVICE_UNOWNED.value
+"""The route requires the user to be one of the device's listed owners, and the device has none."""
+OWNER_REASONS = frozenset({DEVICE_NOT_OWNED, DEVICE_UNOWNED})
+"""Owner-binding denials: registering the device to the user lifts them, a break-glass grant never does."""
 
 
 class RouteView(Protocol):
@@ -93,19 +102,35 @@ def decide(
 ) -> GateOutcome:
     """Decide one request; never raises for a policy or grant problem (it denies instead)."""
     decision = _policy_decision(device, snapshot, route.tier, policies=policies, now=now, failing_since=failing_since, memo=memo)
-    if decision.allowed and route.require_owner and snapshot is not None and snapshot.owners:
-        if identity.email.lower() not in snapshot.owners:
-            decision = dataclasses.replace(decision, allowed=False, reason=Reason.DEVICE_NOT_OWNED)
+    if route.require_owner and snapshot is not None:
+        refusal = owner_refusal(identity, snapshot.owners)
+        if refusal is not None:  # the device's health is not this user's to fix: no findings shown
+            decision = dataclasses.replace(decision, allowed=False, reason=refusal, failing=(), in_grace=(), nudges=())
     reason = decision.reason.value
     if decision.allowed:
         return GateOutcome(Verdict.ALLOW, Reason.OK.value, decision)
-    if grants is not None and device is not None and reason != DEVICE_NOT_OWNED:
+    if grants is not None and device is not None and reason not in OWNER_REASONS:
         grant = grants.active_for(identity.subject, device.serial, route.id, route.tier, now=now)
         if grant is not None:
             return GateOutcome(Verdict.BREAK_GLASS, reason, decision, grant)
     if route.mode == "monitor":
         return GateOutcome(Verdict.MONITOR, reason, decision)
     return GateOutcome(Verdict.DENY, reason, decision)
+
+
+def owner_refusal(identity: Identity, owners: Iterable[str]) -> Reason | None:
+    """Why ``identity`` may not use a device with these recorded owners, or None when it is one of them.
+
+    Owners are the email addresses recorded with the device's snapshots (ingest API, import); the user
+    matches one by email, case-insensitively, never by subject. No owners matches nobody.
+    """
+    email = identity.email.casefold()
+    listed = False
+    for owner in owners:
+        listed = True
+        if owner.casefold() == email:
+            return None
+    return Reason.DEVICE_NOT_OWNED if listed else Reason.DEVICE_UNOWNED
 
 
 def _policy_decision(

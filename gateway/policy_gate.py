@@ -22,7 +22,7 @@ from aiohttp import web
 
 from gateway.breakglass_http import csrf_token_for, deny_page_offer, note_use
 from gateway.errors import ConfigError
-from gateway.gate import GateOutcome, Verdict, decide
+from gateway.gate import OWNER_REASONS, GateOutcome, Verdict, decide
 from gateway.handlers import Admission, log_context_var
 from gateway.identity.errors import AuthenticationError
 from gateway.identity.model import DeviceId, Identity, PostureSummary
@@ -105,7 +105,7 @@ def deny_response(
         csrf_token=csrf_token_for(request),
         now=now,
         remediation=policies.remediation,
-        breakglass=deny_page_offer(request, route.tier) if outcome.reason != "device-not-owned" else None,
+        breakglass=deny_page_offer(request, route.tier) if outcome.reason not in OWNER_REASONS else None,
         refresh_eta_s=refresh_eta_s,
         user=user.email if user is not None else "",
         request_id=request.get(REQUEST_ID, ""),

@@ -101,7 +101,8 @@ class RouteSettings(Section):
     connect_timeout_s: float = Field(default=5.0, gt=0)
     read_timeout_s: float = Field(default=60.0, gt=0)
     require_owner: bool = False
-    """Require the requesting user to be one of the owners listed in the device's snapshot."""
+    """Require the requesting user to be one of the owners listed in the device's snapshot (by email); a
+    device with no listed owners, such as one reporting through osquery only, is refused (`device-unowned`)."""
 
     @field_validator("id")
     @classmethod

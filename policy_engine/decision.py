@@ -32,7 +32,10 @@ class Reason(StrEnum):
     """A check (or the inputs) raised while evaluating; denied, ``detail`` says what."""
     DEVICE_NOT_OWNED = "device-not-owned"
     """Never produced by ``evaluate``: the gateway's owner binding (the route requires the user to be
-    one of the device's listed owners) turns an allowed decision into this one."""
+    one of the device's listed owners) turns a decision for someone else's device into this one."""
+    DEVICE_UNOWNED = "device-unowned"
+    """Never produced by ``evaluate``: the gateway's owner binding turns a decision for a device with
+    no recorded owners (such as one reporting through osquery only) into this one."""
 
 
 @dataclass(frozen=True, slots=True)

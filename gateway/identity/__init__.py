@@ -18,7 +18,7 @@ _EXPORTS = {
         "jwks_document", "load_signing_keys", "sign_assertion",
     ),
     "config": ("IdentitySettings",),
-    "device": ("DeviceEvidence", "device_serial", "owner_matches", "serial_from_peercert", "verify_device_assertion"),
+    "device": ("DeviceEvidence", "device_serial", "serial_from_peercert", "verify_device_assertion"),
     "errors": ("AuthReason", "AuthenticationError", "DeviceAssertionError", "KeyFileError"),
     "jwks": ("JwksCache", "KeySet", "StaticKeys", "load_key_file", "load_key_files"),
     "model": ("DeviceId", "Identity", "PostureSummary"),
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
         load_signing_keys, sign_assertion,
     )
     from gateway.identity.config import IdentitySettings
-    from gateway.identity.device import DeviceEvidence, device_serial, owner_matches, serial_from_peercert, verify_device_assertion
+    from gateway.identity.device import DeviceEvidence, device_serial, serial_from_peercert, verify_device_assertion
     from gateway.identity.errors import AuthenticationError, AuthReason, DeviceAssertionError, KeyFileError
     from gateway.identity.jwks import JwksCache, KeySet, StaticKeys, load_key_file, load_key_files
     from gateway.identity.model import DeviceId, Identity, PostureSummary

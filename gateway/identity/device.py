@@ -1,6 +1,6 @@
 """The device's hardware serial, from verified sources only; the only place a serial is trusted.
 
-Owns: DeviceEvidence, device_serial, serial_from_peercert, verify_device_assertion, owner_matches.
+Owns: DeviceEvidence, device_serial, serial_from_peercert, verify_device_assertion.
 Must not import: aiohttp (the resolver reads the request and passes the evidence in).
 
 Sources, tried in the configured order:
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -152,14 +152,3 @@ def device_serial(
             return DeviceId(serial, source)
     return None
 
-
-def owner_matches(identity: Identity, owners: Iterable[str]) -> bool:
-    """True when the user is one of the device's owners (subject exactly, or email case-insensitively).
-
-    An empty owner list matches nobody; the caller decides whether a route needs owner binding at all.
-    """
-    email = identity.email.casefold()
-    for owner in owners:
-        if owner == identity.subject or (owner and owner.casefold() == email):
-            return True
-    return False

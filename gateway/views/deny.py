@@ -1,7 +1,7 @@
 """The 403 denial: an HTML page that teaches, or RFC 9457 problem+json for API clients and CLIs.
 
 Owns: DenyView, BreakglassOffer, render_deny, platform_from_user_agent, DEFAULT_ENROLL_HELP,
-DEFAULT_AGENT_HELP.
+DEFAULT_AGENT_HELP, REGISTER_HELP.
 Must not import: decision logic (it renders a Decision, it never makes one), the clock, I/O.
 
 Content negotiation is ``gateway.pages.wants_html``, the same as the error pages: a browser
@@ -107,6 +107,16 @@ DEFAULT_AGENT_HELP: Mapping[OsFamily, str] = MappingProxyType({
 """.strip(),
 })
 """Shown for ``snapshot-stale``, per platform; a deployment may pass its own text instead."""
+
+REGISTER_HELP = """
+Gatehouse learns who owns a device from the health reports IT sends in, not from the device's own agent: osquery's reports carry no owner, so a device enrolled through osquery only is registered to nobody until IT records its owner.
+
+1. Ask IT to register this device to you. They send a health report for its serial number with your email address in `owners`, through Gatehouse's snapshot ingest API (`POST /.gatehouse/api/v1/snapshots`) or `gatehouse import`; the device's later osquery reports keep that owner.
+2. Then press **I fixed it, check again**.
+
+Give IT the serial number shown below and the email address you are signed in with.
+""".strip()
+"""Shown for ``device-unowned`` and ``device-not-owned``: how a device gets registered to its user."""
 
 
 def help_for(text: HelpText, platform: OsFamily) -> str:
@@ -259,6 +269,10 @@ def _title_and_detail(view: DenyView) -> tuple[str, str]:
         return ("This device belongs to someone else",
                 f"{service} only opens from a device registered to you, and this device is registered to "
                 f"{owners}. Use your own enrolled device, or ask IT to register this one to you.")
+    if reason is Reason.DEVICE_UNOWNED:
+        return ("This device is not registered to anyone",
+                f"{service} only opens from a device registered to you, and Gatehouse has no owner on record "
+                "for this device. Ask IT to register it to you, then check again.")
     if reason is Reason.CHECK_ERROR:
         return ("Gatehouse could not check your device",
                 "Something went wrong while checking this device's health report. This is usually not a "
@@ -291,6 +305,10 @@ def _reason_section(view: DenyView) -> Markup | None:
         return el("section", el("h2", "Set the clock automatically"), collected,
                   el("div", render_markdown(steps), class_="steps"), class_="card bad",
                   aria_label="Set the clock automatically")
+    if d.reason in (Reason.DEVICE_UNOWNED, Reason.DEVICE_NOT_OWNED):
+        return el("section", el("h2", "How a device is registered to you"),
+                  el("div", render_markdown(REGISTER_HELP), class_="steps"),
+                  class_="card info", aria_label="How a device is registered to you")
     if d.reason in (Reason.CHECK_ERROR, Reason.TIER_UNKNOWN):
         ref = [el("p", "Reference for IT: ", el("code", view.request_id))] if view.request_id else []
         detail = [el("p", "Detail: ", el("code", d.detail))] if d.detail else []
@@ -306,6 +324,8 @@ _RECHECK_HEADING = {
     Reason.SNAPSHOT_FROM_FUTURE: "Clock fixed?",
     Reason.TIER_UNKNOWN: "Try again",
     Reason.CHECK_ERROR: "Try again",
+    Reason.DEVICE_UNOWNED: "Registered it to you?",
+    Reason.DEVICE_NOT_OWNED: "Registered it to you?",
 }
 
 
@@ -460,6 +480,8 @@ def problem_document(view: DenyView) -> dict[str, object]:
         doc["help"] = help_for(view.agent_help, _platform(view))
     elif d.reason is Reason.SNAPSHOT_FROM_FUTURE:
         doc["help"] = _CLOCK_HELP.get(_platform(view), "Set the device clock to update automatically.")
+    elif d.reason in (Reason.DEVICE_UNOWNED, Reason.DEVICE_NOT_OWNED):
+        doc["help"] = REGISTER_HELP
     if d.detail:
         doc["error_detail"] = d.detail
     if view.request_id:

@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 import yaml
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from prometheus_client import CollectorRegistry
 
 from breakglass import Grant
-from gateway.gate import DEVICE_NOT_OWNED, Verdict, decide
+from gateway.app import create_app
+from gateway.gate import DEVICE_NOT_OWNED, DEVICE_UNOWNED, Verdict, decide, owner_refusal
 from gateway.identity.model import DeviceId, Identity
-from policy_engine import DeviceSnapshot, OsFamily, Version
+from gateway.metrics import Metrics
+from policy_engine import DeviceSnapshot, OsFamily, Reason, Version
 from policy_engine.compile import compile_policy_set
 from policy_engine.evaluate import CompiledPolicySet
 from policy_engine.memo import DecisionMemo
 from policy_engine.parse import parse_policy_document
+from tests.gateway.fullstack import INGEST_TOKEN, Keys, MovableClock, gatehouse_settings, ingest_headers, mac_item
+from tests.gateway.ingest.support import ENROLL_SECRET, fixture
 
 NOW = datetime(2026, 11, 22, 15, 0, tzinfo=UTC)
 POLICY = Path(__file__).resolve().parents[2] / "deploy" / "policy.yaml"
@@ -103,6 +114,29 @@ class TestDecide:
 
         assert Verdict.ALLOW == outcome.verdict
 
+    def test_owner_binding_denies_a_device_without_owners(self, policies: CompiledPolicySet) -> None:
+        """A healthy device with no recorded owners (as osquery reports it) belongs to nobody on an ownership-requiring route."""
+        outcome = decide(ALICE, MAC, healthy_mac(owners=()), Route(require_owner=True), policies=policies, now=NOW)
+
+        assert (Verdict.DENY, DEVICE_UNOWNED) == (outcome.verdict, outcome.reason)
+
+    def test_owner_binding_is_checked_whatever_the_policy_says(self, policies: CompiledPolicySet) -> None:
+        """Someone else's failing device is refused as not owned, without its findings and without asking for a grant."""
+        bob = dataclasses.replace(ALICE, subject="bob", email="bob@example.com")
+        grants = FixedGrants(a_grant())
+
+        outcome = decide(bob, MAC, healthy_mac(disk_encrypted=False), Route(require_owner=True), policies=policies, now=NOW, grants=grants)
+
+        assert (Verdict.DENY, DEVICE_NOT_OWNED, (), []) == (outcome.verdict, outcome.reason, outcome.decision.failing, grants.asked)
+
+    def test_no_grant_lifts_an_unowned_device(self, policies: CompiledPolicySet) -> None:
+        """Break-glass does not register a device: an unowned device stays denied with a grant at hand."""
+        grants = FixedGrants(a_grant())
+
+        outcome = decide(ALICE, MAC, healthy_mac(owners=()), Route(require_owner=True), policies=policies, now=NOW, grants=grants)
+
+        assert (Verdict.DENY, DEVICE_UNOWNED, []) == (outcome.verdict, outcome.reason, grants.asked)
+
     def test_active_grant_lets_a_denied_request_through(self, policies: CompiledPolicySet) -> None:
         """A break-glass grant for this user, device and route turns a deny into break-glass."""
         grants = FixedGrants(a_grant())
@@ -160,3 +194,131 @@ class TestDecide:
         second = decide(ALICE, MAC, snapshot, Route(), policies=policies, now=NOW + timedelta(seconds=5), memo=memo)
 
         assert first.decision is second.decision
+
+
+class TestOwnerRefusal:
+    USER = Identity("user-1", "Alice@Corp.example", (), "https://idp", "bearer", NOW)
+
+    @pytest.mark.parametrize(("owners", "expected"), [
+        (["alice@corp.example"], None), (["bob@corp.example", "ALICE@corp.example"], None),
+        (["bob@corp.example"], Reason.DEVICE_NOT_OWNED), (["user-1"], Reason.DEVICE_NOT_OWNED),
+        ([""], Reason.DEVICE_NOT_OWNED), ([], Reason.DEVICE_UNOWNED),
+    ])
+    def test_owner_refusal(self, owners: list[str], expected: Reason | None) -> None:
+        """The user owns a device by email (case-insensitive), never by subject; no owners matches nobody."""
+        assert expected is owner_refusal(self.USER, owners)
+
+
+SERIAL = "PF3ABCDE"
+"""The Linux laptop of the osquery fixtures (tests/fixtures/osquery/)."""
+
+
+def osquery_result(name: str, rows: list[dict[str, str]]) -> dict[str, Any]:
+    """One `snapshot` result line as osqueryd 5.23 sends it, for query ``name``."""
+    line = copy.deepcopy(fixture("log_result_snapshot.json")["data"][0])
+    line.update({"name": name, "snapshot": rows})
+    return line
+
+
+class Recorded:
+    """A real upstream that counts what reached it."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.paths.append(f"{request.method} {request.path}")
+        return web.json_response({"user": request.headers.get("X-Gatehouse-Email")})
+
+
+OwnedStack = tuple[TestClient, Recorded, Keys, MovableClock, CollectorRegistry]
+
+
+@pytest.fixture
+async def owned_stack(aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path) -> AsyncIterator[OwnedStack]:
+    """A full Gatehouse on its own listener, a new connection per request: GETs are decided in the fast lane, POSTs on the full path."""
+    upstream = Recorded()
+    up_app = web.Application()
+    up_app.router.add_route("*", "/{tail:.*}", upstream.handle)
+    server = await aiohttp_server(up_app)
+    keys = Keys(tmp_path / "keys")
+    clock = MovableClock()
+    registry = CollectorRegistry()
+    settings = gatehouse_settings(
+        keys, store=f"sqlite:///{tmp_path}/gatehouse.db", upstream=str(server.make_url("")).rstrip("/"),
+        ingest={"api_tokens": [{"value": INGEST_TOKEN}], "osquery_enroll_secrets": [{"value": ENROLL_SECRET}]},
+    )
+    client = await aiohttp_client(create_app(settings, clock=clock, metrics=Metrics(registry)),
+                                  connector=aiohttp.TCPConnector(force_close=True))
+    yield client, upstream, keys, clock, registry
+
+
+async def enroll_healthy_osquery_laptop(client: TestClient) -> None:
+    """The fixtures' Linux laptop enrolls and reports a healthy posture, as osqueryd does: no owner anywhere."""
+    enrolled = await client.post("/.gatehouse/osquery/enroll", json=fixture("enroll_request_linux.json"))
+    node_key = (await enrolled.json())["node_key"]
+    lines = [
+        fixture("log_result_snapshot.json")["data"][0],
+        osquery_result("zt_disk_encryption_linux", [{"enabled": "1"}]),
+        osquery_result("zt_screen_lock_linux", [{"enabled": "1"}]),
+    ]
+    logged = await client.post("/.gatehouse/osquery/log", json={"node_key": node_key, "log_type": "result", "data": lines})
+    assert (200, 200) == (enrolled.status, logged.status), await logged.text()
+
+
+async def ingest_owned(client: TestClient, clock: MovableClock, owner: str) -> None:
+    response = await client.post("/.gatehouse/api/v1/snapshots", json={"snapshots": [mac_item(SERIAL, at=clock(), owner=owner)]},
+                                 headers=ingest_headers())
+    assert 200 == response.status, await response.text()
+
+
+def lane_count(registry: CollectorRegistry, lane: str) -> float:
+    return registry.get_sample_value("gatehouse_lane_requests_total", {"lane": lane}) or 0.0
+
+
+class TestOwnerBindingThroughTheListener:
+    async def test_osquery_enrolled_device_is_unowned(self, owned_stack: OwnedStack) -> None:
+        """A healthy osquery-enrolled device has no owner: refused on an ownership route (GET and POST), with how to register it."""
+        client, upstream, keys, clock, _ = owned_stack
+        await enroll_healthy_osquery_laptop(client)
+        headers = {"Authorization": f"Bearer {keys.token('alice@example.com', device=SERIAL, now=clock())}"}
+
+        public = await client.get("/public/", headers=headers)
+        got = await client.get("/owned/", headers={**headers, "Accept": "application/json"})
+        posted = await client.post("/owned/", headers={**headers, "Accept": "application/json"}, data=b"x=1")
+        page = await client.get("/owned/", headers={**headers, "Accept": "text/html"})
+        problem = await got.json()
+        html = await page.text()
+
+        assert 200 == public.status
+        assert [(403, DEVICE_UNOWNED)] * 3 == [(r.status, r.headers["X-Gatehouse-Denied-Reason"]) for r in (got, posted, page)]
+        assert ["GET /public/"] == upstream.paths
+        assert (None, "This device is not registered to anyone") == (problem["break_glass"], problem["title"])
+        assert "<code>owners</code>" in html and "gatehouse import" in html and "osquery&#x27;s reports carry no owner" in html
+        assert "How a device is registered to you" in html and SERIAL in html
+
+    async def test_device_of_another_user_is_refused(self, owned_stack: OwnedStack) -> None:
+        """A device registered to bob is refused to alice on an ownership route, GET and POST alike."""
+        client, upstream, keys, clock, _ = owned_stack
+        await ingest_owned(client, clock, "bob@example.com")
+        headers = {"Authorization": f"Bearer {keys.token('alice@example.com', device=SERIAL, now=clock())}", "Accept": "application/json"}
+
+        got = await client.get("/owned/", headers=headers)
+        posted = await client.post("/owned/", headers=headers, data=b"x=1")
+
+        assert [(403, DEVICE_NOT_OWNED)] * 2 == [(r.status, r.headers["X-Gatehouse-Denied-Reason"]) for r in (got, posted)]
+        assert [] == upstream.paths
+
+    async def test_device_of_the_user_is_allowed_in_the_lane_and_on_the_full_path(self, owned_stack: OwnedStack) -> None:
+        """The registered owner (email in any case) gets through, a GET in the fast lane and a POST on the full path."""
+        client, upstream, keys, clock, registry = owned_stack
+        await ingest_owned(client, clock, "Alice@Example.com")
+        headers = {"Authorization": f"Bearer {keys.token('alice@example.com', device=SERIAL, now=clock())}"}
+        fast_before = lane_count(registry, "fast")
+
+        got = await client.get("/owned/", headers=headers)
+        posted = await client.post("/owned/", headers=headers, data=b"x=1")
+
+        assert (200, 200) == (got.status, posted.status)
+        assert ["GET /owned/", "POST /owned/"] == upstream.paths
+        assert 1.0 == lane_count(registry, "fast") - fast_before

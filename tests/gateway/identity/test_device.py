@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from gateway.identity import DeviceAssertionError, Identity, KeySet, owner_matches, serial_from_peercert, verify_device_assertion
+from gateway.identity import DeviceAssertionError, KeySet, serial_from_peercert, verify_device_assertion
 from tests.conftest import NOW
 from tests.gateway.identity.support import (
     build_app, ec_key, jwt_section, mint, private_pem, public_jwk, public_pem, settings,
@@ -219,14 +219,3 @@ class TestClaimAndHeader:
         assert {"serial": "SER-7", "source": "header"} == body["device"]
         assert "SER-7" == body["headers"]["X-Gatehouse-Device-Serial"]
 
-
-class TestOwnerBinding:
-    USER = Identity("user-1", "Alice@Corp.example", (), "https://idp", "bearer", NOW)
-
-    @pytest.mark.parametrize(("owners", "expected"), [
-        (["alice@corp.example"], True), (["user-1"], True), (["bob@corp.example", "ALICE@corp.example"], True),
-        (["bob@corp.example"], False), ([], False), ([""], False), (["User-1"], False),
-    ])
-    def test_owner_matches(self, owners: list[str], expected: bool) -> None:
-        """The user owns the device by subject (exact) or email (case-insensitive); no owners matches nobody."""
-        assert expected is owner_matches(self.USER, owners)

@@ -120,6 +120,7 @@ HEADLINES = {
     Reason.TIER_UNKNOWN: "is not available right now",
     Reason.CHECK_ERROR: "Gatehouse could not check your device",
     Reason.DEVICE_NOT_OWNED: "This device belongs to someone else",
+    Reason.DEVICE_UNOWNED: "This device is not registered to anyone",
     Reason.OK: "was denied",
 }
 
