@@ -216,6 +216,8 @@ class OidcSettings(Section):
 class DeviceAssertionSettings(Section):
     """Short-lived JWTs in `X-Device-Assertion`, signed by a key trusted for devices (agent or MDM)."""
 
+    issuers: tuple[str, ...] = Field(min_length=1)
+    """The `iss` values a device assertion may carry (the agent or MDM that signs them), checked as the user token's."""
     key_files: tuple[Path, ...] = Field(min_length=1)
     """JWKS (JSON) or PEM public key files of the trusted device keys."""
     audience: str = "gatehouse"
@@ -273,7 +275,7 @@ class DeviceSettings(Section):
         if len(set(self.sources)) != len(self.sources):
             raise ValueError("a device source is listed twice")
         if "assertion" in self.sources and self.assertion is None:
-            raise ValueError("device source `assertion` needs `device.assertion.key_files`")
+            raise ValueError("device source `assertion` needs `device.assertion` with `issuers` and `key_files`")
         if "header" in self.sources and self.header is None:
             raise ValueError("device source `header` needs `device.header.trusted_from`, the front-end addresses that set it")
         if self.header is not None and "header" not in self.sources:

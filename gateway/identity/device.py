@@ -6,8 +6,8 @@ Must not import: aiohttp (the resolver reads the request and passes the evidence
 Sources, tried in the configured order:
   mtls       the client certificate verified by the TLS listener against the configured client CA:
              SAN URI `urn:device:serial:<SERIAL>`, else the subject CN;
-  assertion  a short-lived JWT in `X-Device-Assertion` (claim `serial`, audience Gatehouse) signed by a
-             trusted device key;
+  assertion  a short-lived JWT in `X-Device-Assertion` (claim `serial`, audience Gatehouse, `iss` one of
+             the configured issuers) signed by a trusted device key;
   claim      a claim in the verified user token;
   header     a plain header, believed only from configured front-end addresses (the weaker option:
              anyone who can reach Gatehouse from those addresses can name any serial).
@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from gateway.identity.errors import AuthenticationError, DeviceAssertionError
+from gateway.identity.errors import AuthenticationError, AuthReason, DeviceAssertionError
 from gateway.identity.jwks import KeySet
 from gateway.identity.model import DeviceId, DeviceSourceKind, Identity
 from gateway.identity.tokens import UnknownKeyId, check_times, decode_verified
@@ -59,6 +59,7 @@ def verify_device_assertion(
     keys: KeySet,
     *,
     now: datetime,
+    issuers: tuple[str, ...],
     audience: str,
     max_lifetime_s: int,
     algorithms: tuple[str, ...],
@@ -68,12 +69,14 @@ def verify_device_assertion(
     """The serial in a signed device assertion.
 
     Raises:
-        DeviceAssertionError: bad signature or key, wrong audience, expired, too long-lived, no serial.
+        DeviceAssertionError: bad signature or key, wrong issuer or audience, expired, too long-lived, no serial.
     """
+    if not issuers:  # INVARIANT: settings require issuers; without any, no assertion is believed
+        raise DeviceAssertionError(AuthReason.WRONG_ISSUER.value)
     try:
         claims = decode_verified(
-            raw, keys, algorithms=algorithms, issuers=None, audiences=(audience,), max_bytes=max_bytes,
-            required=("exp", "iat", "aud", "serial"),
+            raw, keys, algorithms=algorithms, issuers=issuers, audiences=(audience,), max_bytes=max_bytes,
+            required=("exp", "iat", "iss", "aud", "serial"),
         )
         check_times(claims, now=now, leeway_s=leeway_s)
     except AuthenticationError as exc:
@@ -107,6 +110,8 @@ class DeviceTrust:
 
     sources: tuple[DeviceSourceKind, ...]
     assertion_keys: KeySet | None = None
+    assertion_issuers: tuple[str, ...] = ()
+    """Accepted `iss` values; none means no assertion is believed."""
     assertion_audience: str = "gatehouse"
     assertion_max_lifetime_s: int = 300
     assertion_algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
@@ -138,7 +143,8 @@ def device_serial(
         elif source == "assertion" and evidence.assertion and trust.assertion_keys is not None:
             try:
                 serial = verify_device_assertion(
-                    evidence.assertion, trust.assertion_keys, now=now, audience=trust.assertion_audience,
+                    evidence.assertion, trust.assertion_keys, now=now, issuers=trust.assertion_issuers,
+                    audience=trust.assertion_audience,
                     max_lifetime_s=trust.assertion_max_lifetime_s, algorithms=trust.assertion_algorithms,
                     leeway_s=trust.assertion_leeway_s, max_bytes=trust.assertion_max_bytes,
                 )

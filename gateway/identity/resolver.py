@@ -92,6 +92,7 @@ class IdentityResolver:
         self._device_trust = DeviceTrust(
             sources=dev.sources,
             assertion_keys=load_key_files(dev.assertion.key_files) if dev.assertion else None,
+            assertion_issuers=dev.assertion.issuers if dev.assertion else (),
             assertion_audience=dev.assertion.audience if dev.assertion else "gatehouse",
             assertion_max_lifetime_s=dev.assertion.max_lifetime_s if dev.assertion else 300,
             assertion_algorithms=dev.assertion.algorithms if dev.assertion else (),

@@ -252,6 +252,20 @@ class TestCheckConfig:
         assert "routes[0].tier: `secret` is not a tier of the policy" in out
         assert out.rstrip().endswith(f"run `gatehouse check-config {config}` again")
 
+    def test_device_assertion_without_issuers_is_named(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """Device assertions without `issuers` are refused with the same message as a user token without them; exit 1."""
+        config = write_config(tmp_path, identity={
+            "jwt": {"audiences": ["gatehouse"], "jwks_url": "https://idp.test/jwks"},
+            "device": {"sources": ["assertion"], "assertion": {"key_files": [str(tmp_path / "device.pem")]}},
+        })
+
+        code = main(["check-config", str(config)])
+
+        out = capsys.readouterr().out
+        assert 1 == code
+        assert "identity.jwt.issuers: is required" in out
+        assert "identity.device.assertion.issuers: is required" in out
+
     def test_invalid_file_lists_problems(self, tmp_path: Path) -> None:
         """A file that does not validate exits 1 through the plain function, naming the key."""
         path = tmp_path / "bad.yaml"

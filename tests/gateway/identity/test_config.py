@@ -114,10 +114,19 @@ class TestDevice:
         """The assertion source needs trusted device key files."""
         assert "key_files" in problem({"device": {"sources": ["assertion"]}})
 
+    @pytest.mark.parametrize("issuers", [None, []])
+    def test_assertion_needs_issuers(self, issuers: list[str] | None) -> None:
+        """Device assertions name the issuers they are accepted from, as user tokens do."""
+        assertion: dict[str, Any] = {"key_files": ["keys/device.pem"]}
+        if issuers is not None:
+            assertion["issuers"] = issuers
+
+        assert "issuers" in problem({"device": {"sources": ["assertion"], "assertion": assertion}})
+
     def test_relative_key_paths_are_resolved(self, tmp_path: Path) -> None:
         """Key file paths are resolved against the configuration file's directory."""
         s = settings({"jwt": jwt_section(jwks_url="https://i/j"), "device": {
-            "sources": ["assertion"], "assertion": {"key_files": ["keys/device.pem"]}}}, base_dir=tmp_path)
+            "sources": ["assertion"], "assertion": {"issuers": ["https://mdm.example"], "key_files": ["keys/device.pem"]}}}, base_dir=tmp_path)
 
         assert tmp_path / "keys" / "device.pem" == s.device.assertion.key_files[0]  # type: ignore[union-attr]
 

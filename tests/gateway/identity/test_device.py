@@ -16,8 +16,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from aiohttp import web
+
+from gateway.app import create_app
 from gateway.identity import DeviceAssertionError, KeySet, serial_from_peercert, verify_device_assertion
+from gateway.settings import parse_settings
 from tests.conftest import NOW
+from tests.gateway.fullstack import Keys, MovableClock, gatehouse_config, ingest_headers, mac_item
 from tests.gateway.identity.support import (
     build_app, ec_key, jwt_section, mint, private_pem, public_jwk, public_pem, settings,
 )
@@ -121,10 +126,13 @@ class TestPeercert:
         assert None is serial_from_peercert({"subjectAltName": (("URI", "urn:device:serial:a b\r\n"),)})
 
 
-def assertion(key=None, *, alg: str = "ES256", lifetime: int = 120, **overrides: object) -> str:  # type: ignore[no-untyped-def]
+DEVICE_ISSUER = "https://mdm.example.test"
+
+
+def assertion(key=None, *, alg: str = "ES256", lifetime: int = 120, now: dt.datetime = NOW, **overrides: object) -> str:  # type: ignore[no-untyped-def]
     claims: dict[str, object] = {
-        "serial": "C02XL0ABCDEF", "aud": "gatehouse", "iat": int(NOW.timestamp()),
-        "exp": int((NOW + timedelta(seconds=lifetime)).timestamp()),
+        "serial": "C02XL0ABCDEF", "iss": DEVICE_ISSUER, "aud": "gatehouse", "iat": int(now.timestamp()),
+        "exp": int((now + timedelta(seconds=lifetime)).timestamp()),
     }
     claims.update(overrides)
     return jwt.encode({k: v for k, v in claims.items() if v is not None}, key or ec_key("device"), algorithm=alg, headers={"kid": "dev1"})
@@ -135,7 +143,9 @@ DEVICE_KEYS = KeySet.from_jwks({"keys": [public_jwk(ec_key("device"), "dev1")]})
 
 class TestDeviceAssertion:
     def verify(self, raw: str) -> str:
-        return verify_device_assertion(raw, DEVICE_KEYS, now=NOW, audience="gatehouse", max_lifetime_s=300, algorithms=("ES256",))
+        return verify_device_assertion(
+            raw, DEVICE_KEYS, now=NOW, issuers=(DEVICE_ISSUER,), audience="gatehouse", max_lifetime_s=300, algorithms=("ES256",),
+        )
 
     def test_valid(self) -> None:
         """A short-lived assertion signed by a trusted device key yields its serial."""
@@ -145,13 +155,15 @@ class TestDeviceAssertion:
         (lambda: assertion(exp=int((NOW - timedelta(minutes=2)).timestamp())), "expired"),
         (lambda: assertion(ec_key("attacker")), "invalid"),
         (lambda: assertion(aud="someone-else"), "wrong-audience"),
+        (lambda: assertion(iss="https://attacker.example"), "wrong-issuer"),
+        (lambda: assertion(iss=None), "invalid"),
         (lambda: assertion(lifetime=3600), "lifetime-too-long"),
         (lambda: assertion(serial=None), "invalid"),
         (lambda: assertion(serial="bad serial\n"), "bad-serial"),
         (lambda: assertion(iat=None), "invalid"),
     ])
     def test_refused(self, raw, reason: str) -> None:  # type: ignore[no-untyped-def]
-        """Expired, wrong key, wrong audience, too long-lived or serial-less assertions are refused."""
+        """Expired, wrong key, wrong issuer or audience, issuer-less, too long-lived or serial-less assertions are refused."""
         with pytest.raises(DeviceAssertionError) as caught:
             self.verify(raw())
 
@@ -162,7 +174,8 @@ class TestDeviceAssertion:
         (tmp_path / "device.pem").write_bytes(public_pem(ec_key("device")))
         built = build_app(settings({
             "jwt": jwt_section(jwks_url=jwks_server.url),
-            "device": {"sources": ["mtls", "assertion"], "assertion": {"key_files": ["device.pem"], "algorithms": ["ES256"]}},
+            "device": {"sources": ["mtls", "assertion"], "assertion": {
+                "issuers": [DEVICE_ISSUER], "key_files": ["device.pem"], "algorithms": ["ES256"]}},
         }, base_dir=tmp_path))
         client = await aiohttp_client(built.app)
         bearer = {"Authorization": f"Bearer {mint()}"}
@@ -173,6 +186,32 @@ class TestDeviceAssertion:
         assert {"serial": "C02XL0ABCDEF", "source": "assertion"} == good["device"]
         assert None is bad["device"]
         assert "X-Device-Assertion" in good["stripped"]
+
+
+class TestDeviceAssertionThroughTheListener:
+    async def test_only_configured_issuers_name_a_device(self, aiohttp_client, aiohttp_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+        """An assertion signed by a trusted device key but issued by anyone else leaves the device unknown; the configured issuer's gets in."""
+        async def echo(request: web.Request) -> web.Response:
+            return web.json_response({"device": request.headers.get("X-Gatehouse-Device-Serial")})
+
+        up_app = web.Application()
+        up_app.router.add_route("*", "/{tail:.*}", echo)
+        upstream = await aiohttp_server(up_app)
+        keys, clock = Keys(tmp_path / "keys"), MovableClock()
+        (keys.dir / "device.pem").write_bytes(public_pem(ec_key("device")))
+        raw = gatehouse_config(keys, store=f"sqlite:///{tmp_path}/g.db", upstream=str(upstream.make_url("")).rstrip("/"))
+        raw["identity"]["device"] = {"sources": ["assertion"], "assertion": {
+            "issuers": [DEVICE_ISSUER], "key_files": [str(keys.dir / "device.pem")], "algorithms": ["ES256"]}}
+        client = await aiohttp_client(create_app(parse_settings(raw, source="t.yaml", base_dir=keys.dir, environ={}), clock=clock))
+        await client.post("/.gatehouse/api/v1/snapshots", json={"snapshots": [mac_item("C02XL0ABCDEF", at=clock())]}, headers=ingest_headers())
+        bearer = {"Authorization": f"Bearer {keys.token('alice@example.com', now=clock())}", "Accept": "application/json"}
+
+        foreign = await client.get("/public/", headers={**bearer, "X-Device-Assertion": assertion(now=clock(), iss="https://attacker.example")})
+        issuerless = await client.get("/public/", headers={**bearer, "X-Device-Assertion": assertion(now=clock(), iss=None)})
+        ours = await client.get("/public/", headers={**bearer, "X-Device-Assertion": assertion(now=clock())})
+
+        assert [(403, "device-unknown")] * 2 == [(r.status, r.headers["X-Gatehouse-Denied-Reason"]) for r in (foreign, issuerless)]
+        assert (200, {"device": "C02XL0ABCDEF"}) == (ours.status, await ours.json())
 
 
 class TestClaimAndHeader:
