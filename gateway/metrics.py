@@ -78,7 +78,7 @@ class Metrics:
         )
         # Identity
         self.auth_failures = Counter(
-            "gatehouse_auth_failures_total", "Requests whose identity could not be verified, by reason.",
+            "gatehouse_auth_failures_total", "Requests whose user or device identity could not be verified, by reason.",
             ["reason"], registry=registry,
         )
         self.jwks_fetches = Counter(

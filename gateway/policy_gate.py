@@ -173,7 +173,11 @@ class PolicyGate:
             return Admission.refuse(await resolver.challenge(request, err))
         request[USER] = identity
         started = time.perf_counter()
-        device = resolver.device(request, identity, now=now)
+        try:
+            device = resolver.device(request, identity, now=now)
+        except AuthenticationError as err:
+            structlog.contextvars.bind_contextvars(decision="unauthenticated", reason=err.reason.value, tier=route.tier)
+            return Admission.refuse(await resolver.challenge(request, err))
         outcome, policies, _ = self._judge(app, identity, device, route, now)
         took = time.perf_counter() - started
         if device is not None:
@@ -216,7 +220,10 @@ class PolicyGate:
         if identity is None:
             return None
         started = time.perf_counter()
-        device = resolver.device(head, identity, now=now)
+        try:
+            device = resolver.device(head, identity, now=now, quiet=True)
+        except AuthenticationError:
+            return None  # the full path refuses it, logs and counts
         key = (id(identity), id(route), device.serial if device else None, device.source if device else None)
         held = self._admitted.get(key)
         if held is not None and held.identity is identity and held.route is route and held.policies is self.holder.current and (
@@ -304,7 +311,10 @@ async def reserved_identity(request: web.Request, handler: Callable[[web.Request
     except AuthenticationError as err:
         return await resolver.challenge(request, err)
     request[USER] = identity
-    device = resolver.device(request, identity)
+    try:
+        device = resolver.device(request, identity)
+    except AuthenticationError as err:
+        return await resolver.challenge(request, err)
     if device is not None:
         request[DEVICE] = device
     structlog.contextvars.bind_contextvars(user=identity.email, device=device.serial if device else None)

@@ -19,7 +19,7 @@ _EXPORTS = {
     ),
     "config": ("IdentitySettings",),
     "device": ("DeviceEvidence", "device_serial", "serial_from_peercert", "verify_device_assertion"),
-    "errors": ("AuthReason", "AuthenticationError", "DeviceAssertionError", "KeyFileError"),
+    "errors": ("AmbiguousDeviceCertificate", "AuthReason", "AuthenticationError", "DeviceAssertionError", "KeyFileError"),
     "jwks": ("JwksCache", "KeySet", "StaticKeys", "load_key_file", "load_key_files"),
     "model": ("DeviceId", "Identity", "PostureSummary"),
     "resolver": ("IdentityResolver", "check_identity_files", "identity_cleanup_ctx", "unauthenticated_response"),
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     )
     from gateway.identity.config import IdentitySettings
     from gateway.identity.device import DeviceEvidence, device_serial, serial_from_peercert, verify_device_assertion
-    from gateway.identity.errors import AuthenticationError, AuthReason, DeviceAssertionError, KeyFileError
+    from gateway.identity.errors import AmbiguousDeviceCertificate, AuthenticationError, AuthReason, DeviceAssertionError, KeyFileError
     from gateway.identity.jwks import JwksCache, KeySet, StaticKeys, load_key_file, load_key_files
     from gateway.identity.model import DeviceId, Identity, PostureSummary
     from gateway.identity.resolver import IdentityResolver, check_identity_files, identity_cleanup_ctx, unauthenticated_response

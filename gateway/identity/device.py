@@ -5,7 +5,9 @@ Must not import: aiohttp (the resolver reads the request and passes the evidence
 
 Sources, tried in the configured order:
   mtls       the client certificate verified by the TLS listener against the configured client CA:
-             SAN URI `urn:device:serial:<SERIAL>`, else the subject CN;
+             SAN URI `urn:device:serial:<SERIAL>`, else the subject CN. A certificate naming more than
+             one serial (two such SAN URIs, a CN other than the SAN URI's serial) is refused with 401
+             whatever the source order, never resolved by precedence;
   assertion  a short-lived JWT in `X-Device-Assertion` (claim `serial`, audience Gatehouse, `iss` one of
              the configured issuers) signed by a trusted device key;
   claim      a claim in the verified user token;
@@ -22,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from gateway.identity.errors import AuthenticationError, AuthReason, DeviceAssertionError
+from gateway.identity.errors import AmbiguousDeviceCertificate, AuthenticationError, AuthReason, DeviceAssertionError
 from gateway.identity.jwks import KeySet
 from gateway.identity.model import DeviceId, DeviceSourceKind, Identity
 from gateway.identity.tokens import UnknownKeyId, check_times, decode_verified
@@ -39,19 +41,27 @@ def valid_serial(value: object) -> str | None:
 
 
 def serial_from_peercert(cert: Mapping[str, object] | None) -> str | None:
-    """Serial from a verified peer certificate as returned by ``SSLObject.getpeercert()``."""
+    """Serial from a verified peer certificate as returned by ``SSLObject.getpeercert()``: its one SAN URI
+    `urn:device:serial:<SERIAL>` and subject CN, which must agree when both are present.
+
+    Raises:
+        AmbiguousDeviceCertificate: the certificate names more than one serial.
+    """
     if not cert:
         return None
-    sans = cert.get("subjectAltName") or ()
-    for entry in sans:  # type: ignore[union-attr]
-        if isinstance(entry, tuple) and len(entry) == 2 and entry[0] == "URI" and isinstance(entry[1], str):
-            if entry[1].startswith(SAN_PREFIX):
-                return valid_serial(entry[1].removeprefix(SAN_PREFIX))
-    common_names = [
+    named = [
+        entry[1].removeprefix(SAN_PREFIX) for entry in cert.get("subjectAltName") or ()  # type: ignore[union-attr]
+        if isinstance(entry, tuple) and len(entry) == 2 and entry[0] == "URI" and isinstance(entry[1], str)
+        and entry[1].startswith(SAN_PREFIX)
+    ]
+    named += [
         value for rdn in (cert.get("subject") or ()) for (name, value) in rdn  # type: ignore[union-attr]
         if name == "commonName"
     ]
-    return valid_serial(common_names[0]) if len(common_names) == 1 else None
+    names = tuple(dict.fromkeys(named))
+    if len(names) > 1:
+        raise AmbiguousDeviceCertificate(names)
+    return valid_serial(names[0]) if names else None
 
 
 def verify_device_assertion(
@@ -135,11 +145,16 @@ def _from_trusted_address(remote: str | None, networks: tuple[IpNetwork, ...]) -
 def device_serial(
     evidence: DeviceEvidence, identity: Identity | None, trust: DeviceTrust, *, now: datetime
 ) -> DeviceId | None:
-    """The first serial a configured, verified source proves, or None (the device is unknown)."""
+    """The first serial a configured, verified source proves, or None (the device is unknown).
+
+    Raises:
+        AmbiguousDeviceCertificate: `mtls` is a source and the client certificate names several serials.
+    """
+    certified = serial_from_peercert(evidence.peercert) if "mtls" in trust.sources else None
     for source in trust.sources:
         serial: str | None = None
         if source == "mtls":
-            serial = serial_from_peercert(evidence.peercert)
+            serial = certified
         elif source == "assertion" and evidence.assertion and trust.assertion_keys is not None:
             try:
                 serial = verify_device_assertion(

@@ -1,6 +1,6 @@
 """Errors of the identity package.
 
-Owns: AuthReason, AuthenticationError, DeviceAssertionError, KeyFileError.
+Owns: AuthReason, AuthenticationError, AmbiguousDeviceCertificate, DeviceAssertionError, KeyFileError.
 Must not import: aiohttp.
 """
 
@@ -25,11 +25,13 @@ class AuthReason(StrEnum):
     BAD_CLAIMS = "bad-claims"
     KEYS_UNAVAILABLE = "keys-unavailable"
     LOGIN_FAILED = "login-failed"
+    DEVICE_CERTIFICATE_AMBIGUOUS = "device-certificate-ambiguous"
+    """The verified client certificate names more than one device serial."""
 
     @property
     def public(self) -> str:
-        """What a client is told: only `missing`, `expired`, `wrong-audience` or `invalid`."""
-        if self in (AuthReason.MISSING, AuthReason.EXPIRED, AuthReason.WRONG_AUDIENCE):
+        """What a client is told: `missing`, `expired`, `wrong-audience`, `device-certificate-ambiguous` or `invalid`."""
+        if self in (AuthReason.MISSING, AuthReason.EXPIRED, AuthReason.WRONG_AUDIENCE, AuthReason.DEVICE_CERTIFICATE_AMBIGUOUS):
             return self.value
         if self is AuthReason.KEYS_UNAVAILABLE:
             return "unavailable"
@@ -49,6 +51,15 @@ class AuthenticationError(GatewayError, PermissionError):
         """True when a browser should be sent to the OpenID Connect login instead of a 401."""
         if reason is AuthReason.KEYS_UNAVAILABLE:
             self.status = 503
+
+
+class AmbiguousDeviceCertificate(AuthenticationError):
+    """A verified client certificate names several serials (SAN URIs, subject CN); refused with 401, never resolved by precedence."""
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        super().__init__(AuthReason.DEVICE_CERTIFICATE_AMBIGUOUS)
+        self.names = names
+        """Every distinct serial the certificate names, SAN URIs first."""
 
 
 class DeviceAssertionError(ValueError):

@@ -25,7 +25,7 @@ from gateway.identity.config import (
 )
 from gateway.identity.device import DeviceEvidence, DeviceTrust, device_serial
 from gateway.errors import Problem
-from gateway.identity.errors import AuthenticationError, AuthReason, KeyFileError
+from gateway.identity.errors import AmbiguousDeviceCertificate, AuthenticationError, AuthReason, KeyFileError
 from gateway.identity.jwks import JwksCache, KeySet, KeySource, KeysUnavailable, StaticKeys, load_key_files
 from gateway.identity.model import DeviceId, Identity, PostureSummary
 from gateway.identity.oidc import OidcClient
@@ -269,9 +269,25 @@ class IdentityResolver:
         return "text/html" in request.headers.get("Accept", "")
 
     # --- device ----------------------------------------------------------------------------------
-    def device(self, request: RequestLike, identity: Identity | None, *, now: datetime | None = None) -> DeviceId | None:
-        """The verified hardware serial of the requesting device, or None (unknown device)."""
-        return device_serial(self.evidence(request), identity, self._device_trust, now=now or self._clock())
+    def device(
+        self, request: RequestLike, identity: Identity | None, *, now: datetime | None = None, quiet: bool = False,
+    ) -> DeviceId | None:
+        """The verified hardware serial of the requesting device, or None (unknown device).
+
+        ``quiet`` (the fast lane) raises without logging or counting: the full path, which the
+        request then takes, refuses it and does both.
+
+        Raises:
+            AmbiguousDeviceCertificate: the client certificate names several serials (the caller answers 401).
+        """
+        try:
+            return device_serial(self.evidence(request), identity, self._device_trust, now=now or self._clock())
+        except AmbiguousDeviceCertificate as exc:
+            if not quiet:
+                log.warning("device.certificate_refused", reason=exc.reason.value, serials=list(exc.names))
+                if self._metrics is not None:
+                    self._metrics.auth_failures.labels(reason=exc.reason.value).inc()
+            raise
 
     def evidence(self, request: RequestLike) -> DeviceEvidence:
         """Read what the request offers about its device (nothing is trusted here).
@@ -417,7 +433,9 @@ def unauthenticated_response(error: AuthenticationError) -> web.Response:
         return web.json_response({"error": "identity-unavailable", "reason": public}, status=503,
                                  headers={"Cache-Control": "no-store", "Retry-After": "5"})
     challenge = 'Bearer realm="gatehouse"'
-    if error.reason is not AuthReason.MISSING:
+    if error.reason is AuthReason.DEVICE_CERTIFICATE_AMBIGUOUS:
+        challenge += f', error_description="{public}"'  # the token was fine; the client certificate was not
+    elif error.reason is not AuthReason.MISSING:
         challenge += f', error="invalid_token", error_description="{public}"'
     return web.json_response(
         {"error": "unauthenticated", "reason": public}, status=401,

@@ -11,6 +11,8 @@ import aiohttp
 import jwt
 import pytest
 import trustme
+from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -19,7 +21,9 @@ from cryptography.x509.oid import NameOID
 from aiohttp import web
 
 from gateway.app import create_app
-from gateway.identity import DeviceAssertionError, KeySet, serial_from_peercert, verify_device_assertion
+from gateway.identity import AmbiguousDeviceCertificate, DeviceAssertionError, KeySet, serial_from_peercert, verify_device_assertion
+from gateway.metrics import Metrics
+from gateway.server import start_gateway
 from gateway.settings import parse_settings
 from tests.conftest import NOW
 from tests.gateway.fullstack import Keys, MovableClock, gatehouse_config, ingest_headers, mac_item
@@ -28,8 +32,9 @@ from tests.gateway.identity.support import (
 )
 
 
-def client_cert(ca: trustme.CA, tmp: Path, name: str, *, san_uri: str | None = None, cn: str | None = None) -> Path:
-    """A client certificate signed by `ca` with an optional SAN URI and CN; returns a PEM with cert and key."""
+def client_cert(ca: trustme.CA, tmp: Path, name: str, *, san_uri: str | None = None, cn: str | None = None,
+                more_san_uris: tuple[str, ...] = ()) -> Path:
+    """A client certificate signed by `ca` with optional SAN URIs and CN; returns a PEM with cert and key."""
     ca_key = serialization.load_pem_private_key(ca.private_key_pem.bytes(), password=None)
     ca_cert = x509.load_pem_x509_certificate(ca.cert_pem.bytes())
     key = ec.generate_private_key(ec.SECP256R1())
@@ -42,8 +47,9 @@ def client_cert(ca: trustme.CA, tmp: Path, name: str, *, san_uri: str | None = N
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
     )
-    if san_uri:
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(san_uri)]), critical=False)
+    uris = ((san_uri,) if san_uri else ()) + more_san_uris
+    if uris:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(u) for u in uris]), critical=False)
     cert = builder.sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
     path = tmp / f"{name}.pem"
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + private_pem(key))
@@ -59,7 +65,7 @@ def pki(tmp_path: Path) -> dict[str, object]:
     server_ctx.load_verify_locations(cadata=device_ca.cert_pem.bytes().decode())
     return {
         "server_ctx": server_ctx, "server_ca": server_ca,
-        "san": client_cert(device_ca, tmp_path, "san", san_uri="urn:device:serial:C02XL0ABCDEF", cn="laptop-7"),
+        "san": client_cert(device_ca, tmp_path, "san", san_uri="urn:device:serial:C02XL0ABCDEF"),
         "cn": client_cert(device_ca, tmp_path, "cn", cn="SER-CN-42"),
         "rogue": client_cert(rogue_ca, tmp_path, "rogue", san_uri="urn:device:serial:C02XL0ABCDEF"),
     }
@@ -111,11 +117,23 @@ class TestMtls:
 
 
 class TestPeercert:
-    def test_san_uri_wins_over_cn(self) -> None:
-        """The SAN URI serial is used when present."""
-        cert = {"subject": ((("commonName", "host"),),), "subjectAltName": (("DNS", "x"), ("URI", "urn:device:serial:S-1"))}
+    def test_san_uri_and_the_same_cn(self) -> None:
+        """A SAN URI serial and a CN naming the same serial give that serial; other SANs are not serials."""
+        cert = {"subject": ((("commonName", "S-1"),),), "subjectAltName": (("DNS", "x"), ("URI", "urn:device:serial:S-1"))}
 
         assert "S-1" == serial_from_peercert(cert)
+
+    @pytest.mark.parametrize("cert", [
+        {"subject": ((("commonName", "host"),),), "subjectAltName": (("URI", "urn:device:serial:S-1"),)},
+        {"subjectAltName": (("URI", "urn:device:serial:S-1"), ("URI", "urn:device:serial:S-2"))},
+        {"subject": ((("commonName", "S-1"),), (("commonName", "S-2"),))},
+    ])
+    def test_several_serials_are_refused(self, cert: dict[str, object]) -> None:
+        """A CN other than the SAN URI's serial, two serial SAN URIs or two CNs are refused, never picked from."""
+        with pytest.raises(AmbiguousDeviceCertificate) as caught:
+            serial_from_peercert(cert)
+
+        assert ("device-certificate-ambiguous", 2) == (caught.value.reason.value, len(caught.value.names))
 
     def test_unverified_or_empty_cert_gives_nothing(self) -> None:
         """An empty peer certificate (what Python returns when unverified) gives no serial."""
@@ -124,6 +142,90 @@ class TestPeercert:
     def test_implausible_serial_is_ignored(self) -> None:
         """A serial with spaces or control characters is not a serial."""
         assert None is serial_from_peercert({"subjectAltName": (("URI", "urn:device:serial:a b\r\n"),)})
+
+
+class TestAmbiguousCertificateThroughTheListener:
+    @pytest.fixture
+    async def gatehouse(self, aiohttp_server, tmp_path: Path):  # type: ignore[no-untyped-def]
+        """A full Gatehouse whose only listener is TLS with optional client certificates from a device CA (sources mtls, then claim)."""
+        async def echo(request: web.Request) -> web.Response:
+            seen.append(f"{request.method} {request.path}")
+            return web.json_response({"device": request.headers.get("X-Gatehouse-Device-Serial")})
+
+        seen: list[str] = []
+        up_app = web.Application()
+        up_app.router.add_route("*", "/{tail:.*}", echo)
+        upstream = await aiohttp_server(up_app)
+        server_ca, device_ca = trustme.CA(), trustme.CA()
+        server_cert = server_ca.issue_cert("127.0.0.1")
+        server_cert.private_key_pem.write_to_path(tmp_path / "key.pem")
+        server_cert.cert_chain_pems[0].write_to_path(tmp_path / "cert.pem")
+        device_ca.cert_pem.write_to_path(tmp_path / "device-ca.pem")
+        keys, clock, registry = Keys(tmp_path / "keys"), MovableClock(), CollectorRegistry()
+        raw = gatehouse_config(keys, store=f"sqlite:///{tmp_path}/g.db", upstream=str(upstream.make_url("")).rstrip("/"))
+        raw["listeners"] = [{"address": "127.0.0.1:0", "tls": {
+            "cert": str(tmp_path / "cert.pem"), "key": str(tmp_path / "key.pem"),
+            "client_ca": str(tmp_path / "device-ca.pem"), "client_cert": "optional"}}]
+        raw["identity"]["device"] = {"sources": ["mtls", "claim"]}
+        gw = await start_gateway(parse_settings(raw, source="t.yaml", base_dir=keys.dir, environ={}), clock=clock, metrics=Metrics(registry))
+        certs = {
+            "agreeing": client_cert(device_ca, tmp_path, "agreeing", san_uri="urn:device:serial:C02GOOD", cn="C02GOOD"),
+            "cn-differs": client_cert(device_ca, tmp_path, "cn-differs", san_uri="urn:device:serial:C02GOOD", cn="C02OTHER"),
+            "two-sans": client_cert(device_ca, tmp_path, "two-sans", san_uri="urn:device:serial:C02GOOD",
+                                    more_san_uris=("urn:device:serial:C02OTHER",)),
+        }
+        yield f"https://127.0.0.1:{gw.addresses[0][1]}", server_ca, certs, keys, clock, registry, seen
+        await gw.stop()
+
+    @staticmethod
+    async def call(base: str, server_ca: trustme.CA, cert: Path, method: str, headers: dict[str, str]) -> tuple[int, dict[str, object], str]:
+        ctx = ssl.create_default_context()
+        server_ca.configure_trust(ctx)
+        ctx.load_cert_chain(cert)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+            async with session.request(method, f"{base}/public/", ssl=ctx, headers=headers) as response:
+                return response.status, await response.json(), response.headers.get("WWW-Authenticate", "")
+
+    @pytest.mark.parametrize("cert", ["cn-differs", "two-sans"])
+    async def test_certificate_naming_two_serials_is_refused(self, gatehouse, cert: str) -> None:  # type: ignore[no-untyped-def]
+        """A verified client certificate naming two serials is a 401 on GET and POST, logged and counted, even with a serial claim to fall back on."""
+        base, server_ca, certs, keys, clock, registry, seen = gatehouse
+        async with aiohttp.ClientSession() as session:
+            await session.post(f"{base}/.gatehouse/api/v1/snapshots", ssl=ssl_trusting(server_ca), headers=ingest_headers(),
+                               json={"snapshots": [mac_item("C02GOOD", at=clock()), mac_item("C02OTHER", at=clock())]})
+        headers = {"Authorization": f"Bearer {keys.token('alice@example.com', device='C02GOOD', now=clock())}", "Accept": "application/json"}
+
+        with capture_logs() as logs:
+            got = await self.call(base, server_ca, certs[cert], "GET", headers)
+            posted = await self.call(base, server_ca, certs[cert], "POST", headers)
+
+        expected = (401, {"error": "unauthenticated", "reason": "device-certificate-ambiguous"})
+        assert [expected, expected] == [(status, body) for status, body, _ in (got, posted)]
+        assert 'error_description="device-certificate-ambiguous"' in got[2]
+        assert [] == seen
+        assert 2.0 == registry.get_sample_value("gatehouse_auth_failures_total", {"reason": "device-certificate-ambiguous"})
+        refused = [e for e in logs if e["event"] == "device.certificate_refused"]
+        assert [["C02GOOD", "C02OTHER"]] * 2 == [e["serials"] for e in refused]
+
+    async def test_certificate_naming_one_serial_gets_in(self, gatehouse) -> None:  # type: ignore[no-untyped-def]
+        """A certificate whose SAN URI and CN name the same serial identifies that device, GET and POST alike."""
+        base, server_ca, certs, keys, clock, _, seen = gatehouse
+        async with aiohttp.ClientSession() as session:
+            await session.post(f"{base}/.gatehouse/api/v1/snapshots", ssl=ssl_trusting(server_ca), headers=ingest_headers(),
+                               json={"snapshots": [mac_item("C02GOOD", at=clock())]})
+        headers = {"Authorization": f"Bearer {keys.token('alice@example.com', now=clock())}", "Accept": "application/json"}
+
+        got = await self.call(base, server_ca, certs["agreeing"], "GET", headers)
+        posted = await self.call(base, server_ca, certs["agreeing"], "POST", headers)
+
+        assert [(200, {"device": "C02GOOD"})] * 2 == [(status, body) for status, body, _ in (got, posted)]
+        assert ["GET /public/", "POST /public/"] == seen
+
+
+def ssl_trusting(server_ca: trustme.CA) -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    server_ca.configure_trust(ctx)
+    return ctx
 
 
 DEVICE_ISSUER = "https://mdm.example.test"
