@@ -191,8 +191,8 @@ class TestAttacks:
         assert AuthReason.BAD_CLAIMS == reason_of(mint(**overrides))
 
     def test_public_reasons_do_not_leak_details(self) -> None:
-        """Clients only ever see `missing`, `expired`, `wrong-audience`, `invalid` or `unavailable`."""
-        assert {"missing", "expired", "wrong-audience", "invalid", "unavailable"} == {r.public for r in AuthReason}
+        """Clients only ever see `missing`, `expired`, `wrong-audience`, `invalid`, `unavailable` or `device-certificate-ambiguous`."""
+        assert {"missing", "expired", "wrong-audience", "invalid", "unavailable", "device-certificate-ambiguous"} == {r.public for r in AuthReason}
 
 
 class TestHmac:
