@@ -172,4 +172,3 @@ def device_serial(
         if serial is not None:
             return DeviceId(serial, source)
     return None
-
