@@ -27,7 +27,7 @@ _AGAIN = "If this keeps happening, tell IT and quote the request id below."
 
 _TEXTS: Mapping[str, tuple[str, str]] = MappingProxyType({
     # credentials on a request (AuthReason.public)
-    "missing": ("Sign-in required", "This page is only for signed-in users."),
+    "missing": ("Sign-in required", "Only signed-in users may use this address."),
     "expired": ("Your sign-in has expired", "Sign in again to continue."),
     "invalid": ("Your sign-in could not be verified", "The sign-in your browser sent is not valid here. Sign in again."),
     "wrong-audience": ("Your sign-in is for another service", "The sign-in your browser sent was issued for another service. Sign in again."),
