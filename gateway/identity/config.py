@@ -23,6 +23,7 @@ from gateway.section import Section, checked_networks
 CALLBACK_PATH = "/.gatehouse/callback"
 LOGOUT_PATH = "/.gatehouse/logout"
 LOGIN_PATH = "/.gatehouse/login"
+SIGNED_OUT_PATH = "/.gatehouse/signed-out"
 JWKS_PATH = "/.well-known/gatehouse/jwks.json"
 ASSERTION_HEADER = "X-Gatehouse-Jwt-Assertion"
 
@@ -163,8 +164,9 @@ class OidcSettings(Section):
     client_id: str = Field(min_length=1)
     client_secret: Secret | None = None
     redirect_path: Literal["/.gatehouse/callback"] = "/.gatehouse/callback"
-    external_url: str | None = None
-    """Gatehouse's public origin (`https://wiki.corp.example`); when absent, the request's scheme and Host."""
+    external_url: str = Field(default=None, validate_default=True)  # a missing one is reported by `_external`
+    """Gatehouse's public origin (`https://wiki.corp.example`): the only source of the login callback
+    (`<external_url>/.gatehouse/callback`) and the post-logout address; never the request's Host."""
     scopes: tuple[str, ...] = ("openid", "email", "profile")
     session_cookie: str = "gatehouse_session"
     session_lifetime_s: int = Field(default=8 * 3600, ge=60, le=30 * 86400)
@@ -181,13 +183,19 @@ class OidcSettings(Section):
     def _discovery(cls, value: str) -> str:
         return _url(value, "discovery URL")
 
-    @field_validator("external_url")
+    @field_validator("external_url", mode="before")
     @classmethod
-    def _external(cls, value: str | None) -> str | None:
+    def _external(cls, value: object) -> str:
         if value is None:
-            return None
+            raise ValueError(
+                "is required with `oidc`: write Gatehouse's public origin, e.g. `https://wiki.corp.example`, "
+                "and register `<external_url>/.gatehouse/callback` at the provider"
+            )
+        if not isinstance(value, str):
+            raise ValueError("is not an origin; write e.g. `https://wiki.corp.example`")
         parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") or parts.query:
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") or parts.query \
+                or parts.fragment or "@" in parts.netloc:
             raise ValueError(f"`{value}` is not an origin; write e.g. `https://wiki.corp.example`")
         return value.rstrip("/")
 

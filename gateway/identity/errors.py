@@ -1,6 +1,6 @@
 """Errors of the identity package.
 
-Owns: AuthReason, AuthenticationError, AmbiguousDeviceCertificate, DeviceAssertionError, KeyFileError.
+Owns: AuthReason, AuthenticationError, AmbiguousDeviceCertificate, LoginFailure, LoginFailed, DeviceAssertionError, KeyFileError.
 Must not import: aiohttp.
 """
 
@@ -60,6 +60,31 @@ class AmbiguousDeviceCertificate(AuthenticationError):
         super().__init__(AuthReason.DEVICE_CERTIFICATE_AMBIGUOUS)
         self.names = names
         """Every distinct serial the certificate names, SAN URIs first."""
+
+
+class LoginFailure(StrEnum):
+    """Why a browser's OpenID Connect login did not finish; a closed set shown on the sign-in page and logged."""
+
+    CANCELLED = "cancelled"
+    """The provider answered `error=access_denied`: the user (or the provider) said no."""
+    PROVIDER_ERROR = "provider-error"
+    """The provider answered the login with another error code."""
+    STALE = "stale"
+    """The callback belongs to no login in progress in this browser: old, used already, or forged."""
+    REJECTED = "rejected"
+    """The provider's token endpoint refused the code (wrong client secret, a code used twice)."""
+    UNVERIFIED = "unverified"
+    """The provider's answer failed Gatehouse's checks (ID token, issuer, nonce) or cannot be kept."""
+    UNAVAILABLE = "unavailable"
+    """The provider could not be reached."""
+
+
+class LoginFailed(AuthenticationError):
+    """A login through the OpenID provider failed; `failure` says how (503 when the provider is unreachable)."""
+
+    def __init__(self, failure: LoginFailure) -> None:
+        super().__init__(AuthReason.KEYS_UNAVAILABLE if failure is LoginFailure.UNAVAILABLE else AuthReason.LOGIN_FAILED)
+        self.failure = failure
 
 
 class DeviceAssertionError(ValueError):

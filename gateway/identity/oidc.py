@@ -1,10 +1,14 @@
 """OpenID Connect relying party for browsers: discovery, authorization code + PKCE (S256) + state + nonce.
 
-Owns: OidcClient, ProviderMetadata.
+Owns: OidcClient, ProviderMetadata, the RP-initiated logout address.
 Must not import: app, handlers (aiohttp only as an HTTP client).
 
 The provider's ID token is verified like any token (keys from the discovered `jwks_uri`, audience =
-client id, issuer = the discovered issuer) plus the nonce derived from this login's state.
+client id, issuer = the discovered issuer) plus the nonce derived from this login's state. Every
+address the provider sends the browser back to is built from the configured `external_url`, never
+from a request. A failed login raises LoginFailed saying how (cancelled, stale, rejected,
+unverified, unavailable); the raw ID token is returned to the caller only to become the logout
+hint, and is never logged.
 """
 
 from __future__ import annotations
@@ -20,8 +24,8 @@ import aiohttp
 import orjson
 import structlog
 
-from gateway.identity.config import CALLBACK_PATH, OidcSettings
-from gateway.identity.errors import AuthenticationError, AuthReason
+from gateway.identity.config import CALLBACK_PATH, SIGNED_OUT_PATH, OidcSettings
+from gateway.identity.errors import AuthenticationError, AuthReason, LoginFailed, LoginFailure
 from gateway.identity.jwks import JwksCache, KeysUnavailable
 from gateway.identity.model import Identity
 from gateway.identity.session import LoginState, SessionCodec
@@ -33,6 +37,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 _DISCOVERY_TTL = timedelta(hours=1)
 _MAX_RESPONSE_BYTES = 256 * 1024
+_UNAVAILABLE_STATUSES = frozenset({502, 503, 504})
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +105,17 @@ class OidcClient:
         end = doc.get("end_session_endpoint")
         return ProviderMetadata(**fields, end_session_endpoint=end if isinstance(end, str) else None)  # type: ignore[arg-type]
 
-    def redirect_uri(self, origin: str) -> str:
-        return origin.rstrip("/") + CALLBACK_PATH
+    @property
+    def redirect_uri(self) -> str:
+        """The login callback at the configured `external_url` (never the request's Host)."""
+        return self.settings.external_url + CALLBACK_PATH
 
-    async def authorization_url(self, login: LoginState, *, origin: str, now: datetime) -> str:
+    @property
+    def post_logout_redirect_uri(self) -> str:
+        """Where the provider sends the browser after ending its session: the signed-out page."""
+        return self.settings.external_url + SIGNED_OUT_PATH
+
+    async def authorization_url(self, login: LoginState, *, now: datetime) -> str:
         """Where to send the browser to log in (code flow, PKCE S256, state, nonce).
 
         Raises:
@@ -114,7 +126,7 @@ class OidcClient:
         query = {
             "response_type": "code",
             "client_id": self.settings.client_id,
-            "redirect_uri": self.redirect_uri(origin),
+            "redirect_uri": self.redirect_uri,
             "scope": " ".join(self.settings.scopes),
             "state": login.state,
             "nonce": self._codec.nonce(login.state),
@@ -124,19 +136,39 @@ class OidcClient:
         sep = "&" if "?" in meta.authorization_endpoint else "?"
         return f"{meta.authorization_endpoint}{sep}{urlencode(query)}"
 
-    async def finish_login(
-        self, login: LoginState, code: str, *, origin: str, now: datetime, issuer: str | None = None
-    ) -> Identity:
-        """Exchange the code, verify the ID token (signature, issuer, audience, times, nonce).
+    async def end_session_url(self, *, id_token_hint: str | None, now: datetime) -> str | None:
+        """The provider's RP-initiated logout address for this user, or None when it advertises none.
 
         Raises:
-            AuthenticationError: any failure (reason `login-failed`, or the token's own reason).
+            AuthenticationError: discovery failed (503).
         """
         meta = await self.metadata(now=now)
+        if meta.end_session_endpoint is None:
+            return None
+        query = {"client_id": self.settings.client_id, "post_logout_redirect_uri": self.post_logout_redirect_uri}
+        if id_token_hint is not None:
+            query["id_token_hint"] = id_token_hint
+        sep = "&" if "?" in meta.end_session_endpoint else "?"
+        return f"{meta.end_session_endpoint}{sep}{urlencode(query)}"
+
+    async def finish_login(
+        self, login: LoginState, code: str, *, now: datetime, issuer: str | None = None
+    ) -> tuple[Identity, str]:
+        """Exchange the code, verify the ID token (signature, issuer, audience, times, nonce).
+
+        Returns the user and the raw ID token (for the logout hint only).
+
+        Raises:
+            LoginFailed: the provider is unreachable, refused the code, or its answer failed a check.
+        """
+        try:
+            meta = await self.metadata(now=now)
+        except AuthenticationError:
+            raise LoginFailed(LoginFailure.UNAVAILABLE) from None
         form = {
             "grant_type": "authorization_code",
             "code": code,
-            "redirect_uri": self.redirect_uri(origin),
+            "redirect_uri": self.redirect_uri,
             "code_verifier": self._codec.pkce_verifier(login.state),
         }
         headers = {"Accept": "application/json"}
@@ -148,22 +180,35 @@ class OidcClient:
             form["client_id"] = self.settings.client_id
         if issuer is not None and issuer != meta.issuer:
             # RFC 9207: the authorization response names another issuer (mix-up attack).
-            raise AuthenticationError(AuthReason.LOGIN_FAILED)
+            log.warning("oidc.login_failed", failure=LoginFailure.UNVERIFIED.value, check="iss")
+            raise LoginFailed(LoginFailure.UNVERIFIED)
         try:
             async with self._session.post(
                 meta.token_endpoint, data=form, timeout=self._timeout, allow_redirects=False, headers=headers,
             ) as resp:
                 body = await resp.content.read(_MAX_RESPONSE_BYTES)
                 status = resp.status
-            doc = orjson.loads(body)
-        except (aiohttp.ClientError, asyncio.TimeoutError, orjson.JSONDecodeError) as exc:
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             log.warning("oidc.token_exchange_failed", error=type(exc).__name__)
-            raise AuthenticationError(AuthReason.LOGIN_FAILED) from None
+            raise LoginFailed(LoginFailure.UNAVAILABLE) from None
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            doc = None
         id_token = doc.get("id_token") if isinstance(doc, dict) else None
         if status != 200 or not isinstance(id_token, str):
-            log.warning("oidc.token_exchange_failed", status=status)
-            raise AuthenticationError(AuthReason.LOGIN_FAILED)
-        return await self.verify_id_token(id_token, nonce=self._codec.nonce(login.state), now=now)
+            error = doc.get("error") if isinstance(doc, dict) else None
+            log.warning("oidc.token_exchange_failed", status=status,
+                        provider_error=error[:64] if isinstance(error, str) else None)
+            raise LoginFailed(LoginFailure.UNAVAILABLE if status in _UNAVAILABLE_STATUSES else LoginFailure.REJECTED)
+        try:
+            identity = await self.verify_id_token(id_token, nonce=self._codec.nonce(login.state), now=now)
+        except AuthenticationError as exc:
+            unreachable = exc.reason is AuthReason.KEYS_UNAVAILABLE
+            failure = LoginFailure.UNAVAILABLE if unreachable else LoginFailure.UNVERIFIED
+            log.warning("oidc.login_failed", failure=failure.value, check=exc.reason.value)
+            raise LoginFailed(failure) from None
+        return identity, id_token
 
     async def verify_id_token(self, raw: str, *, nonce: str, now: datetime) -> Identity:
         """Verify an ID token from this provider.

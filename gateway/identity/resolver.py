@@ -1,10 +1,15 @@
 """IdentityResolver: turns a request into a verified user and device, and both into upstream headers.
 
-Owns: IdentityResolver, identity_cleanup_ctx, check_identity_files, the 401 rendering (unauthenticated_response).
+Owns: IdentityResolver, identity_cleanup_ctx, check_identity_files, the 401/503 rendering (unauthenticated_response).
 Must not import: gate, policy_engine, breakglass (no policy here: identity only).
 
 User sources are tried in the configured order and the first credential present decides: an invalid
 bearer token is not rescued by a cookie. Device sources are tried in their own configured order.
+
+A request without a verified user is answered by ``challenge``: a browser navigation is sent to the
+OpenID provider when Gatehouse has a login of its own; everything else gets
+``unauthenticated_response``, the sign-in page of ``gateway.views.signin`` for browsers (what
+happened, "Sign in again") and problem+json for API clients, both with ``WWW-Authenticate``.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlencode
 
 import aiohttp
 import structlog
@@ -21,22 +27,27 @@ from gateway.identity.assertion import (
     SigningKeys, identity_headers, jwks_document, load_signing_keys, sign_assertion,
 )
 from gateway.identity.config import (
-    ASSERTION_HEADER, BearerSource, CookieSource, HeaderSource, IdentitySettings, UpstreamAssertionSettings, UserSource,
+    ASSERTION_HEADER, LOGIN_PATH, BearerSource, CookieSource, HeaderSource, IdentitySettings, UpstreamAssertionSettings,
+    UserSource,
 )
 from gateway.identity.device import DeviceEvidence, DeviceTrust, device_serial
 from gateway.errors import Problem
-from gateway.identity.errors import AmbiguousDeviceCertificate, AuthenticationError, AuthReason, KeyFileError
+from gateway.identity.errors import AmbiguousDeviceCertificate, AuthenticationError, AuthReason, KeyFileError, LoginFailed
 from gateway.identity.jwks import JwksCache, KeySet, KeySource, KeysUnavailable, StaticKeys, load_key_files
 from gateway.identity.model import DeviceId, Identity, PostureSummary
 from gateway.identity.oidc import OidcClient
-from gateway.identity.session import SessionCodec, cookie_attributes
+from gateway.identity.session import SessionCodec, cookie_attributes, safe_return_path
 from gateway.identity.tokens import ClaimNames, UnknownKeyId, VerifiedTokenCache, verify_token
 from gateway.fastlane.head import RequestHead
-from gateway.keys import IDENTITY
+from gateway.keys import IDENTITY, REQUEST_ID
 from gateway.metrics import Metrics
+from gateway.pages import wants_html
+from gateway.views.signin import SignInProblem, render_sign_in_problem
 
 log = structlog.get_logger(__name__)
 LOGIN_COOKIE = "gatehouse_login"
+LOGOUT_COOKIE = "gatehouse_logout"
+"""Keeps the provider's ID token for the logout hint; sent only to the logout path."""
 _MEMO_MAX = 10_000
 """Entries kept per memo (encoded identity headers, signed assertions) before it starts over."""
 Clock = Callable[[], datetime]
@@ -108,7 +119,7 @@ class IdentityResolver:
             names.add(dev.assertion.header.lower())
         if dev.header is not None:
             names.add(dev.header.name.lower())
-        cookies = {LOGIN_COOKIE}
+        cookies = {LOGIN_COOKIE, LOGOUT_COOKIE}
         if settings.oidc is not None:
             cookies.add(settings.oidc.session_cookie)
         if not settings.forward_credentials:
@@ -266,7 +277,7 @@ class IdentityResolver:
         """True for a browser navigation that OpenID Connect login can serve."""
         if self.oidc is None or request.method not in ("GET", "HEAD"):
             return False
-        return "text/html" in request.headers.get("Accept", "")
+        return wants_html(request.headers.get("Accept", ""))
 
     # --- device ----------------------------------------------------------------------------------
     def device(
@@ -370,11 +381,6 @@ class IdentityResolver:
         return jwks_document(self.signing_keys) if self.signing_keys is not None else {"keys": []}
 
     # --- responses -------------------------------------------------------------------------------
-    def origin(self, request: web.Request) -> str:
-        if self.settings.oidc is not None and self.settings.oidc.external_url:
-            return self.settings.oidc.external_url
-        return f"{request.scheme}://{request.host}"
-
     async def login_redirect(self, request: web.Request, return_to: str | None, *, now: datetime | None = None) -> web.Response:
         """302 to the provider's login, with the login-state cookie set.
 
@@ -385,20 +391,27 @@ class IdentityResolver:
             raise AuthenticationError(AuthReason.MISSING)
         now = now or self._clock()
         login, cookie = self.codec.new_login(return_to, now=now)
-        url = await self.oidc.authorization_url(login, origin=self.origin(request), now=now)
+        url = await self.oidc.authorization_url(login, now=now)
         response = web.Response(status=302, headers={"Location": url, "Cache-Control": "no-store"})
         response.set_cookie(LOGIN_COOKIE, cookie, **cookie_attributes(  # type: ignore[arg-type]
             secure=request.secure, max_age=self.settings.oidc.login_timeout_s if self.settings.oidc else None))
         return response
 
     async def challenge(self, request: web.Request, error: AuthenticationError) -> web.Response:
-        """The response for a request without a verified user: login redirect for browsers, else JSON 401."""
+        """The response for a request without a verified user: login redirect for browsers, else the sign-in page or problem+json."""
         if error.login and self.oidc is not None:
             try:
                 return await self.login_redirect(request, request.raw_path)
             except AuthenticationError as exc:
                 error = exc
-        return unauthenticated_response(error)
+        return unauthenticated_response(request, error, login_url=self.login_url(request.raw_path))
+
+    def login_url(self, return_to: str | None) -> str | None:
+        """The address that starts a new login and comes back to ``return_to``; None without OIDC login."""
+        if self.oidc is None:
+            return None
+        path = safe_return_path(return_to)
+        return LOGIN_PATH if path == "/" else f"{LOGIN_PATH}?{urlencode({'return_to': path})}"
 
 
 def check_identity_files(settings: IdentitySettings) -> tuple[Problem, ...]:
@@ -426,21 +439,33 @@ def _single(request: RequestLike, name: str) -> str | None:
     return values[0] if len(values) == 1 else None
 
 
-def unauthenticated_response(error: AuthenticationError) -> web.Response:
-    """JSON 401 with `WWW-Authenticate` (or 503 when keys are unavailable); the reason never leaks details."""
-    public = error.reason.public
+def unauthenticated_response(
+    request: web.Request, error: AuthenticationError, *, login_url: str | None, provider_error: str | None = None,
+) -> web.Response:
+    """The 401 (or 503 when the provider or its keys are unreachable): a sign-in page or problem+json.
+
+    The reason shown is a closed-set code (``AuthReason.public``, or the LoginFailure of a failed
+    login) and never leaks details; 401s carry `WWW-Authenticate`, 503s `Retry-After`.
+    """
+    if isinstance(error, LoginFailed):
+        reason, code = error.failure.value, "login-failed"
+    else:
+        reason, code = error.reason.public, "unauthenticated"
     if error.status == 503:
-        return web.json_response({"error": "identity-unavailable", "reason": public}, status=503,
-                                 headers={"Cache-Control": "no-store", "Retry-After": "5"})
-    challenge = 'Bearer realm="gatehouse"'
-    if error.reason is AuthReason.DEVICE_CERTIFICATE_AMBIGUOUS:
-        challenge += f', error_description="{public}"'  # the token was fine; the client certificate was not
-    elif error.reason is not AuthReason.MISSING:
-        challenge += f', error="invalid_token", error_description="{public}"'
-    return web.json_response(
-        {"error": "unauthenticated", "reason": public}, status=401,
-        headers={"WWW-Authenticate": challenge, "Cache-Control": "no-store"},
+        code = "identity-unavailable"
+        headers = {"Retry-After": "5"}
+    else:
+        challenge = 'Bearer realm="gatehouse"'
+        if error.reason is AuthReason.DEVICE_CERTIFICATE_AMBIGUOUS:
+            challenge += f', error_description="{error.reason.public}"'  # the token was fine; the client certificate was not
+        elif error.reason is not AuthReason.MISSING:
+            challenge += f', error="invalid_token", error_description="{error.reason.public}"'
+        headers = {"WWW-Authenticate": challenge}
+    problem = SignInProblem(
+        status=error.status, code=code, reason=reason, login_url=login_url,
+        request_id=request.get(REQUEST_ID), provider_error=provider_error,
     )
+    return render_sign_in_problem(problem, accept=request.headers.get("Accept", ""), extra=headers).response()
 
 
 def identity_cleanup_ctx(

@@ -1,20 +1,31 @@
 """Thin aiohttp handlers for the identity endpoints; each reads the request and calls the resolver.
 
 Owns: add_identity_routes and the handlers of /.gatehouse/login, /.gatehouse/callback,
-/.gatehouse/logout and /.well-known/gatehouse/jwks.json.
+/.gatehouse/logout, /.gatehouse/signed-out and /.well-known/gatehouse/jwks.json.
 Must not import: gate, policy_engine, breakglass.
+
+A login that fails (cancelled at the provider, an old or replayed callback, the provider refusing
+the code or unreachable) answers with ``unauthenticated_response``: a page that says what happened
+and offers "Sign in again" to browsers, problem+json to API clients. Logout drops Gatehouse's
+cookies and, for browsers, when the provider advertises `end_session_endpoint`, sends the browser
+there (RP-initiated logout with `id_token_hint` and `post_logout_redirect_uri`) so that the
+provider's session ends too; the provider sends it back to /.gatehouse/signed-out.
 """
 
 from __future__ import annotations
 
+import structlog
 from aiohttp import web
 
-from gateway.identity.config import CALLBACK_PATH, JWKS_PATH, LOGIN_PATH, LOGOUT_PATH
-from gateway.identity.errors import AuthenticationError, AuthReason
-from gateway.identity.resolver import LOGIN_COOKIE, unauthenticated_response
+from gateway.identity.config import CALLBACK_PATH, JWKS_PATH, LOGIN_PATH, LOGOUT_PATH, SIGNED_OUT_PATH
+from gateway.identity.errors import AuthenticationError, LoginFailed, LoginFailure
+from gateway.identity.resolver import LOGIN_COOKIE, LOGOUT_COOKIE, IdentityResolver, unauthenticated_response
 from gateway.identity.session import cookie_attributes
 from gateway.keys import IDENTITY
+from gateway.pages import wants_html
+from gateway.views.signin import render_signed_out
 
+log = structlog.get_logger(__name__)
 _MAX_CODE = 2048
 
 
@@ -24,6 +35,7 @@ def add_identity_routes(app: web.Application) -> None:
     app.router.add_get(CALLBACK_PATH, handle_callback)
     app.router.add_route("GET", LOGOUT_PATH, handle_logout)
     app.router.add_route("POST", LOGOUT_PATH, handle_logout)
+    app.router.add_get(SIGNED_OUT_PATH, handle_signed_out)
     app.router.add_get(JWKS_PATH, handle_jwks)
 
 
@@ -32,10 +44,11 @@ async def handle_login(request: web.Request) -> web.StreamResponse:
     resolver = request.app[IDENTITY]
     if resolver.oidc is None:
         raise web.HTTPNotFound()
+    return_to = request.query.get("return_to")
     try:
-        return await resolver.login_redirect(request, request.query.get("return_to"))
+        return await resolver.login_redirect(request, return_to)
     except AuthenticationError as exc:
-        return unauthenticated_response(exc)
+        return unauthenticated_response(request, exc, login_url=resolver.login_url(return_to))
 
 
 async def handle_callback(request: web.Request) -> web.StreamResponse:
@@ -43,37 +56,80 @@ async def handle_callback(request: web.Request) -> web.StreamResponse:
     resolver = request.app[IDENTITY]
     if resolver.oidc is None or resolver.codec is None or resolver.settings.oidc is None:
         raise web.HTTPNotFound()
-    code = request.query.get("code")
+    query = request.query
     now = resolver.now()
     try:
-        if request.query.get("error") or not code or len(code) > _MAX_CODE:
-            raise AuthenticationError(AuthReason.LOGIN_FAILED)
-        login = resolver.codec.check_login(request.cookies.get(LOGIN_COOKIE), request.query.get("state"), now=now)
-        identity = await resolver.oidc.finish_login(
-            login, code, origin=resolver.origin(request), now=now, issuer=request.query.get("iss"),
+        login = resolver.codec.check_login(request.cookies.get(LOGIN_COOKIE), query.get("state"), now=now)
+    except AuthenticationError:
+        login = None  # no login of this browser's in progress: an old, replayed or forged callback
+    provider_error = query.get("error")
+    try:
+        if provider_error is not None:
+            raise LoginFailed(LoginFailure.CANCELLED if provider_error == "access_denied" else LoginFailure.PROVIDER_ERROR)
+        code = query.get("code")
+        if login is None or not code or len(code) > _MAX_CODE:
+            raise LoginFailed(LoginFailure.STALE)
+        identity, id_token = await resolver.oidc.finish_login(login, code, now=now, issuer=query.get("iss"))
+        try:
+            session = resolver.codec.encode_session(identity, now=now)
+        except ValueError:
+            raise LoginFailed(LoginFailure.UNVERIFIED) from None
+    except LoginFailed as exc:
+        log.info("login.failed", failure=exc.failure.value)
+        response = unauthenticated_response(
+            request, exc, login_url=resolver.login_url(login.return_to if login is not None else None),
+            provider_error=provider_error if exc.failure is LoginFailure.PROVIDER_ERROR else None,
         )
-        session = resolver.codec.encode_session(identity, now=now)
-    except (AuthenticationError, ValueError) as exc:
-        reason = exc if isinstance(exc, AuthenticationError) else AuthenticationError(AuthReason.LOGIN_FAILED)
-        response = unauthenticated_response(reason)
         response.del_cookie(LOGIN_COOKIE, path="/")
         return response
     response = web.Response(status=303, headers={"Location": login.return_to, "Cache-Control": "no-store"})
+    lifetime = resolver.codec.lifetime_s
     response.set_cookie(
         resolver.settings.oidc.session_cookie, session,
-        **cookie_attributes(secure=request.secure, max_age=resolver.codec.lifetime_s),  # type: ignore[arg-type]
+        **cookie_attributes(secure=request.secure, max_age=lifetime),  # type: ignore[arg-type]
     )
+    hint = resolver.codec.encode_logout_hint(id_token, now=now)
+    if hint is not None:
+        response.set_cookie(LOGOUT_COOKIE, hint, **cookie_attributes(  # type: ignore[arg-type]
+            secure=request.secure, max_age=lifetime, path=LOGOUT_PATH))
+    else:  # too large for a cookie: logout then names the client only, and the provider asks the user
+        response.del_cookie(LOGOUT_COOKIE, path=LOGOUT_PATH)
     response.del_cookie(LOGIN_COOKIE, path="/")
     return response
 
 
 async def handle_logout(request: web.Request) -> web.StreamResponse:
-    """Forget the session cookie."""
+    """Forget Gatehouse's session and, for browsers, end the provider's session too when it offers RP-initiated logout."""
     resolver = request.app[IDENTITY]
-    response = web.Response(text="signed out\n", content_type="text/plain", headers={"Cache-Control": "no-store"})
+    accept = request.headers.get("Accept", "")
+    end_session = None
+    if resolver.oidc is not None and resolver.codec is not None and wants_html(accept):
+        hint = resolver.codec.logout_hint(request.cookies.get(LOGOUT_COOKIE))
+        try:
+            end_session = await resolver.oidc.end_session_url(id_token_hint=hint, now=resolver.now())
+        except AuthenticationError:
+            log.warning("logout.provider_unreachable")
+    if end_session is not None:
+        response: web.Response = web.Response(status=303, headers={"Location": end_session, "Cache-Control": "no-store"})
+    else:
+        response = render_signed_out(login_url=resolver.login_url(None), provider_ended=False, accept=accept).response()
+    _forget_session(resolver, response)
+    return response
+
+
+async def handle_signed_out(request: web.Request) -> web.StreamResponse:
+    """Where the provider sends the browser after ending its session (the `post_logout_redirect_uri`)."""
+    resolver = request.app[IDENTITY]
+    if resolver.oidc is None:
+        raise web.HTTPNotFound()
+    accept = request.headers.get("Accept", "")
+    return render_signed_out(login_url=resolver.login_url(None), provider_ended=True, accept=accept).response()
+
+
+def _forget_session(resolver: IdentityResolver, response: web.Response) -> None:
     if resolver.settings.oidc is not None:
         response.del_cookie(resolver.settings.oidc.session_cookie, path="/")
-    return response
+    response.del_cookie(LOGOUT_COOKIE, path=LOGOUT_PATH)
 
 
 async def handle_jwks(request: web.Request) -> web.StreamResponse:

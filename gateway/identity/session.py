@@ -1,11 +1,14 @@
-"""Signed, expiring cookies for the built-in OpenID Connect login: the session and the login state.
+"""Signed, expiring cookies for the built-in OpenID Connect login: the session, the login state, the logout hint.
 
 Owns: SessionCodec, LoginState, safe_return_path, cookie attributes.
 Must not import: aiohttp.
 
-Both cookies are HS256 JWTs under keys derived from the configured `session_key`, each with its own
-audience so one can never stand in for the other. They hold only the claims the gateway needs; the
+All three cookies are HS256 JWTs under keys derived from the configured `session_key`, each with its
+own audience so one can never stand in for another. They hold only the claims the gateway needs; the
 PKCE verifier and the nonce are derived from the state with the key, so no secret is in a cookie.
+The provider's ID token, needed as `id_token_hint` when signing out at the provider, is kept in the
+logout-hint cookie, which lives as long as the session and is sent only to the logout path (so it
+is not decoded, nor carried, on every request).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from gateway.identity.tokens import check_times, safe_claim_text
 
 _SESSION_AUD = "gatehouse:session"
 _LOGIN_AUD = "gatehouse:login"
+_LOGOUT_AUD = "gatehouse:logout"
 _ISSUER = "gatehouse"
 _STATE = re.compile(r"[A-Za-z0-9_-]{32,64}")
 MAX_COOKIE_BYTES = 4000
@@ -70,6 +74,7 @@ class SessionCodec:
         self._session_key = hmac.new(master, b"gatehouse session v1", hashlib.sha256).digest()
         self._login_key = hmac.new(master, b"gatehouse login v1", hashlib.sha256).digest()
         self._derive_key = hmac.new(master, b"gatehouse derive v1", hashlib.sha256).digest()
+        self._logout_key = hmac.new(master, b"gatehouse logout v1", hashlib.sha256).digest()
         self._lifetime = timedelta(seconds=lifetime_s)
         self._login_timeout = timedelta(seconds=login_timeout_s)
 
@@ -114,6 +119,30 @@ class SessionCodec:
         if serial is not None and safe_claim_text(serial) is None:
             raise AuthenticationError(AuthReason.BAD_CLAIMS)
         return Identity(subject, email, tuple(groups), idp, "session", expires_at, serial)  # type: ignore[arg-type]
+
+    # --- logout hint ---------------------------------------------------------------------------
+    def encode_logout_hint(self, id_token: str, *, now: datetime) -> str | None:
+        """A cookie value keeping the provider's ID token for the session's lifetime; None when it would not fit."""
+        claims = {
+            "iss": _ISSUER, "aud": _LOGOUT_AUD, "iat": int(now.timestamp()),
+            "exp": int((now + self._lifetime).timestamp()), "idt": id_token,
+        }
+        value = jwt.encode(claims, self._logout_key, algorithm="HS256")
+        return value if len(value) <= MAX_COOKIE_BYTES else None
+
+    def logout_hint(self, value: str | None) -> str | None:
+        """The ID token kept by Gatehouse's own logout-hint cookie, or None (absent, tampered, malformed).
+
+        An expired hint still names the user to the provider, which ignores its expiry.
+        """
+        if not value:
+            return None
+        try:
+            claims = self._decode(value, self._logout_key, _LOGOUT_AUD)
+        except AuthenticationError:
+            return None
+        hint = claims.get("idt")
+        return hint if isinstance(hint, str) else None
 
     # --- login state ---------------------------------------------------------------------------
     def new_login(self, return_to: str | None, *, now: datetime) -> tuple[LoginState, str]:
@@ -169,9 +198,9 @@ class SessionCodec:
             raise AuthenticationError(AuthReason.INVALID) from None
 
 
-def cookie_attributes(*, secure: bool, max_age: int | None) -> dict[str, object]:
-    """Attributes for Gatehouse's cookies: HttpOnly, SameSite=Lax, Secure over TLS, path `/`."""
-    attrs: dict[str, object] = {"httponly": True, "samesite": "Lax", "secure": secure, "path": "/"}
+def cookie_attributes(*, secure: bool, max_age: int | None, path: str = "/") -> dict[str, object]:
+    """Attributes for Gatehouse's cookies: HttpOnly, SameSite=Lax, Secure over TLS, path `/` unless given."""
+    attrs: dict[str, object] = {"httponly": True, "samesite": "Lax", "secure": secure, "path": path}
     if max_age is not None:
         attrs["max_age"] = max_age
     return attrs

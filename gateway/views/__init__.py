@@ -1,4 +1,4 @@
-"""Server-rendered pages of Gatehouse's own: the denial, the user's status, privacy, the fleet view.
+"""Server-rendered pages of Gatehouse's own: the denial, the user's status, privacy, the fleet view, sign-in problems.
 
 Pure renderers: plain data in, ``Rendered(status, headers, body)`` out (``.response()`` makes the
 aiohttp response). No decision logic, no clock, no I/O; handlers evaluate and pass Decisions in.
@@ -20,6 +20,7 @@ from gateway.views.fleet import FleetFilter, FleetRow, FleetView, filter_rows, r
 from gateway.views.layout import CONTENT_SECURITY_POLICY, Rendered
 from gateway.views.markdown import render_markdown
 from gateway.views.privacy import FactUse, PrivacyView, render_privacy
+from gateway.views.signin import SignInProblem, render_sign_in_problem, render_signed_out
 from gateway.views.status import CheckRef, DeviceStatus, ServiceLink, StatusView, render_status
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "PrivacyView",
     "Rendered",
     "ServiceLink",
+    "SignInProblem",
     "StatusView",
     "filter_rows",
     "platform_from_user_agent",
@@ -44,5 +46,7 @@ __all__ = [
     "render_fleet",
     "render_markdown",
     "render_privacy",
+    "render_sign_in_problem",
+    "render_signed_out",
     "render_status",
 ]

@@ -1,9 +1,12 @@
 // A real OpenID provider (npm `oidc-provider`) for Gatehouse's identity tests. Never for production.
 //
-// Started by tests/gateway/identity/conftest.py: listens on a free 127.0.0.1 port, prints one JSON
+// Started by tests/gateway/identity/test_oidc.py: listens on a free 127.0.0.1 port, prints one JSON
 // line {"issuer": ...} on stdout when ready, and exits when its stdin closes (so a crashed test run
-// leaves no process behind). Clients register dynamically at /reg; devInteractions serve the login
-// and consent pages (log in as any account id, no password).
+// leaves no process behind). Clients register dynamically at /reg (with their redirect_uris and
+// post_logout_redirect_uris); devInteractions serve the login and consent pages (log in as any
+// account id, no password; "[ Cancel ]" answers error=access_denied). RP-initiated logout is on,
+// as oidc-provider 9.13.3 has it: end_session_endpoint shows "Yes, sign me out", then ends the
+// provider's session and redirects to the registered post_logout_redirect_uri.
 import http from 'node:http';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 
@@ -22,6 +25,7 @@ server.listen(0, '127.0.0.1', () => {
     features: {
       devInteractions: { enabled: true },
       registration: { enabled: true },
+      rpInitiatedLogout: { enabled: true },
     },
     pkce: { required: () => true },
     conformIdTokenClaims: false,

@@ -13,7 +13,7 @@ from tests.gateway.identity.support import jwt_section, settings
 
 OIDC: dict[str, Any] = {
     "discovery_url": "https://idp.example/.well-known/openid-configuration", "client_id": "gatehouse",
-    "session_key": {"value": "k" * 40},
+    "external_url": "https://gatehouse.example", "session_key": {"value": "k" * 40},
 }
 
 
@@ -86,6 +86,17 @@ class TestOidc:
     def test_short_session_key_is_refused(self) -> None:
         """The session signing key must be at least 32 characters."""
         assert "session_key" in problem({"sources": [{"kind": "session"}], "oidc": {**OIDC, "session_key": {"value": "k"}}})
+
+    def test_external_url_is_required(self) -> None:
+        """Without `external_url` the login has no callback address of its own: refused, naming the key."""
+        raw = {key: value for key, value in OIDC.items() if key != "external_url"}
+
+        assert "oidc.external_url\n  Value error, is required with `oidc`" in problem({"sources": [{"kind": "session"}], "oidc": raw})
+
+    @pytest.mark.parametrize("url", ["https://gatehouse.example/app", "https://user@gatehouse.example", "ftp://gatehouse.example"])
+    def test_external_url_must_be_an_origin(self, url: str) -> None:
+        """`external_url` is a scheme and host (and port) only."""
+        assert "is not an origin" in problem({"sources": [{"kind": "session"}], "oidc": {**OIDC, "external_url": url}})
 
     def test_client_secret_from_environment(self) -> None:
         """The client secret is a Secret read from the environment."""

@@ -85,14 +85,14 @@ class TestRejections:
         (lambda: mint(iss="https://evil.example"), "invalid"),
         (lambda: mint(rsa_key("attacker")), "invalid"),
     ])
-    async def test_api_clients_get_json_401(self, aiohttp_client, app_for, token, public: str) -> None:  # type: ignore[no-untyped-def]
-        """API clients get 401 JSON, `WWW-Authenticate: Bearer error="invalid_token"` and a non-leaky reason."""
+    async def test_api_clients_get_problem_json_401(self, aiohttp_client, app_for, token, public: str) -> None:  # type: ignore[no-untyped-def]
+        """API clients get a problem+json 401, `WWW-Authenticate: Bearer error="invalid_token"` and a non-leaky reason."""
         client = await aiohttp_client(app_for().app)
 
-        resp = await client.get("/x", headers={"Authorization": f"Bearer {token()}", "Accept": "text/html"})
+        resp = await client.get("/x", headers={"Authorization": f"Bearer {token()}", "Accept": "application/json"})
+        doc = await resp.json(content_type="application/problem+json")
 
-        assert 401 == resp.status
-        assert {"error": "unauthenticated", "reason": public} == await resp.json()
+        assert (401, "unauthenticated", public) == (resp.status, doc["code"], doc["reason"])
         assert f'Bearer realm="gatehouse", error="invalid_token", error_description="{public}"' == resp.headers["WWW-Authenticate"]
 
     async def test_oversized_token_is_refused(self, aiohttp_client, jwks_server: JwksServer) -> None:  # type: ignore[no-untyped-def]
@@ -191,7 +191,8 @@ class TestCredentialsUpstream:
     @pytest.mark.parametrize("forward", [False, True])
     async def test_credentials_are_dropped_unless_forwarded_gatehouse_cookies_always(self, forward: bool) -> None:
         """Token header, token cookie: dropped by default, kept with forward_credentials; session and login cookies: always dropped."""
-        oidc = {"discovery_url": "https://idp.example/.well-known/openid-configuration", "client_id": "gatehouse", "session_key": {"value": "k" * 40}}
+        oidc = {"discovery_url": "https://idp.example/.well-known/openid-configuration", "client_id": "gatehouse",
+                "external_url": "https://gatehouse.example", "session_key": {"value": "k" * 40}}
         resolver, session = await self._resolver({
             "sources": [{"kind": "bearer"}, {"kind": "header", "name": "Cf-Access-Jwt-Assertion"}, {"kind": "cookie", "name": "CF_Authorization"}, {"kind": "session"}],
             "jwt": jwt_section(jwks_url="http://127.0.0.1:9/jwks.json"), "oidc": oidc, "forward_credentials": forward,
@@ -200,5 +201,5 @@ class TestCredentialsUpstream:
 
         credentials = {"authorization", "cf-access-jwt-assertion"}
         assert (credentials <= resolver.strip_names) is not forward
-        assert {"gatehouse_session", "gatehouse_login"} <= resolver.drop_cookies
+        assert {"gatehouse_session", "gatehouse_login", "gatehouse_logout"} <= resolver.drop_cookies
         assert ("CF_Authorization" in resolver.drop_cookies) is not forward
