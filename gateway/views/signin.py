@@ -33,6 +33,10 @@ _TEXTS: Mapping[str, tuple[str, str]] = MappingProxyType({
     "wrong-audience": ("Your sign-in is for another service", "The sign-in your browser sent was issued for another service. Sign in again."),
     "unavailable": ("Sign-in is not available right now",
                     "Gatehouse cannot reach the identity provider, so it cannot check who you are. Try again in a minute."),
+    "device-certificate-ambiguous": ("Your device certificate names more than one device",
+                                     "The client certificate your browser sent names several device serials, so Gatehouse cannot "
+                                     "tell which device this is and refuses it. Ask IT for a device certificate that names only this "
+                                     "laptop's serial."),
     # a login through the provider (LoginFailure)
     "cancelled": ("Sign-in was cancelled", "The sign-in was cancelled at the identity provider, so you are not signed in."),
     "provider-error": ("The identity provider did not sign you in",

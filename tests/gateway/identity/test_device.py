@@ -199,8 +199,8 @@ class TestAmbiguousCertificateThroughTheListener:
             got = await self.call(base, server_ca, certs[cert], "GET", headers)
             posted = await self.call(base, server_ca, certs[cert], "POST", headers)
 
-        expected = (401, {"error": "unauthenticated", "reason": "device-certificate-ambiguous"})
-        assert [expected, expected] == [(status, body) for status, body, _ in (got, posted)]
+        expected = (401, "unauthenticated", "device-certificate-ambiguous")
+        assert [expected, expected] == [(status, body["code"], body["reason"]) for status, body, _ in (got, posted)]
         assert 'error_description="device-certificate-ambiguous"' in got[2]
         assert [] == seen
         assert 2.0 == registry.get_sample_value("gatehouse_auth_failures_total", {"reason": "device-certificate-ambiguous"})
