@@ -210,7 +210,7 @@ async def handle_proxied(request: web.Request) -> web.StreamResponse:
     if is_reserved(target.path):
         raise RouteNotFound(f"`{target.path}` is reserved for Gatehouse")
     live = request[LIVE]
-    route = live.routes.match(target.host, target.path)
+    route = live.routes.match_target(target)
     if route is None:
         raise RouteNotFound(f"no route for `{target.host}{target.path}`")
     request[ROUTE] = route

@@ -68,7 +68,7 @@ async def recheck(request: web.Request) -> web.StreamResponse:
         return_to = "/"
         target = canonicalise("/", [request.host])
     live = app[CONFIG].current
-    route = live.routes.match(target.hostname, target.path)
+    route = live.routes.match_target(target)
     if route is None:
         raise web.HTTPFound(return_to)
     device = request.get(DEVICE)

@@ -1,6 +1,6 @@
 """Which route a request belongs to, decided on the canonical host and path.
 
-Owns: Route, RouteTable.
+Owns: Route, RouteTable (``match_target``: the one route match of the proxy, the fast lane and "check again").
 Must not import: aiohttp, app, handlers (pure; built once per configuration, read per request).
 
 Matching rules:
@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from gateway.settings import RouteSettings
+from gateway.target import Target
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +116,10 @@ class RouteTable:
     def from_settings(cls, routes: Iterable[RouteSettings], *, default_max_body_bytes: int = 100 * 1024 * 1024) -> RouteTable:
         """Build the table from configured routes."""
         return cls(Route.from_settings(r, default_max_body_bytes=default_max_body_bytes) for r in routes)
+
+    def match_target(self, target: Target) -> Route | None:
+        """The route for a canonical target, matched on its host WITH its port: what the proxy and "check again" both call."""
+        return self.match(target.host, target.path)
 
     def match(self, host: str, canonical_path: str) -> Route | None:
         """The route for a lower-cased host (with optional port) and canonical path, or None."""

@@ -316,7 +316,7 @@ class LaneConnection(asyncio.Protocol):
             self._hand_over(buffer)
             return
         live = lane.config.current
-        route = live.routes.match(target.host, target.path) if not is_reserved(target.path) else None
+        route = live.routes.match_target(target) if not is_reserved(target.path) else None
         if route is None:
             self._hand_over(buffer)
             return
