@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from gateway.fastlane.head import RequestHead
 
 RESERVED_PREFIXES = ("/.gatehouse/", "/.well-known/gatehouse/")
-"""Paths that belong to Gatehouse on every host and are never proxied."""
+"""Paths that belong to Gatehouse on every host and are never proxied, in any letter case (``/.GateHouse/x`` too)."""
 _RESERVED_BARE = frozenset(p[:-1] for p in RESERVED_PREFIXES)
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
@@ -175,8 +175,11 @@ class Readiness:
 
 
 def is_reserved(path: str) -> bool:
-    """True for paths under a reserved prefix (or the bare prefixes themselves)."""
-    return path.startswith(RESERVED_PREFIXES) or path in _RESERVED_BARE
+    """True for paths under a reserved prefix (or the bare prefixes themselves), in any letter case."""
+    if not path.startswith("/."):
+        return False
+    lowered = path.lower()
+    return lowered.startswith(RESERVED_PREFIXES) or lowered in _RESERVED_BARE
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -210,7 +213,7 @@ async def handle_proxied(request: web.Request) -> web.StreamResponse:
     if is_reserved(target.path):
         raise RouteNotFound(f"`{target.path}` is reserved for Gatehouse")
     live = request[LIVE]
-    route = live.routes.match(target.host, target.path)
+    route = live.routes.match_target(target)
     if route is None:
         raise RouteNotFound(f"no route for `{target.host}{target.path}`")
     request[ROUTE] = route

@@ -62,13 +62,12 @@ async def recheck(request: web.Request) -> web.StreamResponse:
         _log.warning("recheck.csrf_refused", code=exc.code, user=identity.email)
         raise web.HTTPForbidden(text=f"this form is stale or came from another site ({exc.code}); reload the page and try again") from None
     return_to = safe_return_path(form.get("return_to"))
+    live = app[CONFIG].current
     try:
-        target = canonicalise(return_to, [request.host])
+        route = live.routes.match_target(canonicalise(return_to, [request.host]))
     except BadRequestTarget:
         return_to = "/"
-        target = canonicalise("/", [request.host])
-    live = app[CONFIG].current
-    route = live.routes.match(target.hostname, target.path)
+        route = live.routes.match_target(canonicalise("/", [request.host]))
     if route is None:
         raise web.HTTPFound(return_to)
     device = request.get(DEVICE)

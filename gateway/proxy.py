@@ -4,20 +4,28 @@ Owns: header rules (hop-by-hop, X-Forwarded-*/Forwarded, identity-header strippi
 forward(), forward_websocket(), the mapping of client errors to UpstreamError.
 Must not import: app, handlers (receives the pooled session, route, target and headers to inject).
 
-Headers sent upstream:
+Headers sent upstream (every incoming name is compared *folded*: lower-cased, with ``_`` and ``.``
+read as ``-``, because CGI/WSGI, PHP and several Node and Ruby servers fold them together, so
+``X_Gatehouse_User`` or ``x.forwarded.for`` must be treated as the header they alias):
 
 - hop-by-hop headers (Connection, Keep-Alive, Proxy-*, TE, Trailer, Transfer-Encoding, Upgrade) and
   every header named in Connection are removed, in both directions; ``Expect`` is answered by
   Gatehouse and not forwarded;
-- every ``X-Gatehouse-*`` header from the client, and every name in ``strip`` (configured assertion
-  headers, and the user's credential header unless ``identity.forward_credentials``), is removed,
-  also when named in Connection; then ``inject`` is added;
+- every ``X-Gatehouse-*`` header from the client, every name Gatehouse injects, and every name in
+  ``strip`` (configured assertion headers, and the user's credential header unless
+  ``identity.forward_credentials``) is removed, also when named in Connection; then ``inject`` is added;
+- headers that make an upstream read another URL or method than the one Gatehouse routed and
+  decided on are removed from every client, trusted proxies included: ``X-Original-URL``,
+  ``X-Original-URI``, ``X-Rewrite-URL``, ``X-Override-URL``, ``X-HTTP-Method-Override``,
+  ``X-HTTP-Method``, ``X-Method-Override``; so are ``X-Real-IP`` and ``X-Request-Id``;
+- the forwarding family (``Forwarded``, every ``X-Forwarded-*``, ``Front-End-Https``,
+  ``X-Url-Scheme``) is removed unless the peer address is in ``server.trusted_proxies``; from a
+  trusted proxy it is kept only in its canonical spelling (no proxy writes ``X_Forwarded_For``);
 - the cookies named in ``drop_cookies`` (Gatehouse's session and login cookies; token cookies unless
   ``identity.forward_credentials``) are removed from ``Cookie``, the header dropped when none is left;
 - ``Host`` is the client's (so upstreams build correct links); ``X-Forwarded-For``/``-Proto``/``-Host``
-  and ``Forwarded`` (RFC 7239) are set. The client's own values are kept (and appended to) only when
-  the peer address is in ``server.trusted_proxies``; otherwise they are replaced; a client's
-  ``X-Real-IP`` is always dropped;
+  and ``Forwarded`` (RFC 7239) are set by Gatehouse: a trusted proxy's values are kept and appended
+  to, anyone else's replaced;
 - ``X-Request-Id`` is the request's id (the middleware keeps a trusted caller's, else generates one).
 
 The exchange itself goes through ``gateway.upstream.send`` (the pooled session's connections without
@@ -53,7 +61,17 @@ HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
     "te", "trailer", "trailers", "transfer-encoding", "upgrade",
 })
-_FORWARDING = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-real-ip", "x-request-id"})
+_MERGED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded"})
+"""Forwarding headers Gatehouse sets itself: a trusted proxy's values are appended to, anyone else's replaced."""
+_FORWARDING_FAMILY = _MERGED | {"front-end-https", "x-url-scheme"}
+_FORWARDING_PREFIX = "x-forwarded-"
+"""With _FORWARDING_FAMILY: what a client may say about the hops before Gatehouse; believed from trusted proxies only."""
+_NEVER_FROM_CLIENTS = frozenset({
+    "x-request-id", "x-real-ip", "x-original-url", "x-original-uri", "x-rewrite-url", "x-override-url",
+    "x-http-method-override", "x-http-method", "x-method-override",
+})
+"""Removed from every client, trusted proxies included: Gatehouse sets the request id, and routes and
+decides on the request line, so nothing may make the upstream read another URL or method."""
 _WS_HANDSHAKE = frozenset({"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-protocol", "sec-websocket-accept"})
 IDENTITY_PREFIX = "x-gatehouse-"
 
@@ -107,18 +125,36 @@ def _quote_node(address: str) -> str:
     return f'"[{address}]"' if ":" in address else address
 
 
-_NEVER_UPSTREAM = HOP_BY_HOP | _FORWARDING | {"expect"}
+_FOLD = bytes.maketrans(b"_.", b"--")
+"""Header-name folding (after lower-casing): ``_`` and ``.`` read as ``-``, as many upstream stacks do."""
 
 
-_NEVER_UPSTREAM_B = frozenset(name.encode() for name in _NEVER_UPSTREAM)
-_FORWARDING_B = frozenset(name.encode() for name in _FORWARDING)
-_WS_HANDSHAKE_B = frozenset(name.encode() for name in _WS_HANDSHAKE)
+def _fold(name: bytes) -> bytes:
+    return name.lower().translate(_FOLD)
+
+
+_DROPPED_B = frozenset(name.encode() for name in HOP_BY_HOP | _NEVER_FROM_CLIENTS | {"expect"})
 _DROPPED_PREFIXES_B = (b"proxy-", IDENTITY_PREFIX.encode())
+_FORWARDING_B = frozenset(name.encode() for name in _FORWARDING_FAMILY)
+_FORWARDING_PREFIX_B = _FORWARDING_PREFIX.encode()
+_MERGED_B = frozenset(name.encode() for name in _MERGED)
+_WS_HANDSHAKE_B = frozenset(name.encode() for name in _WS_HANDSHAKE)
 
 
 @lru_cache(maxsize=64)
 def _lowered(names: frozenset[str]) -> frozenset[bytes]:
     return frozenset(name.lower().encode() for name in names)
+
+
+@lru_cache(maxsize=64)
+def _folded(names: frozenset[str] | tuple[str, ...]) -> frozenset[bytes]:
+    return frozenset(_fold(name.encode("utf-8", "surrogateescape")) for name in names)
+
+
+@lru_cache(maxsize=64)
+def _injected_outside_prefixes(names: tuple[str, ...]) -> frozenset[bytes]:
+    """The folded injected names that the reserved prefixes do not already drop (usually none)."""
+    return frozenset(name for name in _folded(names) if not name.startswith(_DROPPED_PREFIXES_B))
 
 
 def upstream_header_lines(
@@ -142,21 +178,25 @@ def upstream_header_lines(
     named: frozenset[bytes] | tuple[()] = ()
     for name, value in raw:
         if name.lower() == b"connection":
-            named = frozenset(t.strip().lower() for v in (v for n, v in raw if n.lower() == b"connection") for t in v.split(b",")) - {b""}
+            named = frozenset(_fold(t.strip()) for v in (v for n, v in raw if n.lower() == b"connection") for t in v.split(b",")) - {b""}
             break
-    stripped = _lowered(strip if isinstance(strip, frozenset) else frozenset(strip)) if strip else ()
+    stripped = _folded(strip if isinstance(strip, frozenset) else frozenset(strip)) if strip else ()
+    injected = _injected_outside_prefixes(tuple(inject)) if inject else ()
     cookies = _lowered(drop_cookies if isinstance(drop_cookies, frozenset) else frozenset(drop_cookies)) if drop_cookies else ()
     prior: dict[bytes, list[bytes]] = {}
     out: list[bytes] = []
     for name, value in raw:
         lower = name.lower()
-        if lower in _NEVER_UPSTREAM_B:
-            if trusted and lower in _FORWARDING_B:
-                prior.setdefault(lower, []).append(value)
+        folded = lower.translate(_FOLD)
+        if folded in _DROPPED_B or folded.startswith(_DROPPED_PREFIXES_B) or folded in stripped or folded in named or (injected and folded in injected):
             continue
-        if lower.startswith(_DROPPED_PREFIXES_B) or lower in stripped or lower in named:
-            continue
-        if websocket and lower in _WS_HANDSHAKE_B:
+        if folded in _FORWARDING_B or folded.startswith(_FORWARDING_PREFIX_B):
+            if not trusted or folded != lower:
+                continue
+            if folded in _MERGED_B:
+                prior.setdefault(folded, []).append(value)
+                continue
+        if websocket and folded in _WS_HANDSHAKE_B:
             continue
         if cookies and lower == b"cookie":
             value = _without_cookies(value, cookies)  # type: ignore[arg-type]

@@ -1,6 +1,6 @@
 """Which route a request belongs to, decided on the canonical host and path.
 
-Owns: Route, RouteTable.
+Owns: Route, RouteTable (``match_target``: the one route match of the proxy, the fast lane and "check again").
 Must not import: aiohttp, app, handlers (pure; built once per configuration, read per request).
 
 Matching rules:
@@ -17,6 +17,12 @@ Matching rules:
 - Prefixes are case-sensitive (``/Billing`` is not ``/billing``, as most upstreams see it), unless the
   route sets ``case_insensitive_path``. When a case-sensitive and a case-insensitive prefix of the same
   length both match, the case-sensitive one wins.
+- Whatever ``case_insensitive_path`` says, a path that an upstream ignoring case (IIS, .NET, macOS
+  and Windows file systems) would read under another route is refused with 400
+  (``BadRequestTarget``): with the same host precedence, if some prefix matches the path when case is
+  ignored, the route chosen must be one with the longest such prefix. So with ``/`` (low) and
+  ``/secure`` (high), ``/SECURE/x`` is refused instead of going to the low route; two routes whose
+  prefixes differ only in case still each get their own spelling.
 - Prefixes match the canonical path, in which only unreserved characters are decoded: a prefix with
   non-ASCII characters never matches; write prefixes in ASCII.
 """
@@ -27,7 +33,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from gateway.errors import BadRequestTarget
 from gateway.settings import RouteSettings
+from gateway.target import Target
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +74,9 @@ class Route:
 
 
 _Entry = tuple[str, bool, Route]  # (prefix as compared, case-insensitive, route)
+_Folded = tuple[str, Route]  # (lower-cased prefix, route)
+_Bucket = tuple[tuple[_Entry, ...], tuple[_Folded, ...], bool]
+"""One host's routes: entries as matched, entries with every prefix lower-cased, and whether any prefix has upper case."""
 
 
 def _prefix_matches(prefix: str, path: str) -> bool:
@@ -81,13 +92,36 @@ def _first_match(entries: tuple[_Entry, ...], path: str, lowered: str) -> Route 
     return None
 
 
-def _ordered(routes: Iterable[Route]) -> tuple[_Entry, ...]:
+def _ordered(routes: Iterable[Route]) -> _Bucket:
+    routes = tuple(routes)
     entries = [
         (r.path_prefix.lower() if r.case_insensitive_path else r.path_prefix, r.case_insensitive_path, r) for r in routes
     ]
     # INVARIANT: longest prefix first; case-sensitive before case-insensitive at equal length.
     entries.sort(key=lambda e: (-len(e[0]), e[1]))
-    return tuple(entries)
+    folded = sorted(((r.path_prefix.lower(), r) for r in routes), key=lambda e: -len(e[0]))
+    return tuple(entries), tuple(folded), any(r.path_prefix != r.path_prefix.lower() for r in routes)
+
+
+def _match_in(bucket: _Bucket, path: str, lowered: str) -> Route | None:
+    """The bucket's route for the path, or None when no prefix in it matches even ignoring case.
+
+    Raises:
+        BadRequestTarget: a longer prefix matches the path only when letter case is ignored.
+    """
+    entries, folded, mixed_case = bucket
+    if lowered == path and not mixed_case:  # nothing here can differ by case: the plain match is the answer
+        return _first_match(entries, path, lowered)
+    widest = next((entry for entry in folded if _prefix_matches(entry[0], lowered)), None)
+    if widest is None:
+        return None
+    route = _first_match(entries, path, lowered)
+    if route is None or len(route.path_prefix.lower()) != len(widest[0]):
+        raise BadRequestTarget(
+            f"the path `{path}` matches the prefix `{widest[1].path_prefix}` only when letter case is ignored, "
+            "as some upstreams do; send the path in the prefix's case"
+        )
+    return route
 
 
 class RouteTable:
@@ -116,11 +150,23 @@ class RouteTable:
         """Build the table from configured routes."""
         return cls(Route.from_settings(r, default_max_body_bytes=default_max_body_bytes) for r in routes)
 
+    def match_target(self, target: Target) -> Route | None:
+        """The route for a canonical target, matched on its host WITH its port: what the proxy and "check again" both call.
+
+        Raises:
+            BadRequestTarget: the path would match a longer prefix if letter case were ignored.
+        """
+        return self.match(target.host, target.path)
+
     def match(self, host: str, canonical_path: str) -> Route | None:
-        """The route for a lower-cased host (with optional port) and canonical path, or None."""
+        """The route for a lower-cased host (with optional port) and canonical path, or None.
+
+        Raises:
+            BadRequestTarget: the path would match a longer prefix if letter case were ignored.
+        """
         lowered = canonical_path.lower()
         hostname, port = _split_port(host)
-        candidates: list[tuple[_Entry, ...]] = []
+        candidates: list[_Bucket] = []
         if port is not None and (entries := self._exact.get(host)) is not None:
             candidates.append(entries)
         if (entries := self._exact.get(hostname)) is not None:
@@ -131,8 +177,8 @@ class RouteTable:
                 if (entries := self._wildcard.get(suffix)) is not None:
                     candidates.append(entries)
         candidates.append(self._any)
-        for entries in candidates:
-            route = _first_match(entries, canonical_path, lowered)
+        for bucket in candidates:
+            route = _match_in(bucket, canonical_path, lowered)
             if route is not None:
                 return route
         return None

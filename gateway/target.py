@@ -25,6 +25,13 @@ Refused (400 ``bad-request-target``):
   that are not valid UTF-8 (overlong forms, surrogates, truncated sequences); encoded characters whose
   Unicode compatibility form contains ASCII (``%EF%BC%8F``, the fullwidth solidus, reads as ``/`` to
   an upstream that applies NFKC).
+- in a path segment, spellings that Windows, IIS and .NET read as another name: a trailing dot or
+  space (``/secure./x`` and ``/secure%20/x`` are ``/secure/x`` there), an NTFS stream suffix
+  (``:$``, as in ``::$DATA`` or ``::$INDEX_ALLOCATION``, also encoded), and an 8.3 short name (up to
+  six characters, ``~`` and a digit: ``SECURE~1``), checked before dot segments are removed.
+
+Letter case is the route table's concern: a path that matches a longer prefix only when case is
+ignored is refused there (``routing.RouteTable.match``).
 
 Canonical form (``Target.path``, used for routing): percent-encoded *unreserved* characters
 (``A-Z a-z 0-9 - . _ ~``) are decoded, the hex digits of every remaining escape are upper-cased,
@@ -60,10 +67,13 @@ _SCHEME = re.compile(r"(?i)(https?)://")
 _DOUBLE_ENCODED = re.compile(r"%25[0-9A-Fa-f]{2}")
 _MAX_TARGET = 8192
 # Fast path: an origin-form target whose path is already canonical and needs no decoding: segments
-# of unescaped path characters, none empty and none starting with a dot (so no `.`/`..` segment),
-# an optional trailing slash, and a query of printable ASCII without `#`. Anything else takes the
-# full checks below, which give the same answer for these targets.
-_PLAIN_TARGET = re.compile(r"((?:/[A-Za-z0-9_~!$&'()*+,=:@-][A-Za-z0-9._~!$&'()*+,=:@-]*)*/?)(?:\?([\x21\x22\x24-\x7e]*))?")
+# of unescaped path characters other than `~` and `:`, none empty and none starting or ending with a
+# dot (so no `.`/`..` segment, no trailing dot), an optional trailing slash, and a query of printable
+# ASCII without `#`. Anything else takes the full checks below, which give the same answer for these targets.
+_PLAIN_TARGET = re.compile(
+    r"((?:/[A-Za-z0-9_!$&'()*+,=@-](?:[A-Za-z0-9._!$&'()*+,=@-]*[A-Za-z0-9_!$&'()*+,=@-])?)*/?)(?:\?([\x21\x22\x24-\x7e]*))?"
+)
+_SHORT_NAME = re.compile(r"[^.~]{0,6}~[0-9]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +206,21 @@ def _decode_segment(raw_segment: str) -> str:
     return segment
 
 
+def _refuse_windows_spellings(segment: str) -> None:
+    """Refuse a canonical segment that Windows, IIS or .NET read as another name (see the module docstring).
+
+    Raises:
+        BadRequestTarget: the segment ends in a dot or space, names an NTFS stream or is an 8.3 short name.
+    """
+    plain = segment.replace("%20", " ").replace("%3A", ":").replace("%24", "$") if "%" in segment else segment
+    if plain.endswith((".", " ")):
+        raise _refuse("a path segment ending in a dot or space (Windows servers drop it: `/secure./` reads as `/secure/`)")
+    if ":$" in plain:
+        raise _refuse("an NTFS stream name in a segment (`::$DATA`)")
+    if _SHORT_NAME.match(plain):
+        raise _refuse("a segment shaped like an 8.3 short name (`SECURE~1`)")
+
+
 def _canonical(raw_path: str) -> tuple[str, str]:
     """Return (canonical path, forward path) for a raw absolute path."""
     if not raw_path.startswith("/"):
@@ -214,6 +239,7 @@ def _canonical(raw_path: str) -> tuple[str, str]:
             if segment == ".." and kept:
                 kept.pop()
             continue
+        _refuse_windows_spellings(segment)
         kept.append((segment, raw_segment))
     path = "/" + "/".join(s for s, _ in kept)
     forward = "/" + "/".join(r for _, r in kept)

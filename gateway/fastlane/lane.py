@@ -310,13 +310,13 @@ class LaneConnection(asyncio.Protocol):
         if head is None or lane.admit_now is None:
             self._hand_over(buffer)
             return
+        live = lane.config.current
         try:
             target = canonicalise(head.raw_path, head.headers.getall("Host", ()))
-        except GatewayError:
+            route = live.routes.match_target(target) if not is_reserved(target.path) else None
+        except GatewayError:  # aiohttp's path answers it (400)
             self._hand_over(buffer)
             return
-        live = lane.config.current
-        route = live.routes.match(target.host, target.path) if not is_reserved(target.path) else None
         if route is None:
             self._hand_over(buffer)
             return

@@ -403,3 +403,46 @@ class TestEscaping:
         assert 403 == response.status
         assert HOSTILE not in page
         assert f'name="return_to" value="/wiki/x?q=&quot;&gt;{ESCAPED}"' in page
+
+
+PORT_HOST = "wiki.corp:8443"
+
+
+@pytest.fixture
+async def port_stack(aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path) -> AsyncIterator[Stack]:
+    """A full Gatehouse whose `wiki.corp:8443` has its own high-tier `/wiki` route, next to the medium one for any host."""
+    upstream = Upstream()
+    up_app = web.Application()
+    up_app.router.add_route("*", "/{tail:.*}", upstream.handle)
+    server = await aiohttp_server(up_app)
+    keys = Keys(tmp_path / "keys")
+    clock = MovableClock()
+    url = str(server.make_url("")).rstrip("/")
+    settings = gatehouse_settings(
+        keys, store=f"sqlite:///{tmp_path}/gatehouse.db", upstream=url,
+        extra_routes=[{"id": "wiki-8443", "host": PORT_HOST, "path_prefix": "/wiki", "upstream": url, "tier": "high"}],
+    )
+    client = await aiohttp_client(create_app(settings, clock=clock))
+    yield Stack(client, upstream, keys, clock)
+
+
+class TestCheckAgainRoute:
+    async def test_decides_for_the_port_specific_route_the_proxy_chose(self, port_stack: Stack) -> None:
+        """ "Check again" on a host with a port-specific route decides for that route, as the proxy does, not for the any-port one."""
+        stack = port_stack
+        await stack.ingest(mac_item("C02NOSIP", at=stack.clock(), sip_enabled=False))
+        on_port = {**stack.headers(device="C02NOSIP", accept=HTML), "Host": PORT_HOST}
+        denial = await stack.client.get("/wiki/doc", headers=on_port)
+        page = await denial.text()
+        found = re.search(r'name="csrf_token" value="([^"]+)"', page)
+        assert 403 == denial.status and found is not None
+
+        response = await stack.client.post(
+            "/.gatehouse/recheck", data={"return_to": "/wiki/doc", "csrf_token": found.group(1)},
+            headers={**on_port, **JSON, "Origin": f"http://{PORT_HOST}"}, allow_redirects=False,
+        )
+        body = await response.json()
+
+        assert (403, "checks-failed", None) == (response.status, body["code"], response.headers.get("Location"))
+        assert ("wiki-8443", "high") == (body["service"]["route"], body["tier"]["name"])
+        assert [] == stack.upstream.paths

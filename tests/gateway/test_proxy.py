@@ -177,6 +177,105 @@ class TestForwarding:
         assert resp.headers["X-Request-Id"]
 
 
+LANES = pytest.mark.parametrize("method", ["GET", "POST"], ids=["fast-lane", "full-path"])
+"""A plain GET is served by the fast lane; a POST with a body by aiohttp's full path."""
+
+
+def _folded(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def _lane_served(metrics: Metrics, method: str) -> float:
+    lane = "fast" if method == "GET" else "handed-over"
+    return metrics.registry.get_sample_value("gatehouse_lane_requests_total", {"lane": lane}) or 0.0
+
+
+class _InjectingAtOnce:
+    """A gate that admits at once (fast lane) and on the full path, injecting a verified user."""
+
+    def _admission(self) -> Admission:
+        return Admission.allow({"X-Gatehouse-User": "alice@example.com"}, strip=("Cf-Access-Jwt-Assertion",))
+
+    async def admit(self, request: web.Request, route: Route) -> Admission:
+        return self._admission()
+
+    def admit_now(self, app: web.Application, head: object, route: Route) -> Admission:
+        return self._admission()
+
+    async def prepare(self, app: web.Application, head: object) -> bool:
+        return False
+
+
+FORWARDING_FAMILY = {
+    "Forwarded": "for=6.6.6.6", "X-Forwarded-Prefix": "/admin", "X-Forwarded-Port": "8443", "X-Forwarded-Server": "evil",
+    "X-Forwarded-Ssl": "on", "X_Forwarded_For": "6.6.6.6", "X.Forwarded.Host": "evil", "X-Real-IP": "6.6.6.6",
+    "X_Real_Ip": "6.6.6.6", "X-Original-URL": "/admin/x", "X.Original.URL": "/admin/x", "X-Original-URI": "/admin/x",
+    "X-Rewrite-URL": "/admin/x", "X-Override-URL": "/admin/x", "Front-End-Https": "on", "X-Url-Scheme": "https",
+    "X-HTTP-Method-Override": "DELETE", "X_HTTP_Method_Override": "DELETE", "X-HTTP-Method": "DELETE",
+    "X-Method-Override": "DELETE",
+}
+
+
+class TestHeaderSpellings:
+    @LANES
+    async def test_identity_headers_spelled_with_underscores_or_dots_never_reach_the_upstream(
+        self, make_gateway: MakeGateway, upstream_url: str, recorder: Recorder, metrics: Metrics, method: str,
+    ) -> None:
+        """A client header that folds (case, `_` and `.` read as `-`) to an identity, stripped or hop-by-hop name is dropped."""
+        gw = await make_gateway([_route(upstream_url)], gate=_InjectingAtOnce())
+
+        resp = await gw.request(method, "/x", data=b"body" if method == "POST" else None, headers={
+            "X_Gatehouse_User": "mallory@evil.test", "X.Gatehouse.Groups": "admins", "x_gatehouse_device_serial": "FORGED",
+            "X-Gatehouse_Email": "mallory@evil.test", "Cf_Access_Jwt_Assertion": "t", "Proxy_Authorization": "Basic eA==",
+            "Keep.Alive": "timeout=5", "Connection": "X_Private", "X-Private": "1", "X-Kept_Name": "yes",
+        })
+
+        assert (200, 1.0) == (resp.status, _lane_served(metrics, method))
+        sent = [(_folded(k), v) for k, v in recorder.seen[0].headers]
+        assert [("x-gatehouse-user", "alice@example.com")] == [(k, v) for k, v in sent if k.startswith("x-gatehouse-")]
+        assert set() == {k for k, _ in sent} & {"cf-access-jwt-assertion", "proxy-authorization", "keep-alive", "x-private"}
+        assert ["yes"] == recorder.header(0, "X-Kept_Name")
+
+    @LANES
+    async def test_forwarding_family_from_an_untrusted_client_is_replaced(
+        self, make_gateway: MakeGateway, upstream_url: str, recorder: Recorder, metrics: Metrics, method: str,
+    ) -> None:
+        """From a client that is not a trusted proxy, no forwarding, URL- or method-override header passes; Gatehouse's own are set."""
+        gw = await make_gateway([_route(upstream_url)])
+
+        resp = await gw.request(method, "/x", data=b"body" if method == "POST" else None, headers={"Host": "wiki.corp", **FORWARDING_FAMILY})
+
+        assert (200, 1.0) == (resp.status, _lane_served(metrics, method))
+        family = {_folded(k) for k in FORWARDING_FAMILY}
+        sent = [(k, v) for k, v in recorder.seen[0].headers if _folded(k) in family or _folded(k).startswith("x-forwarded-")]
+        assert [
+            ("X-Forwarded-For", "127.0.0.1"), ("X-Forwarded-Proto", "http"), ("X-Forwarded-Host", "wiki.corp"),
+            ("Forwarded", 'for=127.0.0.1;proto=http;host="wiki.corp"'),
+        ] == sent
+        assert method == recorder.seen[0].method
+
+    @LANES
+    async def test_trusted_proxy_keeps_its_forwarding_headers_but_never_url_overrides_or_aliases(
+        self, make_gateway: MakeGateway, upstream_url: str, recorder: Recorder, metrics: Metrics, method: str,
+    ) -> None:
+        """A trusted proxy's canonical X-Forwarded-* pass; URL and method overrides and underscore or dot aliases never do."""
+        gw = await make_gateway([_route(upstream_url)], trusted_proxies=["127.0.0.0/8"])
+
+        resp = await gw.request(method, "/x", data=b"body" if method == "POST" else None, headers={
+            "Host": "wiki.corp", **FORWARDING_FAMILY, "X-Forwarded-For": "10.1.2.3",
+        })
+
+        assert (200, 1.0) == (resp.status, _lane_served(metrics, method))
+        assert ["10.1.2.3, 127.0.0.1"] == recorder.header(0, "X-Forwarded-For")
+        assert (["/admin"], ["8443"], ["on"]) == (
+            recorder.header(0, "X-Forwarded-Prefix"), recorder.header(0, "X-Forwarded-Port"), recorder.header(0, "Front-End-Https"),
+        )
+        names = {k for k, _ in recorder.seen[0].headers}
+        assert set() == names & {"X_Forwarded_For", "X.Forwarded.Host", "X-Original-URL", "X.Original.URL", "X-Original-URI",
+                                 "X-Rewrite-URL", "X-Override-URL", "X-Real-IP", "X_Real_Ip", "X-HTTP-Method-Override",
+                                 "X_HTTP_Method_Override", "X-HTTP-Method", "X-Method-Override"}
+
+
 class TestBodies:
     async def test_post_body_streams_both_ways(self, make_gateway: MakeGateway, upstream_url: str, recorder: Recorder) -> None:
         """A chunked upload is streamed to the upstream and its echo streamed back."""

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.errors import BadRequestTarget
 from gateway.routing import RouteTable
 from gateway.settings import RouteSettings
 
@@ -88,12 +89,44 @@ class TestPaths:
         assert "root" == _id(table, "h", "/billing")
 
     def test_case_sensitive_by_default(self) -> None:
-        """Prefixes match case-sensitively unless the route says otherwise."""
+        """Prefixes match case-sensitively unless the route says otherwise; another case of a longer prefix is refused."""
         table = _table({"id": "root"}, {"id": "cs", "path_prefix": "/Admin"}, {"id": "ci", "path_prefix": "/wiki", "case_insensitive_path": True})
 
-        assert "root" == _id(table, "h", "/admin")
         assert "cs" == _id(table, "h", "/Admin/x")
         assert "ci" == _id(table, "h", "/WIKI/Page")
+        assert "root" == _id(table, "h", "/Other/Page")
+        with pytest.raises(BadRequestTarget):
+            table.match("h", "/admin")
+
+
+class TestCaseSpellings:
+    @pytest.mark.parametrize("insensitive", [False, True])
+    def test_other_case_of_a_longer_prefix_never_goes_to_a_shorter_route(self, insensitive: bool) -> None:
+        """`/SECURE/x` goes to `/secure` (case-insensitive route) or is refused, never to `/`, whatever `case_insensitive_path` says."""
+        table = _table({"id": "root"}, {"id": "secure", "path_prefix": "/secure", "case_insensitive_path": insensitive})
+
+        if insensitive:
+            assert "secure" == _id(table, "h", "/SECURE/x")
+        else:
+            with pytest.raises(BadRequestTarget, match="only when letter case is ignored"):
+                table.match("h", "/SECURE/x")
+        assert "secure" == _id(table, "h", "/secure/x")
+
+    def test_other_case_is_refused_across_host_precedence(self) -> None:
+        """A host's own prefix matched only ignoring case is refused rather than falling through to an any-host route."""
+        table = _table({"id": "any"}, {"id": "wiki-admin", "host": "wiki.corp", "path_prefix": "/admin"})
+
+        with pytest.raises(BadRequestTarget):
+            table.match("wiki.corp", "/Admin/x")
+        assert "any" == _id(table, "git.corp", "/Admin/x")
+
+    def test_prefixes_differing_only_in_case_each_keep_their_spelling(self) -> None:
+        """Two routes whose prefixes differ only in case each get their own spelling; a third spelling is refused."""
+        table = _table({"id": "root"}, {"id": "upper", "path_prefix": "/Docs"}, {"id": "lower", "path_prefix": "/docs"})
+
+        assert ("upper", "lower") == (_id(table, "h", "/Docs/x"), _id(table, "h", "/docs/x"))
+        with pytest.raises(BadRequestTarget):
+            table.match("h", "/DOCS/x")
 
     def test_route_resolves_body_limit_default(self) -> None:
         """A route without max_body_bytes gets the server default."""

@@ -181,3 +181,48 @@ class TestOnTheWire:
 
         assert 404 == status
         assert [] == recorder.seen
+
+
+_WINDOWS_SPELLINGS = ["/secure./x", "/secure%20/x", "/secure.%20./x", "/secure::$DATA/x", "/secure::%24DATA", "/secure::$INDEX_ALLOCATION/x",
+                      "/secure/file.aspx::$DATA", "/SECURE~1/x", "/secure/x~1", "/SECURE/x", "/Secure/x"]
+
+
+class TestSpellingsBackendsNormalise:
+    @pytest.mark.parametrize("raw", ["/secure.", "/a./b", "/a%20", "/a%20/b", "/a::$DATA", "/a:%24DATA", "/a%3A%3A%24DATA",
+                                     "/a:stream:$DATA", "/SECURE~1", "/secure~12/x", "/PROGRA~1.TXT", "/a/~1"])
+    def test_windows_spellings_are_refused(self, raw: str) -> None:
+        """A trailing dot or space, an NTFS stream or an 8.3 short name in a segment is refused with 400."""
+        with pytest.raises(BadRequestTarget) as caught:
+            canonicalise(raw, ["svc"])
+
+        assert 400 == caught.value.status
+
+    @pytest.mark.parametrize("raw", ["/~user/x", "/v1/items:batchGet", "/static/vendors~main~1a2b.js", "/a/app.min.js", "/a..b/c", "/a/b$c"])
+    def test_look_alike_plain_paths_are_accepted(self, raw: str) -> None:
+        """Tildes, colons and dots that no backend reads as another name still pass."""
+        assert raw == canonicalise(raw, ["svc"]).path
+
+    @pytest.mark.parametrize("method", ["GET", "POST"], ids=["fast-lane", "full-path"])
+    @pytest.mark.parametrize("raw", _WINDOWS_SPELLINGS)
+    async def test_a_spelling_of_a_sensitive_route_never_reaches_the_low_route(
+        self, raw: str, method: str, make_gateway: MakeGateway, upstream_url: str, recorder: Recorder,
+    ) -> None:
+        """A path that IIS/.NET or a case-insensitive upstream reads as `/secure/...` is 400 on both paths, never sent to `/`."""
+        gw = await make_gateway([
+            {"id": "root", "upstream": upstream_url, "tier": "low"},
+            {"id": "secure", "upstream": upstream_url, "tier": "high", "path_prefix": "/secure"},
+        ])
+        body = b"Content-Length: 2\r\n\r\nhi" if method == "POST" else b"\r\n"
+
+        status, _, answer = await raw_exchange(gw.port, f"{method} {raw} HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n".encode() + body)
+
+        assert (400, []) == (status, recorder.seen), answer
+
+    @pytest.mark.parametrize("raw", ["/.GATEHOUSE/", "/.Gatehouse/x", "/.gateHouse", "/.Well-Known/Gatehouse/jwks.json"])
+    async def test_reserved_prefix_in_another_case_is_never_proxied(self, raw: str, make_gateway: MakeGateway, upstream_url: str, recorder: Recorder) -> None:
+        """The reserved `/.gatehouse/` prefix belongs to Gatehouse in any letter case: 404, the upstream untouched."""
+        gw = await make_gateway([{"id": "root", "upstream": upstream_url, "tier": "low"}])
+
+        status, _, _ = await raw_exchange(gw.port, f"GET {raw} HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n".encode())
+
+        assert (404, []) == (status, recorder.seen)
