@@ -14,7 +14,9 @@ and ``StreamWriter`` (header serialisation and validation, chunked request bodie
 private call is the connector's ``_get`` (a pooled connection for a ConnectionKey without building a
 ClientRequest); ``tests/gateway/test_upstream.py`` pins the key to the one aiohttp computes.
 
-Semantics kept from ClientSession: a connection whose response was not read to its end is closed,
+Semantics kept from ClientSession: a response without a length (neither ``Content-Length`` nor
+chunked) has a body that ends when the upstream closes the connection (RFC 9112 §6.3), as the fast
+lane reads it too; a connection whose response was not read to its end is closed,
 never reused; 1xx interim responses are skipped; a request without a body on a reused connection
 that the upstream had closed meanwhile is retried once on a new connection when its method is
 idempotent, as RFC 9112 §9.3.1 allows and aiohttp does; errors are aiohttp's (ClientConnectorError,
@@ -192,7 +194,7 @@ async def _exchange(
         # so a small response costs one timer instead of two. With a body the protocol times
         # the wait from the end of the upload, as ClientSession does.
         protocol.set_response_params(
-            skip_payload=method in _EMPTY_BODY_METHODS, auto_decompress=False,
+            skip_payload=method in _EMPTY_BODY_METHODS, read_until_eof=True, auto_decompress=False,
             read_timeout=read_timeout if body is not None else None, read_bufsize=_READ_BUFSIZE,
         )
         writer = StreamWriter(protocol, loop)
