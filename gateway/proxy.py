@@ -1,7 +1,8 @@
 """Forwarding one admitted request to its upstream, streaming both ways; WebSockets too.
 
 Owns: header rules (hop-by-hop, X-Forwarded-*/Forwarded, identity-header stripping and injection),
-forward(), forward_websocket(), the mapping of client errors to UpstreamError.
+forward(), forward_websocket(), upstream_error (the one text per upstream failure, for both lanes) and
+the mapping of client errors to it.
 Must not import: app, handlers (receives the pooled session, route, target and headers to inject).
 
 Headers sent upstream:
@@ -47,6 +48,7 @@ from gateway.metrics import Metrics
 from gateway.routing import Route
 from gateway.target import Target
 from gateway.upstream import send
+from gateway.upstream_limits import HeadTooLarge
 
 CHUNK_SIZE = 64 * 1024
 HOP_BY_HOP = frozenset({
@@ -258,12 +260,28 @@ class _WholeBodyResponse(web.StreamResponse):
     _send_headers_immediately = False
 
 
+def upstream_error(kind: str, route: Route, refused: HeadTooLarge | None = None) -> UpstreamError:
+    """The error (502, or 504 for ``timeout``) for an upstream failure of ``kind`` (connect, timeout, protocol), on either lane.
+
+    ``refused``: the response head passed one of ``gateway.upstream_limits`` (a ``protocol`` failure);
+    logged as ``upstream.refused`` with the limit's text, since only the operator can act on it.
+    """
+    if kind == "timeout":
+        return UpstreamError("timeout", f"route `{route.id}`: the upstream did not answer in time", status=504)
+    if kind == "connect":
+        return UpstreamError("connect", f"route `{route.id}`: cannot connect to the upstream", status=502)
+    if refused is not None:
+        _log.warning("upstream.refused", route=route.id, limit=refused.limit, detail=str(refused))
+        return UpstreamError("protocol", f"route `{route.id}`: {refused}", status=502)
+    return UpstreamError("protocol", f"route `{route.id}`: the upstream broke off the exchange", status=502)
+
+
 def _classify(exc: BaseException, route: Route) -> UpstreamError:
     if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
-        return UpstreamError("timeout", f"route `{route.id}`: the upstream did not answer in time", status=504)
+        return upstream_error("timeout", route)
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return UpstreamError("connect", f"route `{route.id}`: cannot connect to the upstream", status=502)
-    return UpstreamError("protocol", f"route `{route.id}`: the upstream broke off the exchange", status=502)
+        return upstream_error("connect", route)
+    return upstream_error("protocol", route, exc if isinstance(exc, HeadTooLarge) else None)
 
 
 async def forward(
@@ -308,7 +326,7 @@ async def forward(
         )
     except BodyTooLarge:
         raise
-    except (aiohttp.ClientError, HttpProcessingError, asyncio.TimeoutError, OSError) as exc:
+    except (aiohttp.ClientError, HttpProcessingError, HeadTooLarge, asyncio.TimeoutError, OSError) as exc:
         if over_limit:
             raise BodyTooLarge(f"route `{route.id}` accepts at most {limit} bytes") from None
         error = _classify(exc, route)

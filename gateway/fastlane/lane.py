@@ -21,10 +21,12 @@ deny pages, bodies, WebSockets). A handover happens only between requests, so no
 both. ``gatehouse_lane_requests_total{lane}`` counts requests served here and handovers.
 
 Timeouts use sweeps, not a timer per request: every LANE_SWEEP_S the exchanges in flight are
-checked against their connect and read deadlines (a read deadline moves with every upstream read,
-as aiohttp's ``sock_read`` does), and about once a second (or each ``header_read_timeout_s`` when
-shorter) idle connections are checked against the keep-alive timeout and unfinished heads against
-the head timeout.
+checked against their connect and read deadlines. The read timeout means what it means on the full
+path (aiohttp's ``sock_read``): time without upstream progress while Gatehouse is able to read. The
+deadline moves with every upstream read, and it does not run while reading from the upstream is
+paused because the client reads slowly (back-pressure); it starts afresh when reading resumes.
+About once a second (or each ``header_read_timeout_s`` when shorter) idle connections are checked
+against the keep-alive timeout and unfinished heads against the head timeout.
 
 Framing towards the client: the upstream's ``Content-Length`` is kept; a response that arrived
 whole with its head and has no length gets one; otherwise the body is sent chunked. A response whose
@@ -47,14 +49,15 @@ import structlog
 from aiohttp.tcp_helpers import tcp_keepalive
 from multidict import CIMultiDict
 
-from gateway.errors import GatewayError, UpstreamError
+from gateway.errors import GatewayError
 from gateway.fastlane.head import HeadParser, Peer, RequestHead
 from gateway.fastlane.pool import UpstreamConnection, UpstreamPool, upstream_address
 from gateway.handlers import Admission, is_reserved
 from gateway.keys import CONFIG, GATE, METRICS
 from gateway.middleware import SERVER_NAME, choose_request_id, info_enabled
 from gateway.pages import gateway_error_response
-from gateway.proxy import HOP_BY_HOP, upstream_header_lines
+from gateway.proxy import HOP_BY_HOP, upstream_error, upstream_header_lines
+from gateway.upstream_limits import HeadTooLarge
 from gateway.routing import Route
 from gateway.settings import ServerSettings
 from gateway.target import canonicalise
@@ -279,6 +282,8 @@ class LaneConnection(asyncio.Protocol):
         self.write_paused = False
         if self.upstream is not None and self.upstream.transport is not None:
             self.upstream.transport.resume_reading()
+            if self.route is not None:
+                self.deadline = self.lane.loop.time() + self.route.read_timeout_s  # the pause was ours, not the upstream's
 
     # --- requests --------------------------------------------------------------------------------
     def _next(self, buffer: bytes, *, prepared: bool = False) -> None:
@@ -512,13 +517,15 @@ class LaneConnection(asyncio.Protocol):
             self.retried = True  # the idle connection had been closed by the upstream: once more, on a new one
             self._connect()
             return
-        self._fail("protocol")
+        self._fail("protocol", conn.refused)
 
     # --- endings ---------------------------------------------------------------------------------
     def check_deadline(self, now: float) -> None:
         """Called by the lane's sweep for a request in flight: time out connect or read."""
         if self.route is None or now < self.deadline:
             return
+        if self.write_paused and self.upstream is not None:
+            return  # not reading from the upstream: the client is slow, the upstream is not late
         if self.connecting is not None:
             task, self.connecting = self.connecting, None
             task.cancel()
@@ -560,7 +567,7 @@ class LaneConnection(asyncio.Protocol):
             conn, self.upstream = self.upstream, None
             conn.close()
 
-    def _fail(self, kind: str) -> None:
+    def _fail(self, kind: str, refused: HeadTooLarge | None = None) -> None:
         """The upstream failed (``connect``, ``timeout`` or ``protocol``): an error page, or a cut response."""
         route = self.route
         transport = self.transport
@@ -573,12 +580,7 @@ class LaneConnection(asyncio.Protocol):
             transport.abort()  # the client sees a truncated response, never a clean end
             self._complete(self.upstream_status or 502)
             return
-        if kind == "timeout":
-            error = UpstreamError("timeout", f"route `{route.id}`: the upstream did not answer in time", status=504)
-        elif kind == "connect":
-            error = UpstreamError("connect", f"route `{route.id}`: cannot connect to the upstream", status=502)
-        else:
-            error = UpstreamError("protocol", f"route `{route.id}`: the upstream broke off the exchange", status=502)
+        error = upstream_error(kind, route, refused)
         assert self.head is not None
         page = gateway_error_response(self.head.headers.get("Accept", ""), error, request_id=self.request_id)
         body = page.body if isinstance(page.body, bytes) else b""

@@ -81,3 +81,116 @@ class TestBodyEndedByClose:
 
         assert (200, len(BODY)) == (status, len(body))
         assert 1.0 == lane_count(metrics, "fast")
+
+
+LANES = pytest.mark.parametrize("lane", ["fast", "full"])
+"""``fast``: a GET the fast lane serves; ``full``: a POST, which aiohttp serves."""
+
+
+def ask(lane: str, path: str, *extra: str) -> bytes:
+    return get(path, *extra) if lane == "fast" else post(path, *extra)
+
+
+def answer_with(head_lines: bytes) -> Callable[[bytes, int], bytes]:
+    return lambda head, _: b"HTTP/1.1 200 OK\r\n" + head_lines + b"Content-Length: 2\r\n\r\nok"
+
+
+class TestResponseHeadLimits:
+    @LANES
+    @pytest.mark.parametrize(
+        "lines",
+        [
+            b"X-Big: " + b"b" * 9000 + b"\r\n",
+            b"".join(b"X-H%03d: v\r\n" % i for i in range(130)),
+            b"X-Big: " + b"b" * (16 * 1024 - 7) + b"\r\n",
+            b"".join(b"X-H%03d: v\r\n" % i for i in range(255)),
+            b"X-Big: " + b"b" * 16000 + b"\r\n" + b"X-Big: " + b"b" * 16000 + b"\r\n" + b"X-Big: " + b"b" * 16000 + b"\r\n",
+        ],
+        ids=["one-9000-byte-header", "130-headers", "a-16-KiB-line", "256-headers", "a-48-KiB-head"],
+    )
+    async def test_heads_within_the_limits_pass_on_both_lanes(
+        self, make_gateway: MakeGateway, raw_upstream: Callable[..., Any], metrics: Metrics, lane: str, lines: bytes,
+    ) -> None:
+        """A response head within every limit is forwarded, whichever lane serves the request."""
+        _, url = await raw_upstream(answer_with(lines))
+        gw = await make_gateway([_route(url)])
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+
+        writer.write(ask(lane, "/x"))
+        status, _, body = await read_response(reader)
+        writer.close()
+
+        assert (200, b"ok") == (status, body)
+        assert 1.0 == lane_count(metrics, "fast" if lane == "fast" else "handed-over")
+
+    @LANES
+    @pytest.mark.parametrize(
+        ("lines", "limit", "text"),
+        [
+            (b"X-Big: " + b"b" * (16 * 1024 - 6) + b"\r\n", "line", "has a line longer than 16384 bytes"),
+            (b"".join(b"X-H%03d: v\r\n" % i for i in range(257)), "headers", "has more than 256 header lines"),
+            ((b"X-Big: " + b"b" * 16000 + b"\r\n") * 5, "head", "is longer than 65536 bytes"),
+        ],
+        ids=["line", "headers", "head"],
+    )
+    async def test_heads_over_a_limit_are_502_on_both_lanes(
+        self, json_logs: Callable[[], list[dict[str, Any]]], make_gateway: MakeGateway, raw_upstream: Callable[..., Any],
+        metrics: Metrics, lane: str, lines: bytes, limit: str, text: str,
+    ) -> None:
+        """A response head over a limit is a 502 on either lane, counted as a protocol error and logged with the limit's text."""
+        _, url = await raw_upstream(answer_with(lines))
+        gw = await make_gateway([_route(url)])
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+
+        writer.write(ask(lane, "/x", "Accept: application/json"))
+        status, _, body = await read_response(reader)
+        writer.close()
+
+        assert (502, b'"upstream-protocol"') == (status, b'"upstream-protocol"' if b'"upstream-protocol"' in body else body)
+        assert 1.0 == metrics.registry.get_sample_value("gatehouse_upstream_errors_total", {"route": "app", "kind": "protocol"})
+        refused = [line for line in json_logs() if line["event"] == "upstream.refused"]
+        assert [(limit, f"the upstream's response head {text}")] == [(line["limit"], line["detail"]) for line in refused]
+
+
+class TestReadTimeoutUnderBackPressure:
+    @LANES
+    async def test_a_slow_client_is_served_in_full(self, make_gateway: MakeGateway, lane: str, metrics: Metrics) -> None:
+        """The read timeout never fires while the upstream waits for a client that reads slowly: the whole body arrives."""
+        total, piece = 32 * 1024 * 1024, 64 * 1024
+        sent = 0
+
+        async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal sent
+            try:
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % total)
+                block = b"s" * piece
+                while sent < total:
+                    writer.write(block)
+                    await writer.drain()
+                    sent += piece
+            except ConnectionError:
+                pass
+            finally:
+                writer.close()
+
+        upstream = await asyncio.start_server(respond, "127.0.0.1", 0)
+        gw = await make_gateway([_route(f"http://127.0.0.1:{upstream.sockets[0].getsockname()[1]}", read_timeout_s=0.1)])
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)  # before connecting: a small window, back-pressure soon
+        client.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(client, ("127.0.0.1", gw.port))
+        reader, writer = await asyncio.open_connection(sock=client, limit=piece)
+        try:
+            writer.write(ask(lane, "/download", "Connection: close"))
+            await asyncio.sleep(0.5)  # five read timeouts without reading: a real wait, as the timeouts run on the loop's clock
+            sent_while_paused = sent
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)  # then a large window, to read quickly
+            status, _, body = await read_response(reader)
+        finally:
+            writer.close()
+            upstream.close()
+
+        assert sent_while_paused < total  # the upstream was held back by the slow client
+        assert (200, total) == (status, len(body))
+        assert None is metrics.registry.get_sample_value("gatehouse_upstream_errors_total", {"route": "app", "kind": "timeout"})
