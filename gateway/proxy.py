@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import aiohttp
@@ -44,7 +44,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from gateway.errors import BodyTooLarge, UpstreamError
-from gateway.metrics import Metrics
+from gateway.metrics import Metrics, RequestTimer
 from gateway.routing import Route
 from gateway.target import Target
 from gateway.upstream import send
@@ -66,8 +66,10 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 @dataclass(slots=True)
 class Exchange:
-    """What one request did: its route and tier once known, bytes moved, the upstream's status."""
+    """What one request did: its route and tier once known, bytes moved, the upstream's status, its timing points."""
 
+    timer: RequestTimer = field(default_factory=RequestTimer)
+    """Started when the request reaches the middleware (its head has been read)."""
     route: str | None = None
     tier: str | None = None
     upstream_status: int | None = None
@@ -317,8 +319,7 @@ async def forward(
             yield chunk
 
     data = body() if request.body_exists else None
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+    counts.timer.upstream_begins()
     try:
         upstream = await send(
             session, request.method, route.upstream, target.forward_target, headers, data,
@@ -333,7 +334,7 @@ async def forward(
         metrics.upstream_errors.labels(route=route.id, kind=error.kind).inc()
         raise error from None
     try:
-        metrics.child(metrics.upstream_duration, route.id).observe(loop.time() - started)
+        metrics.child(metrics.upstream_duration, route.id).observe(counts.timer.upstream_took())
         counts.upstream_status = upstream.status
         if over_limit:
             raise BodyTooLarge(f"route `{route.id}` accepts at most {limit} bytes")

@@ -16,7 +16,10 @@ import pytest
 
 from gateway.metrics import Metrics
 from tests.gateway.conftest import MakeGateway
-from tests.gateway.test_fastlane import get, lane_count, raw_upstream, read_response  # noqa: F401  (raw_upstream is a fixture)
+from tests.gateway.fullstack import mac_item
+from tests.gateway.test_fastlane import (  # noqa: F401  (gatehouse and raw_upstream are fixtures)
+    FullStack, fresh_session, gatehouse, get, ingest, lane_count, raw_upstream, read_response,
+)
 
 CLOSE_DELIMITED = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n"
 BODY = b"z" * 100_000
@@ -194,3 +197,36 @@ class TestReadTimeoutUnderBackPressure:
         assert sent_while_paused < total  # the upstream was held back by the slow client
         assert (200, total) == (status, len(body))
         assert None is metrics.registry.get_sample_value("gatehouse_upstream_errors_total", {"route": "app", "kind": "timeout"})
+
+
+class TestRequestRecord:
+    async def test_monitored_requests_log_the_same_fields_with_their_reason_on_both_lanes(
+        self, json_logs: Callable[[], list[dict[str, Any]]], gatehouse: FullStack,
+    ) -> None:
+        """A monitor-mode route lets a failing device through; both lanes' request.completed lines carry the same fields and the would-deny reason."""
+        base, keys, clock, registry, _ = gatehouse
+        await ingest(base, mac_item("C02SHADOW01", at=clock(), sip_enabled=False))
+        auth = {"Authorization": f"Bearer {keys.token('alice@example.com', device='C02SHADOW01', now=clock())}"}
+
+        async with fresh_session() as session:
+            async with session.get(f"{base}/shadow/x", headers=auth) as fast:
+                await fast.read()
+            async with session.post(f"{base}/shadow/x", headers=auth) as full:
+                await full.read()
+
+        lines = {line["request_id"]: line for line in json_logs() if line["event"] == "request.completed"}
+        fast_line, full_line = lines[fast.headers["X-Request-Id"]], lines[full.headers["X-Request-Id"]]
+        assert (200, 200) == (fast.status, full.status)
+        assert (1.0, 2.0) == (lane_count(registry, "fast"), lane_count(registry, "handed-over"))  # the ingest POST, then this POST
+        assert sorted(fast_line) == sorted(full_line)
+        assert ("would-deny", "checks-failed") == (fast_line["decision"], fast_line["reason"])
+        assert ("would-deny", "checks-failed") == (full_line["decision"], full_line["reason"])
+
+    def test_the_duration_metrics_say_where_they_start_and_end(self, metrics: Metrics) -> None:
+        """The help of both duration histograms names their start and end points, the same on both lanes."""
+        helps = {m.name: m.documentation for m in metrics.registry.collect()}
+
+        assert "head has been read" in helps["gatehouse_request_duration_seconds"]
+        assert "last byte" in helps["gatehouse_request_duration_seconds"]
+        assert "starts getting a connection" in helps["gatehouse_upstream_duration_seconds"]
+        assert "response head has been read" in helps["gatehouse_upstream_duration_seconds"]
