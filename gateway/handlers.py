@@ -64,15 +64,16 @@ class Admission:
     user: str | None = None
     device: str | None = None
     decision: str | None = None
-    """Who, which device and what verdict, for the fast lane's ``request.completed`` line (``admit_now`` sets them)."""
+    reason: str | None = None
+    """Who, which device, what verdict and why, for the fast lane's ``request.completed`` line (``admit_now`` sets them)."""
 
     @classmethod
     def allow(
         cls, inject: Mapping[str, str] = _EMPTY, *, strip: Collection[str] = (), drop_cookies: Collection[str] = (),
-        user: str | None = None, device: str | None = None, decision: str | None = None,
+        user: str | None = None, device: str | None = None, decision: str | None = None, reason: str | None = None,
     ) -> Admission:
         """Admit the request, injecting ``inject`` upstream."""
-        return cls(inject=inject, strip=strip, drop_cookies=drop_cookies, user=user, device=device, decision=decision)
+        return cls(inject=inject, strip=strip, drop_cookies=drop_cookies, user=user, device=device, decision=decision, reason=reason)
 
     @classmethod
     def refuse(cls, response: web.StreamResponse) -> Admission:
@@ -85,7 +86,7 @@ class Gate(Protocol):
 
     When ``admit`` runs, ``request[TARGET]`` (canonical target), ``request[LIVE]`` (settings and
     routes in force for this request), ``request[ROUTE]`` and ``request[REQUEST_ID]`` are set. Bind
-    ``decision``, ``user`` and ``device`` with ``structlog.contextvars.bind_contextvars`` so they
+    ``decision``, ``user``, ``device`` and ``reason`` with ``structlog.contextvars.bind_contextvars`` so they
     appear in the ``request.completed`` line. Raising GatewayError renders its error page; any other
     exception is a 500 and the request is never proxied.
     """
@@ -98,7 +99,7 @@ class FastGate(Gate, Protocol):
 
     ``admit_now(app, head, route)`` gets the parsed head (``head.headers``, ``head.cookies``,
     ``head.transport``, ``head.method``, ``head.raw_path``, as on an aiohttp request) and returns an
-    allowing Admission (with ``user``, ``device`` and ``decision`` for the log line) only when the
+    allowing Admission (with ``user``, ``device``, ``decision`` and ``reason`` for the log line) only when the
     request may be proxied as is. It returns None, before any side effect (no metric, no log, no
     audit entry), for everything else: no verified identity at hand without I/O, a denial, a grant
     whose use must be recorded. The request is then handed to aiohttp and ``admit`` decides it again.

@@ -1,6 +1,7 @@
 """Every Prometheus metric Gatehouse exports, created against an injected registry.
 
-Owns: Metrics (one instance per app), the bucket choices.
+Owns: Metrics (one instance per app), the bucket choices, RequestTimer (the timing points of a request,
+the same on both lanes).
 Must not import: aiohttp, app, handlers.
 
 Label values come from closed sets only: route ids, tiers, reason codes, check names, sources,
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import defaultdict
+from time import perf_counter
 from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -47,11 +49,16 @@ class Metrics:
             ["route", "code_class"], registry=registry,
         )
         self.request_duration = Histogram(
-            "gatehouse_request_duration_seconds", "Time from request head to response end.",
+            "gatehouse_request_duration_seconds",
+            "Seconds from the moment a request's head has been read to the end of its response: its last byte handed to the "
+            "client connection (a page of Gatehouse's own: the page ready to send), or the request ending without one. "
+            "The same points on both lanes.",
             ["route"], buckets=_LATENCY_BUCKETS, registry=registry,
         )
         self.upstream_duration = Histogram(
-            "gatehouse_upstream_duration_seconds", "Time until the upstream's response head.",
+            "gatehouse_upstream_duration_seconds",
+            "Seconds from the moment Gatehouse starts getting a connection to the upstream for a request (a pooled one, "
+            "or connecting) to the moment the upstream's final response head has been read. The same points on both lanes.",
             ["route"], buckets=_LATENCY_BUCKETS, registry=registry,
         )
         self.in_flight = Gauge(
@@ -147,6 +154,36 @@ class Metrics:
         if child is None:
             child = self._children[key] = metric.labels(*values)
         return child  # type: ignore[return-value]
+
+
+class RequestTimer:
+    """The timing points of one request, read the same way on both lanes (the duration histograms' help names them).
+
+    Made when the request's head has been read; ``upstream_begins`` when Gatehouse starts getting a
+    connection to the upstream; ``upstream_took`` when the upstream's final response head has been
+    read; ``stop`` when the response is done (the first call fixes the request's duration).
+    """
+
+    __slots__ = ("started", "_upstream", "_took")
+
+    def __init__(self) -> None:
+        self.started = perf_counter()
+        self._upstream = self.started
+        self._took: float | None = None
+
+    def upstream_begins(self) -> None:
+        """Gatehouse starts getting a connection to the upstream (a pooled one, or connecting)."""
+        self._upstream = perf_counter()
+
+    def upstream_took(self) -> float:
+        """Seconds since ``upstream_begins``: call it when the upstream's final response head has been read."""
+        return perf_counter() - self._upstream
+
+    def stop(self) -> float:
+        """Seconds since the head was read, fixed at the first call: call it when the response is done."""
+        if self._took is None:
+            self._took = perf_counter() - self.started
+        return self._took
 
 
 class Tally:

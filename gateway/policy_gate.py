@@ -251,7 +251,7 @@ class PolicyGate:
         return Admission.allow(
             self._upstream_headers(resolver, identity, device, route, outcome, now), strip=resolver.strip_names,
             drop_cookies=resolver.drop_cookies, user=identity.email, device=device.serial if device else None,
-            decision=outcome.verdict.value,
+            decision=outcome.verdict.value, reason=outcome.reason,
         )
 
     async def prepare(self, app: web.Application, head: RequestHead) -> bool:

@@ -1,7 +1,8 @@
 """Forwarding one admitted request to its upstream, streaming both ways; WebSockets too.
 
 Owns: header rules (hop-by-hop, X-Forwarded-*/Forwarded, identity-header stripping and injection),
-forward(), forward_websocket(), the mapping of client errors to UpstreamError.
+forward(), forward_websocket(), upstream_error (the one text per upstream failure, for both lanes) and
+the mapping of client errors to it.
 Must not import: app, handlers (receives the pooled session, route, target and headers to inject).
 
 Headers sent upstream (every incoming name is compared *folded*: lower-cased, with ``_`` and ``.``
@@ -40,7 +41,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import aiohttp
@@ -51,10 +52,11 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from gateway.errors import BodyTooLarge, UpstreamError
-from gateway.metrics import Metrics
+from gateway.metrics import Metrics, RequestTimer
 from gateway.routing import Route
 from gateway.target import Target
 from gateway.upstream import send
+from gateway.upstream_limits import HeadTooLarge
 
 CHUNK_SIZE = 64 * 1024
 HOP_BY_HOP = frozenset({
@@ -82,8 +84,10 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 @dataclass(slots=True)
 class Exchange:
-    """What one request did: its route and tier once known, bytes moved, the upstream's status."""
+    """What one request did: its route and tier once known, bytes moved, the upstream's status, its timing points."""
 
+    timer: RequestTimer = field(default_factory=RequestTimer)
+    """Started when the request reaches the middleware (its head has been read)."""
     route: str | None = None
     tier: str | None = None
     upstream_status: int | None = None
@@ -298,12 +302,28 @@ class _WholeBodyResponse(web.StreamResponse):
     _send_headers_immediately = False
 
 
+def upstream_error(kind: str, route: Route, refused: HeadTooLarge | None = None) -> UpstreamError:
+    """The error (502, or 504 for ``timeout``) for an upstream failure of ``kind`` (connect, timeout, protocol), on either lane.
+
+    ``refused``: the response head passed one of ``gateway.upstream_limits`` (a ``protocol`` failure);
+    logged as ``upstream.refused`` with the limit's text, since only the operator can act on it.
+    """
+    if kind == "timeout":
+        return UpstreamError("timeout", f"route `{route.id}`: the upstream did not answer in time", status=504)
+    if kind == "connect":
+        return UpstreamError("connect", f"route `{route.id}`: cannot connect to the upstream", status=502)
+    if refused is not None:
+        _log.warning("upstream.refused", route=route.id, limit=refused.limit, detail=str(refused))
+        return UpstreamError("protocol", f"route `{route.id}`: {refused}", status=502)
+    return UpstreamError("protocol", f"route `{route.id}`: the upstream broke off the exchange", status=502)
+
+
 def _classify(exc: BaseException, route: Route) -> UpstreamError:
     if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
-        return UpstreamError("timeout", f"route `{route.id}`: the upstream did not answer in time", status=504)
+        return upstream_error("timeout", route)
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return UpstreamError("connect", f"route `{route.id}`: cannot connect to the upstream", status=502)
-    return UpstreamError("protocol", f"route `{route.id}`: the upstream broke off the exchange", status=502)
+        return upstream_error("connect", route)
+    return upstream_error("protocol", route, exc if isinstance(exc, HeadTooLarge) else None)
 
 
 async def forward(
@@ -339,8 +359,7 @@ async def forward(
             yield chunk
 
     data = body() if request.body_exists else None
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+    counts.timer.upstream_begins()
     try:
         upstream = await send(
             session, request.method, route.upstream, target.forward_target, headers, data,
@@ -348,14 +367,14 @@ async def forward(
         )
     except BodyTooLarge:
         raise
-    except (aiohttp.ClientError, HttpProcessingError, asyncio.TimeoutError, OSError) as exc:
+    except (aiohttp.ClientError, HttpProcessingError, HeadTooLarge, asyncio.TimeoutError, OSError) as exc:
         if over_limit:
             raise BodyTooLarge(f"route `{route.id}` accepts at most {limit} bytes") from None
         error = _classify(exc, route)
         metrics.upstream_errors.labels(route=route.id, kind=error.kind).inc()
         raise error from None
     try:
-        metrics.child(metrics.upstream_duration, route.id).observe(loop.time() - started)
+        metrics.child(metrics.upstream_duration, route.id).observe(counts.timer.upstream_took())
         counts.upstream_status = upstream.status
         if over_limit:
             raise BodyTooLarge(f"route `{route.id}` accepts at most {limit} bytes")

@@ -10,16 +10,20 @@ ClientRequest and a ClientResponse with their header copies. This sends the same
 same pooled connections with aiohttp's own pieces only: the session's TCPConnector (the pool, its
 keep-alive expiry and closing at shutdown), its ``ResponseHandler`` protocol and
 ``HttpResponseParser`` (the C parser, body streaming and flow control, the ``sock_read`` timer),
-and ``StreamWriter`` (header serialisation and validation, chunked request bodies). The one
-private call is the connector's ``_get`` (a pooled connection for a ConnectionKey without building a
-ClientRequest); ``tests/gateway/test_upstream.py`` pins the key to the one aiohttp computes.
+and ``StreamWriter`` (header serialisation and validation, chunked request bodies). The private
+calls are the connector's ``_get`` (a pooled connection for a ConnectionKey without building a
+ClientRequest; ``tests/gateway/test_upstream.py`` pins the key to the one aiohttp computes) and the
+protocol's ``_parser``, put behind a ``HeadMeter`` so that a response head is held to
+``gateway.upstream_limits`` (the fast lane's limits too) before aiohttp's parser buffers it.
 
-Semantics kept from ClientSession: a connection whose response was not read to its end is closed,
+Semantics kept from ClientSession: a response without a length (neither ``Content-Length`` nor
+chunked) has a body that ends when the upstream closes the connection (RFC 9112 §6.3), as the fast
+lane reads it too; a connection whose response was not read to its end is closed,
 never reused; 1xx interim responses are skipped; a request without a body on a reused connection
 that the upstream had closed meanwhile is retried once on a new connection when its method is
 idempotent, as RFC 9112 §9.3.1 allows and aiohttp does; errors are aiohttp's (ClientConnectorError,
 ConnectionTimeoutError, ServerDisconnectedError, SocketTimeoutError, ClientPayloadError) plus
-HttpProcessingError for a malformed response head.
+HttpProcessingError for a malformed response head, and HeadTooLarge for one over the limits.
 """
 
 from __future__ import annotations
@@ -34,10 +38,13 @@ from aiohttp.client_proto import ResponseHandler
 from aiohttp.client_reqrep import ClientRequest, ConnectionKey
 from aiohttp.connector import Connection
 from aiohttp.helpers import set_exception
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.http_writer import StreamWriter
 from aiohttp.streams import StreamReader
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
+
+from gateway.upstream_limits import MAX_RESPONSE_HEAD_BYTES, MAX_RESPONSE_HEADERS, HeadMeter, HeadTooLarge
 
 _SSL_SCHEMES = frozenset({"https", "wss"})
 _EMPTY_BODY_METHODS = frozenset({"HEAD"})
@@ -152,6 +159,7 @@ async def send(
         aiohttp.ClientError: connecting failed, timed out, or the exchange broke off before the head.
         asyncio.TimeoutError: the upstream did not answer within ``read_timeout``.
         HttpProcessingError: the upstream's response head is malformed.
+        HeadTooLarge: the upstream's response head passed one of ``gateway.upstream_limits``.
     """
     url = URL(upstream + target, encoded=True)
     if body is not None:
@@ -192,9 +200,11 @@ async def _exchange(
         # so a small response costs one timer instead of two. With a body the protocol times
         # the wait from the end of the upload, as ClientSession does.
         protocol.set_response_params(
-            skip_payload=method in _EMPTY_BODY_METHODS, auto_decompress=False,
+            skip_payload=method in _EMPTY_BODY_METHODS, read_until_eof=True, auto_decompress=False,
             read_timeout=read_timeout if body is not None else None, read_bufsize=_READ_BUFSIZE,
-        )
+            max_line_size=MAX_RESPONSE_HEAD_BYTES, max_field_size=MAX_RESPONSE_HEAD_BYTES, max_headers=MAX_RESPONSE_HEADERS,
+        )  # aiohttp's own limits never bind before the meter's
+        metered = protocol._parser = _MeteredParser(protocol._parser)
         writer = StreamWriter(protocol, loop)
         if body is not None and "Transfer-Encoding" in headers:
             writer.enable_chunking()
@@ -206,7 +216,12 @@ async def _exchange(
         while True:
             if body is None and read_timeout:
                 head_timer = loop.call_later(read_timeout, _head_timed_out, protocol)
-            message, payload = await protocol.read()
+            try:
+                message, payload = await protocol.read()
+            except HttpProcessingError:
+                if metered.refused is not None:
+                    raise metered.refused from None
+                raise
             if head_timer is not None:
                 head_timer.cancel()
                 head_timer = None
@@ -223,6 +238,29 @@ async def _exchange(
             writer_task.cancel()
         conn.close()
         raise
+
+
+class _MeteredParser:
+    """aiohttp's response parser behind a HeadMeter: a head over the limits fails before the parser holds it."""
+
+    __slots__ = ("_parser", "_meter", "refused")
+
+    def __init__(self, parser: object) -> None:
+        self._parser = parser
+        self._meter = HeadMeter()
+        self.refused: HeadTooLarge | None = None
+
+    def feed_data(self, data: bytes) -> object:
+        if not self._meter.done:
+            try:
+                self._meter.feed(data)
+            except HeadTooLarge as exc:
+                self.refused = exc
+                raise  # the protocol closes the connection and fails the read with HttpProcessingError
+        return self._parser.feed_data(data)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._parser, name)
 
 
 def _head_timed_out(protocol: ResponseHandler) -> None:

@@ -1,4 +1,4 @@
-"""Fixtures every test may use: a fixed clock, a fresh metrics registry, a throwaway PostgreSQL.
+"""Fixtures every test may use: a fixed clock, a fresh metrics registry, JSON log lines, a throwaway PostgreSQL.
 
 Services the tests drive for real (PostgreSQL here, Chromium and the OpenID provider in their own
 conftests) are started by the fixtures themselves. Outside CI a missing service skips its tests
@@ -7,18 +7,22 @@ with the command that installs it; in CI (``CI`` set) it fails them, so nothing 
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import subprocess
 import uuid
 from datetime import UTC, datetime
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncIterator, Callable, Iterator
 
+import orjson
 import pytest
+import structlog
 from aiohttp import web
 from aiohttp.test_utils import BaseTestServer, TestClient
 from prometheus_client import CollectorRegistry
 
+from gateway.logging import configure_logging
 from gateway.metrics import Metrics
 from tests.pgcluster import Cluster, postgres_bindir, throwaway_cluster
 from tests.serving import serve_for_tests
@@ -79,6 +83,21 @@ def registry() -> CollectorRegistry:
 def metrics(registry: CollectorRegistry) -> Metrics:
     """Gateway metrics on the test's own registry."""
     return Metrics(registry)
+
+
+@pytest.fixture
+def json_logs() -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """The log lines as ``gatehouse serve`` writes them (``configure_logging``'s JSON, every processor), parsed.
+
+    Unlike ``structlog.testing.capture_logs`` it keeps the production processor chain (contextvars,
+    level, timestamp, rendering). Ask for it before the fixtures that start a gateway: the lane reads
+    the log level once, at start. The previous configuration is restored afterwards.
+    """
+    saved = structlog.get_config()
+    out = io.BytesIO()
+    configure_logging("info", "json", stream=out)  # type: ignore[arg-type]
+    yield lambda: [orjson.loads(line) for line in out.getvalue().splitlines() if line]
+    structlog.configure(**saved)
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,8 @@ canonical target (``target.canonicalise``) outside the reserved prefixes, a rout
 admits it at once (``Gate.admit_now``: a cached verified token or a session, a device, a policy
 decision that lets the request through). Then the request goes upstream on a pooled keep-alive
 connection and the answer streams back, with the same header rules (``proxy.upstream_header_lines``,
-hop-by-hop removal both ways), request id, metrics and ``request.completed`` line as the full path.
+hop-by-hop removal both ways), request id, metrics (timed at ``metrics.RequestTimer``'s points) and
+``request.completed`` line (the same fields, ``reason`` included) as the full path.
 
 Anything else (another method, a body, an upgrade, a malformed or oversized head, a reserved path,
 no route, no cached identity, a denial, break-glass, a gate without ``admit_now``) is handed over:
@@ -21,10 +22,12 @@ deny pages, bodies, WebSockets). A handover happens only between requests, so no
 both. ``gatehouse_lane_requests_total{lane}`` counts requests served here and handovers.
 
 Timeouts use sweeps, not a timer per request: every LANE_SWEEP_S the exchanges in flight are
-checked against their connect and read deadlines (a read deadline moves with every upstream read,
-as aiohttp's ``sock_read`` does), and about once a second (or each ``header_read_timeout_s`` when
-shorter) idle connections are checked against the keep-alive timeout and unfinished heads against
-the head timeout.
+checked against their connect and read deadlines. The read timeout means what it means on the full
+path (aiohttp's ``sock_read``): time without upstream progress while Gatehouse is able to read. The
+deadline moves with every upstream read, and it does not run while reading from the upstream is
+paused because the client reads slowly (back-pressure); it starts afresh when reading resumes.
+About once a second (or each ``header_read_timeout_s`` when shorter) idle connections are checked
+against the keep-alive timeout and unfinished heads against the head timeout.
 
 Framing towards the client: the upstream's ``Content-Length`` is kept; a response that arrived
 whole with its head and has no length gets one; otherwise the body is sent chunked. A response whose
@@ -47,14 +50,16 @@ import structlog
 from aiohttp.tcp_helpers import tcp_keepalive
 from multidict import CIMultiDict
 
-from gateway.errors import GatewayError, UpstreamError
+from gateway.errors import GatewayError
 from gateway.fastlane.head import HeadParser, Peer, RequestHead
 from gateway.fastlane.pool import UpstreamConnection, UpstreamPool, upstream_address
 from gateway.handlers import Admission, is_reserved
 from gateway.keys import CONFIG, GATE, METRICS
+from gateway.metrics import RequestTimer
 from gateway.middleware import SERVER_NAME, choose_request_id, info_enabled
 from gateway.pages import gateway_error_response
-from gateway.proxy import HOP_BY_HOP, upstream_header_lines
+from gateway.proxy import HOP_BY_HOP, upstream_error, upstream_header_lines
+from gateway.upstream_limits import HeadTooLarge
 from gateway.routing import Route
 from gateway.settings import ServerSettings
 from gateway.target import canonicalise
@@ -198,7 +203,7 @@ class LaneConnection(asyncio.Protocol):
     __slots__ = (
         "lane", "transport", "peer", "parser", "buffer", "head_deadline", "idle_deadline", "read_paused", "write_paused",
         "close_after", "_trust_for", "_trusted", "preparing", "route", "upstream", "connecting", "request_bytes", "key",
-        "head", "admission", "request_id", "path", "started", "sent_at", "deadline", "head_sent", "chunked", "retried",
+        "head", "admission", "request_id", "path", "timer", "deadline", "head_sent", "chunked", "retried",
         "bytes_out", "upstream_status",
     )
 
@@ -226,8 +231,8 @@ class LaneConnection(asyncio.Protocol):
         self.admission: Admission | None = None
         self.request_id = ""
         self.path = ""
-        self.started = 0.0
-        self.sent_at = 0.0
+        self.timer: RequestTimer | None = None
+        """The request's timing points, from its head having been read (kept while the gate prepares)."""
         self.deadline = 0.0
         self.head_sent = False
         self.chunked = False
@@ -279,6 +284,8 @@ class LaneConnection(asyncio.Protocol):
         self.write_paused = False
         if self.upstream is not None and self.upstream.transport is not None:
             self.upstream.transport.resume_reading()
+            if self.route is not None:
+                self.deadline = self.lane.loop.time() + self.route.read_timeout_s  # the pause was ours, not the upstream's
 
     # --- requests --------------------------------------------------------------------------------
     def _next(self, buffer: bytes, *, prepared: bool = False) -> None:
@@ -296,6 +303,8 @@ class LaneConnection(asyncio.Protocol):
                 self.head_deadline = self.lane.loop.time() + self.lane.head_timeout_s
             return
         end += 4
+        if not prepared:
+            self.timer = RequestTimer()  # the head has been read
         transport = self.transport
         lane = self.lane
         if end > lane.max_head:
@@ -385,7 +394,6 @@ class LaneConnection(asyncio.Protocol):
         tally.add(lane.served)
         tally.add(lane.metrics.in_flight)
         lane.active.add(self)
-        self.started = time.perf_counter()
         peer = head.peer
         if self._trust_for is not live:
             self._trust_for, self._trusted = live, live.trusts(peer.remote)
@@ -403,6 +411,8 @@ class LaneConnection(asyncio.Protocol):
         lines.insert(0, b"GET " + base + forward_target.encode("utf-8", "surrogateescape") + b" HTTP/1.1\r\n")
         lines.append(b"\r\n")
         self.request_bytes = b"".join(lines)
+        assert self.timer is not None  # INVARIANT: set when the head was read
+        self.timer.upstream_begins()
         conn = lane.pool.take(self.key)
         if conn is not None:
             self._send(conn, reused=True)
@@ -433,9 +443,7 @@ class LaneConnection(asyncio.Protocol):
     def _send(self, conn: UpstreamConnection, *, reused: bool) -> None:
         assert self.route is not None
         self.upstream = conn
-        now = self.lane.loop.time()
-        self.sent_at = now
-        self.deadline = now + self.route.read_timeout_s
+        self.deadline = self.lane.loop.time() + self.route.read_timeout_s
         conn.send(self, self.request_bytes, reused=reused)
         if self.write_paused and conn.transport is not None:
             conn.transport.pause_reading()
@@ -453,7 +461,8 @@ class LaneConnection(asyncio.Protocol):
         if not self.head_sent:
             if not conn.head_ready:
                 return
-            lane.tally.observe(lane.series(route, "2xx")[2], lane.loop.time() - self.sent_at)
+            assert self.timer is not None
+            lane.tally.observe(lane.series(route, "2xx")[2], self.timer.upstream_took())
             self.upstream_status = conn.status
             out.append(self._response_head(conn))
             self.head_sent = True
@@ -512,13 +521,15 @@ class LaneConnection(asyncio.Protocol):
             self.retried = True  # the idle connection had been closed by the upstream: once more, on a new one
             self._connect()
             return
-        self._fail("protocol")
+        self._fail("protocol", conn.refused)
 
     # --- endings ---------------------------------------------------------------------------------
     def check_deadline(self, now: float) -> None:
         """Called by the lane's sweep for a request in flight: time out connect or read."""
         if self.route is None or now < self.deadline:
             return
+        if self.write_paused and self.upstream is not None:
+            return  # not reading from the upstream: the client is slow, the upstream is not late
         if self.connecting is not None:
             task, self.connecting = self.connecting, None
             task.cancel()
@@ -560,7 +571,7 @@ class LaneConnection(asyncio.Protocol):
             conn, self.upstream = self.upstream, None
             conn.close()
 
-    def _fail(self, kind: str) -> None:
+    def _fail(self, kind: str, refused: HeadTooLarge | None = None) -> None:
         """The upstream failed (``connect``, ``timeout`` or ``protocol``): an error page, or a cut response."""
         route = self.route
         transport = self.transport
@@ -573,14 +584,11 @@ class LaneConnection(asyncio.Protocol):
             transport.abort()  # the client sees a truncated response, never a clean end
             self._complete(self.upstream_status or 502)
             return
-        if kind == "timeout":
-            error = UpstreamError("timeout", f"route `{route.id}`: the upstream did not answer in time", status=504)
-        elif kind == "connect":
-            error = UpstreamError("connect", f"route `{route.id}`: cannot connect to the upstream", status=502)
-        else:
-            error = UpstreamError("protocol", f"route `{route.id}`: the upstream broke off the exchange", status=502)
+        error = upstream_error(kind, route, refused)
         assert self.head is not None
         page = gateway_error_response(self.head.headers.get("Accept", ""), error, request_id=self.request_id)
+        assert self.timer is not None
+        self.timer.stop()  # the page is ready to send
         body = page.body if isinstance(page.body, bytes) else b""
         parts = [b"HTTP/1.1 %d %s\r\n" % (error.status, _ERROR_REASONS.get(error.status, b"Error"))]
         headers = CIMultiDict(page.headers)
@@ -606,7 +614,8 @@ class LaneConnection(asyncio.Protocol):
             return
         tally = lane.tally
         tally.add(lane.metrics.in_flight, -1.0)
-        duration = time.perf_counter() - self.started
+        assert self.timer is not None
+        duration = self.timer.stop()
         requests, request_duration, _ = lane.series(route, _CODE_CLASSES.get(status // 100) or f"{status // 100}xx")
         tally.add(requests)
         tally.observe(request_duration, duration)
@@ -616,7 +625,8 @@ class LaneConnection(asyncio.Protocol):
                 "request.completed",
                 request_id=self.request_id, method="GET", path=self.path, route=route.id, tier=route.tier,
                 decision=admission.decision if admission else None, user=admission.user if admission else None,
-                device=admission.device if admission else None, status=status, upstream_status=self.upstream_status,
+                device=admission.device if admission else None, reason=admission.reason if admission else None, status=status,
+                upstream_status=self.upstream_status,
                 bytes_in=0, bytes_out=self.bytes_out, duration_s=round(duration, 6),
             )
         self.route = None

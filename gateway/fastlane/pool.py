@@ -7,7 +7,8 @@ Must not import: app, server, handlers (the lane drives these; they report back 
 An UpstreamConnection serves one owner at a time (the lane's client connection whose request it
 carries). It does no I/O decisions of its own: parser callbacks only record what arrived (the head,
 body pieces, the end), and after each read the owner's ``upstream_progress`` acts on it, so nothing
-re-enters the parser. A connection goes back to the pool only when its response ended cleanly and
+re-enters the parser. A response head is measured against ``gateway.upstream_limits`` (the limits
+the full path applies too) before the parser sees it. A connection goes back to the pool only when its response ended cleanly and
 the upstream allows keep-alive; one that receives bytes while idle, or is idle longer than
 ``idle_timeout_s``, is closed.
 """
@@ -23,11 +24,11 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from gateway.upstream_limits import HeadMeter, HeadTooLarge
+
 IDLE_TIMEOUT_S = 15.0
 """How long an idle upstream connection is kept (aiohttp's connector keeps them as long)."""
 MAX_IDLE_PER_UPSTREAM = 100
-MAX_RESPONSE_HEAD_BYTES = 64 * 1024
-"""An upstream response whose head is longer than this is a protocol error (502), never buffered on."""
 _NO_BODY_STATUSES = frozenset({204, 304})
 
 
@@ -38,7 +39,7 @@ class Owner(Protocol):
         """Something arrived: a head, body pieces and/or the end (see the connection's fields)."""
 
     def upstream_lost(self, conn: UpstreamConnection, error: str) -> None:
-        """The exchange broke off: ``error`` is ``protocol`` (a malformed response) or ``closed``."""
+        """The exchange broke off: ``error`` is ``protocol`` (a malformed response, or ``conn.refused``) or ``closed``."""
 
 
 @lru_cache(maxsize=256)
@@ -55,7 +56,7 @@ class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "pool", "key", "transport", "owner", "reused", "received", "status", "reason", "headers", "keep_alive",
         "head_ready", "chunks", "complete", "until_close", "has_length", "has_date", "has_server", "connection_named",
-        "_framed", "_head_bytes", "_head_tail", "_parser", "_interim", "_idle_since", "_closed",
+        "refused", "_framed", "_meter", "_parser", "_interim", "_idle_since", "_closed",
     )
 
     def __init__(self, pool: UpstreamPool, key: tuple[str, str, int]) -> None:
@@ -80,9 +81,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.has_server = False
         self.connection_named: frozenset[bytes] = frozenset()
         """Lower-cased header names listed in the response's Connection headers."""
+        self.refused: HeadTooLarge | None = None
+        """The response limit the head passed, when the exchange was given up for it."""
         self._framed = False
-        self._head_bytes = 0
-        self._head_tail = b""
+        self._meter = HeadMeter()
         self.keep_alive = False
         self.head_ready = False
         self.chunks: list[bytes] = []
@@ -130,13 +132,14 @@ class UpstreamConnection(asyncio.Protocol):
             self.pool.forget(self)
             return
         self.received = True
-        if not self.head_ready:
-            self._head_bytes += len(data)
-            if self._head_bytes > MAX_RESPONSE_HEAD_BYTES and not self._head_within(data):
+        if not self._meter.done:
+            try:
+                self._meter.feed(data)
+            except HeadTooLarge as exc:
+                self.refused = exc
                 self.close()
                 owner.upstream_lost(self, "protocol")
                 return
-            self._head_tail = data[-3:]
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -150,13 +153,6 @@ class UpstreamConnection(asyncio.Protocol):
                 return
             self.keep_alive = False  # bytes after the end of the response: never reuse this connection
         owner.upstream_progress(self)
-
-    def _head_within(self, data: bytes) -> bool:
-        """True when the head ends within the first MAX_RESPONSE_HEAD_BYTES of the response (``data`` is its last read)."""
-        tail = self._head_tail
-        before = self._head_bytes - len(data) - len(tail)
-        end = (tail + data).find(b"\r\n\r\n")
-        return end >= 0 and before + end + 4 <= MAX_RESPONSE_HEAD_BYTES
 
     def eof_received(self) -> bool | None:
         return None  # close the transport; connection_lost reports

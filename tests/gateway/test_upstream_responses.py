@@ -1,0 +1,232 @@
+"""Upstream responses through the production listener: the fast lane and the full path answer alike.
+
+The same upstream answer is fetched with a GET (served by the fast lane) and with a POST, a HEAD or a
+GET on a connection already handed to aiohttp (the full path): bodies that end when the upstream
+closes, the limits on a response head, the read timeout under a slow client, the request record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from gateway.metrics import Metrics
+from tests.gateway.conftest import MakeGateway
+from tests.gateway.fullstack import mac_item
+from tests.gateway.test_fastlane import (  # noqa: F401  (gatehouse and raw_upstream are fixtures)
+    FullStack, fresh_session, gatehouse, get, ingest, lane_count, raw_upstream, read_response,
+)
+
+CLOSE_DELIMITED = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n"
+BODY = b"z" * 100_000
+
+
+def _route(upstream: str, **extra: object) -> dict[str, object]:
+    return {"id": "app", "upstream": upstream, "tier": "low", **extra}
+
+
+def post(path: str, *extra: str) -> bytes:
+    return ("\r\n".join([f"POST {path} HTTP/1.1", "Host: svc", "Content-Length: 0", *extra]) + "\r\n\r\n").encode()
+
+
+def close_delimited(head: bytes, _: int) -> bytes:
+    """A response without a length, ended by closing the connection (no body for HEAD)."""
+    return CLOSE_DELIMITED if head.startswith(b"HEAD ") else CLOSE_DELIMITED + BODY
+
+
+class TestBodyEndedByClose:
+    async def test_post_and_then_a_get_on_the_handed_connection_get_the_whole_body(
+        self, make_gateway: MakeGateway, raw_upstream: Callable[..., Any], metrics: Metrics,
+    ) -> None:
+        """A body the upstream ends by closing reaches the client in full on the full path, for a POST and the GET after it."""
+        _, url = await raw_upstream(close_delimited, close=True)
+        gw = await make_gateway([_route(url)])
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+
+        writer.write(post("/first"))
+        first = await read_response(reader)
+        writer.write(get("/second"))
+        second = await read_response(reader)
+        writer.close()
+
+        assert (200, len(BODY)) == (first[0], len(first[2]))
+        assert (200, len(BODY)) == (second[0], len(second[2]))
+        assert (0.0, 1.0) == (lane_count(metrics, "fast"), lane_count(metrics, "handed-over"))
+
+    async def test_head_gets_no_body_and_the_connection_goes_on(self, make_gateway: MakeGateway, raw_upstream: Callable[..., Any]) -> None:
+        """A HEAD answered without a length has no body; the next request on the connection is answered cleanly."""
+        _, url = await raw_upstream(close_delimited, close=True)
+        gw = await make_gateway([_route(url)])
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+
+        writer.write(b"HEAD /first HTTP/1.1\r\nHost: svc\r\n\r\n")
+        head = await reader.readuntil(b"\r\n\r\n")
+        writer.write(get("/second"))
+        second = await read_response(reader)
+        writer.close()
+
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert (200, len(BODY)) == (second[0], len(second[2]))
+
+    async def test_get_in_the_fast_lane_gets_the_whole_body(self, make_gateway: MakeGateway, raw_upstream: Callable[..., Any], metrics: Metrics) -> None:
+        """The fast lane's answer to the same upstream response, for comparison: the whole body."""
+        _, url = await raw_upstream(close_delimited, close=True)
+        gw = await make_gateway([_route(url)])
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+
+        writer.write(get("/only"))
+        status, _, body = await read_response(reader)
+        writer.close()
+
+        assert (200, len(BODY)) == (status, len(body))
+        assert 1.0 == lane_count(metrics, "fast")
+
+
+LANES = pytest.mark.parametrize("lane", ["fast", "full"])
+"""``fast``: a GET the fast lane serves; ``full``: a POST, which aiohttp serves."""
+
+
+def ask(lane: str, path: str, *extra: str) -> bytes:
+    return get(path, *extra) if lane == "fast" else post(path, *extra)
+
+
+def answer_with(head_lines: bytes) -> Callable[[bytes, int], bytes]:
+    return lambda head, _: b"HTTP/1.1 200 OK\r\n" + head_lines + b"Content-Length: 2\r\n\r\nok"
+
+
+class TestResponseHeadLimits:
+    @LANES
+    @pytest.mark.parametrize(
+        "lines",
+        [
+            b"X-Big: " + b"b" * 9000 + b"\r\n",
+            b"".join(b"X-H%03d: v\r\n" % i for i in range(130)),
+            b"X-Big: " + b"b" * (16 * 1024 - 7) + b"\r\n",
+            b"".join(b"X-H%03d: v\r\n" % i for i in range(255)),
+            b"X-Big: " + b"b" * 16000 + b"\r\n" + b"X-Big: " + b"b" * 16000 + b"\r\n" + b"X-Big: " + b"b" * 16000 + b"\r\n",
+        ],
+        ids=["one-9000-byte-header", "130-headers", "a-16-KiB-line", "256-headers", "a-48-KiB-head"],
+    )
+    async def test_heads_within_the_limits_pass_on_both_lanes(
+        self, make_gateway: MakeGateway, raw_upstream: Callable[..., Any], metrics: Metrics, lane: str, lines: bytes,
+    ) -> None:
+        """A response head within every limit is forwarded, whichever lane serves the request."""
+        _, url = await raw_upstream(answer_with(lines))
+        gw = await make_gateway([_route(url)])
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+
+        writer.write(ask(lane, "/x"))
+        status, _, body = await read_response(reader)
+        writer.close()
+
+        assert (200, b"ok") == (status, body)
+        assert 1.0 == lane_count(metrics, "fast" if lane == "fast" else "handed-over")
+
+    @LANES
+    @pytest.mark.parametrize(
+        ("lines", "limit", "text"),
+        [
+            (b"X-Big: " + b"b" * (16 * 1024 - 6) + b"\r\n", "line", "has a line longer than 16384 bytes"),
+            (b"".join(b"X-H%03d: v\r\n" % i for i in range(257)), "headers", "has more than 256 header lines"),
+            ((b"X-Big: " + b"b" * 16000 + b"\r\n") * 5, "head", "is longer than 65536 bytes"),
+        ],
+        ids=["line", "headers", "head"],
+    )
+    async def test_heads_over_a_limit_are_502_on_both_lanes(
+        self, json_logs: Callable[[], list[dict[str, Any]]], make_gateway: MakeGateway, raw_upstream: Callable[..., Any],
+        metrics: Metrics, lane: str, lines: bytes, limit: str, text: str,
+    ) -> None:
+        """A response head over a limit is a 502 on either lane, counted as a protocol error and logged with the limit's text."""
+        _, url = await raw_upstream(answer_with(lines))
+        gw = await make_gateway([_route(url)])
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+
+        writer.write(ask(lane, "/x", "Accept: application/json"))
+        status, _, body = await read_response(reader)
+        writer.close()
+
+        assert (502, b'"upstream-protocol"') == (status, b'"upstream-protocol"' if b'"upstream-protocol"' in body else body)
+        assert 1.0 == metrics.registry.get_sample_value("gatehouse_upstream_errors_total", {"route": "app", "kind": "protocol"})
+        refused = [line for line in json_logs() if line["event"] == "upstream.refused"]
+        assert [(limit, f"the upstream's response head {text}")] == [(line["limit"], line["detail"]) for line in refused]
+
+
+class TestReadTimeoutUnderBackPressure:
+    @LANES
+    async def test_a_slow_client_is_served_in_full(self, make_gateway: MakeGateway, lane: str, metrics: Metrics) -> None:
+        """The read timeout never fires while the upstream waits for a client that reads slowly: the whole body arrives."""
+        total, piece = 32 * 1024 * 1024, 64 * 1024
+        sent = 0
+
+        async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal sent
+            try:
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % total)
+                block = b"s" * piece
+                while sent < total:
+                    writer.write(block)
+                    await writer.drain()
+                    sent += piece
+            except ConnectionError:
+                pass
+            finally:
+                writer.close()
+
+        upstream = await asyncio.start_server(respond, "127.0.0.1", 0)
+        gw = await make_gateway([_route(f"http://127.0.0.1:{upstream.sockets[0].getsockname()[1]}", read_timeout_s=0.1)])
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)  # before connecting: a small window, back-pressure soon
+        client.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(client, ("127.0.0.1", gw.port))
+        reader, writer = await asyncio.open_connection(sock=client, limit=piece)
+        try:
+            writer.write(ask(lane, "/download", "Connection: close"))
+            await asyncio.sleep(0.5)  # five read timeouts without reading: a real wait, as the timeouts run on the loop's clock
+            sent_while_paused = sent
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)  # then a large window, to read quickly
+            status, _, body = await read_response(reader)
+        finally:
+            writer.close()
+            upstream.close()
+
+        assert sent_while_paused < total  # the upstream was held back by the slow client
+        assert (200, total) == (status, len(body))
+        assert None is metrics.registry.get_sample_value("gatehouse_upstream_errors_total", {"route": "app", "kind": "timeout"})
+
+
+class TestRequestRecord:
+    async def test_monitored_requests_log_the_same_fields_with_their_reason_on_both_lanes(
+        self, json_logs: Callable[[], list[dict[str, Any]]], gatehouse: FullStack,
+    ) -> None:
+        """A monitor-mode route lets a failing device through; both lanes' request.completed lines carry the same fields and the would-deny reason."""
+        base, keys, clock, registry, _ = gatehouse
+        await ingest(base, mac_item("C02SHADOW01", at=clock(), sip_enabled=False))
+        auth = {"Authorization": f"Bearer {keys.token('alice@example.com', device='C02SHADOW01', now=clock())}"}
+
+        async with fresh_session() as session:
+            async with session.get(f"{base}/shadow/x", headers=auth) as fast:
+                await fast.read()
+            async with session.post(f"{base}/shadow/x", headers=auth) as full:
+                await full.read()
+
+        lines = {line["request_id"]: line for line in json_logs() if line["event"] == "request.completed"}
+        fast_line, full_line = lines[fast.headers["X-Request-Id"]], lines[full.headers["X-Request-Id"]]
+        assert (200, 200) == (fast.status, full.status)
+        assert (1.0, 2.0) == (lane_count(registry, "fast"), lane_count(registry, "handed-over"))  # the ingest POST, then this POST
+        assert sorted(fast_line) == sorted(full_line)
+        assert ("would-deny", "checks-failed") == (fast_line["decision"], fast_line["reason"])
+        assert ("would-deny", "checks-failed") == (full_line["decision"], full_line["reason"])
+
+    def test_the_duration_metrics_say_where_they_start_and_end(self, metrics: Metrics) -> None:
+        """The help of both duration histograms names their start and end points, the same on both lanes."""
+        helps = {m.name: m.documentation for m in metrics.registry.collect()}
+
+        assert "head has been read" in helps["gatehouse_request_duration_seconds"]
+        assert "last byte" in helps["gatehouse_request_duration_seconds"]
+        assert "starts getting a connection" in helps["gatehouse_upstream_duration_seconds"]
+        assert "response head has been read" in helps["gatehouse_upstream_duration_seconds"]
