@@ -1,6 +1,7 @@
 """aiohttp handlers of the ingest endpoints: the osquery TLS remote API and the JSON snapshot API.
 
-Owns: add_ingest_routes and the handlers it registers, body reading (size limit, gzip, JSON).
+Owns: add_ingest_routes and the handlers it registers, body reading (size limit after decompression,
+its own gzip decoding, JSON).
 Must not import: gateway.app (app.py calls add_ingest_routes).
 
 Handlers read their dependencies from the app: STORE, SNAPSHOT_CACHE, INGEST_SETTINGS, CLOCK,
@@ -93,30 +94,78 @@ class _Refused(Exception):
         self.response = response
 
 
-async def _read_json(request: web.Request, limit: int) -> object:
-    """The JSON body, at most ``limit`` bytes after decompression.
+_READ_CHUNK = 64 * 1024
+_GZIP = zlib.MAX_WBITS | 16
+"""zlib's window bits for a gzip stream (header and trailer checked)."""
+
+
+def _too_large(limit: int) -> _Refused:
+    return _Refused(
+        _error(413, "body-too-large", f"the body is larger than `ingest.max_body_bytes` ({limit} bytes) after decompression; send smaller batches")
+    )
+
+
+def _body_decoder(request: web.Request) -> zlib._Decompress | None:
+    """A gzip decoder for a ``Content-Encoding: gzip`` body, None for an identity body.
+
+    The server hands request bodies through as sent (``auto_decompress`` is off, for proxied
+    bodies), so the ingest endpoints decode their own.
 
     Raises:
-        _Refused: 413 when too large, 400 when not JSON or not decompressible.
+        _Refused: 415 for any other encoding.
     """
-    too_large = _error(413, "body-too-large", f"the body is larger than {limit} bytes; send smaller batches")
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        return None
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(_GZIP)
+    raise _Refused(
+        _error(415, "unsupported-encoding", f"`Content-Encoding: {encoding[:40]}` is not supported; send `gzip` or `identity`")
+    )
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The body, decompressed, at most ``limit`` bytes; a gzip bomb never inflates past ``limit + 1`` in memory.
+
+    Raises:
+        _Refused: 413 when too large, 415 for an unknown encoding, 400 when not decompressible.
+    """
+    decoder = _body_decoder(request)
     if request.content_length is not None and request.content_length > limit:
-        raise _Refused(too_large)
-    # aiohttp already inflates `Content-Encoding: gzip/deflate` bodies; the limit counts inflated bytes.
-    chunks: list[bytes] = []
-    size = 0
+        raise _too_large(limit)
+    body = bytearray()
     try:
-        async for chunk in request.content.iter_chunked(64 * 1024):
-            size += len(chunk)
-            if size > limit:
-                raise _Refused(too_large)
-            chunks.append(chunk)
+        async for chunk in request.content.iter_chunked(_READ_CHUNK):
+            if decoder is None:
+                body += chunk
+            while decoder is not None and chunk:
+                if decoder.eof:  # another gzip member follows (RFC 1952 allows several)
+                    decoder = zlib.decompressobj(_GZIP)
+                # INVARIANT: below max_length the decoder consumes all its input, so nothing is left in unconsumed_tail.
+                body += decoder.decompress(chunk, limit + 1 - len(body))
+                if len(body) > limit:
+                    break
+                chunk = decoder.unused_data
+            if len(body) > limit:
+                raise _too_large(limit)
+        if decoder is not None and not decoder.eof:
+            raise zlib.error("the gzip stream ends early")
     except (zlib.error, ValueError, web.RequestPayloadError, HttpProcessingError) as exc:
         raise _Refused(
             _error(400, "bad-encoding", f"the body could not be read ({exc}); send valid gzip, or no Content-Encoding")
         ) from None
+    return bytes(body)
+
+
+async def _read_json(request: web.Request, limit: int) -> object:
+    """The JSON body, at most ``limit`` bytes after decompression.
+
+    Raises:
+        _Refused: 413 when too large, 415 for an unknown encoding, 400 when not JSON or not decompressible.
+    """
+    body = await _read_body(request, limit)
     try:
-        return orjson.loads(b"".join(chunks))
+        return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise _Refused(_error(400, "bad-json", f"the body is not JSON: {exc}")) from None
 

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import gzip
-from collections.abc import Awaitable, Callable, Mapping
+import tracemalloc
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient
 
-from gateway.ingest.config import IngestSettings
-from gateway.metrics import Metrics
-from gateway.store.sqlite import SqliteStore
 from policy_engine.model import DeviceSnapshot, OsFamily, Version
-from tests.gateway.ingest.conftest import Ingest
-from tests.gateway.ingest.support import API_TOKEN, FakeClock, build_ingest_app
+from tests.gateway.ingest.conftest import Ingest, StartIngest
+from tests.gateway.ingest.support import API_TOKEN
 
 PATH = "/.gatehouse/api/v1/snapshots"
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -67,14 +64,11 @@ class TestAuth:
         """An unknown token is refused like a missing one."""
         await send(ingest, {"snapshots": [item()]}, status=401, headers={"Authorization": "Bearer nope"})
 
-    async def test_no_configured_tokens_closes_the_api(
-        self, aiohttp_client: Callable[..., Awaitable[TestClient]], store: SqliteStore, clock: FakeClock
-    ) -> None:
+    async def test_no_configured_tokens_closes_the_api(self, start_ingest: StartIngest) -> None:
         """With no api_tokens configured every request is refused."""
-        app, _ = build_ingest_app(store, IngestSettings(), clock)
-        client = await aiohttp_client(app)
+        ingest = await start_ingest(api_tokens=[])
 
-        response = await client.post(PATH, json={"snapshots": [item()]}, headers={"Authorization": "Bearer "})
+        response = await ingest.client.post(PATH, json={"snapshots": [item()]}, headers={"Authorization": "Bearer "})
 
         assert 401 == response.status
 
@@ -176,32 +170,64 @@ class TestLimits:
         assert 0 == len(ingest.cache)
 
     async def test_gzip_that_inflates_past_the_limit_is_413(self, ingest: Ingest) -> None:
-        """The limit applies to the inflated body, so a small gzip bomb is refused."""
+        """The limit applies to the inflated body, so a small gzip bomb is a 413 that names the limit."""
         bomb = gzip.compress(b'{"snapshots": [' + b" " * (2 * 1024 * 1024) + b"]}")
 
         response = await ingest.client.post(PATH, data=bomb, headers={**AUTH, "Content-Encoding": "gzip", "Content-Type": "application/json"})
 
         assert len(bomb) < 10_000
         assert 413 == response.status
+        assert "`ingest.max_body_bytes` (262144 bytes)" in (await response.json())["message"]
+
+    async def test_gzip_bomb_is_never_inflated_in_memory(self, ingest: Ingest) -> None:
+        """A bomb inflating to 64 MiB is refused after at most the limit is inflated: memory stays far below its size."""
+        bomb = gzip.compress(b"[" + b" " * (64 * 1024 * 1024) + b"]", compresslevel=9)
+        tracemalloc.start()
+        try:
+            response = await ingest.client.post(PATH, data=bomb, headers={**AUTH, "Content-Encoding": "gzip"})
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+
+        assert 413 == response.status
+        assert peak < 16 * 1024 * 1024
 
     async def test_gzip_batch_is_read(self, ingest: Ingest) -> None:
-        """A gzip-encoded batch is read like a plain one."""
+        """A gzip-encoded batch is read like a plain one, also when it is sent chunked."""
+
+        async def chunked() -> AsyncIterator[bytes]:
+            body = gzip.compress(orjson.dumps([item("CHUNKED1")]))
+            for start in range(0, len(body), 7):
+                yield body[start : start + 7]
+
         response = await ingest.client.post(
             PATH, data=gzip.compress(orjson.dumps([item()])), headers={**AUTH, "Content-Encoding": "gzip", "Content-Type": "application/json"}
         )
+        streamed = await ingest.client.post(PATH, data=chunked(), headers={**AUTH, "Content-Encoding": "gzip", "Content-Type": "application/json"})
+
+        assert (200, 1) == (response.status, (await response.json())["stored"])
+        assert (200, 1) == (streamed.status, (await streamed.json())["stored"])
+
+    @pytest.mark.parametrize("encoding", ["br", "deflate", "compress", "gzip, gzip"])
+    async def test_unknown_encoding_is_415_naming_gzip_and_identity(self, ingest: Ingest, encoding: str) -> None:
+        """A Content-Encoding other than gzip or identity is a 415 that says which encodings are accepted; nothing is stored."""
+        response = await ingest.client.post(PATH, data=orjson.dumps([item()]), headers={**AUTH, "Content-Encoding": encoding})
+
+        assert 415 == response.status
+        assert "send `gzip` or `identity`" in (await response.json())["message"]
+        assert 0 == len(ingest.cache)
+
+    async def test_identity_encoding_is_a_plain_body(self, ingest: Ingest) -> None:
+        """`Content-Encoding: identity` is the body as sent."""
+        response = await ingest.client.post(PATH, data=orjson.dumps([item()]), headers={**AUTH, "Content-Encoding": "identity"})
 
         assert (200, 1) == (response.status, (await response.json())["stored"])
 
-    async def test_too_many_items_is_413(
-        self, aiohttp_client: Callable[..., Awaitable[TestClient]], store: SqliteStore, clock: FakeClock
-    ) -> None:
+    async def test_too_many_items_is_413(self, start_ingest: StartIngest) -> None:
         """More items than max_batch_items is refused as a whole."""
-        from tests.gateway.ingest.support import ingest_settings
+        ingest = await start_ingest(max_batch_items=2)
 
-        app, _ = build_ingest_app(store, ingest_settings(max_batch_items=2), clock)
-        client = await aiohttp_client(app)
-
-        response = await client.post(PATH, json=[item("A1"), item("A2"), item("A3")], headers=AUTH)
+        response = await ingest.client.post(PATH, json=[item("A1"), item("A2"), item("A3")], headers=AUTH)
 
         assert 413 == response.status
 
@@ -276,9 +302,7 @@ class TestStethoscope:
 
 
 class TestComplianceRecorder:
-    async def test_recorder_results_become_history_and_failing_since(
-        self, aiohttp_client: Callable[..., Awaitable[TestClient]], store: SqliteStore, clock: FakeClock, settings: IngestSettings, metrics: Metrics
-    ) -> None:
+    async def test_recorder_results_become_history_and_failing_since(self, start_ingest: StartIngest) -> None:
         """Stored snapshots' pass/fail maps are recorded when they change; a failing check gets its first failing time."""
         seen: list[DeviceSnapshot] = []
 
@@ -286,8 +310,8 @@ class TestComplianceRecorder:
             seen.append(snapshot)
             return {"disk-encrypted": bool(snapshot.disk_encrypted), "firewall": bool(snapshot.firewall_enabled)}
 
-        app, cache = build_ingest_app(store, settings, clock, metrics=metrics, recorder=recorder)
-        client = await aiohttp_client(app)
+        ingest = await start_ingest(recorder=recorder)
+        client, cache, store, clock = ingest.client, ingest.cache, ingest.store, ingest.clock
         await client.post(PATH, json=[item(disk_encrypted=False)], headers=AUTH)
         failing_in_memory = dict(cache.failing_since("C02XK0AAJGH6"))
         await client.post(PATH, json=[item(disk_encrypted=False)], headers=AUTH)  # duplicate: not recorded again
@@ -303,20 +327,17 @@ class TestComplianceRecorder:
         assert {"disk-encrypted": datetime(2026, 11, 22, 14, 5, tzinfo=UTC)} == failing_in_memory
         assert ({}, {}) == (dict(await store.failing_since("C02XK0AAJGH6")), dict(cache.failing_since("C02XK0AAJGH6")))
 
-    async def test_recorder_error_keeps_the_snapshot(
-        self, aiohttp_client: Callable[..., Awaitable[TestClient]], store: SqliteStore, clock: FakeClock, settings: IngestSettings
-    ) -> None:
+    async def test_recorder_error_keeps_the_snapshot(self, start_ingest: StartIngest) -> None:
         """A recorder that raises does not undo or fail the ingest."""
 
         def recorder(snapshot: DeviceSnapshot) -> Mapping[str, bool]:
             raise RuntimeError("policy bug")
 
-        app, cache = build_ingest_app(store, settings, clock, recorder=recorder)
-        client = await aiohttp_client(app)
+        ingest = await start_ingest(recorder=recorder)
 
-        response = await client.post(PATH, json=[item()], headers=AUTH)
+        response = await ingest.client.post(PATH, json=[item()], headers=AUTH)
 
-        assert (200, True) == (response.status, "C02XK0AAJGH6" in cache)
+        assert (200, True) == (response.status, "C02XK0AAJGH6" in ingest.cache)
 
 
 class TestStoreFailure:
@@ -338,3 +359,12 @@ class TestCorruptBodies:
         response = await ingest.client.post(PATH, data=b"\x1f\x8bnot really gzip" * 10, headers={**AUTH, "Content-Encoding": "gzip"})
 
         assert 400 == response.status
+
+    async def test_truncated_gzip_is_400(self, ingest: Ingest) -> None:
+        """A gzip body cut short is refused with 400 and nothing of it is stored."""
+        body = gzip.compress(orjson.dumps([item()]))
+
+        response = await ingest.client.post(PATH, data=body[: len(body) // 2], headers={**AUTH, "Content-Encoding": "gzip"})
+
+        assert (400, "bad-encoding") == (response.status, (await response.json())["error"])
+        assert 0 == len(ingest.cache)

@@ -214,6 +214,16 @@ class TestResultLogs:
         assert 200 == response.status
         assert "Ubuntu" == ingest.cache.get("PF3ABCDE").os_name  # type: ignore[union-attr]
 
+    async def test_gzip_bomb_is_413_naming_the_limit(self, ingest: Ingest) -> None:
+        """A compressed log that inflates past `ingest.max_body_bytes` is a 413 naming the limit; the agent keeps its lines."""
+        node_key = await enroll(ingest)
+        bomb = gzip.compress(orjson.dumps({"node_key": node_key, "log_type": "status", "data": [{"message": " " * (1024 * 1024)}]}))
+
+        response = await ingest.client.post("/.gatehouse/osquery/log", data=bomb, headers={"Content-Encoding": "gzip"})
+
+        assert 413 == response.status
+        assert "`ingest.max_body_bytes`" in (await response.json())["message"]
+
     async def test_status_log_is_acknowledged_and_warnings_logged(self, ingest: Ingest) -> None:
         """Status lines are acknowledged; warnings and errors are logged, info lines are not."""
         node_key = await enroll(ingest)
