@@ -111,7 +111,7 @@ def clean_serial(raw: object, field: str, problems: list[FieldProblem]) -> str:
 
 
 def parse_time(raw: object) -> datetime | None:
-    """A timezone-aware UTC datetime from RFC 3339 text with an offset, or epoch seconds (number or digits)."""
+    """A timezone-aware UTC datetime from RFC 3339 text with an offset, or epoch seconds (number or digits); None for anything else."""
     if isinstance(raw, bool):
         return None
     if isinstance(raw, str) and _EPOCH_TEXT.fullmatch(raw.strip()):
@@ -123,11 +123,10 @@ def parse_time(raw: object) -> datetime | None:
     if isinstance(raw, str):
         try:
             moment = datetime.fromisoformat(raw.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-        except ValueError:
+            # A time at the edge of the calendar (0001-01-01T00:00:00+01:00) has no UTC equivalent.
+            return None if moment.tzinfo is None else moment.astimezone(UTC)
+        except (ValueError, OverflowError):
             return None
-        if moment.tzinfo is None:
-            return None
-        return moment.astimezone(UTC)
     return None
 
 

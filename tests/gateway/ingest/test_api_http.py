@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 import gzip
+import itertools
 import tracemalloc
 from collections.abc import AsyncIterator, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from policy_engine.model import DeviceSnapshot, OsFamily, Version
 from tests.gateway.ingest.conftest import Ingest, StartIngest
@@ -157,6 +160,69 @@ class TestBatches:
         body = await send(ingest, {"snapshots": [item(collected_at="2026-11-22T14:05:00")]})
 
         assert "snapshots[0].collected_at" == body["results"][0]["errors"][0]["field"]
+
+
+def offset_time(moment: datetime, offset_minutes: int) -> str:
+    return moment.replace(tzinfo=timezone(timedelta(minutes=offset_minutes))).isoformat()
+
+
+TIMES = st.builds(offset_time, st.datetimes(), st.integers(-1439, 1439)) | st.sampled_from(
+    ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-12:00", "9999-12-31T23:59:59Z", "0000-01-01T00:00:00Z", "2026-02-30T00:00:00Z"]
+)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=30) | TIMES,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3),
+    max_leaves=8,
+)
+ITEM_FIELDS = st.sampled_from(sorted(item()) + ["colour", "data", "snapshots"])
+DEVICE_FIELDS = st.sampled_from(["hardwareSerial", "identifiers", "platform", "osVersion", "stethoscopeVersion", "lastScanDate",
+                                 "lastSync", "email", "deviceName", "osBuild", "platformName", "practices"])
+_fuzz_serials = itertools.count()
+
+
+class TestHostileItems:
+    @pytest.mark.parametrize("collected_at", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-12:00"])
+    async def test_a_time_outside_the_calendar_is_that_items_error(self, ingest: Ingest, collected_at: str) -> None:
+        """A time with no UTC equivalent is the item's collected_at error; the good items of the batch are stored."""
+        body = await send(ingest, {"snapshots": [item("GOOD1"), item("BAD1", collected_at=collected_at), item("GOOD2")]})
+
+        assert ["stored", "rejected", "stored"] == [r["outcome"] for r in body["results"]]
+        assert ["snapshots[1].collected_at"] == [e["field"] for e in body["results"][1]["errors"]]
+        assert {"GOOD1", "GOOD2"} == {s for s in ("GOOD1", "GOOD2", "BAD1") if s in ingest.cache}
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(field=st.sampled_from(["collected_at", "device.lastScanDate", "device.lastSync"]), value=TIMES)
+    async def test_any_time_is_that_items_outcome(self, ingest: Ingest, field: str, value: str) -> None:
+        """Any time text, from year 1 to 9999 with any offset, gives that item's outcome, never a 500."""
+        await assert_only_that_item_is_affected(ingest, field, value)
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(field=ITEM_FIELDS | DEVICE_FIELDS.map(lambda f: f"device.{f}"), value=JSON_VALUES)
+    async def test_any_value_in_any_field_is_that_items_outcome(self, ingest: Ingest, field: str, value: object) -> None:
+        """Any JSON value in any field of one item (ours or Stethoscope's) gives that item's outcome, never a 500; the others are stored."""
+        await assert_only_that_item_is_affected(ingest, field, value)
+
+
+async def assert_only_that_item_is_affected(ingest: Ingest, field: str, value: object) -> None:
+    """Send good, hostile (``field`` set to ``value``; ``device.x`` in a Stethoscope item), good: only the middle may be refused."""
+    n = next(_fuzz_serials)
+    if field.startswith("device."):
+        hostile: dict[str, Any] = copy.deepcopy(TestStethoscope.STETHOSCOPE)
+        hostile["data"]["device"]["hardwareSerial"] = f"FUZZ{n}"
+        hostile["data"]["device"][field.removeprefix("device.")] = value
+    else:
+        hostile = item(f"FUZZ{n}")
+        hostile[field] = value
+
+    response = await ingest.client.post(PATH, json={"snapshots": [item(f"GOOD{n}A"), hostile, item(f"GOOD{n}B")]}, headers=AUTH)
+
+    assert 200 == response.status, await response.text()
+    results = (await response.json())["results"]
+    assert ["stored", "stored"] == [results[0]["outcome"], results[2]["outcome"]]
+    assert results[1]["outcome"] in ("stored", "duplicate", "older-than-latest", "rejected")
+    if results[1]["outcome"] == "rejected":
+        assert results[1]["errors"] and all(e["field"].startswith("snapshots[1]") for e in results[1]["errors"])
 
 
 class TestLimits:
