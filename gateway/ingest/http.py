@@ -30,7 +30,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from gateway.ingest import osquery
 from gateway.ingest.config import IngestSettings
 from gateway.ingest.pipeline import HistoryThrottle, Ingestor, run_history_prune
-from gateway.ingest.snapshot_parse import ItemError, parse_snapshot_item
+from gateway.ingest.snapshot_parse import ItemError, parse_snapshot_item, serial_problem
 from gateway.ingest.stethoscope import is_stethoscope_item, parse_stethoscope_item
 from gateway.keys import CLOCK, COMPLIANCE_RECORDER, INGEST_RUNTIME, INGEST_SETTINGS, METRICS, SNAPSHOT_CACHE, STORE
 from gateway.snapshots import run_cache_refresh
@@ -199,12 +199,15 @@ def _node_key(request: web.Request, body: object) -> str | None:
 
 
 async def _enrollment(request: web.Request, body: object) -> Enrollment | None:
-    """The active enrollment of the request's node key, or None (unknown, revoked, absent)."""
+    """The active enrollment of the request's node key, or None (unknown, revoked, absent, or a serial
+    enrolled before today's serial rule that it fails: the agent enrolls again and is refused)."""
     node_key = _node_key(request, body)
     if node_key is None:
         return None
     enrollment = await request.app[STORE].enrollment_by_node_key(node_key)
-    return enrollment if enrollment is not None and enrollment.active else None
+    if enrollment is None or not enrollment.active or serial_problem(enrollment.serial) is not None:
+        return None
+    return enrollment
 
 
 async def _osquery_body(request: web.Request) -> object:
@@ -286,10 +289,11 @@ async def handle_log(request: web.Request) -> web.StreamResponse:
     if log_type != "result":
         return _json(_OK)
     now = _now(app)
+    skew = timedelta(seconds=app[INGEST_SETTINGS].max_future_skew_s)
     items: list[osquery.ResultItem] = []
     for raw in body["data"]:
         try:
-            item = osquery.normalize_result(raw, now=now)
+            item = osquery.normalize_result(raw, now=now, max_future_skew=skew)
         except osquery.OsqueryRequestError as exc:
             # The agent cannot fix a bad line by retrying it: acknowledge and count it.
             _log.warning("osquery.result_refused", detail=str(exc))

@@ -25,7 +25,7 @@ from pathlib import Path
 import orjson
 
 from gateway.ingest.config import IngestSettings
-from gateway.ingest.snapshot_parse import is_placeholder_serial, parse_platform, parse_time, typed_fact
+from gateway.ingest.snapshot_parse import future_problem, parse_platform, parse_time, serial_problem, typed_fact
 from gateway.store.base import Enrollment, HostDetails, PendingQuery, QueryResult
 from policy_engine.model import DeviceSnapshot, Fact, OsFamily, Version
 
@@ -146,7 +146,7 @@ def parse_enroll(body: object) -> EnrollRequest:
     """The parts of an enroll request Gatehouse uses.
 
     Raises:
-        OsqueryRequestError: no enroll secret, or the hardware serial is missing, empty or a placeholder.
+        OsqueryRequestError: no enroll secret, or the hardware serial fails ``serial_problem`` (the API's rule).
     """
     if not isinstance(body, dict) or not isinstance(body.get("enroll_secret"), str):
         raise OsqueryRequestError("the enroll request has no `enroll_secret`")
@@ -155,10 +155,10 @@ def parse_enroll(body: object) -> EnrollRequest:
     os_version = host.get("os_version") if isinstance(host.get("os_version"), dict) else {}
     osquery_info = host.get("osquery_info") if isinstance(host.get("osquery_info"), dict) else {}
     serial = system.get("hardware_serial")
-    if not isinstance(serial, str) or is_placeholder_serial(serial):
+    problem = serial_problem(serial)
+    if problem is not None or not isinstance(serial, str):
         raise OsqueryRequestError(
-            f"`host_details.system_info.hardware_serial` is `{str(serial)[:40]}`, empty or a vendor placeholder;"
-            " a device needs its real hardware serial to enroll"
+            f"`host_details.system_info.hardware_serial`: expected {problem}; a device needs its real hardware serial to enroll"
         )
 
     def text(source: Mapping[str, object], key: str) -> str:
@@ -254,19 +254,24 @@ def _item_time(item: Mapping[str, object], fallback: datetime) -> datetime:
     return fallback if moment is None or moment.year < 2000 else moment
 
 
-def normalize_result(item: object, *, now: datetime) -> ResultItem:
+def normalize_result(item: object, *, now: datetime, max_future_skew: timedelta) -> ResultItem:
     """One ``log_type: result`` item in the form the rest of the code uses.
 
     Raises:
-        OsqueryRequestError: the item is not any shape osqueryd sends.
+        OsqueryRequestError: the item is not any shape osqueryd sends, or is dated further ahead of
+            ``now`` than ``max_future_skew`` (``future_problem``, the API's rule).
     """
     if not isinstance(item, dict) or not isinstance(item.get("name"), str):
         raise OsqueryRequestError("a result item needs a query `name`")
     decorations = item.get("decorations") if isinstance(item.get("decorations"), dict) else item
     serial = decorations.get("hardware_serial", "")
+    collected_at = _item_time(item, now)
+    ahead = future_problem(collected_at, received_at=now, max_future_skew=max_future_skew)
+    if ahead is not None:
+        raise OsqueryRequestError(f"result item for `{str(item['name'])[:80]}`: `unixTime`: expected {ahead}")
     common = {
         "name": item["name"],
-        "collected_at": _item_time(item, now),
+        "collected_at": collected_at,
         "serial": serial.strip() if isinstance(serial, str) else "",
     }
     if "snapshot" in item:

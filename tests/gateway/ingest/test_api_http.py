@@ -129,9 +129,10 @@ class TestBatches:
         assert (True, True, None) == ("GOOD1" in ingest.cache, "GOOD2" in ingest.cache, ingest.cache.get("BAD1"))
         assert 2.0 == ingest.metrics.registry.get_sample_value("gatehouse_snapshot_ingests_total", {"source": "api", "outcome": "rejected"})
 
-    @pytest.mark.parametrize("serial", ["0", "To Be Filled By O.E.M.", "System Serial Number", "Default string", "", 42])
+    @pytest.mark.parametrize("serial", ["0", "To Be Filled By O.E.M.", "System Serial Number", "Default string", "", 42,
+                                        "C02\x00XK", "C02XK\nAAJ", "C02XK0AAJG" * 1_000])
     async def test_placeholder_serial_is_rejected(self, ingest: Ingest, serial: object) -> None:
-        """An empty, numeric or placeholder serial is a per-item error on `serial`."""
+        """An empty, numeric, placeholder, control-character or overlong serial is a per-item error on `serial`."""
         body = await send(ingest, {"snapshots": [item(serial)]})  # type: ignore[arg-type]
 
         assert ["snapshots[0].serial"] == [e["field"] for e in body["results"][0]["errors"]]
@@ -357,6 +358,16 @@ class TestStethoscope:
 
         held = ingest.cache.get("5CG1234XYZ")
         assert (OsFamily.WINDOWS, False, True) == (held.platform, held.firewall_enabled, held.remote_login_enabled)  # type: ignore[union-attr]
+
+    async def test_stethoscope_result_dated_ahead_is_rejected(self, ingest: Ingest) -> None:
+        """A Stethoscope scan dated beyond ingest.max_future_skew_s is refused by the same rule as the API's items."""
+        payload = copy.deepcopy(self.STETHOSCOPE)
+        payload["data"]["device"]["lastScanDate"] = (ingest.clock() + timedelta(days=3652)).isoformat()
+
+        body = await send(ingest, {"snapshots": [payload]})
+
+        assert "snapshots[0].collected_at" == body["results"][0]["errors"][0]["field"]
+        assert "in the future" in body["results"][0]["errors"][0]["expected"]
 
     async def test_stethoscope_without_serial_names_the_field(self, ingest: Ingest) -> None:
         """A Stethoscope device without any serial is rejected on hardwareSerial."""

@@ -171,7 +171,7 @@ class TestHostileInput:
     def test_result_lines_either_normalize_or_raise_request_error(self, raw: object) -> None:
         """Any JSON value is a result item or an OsqueryRequestError, never another exception."""
         try:
-            osquery.normalize_result(raw, now=NOW)
+            osquery.normalize_result(raw, now=NOW, max_future_skew=timedelta(minutes=5))
         except osquery.OsqueryRequestError:
             pass
 

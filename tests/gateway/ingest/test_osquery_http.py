@@ -81,6 +81,17 @@ class TestEnroll:
         assert {"node_invalid": True} == body
         assert 1.0 == ingest.metrics.registry.get_sample_value("gatehouse_osquery_enrollments_total", {"outcome": "bad-serial"})
 
+    @pytest.mark.parametrize("serial", ["PF3\x00ABCDE", "PF3ABCDE\nforged: line", "PF3\tABCDE", "C02XK0AAJG" * 1_000])
+    async def test_serial_the_api_refuses_is_refused(self, ingest: Ingest, serial: str) -> None:
+        """Enroll applies the JSON API's serial rule: NUL, newline and other control characters, or over 128 characters, are refused."""
+        payload = fixture("enroll_request_linux.json")
+        payload["host_details"]["system_info"]["hardware_serial"] = serial
+
+        body = await post(ingest, "enroll", payload)
+
+        assert {"node_invalid": True} == body
+        assert 1.0 == ingest.metrics.registry.get_sample_value("gatehouse_osquery_enrollments_total", {"outcome": "bad-serial"})
+
     async def test_second_secret_allows_rotation(self, ingest: Ingest) -> None:
         """Every configured enroll secret is accepted."""
         payload = fixture("enroll_request_linux.json")
@@ -127,6 +138,19 @@ class TestNodeKey:
         body = await post(ingest, "config", {"node_key": node_key})
 
         assert {"node_invalid": True} == body
+
+    @pytest.mark.parametrize("endpoint", ["config", "log", "distributed/read", "distributed/write"])
+    async def test_enrollment_with_a_serial_the_rule_refuses_is_node_invalid(self, ingest: Ingest, endpoint: str) -> None:
+        """A node key enrolled with a serial today's rule refuses (NUL) is refused everywhere, so the agent enrolls again and is refused."""
+        await ingest.store.create_enrollment(
+            node_key="nk_legacy", serial="PF3\x00ABCDE", host_identifier="lt-alice-01", details=HostDetails(hostname="lt-alice-01"), now=ingest.clock()
+        )
+        payload = with_key(fixture("log_result_snapshot.json"), "nk_legacy") if endpoint == "log" else {"node_key": "nk_legacy"}
+
+        body = await post(ingest, endpoint, payload)
+
+        assert {"node_invalid": True} == body
+        assert 0 == len(ingest.cache)
 
     async def test_missing_node_key_is_node_invalid(self, ingest: Ingest) -> None:
         """No node key at all is the same as an unknown one."""
@@ -281,6 +305,29 @@ class TestResultLogs:
 
         assert (None, True, False) == (previous.firewall_enabled, held.firewall_enabled, held.disk_encrypted)  # type: ignore[union-attr]
         assert previous.collected_at + timedelta(milliseconds=1) == held.collected_at  # type: ignore[union-attr]
+
+
+    async def test_result_dated_ahead_is_refused_and_later_reports_count(self, ingest: Ingest) -> None:
+        """A result dated ten years ahead is refused like the JSON API's (ingest.max_future_skew_s); the device's correct reports still replace each other."""
+        node_key = await enroll(ingest)
+        ahead = fixture("log_result_snapshot.json")
+        ahead["data"][0]["unixTime"] = int((ingest.clock() + timedelta(days=3652)).timestamp())
+        ahead["data"][0]["snapshot"][0]["minor"] = "10"
+        first = fixture("log_result_snapshot.json")
+        later = fixture("log_result_snapshot.json")
+        later["data"][0]["unixTime"] = first["data"][0]["unixTime"] + 300
+        later["data"][0]["snapshot"][0]["minor"] = "10"
+
+        with capture_logs() as logs:
+            await post(ingest, "log", with_key(ahead, node_key))
+        await post(ingest, "log", with_key(first, node_key))
+        await post(ingest, "log", with_key(later, node_key))
+
+        held = ingest.cache.get("PF3ABCDE")
+        assert ["osquery.result_refused"] == [e["event"] for e in logs if e["event"] == "osquery.result_refused"]
+        assert "in the future" in next(e["detail"] for e in logs if e["event"] == "osquery.result_refused")
+        assert (Version.parse("24.10"), datetime.fromtimestamp(later["data"][0]["unixTime"], UTC)) == (held.os_version, held.collected_at)  # type: ignore[union-attr]
+        assert 1.0 == ingest.metrics.registry.get_sample_value("gatehouse_snapshot_ingests_total", {"source": "osquery", "outcome": "rejected"})
 
 
 class TestDistributed:
