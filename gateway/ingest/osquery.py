@@ -217,7 +217,8 @@ class ResultItem:
     name: str
     collected_at: datetime
     kind: str
-    """``snapshot`` (rows replace the query's rows) or ``diff`` (removed, then added)."""
+    """``snapshot`` (rows replace the query's rows), ``snapshot-row`` (one row of a snapshot run that
+    osquery logged as events, ``--logger_snapshot_event_type``) or ``diff`` (removed, then added)."""
     added: tuple[Row, ...] = ()
     removed: tuple[Row, ...] = ()
     serial: str = ""
@@ -287,7 +288,7 @@ def normalize_result(item: object, *, now: datetime, max_future_skew: timedelta)
         if action == "removed":
             return ResultItem(kind="diff", removed=(row,), **common)
         if action == "snapshot":
-            return ResultItem(kind="snapshot", added=(row,), **common)
+            return ResultItem(kind="snapshot-row", added=(row,), **common)
     raise OsqueryRequestError(f"result item for `{str(item['name'])[:80]}` has no `snapshot`, `diffResults` or `columns` with an action")
 
 
@@ -300,6 +301,13 @@ def apply_results(state: Mapping[str, QueryResult], items: Iterable[ResultItem])
 
     Rows are a set: adding a row already present or removing one that is absent changes nothing,
     so an agent retrying a batch the server half-applied ends in the same state.
+
+    With ``--logger_snapshot_event_type`` osquery logs each row of a snapshot run as its own item
+    (``snapshot-row``). A run is known by its time: osquery gives every row of a run the same
+    ``unixTime`` (a snapshot query's ``counter`` stays 0 and ``epoch`` is the agent's setting, so
+    they tell runs no further apart). Rows of the query's stored run are added to it, in whatever
+    order and in however many requests they arrive; a row of a newer run starts that run and
+    replaces the older rows; a row of an older run than the stored one is stale and ignored.
     """
     touched: dict[str, dict[bytes, Row]] = {}
     times: dict[str, datetime] = {}
@@ -309,7 +317,12 @@ def apply_results(state: Mapping[str, QueryResult], items: Iterable[ResultItem])
             touched[item.name] = {} if previous is None else {_row_key(r): r for r in previous.rows}
             times[item.name] = previous.collected_at if previous is not None else item.collected_at
         rows = touched[item.name]
-        if item.kind == "snapshot":
+        if item.kind == "snapshot-row":
+            if item.collected_at < times[item.name]:
+                continue
+            if item.collected_at > times[item.name]:
+                rows.clear()
+        elif item.kind == "snapshot":
             rows.clear()
         for row in item.removed:
             rows.pop(_row_key(row), None)

@@ -173,6 +173,44 @@ class TestResultLogs:
         assert (None, None, None, None) == (held.disk_encrypted, held.firewall_enabled, held.screen_lock_enabled, held.remote_login_enabled)
         assert held == await ingest.store.latest("PF3ABCDE")
 
+    async def test_snapshot_event_rows_of_one_run_form_one_snapshot(self, ingest: Ingest) -> None:
+        """With `--logger_snapshot_event_type` every row of a run is its own line: SSH on one row and VNC on another are both kept."""
+        node_key = await enroll(ingest)
+
+        await post(ingest, "log", with_key(fixture("log_result_snapshot_events.json"), node_key))
+        held = ingest.cache.get("PF3ABCDE")
+
+        assert (True, True) == (held.remote_login_enabled, held.custom["screen_sharing_enabled"])  # type: ignore[union-attr]
+        assert {"22", "5900"} == {r["port"] for r in (await ingest.store.query_results("PF3ABCDE"))["zt_listening_ports"].rows}
+
+    @pytest.mark.parametrize("order", [(0, 1), (1, 0)])
+    async def test_snapshot_event_rows_spanning_two_requests_form_one_snapshot(self, ingest: Ingest, order: tuple[int, int]) -> None:
+        """Rows of one run (same unixTime) sent in two log requests, in either order, add up to one snapshot."""
+        node_key = await enroll(ingest)
+        rows = fixture("log_result_snapshot_events.json")["data"]
+
+        for index in order:
+            await post(ingest, "log", {"node_key": node_key, "log_type": "result", "data": [rows[index]]})
+        held = ingest.cache.get("PF3ABCDE")
+
+        assert (True, True) == (held.remote_login_enabled, held.custom["screen_sharing_enabled"])  # type: ignore[union-attr]
+
+    async def test_snapshot_event_rows_of_a_newer_run_replace_and_of_an_older_run_are_ignored(self, ingest: Ingest) -> None:
+        """A newer run's rows replace the older run's (SSH closed), and a late row of the older run does not bring SSH back."""
+        node_key = await enroll(ingest)
+        ssh, vnc = fixture("log_result_snapshot_events.json")["data"]
+        await post(ingest, "log", {"node_key": node_key, "log_type": "result", "data": [ssh, vnc]})
+        newer_vnc = {**vnc, "unixTime": vnc["unixTime"] + 300, "calendarTime": "Sun Nov 22 14:25:00 2026 UTC"}
+
+        await post(ingest, "log", {"node_key": node_key, "log_type": "result", "data": [newer_vnc]})
+        after_newer = ingest.cache.get("PF3ABCDE")
+        await post(ingest, "log", {"node_key": node_key, "log_type": "result", "data": [ssh]})
+        after_late = ingest.cache.get("PF3ABCDE")
+
+        assert (False, True) == (after_newer.remote_login_enabled, after_newer.custom["screen_sharing_enabled"])  # type: ignore[union-attr]
+        assert after_newer == after_late
+        assert [vnc["columns"]] == list((await ingest.store.query_results("PF3ABCDE"))["zt_listening_ports"].rows)
+
     async def test_event_format_applies_added_and_removed_rows(self, ingest: Ingest) -> None:
         """Event-format rows are applied as a diff: an encrypted volume replaced by a plain one is unencrypted."""
         node_key = await enroll(ingest)
