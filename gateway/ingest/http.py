@@ -29,7 +29,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway.ingest import osquery
 from gateway.ingest.config import IngestSettings
-from gateway.ingest.pipeline import HistoryThrottle, Ingestor, run_history_prune
+from gateway.ingest.pipeline import HistoryThrottle, Ingestor, pause_between_chunks, run_history_prune
 from gateway.ingest.snapshot_parse import ItemError, parse_snapshot_item, serial_problem
 from gateway.ingest.stethoscope import is_stethoscope_item, parse_stethoscope_item
 from gateway.keys import CLOCK, COMPLIANCE_RECORDER, INGEST_RUNTIME, INGEST_SETTINGS, METRICS, SNAPSHOT_CACHE, STORE
@@ -291,7 +291,8 @@ async def handle_log(request: web.Request) -> web.StreamResponse:
     now = _now(app)
     skew = timedelta(seconds=app[INGEST_SETTINGS].max_future_skew_s)
     items: list[osquery.ResultItem] = []
-    for raw in body["data"]:
+    for done, raw in enumerate(body["data"], start=1):
+        await pause_between_chunks(done)
         try:
             item = osquery.normalize_result(raw, now=now, max_future_skew=skew)
         except osquery.OsqueryRequestError as exc:
@@ -420,6 +421,7 @@ async def handle_snapshots(request: web.Request) -> web.StreamResponse:
     good: list[tuple[int, DeviceSnapshot]] = []
     ingestor = _ingestor(app)
     for index, item in enumerate(raw_items):
+        await pause_between_chunks(index + 1)
         where = f"snapshots[{index}]"
         try:
             if is_stethoscope_item(item):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import gzip
+import io
 import itertools
 import tracemalloc
 from collections.abc import AsyncIterator, Mapping
@@ -14,6 +16,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from gateway.ingest.pipeline import CHUNK_ITEMS
 from policy_engine.model import DeviceSnapshot, OsFamily, Version
 from tests.gateway.ingest.conftest import Ingest, StartIngest
 from tests.gateway.ingest.support import API_TOKEN
@@ -305,6 +308,52 @@ class TestLimits:
 
         assert 400 == response.status
         assert "message" in await response.json()
+
+
+async def largest_step(ingest: Ingest, batch: list[dict[str, Any]], outcome: str) -> tuple[int, float]:
+    """POST ``batch`` while another task counts ``outcome`` items between its turns; (largest step, final count).
+
+    The counter task runs once per event-loop turn, so the largest step is the most items the
+    request handled without letting another callback run.
+    """
+    labels = {"source": "api", "outcome": outcome}
+
+    def count() -> float:
+        samples = (s for m in ingest.metrics.ingests.collect() for s in m.samples)
+        return next((s.value for s in samples if s.name.endswith("_total") and s.labels == labels), 0.0)
+
+    body = io.BytesIO(orjson.dumps(batch))
+    posting = asyncio.create_task(ingest.client.post(PATH, data=body, headers={**AUTH, "Content-Type": "application/json"}))
+    seen = [0.0]
+    while not posting.done():
+        seen.append(count())
+        await asyncio.sleep(0)
+    response = await posting
+    assert 200 == response.status, await response.text()
+    return int(max(b - a for a, b in itertools.pairwise(seen))), seen[-1]
+
+
+class TestLargeBatches:
+    async def test_parsing_a_large_batch_lets_other_callbacks_run_between_chunks(self, start_ingest: StartIngest) -> None:
+        """While 3,000 items are checked, the event loop runs other callbacks at least every CHUNK_ITEMS items."""
+        ingest = await start_ingest(max_body_bytes=4 * 1024 * 1024)
+        batch = [item(f"BIG{i:05d}", platform="beos") for i in range(3000)]
+
+        step, total = await largest_step(ingest, batch, "rejected")
+
+        assert 3000.0 == total
+        assert step <= CHUNK_ITEMS
+
+    async def test_applying_a_large_batch_lets_other_callbacks_run_between_chunks(self, start_ingest: StartIngest) -> None:
+        """After the store answers for 3,000 items, cache and history are updated with a pause at least every CHUNK_ITEMS items."""
+        ingest = await start_ingest(max_body_bytes=4 * 1024 * 1024, recorder=lambda snapshot: None)
+        batch = [item(f"BIG{i:05d}") for i in range(3000)]
+        await largest_step(ingest, batch, "stored")
+
+        step, total = await largest_step(ingest, batch, "duplicate")
+
+        assert 3000.0 == total
+        assert step <= CHUNK_ITEMS
 
 
 class TestStethoscope:
