@@ -1,6 +1,7 @@
 """aiohttp handlers of the ingest endpoints: the osquery TLS remote API and the JSON snapshot API.
 
-Owns: add_ingest_routes and the handlers it registers, body reading (size limit, gzip, JSON).
+Owns: add_ingest_routes and the handlers it registers, body reading (size limit after decompression,
+its own gzip decoding, JSON).
 Must not import: gateway.app (app.py calls add_ingest_routes).
 
 Handlers read their dependencies from the app: STORE, SNAPSHOT_CACHE, INGEST_SETTINGS, CLOCK,
@@ -28,8 +29,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway.ingest import osquery
 from gateway.ingest.config import IngestSettings
-from gateway.ingest.pipeline import HistoryThrottle, Ingestor, run_history_prune
-from gateway.ingest.snapshot_parse import ItemError, parse_snapshot_item
+from gateway.ingest.pipeline import HistoryThrottle, Ingestor, pause_between_chunks, run_history_prune
+from gateway.ingest.snapshot_parse import ItemError, parse_snapshot_item, serial_problem
 from gateway.ingest.stethoscope import is_stethoscope_item, parse_stethoscope_item
 from gateway.keys import CLOCK, COMPLIANCE_RECORDER, INGEST_RUNTIME, INGEST_SETTINGS, METRICS, SNAPSHOT_CACHE, STORE
 from gateway.snapshots import run_cache_refresh
@@ -93,30 +94,78 @@ class _Refused(Exception):
         self.response = response
 
 
-async def _read_json(request: web.Request, limit: int) -> object:
-    """The JSON body, at most ``limit`` bytes after decompression.
+_READ_CHUNK = 64 * 1024
+_GZIP = zlib.MAX_WBITS | 16
+"""zlib's window bits for a gzip stream (header and trailer checked)."""
+
+
+def _too_large(limit: int) -> _Refused:
+    return _Refused(
+        _error(413, "body-too-large", f"the body is larger than `ingest.max_body_bytes` ({limit} bytes) after decompression; send smaller batches")
+    )
+
+
+def _body_decoder(request: web.Request) -> zlib._Decompress | None:
+    """A gzip decoder for a ``Content-Encoding: gzip`` body, None for an identity body.
+
+    The server hands request bodies through as sent (``auto_decompress`` is off, for proxied
+    bodies), so the ingest endpoints decode their own.
 
     Raises:
-        _Refused: 413 when too large, 400 when not JSON or not decompressible.
+        _Refused: 415 for any other encoding.
     """
-    too_large = _error(413, "body-too-large", f"the body is larger than {limit} bytes; send smaller batches")
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        return None
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(_GZIP)
+    raise _Refused(
+        _error(415, "unsupported-encoding", f"`Content-Encoding: {encoding[:40]}` is not supported; send `gzip` or `identity`")
+    )
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The body, decompressed, at most ``limit`` bytes; a gzip bomb never inflates past ``limit + 1`` in memory.
+
+    Raises:
+        _Refused: 413 when too large, 415 for an unknown encoding, 400 when not decompressible.
+    """
+    decoder = _body_decoder(request)
     if request.content_length is not None and request.content_length > limit:
-        raise _Refused(too_large)
-    # aiohttp already inflates `Content-Encoding: gzip/deflate` bodies; the limit counts inflated bytes.
-    chunks: list[bytes] = []
-    size = 0
+        raise _too_large(limit)
+    body = bytearray()
     try:
-        async for chunk in request.content.iter_chunked(64 * 1024):
-            size += len(chunk)
-            if size > limit:
-                raise _Refused(too_large)
-            chunks.append(chunk)
+        async for chunk in request.content.iter_chunked(_READ_CHUNK):
+            if decoder is None:
+                body += chunk
+            while decoder is not None and chunk:
+                if decoder.eof:  # another gzip member follows (RFC 1952 allows several)
+                    decoder = zlib.decompressobj(_GZIP)
+                # INVARIANT: below max_length the decoder consumes all its input, so nothing is left in unconsumed_tail.
+                body += decoder.decompress(chunk, limit + 1 - len(body))
+                if len(body) > limit:
+                    break
+                chunk = decoder.unused_data
+            if len(body) > limit:
+                raise _too_large(limit)
+        if decoder is not None and not decoder.eof:
+            raise zlib.error("the gzip stream ends early")
     except (zlib.error, ValueError, web.RequestPayloadError, HttpProcessingError) as exc:
         raise _Refused(
             _error(400, "bad-encoding", f"the body could not be read ({exc}); send valid gzip, or no Content-Encoding")
         ) from None
+    return bytes(body)
+
+
+async def _read_json(request: web.Request, limit: int) -> object:
+    """The JSON body, at most ``limit`` bytes after decompression.
+
+    Raises:
+        _Refused: 413 when too large, 415 for an unknown encoding, 400 when not JSON or not decompressible.
+    """
+    body = await _read_body(request, limit)
     try:
-        return orjson.loads(b"".join(chunks))
+        return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise _Refused(_error(400, "bad-json", f"the body is not JSON: {exc}")) from None
 
@@ -150,12 +199,15 @@ def _node_key(request: web.Request, body: object) -> str | None:
 
 
 async def _enrollment(request: web.Request, body: object) -> Enrollment | None:
-    """The active enrollment of the request's node key, or None (unknown, revoked, absent)."""
+    """The active enrollment of the request's node key, or None (unknown, revoked, absent, or a serial
+    enrolled before today's serial rule that it fails: the agent enrolls again and is refused)."""
     node_key = _node_key(request, body)
     if node_key is None:
         return None
     enrollment = await request.app[STORE].enrollment_by_node_key(node_key)
-    return enrollment if enrollment is not None and enrollment.active else None
+    if enrollment is None or not enrollment.active or serial_problem(enrollment.serial) is not None:
+        return None
+    return enrollment
 
 
 async def _osquery_body(request: web.Request) -> object:
@@ -237,10 +289,12 @@ async def handle_log(request: web.Request) -> web.StreamResponse:
     if log_type != "result":
         return _json(_OK)
     now = _now(app)
+    skew = timedelta(seconds=app[INGEST_SETTINGS].max_future_skew_s)
     items: list[osquery.ResultItem] = []
-    for raw in body["data"]:
+    for done, raw in enumerate(body["data"], start=1):
+        await pause_between_chunks(done)
         try:
-            item = osquery.normalize_result(raw, now=now)
+            item = osquery.normalize_result(raw, now=now, max_future_skew=skew)
         except osquery.OsqueryRequestError as exc:
             # The agent cannot fix a bad line by retrying it: acknowledge and count it.
             _log.warning("osquery.result_refused", detail=str(exc))
@@ -367,6 +421,7 @@ async def handle_snapshots(request: web.Request) -> web.StreamResponse:
     good: list[tuple[int, DeviceSnapshot]] = []
     ingestor = _ingestor(app)
     for index, item in enumerate(raw_items):
+        await pause_between_chunks(index + 1)
         where = f"snapshots[{index}]"
         try:
             if is_stethoscope_item(item):

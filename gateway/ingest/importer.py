@@ -26,7 +26,7 @@ import orjson
 
 from gateway.ingest.osquery import OsqueryRequestError, ResultItem, normalize_result
 from gateway.ingest.pipeline import ComplianceRecorder, HistoryThrottle, Ingestor
-from gateway.ingest.snapshot_parse import ItemError, is_placeholder_serial, parse_snapshot_item
+from gateway.ingest.snapshot_parse import ItemError, parse_snapshot_item, serial_problem
 from gateway.ingest.stethoscope import is_stethoscope_item, parse_stethoscope_item
 from gateway.metrics import Metrics
 from gateway.snapshots import SnapshotCache
@@ -179,15 +179,15 @@ def _collect_osquery(
     report: ImportReport,
 ) -> None:
     try:
-        result = normalize_result(item, now=now)
+        result = normalize_result(item, now=now, max_future_skew=max_future_skew)
     except OsqueryRequestError as exc:
         report.problem(where, str(exc))
         return
-    if not result.serial or is_placeholder_serial(result.serial):
-        report.problem(where, "no real `hardware_serial` decoration; add `SELECT hardware_serial FROM system_info;` to the agent's decorators")
-        return
-    if result.collected_at > now + max_future_skew:
-        report.problem(where, f"`unixTime` is after {now.isoformat()}; check the device clock")
+    problem = serial_problem(result.serial) if result.serial else "a `hardware_serial` decoration"
+    if problem is not None:
+        report.problem(
+            where, f"`hardware_serial`: expected {problem}; the agent's decorators need `SELECT hardware_serial FROM system_info;`"
+        )
         return
     by_serial.setdefault(result.serial, []).append(result)
     if result.serial not in hosts:

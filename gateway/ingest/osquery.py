@@ -25,7 +25,7 @@ from pathlib import Path
 import orjson
 
 from gateway.ingest.config import IngestSettings
-from gateway.ingest.snapshot_parse import is_placeholder_serial, parse_platform, parse_time, typed_fact
+from gateway.ingest.snapshot_parse import future_problem, parse_platform, parse_time, serial_problem, typed_fact
 from gateway.store.base import Enrollment, HostDetails, PendingQuery, QueryResult
 from policy_engine.model import DeviceSnapshot, Fact, OsFamily, Version
 
@@ -146,7 +146,7 @@ def parse_enroll(body: object) -> EnrollRequest:
     """The parts of an enroll request Gatehouse uses.
 
     Raises:
-        OsqueryRequestError: no enroll secret, or the hardware serial is missing, empty or a placeholder.
+        OsqueryRequestError: no enroll secret, or the hardware serial fails ``serial_problem`` (the API's rule).
     """
     if not isinstance(body, dict) or not isinstance(body.get("enroll_secret"), str):
         raise OsqueryRequestError("the enroll request has no `enroll_secret`")
@@ -155,10 +155,10 @@ def parse_enroll(body: object) -> EnrollRequest:
     os_version = host.get("os_version") if isinstance(host.get("os_version"), dict) else {}
     osquery_info = host.get("osquery_info") if isinstance(host.get("osquery_info"), dict) else {}
     serial = system.get("hardware_serial")
-    if not isinstance(serial, str) or is_placeholder_serial(serial):
+    problem = serial_problem(serial)
+    if problem is not None or not isinstance(serial, str):
         raise OsqueryRequestError(
-            f"`host_details.system_info.hardware_serial` is `{str(serial)[:40]}`, empty or a vendor placeholder;"
-            " a device needs its real hardware serial to enroll"
+            f"`host_details.system_info.hardware_serial`: expected {problem}; a device needs its real hardware serial to enroll"
         )
 
     def text(source: Mapping[str, object], key: str) -> str:
@@ -217,7 +217,8 @@ class ResultItem:
     name: str
     collected_at: datetime
     kind: str
-    """``snapshot`` (rows replace the query's rows) or ``diff`` (removed, then added)."""
+    """``snapshot`` (rows replace the query's rows), ``snapshot-row`` (one row of a snapshot run that
+    osquery logged as events, ``--logger_snapshot_event_type``) or ``diff`` (removed, then added)."""
     added: tuple[Row, ...] = ()
     removed: tuple[Row, ...] = ()
     serial: str = ""
@@ -254,19 +255,24 @@ def _item_time(item: Mapping[str, object], fallback: datetime) -> datetime:
     return fallback if moment is None or moment.year < 2000 else moment
 
 
-def normalize_result(item: object, *, now: datetime) -> ResultItem:
+def normalize_result(item: object, *, now: datetime, max_future_skew: timedelta) -> ResultItem:
     """One ``log_type: result`` item in the form the rest of the code uses.
 
     Raises:
-        OsqueryRequestError: the item is not any shape osqueryd sends.
+        OsqueryRequestError: the item is not any shape osqueryd sends, or is dated further ahead of
+            ``now`` than ``max_future_skew`` (``future_problem``, the API's rule).
     """
     if not isinstance(item, dict) or not isinstance(item.get("name"), str):
         raise OsqueryRequestError("a result item needs a query `name`")
     decorations = item.get("decorations") if isinstance(item.get("decorations"), dict) else item
     serial = decorations.get("hardware_serial", "")
+    collected_at = _item_time(item, now)
+    ahead = future_problem(collected_at, received_at=now, max_future_skew=max_future_skew)
+    if ahead is not None:
+        raise OsqueryRequestError(f"result item for `{str(item['name'])[:80]}`: `unixTime`: expected {ahead}")
     common = {
         "name": item["name"],
-        "collected_at": _item_time(item, now),
+        "collected_at": collected_at,
         "serial": serial.strip() if isinstance(serial, str) else "",
     }
     if "snapshot" in item:
@@ -282,7 +288,7 @@ def normalize_result(item: object, *, now: datetime) -> ResultItem:
         if action == "removed":
             return ResultItem(kind="diff", removed=(row,), **common)
         if action == "snapshot":
-            return ResultItem(kind="snapshot", added=(row,), **common)
+            return ResultItem(kind="snapshot-row", added=(row,), **common)
     raise OsqueryRequestError(f"result item for `{str(item['name'])[:80]}` has no `snapshot`, `diffResults` or `columns` with an action")
 
 
@@ -295,6 +301,13 @@ def apply_results(state: Mapping[str, QueryResult], items: Iterable[ResultItem])
 
     Rows are a set: adding a row already present or removing one that is absent changes nothing,
     so an agent retrying a batch the server half-applied ends in the same state.
+
+    With ``--logger_snapshot_event_type`` osquery logs each row of a snapshot run as its own item
+    (``snapshot-row``). A run is known by its time: osquery gives every row of a run the same
+    ``unixTime`` (a snapshot query's ``counter`` stays 0 and ``epoch`` is the agent's setting, so
+    they tell runs no further apart). Rows of the query's stored run are added to it, in whatever
+    order and in however many requests they arrive; a row of a newer run starts that run and
+    replaces the older rows; a row of an older run than the stored one is stale and ignored.
     """
     touched: dict[str, dict[bytes, Row]] = {}
     times: dict[str, datetime] = {}
@@ -304,7 +317,12 @@ def apply_results(state: Mapping[str, QueryResult], items: Iterable[ResultItem])
             touched[item.name] = {} if previous is None else {_row_key(r): r for r in previous.rows}
             times[item.name] = previous.collected_at if previous is not None else item.collected_at
         rows = touched[item.name]
-        if item.kind == "snapshot":
+        if item.kind == "snapshot-row":
+            if item.collected_at < times[item.name]:
+                continue
+            if item.collected_at > times[item.name]:
+                rows.clear()
+        elif item.kind == "snapshot":
             rows.clear()
         for row in item.removed:
             rows.pop(_row_key(row), None)

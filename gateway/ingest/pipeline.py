@@ -1,7 +1,7 @@
 """What happens to parsed snapshots from any source: store, cache, history, metrics.
 
 Owns: Ingestor (the one path every source goes through), ComplianceRecorder (the seam the policy
-engine plugs into).
+engine plugs into), pause_between_chunks (how every long ingest loop keeps the event loop responsive).
 Must not import: aiohttp, gateway.app.
 """
 
@@ -22,6 +22,19 @@ from gateway.store.base import Enrollment, HistoryEntry, PutOutcome, Store, Stor
 from policy_engine.model import DeviceSnapshot
 
 _log = structlog.get_logger(__name__)
+
+CHUNK_ITEMS = 128
+"""How many items a long ingest loop handles before it lets the event loop run other callbacks."""
+
+
+async def pause_between_chunks(done: int) -> None:
+    """After every CHUNK_ITEMS items (``done`` counts them), yield to the event loop.
+
+    A 10,000-item batch is parsed and applied on the worker's one event loop; without a pause the
+    requests beside it would wait for all of it.
+    """
+    if done % CHUNK_ITEMS == 0:
+        await asyncio.sleep(0)
 
 
 class ComplianceRecorder(Protocol):
@@ -82,7 +95,8 @@ class Ingestor:
                 for snapshot in snapshots:
                     self.metrics.ingests.labels(source=snapshot.source, outcome="store-error").inc()
             raise
-        for snapshot, outcome in zip(snapshots, outcomes, strict=True):
+        for done, (snapshot, outcome) in enumerate(zip(snapshots, outcomes, strict=True), start=1):
+            await pause_between_chunks(done)
             if self.metrics is not None:
                 self.metrics.ingests.labels(source=snapshot.source, outcome=outcome.value).inc()
             if outcome is not PutOutcome.STORED:

@@ -1,6 +1,7 @@
 """JSON ingest API items to DeviceSnapshot, with every problem of an item named.
 
-Owns: parse_snapshot_item, ItemError, FieldProblem, the item format, placeholder serials, typing of fact values.
+Owns: parse_snapshot_item, ItemError, FieldProblem, the item format, the serial rule and the time-skew rule
+of every ingest path (serial_problem, future_problem), placeholder serials, typing of fact values.
 Must not import: aiohttp, gateway.store backends.
 
 An item (``POST /.gatehouse/api/v1/snapshots`` body ``{"snapshots": [item, ...]}``)::
@@ -96,22 +97,49 @@ def is_placeholder_serial(serial: str) -> bool:
     return text in PLACEHOLDER_SERIALS or set(text) <= {"0", " ", "-", "x"}
 
 
-def clean_serial(raw: object, field: str, problems: list[FieldProblem]) -> str:
-    """The serial, or an empty string after recording a problem."""
+def serial_problem(raw: object) -> str | None:
+    """What a usable hardware serial would be, when ``raw`` is not one; None when it is.
+
+    The one serial rule of every ingest path (JSON API, Stethoscope, osquery enroll, file import):
+    a string, after trimming 1 to 128 printable characters (no NUL, newline or other control
+    character), and not an empty or vendor-placeholder value.
+    """
     if not isinstance(raw, str):
-        problems.append(FieldProblem(field, "the device's hardware serial number as a string"))
-        return ""
+        return "the device's hardware serial number as a string"
     serial = raw.strip()
     if is_placeholder_serial(serial) or len(serial) > _MAX_SERIAL or not serial.isprintable():
-        problems.append(
-            FieldProblem(field, f"a real hardware serial number, not `{raw[:40]}` (empty or a vendor placeholder)")
+        shown = raw[:40].encode("unicode_escape").decode("ascii")
+        return (
+            f"a real hardware serial number of at most {_MAX_SERIAL} printable characters, not `{shown}`"
+            " (empty, a vendor placeholder, too long, or with control characters)"
         )
+    return None
+
+
+def clean_serial(raw: object, field: str, problems: list[FieldProblem]) -> str:
+    """The serial, trimmed, or an empty string after recording a problem (``serial_problem``)."""
+    problem = serial_problem(raw)
+    if problem is not None:
+        problems.append(FieldProblem(field, problem))
         return ""
-    return serial
+    return str(raw).strip()
+
+
+def future_problem(moment: datetime, *, received_at: datetime, max_future_skew: timedelta) -> str | None:
+    """What an acceptable time would be, when ``moment`` is further in the future than the skew allows; else None.
+
+    The one time-skew rule of every ingest path (``ingest.max_future_skew_s``): a report dated
+    ahead would pin the device's time in the future, and its later correct reports would then
+    look older than the latest.
+    """
+    latest = received_at + max_future_skew
+    if moment <= latest:
+        return None
+    return f"a time not after {latest.isoformat()} (`{moment.isoformat()}` is in the future; check the device clock)"
 
 
 def parse_time(raw: object) -> datetime | None:
-    """A timezone-aware UTC datetime from RFC 3339 text with an offset, or epoch seconds (number or digits)."""
+    """A timezone-aware UTC datetime from RFC 3339 text with an offset, or epoch seconds (number or digits); None for anything else."""
     if isinstance(raw, bool):
         return None
     if isinstance(raw, str) and _EPOCH_TEXT.fullmatch(raw.strip()):
@@ -123,11 +151,10 @@ def parse_time(raw: object) -> datetime | None:
     if isinstance(raw, str):
         try:
             moment = datetime.fromisoformat(raw.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-        except ValueError:
+            # A time at the edge of the calendar (0001-01-01T00:00:00+01:00) has no UTC equivalent.
+            return None if moment.tzinfo is None else moment.astimezone(UTC)
+        except (ValueError, OverflowError):
             return None
-        if moment.tzinfo is None:
-            return None
-        return moment.astimezone(UTC)
     return None
 
 
@@ -176,13 +203,8 @@ def parse_snapshot_item(
     collected_at = parse_time(item.get("collected_at"))
     if collected_at is None:
         problems.append(FieldProblem(f"{where}.collected_at", "a time with offset such as `2026-11-22T14:05:00Z`, or epoch seconds"))
-    elif collected_at > received_at + max_future_skew:
-        problems.append(
-            FieldProblem(
-                f"{where}.collected_at",
-                f"a time not after {(received_at + max_future_skew).isoformat()} (`{item.get('collected_at')}` is in the future; check the device clock)",
-            )
-        )
+    elif (ahead := future_problem(collected_at, received_at=received_at, max_future_skew=max_future_skew)) is not None:
+        problems.append(FieldProblem(f"{where}.collected_at", ahead))
     raw_platform = item.get("platform")
     platform = OsFamily.UNKNOWN
     if not isinstance(raw_platform, str) or parse_platform(raw_platform) is OsFamily.UNKNOWN:

@@ -37,7 +37,7 @@ import sys
 from datetime import datetime, timedelta
 from typing import Mapping
 
-from gateway.ingest.snapshot_parse import FieldProblem, ItemError, clean_serial, parse_platform, parse_time
+from gateway.ingest.snapshot_parse import FieldProblem, ItemError, clean_serial, future_problem, parse_platform, parse_time
 from policy_engine.model import DeviceSnapshot, Fact, OsFamily, Version
 
 _ON_WHEN_PASS = {
@@ -86,8 +86,8 @@ def parse_stethoscope_item(
     collected_at = parse_time(time_raw)
     if collected_at is None:
         problems.append(FieldProblem(f"{where}.collected_at", "a time with offset, or a device `lastScanDate`/`lastSync`"))
-    elif collected_at > received_at + max_future_skew:
-        problems.append(FieldProblem(f"{where}.collected_at", f"a time not after {(received_at + max_future_skew).isoformat()} (check the device clock)"))
+    elif (ahead := future_problem(collected_at, received_at=received_at, max_future_skew=max_future_skew)) is not None:
+        problems.append(FieldProblem(f"{where}.collected_at", ahead))
     platform_raw = device.get("platform")
     platform = parse_platform(platform_raw) if isinstance(platform_raw, str) else OsFamily.UNKNOWN
     if platform is OsFamily.UNKNOWN:

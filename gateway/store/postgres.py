@@ -507,8 +507,8 @@ class PostgresStore:
     # -- snapshots ---------------------------------------------------------------------------
 
     async def put_snapshots(self, snapshots: Sequence[DeviceSnapshot]) -> tuple[PutOutcome, ...]:
-        """Store a batch in one transaction, idempotent on (serial, collected_at)."""
-        encoded = [(s.serial, s.collected_at, encode_snapshot(s)) for s in snapshots]
+        """Store a batch in one transaction, idempotent on (serial, collected_at); encoded off the event loop."""
+        encoded = await asyncio.to_thread(lambda: [(s.serial, s.collected_at, encode_snapshot(s)) for s in snapshots])
         if not encoded:
             return ()
 

@@ -162,10 +162,10 @@ class SqliteStore:
     # -- snapshots ---------------------------------------------------------------------------
 
     async def put_snapshots(self, snapshots: Sequence[DeviceSnapshot]) -> tuple[PutOutcome, ...]:
-        """Store a batch in one transaction, idempotent on (serial, collected_at)."""
-        encoded = [(s.serial, to_micros(s.collected_at), encode_snapshot(s)) for s in snapshots]
+        """Store a batch in one transaction, idempotent on (serial, collected_at); encoded on the store's thread, not the event loop."""
 
         def work(conn: sqlite3.Connection) -> tuple[PutOutcome, ...]:
+            encoded = [(s.serial, to_micros(s.collected_at), encode_snapshot(s)) for s in snapshots]
             outcomes: list[PutOutcome] = []
             with _transaction(conn):
                 (seq,) = conn.execute("SELECT value FROM counters WHERE name = 'snapshot_seq'").fetchone()
@@ -192,7 +192,7 @@ class SqliteStore:
                     conn.execute("UPDATE counters SET value = ? WHERE name = 'snapshot_seq'", (seq,))
             return tuple(outcomes)
 
-        if not encoded:
+        if not snapshots:
             return ()
         return await self._run(work)
 

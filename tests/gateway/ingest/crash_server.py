@@ -1,7 +1,7 @@
-"""A tiny Gatehouse ingest server for the kill -9 test: ``python -m tests.gateway.ingest.crash_server DB``.
+"""A Gatehouse for the kill -9 test: ``python -m tests.gateway.ingest.crash_server ROOT``.
 
-Opens the SQLite store, serves the ingest routes on 127.0.0.1 (a free port), prints
-``ready <port>`` and serves until killed.
+Starts the full Gatehouse of the ingest tests with ``start_gateway`` (its SQLite store and keys
+under ROOT) on 127.0.0.1 (a free port), prints ``ready <port>`` and serves until killed.
 """
 
 from __future__ import annotations
@@ -13,26 +13,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
-from aiohttp import web
 
-from gateway.store.sqlite import SqliteStore
-from tests.gateway.ingest.support import build_ingest_app, ingest_settings
+from gateway.server import start_gateway
+from tests.gateway.ingest.support import gatehouse_for_ingest
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-async def main(db: Path) -> None:
+async def main(root: Path) -> None:
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=open(os.devnull, "w")))  # noqa: SIM115
-    store = await SqliteStore.open(db)
-    app, cache = build_ingest_app(store, ingest_settings(max_body_bytes=4 * 1024 * 1024), utc_now)
-    await cache.load()
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    gateway = await start_gateway(gatehouse_for_ingest(root, max_body_bytes=4 * 1024 * 1024), clock=utc_now)
+    (_, port), = gateway.addresses
     print(f"ready {port}", flush=True)
     await asyncio.Event().wait()
 

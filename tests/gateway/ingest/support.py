@@ -1,4 +1,10 @@
-"""A small ingest app (routes + keys) for the tests and for the kill -9 subprocess."""
+"""The ingest tests' Gatehouse: a full app from ``create_app``, served as ``gatehouse serve`` serves it.
+
+The ingest endpoints are tested only through the production listener (``tests/serving.py``): the
+handler settings ``gatehouse serve`` uses (no automatic request-body decompression, its limits)
+are the ones these tests run under. The kill -9 subprocess starts the same app with
+``start_gateway``.
+"""
 
 from __future__ import annotations
 
@@ -10,18 +16,20 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from gateway.app import create_app
 from gateway.ingest.config import IngestSettings
-from gateway.ingest.http import add_ingest_routes
 from gateway.ingest.pipeline import ComplianceRecorder
-from gateway.keys import CLOCK, COMPLIANCE_RECORDER, INGEST_SETTINGS, METRICS, SNAPSHOT_CACHE, STORE
+from gateway.keys import COMPLIANCE_RECORDER
 from gateway.metrics import Metrics
 from gateway.secret import Secret
-from gateway.snapshots import SnapshotCache
-from gateway.store.base import Store
+from gateway.settings import Settings
+from tests.gateway.fullstack import Keys, gatehouse_settings
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "osquery"
 ENROLL_SECRET = "zt-enroll-secret-7b1e"
 API_TOKEN = "ingest-token-for-tests"
+UNUSED_UPSTREAM = "http://127.0.0.1:9"
+"""The routes' upstream; the ingest endpoints never reach it."""
 
 
 class FakeClock:
@@ -37,8 +45,19 @@ class FakeClock:
         self.now += timedelta(**delta)
 
 
+def ingest_section(**overrides: Any) -> dict[str, Any]:
+    """The ``ingest:`` section of the tests' settings file: one API token, the fixtures' enroll secret, small bodies."""
+    values: dict[str, Any] = {
+        "api_tokens": [{"value": API_TOKEN}],
+        "osquery_enroll_secrets": [{"value": "old-secret"}, {"value": ENROLL_SECRET}],
+        "max_body_bytes": 256 * 1024,
+    }
+    values.update(overrides)
+    return values
+
+
 def ingest_settings(**overrides: Any) -> IngestSettings:
-    """Settings with one API token and the fixtures' enroll secret."""
+    """IngestSettings as ``ingest_section`` writes them, for the tests of plain functions."""
     values: dict[str, Any] = {
         "api_tokens": (Secret(API_TOKEN),),
         "osquery_enroll_secrets": (Secret("old-secret"), Secret(ENROLL_SECRET)),
@@ -48,27 +67,29 @@ def ingest_settings(**overrides: Any) -> IngestSettings:
     return IngestSettings(**values)
 
 
+def store_path(root: Path) -> Path:
+    """Where the test Gatehouse under ``root`` keeps its SQLite store."""
+    return root / "var" / "gatehouse.db"
+
+
+def gatehouse_for_ingest(root: Path, **ingest: Any) -> Settings:
+    """Settings of a full Gatehouse under ``root`` (keys, SQLite store) with ``ingest_section(**ingest)``."""
+    keys = Keys(root / "keys")
+    return gatehouse_settings(keys, store=f"sqlite:///{store_path(root)}", upstream=UNUSED_UPSTREAM, ingest=ingest_section(**ingest))
+
+
 def build_ingest_app(
-    store: Store,
-    settings: IngestSettings,
+    settings: Settings,
     clock: FakeClock | Any,
     *,
     metrics: Metrics | None = None,
     recorder: ComplianceRecorder | None = None,
-) -> tuple[web.Application, SnapshotCache]:
-    """The ingest routes and the keys they read, as the lead's create_app will wire them."""
-    app = web.Application()
-    cache = SnapshotCache(store, metrics=metrics, refresh_interval_s=settings.cache_refresh_s)
-    app[STORE] = store
-    app[SNAPSHOT_CACHE] = cache
-    app[INGEST_SETTINGS] = settings
-    app[CLOCK] = clock
-    if metrics is not None:
-        app[METRICS] = metrics
+) -> web.Application:
+    """The full Gatehouse app (``create_app``), with the test's compliance recorder in place of the policy's when given."""
+    app = create_app(settings, clock=clock, metrics=metrics)
     if recorder is not None:
         app[COMPLIANCE_RECORDER] = recorder
-    add_ingest_routes(app)
-    return app, cache
+    return app
 
 
 def fixture(name: str) -> Any:

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import gzip
-from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime, timedelta
+import io
+import itertools
+import tracemalloc
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient
+from hypothesis import HealthCheck, given, settings, strategies as st
 
-from gateway.ingest.config import IngestSettings
-from gateway.metrics import Metrics
-from gateway.store.sqlite import SqliteStore
+from gateway.ingest.pipeline import CHUNK_ITEMS
 from policy_engine.model import DeviceSnapshot, OsFamily, Version
-from tests.gateway.ingest.conftest import Ingest
-from tests.gateway.ingest.support import API_TOKEN, FakeClock, build_ingest_app
+from tests.gateway.ingest.conftest import Ingest, StartIngest
+from tests.gateway.ingest.support import API_TOKEN
 
 PATH = "/.gatehouse/api/v1/snapshots"
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -67,14 +70,11 @@ class TestAuth:
         """An unknown token is refused like a missing one."""
         await send(ingest, {"snapshots": [item()]}, status=401, headers={"Authorization": "Bearer nope"})
 
-    async def test_no_configured_tokens_closes_the_api(
-        self, aiohttp_client: Callable[..., Awaitable[TestClient]], store: SqliteStore, clock: FakeClock
-    ) -> None:
+    async def test_no_configured_tokens_closes_the_api(self, start_ingest: StartIngest) -> None:
         """With no api_tokens configured every request is refused."""
-        app, _ = build_ingest_app(store, IngestSettings(), clock)
-        client = await aiohttp_client(app)
+        ingest = await start_ingest(api_tokens=[])
 
-        response = await client.post(PATH, json={"snapshots": [item()]}, headers={"Authorization": "Bearer "})
+        response = await ingest.client.post(PATH, json={"snapshots": [item()]}, headers={"Authorization": "Bearer "})
 
         assert 401 == response.status
 
@@ -132,9 +132,10 @@ class TestBatches:
         assert (True, True, None) == ("GOOD1" in ingest.cache, "GOOD2" in ingest.cache, ingest.cache.get("BAD1"))
         assert 2.0 == ingest.metrics.registry.get_sample_value("gatehouse_snapshot_ingests_total", {"source": "api", "outcome": "rejected"})
 
-    @pytest.mark.parametrize("serial", ["0", "To Be Filled By O.E.M.", "System Serial Number", "Default string", "", 42])
+    @pytest.mark.parametrize("serial", ["0", "To Be Filled By O.E.M.", "System Serial Number", "Default string", "", 42,
+                                        "C02\x00XK", "C02XK\nAAJ", "C02XK0AAJG" * 1_000])
     async def test_placeholder_serial_is_rejected(self, ingest: Ingest, serial: object) -> None:
-        """An empty, numeric or placeholder serial is a per-item error on `serial`."""
+        """An empty, numeric, placeholder, control-character or overlong serial is a per-item error on `serial`."""
         body = await send(ingest, {"snapshots": [item(serial)]})  # type: ignore[arg-type]
 
         assert ["snapshots[0].serial"] == [e["field"] for e in body["results"][0]["errors"]]
@@ -165,6 +166,69 @@ class TestBatches:
         assert "snapshots[0].collected_at" == body["results"][0]["errors"][0]["field"]
 
 
+def offset_time(moment: datetime, offset_minutes: int) -> str:
+    return moment.replace(tzinfo=timezone(timedelta(minutes=offset_minutes))).isoformat()
+
+
+TIMES = st.builds(offset_time, st.datetimes(), st.integers(-1439, 1439)) | st.sampled_from(
+    ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-12:00", "9999-12-31T23:59:59Z", "0000-01-01T00:00:00Z", "2026-02-30T00:00:00Z"]
+)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=30) | TIMES,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3),
+    max_leaves=8,
+)
+ITEM_FIELDS = st.sampled_from(sorted(item()) + ["colour", "data", "snapshots"])
+DEVICE_FIELDS = st.sampled_from(["hardwareSerial", "identifiers", "platform", "osVersion", "stethoscopeVersion", "lastScanDate",
+                                 "lastSync", "email", "deviceName", "osBuild", "platformName", "practices"])
+_fuzz_serials = itertools.count()
+
+
+class TestHostileItems:
+    @pytest.mark.parametrize("collected_at", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-12:00"])
+    async def test_a_time_outside_the_calendar_is_that_items_error(self, ingest: Ingest, collected_at: str) -> None:
+        """A time with no UTC equivalent is the item's collected_at error; the good items of the batch are stored."""
+        body = await send(ingest, {"snapshots": [item("GOOD1"), item("BAD1", collected_at=collected_at), item("GOOD2")]})
+
+        assert ["stored", "rejected", "stored"] == [r["outcome"] for r in body["results"]]
+        assert ["snapshots[1].collected_at"] == [e["field"] for e in body["results"][1]["errors"]]
+        assert {"GOOD1", "GOOD2"} == {s for s in ("GOOD1", "GOOD2", "BAD1") if s in ingest.cache}
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(field=st.sampled_from(["collected_at", "device.lastScanDate", "device.lastSync"]), value=TIMES)
+    async def test_any_time_is_that_items_outcome(self, ingest: Ingest, field: str, value: str) -> None:
+        """Any time text, from year 1 to 9999 with any offset, gives that item's outcome, never a 500."""
+        await assert_only_that_item_is_affected(ingest, field, value)
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(field=ITEM_FIELDS | DEVICE_FIELDS.map(lambda f: f"device.{f}"), value=JSON_VALUES)
+    async def test_any_value_in_any_field_is_that_items_outcome(self, ingest: Ingest, field: str, value: object) -> None:
+        """Any JSON value in any field of one item (ours or Stethoscope's) gives that item's outcome, never a 500; the others are stored."""
+        await assert_only_that_item_is_affected(ingest, field, value)
+
+
+async def assert_only_that_item_is_affected(ingest: Ingest, field: str, value: object) -> None:
+    """Send good, hostile (``field`` set to ``value``; ``device.x`` in a Stethoscope item), good: only the middle may be refused."""
+    n = next(_fuzz_serials)
+    if field.startswith("device."):
+        hostile: dict[str, Any] = copy.deepcopy(TestStethoscope.STETHOSCOPE)
+        hostile["data"]["device"]["hardwareSerial"] = f"FUZZ{n}"
+        hostile["data"]["device"][field.removeprefix("device.")] = value
+    else:
+        hostile = item(f"FUZZ{n}")
+        hostile[field] = value
+
+    response = await ingest.client.post(PATH, json={"snapshots": [item(f"GOOD{n}A"), hostile, item(f"GOOD{n}B")]}, headers=AUTH)
+
+    assert 200 == response.status, await response.text()
+    results = (await response.json())["results"]
+    assert ["stored", "stored"] == [results[0]["outcome"], results[2]["outcome"]]
+    assert results[1]["outcome"] in ("stored", "duplicate", "older-than-latest", "rejected")
+    if results[1]["outcome"] == "rejected":
+        assert results[1]["errors"] and all(e["field"].startswith("snapshots[1]") for e in results[1]["errors"])
+
+
 class TestLimits:
     async def test_oversize_body_is_413(self, ingest: Ingest) -> None:
         """A body over max_body_bytes is refused with 413 before parsing; nothing is stored."""
@@ -176,32 +240,64 @@ class TestLimits:
         assert 0 == len(ingest.cache)
 
     async def test_gzip_that_inflates_past_the_limit_is_413(self, ingest: Ingest) -> None:
-        """The limit applies to the inflated body, so a small gzip bomb is refused."""
+        """The limit applies to the inflated body, so a small gzip bomb is a 413 that names the limit."""
         bomb = gzip.compress(b'{"snapshots": [' + b" " * (2 * 1024 * 1024) + b"]}")
 
         response = await ingest.client.post(PATH, data=bomb, headers={**AUTH, "Content-Encoding": "gzip", "Content-Type": "application/json"})
 
         assert len(bomb) < 10_000
         assert 413 == response.status
+        assert "`ingest.max_body_bytes` (262144 bytes)" in (await response.json())["message"]
+
+    async def test_gzip_bomb_is_never_inflated_in_memory(self, ingest: Ingest) -> None:
+        """A bomb inflating to 64 MiB is refused after at most the limit is inflated: memory stays far below its size."""
+        bomb = gzip.compress(b"[" + b" " * (64 * 1024 * 1024) + b"]", compresslevel=9)
+        tracemalloc.start()
+        try:
+            response = await ingest.client.post(PATH, data=bomb, headers={**AUTH, "Content-Encoding": "gzip"})
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+
+        assert 413 == response.status
+        assert peak < 16 * 1024 * 1024
 
     async def test_gzip_batch_is_read(self, ingest: Ingest) -> None:
-        """A gzip-encoded batch is read like a plain one."""
+        """A gzip-encoded batch is read like a plain one, also when it is sent chunked."""
+
+        async def chunked() -> AsyncIterator[bytes]:
+            body = gzip.compress(orjson.dumps([item("CHUNKED1")]))
+            for start in range(0, len(body), 7):
+                yield body[start : start + 7]
+
         response = await ingest.client.post(
             PATH, data=gzip.compress(orjson.dumps([item()])), headers={**AUTH, "Content-Encoding": "gzip", "Content-Type": "application/json"}
         )
+        streamed = await ingest.client.post(PATH, data=chunked(), headers={**AUTH, "Content-Encoding": "gzip", "Content-Type": "application/json"})
+
+        assert (200, 1) == (response.status, (await response.json())["stored"])
+        assert (200, 1) == (streamed.status, (await streamed.json())["stored"])
+
+    @pytest.mark.parametrize("encoding", ["br", "deflate", "compress", "gzip, gzip"])
+    async def test_unknown_encoding_is_415_naming_gzip_and_identity(self, ingest: Ingest, encoding: str) -> None:
+        """A Content-Encoding other than gzip or identity is a 415 that says which encodings are accepted; nothing is stored."""
+        response = await ingest.client.post(PATH, data=orjson.dumps([item()]), headers={**AUTH, "Content-Encoding": encoding})
+
+        assert 415 == response.status
+        assert "send `gzip` or `identity`" in (await response.json())["message"]
+        assert 0 == len(ingest.cache)
+
+    async def test_identity_encoding_is_a_plain_body(self, ingest: Ingest) -> None:
+        """`Content-Encoding: identity` is the body as sent."""
+        response = await ingest.client.post(PATH, data=orjson.dumps([item()]), headers={**AUTH, "Content-Encoding": "identity"})
 
         assert (200, 1) == (response.status, (await response.json())["stored"])
 
-    async def test_too_many_items_is_413(
-        self, aiohttp_client: Callable[..., Awaitable[TestClient]], store: SqliteStore, clock: FakeClock
-    ) -> None:
+    async def test_too_many_items_is_413(self, start_ingest: StartIngest) -> None:
         """More items than max_batch_items is refused as a whole."""
-        from tests.gateway.ingest.support import ingest_settings
+        ingest = await start_ingest(max_batch_items=2)
 
-        app, _ = build_ingest_app(store, ingest_settings(max_batch_items=2), clock)
-        client = await aiohttp_client(app)
-
-        response = await client.post(PATH, json=[item("A1"), item("A2"), item("A3")], headers=AUTH)
+        response = await ingest.client.post(PATH, json=[item("A1"), item("A2"), item("A3")], headers=AUTH)
 
         assert 413 == response.status
 
@@ -212,6 +308,52 @@ class TestLimits:
 
         assert 400 == response.status
         assert "message" in await response.json()
+
+
+async def largest_step(ingest: Ingest, batch: list[dict[str, Any]], outcome: str) -> tuple[int, float]:
+    """POST ``batch`` while another task counts ``outcome`` items between its turns; (largest step, final count).
+
+    The counter task runs once per event-loop turn, so the largest step is the most items the
+    request handled without letting another callback run.
+    """
+    labels = {"source": "api", "outcome": outcome}
+
+    def count() -> float:
+        samples = (s for m in ingest.metrics.ingests.collect() for s in m.samples)
+        return next((s.value for s in samples if s.name.endswith("_total") and s.labels == labels), 0.0)
+
+    body = io.BytesIO(orjson.dumps(batch))
+    posting = asyncio.create_task(ingest.client.post(PATH, data=body, headers={**AUTH, "Content-Type": "application/json"}))
+    seen = [0.0]
+    while not posting.done():
+        seen.append(count())
+        await asyncio.sleep(0)
+    response = await posting
+    assert 200 == response.status, await response.text()
+    return int(max(b - a for a, b in itertools.pairwise(seen))), seen[-1]
+
+
+class TestLargeBatches:
+    async def test_parsing_a_large_batch_lets_other_callbacks_run_between_chunks(self, start_ingest: StartIngest) -> None:
+        """While 3,000 items are checked, the event loop runs other callbacks at least every CHUNK_ITEMS items."""
+        ingest = await start_ingest(max_body_bytes=4 * 1024 * 1024)
+        batch = [item(f"BIG{i:05d}", platform="beos") for i in range(3000)]
+
+        step, total = await largest_step(ingest, batch, "rejected")
+
+        assert 3000.0 == total
+        assert step <= CHUNK_ITEMS
+
+    async def test_applying_a_large_batch_lets_other_callbacks_run_between_chunks(self, start_ingest: StartIngest) -> None:
+        """After the store answers for 3,000 items, cache and history are updated with a pause at least every CHUNK_ITEMS items."""
+        ingest = await start_ingest(max_body_bytes=4 * 1024 * 1024, recorder=lambda snapshot: None)
+        batch = [item(f"BIG{i:05d}") for i in range(3000)]
+        await largest_step(ingest, batch, "stored")
+
+        step, total = await largest_step(ingest, batch, "duplicate")
+
+        assert 3000.0 == total
+        assert step <= CHUNK_ITEMS
 
 
 class TestStethoscope:
@@ -266,6 +408,16 @@ class TestStethoscope:
         held = ingest.cache.get("5CG1234XYZ")
         assert (OsFamily.WINDOWS, False, True) == (held.platform, held.firewall_enabled, held.remote_login_enabled)  # type: ignore[union-attr]
 
+    async def test_stethoscope_result_dated_ahead_is_rejected(self, ingest: Ingest) -> None:
+        """A Stethoscope scan dated beyond ingest.max_future_skew_s is refused by the same rule as the API's items."""
+        payload = copy.deepcopy(self.STETHOSCOPE)
+        payload["data"]["device"]["lastScanDate"] = (ingest.clock() + timedelta(days=3652)).isoformat()
+
+        body = await send(ingest, {"snapshots": [payload]})
+
+        assert "snapshots[0].collected_at" == body["results"][0]["errors"][0]["field"]
+        assert "in the future" in body["results"][0]["errors"][0]["expected"]
+
     async def test_stethoscope_without_serial_names_the_field(self, ingest: Ingest) -> None:
         """A Stethoscope device without any serial is rejected on hardwareSerial."""
         payload = {"data": {"device": {"platform": "darwin", "lastScanDate": "2026-11-22T14:00:00Z"}}}
@@ -276,9 +428,7 @@ class TestStethoscope:
 
 
 class TestComplianceRecorder:
-    async def test_recorder_results_become_history_and_failing_since(
-        self, aiohttp_client: Callable[..., Awaitable[TestClient]], store: SqliteStore, clock: FakeClock, settings: IngestSettings, metrics: Metrics
-    ) -> None:
+    async def test_recorder_results_become_history_and_failing_since(self, start_ingest: StartIngest) -> None:
         """Stored snapshots' pass/fail maps are recorded when they change; a failing check gets its first failing time."""
         seen: list[DeviceSnapshot] = []
 
@@ -286,8 +436,8 @@ class TestComplianceRecorder:
             seen.append(snapshot)
             return {"disk-encrypted": bool(snapshot.disk_encrypted), "firewall": bool(snapshot.firewall_enabled)}
 
-        app, cache = build_ingest_app(store, settings, clock, metrics=metrics, recorder=recorder)
-        client = await aiohttp_client(app)
+        ingest = await start_ingest(recorder=recorder)
+        client, cache, store, clock = ingest.client, ingest.cache, ingest.store, ingest.clock
         await client.post(PATH, json=[item(disk_encrypted=False)], headers=AUTH)
         failing_in_memory = dict(cache.failing_since("C02XK0AAJGH6"))
         await client.post(PATH, json=[item(disk_encrypted=False)], headers=AUTH)  # duplicate: not recorded again
@@ -303,20 +453,17 @@ class TestComplianceRecorder:
         assert {"disk-encrypted": datetime(2026, 11, 22, 14, 5, tzinfo=UTC)} == failing_in_memory
         assert ({}, {}) == (dict(await store.failing_since("C02XK0AAJGH6")), dict(cache.failing_since("C02XK0AAJGH6")))
 
-    async def test_recorder_error_keeps_the_snapshot(
-        self, aiohttp_client: Callable[..., Awaitable[TestClient]], store: SqliteStore, clock: FakeClock, settings: IngestSettings
-    ) -> None:
+    async def test_recorder_error_keeps_the_snapshot(self, start_ingest: StartIngest) -> None:
         """A recorder that raises does not undo or fail the ingest."""
 
         def recorder(snapshot: DeviceSnapshot) -> Mapping[str, bool]:
             raise RuntimeError("policy bug")
 
-        app, cache = build_ingest_app(store, settings, clock, recorder=recorder)
-        client = await aiohttp_client(app)
+        ingest = await start_ingest(recorder=recorder)
 
-        response = await client.post(PATH, json=[item()], headers=AUTH)
+        response = await ingest.client.post(PATH, json=[item()], headers=AUTH)
 
-        assert (200, True) == (response.status, "C02XK0AAJGH6" in cache)
+        assert (200, True) == (response.status, "C02XK0AAJGH6" in ingest.cache)
 
 
 class TestStoreFailure:
@@ -338,3 +485,12 @@ class TestCorruptBodies:
         response = await ingest.client.post(PATH, data=b"\x1f\x8bnot really gzip" * 10, headers={**AUTH, "Content-Encoding": "gzip"})
 
         assert 400 == response.status
+
+    async def test_truncated_gzip_is_400(self, ingest: Ingest) -> None:
+        """A gzip body cut short is refused with 400 and nothing of it is stored."""
+        body = gzip.compress(orjson.dumps([item()]))
+
+        response = await ingest.client.post(PATH, data=body[: len(body) // 2], headers={**AUTH, "Content-Encoding": "gzip"})
+
+        assert (400, "bad-encoding") == (response.status, (await response.json())["error"])
+        assert 0 == len(ingest.cache)

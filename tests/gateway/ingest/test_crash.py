@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 
 from gateway.store.sqlite import SqliteStore
-from tests.gateway.ingest.support import API_TOKEN
+from tests.gateway.ingest.support import API_TOKEN, store_path
 
 ROOT = Path(__file__).resolve().parents[3]
 SENDERS = 4
@@ -36,10 +36,10 @@ def batch(sender: int, number: int) -> list[dict[str, object]]:
 class TestKillDuringIngest:
     async def test_sigkill_loses_nothing_acknowledged(self, tmp_path: Path) -> None:
         """Concurrent senders POST batches; the server is SIGKILLed mid-stream; every acknowledged item survives."""
-        db = tmp_path / "var" / "gatehouse.db"
+        db = store_path(tmp_path)
         log = (tmp_path / "server.log").open("wb")
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.gateway.ingest.crash_server", str(db),
+            sys.executable, "-m", "tests.gateway.ingest.crash_server", str(tmp_path),
             cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=log,
         )
         try:

@@ -6,36 +6,42 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from gateway.ingest.config import IngestSettings
 from gateway.ingest.http import ingest_background, request_osquery_refresh
 from gateway.ingest.osquery import OsqueryRequestError
+from gateway.keys import INGEST_SETTINGS, SNAPSHOT_CACHE
+from gateway.snapshots import SnapshotCache
 from gateway.store.sqlite import SqliteStore
 from tests.gateway.ingest.conftest import Ingest
-from tests.gateway.ingest.support import FakeClock, build_ingest_app, fixture, ingest_settings
+from tests.gateway.ingest.support import FakeClock, build_ingest_app, fixture, gatehouse_for_ingest, ingest_settings, store_path
 from tests.gateway.store.snapshots import make_snapshot
 
 
 class TestIngestBackground:
     async def test_cache_is_loaded_at_start_and_tasks_stop_at_shutdown(
-        self, aiohttp_client: Callable[..., Awaitable[TestClient]], store: SqliteStore, settings: IngestSettings, clock: FakeClock
+        self, aiohttp_client: Callable[..., Awaitable[TestClient]], clock: FakeClock, tmp_path: Path
     ) -> None:
         """Starting the app fills the cache from the store; closing it ends the background tasks."""
+        store = await SqliteStore.open(store_path(tmp_path))
         await store.put_snapshots([make_snapshot("A")])
-        app, cache = build_ingest_app(store, settings, clock)
-        app.cleanup_ctx.append(ingest_background)
+        await store.close()
+        app = build_ingest_app(gatehouse_for_ingest(tmp_path), clock)
 
         client = await aiohttp_client(app)
+        cache = app[SNAPSHOT_CACHE]
         loaded = (cache.loaded, cache.get("A"))
         await client.close()
 
         assert (True, make_snapshot("A")) == loaded
 
-    async def test_a_broken_pack_stops_startup(self, store: SqliteStore, clock: FakeClock, tmp_path: Path) -> None:
+    async def test_a_broken_pack_stops_startup(self, store: SqliteStore, tmp_path: Path) -> None:
         """A custom osquery pack that cannot be read fails at start, naming the setting, before the cache loads."""
         (tmp_path / "pack.json").write_text('{"queries": [1, 2]}', encoding="utf-8")
-        app, cache = build_ingest_app(store, ingest_settings(osquery_pack=tmp_path / "pack.json"), clock)
+        app = web.Application()  # not served: only the keys ingest_background reads
+        app[SNAPSHOT_CACHE] = cache = SnapshotCache(store)
+        app[INGEST_SETTINGS] = ingest_settings(osquery_pack=tmp_path / "pack.json")
 
         with pytest.raises(OsqueryRequestError, match="ingest.osquery_pack"):
             await anext(ingest_background(app))

@@ -87,3 +87,22 @@ class TestImportFiles:
 
         assert 2 == report.stored
         assert 2 == seen[-1]
+
+    async def test_serial_and_skew_rules_are_the_apis(self, tmp_path: Path, store: SqliteStore, clock: FakeClock) -> None:
+        """Results decorated with a serial the API refuses (NUL, newline, 10,000 characters), or dated beyond the skew, are reported, not stored."""
+        lines = []
+        for serial in ("PF3\x00ABCDE", "PF3ABCDE\nX", "C02XK0AAJG" * 1_000):
+            line = dict(result_lines()[0])
+            line["decorations"] = {**line["decorations"], "hardware_serial": serial}  # type: ignore[dict-item]
+            lines.append(line)
+        ahead = dict(result_lines()[0])
+        ahead["unixTime"] = int(clock().timestamp()) + 3652 * 86400
+        path = tmp_path / "hostile.jsonl"
+        path.write_bytes(b"\n".join(orjson.dumps(line) for line in [*lines, ahead]))
+
+        report = await import_files([path], store, clock=clock)
+
+        assert (0, 4) == (report.stored, report.rejected)
+        assert all("`hardware_serial`: expected a real hardware serial" in p for p in report.problems[:3])
+        assert "in the future" in report.problems[3]
+        assert None is await store.latest("PF3ABCDE")

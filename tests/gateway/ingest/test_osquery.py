@@ -152,9 +152,10 @@ KEYS = st.sampled_from(["serial", "collected_at", "platform", "os_version", "own
 
 
 class TestHostileInput:
-    @pytest.mark.parametrize("collected_at", ["²", "١٢٣", "1e5", "-5", "9" * 40, float("nan"), float("inf"), True])
+    @pytest.mark.parametrize("collected_at", ["²", "١٢٣", "1e5", "-5", "9" * 40, float("nan"), float("inf"), True,
+                                              "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-12:00"])
     def test_odd_times_are_named_problems(self, collected_at: object) -> None:
-        """Unicode digits, exponents, negatives, huge numbers, NaN and booleans are not times."""
+        """Unicode digits, exponents, negatives, huge numbers, NaN, booleans and times with no UTC equivalent are not times."""
         with pytest.raises(ItemError, match="collected_at"):
             parse_snapshot_item({"serial": "S1", "platform": "linux", "collected_at": collected_at}, where="item", received_at=NOW, max_future_skew=timedelta(minutes=5))
 
@@ -170,7 +171,7 @@ class TestHostileInput:
     def test_result_lines_either_normalize_or_raise_request_error(self, raw: object) -> None:
         """Any JSON value is a result item or an OsqueryRequestError, never another exception."""
         try:
-            osquery.normalize_result(raw, now=NOW)
+            osquery.normalize_result(raw, now=NOW, max_future_skew=timedelta(minutes=5))
         except osquery.OsqueryRequestError:
             pass
 

@@ -81,6 +81,17 @@ class TestEnroll:
         assert {"node_invalid": True} == body
         assert 1.0 == ingest.metrics.registry.get_sample_value("gatehouse_osquery_enrollments_total", {"outcome": "bad-serial"})
 
+    @pytest.mark.parametrize("serial", ["PF3\x00ABCDE", "PF3ABCDE\nforged: line", "PF3\tABCDE", "C02XK0AAJG" * 1_000])
+    async def test_serial_the_api_refuses_is_refused(self, ingest: Ingest, serial: str) -> None:
+        """Enroll applies the JSON API's serial rule: NUL, newline and other control characters, or over 128 characters, are refused."""
+        payload = fixture("enroll_request_linux.json")
+        payload["host_details"]["system_info"]["hardware_serial"] = serial
+
+        body = await post(ingest, "enroll", payload)
+
+        assert {"node_invalid": True} == body
+        assert 1.0 == ingest.metrics.registry.get_sample_value("gatehouse_osquery_enrollments_total", {"outcome": "bad-serial"})
+
     async def test_second_secret_allows_rotation(self, ingest: Ingest) -> None:
         """Every configured enroll secret is accepted."""
         payload = fixture("enroll_request_linux.json")
@@ -128,6 +139,19 @@ class TestNodeKey:
 
         assert {"node_invalid": True} == body
 
+    @pytest.mark.parametrize("endpoint", ["config", "log", "distributed/read", "distributed/write"])
+    async def test_enrollment_with_a_serial_the_rule_refuses_is_node_invalid(self, ingest: Ingest, endpoint: str) -> None:
+        """A node key enrolled with a serial today's rule refuses (NUL) is refused everywhere, so the agent enrolls again and is refused."""
+        await ingest.store.create_enrollment(
+            node_key="nk_legacy", serial="PF3\x00ABCDE", host_identifier="lt-alice-01", details=HostDetails(hostname="lt-alice-01"), now=ingest.clock()
+        )
+        payload = with_key(fixture("log_result_snapshot.json"), "nk_legacy") if endpoint == "log" else {"node_key": "nk_legacy"}
+
+        body = await post(ingest, endpoint, payload)
+
+        assert {"node_invalid": True} == body
+        assert 0 == len(ingest.cache)
+
     async def test_missing_node_key_is_node_invalid(self, ingest: Ingest) -> None:
         """No node key at all is the same as an unknown one."""
         assert {"node_invalid": True} == await post(ingest, "config", {})
@@ -148,6 +172,44 @@ class TestResultLogs:
         assert ("osquery", "osquery", Version.parse("5.23.1")) == (held.source, held.agent_name, held.agent_version)
         assert (None, None, None, None) == (held.disk_encrypted, held.firewall_enabled, held.screen_lock_enabled, held.remote_login_enabled)
         assert held == await ingest.store.latest("PF3ABCDE")
+
+    async def test_snapshot_event_rows_of_one_run_form_one_snapshot(self, ingest: Ingest) -> None:
+        """With `--logger_snapshot_event_type` every row of a run is its own line: SSH on one row and VNC on another are both kept."""
+        node_key = await enroll(ingest)
+
+        await post(ingest, "log", with_key(fixture("log_result_snapshot_events.json"), node_key))
+        held = ingest.cache.get("PF3ABCDE")
+
+        assert (True, True) == (held.remote_login_enabled, held.custom["screen_sharing_enabled"])  # type: ignore[union-attr]
+        assert {"22", "5900"} == {r["port"] for r in (await ingest.store.query_results("PF3ABCDE"))["zt_listening_ports"].rows}
+
+    @pytest.mark.parametrize("order", [(0, 1), (1, 0)])
+    async def test_snapshot_event_rows_spanning_two_requests_form_one_snapshot(self, ingest: Ingest, order: tuple[int, int]) -> None:
+        """Rows of one run (same unixTime) sent in two log requests, in either order, add up to one snapshot."""
+        node_key = await enroll(ingest)
+        rows = fixture("log_result_snapshot_events.json")["data"]
+
+        for index in order:
+            await post(ingest, "log", {"node_key": node_key, "log_type": "result", "data": [rows[index]]})
+        held = ingest.cache.get("PF3ABCDE")
+
+        assert (True, True) == (held.remote_login_enabled, held.custom["screen_sharing_enabled"])  # type: ignore[union-attr]
+
+    async def test_snapshot_event_rows_of_a_newer_run_replace_and_of_an_older_run_are_ignored(self, ingest: Ingest) -> None:
+        """A newer run's rows replace the older run's (SSH closed), and a late row of the older run does not bring SSH back."""
+        node_key = await enroll(ingest)
+        ssh, vnc = fixture("log_result_snapshot_events.json")["data"]
+        await post(ingest, "log", {"node_key": node_key, "log_type": "result", "data": [ssh, vnc]})
+        newer_vnc = {**vnc, "unixTime": vnc["unixTime"] + 300, "calendarTime": "Sun Nov 22 14:25:00 2026 UTC"}
+
+        await post(ingest, "log", {"node_key": node_key, "log_type": "result", "data": [newer_vnc]})
+        after_newer = ingest.cache.get("PF3ABCDE")
+        await post(ingest, "log", {"node_key": node_key, "log_type": "result", "data": [ssh]})
+        after_late = ingest.cache.get("PF3ABCDE")
+
+        assert (False, True) == (after_newer.remote_login_enabled, after_newer.custom["screen_sharing_enabled"])  # type: ignore[union-attr]
+        assert after_newer == after_late
+        assert [vnc["columns"]] == list((await ingest.store.query_results("PF3ABCDE"))["zt_listening_ports"].rows)
 
     async def test_event_format_applies_added_and_removed_rows(self, ingest: Ingest) -> None:
         """Event-format rows are applied as a diff: an encrypted volume replaced by a plain one is unencrypted."""
@@ -214,6 +276,16 @@ class TestResultLogs:
         assert 200 == response.status
         assert "Ubuntu" == ingest.cache.get("PF3ABCDE").os_name  # type: ignore[union-attr]
 
+    async def test_gzip_bomb_is_413_naming_the_limit(self, ingest: Ingest) -> None:
+        """A compressed log that inflates past `ingest.max_body_bytes` is a 413 naming the limit; the agent keeps its lines."""
+        node_key = await enroll(ingest)
+        bomb = gzip.compress(orjson.dumps({"node_key": node_key, "log_type": "status", "data": [{"message": " " * (1024 * 1024)}]}))
+
+        response = await ingest.client.post("/.gatehouse/osquery/log", data=bomb, headers={"Content-Encoding": "gzip"})
+
+        assert 413 == response.status
+        assert "`ingest.max_body_bytes`" in (await response.json())["message"]
+
     async def test_status_log_is_acknowledged_and_warnings_logged(self, ingest: Ingest) -> None:
         """Status lines are acknowledged; warnings and errors are logged, info lines are not."""
         node_key = await enroll(ingest)
@@ -271,6 +343,29 @@ class TestResultLogs:
 
         assert (None, True, False) == (previous.firewall_enabled, held.firewall_enabled, held.disk_encrypted)  # type: ignore[union-attr]
         assert previous.collected_at + timedelta(milliseconds=1) == held.collected_at  # type: ignore[union-attr]
+
+
+    async def test_result_dated_ahead_is_refused_and_later_reports_count(self, ingest: Ingest) -> None:
+        """A result dated ten years ahead is refused like the JSON API's (ingest.max_future_skew_s); the device's correct reports still replace each other."""
+        node_key = await enroll(ingest)
+        ahead = fixture("log_result_snapshot.json")
+        ahead["data"][0]["unixTime"] = int((ingest.clock() + timedelta(days=3652)).timestamp())
+        ahead["data"][0]["snapshot"][0]["minor"] = "10"
+        first = fixture("log_result_snapshot.json")
+        later = fixture("log_result_snapshot.json")
+        later["data"][0]["unixTime"] = first["data"][0]["unixTime"] + 300
+        later["data"][0]["snapshot"][0]["minor"] = "10"
+
+        with capture_logs() as logs:
+            await post(ingest, "log", with_key(ahead, node_key))
+        await post(ingest, "log", with_key(first, node_key))
+        await post(ingest, "log", with_key(later, node_key))
+
+        held = ingest.cache.get("PF3ABCDE")
+        assert ["osquery.result_refused"] == [e["event"] for e in logs if e["event"] == "osquery.result_refused"]
+        assert "in the future" in next(e["detail"] for e in logs if e["event"] == "osquery.result_refused")
+        assert (Version.parse("24.10"), datetime.fromtimestamp(later["data"][0]["unixTime"], UTC)) == (held.os_version, held.collected_at)  # type: ignore[union-attr]
+        assert 1.0 == ingest.metrics.registry.get_sample_value("gatehouse_snapshot_ingests_total", {"source": "osquery", "outcome": "rejected"})
 
 
 class TestDistributed:
