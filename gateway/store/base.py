@@ -1,6 +1,6 @@
 """The store interface: what every backend (SQLite now, PostgreSQL later) implements.
 
-Owns: the Store Protocol and its parts (SnapshotStore, EnrollmentStore, OsqueryStateStore,
+Owns: the Store Protocol and its parts (SnapshotStore, EnrollmentStore, OsqueryStateStore, LedgerStore (AccessRollup, AccessVerdict),
 HistoryStore, DistributedQueryStore), the values they exchange, StoreError.
 Must not import: aiohttp, sqlite3, asyncpg, gateway.ingest (backends import this, not the reverse).
 
@@ -98,6 +98,41 @@ class HistoryEntry:
     recorded_at: datetime
     results: Mapping[str, bool] = field(default_factory=dict)
     """Pass (True) or fail (False) per check name."""
+
+
+class AccessVerdict(StrEnum):
+    """How one request was decided, as the access ledger counts it (a closed set)."""
+
+    ALLOWED = "allowed"
+    GRACE = "allowed-in-grace"
+    """Allowed while a failing check is inside its grace period (or only nudges)."""
+    BREAK_GLASS = "break-glass"
+    MONITOR = "monitor-would-deny"
+    DENIED = "denied"
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRollup:
+    """The access ledger's unit: how many requests one user on one device got one verdict for on one route in one hour.
+
+    Replicas and workers add their counts to the same row (``LedgerStore.add_access_rollups``);
+    ``first_seen`` is the earliest and ``last_seen`` the latest request counted in it.
+    """
+
+    hour: datetime
+    """The UTC hour the requests fell in (minutes, seconds and microseconds zero)."""
+    route: str
+    tier: str
+    user: str
+    """The verified user's email ("" when no user was verified)."""
+    device: str
+    """The verified hardware serial ("" when the request named no device)."""
+    verdict: AccessVerdict
+    reason: str
+    """The decision's reason code (`checks-failed`, `device-unowned`, ...); "" when allowed without one."""
+    count: int
+    first_seen: datetime
+    last_seen: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +255,23 @@ class DistributedQueryStore(Protocol):
 
 
 @runtime_checkable
+@runtime_checkable
+class LedgerStore(Protocol):
+    """The access ledger's durable rollups (``AccessRollup``), shared by every replica."""
+
+    async def add_access_rollups(self, rollups: Sequence[AccessRollup]) -> None:
+        """Add each rollup's count to its row (same hour, route, tier, user, device, verdict, reason), widening first/last seen."""
+        ...
+
+    def iter_access(self, *, since: datetime, until: datetime | None = None) -> AsyncIterator[AccessRollup]:
+        """Every rollup whose hour is in [since, until), oldest hour first."""
+        ...
+
+    async def prune_access(self, *, before: datetime) -> int:
+        """Remove rollups whose hour is before ``before``; returns how many rows went."""
+        ...
+
+
 class Store(SnapshotStore, EnrollmentStore, OsqueryStateStore, HistoryStore, DistributedQueryStore, Protocol):
     """Everything the snapshot subsystem keeps durably; ``close`` releases connections."""
 
