@@ -254,7 +254,8 @@ def _store_ctx(settings: Settings) -> Callable[[web.Application], AsyncIterator[
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         store = await open_store(settings.store.reveal())
         app[STORE] = store
-        app[SNAPSHOT_CACHE] = SnapshotCache(store, metrics=app[METRICS], refresh_interval_s=settings.ingest.cache_refresh_s)
+        app[SNAPSHOT_CACHE] = SnapshotCache(store, metrics=app[METRICS], refresh_interval_s=settings.ingest.cache_refresh_s,
+                                            on_replaced=app[POLICY].memo.forget)
         cache = app[SNAPSHOT_CACHE]
         app[READINESS].add("snapshots", lambda: cache.loaded)
         health = getattr(store, "health", None)
