@@ -201,18 +201,19 @@ def main() -> None:
     engine_high = rows[-1][1]
 
     memo = DecisionMemo(maxsize=N * 2)
-    keys = [(s.serial, 1, policies.version, "high") for s in fleet]
-    for key, decision in zip(keys, high):
-        memo.put(key, decision)
+    generation = (NOW, policies.version)
+    serials = [s.serial for s in fleet]
+    for serial, decision in zip(serials, high):
+        memo.put(serial, generation, "high", decision)
     get = memo.get
 
     def run_memo() -> int:
-        for key in keys:
-            get(key, now=NOW)
-        return len(keys)
+        for serial in serials:
+            get(serial, (NOW, policies.version), "high", now=NOW)  # the gate builds the generation per request
+        return len(serials)
 
     memo_us = per_call_us(run_memo)
-    hits = sum(1 for k in keys if get(k, now=NOW) is not None)
+    hits = sum(1 for s in serials if get(s, generation, "high", now=NOW) is not None)
     rows.append(("gatehouse memo hit (DecisionMemo.get)", memo_us, f"{hits} of {N} valid at now"))
 
     decide = interpreted.decide

@@ -32,7 +32,6 @@ import asyncio
 import contextlib
 import ipaddress
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from pathlib import Path
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -56,7 +55,7 @@ from gateway.policy_file import route_tier_problems
 from gateway.policy_gate import PolicyGate, PolicyHolder, reserved_identity
 from gateway.portal import add_portal_routes
 from gateway.snapshots import SnapshotCache
-from gateway.store import open_store
+from gateway.store import open_store, sqlite_file
 from gateway.store.sqlite_audit import SqliteAuditSink
 from gateway.webhook import webhook_ctx
 from policy_engine import Decision, DeviceSnapshot
@@ -255,7 +254,8 @@ def _store_ctx(settings: Settings) -> Callable[[web.Application], AsyncIterator[
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         store = await open_store(settings.store.reveal())
         app[STORE] = store
-        app[SNAPSHOT_CACHE] = SnapshotCache(store, metrics=app[METRICS], refresh_interval_s=settings.ingest.cache_refresh_s)
+        app[SNAPSHOT_CACHE] = SnapshotCache(store, metrics=app[METRICS], refresh_interval_s=settings.ingest.cache_refresh_s,
+                                            on_replaced=app[POLICY].memo.forget)
         cache = app[SNAPSHOT_CACHE]
         app[READINESS].add("snapshots", lambda: cache.loaded)
         health = getattr(store, "health", None)
@@ -278,10 +278,10 @@ def _store_ctx(settings: Settings) -> Callable[[web.Application], AsyncIterator[
 def _breakglass_ctx(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         store = app[STORE]
-        dsn = settings.store.reveal()
+        path = sqlite_file(settings.store.reveal())
         sink: Any
-        if dsn.startswith("sqlite:///"):
-            sink = await SqliteAuditSink.open(Path(dsn.removeprefix("sqlite://")))
+        if path is not None:
+            sink = await SqliteAuditSink.open(path)
         else:
             sink = store.audit_sink()  # type: ignore[attr-defined]
         try:

@@ -67,10 +67,10 @@ class GrantLookup(Protocol):
 
 
 class DecisionCache(Protocol):
-    """Memoised policy decisions (policy_engine's DecisionMemo implements it)."""
+    """Memoised policy decisions per device and generation (policy_engine's DecisionMemo implements it)."""
 
-    def get(self, key: Hashable, *, now: datetime) -> Decision | None: ...
-    def put(self, key: Hashable, decision: Decision) -> None: ...
+    def get(self, device: Hashable, generation: Hashable, key: Hashable, *, now: datetime) -> Decision | None: ...
+    def put(self, device: Hashable, generation: Hashable, key: Hashable, decision: Decision) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,12 +148,12 @@ def _policy_decision(
     if memo is None:
         return policies.evaluate(snapshot, tier, now=now, failing_since=failing_since)
     # INVARIANT: a device's failing-since history only changes when a new snapshot (with a new
-    # collected_at) replaces the old one, so this key covers every input of the decision but `now`,
-    # which the memo checks against the decision's valid_until.
-    key = (device.serial, snapshot.collected_at, policies.version, tier)
-    cached = memo.get(key, now=now)
+    # collected_at) replaces the old one, so device, generation and tier cover every input of the
+    # decision but `now`, which the memo checks against the decision's valid_until.
+    generation = (snapshot.collected_at, policies.version)
+    cached = memo.get(device.serial, generation, tier, now=now)
     if cached is not None:
         return cached
     decision = policies.evaluate(snapshot, tier, now=now, failing_since=failing_since)
-    memo.put(key, decision)
+    memo.put(device.serial, generation, tier, decision)
     return decision

@@ -31,7 +31,7 @@ from aiohttp.http import SERVER_SOFTWARE
 from gateway.errors import GatewayError
 from gateway.handlers import is_reserved
 from gateway.keys import CONFIG, EXCHANGE, LIVE, METRICS, REQUEST_ID, TARGET
-from gateway.pages import error_response, gateway_error_response
+from gateway.pages import error_response, gateway_error_response, http_error_response
 from gateway.proxy import Exchange
 from gateway.target import canonicalise
 
@@ -127,7 +127,7 @@ def request_context_with(guard: _Guard | None) -> _Guard:
             except web.HTTPException as exc:
                 if exc.status < 400:
                     raise
-                response = error_response(request.headers.get("Accept", ""), status=exc.status, code=f"http-{exc.status}", request_id=request_id)
+                response = http_error_response(request.headers.get("Accept", ""), exc, request_id=request_id)
             except (asyncio.CancelledError, ConnectionResetError):
                 raise
             except Exception:

@@ -1,7 +1,8 @@
 """Rendering of Gatehouse's own pages: HTML for browsers, problem+json for everything else.
 
 Owns: the base layout (templates/layout.html + templates/style.css), content negotiation, the
-security headers of every page, error pages for GatewayError and HTTP errors.
+security headers of every page, error pages for GatewayError and HTTP errors (a handler's own text
+on an HTTP error is shown, escaped; aiohttp's stock ``403: Forbidden`` is replaced by the generic page).
 Must not import: app, handlers, proxy (no decision logic; callers pass what to show).
 
 The deny and login pages reuse the same pieces: ``wants_html(accept)``, ``html_page(title, body)``
@@ -128,7 +129,9 @@ def error_response(accept: str, *, status: int, code: str, detail: str | None = 
         rows = f"<dt>Status</dt><dd>{status}</dd><dt>Code</dt><dd><code>{escape(code)}</code></dd>"
         if request_id:
             rows += f"<dt>Request id</dt><dd><code>{escape(request_id)}</code></dd>"
-        body = f"<h1>{escape(title)}</h1>\n<p>{escape(explanation)}</p>\n"
+        body = f"<h1>{escape(title)}</h1>\n"
+        if not detail or code in _DETAILS:  # a specific text replaces the generic "Access denied."
+            body += f"<p>{escape(explanation)}</p>\n"
         if detail:
             body += f"<p>{escape(detail)}</p>\n"
         body += f"<dl>{rows}</dl>"
@@ -143,3 +146,15 @@ def gateway_error_response(accept: str, error: GatewayError, *, request_id: str 
     """The page for a GatewayError; only the errors whose messages are safe to show carry them."""
     detail = str(error) if error.status == 400 else None
     return error_response(accept, status=error.status, code=error.code, detail=detail, request_id=request_id)
+
+
+def http_error_response(accept: str, error: web.HTTPException, *, request_id: str | None) -> web.Response:
+    """The page for an HTTP error a handler raised: its own text when it wrote one, else the generic page.
+
+    aiohttp gives an exception raised without a text the stock text ``<status>: <reason>``; only
+    that one is dropped, so a text written for the user (who may open the fleet view, why a form
+    was refused) reaches the page, HTML-escaped, and the problem document's ``detail``.
+    """
+    text = error.text
+    detail = text if text and text != f"{error.status}: {error.reason}" else None
+    return error_response(accept, status=error.status, code=f"http-{error.status}", detail=detail, request_id=request_id)

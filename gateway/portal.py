@@ -152,7 +152,7 @@ async def fleet_page(request: web.Request) -> web.StreamResponse:
     allowed = set(settings.breakglass.reviewer_groups) | set(settings.breakglass.approver_groups)
     if not allowed.intersection(identity.groups):
         _log.warning("fleet.access_refused", user=identity.email)
-        raise web.HTTPForbidden(text="the fleet view is for members of the reviewer groups named in `breakglass.reviewer_groups`")
+        raise web.HTTPForbidden(text=fleet_refusal(allowed))
     now = app[CLOCK]()
     policies = app[POLICY].current
     cache = app[SNAPSHOT_CACHE]
@@ -169,6 +169,16 @@ async def fleet_page(request: web.Request) -> web.StreamResponse:
 
     # INVARIANT: a whole-fleet export evaluates every device at every tier; keep it off the event loop.
     return await asyncio.get_running_loop().run_in_executor(None, build)  # type: ignore[return-value]
+
+
+def fleet_refusal(allowed: set[str]) -> str:
+    """Why a signed-in user may not open the fleet view, naming the groups that may."""
+    if not allowed:
+        return ("the fleet view is open to no group: `breakglass.reviewer_groups` and `breakglass.approver_groups` "
+                "are empty; an administrator can name the groups there")
+    names = ", ".join(f"`{g}`" for g in sorted(allowed))
+    return (f"the fleet view is open to members of {names} (`breakglass.reviewer_groups` and "
+            "`breakglass.approver_groups`); your sign-in carries none of them, ask an administrator to add you")
 
 
 def add_portal_routes(app: web.Application) -> None:

@@ -16,7 +16,7 @@ from typing import Any, Literal, Mapping
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from gateway.breakglass_config import BreakglassSettings
 from gateway.errors import ConfigError, Problem
@@ -24,6 +24,7 @@ from gateway.identity.config import IdentitySettings
 from gateway.ingest.config import IngestSettings
 from gateway.secret import Secret, SecretValue
 from gateway.section import Section, checked_networks
+from gateway.store.dsn import sqlite_file
 
 
 def _split_address(value: str) -> tuple[str, int]:
@@ -182,8 +183,10 @@ class Settings(Section):
 
     listeners: tuple[ListenerSettings, ...] = Field(min_length=1)
     metrics: MetricsSettings = MetricsSettings()
-    store: SecretValue = Secret("sqlite:///var/gatehouse.db")
-    """Where state lives: ``sqlite:///path.db`` (default) or ``postgresql://...``; may be a secret reference."""
+    store: SecretValue = Field(default=Secret("sqlite:var/gatehouse.db"), validate_default=True)
+    """Where state lives: ``sqlite:///abs/path.db``, ``sqlite:path.db`` (relative to the file; the default is
+    ``sqlite:var/gatehouse.db``) or ``postgresql://...``; may be a secret reference. Validated into
+    ``sqlite:///absolute/path`` (gateway.store.dsn is the one reading of it)."""
     policy: Path | None = None
     routes: tuple[RouteSettings, ...] = ()
     server: ServerSettings = ServerSettings()
@@ -203,11 +206,16 @@ class Settings(Section):
 
     @field_validator("store")
     @classmethod
-    def _store_scheme(cls, value: Secret) -> Secret:
-        dsn = value.reveal()
-        if not dsn.startswith(("sqlite:///", "postgresql://", "postgres://")):
-            raise ValueError("write `sqlite:///path/to/gatehouse.db` or `postgresql://user@host/db` (a DSN may also be `{env: NAME}`)")
-        return value
+    def _store_file(cls, value: Secret, info: ValidationInfo) -> Secret:
+        base_dir = Path((info.context or {}).get("base_dir", "."))
+        try:
+            path = sqlite_file(value.reveal(), base_dir=base_dir)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (a DSN may also be `{{env: NAME}}`)") from None
+        if path is None:
+            return value
+        _refuse_moved_store(value.reveal(), path, base_dir)
+        return Secret(f"sqlite://{path}")
 
     @model_validator(mode="after")
     def _routes_distinct(self) -> Settings:
@@ -224,6 +232,25 @@ class Settings(Section):
                 )
             seen_match[key] = route.id
         return self
+
+
+def _refuse_moved_store(dsn: str, path: Path, base_dir: Path) -> None:
+    """Refuse ``sqlite:///x`` when ``/x`` is missing but the configuration's ``x`` exists.
+
+    Earlier versions read three slashes relative to the configuration's folder; starting on an empty
+    store at the absolute path would look like lost data, so the choice is left to the operator.
+
+    Raises:
+        ValueError: the store file is not at the absolute path but is at the old relative one.
+    """
+    old = (base_dir / str(path).lstrip("/")).resolve()
+    three_slashes = dsn.startswith("sqlite:///") and not dsn.startswith("sqlite:////")  # four were always absolute
+    if three_slashes and old != path and not path.exists() and old.exists():
+        raise ValueError(
+            f"`{dsn}` names `{path}`, which does not exist, but `{old}` does (three slashes mean an absolute path; "
+            f"earlier versions read it relative to the configuration); write `sqlite:{str(path).lstrip('/')}` to keep "
+            f"using `{old}`, or move the file to `{path}`"
+        )
 
 
 def _location(loc: tuple[int | str, ...]) -> str:
@@ -288,14 +315,9 @@ def _resolved_paths(settings: Settings, base_dir: Path) -> dict[str, object]:
         })})
         for lst in settings.listeners
     )
-    store = settings.store
-    dsn = store.reveal()
-    if dsn.startswith("sqlite:///") and not dsn.startswith("sqlite:////"):
-        store = Secret("sqlite:///" + str(resolve(Path(dsn.removeprefix("sqlite:///")))))
     return {
         "listeners": listeners,
         "policy": resolve(settings.policy) if settings.policy else None,
-        "store": store,
     }
 
 

@@ -7,7 +7,9 @@ The request path calls ``get(serial)`` and ``failing_since(serial)``: dict looku
 call. The cache is loaded once at start (``load``), follows the store's change feed every
 ``refresh_interval_s`` (``refresh``, which also re-reads failing-since of the devices that
 changed), and takes a snapshot this process ingested at once (``apply``). ``fresh(serial)`` is
-for "I fixed it, check again": it asks the store for the newest snapshot and keeps it.
+for "I fixed it, check again": it asks the store for the newest snapshot and keeps it. Replacing a
+device's snapshot calls ``on_replaced(serial)``: the decision memo drops that device's decisions,
+so nothing keeps a replaced snapshot's decisions alive.
 """
 
 from __future__ import annotations
@@ -38,9 +40,13 @@ class CacheSource(SnapshotStore, HistoryStore, Protocol):
 class SnapshotCache:
     """Latest snapshot per serial; one dict, replaced entry by entry, never awaited on reads."""
 
-    def __init__(self, store: CacheSource, *, metrics: Metrics | None = None, refresh_interval_s: float = 30.0) -> None:
+    def __init__(
+        self, store: CacheSource, *, metrics: Metrics | None = None, refresh_interval_s: float = 30.0,
+        on_replaced: Callable[[str], None] | None = None,
+    ) -> None:
         self._store = store
         self._metrics = metrics
+        self._on_replaced = on_replaced  # called with the serial when a held snapshot is replaced
         self._by_serial: dict[str, DeviceSnapshot] = {}
         self._failing: dict[str, Mapping[str, datetime]] = {}
         self._cursor = 0
@@ -84,6 +90,8 @@ class SnapshotCache:
         if held is not None and held.collected_at > snapshot.collected_at:
             return False
         self._by_serial[snapshot.serial] = snapshot
+        if held is not None and held is not snapshot and self._on_replaced is not None:
+            self._on_replaced(snapshot.serial)
         self._count()
         return True
 

@@ -74,7 +74,7 @@ from gateway.logging import configure_logging
 from gateway.secret import Secret
 from gateway.server import _metrics_endpoint, exit_code, loop_factory, serve
 from gateway.settings import Settings, load_settings
-from gateway.store import open_store
+from gateway.store import open_store, sqlite_file
 from gateway.store.base import StoreError
 
 _log = structlog.get_logger("gateway.workers")
@@ -196,13 +196,14 @@ class _Supervisor:
         locked"; once the file is in WAL mode (which persists) opening it concurrently is safe.
         """
         dsn = self._settings.store.reveal()
-        if not dsn.startswith("sqlite:///"):
+        path = sqlite_file(dsn)
+        if path is None:
             return  # PostgreSQL migrates under an advisory lock
         from gateway.store.sqlite_audit import SqliteAuditSink
 
         store = await open_store(dsn)
         await store.close()
-        sink = await SqliteAuditSink.open(Path(dsn.removeprefix("sqlite://")))
+        sink = await SqliteAuditSink.open(path)
         await sink.close()
 
     def _reserve_ports(self) -> list[tuple[str, str]]:
@@ -411,7 +412,7 @@ def worker_settings(settings: Settings, spec: Mapping[str, Any]) -> Settings:
     update: dict[str, object] = {"listeners": listeners, "metrics": settings.metrics.model_copy(update={"address": None})}
     if settings.breakglass.csrf_secret is None:
         update["breakglass"] = settings.breakglass.model_copy(update={"csrf_secret": Secret(spec["csrf_secret"])})
-    if "cache_refresh_s" not in settings.ingest.model_fields_set and settings.store.reveal().startswith("sqlite:"):
+    if "cache_refresh_s" not in settings.ingest.model_fields_set and sqlite_file(settings.store.reveal()) is not None:
         update["ingest"] = settings.ingest.model_copy(update={"cache_refresh_s": spec["cache_refresh_s"]})
     return settings.model_copy(update=update)
 

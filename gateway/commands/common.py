@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, ParamSpec, TextIO, TypeVar, cast
 from gateway.audit_cli import parse_since
 from gateway.errors import ConfigError
 from gateway.settings import Settings, load_settings
-from gateway.store import Store, StoreError, open_store
+from gateway.store import Store, StoreError, open_store, sqlite_file
 
 if TYPE_CHECKING:
     from breakglass import AuditSink
@@ -99,18 +99,12 @@ def load_config(path: Path, environ: Mapping[str, str] | None) -> Settings:
 
 
 def _require_sqlite_file(settings: Settings, config: Path, fix: str) -> None:
-    dsn = settings.store.reveal()
-    if not dsn.startswith("sqlite:///"):
-        return
-    from gateway.store.sqlite import sqlite_path
-
     try:
-        path = sqlite_path(dsn)
+        path = sqlite_file(settings.store.reveal())
     except ValueError as exc:
         raise Refused(f"{exc}\nfix `store:` in {config}, then run `gatehouse check-config {config}`") from None
-    if not path.exists():
-        shown = "/" + str(path).lstrip("/")  # `sqlite:////abs` gives `//abs`
-        raise Refused(f"there is no store at `{shown}` (`store:` in {config})\n{fix}")
+    if path is not None and not path.exists():
+        raise Refused(f"there is no store at `{path}` (`store:` in {config})\n{fix}")
 
 
 @asynccontextmanager
@@ -140,13 +134,13 @@ async def opened_audit_sink(settings: Settings, config: Path) -> AsyncIterator[A
 
     SQLite: the audit tables in the store's own file. PostgreSQL: ``store.audit_sink()`` on the store's pool.
     """
-    dsn = settings.store.reveal()
-    if dsn.startswith("sqlite:///"):
+    _require_sqlite_file(settings, config, f"point `store:` at the gateway's store, then run `gatehouse check-config {config}`")
+    path = sqlite_file(settings.store.reveal())
+    if path is not None:
         from gateway.store.sqlite_audit import SqliteAuditSink
 
-        _require_sqlite_file(settings, config, f"point `store:` at the gateway's store, then run `gatehouse check-config {config}`")
         try:
-            sink = await SqliteAuditSink.open(Path(dsn.removeprefix("sqlite://")))
+            sink = await SqliteAuditSink.open(path)
         except (StoreError, OSError) as exc:
             raise Refused(f"cannot open the audit log: {exc}\ncheck `store:` in {config}, then run `gatehouse check-config {config}`") from None
         try:

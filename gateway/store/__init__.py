@@ -1,6 +1,7 @@
 """Durable state behind the gateway: device snapshots, osquery enrollments, compliance history.
 
-Owns: the Store Protocols (base.py), the SQLite backend (sqlite.py), open_store.
+Owns: the Store Protocols (base.py), the SQLite backend (sqlite.py), the reading of a store DSN
+(dsn.py: ``sqlite_file``, which every caller uses), open_store.
 Must not import: aiohttp, gateway.ingest, gateway.app.
 """
 
@@ -22,6 +23,7 @@ from gateway.store.base import (
     Store,
     StoreError,
 )
+from gateway.store.dsn import SQLITE_FORMS, sqlite_file
 
 __all__ = [
     "Changes",
@@ -38,7 +40,9 @@ __all__ = [
     "SnapshotStore",
     "Store",
     "StoreError",
+    "SQLITE_FORMS",
     "open_store",
+    "sqlite_file",
 ]
 
 
@@ -46,21 +50,19 @@ async def open_store(dsn: str) -> Store:
     """Open the store a DSN names: ``sqlite:///abs/path.db`` (the default) or ``postgresql://...``.
 
     Raises:
-        ValueError: the DSN's scheme is not supported.
+        ValueError: the DSN's scheme is not supported, or it is not an absolute SQLite file.
         StoreError: the store cannot be opened.
     """
-    if dsn.startswith("sqlite:///"):
-        from gateway.store.sqlite import SqliteStore, sqlite_path
+    path = sqlite_file(dsn)
+    if path is not None:
+        from gateway.store.sqlite import SqliteStore
 
-        return await SqliteStore.open(sqlite_path(dsn))
-    if dsn.startswith(("postgresql://", "postgres://")):
-        try:
-            from gateway.store.postgres import open_postgres_store  # type: ignore[import-not-found]
-        except ImportError:
-            raise ValueError(
-                "store `postgresql://...` needs the PostgreSQL backend, which is not installed in this"
-                " Gatehouse; install it with `pip install gatehouse[postgres]` or use `sqlite:///...`"
-            ) from None
-        return await open_postgres_store(dsn)  # type: ignore[no-any-return]
-    scheme = dsn.partition(":")[0]
-    raise ValueError(f"store scheme `{scheme}` is not supported; write `sqlite:///abs/path.db` or `postgresql://...`")
+        return await SqliteStore.open(path)
+    try:
+        from gateway.store.postgres import open_postgres_store  # type: ignore[import-not-found]
+    except ImportError:
+        raise ValueError(
+            "store `postgresql://...` needs the PostgreSQL backend, which is not installed in this"
+            " Gatehouse; install it with `pip install gatehouse[postgres]` or use `sqlite:///...`"
+        ) from None
+    return await open_postgres_store(dsn)  # type: ignore[no-any-return]

@@ -100,20 +100,6 @@ def hash_node_key(node_key: str) -> str:
     return hashlib.sha256(node_key.encode()).hexdigest()
 
 
-def sqlite_path(dsn: str) -> Path:
-    """The file path of a ``sqlite:///abs/path.db`` DSN.
-
-    Raises:
-        ValueError: the DSN is not an absolute sqlite:/// path.
-    """
-    if not dsn.startswith("sqlite:///"):
-        raise ValueError(f"`{dsn}` is not a SQLite DSN; write `sqlite:///absolute/path/gatehouse.db`")
-    path = Path(dsn.removeprefix("sqlite://"))
-    if not path.is_absolute() or path.name == "":
-        raise ValueError(f"`{dsn}` does not name an absolute file; write `sqlite:///absolute/path/gatehouse.db`")
-    return path
-
-
 class SqliteStore:
     """The Store on one SQLite file; open with ``await SqliteStore.open(path)``."""
 

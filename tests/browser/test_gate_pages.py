@@ -1,7 +1,8 @@
 """The whole Gatehouse in headless Chromium: denied, fix the device, "check again", land on the upstream.
 
 A real upstream and the full Gatehouse (``create_app`` without a gate: SQLite store, the example
-policy from deploy/, ES256 user tokens, the ingest API, the portal pages) listen on 127.0.0.1.
+policy from deploy/, ES256 user tokens, the ingest API, the portal pages) listen on 127.0.0.1, the
+Gatehouse behind the listener ``gatehouse serve`` runs (tests/serving.py).
 Chromium sends the user's bearer token on every request; snapshots arrive through the ingest API
 as an agent would send them, and a MovableClock stands in for the wall clock. Screenshots go to
 artifacts/screenshots/gate-*.png; ``gate-deny.png`` is the one the README shows.
@@ -12,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 import aiohttp
 import pytest
@@ -23,6 +24,7 @@ from pytest_aiohttp import AiohttpServer
 from gateway.app import create_app
 from tests.browser.conftest import screenshot
 from tests.gateway.fullstack import Keys, MovableClock, gatehouse_settings, ingest_headers, mac_item
+from tests.serving import serve_for_tests
 
 pytestmark = pytest.mark.browser
 
@@ -68,7 +70,7 @@ async def wiki_upstream(request: web.Request) -> web.Response:
 
 
 @pytest.fixture
-async def stack(aiohttp_server: AiohttpServer, tmp_path: Path) -> Stack:
+async def stack(aiohttp_server: AiohttpServer, tmp_path: Path) -> AsyncIterator[Stack]:
     upstream_app = web.Application()
     upstream_app.router.add_route("*", "/{tail:.*}", wiki_upstream)
     upstream = await aiohttp_server(upstream_app)
@@ -76,8 +78,10 @@ async def stack(aiohttp_server: AiohttpServer, tmp_path: Path) -> Stack:
     clock = MovableClock()
     settings = gatehouse_settings(keys, store=f"sqlite:///{tmp_path}/gatehouse.db",
                                   upstream=str(upstream.make_url("")).rstrip("/"))
-    gatehouse = await aiohttp_server(create_app(settings, clock=clock))
-    return Stack(gatehouse, upstream, keys, clock)
+    gatehouse = serve_for_tests(create_app(settings, clock=clock))  # the listener `gatehouse serve` runs
+    await gatehouse.start_server()
+    yield Stack(gatehouse, upstream, keys, clock)
+    await gatehouse.close()
 
 
 def alice_mac(stack: Stack, **facts: Any) -> dict[str, Any]:
@@ -186,6 +190,23 @@ async def test_fleet_page_for_a_reviewer(stack: Stack, browser_page: Any) -> Non
     assert all(name in everything for name in ("alice-mbp", "alice-thinkpad", "bob-elitebook", "carol-mbp"))
     assert "4 devices, 3 non-compliant." in everything
     assert "carol-mbp" not in filtered and "bob-elitebook" in filtered
+
+
+async def test_fleet_page_refusal_names_the_groups(stack: Stack, browser_page: Any) -> None:
+    """Someone outside the reviewer groups reads which groups may open the fleet view, in Gatehouse's page."""
+    page = browser_page
+    await seed_fleet(stack)
+    await stack.sign_in(page, "bob@example.com", device=None, groups=("engineering",))
+
+    response = await page.goto(stack.url("/.gatehouse/admin/devices"))
+    text = await page.inner_text("main")
+    await screenshot(page, "gate-fleet-refused")
+
+    assert 403 == response.status
+    assert "Access denied" == await page.text_content("h1")
+    assert "the fleet view is open to members of `security`" in text
+    assert "alice-mbp" not in text
+    assert "default-src 'none'" in response.headers["content-security-policy"]
 
 
 async def test_denial_fits_a_phone(stack: Stack, browser_page: Any) -> None:

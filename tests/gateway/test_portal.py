@@ -196,6 +196,36 @@ class TestFleetPage:
         assert "C02ALICE1" not in await response.text()
         assert [BOB] == [e["user"] for e in logs if e["event"] == "fleet.access_refused"]
 
+    async def test_non_reviewer_is_told_which_groups_may_open_it(self, stack: Stack) -> None:
+        """The refusal names the groups that may open the fleet view, in the page and in the problem document."""
+        headers = stack.headers(BOB, groups=("engineering",))
+
+        page = await stack.client.get("/.gatehouse/admin/devices", headers={**headers, **HTML})
+        problem = await stack.client.get("/.gatehouse/admin/devices", headers={**headers, **JSON})
+
+        text = await page.text()
+        assert (403, "text/html") == (page.status, page.content_type)
+        assert "members of `security` (`breakglass.reviewer_groups`" in text.replace("&#x27;", "'")
+        assert "<p>Access denied.</p>" not in text
+        body = orjson.loads(await problem.read())
+        assert (403, "application/problem+json", "http-403") == (problem.status, problem.content_type, body["code"])
+        assert "members of `security`" in body["detail"]
+
+    async def test_refusal_text_is_escaped(self, aiohttp_client: Any, tmp_path: Path) -> None:
+        """A group name that looks like markup is shown as text on the refusal page, never as markup."""
+        keys = Keys(tmp_path / "keys")
+        settings = gatehouse_settings(keys, store=f"sqlite:///{tmp_path}/gatehouse.db", upstream="http://127.0.0.1:9",
+                                      breakglass={"reviewer_groups": [HOSTILE]})
+        client = await aiohttp_client(create_app(settings, clock=MovableClock()))
+        token = keys.token(BOB, now=MovableClock()(), groups=("engineering",))
+
+        response = await client.get("/.gatehouse/admin/devices", headers={"Authorization": f"Bearer {token}", **HTML})
+
+        text = await response.text()
+        assert 403 == response.status
+        assert ESCAPED in text
+        assert HOSTILE not in text
+
     async def test_reviewer_sees_every_device(self, stack: Stack) -> None:
         """A member of `security` gets every device with owner, reach and failing checks."""
         await seed_fleet(stack)
@@ -308,6 +338,7 @@ class TestCheckAgain:
 
         assert (403, None) == (response.status, response.headers.get("Location"))
         assert ["csrf-expired"] == [e["code"] for e in logs if e["event"] == "recheck.csrf_refused"]
+        assert "this form is stale or came from another site (csrf-expired)" in orjson.loads(await response.read())["detail"]
 
 
 def with_key(payload: dict[str, Any], node_key: str) -> dict[str, Any]:

@@ -91,12 +91,58 @@ class TestLoadSettings:
     def test_relative_paths_resolve_against_the_file(self, tmp_path: Path) -> None:
         """Paths in the file are relative to the file's own directory, not the working directory."""
         path = tmp_path / "gatehouse.yaml"
-        path.write_text("listeners: [{address: '127.0.0.1:8080'}]\nstore: sqlite:///var/g.db\npolicy: policy.yaml\n")
+        path.write_text("listeners: [{address: '127.0.0.1:8080'}]\nstore: sqlite:var/g.db\npolicy: policy.yaml\n")
 
         settings = load_settings(path, {})
 
-        assert f"sqlite:///{tmp_path}/var/g.db" == settings.store.reveal()
+        assert f"sqlite://{tmp_path}/var/g.db" == settings.store.reveal()
         assert tmp_path / "policy.yaml" == settings.policy
+
+    def test_three_slashes_name_an_absolute_store(self, tmp_path: Path) -> None:
+        """`sqlite:///abs/path` is the file /abs/path, not a path under the configuration's folder."""
+        path = tmp_path / "etc" / "gatehouse.yaml"
+        path.parent.mkdir()
+        path.write_text(f"listeners: [{{address: '127.0.0.1:8080'}}]\nstore: sqlite://{tmp_path}/data/g.db\n")
+
+        settings = load_settings(path, {})
+
+        assert f"sqlite://{tmp_path}/data/g.db" == settings.store.reveal()
+
+    def test_default_store_is_under_the_configuration(self, tmp_path: Path) -> None:
+        """Without `store`, the SQLite file is var/gatehouse.db next to the configuration file."""
+        path = tmp_path / "gatehouse.yaml"
+        path.write_text("listeners: [{address: '127.0.0.1:8080'}]\n")
+
+        settings = load_settings(path, {})
+
+        assert f"sqlite://{tmp_path}/var/gatehouse.db" == settings.store.reveal()
+
+    def test_store_with_a_host_is_refused(self, tmp_path: Path) -> None:
+        """`sqlite://var/g.db` could mean either file; it is refused with both spellings to choose from."""
+        path = tmp_path / "gatehouse.yaml"
+        path.write_text("listeners: [{address: '127.0.0.1:8080'}]\nstore: sqlite://var/g.db\n")
+
+        with pytest.raises(ConfigError) as caught:
+            load_settings(path, {})
+
+        (problem,) = caught.value.problems
+        assert "store" == problem.path
+        assert "names the host `var`" in problem.message
+        assert "`sqlite:///var/g.db`" in problem.message and "`sqlite:var/g.db`" in problem.message
+
+    def test_store_left_at_the_old_relative_place_is_refused(self, tmp_path: Path) -> None:
+        """A `sqlite:///x` whose /x is missing while the configuration's x exists is refused, not started empty."""
+        path = tmp_path / "gatehouse.yaml"
+        (tmp_path / "gatehouse-test-var").mkdir()
+        (tmp_path / "gatehouse-test-var" / "g.db").write_bytes(b"")
+        path.write_text("listeners: [{address: '127.0.0.1:8080'}]\nstore: sqlite:///gatehouse-test-var/g.db\n")
+
+        with pytest.raises(ConfigError) as caught:
+            load_settings(path, {})
+
+        (problem,) = caught.value.problems
+        assert f"`{tmp_path}/gatehouse-test-var/g.db` does" in problem.message
+        assert "write `sqlite:gatehouse-test-var/g.db` to keep" in problem.message
 
     def test_invalid_yaml_names_line_and_column(self, tmp_path: Path) -> None:
         """A syntax error is reported with its position."""
