@@ -1,4 +1,4 @@
-"""Fixtures every test may use: a fixed clock, a fresh metrics registry, a throwaway PostgreSQL.
+"""Fixtures every test may use: a fixed clock, a fresh metrics registry, the log lines as served, a throwaway PostgreSQL.
 
 Services the tests drive for real (PostgreSQL here, Chromium and the OpenID provider in their own
 conftests) are started by the fixtures themselves. Outside CI a missing service skips its tests
@@ -7,6 +7,7 @@ with the command that installs it; in CI (``CI`` set) it fails them, so nothing 
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import subprocess
@@ -14,11 +15,14 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, AsyncIterator, Iterator
 
+import orjson
 import pytest
+import structlog
 from aiohttp import web
 from aiohttp.test_utils import BaseTestServer, TestClient
 from prometheus_client import CollectorRegistry
 
+from gateway.logging import configure_logging
 from gateway.metrics import Metrics
 from tests.pgcluster import Cluster, postgres_bindir, throwaway_cluster
 from tests.serving import serve_for_tests
@@ -79,6 +83,36 @@ def registry() -> CollectorRegistry:
 def metrics(registry: CollectorRegistry) -> Metrics:
     """Gateway metrics on the test's own registry."""
     return Metrics(registry)
+
+
+class LogLines:
+    """The JSON lines ``gatehouse serve`` would have written, through ``gateway.logging``'s own processors."""
+
+    def __init__(self) -> None:
+        self.stream = io.TextIOWrapper(io.BytesIO())
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Every line written so far, parsed (only those whose ``event`` is ``name``, if given)."""
+        raw = self.stream.buffer.getvalue()  # type: ignore[attr-defined]
+        lines = [orjson.loads(line) for line in raw.splitlines() if line]
+        return [line for line in lines if name is None or line.get("event") == name]
+
+
+@pytest.fixture
+def log_lines() -> Iterator[LogLines]:
+    """Logging configured as ``gatehouse serve`` does (JSON, level info) into a buffer; the previous setup restored after.
+
+    Unlike ``structlog.testing.capture_logs()``, the production processors run (context, level, exception
+    rendering), so what a test reads is what an operator's log shows. Request it before starting a
+    gateway: the fast lane reads the log level once, when it starts.
+    """
+    saved = structlog.get_config()
+    lines = LogLines()
+    configure_logging("info", "json", stream=lines.stream)
+    try:
+        yield lines
+    finally:
+        structlog.configure(**saved)
 
 
 @pytest.fixture(scope="session")

@@ -54,7 +54,7 @@ from gateway.handlers import Admission, is_reserved
 from gateway.keys import CONFIG, GATE, METRICS
 from gateway.middleware import SERVER_NAME, choose_request_id, info_enabled
 from gateway.pages import gateway_error_response
-from gateway.proxy import HOP_BY_HOP, upstream_header_lines
+from gateway.proxy import CLIENT_CLOSED_REQUEST, HOP_BY_HOP, upstream_header_lines
 from gateway.routing import Route
 from gateway.settings import ServerSettings
 from gateway.target import canonicalise
@@ -268,7 +268,7 @@ class LaneConnection(asyncio.Protocol):
             lane.finished(self)
         if self.route is not None:
             self._drop_upstream()
-            self._complete(499)
+            self._complete(CLIENT_CLOSED_REQUEST)
 
     def pause_writing(self) -> None:
         self.write_paused = True
