@@ -20,10 +20,13 @@ Must not import: cli (the CLI calls ``run``); gateway.workers only inside ``run`
 - Limits of the HTTP front come from ``server``: ``max_header_bytes`` bounds the request line and each
   header line, ``max_header_count`` the number of headers (aiohttp answers 400 beyond either),
   ``max_head_bytes`` the whole head (431 and the connection closed beyond it; aiohttp has no such
-  limit, ``_HeadTimeoutHandler`` counts the head's bytes as they arrive), ``keepalive_timeout_s`` closes idle connections (also a connection that never sends a byte), and
-  ``header_read_timeout_s`` closes a connection whose request head is not complete that long after its
-  first byte arrived (slowloris); on TLS listeners the handshake gets the same deadline. aiohttp has
-  no head timeout of its own; ``_HeadTimeoutHandler`` adds it.
+  limit, ``_HeadTimeoutHandler`` counts the head's bytes as they arrive), ``header_read_timeout_s``
+  closes a connection whose first request head is not complete that long after it was accepted (a
+  connection that never sends a byte included), and one whose later head is not complete that long
+  after its first byte (slowloris); ``keepalive_timeout_s`` closes connections idle between requests;
+  on TLS listeners the handshake gets the ``header_read_timeout_s`` deadline too, and the first head
+  another one from the handshake's end. aiohttp has no head timeout of its own; ``_HeadTimeoutHandler``
+  adds it.
 - Metrics are served on ``metrics.address`` by a separate tiny app, never on a proxy listener.
 - SIGTERM/SIGINT: stop accepting, close idle connections, let in-flight requests finish for up to
   ``shutdown_grace_s``, then exit 0. ``gateway.stopping`` is logged once the listeners are closed
@@ -88,21 +91,29 @@ class WorkerHooks(Protocol):
 
 
 class _HeadTimeoutHandler(RequestHandler):
-    """aiohttp's RequestHandler plus a deadline for the request head, counted from its first byte.
+    """aiohttp's RequestHandler plus a deadline for the request head: the first one counted from the
+    connection's start (or kept from the fast lane that handed it over), later ones from their first byte.
 
-    The deadline is noted (a float, no timer) when bytes arrive while the connection waits for a new
-    request head, and cleared as soon as the parser has a whole head. Its site's periodic sweep
-    (``GatewaySite``) closes the connection once the deadline has passed, unless a handler is running.
+    The deadline is noted (a float, no timer) when the connection starts and when bytes arrive while it
+    waits for a new request head, and cleared as soon as the parser has a whole head. Its site's periodic
+    sweep (``GatewaySite``) closes the connection once the deadline has passed, unless a handler is running.
     """
 
-    def __init__(self, manager: web.Server, *, header_read_timeout: float, max_head_bytes: int, **kwargs: Any) -> None:
+    def __init__(
+        self, manager: web.Server, *, header_read_timeout: float, max_head_bytes: int, head_deadline: float | None = None, **kwargs: Any,
+    ) -> None:
         super().__init__(manager, **kwargs)
         self._head_timeout = header_read_timeout
-        self._head_deadline: float | None = None
+        self._head_deadline: float | None = head_deadline
         self._awaiting_head = True
         self._max_head = max_head_bytes
         self._head_bytes = 0
         self._head_tail = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._head_deadline is None:
+            self._head_deadline = self._loop.time() + self._head_timeout  # a silent connection is closed too
+        super().connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
         # INVARIANT: relies on aiohttp's _request_count (+1 per parsed head) and _upgraded.
@@ -190,7 +201,7 @@ class GatewaySite(web.TCPSite):
 
     def __init__(
         self, runner: web.AppRunner, host: str, port: int, *, ssl_context: ssl.SSLContext | None, server_settings: ServerSettings,
-        lane: Callable[[Callable[[], RequestHandler]], Lane] | None = None, reuse_port: bool = False,
+        lane: Callable[[Callable[[float | None], RequestHandler]], Lane] | None = None, reuse_port: bool = False,
     ) -> None:
         super().__init__(runner, host, port, ssl_context=ssl_context, reuse_port=reuse_port)
         self._server_settings = server_settings
@@ -218,8 +229,10 @@ class GatewaySite(web.TCPSite):
 
         max_head = self._server_settings.max_head_bytes
 
-        def factory() -> RequestHandler:
-            return _HeadTimeoutHandler(manager, loop=loop, header_read_timeout=timeout, max_head_bytes=max_head, **kwargs)
+        def factory(head_deadline: float | None = None) -> RequestHandler:
+            return _HeadTimeoutHandler(
+                manager, loop=loop, header_read_timeout=timeout, max_head_bytes=max_head, head_deadline=head_deadline, **kwargs,
+            )
 
         accept: Callable[[], asyncio.Protocol] = factory
         if self._lane_for is not None:

@@ -23,8 +23,9 @@ both. ``gatehouse_lane_requests_total{lane}`` counts requests served here and ha
 Timeouts use sweeps, not a timer per request: every LANE_SWEEP_S the exchanges in flight are
 checked against their connect and read deadlines (a read deadline moves with every upstream read,
 as aiohttp's ``sock_read`` does), and about once a second (or each ``header_read_timeout_s`` when
-shorter) idle connections are checked against the keep-alive timeout and unfinished heads against
-the head timeout.
+shorter) connections are checked against the head timeout (a connection's first head is due
+``header_read_timeout_s`` after it was accepted, whether or not a byte arrived; a later one from its
+first byte) and, between requests, the keep-alive timeout. A handover keeps the head's deadline.
 
 Framing towards the client: the upstream's ``Content-Length`` is kept; a response that arrived
 whole with its head and has no length gets one; otherwise the body is sent chunked. A response whose
@@ -98,8 +99,9 @@ _DATE = _DateHeader()
 class Lane:
     """The fast lane of one gateway: its client connections, upstream pool and sweeps."""
 
-    def __init__(self, app: Any, server: ServerSettings, *, fallback: Callable[[], asyncio.Protocol]) -> None:
-        """``fallback`` builds the aiohttp RequestHandler a connection is handed to."""
+    def __init__(self, app: Any, server: ServerSettings, *, fallback: Callable[[float | None], asyncio.Protocol]) -> None:
+        """``fallback(head_deadline)`` builds the aiohttp RequestHandler a connection is handed to, keeping the
+        deadline of a head still incomplete (None: the head is whole, or none has started)."""
         self.loop = asyncio.get_running_loop()
         self.app = app
         self.config = app[CONFIG]
@@ -242,8 +244,7 @@ class LaneConnection(asyncio.Protocol):
         tcp_keepalive(transport)  # type: ignore[arg-type]
         self.peer = Peer(transport)
         lane.connections.add(self)
-        if lane.keepalive_s > 0:
-            self.idle_deadline = lane.loop.time() + lane.keepalive_s
+        self.head_deadline = lane.loop.time() + lane.head_timeout_s  # the first head is due from the start, silent or not
         if lane.closing:
             transport.close()
 
@@ -368,7 +369,7 @@ class LaneConnection(asyncio.Protocol):
         if lane.closing:  # aiohttp is draining too: a connection it has not seen would outlive the app
             transport.close()
             return
-        handler = lane.fallback()
+        handler = lane.fallback(self.head_deadline)
         transport.set_protocol(handler)
         handler.connection_made(transport)
         if self.write_paused:

@@ -56,11 +56,28 @@ class TestLimits:
         assert b"" == data
         assert elapsed < 5  # far below the 30 s keep-alive timeout
 
-    async def test_idle_connection_is_closed_after_keepalive_timeout(self, metrics: Metrics) -> None:
-        """A connection that never sends a byte is closed after keepalive_timeout_s."""
-        gw = await start_gateway(make_settings([], keepalive_timeout_s=0.3, header_read_timeout_s=30), metrics=metrics, gate=OpenGate())
+    async def test_silent_connection_is_closed_after_header_timeout(self, gateway: Gateway) -> None:
+        """A connection that never sends a byte is closed after header_read_timeout_s, not the keep-alive timeout."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.addresses[0][1])
+        started = time.monotonic()
+
+        data = await asyncio.wait_for(reader.read(), 10)
+        elapsed = time.monotonic() - started
+        writer.close()
+
+        assert b"" == data
+        assert elapsed < 5  # far below the 30 s keep-alive timeout
+
+    async def test_idle_connection_is_closed_after_keepalive_timeout(self, metrics: Metrics, upstream_url: str) -> None:
+        """A connection idle after its response is closed after keepalive_timeout_s."""
+        settings = make_settings([{"id": "app", "upstream": upstream_url, "tier": "low"}], keepalive_timeout_s=0.3, header_read_timeout_s=30)
+        gw = await start_gateway(settings, metrics=metrics, gate=OpenGate())
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", gw.addresses[0][1])
+            writer.write(b"GET /x HTTP/1.1\r\nHost: svc\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+            await reader.readexactly(length)
             started = time.monotonic()
             data = await asyncio.wait_for(reader.read(), 10)
             elapsed = time.monotonic() - started
@@ -69,7 +86,7 @@ class TestLimits:
             await gw.stop()
 
         assert b"" == data
-        assert elapsed < 5
+        assert elapsed < 5  # far below the 30 s head timeout
 
     async def test_complete_head_is_served_and_connection_kept(self, gateway: Gateway, recorder: Recorder) -> None:
         """Two requests on one kept-alive connection are both answered; the head timer never fires."""
@@ -177,6 +194,32 @@ class TestTlsHandshake:
         gw = await start_gateway(settings, metrics=metrics, gate=OpenGate())
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", gw.addresses[0][1])
+            started = time.monotonic()
+            data = await asyncio.wait_for(reader.read(), 10)
+            elapsed = time.monotonic() - started
+            writer.close()
+        finally:
+            await gw.stop()
+
+        assert b"" == data
+        assert elapsed < 5
+
+
+    async def test_silent_client_after_the_handshake_is_dropped_after_header_timeout(self, tmp_path: Path, metrics: Metrics) -> None:
+        """A TLS client that completes the handshake and then sends nothing is dropped after header_read_timeout_s."""
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1")
+        cert.private_key_pem.write_to_path(tmp_path / "key.pem")
+        cert.cert_chain_pems[0].write_to_path(tmp_path / "cert.pem")
+        ca.cert_pem.write_to_path(tmp_path / "ca.pem")
+        client = ssl.create_default_context()
+        ca.configure_trust(client)
+        ca.issue_cert("device-1", common_name="SERIAL123").configure_cert(client)
+        base = make_settings([], header_read_timeout_s=0.3, keepalive_timeout_s=30)
+        settings = base.model_copy(update={"listeners": (base.listeners[0].model_copy(update={"tls": _tls(tmp_path)}),)})
+        gw = await start_gateway(settings, metrics=metrics, gate=OpenGate())
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.addresses[0][1], ssl=client)
             started = time.monotonic()
             data = await asyncio.wait_for(reader.read(), 10)
             elapsed = time.monotonic() - started
