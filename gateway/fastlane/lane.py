@@ -163,11 +163,16 @@ class Lane:
     def finished(self, conn: LaneConnection) -> None:
         """``conn`` has no request in flight any more."""
         self.active.discard(conn)
-        if self._drained is not None and not self.active and not self._drained.done():
+
+    def gone(self, conn: LaneConnection) -> None:
+        """``conn`` is closed for good (its last byte written out) or was handed to aiohttp."""
+        self.connections.discard(conn)
+        if self._drained is not None and not self.connections and not self._drained.done():
             self._drained.set_result(None)
 
     async def shutdown(self, grace_s: float) -> None:
-        """Close idle connections now, let requests in flight finish for up to ``grace_s``, then cut the rest.
+        """Close idle connections now, let requests in flight finish and their responses be written out
+        for up to ``grace_s``, then cut the rest.
 
         Idempotent: a second call waits for the first one's shutdown.
         """
@@ -179,7 +184,7 @@ class Lane:
         self.closing = True
         for conn in list(self.connections):
             conn.close_when_idle()
-        if self.active:
+        if self.connections:  # each closes once its response is written out: transport.close() flushes first
             self._drained = self.loop.create_future()
             try:
                 await asyncio.wait_for(asyncio.shield(self._drained), grace_s)
@@ -262,7 +267,7 @@ class LaneConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         lane = self.lane
-        lane.connections.discard(self)
+        lane.gone(self)
         if self.preparing is not None:
             self.preparing.cancel()
             self.preparing = None
@@ -361,7 +366,7 @@ class LaneConnection(asyncio.Protocol):
         """Give this connection to aiohttp, starting with ``data`` (the current request from its first byte)."""
         lane = self.lane
         lane.tally.add(lane.handed)
-        lane.connections.discard(self)
+        lane.gone(self)
         self.buffer = b""
         transport = self.transport
         if transport is None or transport.is_closing():
