@@ -8,7 +8,8 @@ For each request, in order: take the live configuration snapshot (``request[LIVE
 bind ``request_id`` with structlog contextvars; validate and canonicalise the raw target
 (``request[TARGET]``, 400 on anything ambiguous); call the handler; turn a GatewayError or an HTTP
 error into a page (HTML or problem+json by ``Accept``); emit ONE ``request.completed`` event; count
-the request by route and status class; keep the in-flight gauge.
+the request by route and status class; keep the in-flight gauge. A handler that fails because its
+client went away (``proxy.client_left``) is status 499, like the fast lane's: no page, no error line.
 
 ``request.completed`` carries: request_id, method, path (canonical path only: never the query, which
 may hold tokens), route, tier, decision, user, device, reason (bound by the gate through contextvars),
@@ -32,7 +33,7 @@ from gateway.errors import GatewayError
 from gateway.handlers import is_reserved
 from gateway.keys import CONFIG, EXCHANGE, LIVE, METRICS, REQUEST_ID, TARGET
 from gateway.pages import error_response, gateway_error_response, http_error_response
-from gateway.proxy import Exchange
+from gateway.proxy import CLIENT_CLOSED_REQUEST, Exchange, client_left
 from gateway.target import canonicalise
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
@@ -128,11 +129,14 @@ def request_context_with(guard: _Guard | None) -> _Guard:
                 if exc.status < 400:
                     raise
                 response = http_error_response(request.headers.get("Accept", ""), exc, request_id=request_id)
-            except (asyncio.CancelledError, ConnectionResetError):
+            except asyncio.CancelledError:
                 raise
-            except Exception:
-                _log.exception("request.failed", request_id=request_id)
-                response = error_response(request.headers.get("Accept", ""), status=500, code="internal-error", request_id=request_id)
+            except Exception as exc:
+                if isinstance(exc, ConnectionResetError) and client_left(request):
+                    response = web.Response(status=CLIENT_CLOSED_REQUEST)  # never sent: the client is gone
+                else:
+                    _log.exception("request.failed", request_id=request_id)
+                    response = error_response(request.headers.get("Accept", ""), status=500, code="internal-error", request_id=request_id)
             status = response.status
             if exchange.bytes_out == 0 and exchange.upstream_status is None:
                 exchange.bytes_out = response.content_length or 0
@@ -141,7 +145,7 @@ def request_context_with(guard: _Guard | None) -> _Guard:
             status = exc.status
             raise
         except asyncio.CancelledError:
-            status = 499  # the client went away
+            status = CLIENT_CLOSED_REQUEST  # the client went away (or the grace period of a shutdown ended)
             raise
         finally:
             metrics.in_flight.dec()

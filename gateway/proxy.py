@@ -34,6 +34,10 @@ ClientSession's per-request machinery); WebSockets go through ``ClientSession.ws
 
 Bodies stream chunk by chunk; nothing holds a whole body. The request body is counted while it
 streams, so a chunked upload over the route's limit fails with 413 even without Content-Length.
+
+A client that goes away (a write to it fails, or its upload breaks off) ends the exchange with
+``ConnectionResetError``, whatever the upstream was doing: the request is 499
+(``CLIENT_CLOSED_REQUEST``), never an upstream error or a 5xx.
 """
 
 from __future__ import annotations
@@ -288,6 +292,16 @@ def is_websocket_upgrade(request: web.Request) -> bool:
     return "upgrade" in connection_named(request.headers.items())
 
 
+CLIENT_CLOSED_REQUEST = 499
+"""The status logged and counted (class ``4xx``) for a request whose client went away before its response was complete."""
+
+
+def client_left(request: web.BaseRequest) -> bool:
+    """True when the client's connection is gone or closing: whatever its request still does is 499."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 def _upstream_url(route: Route, target: Target) -> URL:
     return URL(route.upstream + target.forward_target, encoded=True)
 
@@ -370,6 +384,8 @@ async def forward(
     except (aiohttp.ClientError, HttpProcessingError, HeadTooLarge, asyncio.TimeoutError, OSError) as exc:
         if over_limit:
             raise BodyTooLarge(f"route `{route.id}` accepts at most {limit} bytes") from None
+        if client_left(request):  # e.g. its upload broke off: nothing the upstream did wrong
+            raise ConnectionResetError("the client closed the connection") from None
         error = _classify(exc, route)
         metrics.upstream_errors.labels(route=route.id, kind=error.kind).inc()
         raise error from None
@@ -394,15 +410,15 @@ async def forward(
                 counts.bytes_out += len(chunk)
                 await response.write(chunk)
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
-            if isinstance(exc, aiohttp.ClientConnectionResetError) or over_limit:
-                return response  # the client went away; nothing more to send
+            if client_left(request):  # a write to the client failed, or its upload broke off
+                raise ConnectionResetError("the client closed the connection") from None
+            if over_limit:
+                return response
             error = _classify(exc, route)
             metrics.upstream_errors.labels(route=route.id, kind=error.kind).inc()
             _log.warning("upstream.aborted", route=route.id, kind=error.kind)
             if request.transport is not None:
                 request.transport.close()  # the client sees a truncated response, never a clean end
-            return response
-        except ConnectionResetError:
             return response
         upstream.release()  # the upstream's part is done: its connection goes back to the pool
         await response.write_eof()

@@ -20,13 +20,17 @@ Must not import: cli (the CLI calls ``run``); gateway.workers only inside ``run`
 - Limits of the HTTP front come from ``server``: ``max_header_bytes`` bounds the request line and each
   header line, ``max_header_count`` the number of headers (aiohttp answers 400 beyond either),
   ``max_head_bytes`` the whole head (431 and the connection closed beyond it; aiohttp has no such
-  limit, ``_HeadTimeoutHandler`` counts the head's bytes as they arrive), ``keepalive_timeout_s`` closes idle connections (also a connection that never sends a byte), and
-  ``header_read_timeout_s`` closes a connection whose request head is not complete that long after its
-  first byte arrived (slowloris); on TLS listeners the handshake gets the same deadline. aiohttp has
-  no head timeout of its own; ``_HeadTimeoutHandler`` adds it.
+  limit, ``_HeadTimeoutHandler`` counts the head's bytes as they arrive), ``header_read_timeout_s``
+  closes a connection whose first request head is not complete that long after it was accepted (a
+  connection that never sends a byte included), and one whose later head is not complete that long
+  after its first byte (slowloris); ``keepalive_timeout_s`` closes connections idle between requests;
+  on TLS listeners the handshake gets the ``header_read_timeout_s`` deadline too, and the first head
+  another one from the handshake's end. aiohttp has no head timeout of its own; ``_HeadTimeoutHandler``
+  adds it.
 - Metrics are served on ``metrics.address`` by a separate tiny app, never on a proxy listener.
-- SIGTERM/SIGINT: stop accepting, close idle connections, let in-flight requests finish for up to
-  ``shutdown_grace_s``, then exit 0. ``gateway.stopping`` is logged once the listeners are closed
+- SIGTERM/SIGINT: stop accepting, close idle connections, let in-flight requests finish and their
+  responses be written out to the client for up to ``shutdown_grace_s`` (a connection closes once its
+  response is sent, not once it is queued), then cut what is left and exit 0. ``gateway.stopping`` is logged once the listeners are closed
   (with workers: once every worker's are). SIGHUP: call the loader again; a config that fails
   validation is logged (``config.reload_failed``) and counted (``config_reloads{what="config",outcome="failure"}``)
   and the old one stays; a good one is swapped into the app's ConfigHolder and applies to every request
@@ -87,22 +91,66 @@ class WorkerHooks(Protocol):
         """This worker stopped accepting; returns when its siblings did too (or after a short wait)."""
 
 
-class _HeadTimeoutHandler(RequestHandler):
-    """aiohttp's RequestHandler plus a deadline for the request head, counted from its first byte.
+class _Served:
+    """The transports of the connections aiohttp serves on one site, each until it is closed for good.
 
-    The deadline is noted (a float, no timer) when bytes arrive while the connection waits for a new
-    request head, and cleared as soon as the parser has a whole head. Its site's periodic sweep
-    (``GatewaySite``) closes the connection once the deadline has passed, unless a handler is running.
+    ``transport.close()`` (what aiohttp's shutdown calls) writes out what is still buffered before the
+    connection closes; a process that exits meanwhile would cut those responses short.
     """
 
-    def __init__(self, manager: web.Server, *, header_read_timeout: float, max_head_bytes: int, **kwargs: Any) -> None:
+    __slots__ = ("transports", "_empty")
+
+    def __init__(self) -> None:
+        self.transports: dict[RequestHandler, asyncio.Transport] = {}
+        self._empty: asyncio.Future[None] | None = None
+
+    def add(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        self.transports[handler] = transport
+
+    def discard(self, handler: RequestHandler) -> None:
+        self.transports.pop(handler, None)
+        if not self.transports and self._empty is not None and not self._empty.done():
+            self._empty.set_result(None)
+
+    async def written_out(self, timeout: float) -> None:
+        """Wait up to ``timeout`` until every connection is closed (its last byte written out); cut the rest."""
+        if self.transports:
+            self._empty = asyncio.get_running_loop().create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._empty), timeout)
+            except asyncio.TimeoutError:
+                pass
+        for transport in list(self.transports.values()):
+            transport.abort()
+
+
+class _HeadTimeoutHandler(RequestHandler):
+    """aiohttp's RequestHandler plus a deadline for the request head: the first one counted from the
+    connection's start (or kept from the fast lane that handed it over), later ones from their first byte.
+
+    The deadline is noted (a float, no timer) when the connection starts and when bytes arrive while it
+    waits for a new request head, and cleared as soon as the parser has a whole head. Its site's periodic
+    sweep (``GatewaySite``) closes the connection once the deadline has passed, unless a handler is running.
+    """
+
+    def __init__(
+        self, manager: web.Server, *, header_read_timeout: float, max_head_bytes: int, served: _Served, head_deadline: float | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(manager, **kwargs)
+        self._served = served
         self._head_timeout = header_read_timeout
-        self._head_deadline: float | None = None
+        self._head_deadline: float | None = head_deadline
         self._awaiting_head = True
         self._max_head = max_head_bytes
         self._head_bytes = 0
         self._head_tail = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._head_deadline is None:
+            self._head_deadline = self._loop.time() + self._head_timeout  # a silent connection is closed too
+        self._served.add(self, transport)  # type: ignore[arg-type]
+        super().connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
         # INVARIANT: relies on aiohttp's _request_count (+1 per parsed head) and _upgraded.
@@ -151,6 +199,7 @@ class _HeadTimeoutHandler(RequestHandler):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._head_deadline = None
+        self._served.discard(self)
         super().connection_lost(exc)
 
     def log_exception(self, *args: Any, **kwargs: Any) -> None:
@@ -190,13 +239,15 @@ class GatewaySite(web.TCPSite):
 
     def __init__(
         self, runner: web.AppRunner, host: str, port: int, *, ssl_context: ssl.SSLContext | None, server_settings: ServerSettings,
-        lane: Callable[[Callable[[], RequestHandler]], Lane] | None = None, reuse_port: bool = False,
+        lane: Callable[[Callable[[float | None], RequestHandler]], Lane] | None = None, reuse_port: bool = False,
     ) -> None:
         super().__init__(runner, host, port, ssl_context=ssl_context, reuse_port=reuse_port)
         self._server_settings = server_settings
         self._sweep: asyncio.TimerHandle | None = None
         self._lane_for = lane
         self.lane: Lane | None = None
+        self.served = _Served()
+        """The connections aiohttp serves here (handed over by the lane), until each is closed for good."""
 
     @property
     def port(self) -> int | None:
@@ -218,8 +269,11 @@ class GatewaySite(web.TCPSite):
 
         max_head = self._server_settings.max_head_bytes
 
-        def factory() -> RequestHandler:
-            return _HeadTimeoutHandler(manager, loop=loop, header_read_timeout=timeout, max_head_bytes=max_head, **kwargs)
+        def factory(head_deadline: float | None = None) -> RequestHandler:
+            return _HeadTimeoutHandler(
+                manager, loop=loop, header_read_timeout=timeout, max_head_bytes=max_head, served=self.served, head_deadline=head_deadline,
+                **kwargs,
+            )
 
         accept: Callable[[], asyncio.Protocol] = factory
         if self._lane_for is not None:
@@ -354,11 +408,16 @@ class Gateway:
             await self._worker.listeners_closed()
         grace = self.settings.server.shutdown_grace_s
         _log.info("gateway.stopping", grace_s=grace)
-        # The fast lanes and the connections aiohttp serves drain together, within the one grace period.
-        draining = [site.lane.shutdown(grace) for site in self.runner.sites if isinstance(site, GatewaySite) and site.lane is not None]
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + grace
+        sites = [site for site in self.runner.sites if isinstance(site, GatewaySite)]
+        # The fast lanes and the connections aiohttp serves drain together, within the one grace period;
+        # a connection is closed once its response is written out (or the grace period is over).
+        draining = [site.lane.shutdown(grace) for site in sites if site.lane is not None]
         if self.runner.server is not None:
             draining.append(self.runner.server.shutdown(grace))
         await asyncio.gather(*draining)
+        await asyncio.gather(*(site.served.written_out(max(0.0, ends - loop.time())) for site in sites))
         await self.runner.cleanup()
         if self.metrics_runner is not None:
             await self.metrics_runner.cleanup()

@@ -129,13 +129,21 @@ async def _write_body(writer: StreamWriter, protocol: ResponseHandler, body: Asy
         await writer.write_eof()
     except OSError as exc:
         set_exception(protocol, ClientOSError(exc.errno, "Can not write request body"), exc)
+        _hang_up(protocol)
     except asyncio.CancelledError:
         conn.close()
         raise
     except Exception as exc:
         set_exception(protocol, aiohttp.ClientConnectionError(f"Failed to send the request body: {exc!r}"), exc)
+        _hang_up(protocol)
     else:
         protocol.start_timeout()
+
+
+def _hang_up(protocol: ResponseHandler) -> None:
+    """End an exchange whose request body could not be sent: a response already streaming ends with ClientPayloadError."""
+    if protocol.transport is not None:
+        protocol.transport.close()  # not conn.close(): that would drop the response body without ending it
 
 
 async def send(

@@ -1,4 +1,4 @@
-"""Fixtures every test may use: a fixed clock, a fresh metrics registry, JSON log lines, a throwaway PostgreSQL.
+"""Fixtures every test may use: a fixed clock, a fresh metrics registry, the log lines as served, a throwaway PostgreSQL.
 
 Services the tests drive for real (PostgreSQL here, Chromium and the OpenID provider in their own
 conftests) are started by the fixtures themselves. Outside CI a missing service skips its tests
@@ -13,7 +13,7 @@ import socket
 import subprocess
 import uuid
 from datetime import UTC, datetime
-from typing import Any, AsyncIterator, Callable, Iterator
+from typing import Any, AsyncIterator, Iterator
 
 import orjson
 import pytest
@@ -85,19 +85,34 @@ def metrics(registry: CollectorRegistry) -> Metrics:
     return Metrics(registry)
 
 
-@pytest.fixture
-def json_logs() -> Iterator[Callable[[], list[dict[str, Any]]]]:
-    """The log lines as ``gatehouse serve`` writes them (``configure_logging``'s JSON, every processor), parsed.
+class LogLines:
+    """The JSON lines ``gatehouse serve`` would have written, through ``gateway.logging``'s own processors."""
 
-    Unlike ``structlog.testing.capture_logs`` it keeps the production processor chain (contextvars,
-    level, timestamp, rendering). Ask for it before the fixtures that start a gateway: the lane reads
-    the log level once, at start. The previous configuration is restored afterwards.
+    def __init__(self) -> None:
+        self.stream = io.TextIOWrapper(io.BytesIO())
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Every line written so far, parsed (only those whose ``event`` is ``name``, if given)."""
+        raw = self.stream.buffer.getvalue()  # type: ignore[attr-defined]
+        lines = [orjson.loads(line) for line in raw.splitlines() if line]
+        return [line for line in lines if name is None or line.get("event") == name]
+
+
+@pytest.fixture
+def log_lines() -> Iterator[LogLines]:
+    """Logging configured as ``gatehouse serve`` does (JSON, level info) into a buffer; the previous setup restored after.
+
+    Unlike ``structlog.testing.capture_logs()``, the production processors run (context, level, exception
+    rendering), so what a test reads is what an operator's log shows. Request it before starting a
+    gateway: the fast lane reads the log level once, when it starts.
     """
     saved = structlog.get_config()
-    out = io.BytesIO()
-    configure_logging("info", "json", stream=out)  # type: ignore[arg-type]
-    yield lambda: [orjson.loads(line) for line in out.getvalue().splitlines() if line]
-    structlog.configure(**saved)
+    lines = LogLines()
+    configure_logging("info", "json", stream=lines.stream)
+    try:
+        yield lines
+    finally:
+        structlog.configure(**saved)
 
 
 @pytest.fixture(scope="session")

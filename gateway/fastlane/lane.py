@@ -26,8 +26,10 @@ checked against their connect and read deadlines. The read timeout means what it
 path (aiohttp's ``sock_read``): time without upstream progress while Gatehouse is able to read. The
 deadline moves with every upstream read, and it does not run while reading from the upstream is
 paused because the client reads slowly (back-pressure); it starts afresh when reading resumes.
-About once a second (or each ``header_read_timeout_s`` when shorter) idle connections are checked
-against the keep-alive timeout and unfinished heads against the head timeout.
+About once a second (or each ``header_read_timeout_s`` when shorter) connections are checked
+against the head timeout (a connection's first head is due ``header_read_timeout_s`` after it was
+accepted, whether or not a byte arrived; a later one from its first byte) and, between requests, the
+keep-alive timeout. A handover keeps the head's deadline.
 
 Framing towards the client: the upstream's ``Content-Length`` is kept; a response that arrived
 whole with its head and has no length gets one; otherwise the body is sent chunked. A response whose
@@ -58,7 +60,7 @@ from gateway.keys import CONFIG, GATE, METRICS
 from gateway.metrics import RequestTimer
 from gateway.middleware import SERVER_NAME, choose_request_id, info_enabled
 from gateway.pages import gateway_error_response
-from gateway.proxy import HOP_BY_HOP, upstream_error, upstream_header_lines
+from gateway.proxy import CLIENT_CLOSED_REQUEST, HOP_BY_HOP, upstream_error, upstream_header_lines
 from gateway.upstream_limits import HeadTooLarge
 from gateway.routing import Route
 from gateway.settings import ServerSettings
@@ -103,8 +105,9 @@ _DATE = _DateHeader()
 class Lane:
     """The fast lane of one gateway: its client connections, upstream pool and sweeps."""
 
-    def __init__(self, app: Any, server: ServerSettings, *, fallback: Callable[[], asyncio.Protocol]) -> None:
-        """``fallback`` builds the aiohttp RequestHandler a connection is handed to."""
+    def __init__(self, app: Any, server: ServerSettings, *, fallback: Callable[[float | None], asyncio.Protocol]) -> None:
+        """``fallback(head_deadline)`` builds the aiohttp RequestHandler a connection is handed to, keeping the
+        deadline of a head still incomplete (None: the head is whole, or none has started)."""
         self.loop = asyncio.get_running_loop()
         self.app = app
         self.config = app[CONFIG]
@@ -166,11 +169,16 @@ class Lane:
     def finished(self, conn: LaneConnection) -> None:
         """``conn`` has no request in flight any more."""
         self.active.discard(conn)
-        if self._drained is not None and not self.active and not self._drained.done():
+
+    def gone(self, conn: LaneConnection) -> None:
+        """``conn`` is closed for good (its last byte written out) or was handed to aiohttp."""
+        self.connections.discard(conn)
+        if self._drained is not None and not self.connections and not self._drained.done():
             self._drained.set_result(None)
 
     async def shutdown(self, grace_s: float) -> None:
-        """Close idle connections now, let requests in flight finish for up to ``grace_s``, then cut the rest.
+        """Close idle connections now, let requests in flight finish and their responses be written out
+        for up to ``grace_s``, then cut the rest.
 
         Idempotent: a second call waits for the first one's shutdown.
         """
@@ -182,7 +190,7 @@ class Lane:
         self.closing = True
         for conn in list(self.connections):
             conn.close_when_idle()
-        if self.active:
+        if self.connections:  # each closes once its response is written out: transport.close() flushes first
             self._drained = self.loop.create_future()
             try:
                 await asyncio.wait_for(asyncio.shield(self._drained), grace_s)
@@ -247,8 +255,7 @@ class LaneConnection(asyncio.Protocol):
         tcp_keepalive(transport)  # type: ignore[arg-type]
         self.peer = Peer(transport)
         lane.connections.add(self)
-        if lane.keepalive_s > 0:
-            self.idle_deadline = lane.loop.time() + lane.keepalive_s
+        self.head_deadline = lane.loop.time() + lane.head_timeout_s  # the first head is due from the start, silent or not
         if lane.closing:
             transport.close()
 
@@ -266,14 +273,14 @@ class LaneConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         lane = self.lane
-        lane.connections.discard(self)
+        lane.gone(self)
         if self.preparing is not None:
             self.preparing.cancel()
             self.preparing = None
             lane.finished(self)
         if self.route is not None:
             self._drop_upstream()
-            self._complete(499)
+            self._complete(CLIENT_CLOSED_REQUEST)
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -369,7 +376,7 @@ class LaneConnection(asyncio.Protocol):
         """Give this connection to aiohttp, starting with ``data`` (the current request from its first byte)."""
         lane = self.lane
         lane.tally.add(lane.handed)
-        lane.connections.discard(self)
+        lane.gone(self)
         self.buffer = b""
         transport = self.transport
         if transport is None or transport.is_closing():
@@ -377,7 +384,7 @@ class LaneConnection(asyncio.Protocol):
         if lane.closing:  # aiohttp is draining too: a connection it has not seen would outlive the app
             transport.close()
             return
-        handler = lane.fallback()
+        handler = lane.fallback(self.head_deadline)
         transport.set_protocol(handler)
         handler.connection_made(transport)
         if self.write_paused:

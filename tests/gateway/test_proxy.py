@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import logging
 import socket
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -14,7 +17,8 @@ from gateway.handlers import Admission
 from gateway.metrics import Metrics
 from gateway.proxy import upstream_headers, without_cookies
 from gateway.routing import Route
-from tests.gateway.conftest import MakeGateway, Recorder, raw_exchange
+from tests.conftest import LogLines
+from tests.gateway.conftest import MakeGateway, RawUpstream, Recorder, raw_exchange
 
 
 def _route(upstream: str, **extra: object) -> dict[str, object]:
@@ -403,6 +407,112 @@ class TestFailures:
 
         assert 200 == resp.status
         assert 1.0 == metrics.registry.get_sample_value("gatehouse_upstream_errors_total", {"route": "app", "kind": "protocol"})
+
+
+_LANES = pytest.mark.parametrize("method", ["GET", "POST"], ids=["fast-lane", "full-path"])
+
+
+def _request(method: str, path: str, *, body_bytes: int = 1) -> bytes:
+    """A request head (a GET, or a POST announcing ``body_bytes`` of body, none of it sent yet)."""
+    length = f"Content-Length: {body_bytes}\r\n" if method == "POST" else ""
+    return f"{method} {path} HTTP/1.1\r\nHost: svc\r\n{length}\r\n".encode()
+
+
+async def _completed(log_lines: LogLines) -> dict[str, Any]:
+    """The request.completed line, once written."""
+    async with asyncio.timeout(10):
+        while not (lines := log_lines.events("request.completed")):
+            await asyncio.sleep(0.01)  # polls for an event; no timeout is waited out
+    assert 1 == len(lines)
+    return lines[0]
+
+
+def _client_gone(gw: Any) -> bool:
+    """True once neither lane holds a connected client connection."""
+    return not gw.server.lane.connections and all(h.transport is None for h in gw.server.runner.server.connections)
+
+
+def _statuses(metrics: Metrics) -> dict[str, float]:
+    samples = metrics.registry.get_sample_value
+    return {c: samples("gatehouse_requests_total", {"route": "app", "code_class": c}) or 0.0 for c in ("2xx", "4xx", "5xx")}
+
+
+class TestClientLeaving:
+    @_LANES
+    async def test_client_leaving_mid_response_is_499(
+        self, log_lines: LogLines, make_gateway: MakeGateway, upstream_url: str, metrics: Metrics, caplog: pytest.LogCaptureFixture, method: str,
+    ) -> None:
+        """A client that hangs up while its response streams is logged and counted as 499 on either lane, with no error."""
+        gw = await make_gateway([_route(upstream_url)])
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+
+        writer.write(_request(method, f"/big?n={256 * 1024 * 1024}") + (b"x" if method == "POST" else b""))
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(64 * 1024)
+        writer.transport.abort()
+        line = await _completed(log_lines)
+
+        assert (method, 499, 200) == (line["method"], line["status"], line["upstream_status"])
+        assert {"2xx": 0.0, "4xx": 1.0, "5xx": 0.0} == _statuses(metrics)
+        assert [] == [e for e in log_lines.events() if e["level"] not in ("debug", "info")]
+        assert [] == [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+    @_LANES
+    async def test_client_leaving_before_the_upstream_answered_is_499(
+        self, log_lines: LogLines, make_gateway: MakeGateway, metrics: Metrics, caplog: pytest.LogCaptureFixture, method: str,
+    ) -> None:
+        """A client that hangs up while the upstream is still working is 499 on either lane, not an upstream or server error."""
+        arrived, release = asyncio.Event(), asyncio.Event()
+
+        async def respond(head: bytes, writer: asyncio.StreamWriter) -> bool:
+            arrived.set()
+            await release.wait()
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")  # a body still streaming
+            await writer.drain()
+            await asyncio.Event().wait()
+            return False
+
+        upstream = RawUpstream(respond)
+        gw = await make_gateway([_route(await upstream.start())])
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        try:
+            writer.write(_request(method, "/slow") + (b"x" if method == "POST" else b""))
+            await asyncio.wait_for(arrived.wait(), 10)
+            writer.transport.abort()
+            async with asyncio.timeout(10):
+                while not _client_gone(gw):
+                    await asyncio.sleep(0.01)  # until the gateway has seen the client go
+            release.set()
+            line = await _completed(log_lines)
+        finally:
+            await upstream.close()
+
+        assert (method, 499) == (line["method"], line["status"])
+        assert {"2xx": 0.0, "4xx": 1.0, "5xx": 0.0} == _statuses(metrics)
+        assert [] == [e for e in log_lines.events() if e["level"] not in ("debug", "info")]
+        assert [] == [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+    async def test_client_leaving_mid_upload_is_499(
+        self, log_lines: LogLines, make_gateway: MakeGateway, upstream_url: str, recorder: Recorder, metrics: Metrics,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """A client that hangs up halfway through its request body is 499, not an upstream failure."""
+        gw = await make_gateway([_route(upstream_url)])
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+
+        writer.write(_request("POST", "/echo", body_bytes=1024 * 1024) + b"x" * 1024)
+        await writer.drain()
+        async with asyncio.timeout(10):
+            while not recorder.seen:
+                await asyncio.sleep(0.01)  # until the upload has reached the upstream
+        writer.transport.abort()
+        line = await _completed(log_lines)
+
+        assert ("POST", 499) == (line["method"], line["status"])
+        assert {"2xx": 0.0, "4xx": 1.0, "5xx": 0.0} == _statuses(metrics)
+        assert None is metrics.registry.get_sample_value("gatehouse_upstream_errors_total", {"route": "app", "kind": "protocol"})
+        assert [] == [e for e in log_lines.events() if e["level"] not in ("debug", "info")]
+        assert [] == [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 class TestWebSocket:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import ssl
 import sys
 import time
@@ -19,11 +20,13 @@ import pytest
 import structlog
 import trustme
 import yaml
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from gateway.handlers import OpenGate
 from gateway.keys import RELOAD_HOOKS
 from gateway.metrics import Metrics
-from gateway.server import Gateway, serve, start_gateway
+from gateway.server import Gateway, GatewaySite, serve, start_gateway
 from gateway.settings import Settings
 from tests.gateway.conftest import Recorder, make_settings, raw_exchange
 from tests.gateway.fullstack import Keys, gatehouse_config, ingest_headers, mac_item
@@ -56,11 +59,28 @@ class TestLimits:
         assert b"" == data
         assert elapsed < 5  # far below the 30 s keep-alive timeout
 
-    async def test_idle_connection_is_closed_after_keepalive_timeout(self, metrics: Metrics) -> None:
-        """A connection that never sends a byte is closed after keepalive_timeout_s."""
-        gw = await start_gateway(make_settings([], keepalive_timeout_s=0.3, header_read_timeout_s=30), metrics=metrics, gate=OpenGate())
+    async def test_silent_connection_is_closed_after_header_timeout(self, gateway: Gateway) -> None:
+        """A connection that never sends a byte is closed after header_read_timeout_s, not the keep-alive timeout."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.addresses[0][1])
+        started = time.monotonic()
+
+        data = await asyncio.wait_for(reader.read(), 10)
+        elapsed = time.monotonic() - started
+        writer.close()
+
+        assert b"" == data
+        assert elapsed < 5  # far below the 30 s keep-alive timeout
+
+    async def test_idle_connection_is_closed_after_keepalive_timeout(self, metrics: Metrics, upstream_url: str) -> None:
+        """A connection idle after its response is closed after keepalive_timeout_s."""
+        settings = make_settings([{"id": "app", "upstream": upstream_url, "tier": "low"}], keepalive_timeout_s=0.3, header_read_timeout_s=30)
+        gw = await start_gateway(settings, metrics=metrics, gate=OpenGate())
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", gw.addresses[0][1])
+            writer.write(b"GET /x HTTP/1.1\r\nHost: svc\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+            await reader.readexactly(length)
             started = time.monotonic()
             data = await asyncio.wait_for(reader.read(), 10)
             elapsed = time.monotonic() - started
@@ -69,7 +89,7 @@ class TestLimits:
             await gw.stop()
 
         assert b"" == data
-        assert elapsed < 5
+        assert elapsed < 5  # far below the 30 s head timeout
 
     async def test_complete_head_is_served_and_connection_kept(self, gateway: Gateway, recorder: Recorder) -> None:
         """Two requests on one kept-alive connection are both answered; the head timer never fires."""
@@ -188,6 +208,32 @@ class TestTlsHandshake:
         assert elapsed < 5
 
 
+    async def test_silent_client_after_the_handshake_is_dropped_after_header_timeout(self, tmp_path: Path, metrics: Metrics) -> None:
+        """A TLS client that completes the handshake and then sends nothing is dropped after header_read_timeout_s."""
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1")
+        cert.private_key_pem.write_to_path(tmp_path / "key.pem")
+        cert.cert_chain_pems[0].write_to_path(tmp_path / "cert.pem")
+        ca.cert_pem.write_to_path(tmp_path / "ca.pem")
+        client = ssl.create_default_context()
+        ca.configure_trust(client)
+        ca.issue_cert("device-1", common_name="SERIAL123").configure_cert(client)
+        base = make_settings([], header_read_timeout_s=0.3, keepalive_timeout_s=30)
+        settings = base.model_copy(update={"listeners": (base.listeners[0].model_copy(update={"tls": _tls(tmp_path)}),)})
+        gw = await start_gateway(settings, metrics=metrics, gate=OpenGate())
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.addresses[0][1], ssl=client)
+            started = time.monotonic()
+            data = await asyncio.wait_for(reader.read(), 10)
+            elapsed = time.monotonic() - started
+            writer.close()
+        finally:
+            await gw.stop()
+
+        assert b"" == data
+        assert elapsed < 5
+
+
 def _tls(tmp_path: Path) -> Any:
     from gateway.settings import TlsSettings
 
@@ -255,7 +301,80 @@ sys.exit(run(sys.argv[1], environ={}))
 """
 
 
+_DOWNLOAD = bytes(range(256)) * (32 * 1024)  # 8 MiB whose every byte says where it belongs
+_SLOW_CLIENTS = 6
+
+
+async def _slow_client(port: int, method: str, ready: asyncio.Event, stopping: asyncio.Event) -> bytes:
+    """Ask for /download with a small receive buffer; read the head, then nothing until ``stopping``, then a little per turn."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=32 * 1024)
+    try:
+        body = b"Content-Length: 0\r\n" if method == "POST" else b""
+        writer.write(method.encode() + b" /download HTTP/1.1\r\nHost: svc\r\n" + body + b"\r\n")
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert b" 200 " in head.split(b"\r\n")[0]
+        ready.set()
+        await stopping.wait()
+        received = bytearray()
+        while chunk := await reader.read(16 * 1024):
+            received += chunk
+            await asyncio.sleep(0)  # one read per turn of the loop: slower than the gateway can send
+        return bytes(received)
+    finally:
+        writer.close()
+
+
 class TestShutdown:
+    @pytest.mark.parametrize("method", ["GET", "POST"], ids=["fast-lane", "full-path"])
+    async def test_stop_writes_out_every_response_in_flight(self, metrics: Metrics, method: str) -> None:
+        """Responses still streaming to slow readers when the gateway stops are written out in full before stop() returns."""
+
+        async def download(request: web.Request) -> web.StreamResponse:
+            response = web.StreamResponse(headers={"Content-Length": str(len(_DOWNLOAD))})
+            await response.prepare(request)
+            for start in range(0, len(_DOWNLOAD), 256 * 1024):
+                await response.write(_DOWNLOAD[start:start + 256 * 1024])
+            await response.write_eof()
+            return response
+
+        upstream_app = web.Application()
+        upstream_app.router.add_route("*", "/download", download)
+        upstream = TestServer(upstream_app, host="127.0.0.1")
+        await upstream.start_server()
+        settings = make_settings([{"id": "app", "upstream": str(upstream.make_url("")).rstrip("/"), "tier": "low"}], shutdown_grace_s=30)
+        gw = await start_gateway(settings, metrics=metrics, gate=OpenGate())
+        site = next(site for site in gw.runner.sites if isinstance(site, GatewaySite))
+        assert site.lane is not None
+        stopping = asyncio.Event()
+        try:
+            readies = [asyncio.Event() for _ in range(_SLOW_CLIENTS)]
+            clients = [asyncio.create_task(_slow_client(gw.addresses[0][1], method, ready, stopping)) for ready in readies]
+            await asyncio.wait_for(asyncio.gather(*(ready.wait() for ready in readies)), 10)
+            lanes, handed = site.lane.connections, gw.runner.server.connections  # type: ignore[union-attr]
+            transports = [conn.transport for conn in lanes] + [handler.transport for handler in handed]
+            assert _SLOW_CLIENTS == len(transports)
+            for transport in transports:  # a slow link: most of a response waits in the gateway, not in the kernel
+                transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+            stop = asyncio.create_task(gw.stop())
+            while not site.lane.closing:
+                await asyncio.sleep(0)  # until stop() has begun
+            stopping.set()
+            await asyncio.wait_for(stop, 60)
+            for transport in transports:
+                if transport.get_write_buffer_size():
+                    transport.abort()  # what the process's exit after stop() does to whatever is still unsent
+            bodies = await asyncio.wait_for(asyncio.gather(*clients), 10)
+        finally:
+            stopping.set()
+            await upstream.close()
+
+        assert [len(_DOWNLOAD)] * _SLOW_CLIENTS == [len(body) for body in bodies]
+        assert all(body == _DOWNLOAD for body in bodies)
+
     async def test_sigterm_drains_in_flight_request_and_exits_0(self, tmp_path: Path, upstream_url: str, recorder: Recorder) -> None:
         """On SIGTERM the full gateway stops accepting, finishes the in-flight request, and exits 0."""
         keys = Keys(tmp_path / "keys")

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from gateway.metrics import Metrics
+from tests.conftest import LogLines
 from tests.gateway.conftest import MakeGateway
 from tests.gateway.fullstack import mac_item
 from tests.gateway.test_fastlane import (  # noqa: F401  (gatehouse and raw_upstream are fixtures)
@@ -137,7 +138,7 @@ class TestResponseHeadLimits:
         ids=["line", "headers", "head"],
     )
     async def test_heads_over_a_limit_are_502_on_both_lanes(
-        self, json_logs: Callable[[], list[dict[str, Any]]], make_gateway: MakeGateway, raw_upstream: Callable[..., Any],
+        self, log_lines: LogLines, make_gateway: MakeGateway, raw_upstream: Callable[..., Any],
         metrics: Metrics, lane: str, lines: bytes, limit: str, text: str,
     ) -> None:
         """A response head over a limit is a 502 on either lane, counted as a protocol error and logged with the limit's text."""
@@ -151,7 +152,7 @@ class TestResponseHeadLimits:
 
         assert (502, b'"upstream-protocol"') == (status, b'"upstream-protocol"' if b'"upstream-protocol"' in body else body)
         assert 1.0 == metrics.registry.get_sample_value("gatehouse_upstream_errors_total", {"route": "app", "kind": "protocol"})
-        refused = [line for line in json_logs() if line["event"] == "upstream.refused"]
+        refused = log_lines.events("upstream.refused")
         assert [(limit, f"the upstream's response head {text}")] == [(line["limit"], line["detail"]) for line in refused]
 
 
@@ -201,7 +202,7 @@ class TestReadTimeoutUnderBackPressure:
 
 class TestRequestRecord:
     async def test_monitored_requests_log_the_same_fields_with_their_reason_on_both_lanes(
-        self, json_logs: Callable[[], list[dict[str, Any]]], gatehouse: FullStack,
+        self, log_lines: LogLines, gatehouse: FullStack,
     ) -> None:
         """A monitor-mode route lets a failing device through; both lanes' request.completed lines carry the same fields and the would-deny reason."""
         base, keys, clock, registry, _ = gatehouse
@@ -214,7 +215,7 @@ class TestRequestRecord:
             async with session.post(f"{base}/shadow/x", headers=auth) as full:
                 await full.read()
 
-        lines = {line["request_id"]: line for line in json_logs() if line["event"] == "request.completed"}
+        lines = {line["request_id"]: line for line in log_lines.events("request.completed")}
         fast_line, full_line = lines[fast.headers["X-Request-Id"]], lines[full.headers["X-Request-Id"]]
         assert (200, 200) == (fast.status, full.status)
         assert (1.0, 2.0) == (lane_count(registry, "fast"), lane_count(registry, "handed-over"))  # the ingest POST, then this POST
