@@ -122,6 +122,11 @@ class Metrics:
             "gatehouse_snapshot_ingests_total", "Snapshots received, by source and outcome.",
             ["source", "outcome"], registry=registry,
         )
+        self.stethoscope_disagreements = Counter(
+            "gatehouse_stethoscope_disagreements_total",
+            "Stethoscope answers whose raw setting and policy verdict disagree, by practice (the raw setting is used).",
+            ["practice"], registry=registry,
+        )
         self.enrollments = Counter(
             "gatehouse_osquery_enrollments_total", "osquery enroll attempts, by outcome.",
             ["outcome"], registry=registry,

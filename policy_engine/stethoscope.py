@@ -8,7 +8,11 @@ Vocabulary, one to one (Stethoscope docs/POLICIES.md):
 - ``ALWAYS`` -> ``equals: true``; ``NEVER`` -> ``equals: false`` (both ``severity: fail``).
 - ``SUGGESTED`` -> ``equals: true, severity: nudge`` (an unreported setting nudges too).
 - ``IF_SUPPORTED`` -> ``equals: true, if_unknown: pass``.
-- ``screenIdle: "<=120"`` -> ``at_most: 120`` on ``screen_lock_delay_s``.
+- ``screenIdle: "<=120"`` -> ``equals: true, if_unknown: pass`` on ``custom.screen_idle_ok``: the
+  Stethoscope app measures the idle time against the bound of the policy it is asked with and
+  answers PASS/FAIL, never seconds, so the bound stays in Stethoscope's policy (kept in the
+  check's description) and Gatehouse checks the answer. Where the app cannot measure it (Windows;
+  macOS, where it answers PASS without reading anything) Stethoscope passes it, and so does this.
 - ``osVersion`` brackets -> check ``os_version`` (fail below the lower of ``ok``/``nudge``) plus
   ``os_version_recommended`` (nudge below ``ok``): PASS at or above ``ok``, NUDGE at or above
   ``nudge`` only, FAIL below both.
@@ -16,9 +20,9 @@ Vocabulary, one to one (Stethoscope docs/POLICIES.md):
   ``ubuntu``, ``linux`` -> every other Linux distribution. ``awsWorkspace`` is dropped: Amazon
   WorkSpaces desktops report as Windows, so they get the ``win32`` brackets (stated in the
   converted policy's description).
-- Practices without a snapshot field become ``custom.<snake_name>`` facts, true when the
-  practice's setting is on as Stethoscope reports it (``openWifiConnections`` ->
-  ``custom.open_wifi_connections``).
+- ``openWifiConnections`` -> ``custom.no_open_wifi_networks`` (true when no open network is remembered).
+- Other practices become ``custom.<snake_name>`` facts, true when the practice passes.
+The facts are the ones the ingest sets (gateway/ingest/stethoscope.py; a test keeps them equal).
 """
 
 from __future__ import annotations
@@ -34,15 +38,15 @@ STETHOSCOPE_FACTS: Mapping[str, str] = {
     "automaticUpdates": "auto_updates_enabled",
     "screenLock": "screen_lock_enabled",
     "remoteLogin": "remote_login_enabled",
-    "screenIdle": "screen_lock_delay_s",
+    "screenIdle": "custom.screen_idle_ok",
+    "openWifiConnections": "custom.no_open_wifi_networks",
 }
-"""Stethoscope practice -> snapshot field; anything else with a requirement option is a custom fact."""
+"""Stethoscope practice -> fact; anything else with a requirement option is a custom fact."""
 
 _OPTIONS = ("ALWAYS", "SUGGESTED", "NEVER", "IF_SUPPORTED")
 _PLATFORMS = ("darwin", "win32", "ubuntu", "linux", "awsWorkspace")
 _RANGE = re.compile(r"\s*>=\s*v?(\d+(?:\.\d+)*)\s*")
 _BOUND = re.compile(r"\s*(<=|>=|<|>)\s*(\d+)\s*")
-_BOUND_KEY = {"<=": "at_most", ">=": "at_least", "<": "below", ">": "above"}
 
 
 def _snake(name: str) -> str:
@@ -148,7 +152,12 @@ def convert_stethoscope_policy(
             if match is None:
                 problems.append(Problem(practice, "bad-value", f"`{value}` is not a bound; write such as `\"<=120\"`"))
                 continue
-            check[_BOUND_KEY[match.group(1)]] = int(match.group(2))
+            check.update(
+                description=f"Stethoscope screenIdle: {value} (seconds idle before the lock; the Stethoscope app checks the bound).",
+                equals=True,
+                if_unknown="pass",
+                remediation="screen_lock_delay",
+            )
         elif value in _OPTIONS:
             check["equals"] = value != "NEVER"
             if value == "SUGGESTED":
@@ -165,7 +174,7 @@ def convert_stethoscope_policy(
                 )
             )
             continue
-        if fact.startswith("custom."):
+        if fact.startswith("custom.") and "remediation" not in check:
             notes.append(f"{practice} is read from custom fact `{fact}`")
             remediation[name] = {"title": f"Fix Stethoscope practice {practice}"}
             check["remediation"] = name

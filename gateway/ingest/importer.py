@@ -146,7 +146,9 @@ async def import_files(
                 continue
             try:
                 if is_stethoscope_item(item):
-                    snapshot = parse_stethoscope_item(item, where="item", received_at=now, max_future_skew=max_future_skew)  # type: ignore[arg-type]
+                    reading = parse_stethoscope_item(item, where="item", received_at=now, max_future_skew=max_future_skew)  # type: ignore[arg-type]
+                    ingestor.disagreed(reading.snapshot.serial, reading.disagreements)
+                    snapshot = reading.snapshot
                 else:
                     snapshot = parse_snapshot_item(item, where="item", received_at=now, max_future_skew=max_future_skew, source="import")
             except ItemError as exc:

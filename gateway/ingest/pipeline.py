@@ -16,6 +16,7 @@ from typing import Protocol
 import structlog
 
 from gateway.ingest.osquery import ResultItem, apply_results, assemble_snapshot, fact_name, sequence_after
+from gateway.ingest.stethoscope import Disagreement
 from gateway.metrics import Metrics
 from gateway.snapshots import SnapshotCache
 from gateway.store.base import Enrollment, HistoryEntry, PutOutcome, Store, StoreError
@@ -141,6 +142,13 @@ class Ingestor:
         """Count items refused before storage (malformed, future-dated, placeholder serial)."""
         if self.metrics is not None and count:
             self.metrics.ingests.labels(source=source, outcome="rejected").inc(count)
+
+    def disagreed(self, serial: str, disagreements: Sequence[Disagreement]) -> None:
+        """Log and count each Stethoscope practice whose raw setting and verdict disagree."""
+        for found in disagreements:
+            _log.warning("stethoscope.verdict_disagreed", serial=serial, practice=found.practice, setting=found.setting, verdict=found.verdict)
+            if self.metrics is not None:
+                self.metrics.stethoscope_disagreements.labels(practice=found.practice).inc()
 
     async def _record(self, snapshot: DeviceSnapshot) -> None:
         if self.recorder is None:

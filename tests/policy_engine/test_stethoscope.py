@@ -55,8 +55,8 @@ def stethoscope_status(policy: dict[str, Any], device: dict[str, Any]) -> str:
             else:
                 results.append("FAIL")
         elif practice == "screenIdle":
-            idle = device.get("screenIdle")
-            results.append("PASS" if idle is not None and idle <= int(requirement.lstrip("<=")) else "FAIL")
+            # The app answers PASS/FAIL against the bound; one it cannot check passes (Policy.js).
+            results.append("FAIL" if device.get("screenIdle") is False else "PASS")
         else:
             value = device.get(practice)
             results.append({
@@ -81,7 +81,9 @@ def as_snapshot(device: dict[str, Any]) -> DeviceSnapshot:
     }[device["platform"]]
     custom = {}
     if device.get("openWifiConnections") is not None:
-        custom["open_wifi_connections"] = device["openWifiConnections"]
+        custom["no_open_wifi_networks"] = device["openWifiConnections"]
+    if device.get("screenIdle") is not None:
+        custom["screen_idle_ok"] = device["screenIdle"]
     return make_snapshot(
         platform=platform,
         distribution=distribution,
@@ -91,7 +93,6 @@ def as_snapshot(device: dict[str, Any]) -> DeviceSnapshot:
         auto_updates_enabled=device.get("automaticUpdates"),
         screen_lock_enabled=device.get("screenLock"),
         remote_login_enabled=device.get("remoteLogin"),
-        screen_lock_delay_s=device.get("screenIdle"),
         custom=custom,
     )
 
@@ -110,13 +111,12 @@ OS_VERSIONS = ["10.15.6", "10.15.7", "11.0", "11.5.0", "11.5.1", "14.4", "18.04.
 
 @st.composite
 def devices(draw: st.DrawFn, platforms: tuple[str, ...] = ("darwin", "win32", "ubuntu", "linux")) -> dict[str, Any]:
-    """Stethoscope device reports: each setting on, off or unsupported."""
+    """Stethoscope device reports: each setting on, off or unsupported; screenIdle within the bound, not, or unsupported."""
     device: dict[str, Any] = {
         "platform": draw(st.sampled_from(platforms)),
         "osVersion": draw(st.one_of(st.none(), st.sampled_from(OS_VERSIONS))),
-        "screenIdle": draw(st.one_of(st.none(), st.sampled_from([0, 60, 119, 120, 121, 600]))),
     }
-    for practice in BOOLEAN_PRACTICES:
+    for practice in (*BOOLEAN_PRACTICES, "screenIdle"):
         device[practice] = draw(st.sampled_from([True, False, None]))
     return device
 
@@ -156,12 +156,13 @@ class TestDefaultPolicy:
             ({"screenLock": False}, "FAIL"),
             ({"remoteLogin": True}, "FAIL"),
             ({"firewall": None}, "FAIL"),
-            ({"screenIdle": 121}, "FAIL"),
+            ({"screenIdle": False}, "FAIL"),
+            ({"screenIdle": None}, "PASS"),
         ],
     )
     def test_examples(self, overrides: dict[str, Any], expected: str) -> None:
         """Hand-picked macOS devices around each rule."""
-        device = {"platform": "darwin", "osVersion": "14.4", "screenIdle": 60, "firewall": True, "diskEncryption": True,
+        device = {"platform": "darwin", "osVersion": "14.4", "screenIdle": True, "firewall": True, "diskEncryption": True,
                   "automaticUpdates": True, "screenLock": True, "remoteLogin": False, "openWifiConnections": True}
         device.update(overrides)
 

@@ -1,0 +1,162 @@
+"""Stethoscope read as Stethoscope reports, through the ingest API: raw settings, verdicts, time, owners, back-end records, the policy round trip."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+
+from gateway.ingest.stethoscope import STETHOSCOPE_PRACTICES
+from policy_engine import CompiledPolicySet, compile_policy_set, convert_stethoscope_policy, parse_policy_document
+from policy_engine.model import DeviceSnapshot, OsFamily, Version
+from policy_engine.stethoscope import STETHOSCOPE_FACTS
+from tests.gateway.ingest.conftest import Ingest
+from tests.gateway.ingest.support import API_TOKEN
+
+PATH = "/.gatehouse/api/v1/snapshots"
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+FIXTURES = Path(__file__).parents[2] / "fixtures" / "stethoscope"
+PASS_ANSWERS = ("app-pass-darwin.json", "app-pass-win32.json", "app-pass-linux-ubuntu.json", "app-pass-linux-fedora.json")
+
+
+def fixture(name: str) -> Any:
+    return orjson.loads((FIXTURES / name).read_bytes())
+
+
+def imported_default_policy() -> CompiledPolicySet:
+    """Stethoscope's real default policy through `import-stethoscope`'s conversion, as YAML text, compiled."""
+    document = convert_stethoscope_policy(yaml.safe_load((FIXTURES / "policy.yaml").read_text()))
+    text = yaml.safe_dump(document, sort_keys=False)
+    return compile_policy_set(parse_policy_document(yaml.safe_load(text), source="stethoscope.yaml"))
+
+
+async def post(ingest: Ingest, payload: object) -> Any:
+    response = await ingest.client.post(PATH, json=payload, headers=AUTH)
+    assert 200 == response.status, await response.text()
+    return await response.json()
+
+
+async def stored(ingest: Ingest, payload: object, serial: str) -> DeviceSnapshot:
+    body = await post(ingest, payload)
+    held = ingest.cache.get(serial)
+    assert held is not None, body
+    return held
+
+
+class TestRawSettingsAndVerdicts:
+    async def test_the_documented_answer_stores_the_screen_lock_as_off(
+        self, json_logs: Callable[[], list[dict[str, Any]]], ingest: Ingest
+    ) -> None:
+        """In Stethoscope's documented answer the raw screen lock is OFF and the verdict PASS: OFF is stored, the disagreement logged and counted."""
+        held = await stored(ingest, fixture("app-docs-example.json"), "C02TESTDOCS1")
+
+        assert (False, True, True, False, True) == (
+            held.screen_lock_enabled, held.firewall_enabled, held.disk_encrypted, held.remote_login_enabled, held.auto_updates_enabled)
+        logged = [line for line in json_logs() if line.get("event") == "stethoscope.verdict_disagreed"]
+        assert [("C02TESTDOCS1", "screenLock", "OFF", "PASS")] == [(e["serial"], e["practice"], e["setting"], e["verdict"]) for e in logged]
+        assert 1.0 == ingest.metrics.registry.get_sample_value("gatehouse_stethoscope_disagreements_total", {"practice": "screenLock"})
+
+    async def test_verdicts_fill_in_what_the_raw_settings_lack(self, ingest: Ingest) -> None:
+        """A practice absent from `device.security` comes from its verdict; agreeing sources log nothing."""
+        answer = fixture("app-pass-linux-ubuntu.json")
+        del answer["data"]["device"]["security"]["firewall"]
+        answer["data"]["policy"]["validate"]["firewall"] = "FAIL"
+
+        held = await stored(ingest, answer, "PF3TEST01")
+
+        assert (False, True, True) == (held.firewall_enabled, held.custom["screen_idle_ok"], held.custom["no_open_wifi_networks"])
+        assert ingest.metrics.registry.get_sample_value("gatehouse_stethoscope_disagreements_total", {"practice": "firewall"}) is None
+
+    async def test_unknown_raw_setting_is_not_reported_whatever_the_verdict(self, ingest: Ingest) -> None:
+        """`UNKNOWN` in `device.security` is not reported, although Stethoscope's verdict for it is PASS."""
+        held = await stored(ingest, fixture("app-pass-linux-fedora.json"), "9XTEST02")
+
+        assert held.auto_updates_enabled is None
+
+    async def test_macos_screen_lock_that_the_app_never_reads_is_not_reported(self, ingest: Ingest) -> None:
+        """App 5.x answers screenLock ON and screenIdle PASS on macOS without reading them: neither becomes a fact."""
+        held = await stored(ingest, fixture("app-pass-darwin.json"), "C02TESTPASS1")
+
+        assert held.screen_lock_enabled is None
+        assert "screen_idle_ok" not in held.custom
+
+
+class TestDeviceFields:
+    @pytest.mark.parametrize(
+        ("name", "serial", "distribution", "version"),
+        [("app-pass-linux-ubuntu.json", "PF3TEST01", "ubuntu", "24.4"), ("app-pass-linux-fedora.json", "9XTEST02", "fedora", "40")],
+    )
+    async def test_linux_distribution_comes_from_the_os_release_name(
+        self, ingest: Ingest, name: str, serial: str, distribution: str, version: str
+    ) -> None:
+        """`platform: linux` with `platformName` Ubuntu or Fedora Linux gives the distribution id; `40.undefined.0` reads as 40."""
+        held = await stored(ingest, fixture(name), serial)
+
+        assert (OsFamily.LINUX, distribution, Version.parse(version)) == (held.platform, held.distribution, held.os_version)
+
+    async def test_an_answer_without_time_is_dated_when_received(self, ingest: Ingest) -> None:
+        """The app sends no time: the snapshot is dated at ingest."""
+        held = await stored(ingest, fixture("app-pass-win32.json"), "5CG1234TEST")
+
+        assert ingest.clock() == held.collected_at
+
+    async def test_a_user_inside_the_answer_is_not_an_owner(self, ingest: Ingest) -> None:
+        """An email inside the device's own answer is ignored; only the relay's `owners` beside it count."""
+        answer = fixture("app-pass-win32.json")
+        answer["data"]["device"]["email"] = "mallory@example.com"
+        relayed = copy.deepcopy(answer) | {"owners": ["Bob@Example.com"]}
+        relayed["data"]["device"]["hardwareSerial"] = "5CG1234TES2"
+
+        alone = await stored(ingest, answer, "5CG1234TEST")
+        with_relay = await stored(ingest, relayed, "5CG1234TES2")
+
+        assert ((), ("bob@example.com",)) == (alone.owners, with_relay.owners)
+
+
+class TestBackendRecords:
+    async def test_merged_device_records_are_accepted_and_phones_refused(self, ingest: Ingest) -> None:
+        """The back end's merged list is read by `identifiers.serial`, `last_sync` and `practices.*`; an iOS record is refused by platform."""
+        body = await post(ingest, fixture("backend-merged-devices.json"))
+
+        held = ingest.cache.get("C02TESTBACK1")
+        assert ["stored", "rejected"] == [r["outcome"] for r in body["results"]]
+        assert ["[1].platform"] == [e["field"].removeprefix("snapshots") for e in body["results"][1]["errors"]]
+        assert held is not None
+        assert (OsFamily.DARWIN, "2026-11-22T13:15:38.668000+00:00", True, True, False, True, False) == (
+            held.platform, held.collected_at.isoformat(), held.firewall_enabled, held.disk_encrypted,
+            held.auto_updates_enabled, held.screen_lock_enabled, held.remote_login_enabled)
+        assert "PASS" == held.custom["stethoscope_os_version"]
+
+
+class TestPolicyRoundTrip:
+    def test_the_ingest_sets_the_facts_the_importer_checks(self) -> None:
+        """Every practice the importer maps is a fact the Stethoscope ingest sets, under the same name."""
+        assert dict(STETHOSCOPE_FACTS) == {practice: spec.fact for practice, spec in STETHOSCOPE_PRACTICES.items()}
+
+    @pytest.mark.parametrize("name", PASS_ANSWERS)
+    async def test_an_answer_stethoscope_rates_pass_is_allowed_at_every_tier(self, ingest: Ingest, name: str) -> None:
+        """Stethoscope's default policy, imported: a device the app rates PASS is allowed at every tier."""
+        answer = fixture(name)
+        policies = imported_default_policy()
+
+        held = await stored(ingest, answer, answer["data"]["device"]["hardwareSerial"])
+
+        assert "PASS" == answer["data"]["policy"]["validate"]["status"]
+        for tier in policies.tier_names:
+            decision = policies.evaluate(held, tier, now=ingest.clock())
+            assert (True, ()) == (decision.allowed, decision.failing), (tier, decision)
+
+    async def test_an_answer_stethoscope_rates_fail_is_denied_naming_the_practices(self, ingest: Ingest) -> None:
+        """The FAIL answer (FileVault off, Remote Login on) is denied at every tier, naming those two checks."""
+        policies = imported_default_policy()
+
+        held = await stored(ingest, fixture("app-fail-darwin.json"), "C02TESTFAIL1")
+
+        for tier in policies.tier_names:
+            decision = policies.evaluate(held, tier, now=ingest.clock())
+            assert (False, ["disk_encryption", "remote_login"]) == (decision.allowed, sorted(f.check for f in decision.failing))
