@@ -81,7 +81,7 @@ async def unassign_owners(
     clean = _serial(serial, usage)
     owners = _emails(emails, usage)
     settings = load_config(config, environ)
-    async with opened_store(settings, config) as store:
+    async with opened_store(settings, config, fix=f"no owner was ever assigned; see `gatehouse devices assign SERIAL EMAIL --config {config}`") as store:
         if await store.owners(clean) is None:
             raise Refused(f"`{clean}` has no owners in the inventory; see them with `gatehouse devices owners --config {config}`")
         edit = OwnerEdit(clean, owners, OwnerEditMode.REMOVE, by or operator_name(), clock(), OwnerSource.CLI)
@@ -98,7 +98,7 @@ async def list_owners(
     """Print the inventory (one serial, or every serial with owners); exit 1 when the named serial has none."""
     out = out or sys.stdout
     settings = load_config(config, environ)
-    async with opened_store(settings, config) as store:
+    async with opened_store(settings, config, fix=f"no owner was ever assigned; see `gatehouse devices assign SERIAL EMAIL --config {config}`") as store:
         if serial is not None:
             one = await store.owners(serial.strip())
             if one is None:
@@ -142,7 +142,8 @@ async def import_owners(
     who = by or f"import:{path.name}"
     now = clock()
     edits = [OwnerEdit(row.serial, row.owners, OwnerEditMode.REPLACE, who, now, OwnerSource.IMPORT) for row in report.rows]
-    async with opened_store(settings, config, create=not dry_run) as store:
+    async with opened_store(settings, config, create=not dry_run,
+                            fix="a dry run reads the store and there is none yet; run without `--dry-run` to create it") as store:
         if dry_run:
             changed = 0
             for row in report.rows:
