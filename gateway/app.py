@@ -47,6 +47,7 @@ from gateway.errors import ConfigError, Problem
 from gateway.handlers import Gate, Readiness, handle_proxied, healthz, readyz
 from gateway.identity import add_identity_routes, identity_cleanup_ctx
 from gateway.ingest.http import add_ingest_routes, ingest_background
+from gateway.owners_http import add_owner_routes
 from gateway.keys import (
     BREAKGLASS, CLOCK, COMPLIANCE_RECORDER, CONFIG, DEVICE, GATE, INGEST_SETTINGS, METRICS, POLICY, READINESS,
     RELOAD_HOOKS, SNAPSHOT_CACHE, STORE, UPSTREAM_SESSION,
@@ -220,6 +221,7 @@ def wire_gatehouse(app: web.Application, settings: Settings) -> Gate:
     app.cleanup_ctx.append(_change_feed_ctx)
     add_identity_routes(app)
     add_ingest_routes(app)
+    add_owner_routes(app)
     add_portal_routes(app)
     add_breakglass_routes(app, BreakglassWeb.from_settings(settings.breakglass, policies=lambda: holder.current, evaluate=_device_decision(holder)))
     return PolicyGate(holder)
@@ -297,7 +299,7 @@ def _breakglass_ctx(settings: Settings) -> Callable[[web.Application], AsyncIter
 async def _change_feed_ctx(app: web.Application) -> AsyncIterator[None]:
     """Follow other replicas' writes at once where the store announces them (PostgreSQL NOTIFY).
 
-    One follower per kind of change (snapshots, the audit log) catches up whenever a notice arrives;
+    One follower per kind of change (snapshots and the owner inventory, the audit log) catches up whenever a notice arrives;
     notices arriving while it works are folded into one more catch-up, so a burst of writes costs a
     few reads, not one per write. A ``resync`` notice (the listener (re)connected, for example after
     a database outage) wakes both. A failed catch-up is retried with backoff until it succeeds or
@@ -332,6 +334,7 @@ async def _change_feed_ctx(app: web.Application) -> AsyncIterator[None]:
 
     def on_notice(notice: Any) -> None:
         kind = str(notice.kind.value)
+        kind = "snapshot" if kind == "owners" else kind  # the snapshot cache's refresh follows the owner inventory too
         for name, event in wake.items():
             if kind in (name, "resync"):
                 event.set()

@@ -12,6 +12,7 @@ of ``gateway.commands``, which the tests call directly.
     gatehouse policy explain SERIAL --config CONFIG [--format text|json]
     gatehouse policy import-stethoscope FILE [-o OUT]
     gatehouse import FILE... --config CONFIG
+    gatehouse devices assign SERIAL EMAIL... | unassign SERIAL [EMAIL...] | owners [SERIAL] | import FILE  --config CONFIG
     gatehouse evidence export --config CONFIG --since DATE [--until DATE] --format csv|jsonl [-o OUT]
     gatehouse audit verify --config CONFIG
     gatehouse audit export --config CONFIG --since DATE --format jsonl|csv [-o OUT]
@@ -77,6 +78,22 @@ def _cmd_policy_import_stethoscope(args: argparse.Namespace, clock: Clock) -> in
 
 def _cmd_import(args: argparse.Namespace, clock: Clock) -> int:
     return asyncio.run(commands.import_snapshots([Path(f) for f in args.files], Path(args.config), clock=clock))
+
+
+def _cmd_devices_assign(args: argparse.Namespace, clock: Clock) -> int:
+    return asyncio.run(commands.assign_owners(args.serial, args.emails, Path(args.config), clock=clock, by=args.by))
+
+
+def _cmd_devices_unassign(args: argparse.Namespace, clock: Clock) -> int:
+    return asyncio.run(commands.unassign_owners(args.serial, args.emails, Path(args.config), clock=clock, by=args.by))
+
+
+def _cmd_devices_owners(args: argparse.Namespace, clock: Clock) -> int:
+    return asyncio.run(commands.list_owners(Path(args.config), args.serial, fmt=args.format))
+
+
+def _cmd_devices_import(args: argparse.Namespace, clock: Clock) -> int:
+    return asyncio.run(commands.import_owners(Path(args.file), Path(args.config), clock=clock, dry_run=args.dry_run, by=args.by))
 
 
 def _cmd_evidence_export(args: argparse.Namespace, clock: Clock) -> int:
@@ -169,6 +186,32 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("files", nargs="+", metavar="FILE", help="osquery filesystem-logger results (JSON lines) or JSON arrays")
     _config(imp)
     imp.set_defaults(func=_cmd_import)
+
+    devices = sub.add_parser("devices", help="the owner inventory: who owns each device").add_subparsers(
+        dest="devices_command", required=True, metavar="ACTION")
+    p = devices.add_parser("assign", help="add owners to a device's serial")
+    p.add_argument("serial", help="the device's hardware serial")
+    p.add_argument("emails", nargs="+", metavar="EMAIL", help="owner email addresses")
+    _config(p)
+    p.add_argument("--by", metavar="WHO", help="who made the change (default: cli:<your login>)")
+    p.set_defaults(func=_cmd_devices_assign)
+    p = devices.add_parser("unassign", help="remove owners (all when none is named) from a device's serial")
+    p.add_argument("serial", help="the device's hardware serial")
+    p.add_argument("emails", nargs="*", metavar="EMAIL", help="owners to remove (default: every owner)")
+    _config(p)
+    p.add_argument("--by", metavar="WHO", help="who made the change (default: cli:<your login>)")
+    p.set_defaults(func=_cmd_devices_unassign)
+    p = devices.add_parser("owners", help="list the inventory, or one serial's entry")
+    p.add_argument("serial", nargs="?", help="only this serial")
+    _config(p)
+    _format(p, ("text", "json"), default="text")
+    p.set_defaults(func=_cmd_devices_owners)
+    p = devices.add_parser("import", help="set owners from an MDM or HR export (CSV `serial,owner` or JSON)")
+    p.add_argument("file", help="CSV with `serial` and `owner` columns, or JSON {\"devices\": [{\"serial\", \"owners\"}]}")
+    _config(p)
+    p.add_argument("--dry-run", action="store_true", help="show what would change; write nothing")
+    p.add_argument("--by", metavar="WHO", help="who made the change (default: import:<file name>)")
+    p.set_defaults(func=_cmd_devices_import)
 
     evidence = sub.add_parser("evidence", help="compliance evidence for auditors").add_subparsers(
         dest="evidence_command", required=True, metavar="ACTION")

@@ -258,6 +258,20 @@ class DemoAgent:
         old_mac = next(s for s in fleet if s.serial == "C02DEMOOLD1")
         history = [snapshot_item(old_mac, collected_at=now - timedelta(days=8))]
         await self.post(session, history + [snapshot_item(s, collected_at=s.collected_at) for s in fleet])
+        await self.bind_owners(session)
+
+    async def bind_owners(self, session: aiohttp.ClientSession) -> None:
+        """Record each demo device's owner in the owner inventory, as an MDM sync would (snapshot owners are not trusted)."""
+        owners: dict[str, list[str]] = {}
+        for device in DEMO_DEVICES:
+            owners.setdefault(device.serial, []).append(device.owner)
+        for serial, emails in owners.items():
+            async with session.put(
+                f"{self.base_url}/.gatehouse/api/v1/devices/{serial}/owners", json={"owners": emails, "set_by": "demo"},
+                headers={"Authorization": f"Bearer {DEMO_INGEST_TOKEN}"},
+            ) as response:
+                if response.status != 200:
+                    raise RuntimeError(f"demo owner binding answered {response.status}: {await response.text()}")
 
     async def refresh(self, session: aiohttp.ClientSession, latest: Callable[[str], DeviceSnapshot | None]) -> None:
         now = self.now()

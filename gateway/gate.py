@@ -12,7 +12,9 @@ at all (the caller answers 401), and without an identified device there is no gr
 
 Owner binding (a route with ``require_owner``) is checked whatever the policy says, and no
 break-glass grant lifts it: a device with no recorded owners is ``device-unowned``, one recorded
-to other users ``device-not-owned``.
+to other users ``device-not-owned``. The caller passes the owners (``SnapshotCache.owners_of``:
+the operator's owner inventory, or the snapshot's reported owners only where the operator trusts
+them); none passed means nobody owns the device.
 """
 
 from __future__ import annotations
@@ -99,11 +101,12 @@ def decide(
     failing_since: Mapping[str, datetime] | None = None,
     grants: GrantLookup | None = None,
     memo: DecisionCache | None = None,
+    owners: Iterable[str] = (),
 ) -> GateOutcome:
     """Decide one request; never raises for a policy or grant problem (it denies instead)."""
     decision = _policy_decision(device, snapshot, route.tier, policies=policies, now=now, failing_since=failing_since, memo=memo)
     if route.require_owner and snapshot is not None:
-        refusal = owner_refusal(identity, snapshot.owners)
+        refusal = owner_refusal(identity, owners)
         if refusal is not None:  # the device's health is not this user's to fix: no findings shown
             decision = dataclasses.replace(decision, allowed=False, reason=refusal, failing=(), in_grace=(), nudges=())
     reason = decision.reason.value
@@ -121,8 +124,8 @@ def decide(
 def owner_refusal(identity: Identity, owners: Iterable[str]) -> Reason | None:
     """Why ``identity`` may not use a device with these recorded owners, or None when it is one of them.
 
-    Owners are the email addresses recorded with the device's snapshots (ingest API, import); the user
-    matches one by email, case-insensitively, never by subject. No owners matches nobody.
+    Owners are email addresses (the owner inventory's, or trusted reported ones); the user matches one
+    by email, case-insensitively, never by subject. No owners matches nobody.
     """
     email = identity.email.casefold()
     listed = False

@@ -13,9 +13,10 @@ anywhere in the gate raises, and the middleware answers 500 without proxying: it
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -28,7 +29,7 @@ from gateway.identity.errors import AuthenticationError
 from gateway.identity.model import DeviceId, Identity, PostureSummary
 from gateway.identity.resolver import IdentityResolver
 from gateway.fastlane.head import RequestHead
-from gateway.keys import BREAKGLASS, CLOCK, DEVICE, IDENTITY, METRICS, OUTCOME, REQUEST_ID, SNAPSHOT_CACHE, USER
+from gateway.keys import BREAKGLASS, CLOCK, CONFIG, DEVICE, IDENTITY, METRICS, OUTCOME, REQUEST_ID, SNAPSHOT_CACHE, USER
 from gateway.metrics import Metrics
 from gateway.pages import error_response
 from gateway.policy_file import load_policy
@@ -81,6 +82,12 @@ class PolicyHolder:
         return True
 
 
+def device_owners(app: Mapping[Any, Any], serial: str) -> tuple[str, ...]:
+    """Who owns the device, as owner binding and the pages see it (``SnapshotCache.owners_of`` under the live settings)."""
+    trust = bool(app[CONFIG].current.settings.ingest.trust_reported_owners)
+    return tuple(app[SNAPSHOT_CACHE].owners_of(serial, trust_reported=trust))
+
+
 def rendered_response(rendered: Rendered) -> web.Response:
     """An aiohttp response from a view's rendered output."""
     return web.Response(status=rendered.status, headers=dict(rendered.headers), body=rendered.body)
@@ -98,6 +105,7 @@ def deny_response(
     view = DenyView(
         decision=outcome.decision,
         snapshot=snapshot,
+        owners=device_owners(request.config_dict, serial) if serial and outcome.reason in OWNER_REASONS else (),
         device_serial=serial,
         route_id=route.id,
         tier=policies.tier(route.tier),
@@ -121,16 +129,17 @@ _ADMITTED_MAX = 10_000
 class _Admitted:
     """An allowed request's inputs (compared by identity) and the Admission given for them."""
 
-    __slots__ = ("identity", "route", "policies", "snapshot", "valid_until", "outcome", "admission")
+    __slots__ = ("identity", "route", "policies", "snapshot", "inventory", "valid_until", "outcome", "admission")
 
     def __init__(
-        self, identity: Identity, route: Route, policies: CompiledPolicySet, snapshot: DeviceSnapshot, valid_until: datetime | None,
-        outcome: GateOutcome, admission: Admission | None,
+        self, identity: Identity, route: Route, policies: CompiledPolicySet, snapshot: DeviceSnapshot, inventory: object,
+        valid_until: datetime | None, outcome: GateOutcome, admission: Admission | None,
     ) -> None:
         self.identity = identity
         self.route = route
         self.policies = policies
         self.snapshot = snapshot
+        self.inventory = inventory
         self.valid_until = valid_until
         self.outcome = outcome
         self.admission = admission
@@ -149,15 +158,18 @@ class PolicyGate:
         """Snapshot and decision for a verified user and device; no side effects."""
         snapshot = None
         failing_since = None
+        owners: tuple[str, ...] = ()
         if device is not None:
             cache = app[SNAPSHOT_CACHE]
             snapshot = cache.get(device.serial)
             if snapshot is not None:
                 failing_since = cache.failing_since(device.serial)
+            if route.require_owner:
+                owners = device_owners(app, device.serial)
         policies = self.holder.current
         outcome = decide(
             identity, device, snapshot, route, policies=policies, now=now, failing_since=failing_since,
-            grants=app.get(BREAKGLASS), memo=self.holder.memo,
+            grants=app.get(BREAKGLASS), memo=self.holder.memo, owners=owners,
         )
         return outcome, policies, snapshot
 
@@ -209,7 +221,7 @@ class PolicyGate:
         An allowed request's Admission is kept (``_Admitted``) and given again, with the decision
         counted again, while every input is the same: the same verified identity object (one per
         token in the verified-token cache, so an expired token misses), device, route object (a
-        reload builds new ones), snapshot object, policy and no later than the decision's
+        reload builds new ones), snapshot object, owner inventory entry, policy and no later than the decision's
         ``valid_until``. With upstream assertions configured the headers are built for every request
         (the signed assertion has its own reuse rule). Monitored requests are never kept: an active
         break-glass grant must be looked up, and its use recorded, on each of them.
@@ -228,7 +240,9 @@ class PolicyGate:
         held = self._admitted.get(key)
         if held is not None and held.identity is identity and held.route is route and held.policies is self.holder.current and (
             held.valid_until is None or now < held.valid_until
-        ) and device is not None and app[SNAPSHOT_CACHE].get(device.serial) is held.snapshot:
+        ) and device is not None and app[SNAPSHOT_CACHE].get(device.serial) is held.snapshot and (
+            app[SNAPSHOT_CACHE].inventory(device.serial) is held.inventory
+        ):
             outcome = held.outcome
             admission = held.admission or self._admission(resolver, identity, device, route, outcome, now)
             self._account(app[METRICS], route, outcome, time.perf_counter() - started)
@@ -242,7 +256,8 @@ class PolicyGate:
             if len(self._admitted) >= _ADMITTED_MAX:
                 self._admitted.clear()
             reusable = admission if resolver.signing_keys is None else None
-            self._admitted[key] = _Admitted(identity, route, policies, snapshot, outcome.decision.valid_until, outcome, reusable)
+            inventory = app[SNAPSHOT_CACHE].inventory(device.serial)
+            self._admitted[key] = _Admitted(identity, route, policies, snapshot, inventory, outcome.decision.valid_until, outcome, reusable)
         return admission
 
     def _admission(

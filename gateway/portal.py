@@ -27,7 +27,7 @@ from gateway.identity.model import Identity
 from gateway.identity.session import safe_return_path
 from gateway.ingest.http import request_osquery_refresh
 from gateway.keys import BREAKGLASS, CLOCK, CONFIG, CSRF, DEVICE, INGEST_SETTINGS, POLICY, SNAPSHOT_CACHE, USER
-from gateway.policy_gate import PolicyHolder, deny_response
+from gateway.policy_gate import PolicyHolder, deny_response, device_owners
 from gateway.store.base import StoreError
 from gateway.target import canonicalise
 from gateway.views.fleet import FleetFilter, FleetRow, FleetView, filter_rows, render_fleet
@@ -85,7 +85,7 @@ async def recheck(request: web.Request) -> web.StreamResponse:
     outcome = decide(
         identity, device, snapshot, route, policies=holder.current, now=now,
         failing_since=cache.failing_since(device.serial) if device is not None and snapshot is not None else None,
-        grants=app.get(BREAKGLASS),
+        grants=app.get(BREAKGLASS), owners=device_owners(app, device.serial) if device is not None and route.require_owner else (),
     )
     _log.info("recheck.completed", user=identity.email, device=device.serial if device else None, route=route.id, decision=outcome.verdict.value, reason=outcome.reason)
     if outcome.proxied:
@@ -94,14 +94,17 @@ async def recheck(request: web.Request) -> web.StreamResponse:
 
 
 async def status_page(request: web.Request) -> web.StreamResponse:
-    """The signed-in user's devices, their checks, and which tiers and services each can reach now."""
+    """The signed-in user's devices (bound to them in the owner inventory, plus the one in use), their checks and reach."""
     app = request.config_dict
     identity = request[USER]
     now = app[CLOCK]()
     policies = app[POLICY].current
     cache = app[SNAPSHOT_CACHE]
     email = identity.email.lower()
-    serials = {s.serial for s in cache.snapshots() if email in s.owners}
+    trust = bool(app[CONFIG].current.settings.ingest.trust_reported_owners)
+    serials = {r.serial for r in cache.inventory_records() if email in r.owners}
+    if trust:
+        serials |= {s.serial for s in cache.snapshots() if cache.inventory(s.serial) is None and email in s.owners}
     device = request.get(DEVICE)
     if device is not None:
         serials.add(device.serial)
@@ -158,12 +161,18 @@ async def fleet_page(request: web.Request) -> web.StreamResponse:
     cache = app[SNAPSHOT_CACHE]
     fmt = request.query.get("format")
 
+    trust = bool(settings.ingest.trust_reported_owners)
+
     def build() -> bytes | web.Response:
-        rows = tuple(
-            FleetRow.from_device(s.serial, s, decisions_at_every_tier(policies, s, now=now, failing_since=cache.failing_since(s.serial)), owners=s.owners)
+        rows = [
+            FleetRow.from_device(s.serial, s, decisions_at_every_tier(policies, s, now=now, failing_since=cache.failing_since(s.serial)),
+                                 owners=cache.owners_of(s.serial, trust_reported=trust))
             for s in cache.snapshots()
-        )
-        view = FleetView(rows=rows, filter=FleetFilter.from_query(request.query), tiers=policies.tier_names,
+        ]
+        # Devices the inventory knows that never reported: listed, owned, "never" seen.
+        rows += [FleetRow.from_device(r.serial, None, decisions_at_every_tier(policies, None, now=now), owners=r.owners)
+                 for r in cache.inventory_records() if r.serial not in cache]
+        view = FleetView(rows=tuple(rows), filter=FleetFilter.from_query(request.query), tiers=policies.tier_names,
                          checks=tuple(policies.checks), now=now, viewer=identity.email)
         return render_fleet(view, accept=request.headers.get("Accept"), format=fmt).response()
 

@@ -102,8 +102,9 @@ class RouteSettings(Section):
     connect_timeout_s: float = Field(default=5.0, gt=0)
     read_timeout_s: float = Field(default=60.0, gt=0)
     require_owner: bool = False
-    """Require the requesting user to be one of the owners listed in the device's snapshot (by email); a
-    device with no listed owners, such as one reporting through osquery only, is refused (`device-unowned`)."""
+    """Require the requesting user to be one of the device's owners (by email) in the owner inventory
+    (`gatehouse devices assign`; reported snapshot owners only with `ingest.trust_reported_owners`); a device
+    nobody owns is refused (`device-unowned`)."""
 
     @field_validator("id")
     @classmethod

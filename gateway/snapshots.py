@@ -1,4 +1,4 @@
-"""Every device's latest snapshot in process memory, kept current from the store.
+"""Every device's latest snapshot and the owner inventory in process memory, kept current from the store.
 
 Owns: SnapshotCache, run_cache_refresh.
 Must not import: aiohttp, gateway.ingest, gateway.app.
@@ -10,6 +10,13 @@ changed), and takes a snapshot this process ingested at once (``apply``). ``fres
 for "I fixed it, check again": it asks the store for the newest snapshot and keeps it. Replacing a
 device's snapshot calls ``on_replaced(serial)``: the decision memo drops that device's decisions,
 so nothing keeps a replaced snapshot's decisions alive.
+
+The owner inventory (``OwnerStore``) is held the same way: loaded with the snapshots, followed
+through its own change feed on every ``refresh`` (and so on every PostgreSQL notice, worker
+sibling refresh and periodic refresh), read with ``inventory(serial)``. ``owners_of`` is the one
+rule for whose device it is: the inventory's entry when it has one; otherwise the owners in the
+device's snapshot, only when the operator trusts reported owners (``ingest.trust_reported_owners``);
+otherwise nobody.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from typing import Protocol
 import structlog
 
 from gateway.metrics import Metrics
-from gateway.store.base import HistoryStore, SnapshotStore, StoreError
+from gateway.store.base import HistoryStore, OwnerRecord, OwnerStore, SnapshotStore, StoreError
 from policy_engine.model import DeviceSnapshot
 
 _log = structlog.get_logger(__name__)
@@ -33,8 +40,8 @@ FREEZE_AT = 10_000
 """Fleet size from which ``load`` freezes the objects alive after it (see ``gc.freeze``)."""
 
 
-class CacheSource(SnapshotStore, HistoryStore, Protocol):
-    """What the cache reads: the snapshot change feed and failing-since (every Store is one)."""
+class CacheSource(SnapshotStore, HistoryStore, OwnerStore, Protocol):
+    """What the cache reads: the snapshot change feed, failing-since and the owner inventory (every Store is one)."""
 
 
 class SnapshotCache:
@@ -50,6 +57,8 @@ class SnapshotCache:
         self._by_serial: dict[str, DeviceSnapshot] = {}
         self._failing: dict[str, Mapping[str, datetime]] = {}
         self._cursor = 0
+        self._inventory: dict[str, OwnerRecord] = {}
+        self._owner_cursor = 0
         self.refresh_interval_s = refresh_interval_s
         self.loaded = False
         """True once ``load`` has filled the cache (readiness may wait for it)."""
@@ -68,6 +77,25 @@ class SnapshotCache:
             self._failing[serial] = MappingProxyType(dict(failing))
         else:
             self._failing.pop(serial, None)
+
+    def inventory(self, serial: str) -> OwnerRecord | None:
+        """The serial's owner inventory entry held in memory, or None (the same object until it changes)."""
+        return self._inventory.get(serial)
+
+    def inventory_records(self) -> tuple[OwnerRecord, ...]:
+        """Every inventory entry held (a copy, for the fleet and status pages)."""
+        return tuple(self._inventory.values())
+
+    def owners_of(self, serial: str, *, trust_reported: bool) -> tuple[str, ...]:
+        """Who owns the device: the inventory's owners; else, when ``trust_reported``, its snapshot's; else nobody."""
+        record = self._inventory.get(serial)
+        if record is not None:
+            return record.owners
+        if trust_reported:
+            snapshot = self._by_serial.get(serial)
+            if snapshot is not None:
+                return snapshot.owners
+        return ()
 
     def __len__(self) -> int:
         return len(self._by_serial)
@@ -103,6 +131,9 @@ class SnapshotCache:
         """
         changes = await self._store.load_latest()
         failing = await self._store.load_failing_since()
+        owners = await self._store.load_owners()
+        self._inventory = {r.serial: r for r in owners.records}
+        self._owner_cursor = owners.cursor
         self._by_serial = {s.serial: s for s in changes.snapshots}
         self._failing = {serial: MappingProxyType(dict(f)) for serial, f in failing.items()}
         self._cursor = changes.cursor
@@ -117,12 +148,12 @@ class SnapshotCache:
             gc.freeze()
 
     async def refresh(self) -> int:
-        """Apply every change stored since the last refresh; returns how many snapshots changed.
+        """Apply every change stored since the last refresh; returns how many snapshots and inventory entries changed.
 
         Raises:
             StoreError: the store could not be read (the cache keeps what it holds).
         """
-        applied = 0
+        applied = await self.refresh_owners()
         while True:
             changes = await self._store.changes_since(self._cursor)
             if changes.snapshots:
@@ -133,6 +164,25 @@ class SnapshotCache:
             for snapshot in changes.snapshots:
                 applied += self.apply(snapshot)
             self._cursor = changes.cursor
+            if not changes.more:
+                return applied
+
+    async def refresh_owners(self) -> int:
+        """Apply every owner inventory change stored since the last refresh; returns how many entries changed.
+
+        Raises:
+            StoreError: the store could not be read (the cache keeps what it holds).
+        """
+        applied = 0
+        while True:
+            changes = await self._store.owner_changes_since(self._owner_cursor)
+            for record in changes.records:
+                if record.owners:
+                    self._inventory[record.serial] = record
+                else:
+                    self._inventory.pop(record.serial, None)
+                applied += 1
+            self._owner_cursor = changes.cursor
             if not changes.more:
                 return applied
 

@@ -13,6 +13,7 @@ from gateway.commands.common import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Progress,
 from gateway.commands.config import check_config, cross_check, serve
 from gateway.commands.data import export_evidence_to, import_snapshots
 from gateway.commands.demo import demo_run, demo_token
+from gateway.commands.devices import assign_owners, import_owners, list_owners, unassign_owners
 from gateway.commands.policy import check_policy, explain_device, import_stethoscope, simulate_policy
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "EXIT_USAGE",
     "Progress",
     "Refused",
+    "assign_owners",
     "audit_export",
     "audit_verify",
     "break_glass_list",
@@ -31,9 +33,12 @@ __all__ = [
     "demo_token",
     "explain_device",
     "export_evidence_to",
+    "import_owners",
     "import_snapshots",
     "import_stethoscope",
+    "list_owners",
     "parse_moment",
     "serve",
     "simulate_policy",
+    "unassign_owners",
 ]

@@ -10,6 +10,7 @@ Example::
       osquery_enroll_secrets: [{file: /run/secrets/osquery_enroll_secret}]
       max_body_bytes: 10485760
       history_retention_days: 90
+      trust_reported_owners: false
 """
 
 from __future__ import annotations
@@ -51,5 +52,8 @@ class IngestSettings(Section):
     max_future_skew_s: int = Field(default=300, ge=0)
     """A snapshot collected more than this far in Gatehouse's future is rejected."""
     history_retention_days: int = Field(default=90, ge=1)
+    trust_reported_owners: bool = False
+    """Count the owners a snapshot reports (ingest API ``owners``, imports, Stethoscope) for owner binding
+    and the status page when the owner inventory has no entry for the serial; the inventory always wins."""
     cache_refresh_s: float = Field(default=30.0, gt=0)
     """How often the in-memory snapshots are refreshed from the store (changes by other processes)."""

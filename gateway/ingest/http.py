@@ -385,7 +385,8 @@ async def handle_distributed_write(request: web.Request) -> web.StreamResponse:
 # -- JSON snapshot API --------------------------------------------------------------------------
 
 
-def _authorized(request: web.Request, settings: IngestSettings) -> bool:
+def ingest_caller_authorized(request: web.Request, settings: IngestSettings) -> bool:
+    """True when the request carries ``Authorization: Bearer`` with one of ``ingest.api_tokens`` (the snapshot and owner APIs)."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
@@ -397,7 +398,7 @@ async def handle_snapshots(request: web.Request) -> web.StreamResponse:
     """``POST /.gatehouse/api/v1/snapshots``: a batch of snapshots (ours or Stethoscope's), per-item outcomes."""
     app = request.app
     settings = app[INGEST_SETTINGS]
-    if not _authorized(request, settings):
+    if not ingest_caller_authorized(request, settings):
         response = _error(401, "unauthenticated", "send `Authorization: Bearer <ingest token>` with a token from `ingest.api_tokens`")
         response.headers["WWW-Authenticate"] = 'Bearer realm="gatehouse-ingest"'
         return response

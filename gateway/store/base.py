@@ -1,7 +1,7 @@
 """The store interface: what every backend (SQLite now, PostgreSQL later) implements.
 
 Owns: the Store Protocol and its parts (SnapshotStore, EnrollmentStore, OsqueryStateStore, LedgerStore (AccessRollup, AccessVerdict),
-HistoryStore, DistributedQueryStore), the values they exchange, StoreError.
+HistoryStore, DistributedQueryStore, OwnerStore (OwnerRecord, OwnerEdit, OwnerSource)), the values they exchange, StoreError.
 Must not import: aiohttp, sqlite3, asyncpg, gateway.ingest (backends import this, not the reverse).
 
 Every method is a coroutine and every write is durable (committed) when it returns: ingest
@@ -13,6 +13,10 @@ Change propagation: every stored snapshot gets a new value of one monotonic sequ
 in seq order, with the new cursor. A PostgreSQL backend takes the seq from a SEQUENCE in the
 same transaction and may NOTIFY the new seq; listeners then call ``changes_since`` as usual,
 so a missed notification costs only latency, never data.
+
+The owner inventory (``OwnerStore``) follows the same pattern with its own sequence: every edit of a
+serial's owners gets a new ``seq``, an unassigned serial keeps a row with no owners (a tombstone, so
+followers learn of the removal), and ``owner_changes_since(cursor)`` returns those rows in seq order.
 """
 
 from __future__ import annotations
@@ -147,6 +151,77 @@ class PendingQuery:
     created_at: datetime
 
 
+class OwnerSource(StrEnum):
+    """Where an owner inventory entry came from (a closed set, shown to operators)."""
+
+    CLI = "cli"
+    """``gatehouse devices assign`` / ``unassign``."""
+    IMPORT = "import"
+    """``gatehouse devices import`` (an MDM or HR export)."""
+    API = "api"
+    """``PUT``/``DELETE /.gatehouse/api/v1/devices/{serial}/owners``."""
+    ENROLLMENT = "enrollment"
+    """The owner recorded when the device was enrolled."""
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerRecord:
+    """The owners an operator bound to one serial, and who bound them, when and how.
+
+    ``owners`` empty means the serial was unassigned: the inventory has no entry for it any more.
+    """
+
+    serial: str
+    owners: tuple[str, ...]
+    """Lower-case email addresses, in the order they were added."""
+    set_by: str
+    """Who made the last change: an operator's login, an API caller, an import file."""
+    set_at: datetime
+    source: OwnerSource
+
+
+class OwnerEditMode(StrEnum):
+    """How an edit changes a serial's owner list."""
+
+    REPLACE = "replace"
+    ADD = "add"
+    REMOVE = "remove"
+    """Remove the listed owners; with none listed, remove every owner."""
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerEdit:
+    """One change to one serial's owners, applied atomically by ``OwnerStore.edit_owners``."""
+
+    serial: str
+    owners: tuple[str, ...]
+    mode: OwnerEditMode
+    set_by: str
+    set_at: datetime
+    source: OwnerSource
+
+
+def edited_owners(current: tuple[str, ...], edit: OwnerEdit) -> tuple[str, ...]:
+    """The owner list after ``edit`` (every backend applies edits with this one rule)."""
+    if edit.mode is OwnerEditMode.REPLACE:
+        return tuple(dict.fromkeys(edit.owners))
+    if edit.mode is OwnerEditMode.ADD:
+        return tuple(dict.fromkeys((*current, *edit.owners)))
+    if not edit.owners:
+        return ()
+    gone = set(edit.owners)
+    return tuple(o for o in current if o not in gone)
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerChanges:
+    """Owner records changed after a cursor (tombstones included), and the cursor to ask from next time."""
+
+    records: tuple[OwnerRecord, ...]
+    cursor: int
+    more: bool = False
+
+
 @runtime_checkable
 class SnapshotStore(Protocol):
     """Latest snapshot per device and the change feed the caches follow."""
@@ -272,7 +347,32 @@ class LedgerStore(Protocol):
         ...
 
 
-class Store(SnapshotStore, EnrollmentStore, OsqueryStateStore, HistoryStore, DistributedQueryStore, Protocol):
+@runtime_checkable
+class OwnerStore(Protocol):
+    """The owner inventory: which users own each serial, set by operators, never by the device itself."""
+
+    async def edit_owners(self, edits: Sequence[OwnerEdit]) -> tuple[OwnerRecord, ...]:
+        """Apply the edits in one transaction, in order; returns each edited serial's record after its edit.
+
+        An edit that changes nothing (adding an owner already listed, removing one not listed) still
+        returns the record but stores nothing and takes no seq.
+        """
+        ...
+
+    async def owners(self, serial: str) -> OwnerRecord | None:
+        """The serial's inventory entry; None when it has none (never assigned, or unassigned)."""
+        ...
+
+    async def load_owners(self) -> OwnerChanges:
+        """Every serial with owners (no tombstones), with the cursor to follow changes from."""
+        ...
+
+    async def owner_changes_since(self, cursor: int, *, limit: int = 10_000) -> OwnerChanges:
+        """Owner records changed after ``cursor`` (at most ``limit``, tombstones included), oldest first."""
+        ...
+
+
+class Store(SnapshotStore, EnrollmentStore, OsqueryStateStore, HistoryStore, DistributedQueryStore, OwnerStore, Protocol):
     """Everything the snapshot subsystem keeps durably; ``close`` releases connections."""
 
     async def close(self) -> None:

@@ -15,7 +15,7 @@ Replicas
   not from a SEQUENCE: a SEQUENCE hands out numbers in call order but transactions commit in any
   order, so a follower could move its cursor past a seq whose transaction had not committed yet
   and miss that snapshot for ever. With the row lock, seqs become visible in commit order.
-- Every write that other replicas cache (snapshots, audit entries, and so grants) sends
+- Every write that other replicas cache (snapshots, the owner inventory, audit entries, and so grants) sends
   ``NOTIFY gatehouse_changes`` with ``{"kind": ..., "seq": ...}`` in its own transaction, so the
   notice is delivered only if the write committed. ``subscribe(callback)`` listens on a
   dedicated connection and reconnects by itself; after every (re)connect it calls back with
@@ -54,10 +54,15 @@ from gateway.store.base import (
     Enrollment,
     HistoryEntry,
     HostDetails,
+    OwnerChanges,
+    OwnerEdit,
+    OwnerRecord,
+    OwnerSource,
     PendingQuery,
     PutOutcome,
     QueryResult,
     StoreError,
+    edited_owners,
 )
 from gateway.store.codec import SnapshotDecoder, encode_snapshot
 from gateway.store.sqlite import hash_node_key
@@ -139,6 +144,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         f"INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '{GENESIS_HEAD.hash}')",
     ),
+    (
+        # The owner inventory (see sqlite.py): `owners` `[]` is an unassignment kept as a tombstone.
+        """CREATE TABLE device_owners (
+            serial text PRIMARY KEY,
+            owners json NOT NULL,
+            set_by text NOT NULL,
+            set_at timestamptz NOT NULL,
+            source text NOT NULL,
+            seq bigint NOT NULL UNIQUE
+        )""",
+        "INSERT INTO counters (name, value) VALUES ('owner_seq', 0)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -158,6 +175,8 @@ class ChangeKind(StrEnum):
 
     SNAPSHOT = "snapshot"
     """Snapshots were stored; ``seq`` is the newest: call ``changes_since(cursor)``."""
+    OWNERS = "owners"
+    """The owner inventory changed; ``seq`` is the newest: call ``owner_changes_since(cursor)``."""
     AUDIT = "audit"
     """Audit entries (grant changes) were appended; ``seq`` is the new head's."""
     RESYNC = "resync"
@@ -819,6 +838,88 @@ class PostgresStore:
             )
 
         await self._transact(f"complete the pending queries of `{serial}`", work, write=True)
+
+    # -- owner inventory ---------------------------------------------------------------------
+
+    async def edit_owners(self, edits: Sequence[OwnerEdit]) -> tuple[OwnerRecord, ...]:
+        """Apply the edits in one transaction, in order; returns each edited serial's record after its edit."""
+        if not edits:
+            return ()
+
+        async def work(conn: asyncpg.Connection) -> tuple[OwnerRecord, ...]:
+            # INVARIANT: the counter row lock serialises inventory writers (seqs commit in order) and
+            # makes each read-modify-write of a serial's list atomic.
+            seq: int = await conn.fetchval("SELECT value FROM counters WHERE name = 'owner_seq' FOR UPDATE")
+            start = seq
+            rows = await conn.fetch(_OWNER_SELECT + " WHERE serial = ANY($1::text[])", list({e.serial for e in edits}))
+            held: dict[str, OwnerRecord] = {r.serial: r for r in map(_owner_record, rows)}
+            out: list[OwnerRecord] = []
+            for edit in edits:
+                record = held.get(edit.serial)
+                current = record.owners if record is not None else ()
+                owners = edited_owners(current, edit)
+                if record is not None and owners == current:
+                    out.append(record)
+                    continue
+                if record is None and not owners:
+                    out.append(OwnerRecord(edit.serial, (), edit.set_by, edit.set_at, edit.source))
+                    continue
+                seq += 1
+                await conn.execute(
+                    "INSERT INTO device_owners (serial, owners, set_by, set_at, source, seq) VALUES ($1, $2, $3, $4, $5, $6)"
+                    " ON CONFLICT (serial) DO UPDATE SET owners = excluded.owners, set_by = excluded.set_by,"
+                    " set_at = excluded.set_at, source = excluded.source, seq = excluded.seq",
+                    edit.serial, orjson.dumps(list(owners)).decode(), edit.set_by, edit.set_at, edit.source.value, seq,
+                )
+                held[edit.serial] = OwnerRecord(edit.serial, owners, edit.set_by, edit.set_at, edit.source)
+                out.append(held[edit.serial])
+            if seq != start:
+                await conn.execute("UPDATE counters SET value = $1 WHERE name = 'owner_seq'", seq)
+                await _notify(conn, self.channel, ChangeKind.OWNERS, seq)
+            return tuple(out)
+
+        return await self._transact(f"change the owners of {_count(len(edits), 'device')}", work, write=True)
+
+    async def owners(self, serial: str) -> OwnerRecord | None:
+        """The serial's inventory entry; None when it has none (never assigned, or unassigned)."""
+
+        async def work(conn: asyncpg.Connection) -> asyncpg.Record | None:
+            return await conn.fetchrow(_OWNER_SELECT + " WHERE serial = $1", serial)
+
+        row = await self._transact(f"read the owners of `{serial}`", work, write=False)
+        record = None if row is None else _owner_record(row)
+        return record if record is not None and record.owners else None
+
+    async def load_owners(self) -> OwnerChanges:
+        """Every serial with owners (no tombstones), with the cursor to follow changes from."""
+
+        async def work(conn: asyncpg.Connection) -> tuple[int, list[asyncpg.Record]]:
+            cursor = await conn.fetchval("SELECT value FROM counters WHERE name = 'owner_seq'")
+            return cursor, await conn.fetch(_OWNER_SELECT + " ORDER BY seq")
+
+        cursor, rows = await self._transact("load the owner inventory", work, write=False, snapshot=True)
+        return OwnerChanges(tuple(r for r in map(_owner_record, rows) if r.owners), cursor)
+
+    async def owner_changes_since(self, cursor: int, *, limit: int = 10_000) -> OwnerChanges:
+        """Owner records changed after ``cursor`` (at most ``limit``, tombstones included), oldest first."""
+
+        async def work(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+            return await conn.fetch(  # type: ignore[no-any-return]
+                _OWNER_SELECT + " WHERE seq > $1 ORDER BY seq LIMIT $2", cursor, limit + 1
+            )
+
+        rows = await self._transact(f"read owner changes after {cursor}", work, write=False)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        new_cursor = rows[-1]["seq"] if rows else cursor
+        return OwnerChanges(tuple(map(_owner_record, rows)), new_cursor, more)
+
+
+_OWNER_SELECT = "SELECT serial, owners, set_by, set_at, source, seq FROM device_owners"
+
+
+def _owner_record(row: asyncpg.Record) -> OwnerRecord:
+    return OwnerRecord(row["serial"], tuple(orjson.loads(row["owners"])), row["set_by"], row["set_at"], OwnerSource(row["source"]))
 
 
 class PostgresAuditSink:

@@ -29,10 +29,15 @@ from gateway.store.base import (
     Enrollment,
     HistoryEntry,
     HostDetails,
+    OwnerChanges,
+    OwnerEdit,
+    OwnerRecord,
+    OwnerSource,
     PendingQuery,
     PutOutcome,
     QueryResult,
     StoreError,
+    edited_owners,
 )
 from gateway.store.codec import SnapshotDecoder, encode_snapshot, from_micros, to_micros
 from policy_engine.model import DeviceSnapshot
@@ -88,6 +93,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             created_at INTEGER NOT NULL
         )""",
         "CREATE INDEX pending_queries_serial ON pending_queries (serial)",
+    ),
+    (
+        # The owner inventory: one row per serial ever assigned; `owners` `[]` is an unassignment
+        # kept as a tombstone so caches following `seq` learn of it.
+        """CREATE TABLE device_owners (
+            serial TEXT PRIMARY KEY,
+            owners BLOB NOT NULL,
+            set_by TEXT NOT NULL,
+            set_at INTEGER NOT NULL,
+            source TEXT NOT NULL,
+            seq INTEGER NOT NULL UNIQUE
+        )""",
+        "INSERT INTO counters (name, value) VALUES ('owner_seq', 0)",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -469,6 +487,84 @@ class SqliteStore:
 
         if params:
             await self._run(work)
+
+    # -- owner inventory ---------------------------------------------------------------------
+
+    async def edit_owners(self, edits: Sequence[OwnerEdit]) -> tuple[OwnerRecord, ...]:
+        """Apply the edits in one transaction, in order; returns each edited serial's record after its edit."""
+
+        def work(conn: sqlite3.Connection) -> tuple[OwnerRecord, ...]:
+            out: list[OwnerRecord] = []
+            with _transaction(conn):
+                (seq,) = conn.execute("SELECT value FROM counters WHERE name = 'owner_seq'").fetchone()
+                start = seq
+                for edit in edits:
+                    held = _owner_row(conn.execute(_OWNER_SELECT + " WHERE serial = ?", (edit.serial,)).fetchone())
+                    current = held.owners if held is not None else ()
+                    owners = edited_owners(current, edit)
+                    if held is not None and owners == current:
+                        out.append(held)
+                        continue
+                    if held is None and not owners:
+                        out.append(OwnerRecord(edit.serial, (), edit.set_by, edit.set_at, edit.source))
+                        continue
+                    seq += 1
+                    conn.execute(
+                        "INSERT INTO device_owners (serial, owners, set_by, set_at, source, seq) VALUES (?, ?, ?, ?, ?, ?)"
+                        " ON CONFLICT (serial) DO UPDATE SET owners = excluded.owners, set_by = excluded.set_by,"
+                        " set_at = excluded.set_at, source = excluded.source, seq = excluded.seq",
+                        (edit.serial, orjson.dumps(list(owners)), edit.set_by, to_micros(edit.set_at), edit.source.value, seq),
+                    )
+                    out.append(OwnerRecord(edit.serial, owners, edit.set_by, edit.set_at, edit.source))
+                if seq != start:
+                    conn.execute("UPDATE counters SET value = ? WHERE name = 'owner_seq'", (seq,))
+            return tuple(out)
+
+        if not edits:
+            return ()
+        return await self._run(work)
+
+    async def owners(self, serial: str) -> OwnerRecord | None:
+        """The serial's inventory entry; None when it has none (never assigned, or unassigned)."""
+
+        def work(conn: sqlite3.Connection) -> OwnerRecord | None:
+            record = _owner_row(conn.execute(_OWNER_SELECT + " WHERE serial = ?", (serial,)).fetchone())
+            return record if record is not None and record.owners else None
+
+        return await self._run(work)
+
+    async def load_owners(self) -> OwnerChanges:
+        """Every serial with owners (no tombstones), with the cursor to follow changes from."""
+
+        def work(conn: sqlite3.Connection) -> OwnerChanges:
+            with _transaction(conn, immediate=False):
+                (cursor,) = conn.execute("SELECT value FROM counters WHERE name = 'owner_seq'").fetchone()
+                rows = conn.execute(_OWNER_SELECT + " ORDER BY seq").fetchall()
+            return OwnerChanges(tuple(r for r in map(_owner_row, rows) if r is not None and r.owners), cursor)
+
+        return await self._run(work)
+
+    async def owner_changes_since(self, cursor: int, *, limit: int = 10_000) -> OwnerChanges:
+        """Owner records changed after ``cursor`` (at most ``limit``, tombstones included), oldest first."""
+
+        def work(conn: sqlite3.Connection) -> OwnerChanges:
+            rows = conn.execute(_OWNER_SELECT + " WHERE seq > ? ORDER BY seq LIMIT ?", (cursor, limit + 1)).fetchall()
+            more = len(rows) > limit
+            rows = rows[:limit]
+            new_cursor = rows[-1][5] if rows else cursor
+            return OwnerChanges(tuple(r for r in map(_owner_row, rows) if r is not None), new_cursor, more)
+
+        return await self._run(work)
+
+
+_OWNER_SELECT = "SELECT serial, owners, set_by, set_at, source, seq FROM device_owners"
+
+
+def _owner_row(row: tuple[str, bytes, str, int, str, int] | None) -> OwnerRecord | None:
+    if row is None:
+        return None
+    serial, owners, set_by, set_at, source, _seq = row
+    return OwnerRecord(serial, tuple(orjson.loads(owners)), set_by, from_micros(set_at), OwnerSource(source))
 
 
 def _details_dict(details: HostDetails) -> dict[str, str]:

@@ -109,9 +109,9 @@ DEFAULT_AGENT_HELP: Mapping[OsFamily, str] = MappingProxyType({
 """Shown for ``snapshot-stale``, per platform; a deployment may pass its own text instead."""
 
 REGISTER_HELP = """
-Gatehouse learns who owns a device from the health reports IT sends in, not from the device's own agent: osquery's reports carry no owner, so a device enrolled through osquery only is registered to nobody until IT records its owner.
+Gatehouse learns who owns a device from IT's owner inventory, not from the device itself: a device's own agent cannot vouch for whose it is, so a device is registered to nobody until IT records its owner.
 
-1. Ask IT to register this device to you. They send a health report for its serial number with your email address in `owners`, through Gatehouse's snapshot ingest API (`POST /.gatehouse/api/v1/snapshots`) or `gatehouse import`; the device's later osquery reports keep that owner.
+1. Ask IT to register this device to you. They run `gatehouse devices assign SERIAL your@email`, import it from the MDM or HR export with `gatehouse devices import`, or use the owner API (`PUT /.gatehouse/api/v1/devices/SERIAL/owners`).
 2. Then press **I fixed it, check again**.
 
 Give IT the serial number shown below and the email address you are signed in with.
@@ -187,6 +187,8 @@ class DenyView:
     csrf_token: str
     now: datetime | None = None
     """Defaults to ``decision.evaluated_at``; used for "3 hours ago" and deadlines."""
+    owners: tuple[str, ...] = ()
+    """Who owns the device (the owner inventory, or trusted reported owners); named on ``device-not-owned``."""
     remediation: Mapping[str, Remediation] = field(default_factory=lambda: DEFAULT_REMEDIATION)
     """The compiled set's catalog (``policies.remediation``); built-in entries fill the gaps."""
     breakglass: BreakglassOffer | None = None
@@ -265,7 +267,7 @@ def _title_and_detail(view: DenyView) -> tuple[str, str]:
                 f"The service is set up with a security tier (“{d.tier}”) that the policy in force does "
                 "not define. This is not a problem with your device; IT needs to fix the configuration.")
     if reason is Reason.DEVICE_NOT_OWNED:
-        owners = ", ".join(view.snapshot.owners) if view.snapshot is not None else "someone else"
+        owners = ", ".join(view.owners) or "someone else"
         return ("This device belongs to someone else",
                 f"{service} only opens from a device registered to you, and this device is registered to "
                 f"{owners}. Use your own enrolled device, or ask IT to register this one to you.")

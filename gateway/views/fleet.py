@@ -5,7 +5,9 @@ Must not import: decision logic or the store; the handler builds one FleetRow pe
 snapshot and its Decision at every tier (``FleetRow.from_device``), then calls ``render_fleet``.
 
 Answers "which people own devices that fail policy and can reach high-tier services" with
-``?non_compliant=1&tier=high``. The same rows come out as HTML, CSV (``format=csv`` or
+``?non_compliant=1&tier=high``, and "which devices does nobody own" with ``?unowned=1``. Owners
+are the handler's (``SnapshotCache.owners_of``: the owner inventory, or trusted reported owners);
+devices the inventory lists that never reported appear as never seen. The same rows come out as HTML, CSV (``format=csv`` or
 ``Accept: text/csv``) and JSON (``format=json`` or ``Accept: application/json``).
 """
 
@@ -108,7 +110,7 @@ class FleetRow:
         agent = " ".join(x for x in (snapshot.agent_name,
                                      str(snapshot.agent_version) if snapshot.agent_version else "") if x)
         return cls(
-            serial=serial, hostname=snapshot.hostname, owners=owners or snapshot.owners,
+            serial=serial, hostname=snapshot.hostname, owners=owners,
             platform=snapshot.platform, os=os_text, agent=agent, last_seen=snapshot.received_at,
             collected_at=snapshot.collected_at, reachable_tiers=reachable, failing=tuple(failing),
             grace=tuple(sorted(grace.items(), key=lambda kv: (kv[1], kv[0]))), nudges=tuple(nudges),
@@ -150,6 +152,8 @@ class FleetFilter:
     owner: str = ""
     """Case-insensitive substring of an owner's address."""
     platform: str = ""
+    unowned: bool = False
+    """Only devices nobody owns (no owner inventory entry, and no trusted reported owner)."""
 
     @classmethod
     def from_query(cls, query: Mapping[str, str]) -> FleetFilter:
@@ -165,6 +169,7 @@ class FleetFilter:
             tier=text("tier"),
             owner=text("owner"),
             platform=platform if platform in {p.value for p in OsFamily} else "",
+            unowned=text("unowned").lower() in _TRUE,
         )
 
     def to_query(self) -> dict[str, str]:
@@ -194,6 +199,8 @@ def filter_rows(rows: Iterable[FleetRow], f: FleetFilter) -> tuple[FleetRow, ...
         if owner and not any(owner in o.lower() for o in row.owners):
             continue
         if f.platform and row.platform.value != f.platform:
+            continue
+        if f.unowned and row.owners:
             continue
         out.append(row)
     return tuple(out)
@@ -243,7 +250,9 @@ def _form(view: FleetView) -> Markup:
            el("label", el("input", type="checkbox", name="non_compliant", value="1", checked=f.non_compliant,
                           id="f-non_compliant"), "Non-compliant devices", class_="check", for_="f-non_compliant"),
            el("label", el("input", type="checkbox", name="stale", value="1", checked=f.stale, id="f-stale"),
-              "Stale or never reported", class_="check", for_="f-stale")),
+              "Stale or never reported", class_="check", for_="f-stale"),
+           el("label", el("input", type="checkbox", name="unowned", value="1", checked=f.unowned, id="f-unowned"),
+              "Owned by nobody", class_="check", for_="f-unowned")),
         el("div",
            filter_select("check", "Failing check", [(c, c) for c in view.checks], f.check),
            filter_select("tier", "Can reach tier now", [(t, t) for t in view.tiers], f.tier),
@@ -261,10 +270,10 @@ def _form(view: FleetView) -> Markup:
     )
 
 
-def _list(items: Iterable[Markup | str], empty: str = "—") -> Markup:
+def _list(items: Iterable[Markup | str], empty: str | Markup = "—") -> Markup:
     parts = list(items)
     if not parts:
-        return el("span", empty, class_="muted")
+        return empty if isinstance(empty, Markup) else el("span", empty, class_="muted")
     return el("ul", [el("li", p) for p in parts], class_="plain")
 
 
@@ -281,7 +290,7 @@ def _html(view: FleetView, rows: tuple[FleetRow, ...]) -> Rendered:
             "tr",
             el("th", el("strong", r.hostname) if r.hostname else el("span", "No report yet", class_="muted"),
                el("div", el("code", r.serial), class_="small"), scope="row"),
-            el("td", _list(r.owners), data_label="Owner"),
+            el("td", _list(r.owners, empty=el("span", "unowned", class_="badge warn")), data_label="Owner"),
             el("td", r.os or el("span", "—", class_="muted"), data_label="OS"),
             el("td", r.agent or el("span", "—", class_="muted"), data_label="Agent"),
             el("td", seen, data_label="Last report"),
@@ -296,7 +305,8 @@ def _html(view: FleetView, rows: tuple[FleetRow, ...]) -> Rendered:
     csv_href = FLEET_PATH + "?" + urlencode({**query, "format": "csv"})
     json_href = FLEET_PATH + "?" + urlencode({**query, "format": "json"})
     non_compliant = sum(1 for r in view.rows if r.non_compliant)
-    summary = (f"{len(view.rows)} devices, {non_compliant} non-compliant. "
+    unowned = sum(1 for r in view.rows if not r.owners)
+    summary = (f"{len(view.rows)} devices, {non_compliant} non-compliant, {unowned} owned by nobody. "
                + (f"{len(rows)} match the filters." if view.filter.active else ""))
     more = (el("p", f"Showing the first {len(shown)} of {len(rows)}; download the CSV for all of them.",
                class_="muted") if len(shown) < len(rows) else None)

@@ -100,7 +100,7 @@ def gatehouse_config(keys: Keys, *, store: str, upstream: str, extra_routes: lis
             "device": {"sources": ["claim"]},
             "assertion": {"key_files": [str(keys.dir / "assertion.pem")]},
         },
-        "ingest": {"api_tokens": [{"value": INGEST_TOKEN}]},
+        "ingest": {"api_tokens": [{"value": INGEST_TOKEN}], "trust_reported_owners": True},  # owners come in the snapshots
         "breakglass": {"reviewer_groups": ["security"], "approver_groups": ["security"]},
     }
     raw.update(sections)

@@ -104,13 +104,13 @@ class TestDecide:
         """A route requiring ownership refuses a user who is not among the device's owners."""
         bob = dataclasses.replace(ALICE, subject="bob", email="bob@example.com")
 
-        outcome = decide(bob, MAC, healthy_mac(), Route(require_owner=True), policies=policies, now=NOW)
+        outcome = decide(bob, MAC, healthy_mac(), Route(require_owner=True), policies=policies, now=NOW, owners=(ALICE.email,))
 
         assert (Verdict.DENY, DEVICE_NOT_OWNED) == (outcome.verdict, outcome.reason)
 
     def test_owner_binding_accepts_the_owner(self, policies: CompiledPolicySet) -> None:
         """The listed owner passes an ownership-requiring route."""
-        outcome = decide(ALICE, MAC, healthy_mac(), Route(require_owner=True), policies=policies, now=NOW)
+        outcome = decide(ALICE, MAC, healthy_mac(), Route(require_owner=True), policies=policies, now=NOW, owners=(ALICE.email,))
 
         assert Verdict.ALLOW == outcome.verdict
 
@@ -125,7 +125,8 @@ class TestDecide:
         bob = dataclasses.replace(ALICE, subject="bob", email="bob@example.com")
         grants = FixedGrants(a_grant())
 
-        outcome = decide(bob, MAC, healthy_mac(disk_encrypted=False), Route(require_owner=True), policies=policies, now=NOW, grants=grants)
+        outcome = decide(bob, MAC, healthy_mac(disk_encrypted=False), Route(require_owner=True), policies=policies, now=NOW, grants=grants,
+                         owners=(ALICE.email,))
 
         assert (Verdict.DENY, DEVICE_NOT_OWNED, (), []) == (outcome.verdict, outcome.reason, outcome.decision.failing, grants.asked)
 
@@ -270,6 +271,8 @@ async def ingest_owned(client: TestClient, clock: MovableClock, owner: str) -> N
     response = await client.post("/.gatehouse/api/v1/snapshots", json={"snapshots": [mac_item(SERIAL, at=clock(), owner=owner)]},
                                  headers=ingest_headers())
     assert 200 == response.status, await response.text()
+    bound = await client.put(f"/.gatehouse/api/v1/devices/{SERIAL}/owners", json={"owners": [owner]}, headers=ingest_headers())
+    assert 200 == bound.status, await bound.text()
 
 
 def lane_count(registry: CollectorRegistry, lane: str) -> float:
@@ -294,7 +297,7 @@ class TestOwnerBindingThroughTheListener:
         assert [(403, DEVICE_UNOWNED)] * 3 == [(r.status, r.headers["X-Gatehouse-Denied-Reason"]) for r in (got, posted, page)]
         assert ["GET /public/"] == upstream.paths
         assert (None, "This device is not registered to anyone") == (problem["break_glass"], problem["title"])
-        assert "<code>owners</code>" in html and "gatehouse import" in html and "osquery&#x27;s reports carry no owner" in html
+        assert "gatehouse devices assign" in html and "gatehouse devices import" in html and "owner inventory" in html
         assert "How a device is registered to you" in html and SERIAL in html
 
     async def test_device_of_another_user_is_refused(self, owned_stack: OwnedStack) -> None:

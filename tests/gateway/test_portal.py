@@ -97,7 +97,8 @@ async def stack(aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path) -> Asy
     clock = MovableClock()
     settings = gatehouse_settings(
         keys, store=f"sqlite:///{tmp_path}/gatehouse.db", upstream=str(server.make_url("")).rstrip("/"),
-        ingest={"api_tokens": [{"value": INGEST_TOKEN}], "osquery_enroll_secrets": [{"value": ENROLL_SECRET}]},
+        # These devices' owners come in their snapshots through the ingest API: trusted here on purpose.
+        ingest={"api_tokens": [{"value": INGEST_TOKEN}], "osquery_enroll_secrets": [{"value": ENROLL_SECRET}], "trust_reported_owners": True},
     )
     client = await aiohttp_client(create_app(settings, clock=clock))
     yield Stack(client, upstream, keys, clock)

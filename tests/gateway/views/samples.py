@@ -144,7 +144,7 @@ def fleet_rows() -> tuple[FleetRow, ...]:
     )
     bob = make_snapshot(serial="FVFZ9XYZQ6L4", hostname="bob-mba", owners=("bob@example.com",),
                         collected_at=NOW - timedelta(minutes=1), received_at=NOW - timedelta(minutes=1))
-    rows = [FleetRow.from_device(s.serial, s, all_decisions(s)) for s in (outdated_mac(), healthy_linux(), windows, bob)]
+    rows = [FleetRow.from_device(s.serial, s, all_decisions(s), owners=s.owners) for s in (outdated_mac(), healthy_linux(), windows, bob)]
     rows.append(FleetRow.from_device("NEVERSEEN01", None, all_decisions(None), owners=("dave@example.com",)))
     return tuple(rows)
 
