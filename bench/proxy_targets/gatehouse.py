@@ -117,6 +117,8 @@ def write_config(
         "store": f"sqlite:///{db}",
         "policy": str(policy),
         "logging": {"level": log_level, "format": "json"},
+        # the bench fleet's owners arrive inside its snapshots, as a trusted MDM export's would
+        "ingest": {"trust_reported_owners": True},
         "identity": {
             "sources": [{"kind": "bearer"}],
             "jwt": {
