@@ -191,8 +191,8 @@ def _lines(series: Sequence[Series]) -> list[Line]:
 def _floor(series: Sequence[Series]) -> float:
     shares = [d.share for s in series for d in s.days if d.share is not None]
     low = min(shares, default=1.0)
-    # Zoom in when every line stays high, so a dip from 99 % to 95 % is visible; never above 50 %.
-    return 0.0 if low < 0.6 else min(0.5, (int(low * 10) / 10) - 0.1)
+    # Zoom in when every line stays high, so a dip from 99 % to 95 % is visible; the axis says where it starts.
+    return 0.8 if low >= 0.85 else 0.5 if low >= 0.55 else 0.0
 
 
 def _daily_table(caption: str, series: Sequence[Series]) -> Markup:
@@ -392,10 +392,10 @@ def report_page(report: ComplianceReport, *, viewer: str = "") -> Rendered:
                + (f"On the last day {_share(compliant_now.share)} were compliant. " if compliant_now else "")
                + f"{r.remediation.unresolved} denied device(s) still unremediated; {r.unreviewed_grants} unreviewed "
                f"break-glass grant(s); {len(r.stale)} stale device(s).")
-    contents = el("nav", el("ul", [el("li", el("a", text, href=f"#{anchor}")) for anchor, text in (
+    contents = el("nav", "Sections: ", join([join(" · " if i else "", el("a", text, href=f"#{anchor}")) for i, (anchor, text) in enumerate((
         ("fleet", "Compliant per day"), ("checks", "Checks"), ("controls", "By control"), ("longest", "Longest non-compliance"),
         ("remediation", "Remediation"), ("access", "Access by device state"), ("break-glass", "Break-glass"),
-        ("stale", "Stale devices"))], class_="plain"), aria_label="Sections", class_="card small")
+        ("stale", "Stale devices")))]), aria_label="Sections", class_="small")
     body = join(
         el("h1", "Compliance report"),
         el("p", summary, class_="lead"),

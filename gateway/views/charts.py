@@ -74,8 +74,9 @@ def line_chart(ident: str, title: str, desc: str, lines: Sequence[Line], *, floo
         return top + plot_h * (1 - (value - low) / (1 - low if low < 1 else 1))
 
     parts: list[Markup] = []
-    for step in range(5):
-        value = low + (1 - low) * step / 4
+    steps = 5 if abs(low - 0.5) < 1e-9 else 4
+    for step in range(steps + 1):
+        value = low + (1 - low) * step / steps
         parts.append(el("line", x1=left, x2=width - right, y1=f"{y(value):.1f}", y2=f"{y(value):.1f}",
                         stroke="#8a939c", stroke_width="0.5", stroke_dasharray=None if step == 0 else "2 3"))
         parts.append(el("text", _pct(value), x=left - 6, y=f"{y(value) + 4:.1f}", text_anchor="end"))
@@ -84,8 +85,9 @@ def line_chart(ident: str, title: str, desc: str, lines: Sequence[Line], *, floo
         for i in ticks:
             if 0 < i < len(days) - 1 and len(days) - 1 - i < max(1, len(days) // 12):
                 continue
+            anchor = "start" if i == 0 else "end" if i == len(days) - 1 else "middle"
             parts.append(el("text", days[i].strftime("%b %d"), x=f"{x(days[i]):.1f}", y=top + plot_h + 18,
-                            text_anchor="middle"))
+                            text_anchor=anchor))
     for n, line in enumerate(lines):
         colour, dash = PALETTE[n % len(PALETTE)], DASHES[n % len(DASHES)]
         runs: list[list[str]] = [[]]
