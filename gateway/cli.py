@@ -14,6 +14,7 @@ of ``gateway.commands``, which the tests call directly.
     gatehouse import FILE... --config CONFIG
     gatehouse devices assign SERIAL EMAIL... | unassign SERIAL [EMAIL...] | owners [SERIAL] | import FILE  --config CONFIG
     gatehouse evidence export --config CONFIG --since DATE [--until DATE] --format csv|jsonl [-o OUT]
+    gatehouse report --config CONFIG --since DATE [--until DATE] [--format html|json|csv] [-o OUT]
     gatehouse audit verify --config CONFIG
     gatehouse audit export --config CONFIG --since DATE --format jsonl|csv [-o OUT]
     gatehouse break-glass list --config CONFIG [--user U] [--status S] [--tier T] [--since DATE] [--until DATE]
@@ -102,6 +103,15 @@ def _cmd_evidence_export(args: argparse.Namespace, clock: Clock) -> int:
     until = _moment(args.until, "--until", example + " --until 2026-12-01")
     return asyncio.run(commands.export_evidence_to(Path(args.config), since=since, until=until, fmt=args.format,
                                                    output=Path(args.output) if args.output else None))
+
+
+def _cmd_report(args: argparse.Namespace, clock: Clock) -> int:
+    example = f"gatehouse report --config {args.config} --since 2026-11-01 --until 2026-12-01 --format {args.format}"
+    now = clock()
+    since = parse_moment(args.since, option="--since", example=example)
+    until = _moment(args.until, "--until", example) or now
+    return asyncio.run(commands.compliance_report(Path(args.config), since=since, until=until, now=now, fmt=args.format,
+                                                  output=Path(args.output) if args.output else None))
 
 
 def _cmd_audit_verify(args: argparse.Namespace, clock: Clock) -> int:
@@ -222,6 +232,14 @@ def build_parser() -> argparse.ArgumentParser:
     _format(p, ("csv", "jsonl"))
     _output(p)
     p.set_defaults(func=_cmd_evidence_export)
+
+    p = sub.add_parser("report", help="the compliance report of a period, for auditors (charts in HTML, or JSON, CSV)")
+    _config(p)
+    p.add_argument("--since", required=True, metavar="DATE", help="start, inclusive: 2026-11-01 or 2026-11-01T08:00Z")
+    p.add_argument("--until", metavar="DATE", help="end, exclusive (default: now)")
+    _format(p, ("html", "json", "csv"), default="html")
+    _output(p)
+    p.set_defaults(func=_cmd_report)
 
     audit = sub.add_parser("audit", help="the break-glass audit log").add_subparsers(
         dest="audit_command", required=True, metavar="ACTION")

@@ -1,7 +1,7 @@
 """Gatehouse's own pages for people: "check again", the user's status, privacy, the fleet view.
 
 Owns: the handlers of ``/.gatehouse/`` (status), ``/.gatehouse/recheck``, ``/.gatehouse/privacy``,
-``/.gatehouse/admin/devices``, and add_portal_routes.
+``/.gatehouse/admin/devices``, ``/.gatehouse/admin/compliance`` (the compliance report), and add_portal_routes.
 Must not import: app, server, cli. Rendering lives in gateway.views; decisions in gateway.gate.
 
 ``reserved_identity`` (policy_gate.py) has already verified the user on every path here but the
@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from typing import Any
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
 
 import structlog
 from aiohttp import web
@@ -26,9 +26,10 @@ from gateway.gate import decide
 from gateway.identity.model import Identity
 from gateway.identity.session import safe_return_path
 from gateway.ingest.http import request_osquery_refresh
-from gateway.keys import BREAKGLASS, CLOCK, CONFIG, CSRF, DEVICE, INGEST_SETTINGS, POLICY, SNAPSHOT_CACHE, USER
+from gateway.keys import BREAKGLASS, CLOCK, CONFIG, CSRF, DEVICE, INGEST_SETTINGS, POLICY, SNAPSHOT_CACHE, STORE, USER
 from gateway.policy_gate import PolicyHolder, deny_response, device_owners
-from gateway.store.base import StoreError
+from gateway.report import COMPLIANCE_PATH, DeviceInfo, build_report, report_response
+from gateway.store.base import LedgerStore, StoreError
 from gateway.target import canonicalise
 from gateway.views.fleet import FleetFilter, FleetRow, FleetView, filter_rows, render_fleet
 from gateway.views.privacy import PrivacyView, render_privacy
@@ -180,22 +181,82 @@ async def fleet_page(request: web.Request) -> web.StreamResponse:
     return await asyncio.get_running_loop().run_in_executor(None, build)  # type: ignore[return-value]
 
 
-def fleet_refusal(allowed: set[str]) -> str:
-    """Why a signed-in user may not open the fleet view, naming the groups that may."""
+REPORT_DEFAULT_DAYS = 30
+REPORT_MAX_DAYS = 400
+
+
+def _report_period(query: Mapping[str, str], now: datetime) -> tuple[datetime, datetime]:
+    """``since``/``until`` as UTC days from the query; default the last 30 whole days up to today's end."""
+    end_of_today = datetime.combine(now.astimezone(UTC).date() + timedelta(days=1), time.min, tzinfo=UTC)
+    try:
+        until = _day(query.get("until"), "until") or end_of_today
+        since = _day(query.get("since"), "since") or until - timedelta(days=REPORT_DEFAULT_DAYS)
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
+    if until <= since:
+        raise web.HTTPBadRequest(text=f"until `{until.date()}` is not after since `{since.date()}`; choose a later end day")
+    if until - since > timedelta(days=REPORT_MAX_DAYS):
+        raise web.HTTPBadRequest(text=f"`{since.date()}` to `{until.date()}` is longer than {REPORT_MAX_DAYS} days; "
+                                      "choose a shorter period, or run `gatehouse report` for longer ones")
+    return since, until
+
+
+def _day(value: str | None, name: str) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.combine(date.fromisoformat(value.strip()[:10]), time.min, tzinfo=UTC)
+    except ValueError:
+        raise ValueError(f"{name} `{value[:40]}` is not a day; write it as `2026-11-01`") from None
+
+
+async def compliance_page(request: web.Request) -> web.StreamResponse:
+    """The compliance report for a period (``since``/``until`` UTC days), as HTML, JSON or CSV; reviewers only."""
+    app = request.config_dict
+    identity = request[USER]
+    settings = app[CONFIG].current.settings
+    allowed = set(settings.breakglass.reviewer_groups) | set(settings.breakglass.approver_groups)
+    if not allowed.intersection(identity.groups):
+        _log.warning("compliance.access_refused", user=identity.email)
+        raise web.HTTPForbidden(text=fleet_refusal(allowed, view="compliance report"))
+    now = app[CLOCK]()
+    since, until = _report_period(request.query, now)
+    fmt = request.query.get("format", "html").lower()
+    if fmt not in ("html", "json", "csv"):
+        raise web.HTTPBadRequest(text=f"format `{fmt[:20]}` is not offered; use `html`, `json` or `csv`")
+    store = app[STORE]
+    service = app.get(BREAKGLASS)
+    grants = service.list_grants(now=now) if service is not None else ()
+    devices = {s.serial: DeviceInfo(s.platform.value, min(s.collected_at, s.received_at)) for s in app[SNAPSHOT_CACHE].snapshots()}
+    try:
+        report = await build_report(
+            history=store, ledger=store if isinstance(store, LedgerStore) else None, policies=app[POLICY].current,
+            grants=grants, devices=devices, since=since, until=until, now=now,
+        )
+    except StoreError as exc:
+        _log.warning("compliance.store_unavailable", error=str(exc))
+        raise web.HTTPServiceUnavailable(text="the store could not be read, so the report cannot be made; try again shortly") from None
+    _log.info("compliance.reported", user=identity.email, since=since.isoformat(), until=until.isoformat(), format=fmt)
+    return report_response(report, fmt, viewer=identity.email).response()
+
+
+def fleet_refusal(allowed: set[str], *, view: str = "fleet view") -> str:
+    """Why a signed-in user may not open the fleet view (or another reviewers' ``view``), naming the groups that may."""
     if not allowed:
-        return ("the fleet view is open to no group: `breakglass.reviewer_groups` and `breakglass.approver_groups` "
+        return (f"the {view} is open to no group: `breakglass.reviewer_groups` and `breakglass.approver_groups` "
                 "are empty; an administrator can name the groups there")
     names = ", ".join(f"`{g}`" for g in sorted(allowed))
-    return (f"the fleet view is open to members of {names} (`breakglass.reviewer_groups` and "
+    return (f"the {view} is open to members of {names} (`breakglass.reviewer_groups` and "
             "`breakglass.approver_groups`); your sign-in carries none of them, ask an administrator to add you")
 
 
 def add_portal_routes(app: web.Application) -> None:
-    """Mount the status, check-again, privacy and fleet pages."""
+    """Mount the status, check-again, privacy, fleet and compliance report pages."""
     app.router.add_get(STATUS_PATH, status_page)
     app.router.add_post(RECHECK_PATH, recheck)
     app.router.add_get(PRIVACY_PATH, privacy_page)
     app.router.add_get(FLEET_PATH, fleet_page)
+    app.router.add_get(COMPLIANCE_PATH, compliance_page)
 
 
 __all__ = ["add_portal_routes", "decisions_at_every_tier", "filter_rows"]

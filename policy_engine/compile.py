@@ -44,6 +44,9 @@ def reference_problems(document: PolicyDocument) -> tuple[Problem, ...]:
                     f"unknown remediation `{check.remediation}`; define it under `remediation:` or use a built-in key",
                 )
             )
+    for name, _refs in document.controls:
+        if name not in check_names:
+            problems.append(Problem(f"controls.{name}", "unknown-check", f"unknown check `{name}`; define it under `checks:`"))
     for entry in document.remediation:
         if entry.key not in DEFAULT_REMEDIATION and not entry.title:
             problems.append(Problem(f"remediation.{entry.key}", "missing-key", f"`{entry.key}` needs a `title`; add `title: ...`"))
@@ -93,8 +96,14 @@ def _canonical(value: object) -> object:
 
 
 def policy_fingerprint(document: PolicyDocument) -> str:
-    """A short stable hash of what a document says (not where it came from)."""
-    text = json.dumps(_canonical(document), sort_keys=True, default=repr, separators=(",", ":"))
+    """A short stable hash of what a document says (not where it came from).
+
+    An empty ``controls`` section is left out, so policies written before it existed keep their version.
+    """
+    data = _canonical(document)
+    if not document.controls and isinstance(data, dict):
+        data.pop("controls", None)
+    text = json.dumps(data, sort_keys=True, default=repr, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -172,4 +181,5 @@ def compile_policy_set(document: PolicyDocument) -> CompiledPolicySet:
         checks=compiled.values(),
         remediation=catalog,
         all_failing=_build_failing(tuple(compiled.values())),
+        controls=dict(document.controls),
     )

@@ -1,6 +1,6 @@
 """The typed form of a policy file, as parsed and validated: checks, tiers, remediation entries.
 
-Owns: PolicyDocument, CheckSpec, TierSpec, BreakGlassSpec, RemediationSpec, VersionFloor and the
+Owns: PolicyDocument, CheckSpec, TierSpec, BreakGlassSpec, RemediationSpec, ControlRef, VersionFloor and the
 small enums they use (Severity, IfUnknown, Operator, BreakGlassMode).
 Must not import: anything outside the standard library; no behaviour lives here.
 """
@@ -120,6 +120,15 @@ class RemediationSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class ControlRef:
+    """A compliance control a check is evidence for, such as HIPAA ``164.312(a)(2)(iv)`` or SOC 2 ``CC6.7``."""
+
+    framework: str
+    id: str
+    title: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class PolicyDocument:
     """A whole policy file, typed; tiers in order of sensitivity, least sensitive first."""
 
@@ -131,3 +140,5 @@ class PolicyDocument:
     max_clock_skew: timedelta = timedelta(minutes=1)
     """How far in the future a snapshot may be dated before it is refused."""
     format: int = 1
+    controls: tuple[tuple[str, tuple[ControlRef, ...]], ...] = ()
+    """Per check name (in file order), the controls it evidences; reports only, never decisions."""

@@ -20,7 +20,7 @@ from policy_engine.checks import CompiledCheck
 from policy_engine.decision import Decision, Finding, Reason
 from policy_engine.decision import DecisionTwin as _DecisionTwin
 from policy_engine.decision import FindingTwin as _FindingTwin
-from policy_engine.document import BreakGlassSpec, Severity
+from policy_engine.document import BreakGlassSpec, ControlRef, Severity
 from policy_engine.model import DeviceSnapshot
 from policy_engine.remediation import Remediation
 
@@ -95,7 +95,7 @@ class CompiledPolicySet:
     """A validated, compiled policy; immutable once built by ``compile_policy_set``."""
 
     __slots__ = ("source", "version", "description", "max_clock_skew", "tiers", "checks",
-                 "remediation", "_by_name", "_neg_skew", "_all_checks", "_all_failing")
+                 "remediation", "controls", "_by_name", "_neg_skew", "_all_checks", "_all_failing")
 
     def __init__(
         self,
@@ -108,6 +108,7 @@ class CompiledPolicySet:
         checks: Iterable[CompiledCheck],
         remediation: Mapping[str, Remediation],
         all_failing: Callable[[DeviceSnapshot], list[int]],
+        controls: Mapping[str, tuple[ControlRef, ...]] | None = None,
     ) -> None:
         tier_list = tuple(tiers)
         self._all_failing = all_failing
@@ -121,6 +122,8 @@ class CompiledPolicySet:
         self._all_checks = tuple(checks)
         self.checks: Mapping[str, CompiledCheck] = MappingProxyType({c.name: c for c in self._all_checks})
         self.remediation: Mapping[str, Remediation] = MappingProxyType(dict(remediation))
+        self.controls: Mapping[str, tuple[ControlRef, ...]] = MappingProxyType(dict(controls or {}))
+        """Per check name, the compliance controls it evidences (the policy's ``controls``); reports read it."""
         self._by_name = {t.name: t for t in tier_list}
         self._neg_skew = -max_clock_skew
 

@@ -19,6 +19,7 @@ from policy_engine.document import (
     BreakGlassMode,
     BreakGlassSpec,
     CheckSpec,
+    ControlRef,
     IfUnknown,
     Operator,
     PolicyDocument,
@@ -33,7 +34,7 @@ from policy_engine.facts import BUILTIN_FACTS, OPERATORS_BY_KIND, FactKind, fact
 from policy_engine.model import OsFamily, Version
 
 FORMAT_VERSION = 1
-_TOP_KEYS = ("format", "description", "max_clock_skew", "checks", "tiers", "remediation")
+_TOP_KEYS = ("format", "description", "max_clock_skew", "checks", "tiers", "remediation", "controls")
 _CHECK_KEYS = (
     "fact",
     "severity",
@@ -48,6 +49,7 @@ _TIER_KEYS = ("extends", "checks", "max_snapshot_age", "break_glass", "descripti
 _OPERATOR_KEYS = frozenset(op.value for op in Operator)
 _BREAK_GLASS_KEYS = ("mode", "max_duration")
 _REMEDIATION_KEYS = ("title", "why", "steps", "doc_url")
+_CONTROL_KEYS = ("framework", "id", "title")
 _PLATFORMS = (OsFamily.DARWIN.value, OsFamily.LINUX.value, OsFamily.WINDOWS.value)
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _TIER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,63}")
@@ -209,6 +211,7 @@ def parse_policy_document(raw: Mapping[str, object], *, source: str) -> PolicyDo
         remediation_keys |= {k for k in root["remediation"] if isinstance(k, str)}  # type: ignore[union-attr]
     checks, check_names = _parse_checks(out, root.get("checks", {}), remediation_keys)
     tiers = _parse_tiers(out, root.get("tiers", {}), check_names)
+    controls = _parse_controls(out, root.get("controls", {}), check_names)
     if out.problems:
         raise PolicyParseError(tuple(out.problems))
     return PolicyDocument(
@@ -219,6 +222,7 @@ def parse_policy_document(raw: Mapping[str, object], *, source: str) -> PolicyDo
         description=description,
         max_clock_skew=skew,
         format=FORMAT_VERSION,
+        controls=tuple(controls),
     )
 
 
@@ -556,3 +560,46 @@ def _parse_remediation(out: _Collector, raw: object) -> list[RemediationSpec]:
         if len(out.problems) == before:
             entries.append(RemediationSpec(key, fields.get("title", ""), fields.get("why", ""), tuple(steps), url))
     return entries
+
+
+def _parse_controls(out: _Collector, raw: object, check_names: list[str]) -> list[tuple[str, tuple[ControlRef, ...]]]:
+    found: list[tuple[str, tuple[ControlRef, ...]]] = []
+    table = out.mapping(raw, "controls", "a mapping of check names to lists of controls")
+    if table is None:
+        return found
+    for name in [k for k in table if isinstance(k, str)]:
+        path = _join("controls", name)
+        if name not in check_names:
+            out.add(path, "unknown-check", f"unknown check `{name}`; {_suggest(name, check_names)}known checks: {_quoted(check_names)}")
+        items = table[name]
+        if not isinstance(items, (list, tuple)) or not items:
+            out.add(path, "wrong-type", "expected a list of controls such as `[{framework: SOC2, id: CC6.7}]`, "
+                    f"found {_describe(items)}")
+            continue
+        refs: list[ControlRef] = []
+        seen: set[tuple[str, str]] = set()
+        for i, item in enumerate(items):
+            sub = f"{path}[{i}]"
+            before = len(out.problems)
+            body = out.mapping(item, sub, "a mapping with `framework`, `id` and an optional `title`")
+            if body is None:
+                continue
+            out.keys(body, _CONTROL_KEYS, sub)
+            values: dict[str, str] = {}
+            for key in ("framework", "id"):
+                if key not in body:
+                    out.add(sub, "missing-key", f"missing `{key}`; write such as `{{framework: SOC2, id: CC6.7}}`")
+                else:
+                    values[key] = (out.text(body[key], _join(sub, key)) or "").strip()
+            title = ""
+            if "title" in body:
+                title = out.text(body["title"], _join(sub, "title"), required=False) or ""
+            key_pair = (values.get("framework", ""), values.get("id", ""))
+            if len(out.problems) == before and key_pair in seen:
+                out.add(sub, "duplicate", f"control `{key_pair[0]} {key_pair[1]}` is listed twice for `{name}`; remove one")
+            elif len(out.problems) == before:
+                seen.add(key_pair)
+                refs.append(ControlRef(key_pair[0], key_pair[1], title.strip()))
+        if name in check_names and refs and len(refs) == len(items):
+            found.append((name, tuple(refs)))
+    return found

@@ -15,6 +15,7 @@ from gateway.commands.data import export_evidence_to, import_snapshots
 from gateway.commands.demo import demo_run, demo_token
 from gateway.commands.devices import assign_owners, import_owners, list_owners, unassign_owners
 from gateway.commands.policy import check_policy, explain_device, import_stethoscope, simulate_policy
+from gateway.commands.report import compliance_report
 
 __all__ = [
     "EXIT_OK",
@@ -28,6 +29,7 @@ __all__ = [
     "break_glass_list",
     "check_config",
     "check_policy",
+    "compliance_report",
     "cross_check",
     "demo_run",
     "demo_token",

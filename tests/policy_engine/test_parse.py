@@ -8,6 +8,7 @@ import pytest
 
 from policy_engine import (
     BreakGlassMode,
+    ControlRef,
     IfUnknown,
     Operator,
     OsFamily,
@@ -281,3 +282,70 @@ class TestFormatDocumentation:
         policies = compile_policy_set(parse_policy_document(load_yaml(example), source="FORMAT.md"))
 
         assert ("low", "medium", "high") == policies.tier_names
+
+
+def messages_of(text: str) -> dict[str, str]:
+    """Parse YAML text that must fail; the problems as {path: message}."""
+    with pytest.raises(PolicyParseError) as caught:
+        parse_policy_document(load_yaml(text), source="t.yaml")
+    return {p.path: p.message for p in caught.value.problems}
+
+
+class TestControls:
+    def test_controls_map_checks_to_framework_controls(self) -> None:
+        """Each check's controls come out in file order with framework, id and title."""
+        text = MINIMAL + """
+controls:
+  disk:
+    - {framework: HIPAA, id: "164.312(a)(2)(iv)", title: Encryption and decryption}
+    - {framework: SOC 2, id: CC6.7}
+"""
+
+        policies = compile_policy_set(parse_policy_document(load_yaml(text), source="t"))
+
+        assert {"disk": (ControlRef("HIPAA", "164.312(a)(2)(iv)", "Encryption and decryption"),
+                         ControlRef("SOC 2", "CC6.7", ""))} == dict(policies.controls)
+
+    def test_every_control_problem_is_reported_with_its_path(self) -> None:
+        """Unknown checks, unknown keys, missing ids, duplicates and non-lists are all reported at once."""
+        text = MINIMAL + """
+controls:
+  disc:
+    - {framework: HIPAA, id: "164.312(a)(2)(iv)"}
+  disk:
+    - {framework: HIPAA, idd: x}
+    - {framework: SOC 2, id: CC6.7}
+    - {framework: SOC 2, id: CC6.7}
+"""
+
+        problems = messages_of(text)
+
+        assert "unknown check `disc`; did you mean `disk`?" in problems["controls.disc"]
+        assert "unknown key `idd`; did you mean `id`?" in problems["controls.disk[0].idd"]
+        assert "missing `id`" in problems["controls.disk[0]"]
+        assert "control `SOC 2 CC6.7` is listed twice for `disk`" in problems["controls.disk[2]"]
+
+    def test_controls_must_be_a_list(self) -> None:
+        """A check mapped to a bare string is refused with the shape to write instead."""
+        problems = messages_of(MINIMAL + "controls:\n  disk: CC6.7\n")
+
+        assert "expected a list of controls such as `[{framework: SOC2, id: CC6.7}]`" in problems["controls.disk"]
+
+    def test_controls_leave_decisions_and_old_versions_alone(self) -> None:
+        """A policy without controls keeps its version; adding controls changes it but no decision."""
+        plain = compile_policy_set(parse_policy_document(load_yaml(MINIMAL), source="t"))
+        mapped = compile_policy_set(parse_policy_document(
+            load_yaml(MINIMAL + "controls:\n  disk: [{framework: SOC 2, id: CC6.7}]\n"), source="t"))
+
+        assert {} == dict(plain.controls)
+        assert plain.version != mapped.version
+        assert plain.tier("low") == mapped.tier("low")
+
+    def test_example_policy_maps_hipaa_soc2_and_hitrust(self) -> None:
+        """The shipped example maps checks to controls of all three frameworks."""
+        policies = compile_policy_set(parse_policy_document(load_yaml(DEPLOY_POLICY.read_text()), source="policy.yaml"))
+
+        frameworks = {ref.framework for refs in policies.controls.values() for ref in refs}
+
+        assert {"HIPAA", "SOC 2", "HITRUST CSF"} == frameworks
+        assert ControlRef("HIPAA", "164.312(a)(2)(iv)", "Encryption and decryption") in policies.controls["disk_encryption"]

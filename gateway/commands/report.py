@@ -1,0 +1,88 @@
+"""`gatehouse report`: the compliance report for a period, from the store, the policy and the audit log.
+
+Owns: compliance_report.
+Must not import: argparse, cli. The work is gateway.report's; this opens what the gateway keeps for a
+configuration and writes the rendered report.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import TextIO
+
+from breakglass import AuditIntegrityError, AuditWriteError, BreakglassService
+from gateway.commands.common import EXIT_OK, EXIT_USAGE, Refused, command, load_config, opened_audit_sink, opened_store
+from gateway.errors import ConfigError
+from gateway.report import REPORT_FORMATS, DeviceInfo, build_report, render_report
+from gateway.store.base import LedgerStore
+
+
+@command
+async def compliance_report(
+    config: Path,
+    *,
+    since: datetime,
+    until: datetime,
+    now: datetime,
+    fmt: str = "html",
+    output: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Write the compliance report for [since, until) as HTML, JSON or CSV, to ``output`` or ``out``."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    example = f"gatehouse report --config {config} --since {since.date()} --until {until.date()} --format html"
+    if fmt not in REPORT_FORMATS:
+        raise Refused(f"--format `{fmt}` is not supported; use html, json or csv\n  {example}", EXIT_USAGE)
+    if until <= since:
+        raise Refused(f"--until `{until.isoformat()}` is not after --since `{since.isoformat()}`; give a later end\n  {example}",
+                      EXIT_USAGE)
+    settings = load_config(config, environ)
+    if settings.policy is None:
+        raise Refused(f"{config} names no `policy:`; the report needs the policy for its checks and controls\n"
+                      f"add `policy: FILE`, then run `gatehouse check-config {config}`")
+    from gateway.policy_gate import PolicyHolder
+
+    try:
+        policies = PolicyHolder.load(settings.policy).current
+    except ConfigError as exc:
+        raise Refused(f"{exc}\nfix the policy, then run `gatehouse policy check {settings.policy}`") from None
+    async with opened_audit_sink(settings, config) as sink:
+        try:
+            service = await BreakglassService.open(sink, config=settings.breakglass.to_config())
+        except AuditIntegrityError as exc:
+            raise Refused(f"the audit log fails verification, so its grants cannot be reported: {exc}\n"
+                          f"see every problem with `gatehouse audit verify --config {config}`") from None
+        except AuditWriteError as exc:
+            raise Refused(f"the audit log could not be read: {exc}\n"
+                          f"check `store:` in {config}, then run `gatehouse check-config {config}`") from None
+    grants = service.list_grants(now=now)
+    async with opened_store(settings, config, fix="the store is created when Gatehouse first runs or imports; "
+                            f"check `store:`, then run `gatehouse check-config {config}`") as store:
+        latest = await store.load_latest()
+        devices = {s.serial: DeviceInfo(s.platform.value, min(s.collected_at, s.received_at))
+                   for s in latest.snapshots}
+        ledger = store if isinstance(store, LedgerStore) else None
+        report = await build_report(history=store, ledger=ledger, policies=policies, grants=grants, devices=devices,
+                                    since=since, until=until, now=now)
+    data = render_report(report, fmt)
+    if output is None:
+        out.write(data.decode("utf-8"))
+    else:
+        partial = output.with_name(f".{output.name}.partial")
+        try:
+            partial.write_bytes(data)
+            partial.replace(output)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            raise Refused(f"cannot write `{output}`: {exc.strerror or exc}\nchoose a writable place with `-o FILE`") from None
+    ledger_note = "" if ledger is not None else "; this store keeps no access ledger, so access sections are empty"
+    where = f" to {output}" if output else ""
+    print(f"reported {report.devices} devices from {since.isoformat()} to {until.isoformat()} as {fmt}{where}{ledger_note}",
+          file=err)
+    return EXIT_OK
