@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from gateway.errors import ConfigError
 from gateway.ledger import AccessLedger, ledger_entry
 from gateway.gate import GateOutcome, Verdict
 from gateway.metrics import Metrics
+from gateway.settings import parse_settings
 from gateway.store.base import AccessRollup, AccessVerdict, StoreError
 from gateway.store.sqlite import SqliteStore
 from policy_engine import Decision, Reason
@@ -179,3 +181,27 @@ class TestOutages:
         assert (1, None, 0) == (first, too_soon, due)
         assert [T0 - timedelta(days=400), T0 + timedelta(hours=1) - timedelta(days=400)] == store.pruned_before
         assert 1 == len([r async for r in store.iter_access(since=T0 - timedelta(days=500))])
+
+
+class TestSettings:
+    def test_every_bad_ledger_setting_is_reported_with_its_location(self, tmp_path: Path) -> None:
+        """A zero flush period, a tiny bound and a zero retention are each reported under `evidence.`."""
+        raw = {
+            "listeners": [{"address": "127.0.0.1:0"}],
+            "evidence": {"ledger_flush_s": 0, "ledger_max_pending_rows": 5, "ledger_retention_days": 0},
+        }
+
+        with pytest.raises(ConfigError) as caught:
+            parse_settings(raw, source="gatehouse.yaml", base_dir=tmp_path, environ={})
+
+        assert {"evidence.ledger_flush_s", "evidence.ledger_max_pending_rows", "evidence.ledger_retention_days"} == {
+            p.path for p in caught.value.problems
+        }
+
+    def test_defaults_keep_an_annual_audit_and_lose_at_most_five_seconds(self, tmp_path: Path) -> None:
+        """Without an `evidence` section the ledger flushes every 5 s, holds 100,000 rows and keeps 400 days."""
+        settings = parse_settings({"listeners": [{"address": "127.0.0.1:0"}]}, source="g.yaml", base_dir=tmp_path, environ={})
+
+        assert (5.0, 100_000, 400) == (
+            settings.evidence.ledger_flush_s, settings.evidence.ledger_max_pending_rows, settings.evidence.ledger_retention_days,
+        )
