@@ -49,9 +49,10 @@ from gateway.identity import add_identity_routes, identity_cleanup_ctx
 from gateway.ingest.http import add_ingest_routes, ingest_background
 from gateway.owners_http import add_owner_routes
 from gateway.keys import (
-    BREAKGLASS, CLOCK, COMPLIANCE_RECORDER, CONFIG, DEVICE, GATE, INGEST_SETTINGS, METRICS, POLICY, READINESS,
+    BREAKGLASS, CLOCK, COMPLIANCE_RECORDER, CONFIG, DEVICE, GATE, INGEST_SETTINGS, LEDGER, METRICS, POLICY, READINESS,
     RELOAD_HOOKS, SNAPSHOT_CACHE, STORE, UPSTREAM_SESSION,
 )
+from gateway.ledger import AccessLedger, ledger_ctx
 from gateway.policy_file import route_tier_problems
 from gateway.policy_gate import PolicyGate, PolicyHolder, reserved_identity
 from gateway.portal import add_portal_routes
@@ -214,6 +215,8 @@ def wire_gatehouse(app: web.Application, settings: Settings) -> Gate:
     app[READINESS].add("policy", lambda: holder.current is not None)
     app.cleanup_ctx.append(identity_cleanup_ctx(settings.identity, clock=app[CLOCK], metrics=metrics))
     app.cleanup_ctx.append(_store_ctx(settings))
+    ledger = app[LEDGER] = AccessLedger(max_pending_rows=settings.evidence.ledger_max_pending_rows, metrics=metrics)
+    app.cleanup_ctx.append(ledger_ctx(settings.evidence))  # after the store's: its last flush runs before the store closes
     app.cleanup_ctx.append(ingest_background)
     app.cleanup_ctx.append(_breakglass_ctx(settings))
     app.cleanup_ctx.append(breakglass_maintenance_ctx)
@@ -224,7 +227,7 @@ def wire_gatehouse(app: web.Application, settings: Settings) -> Gate:
     add_owner_routes(app)
     add_portal_routes(app)
     add_breakglass_routes(app, BreakglassWeb.from_settings(settings.breakglass, policies=lambda: holder.current, evaluate=_device_decision(holder)))
-    return PolicyGate(holder)
+    return PolicyGate(holder, ledger=ledger)
 
 
 def _device_decision(holder: PolicyHolder) -> Callable[[web.Request, str | None, str], Decision]:

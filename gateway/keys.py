@@ -102,3 +102,10 @@ if TYPE_CHECKING:
 
 POLICY: web.AppKey[PolicyHolder] = web.AppKey("policy")
 """The compiled policy in force (``.current``) and the decision memo; reloaded on SIGHUP."""
+
+# --- Access ledger (ledger.py) ---
+if TYPE_CHECKING:
+    from gateway.ledger import AccessLedger
+
+LEDGER: web.AppKey[AccessLedger] = web.AppKey("ledger")
+"""Every decision counted into hourly rows, written to the store in the background; set by a full Gatehouse."""

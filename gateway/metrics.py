@@ -149,6 +149,34 @@ class Metrics:
             ["route"], registry=registry,
         )
 
+        # Access ledger (ledger.py)
+        self.ledger_rows_pending = Gauge(
+            "gatehouse_ledger_rows_pending",
+            "Access ledger rows held in memory, not yet stored, as of the last flush (a crash would lose them).",
+            registry=registry, multiprocess_mode="livesum",
+        )
+        self.ledger_requests_pending = Gauge(
+            "gatehouse_ledger_requests_pending",
+            "Requests counted in the access ledger rows held in memory, not yet stored, as of the last flush.",
+            registry=registry, multiprocess_mode="livesum",
+        )
+        self.ledger_flushes = Counter(
+            "gatehouse_ledger_flushes_total",
+            "Access ledger batches handed to the store, by outcome: stored, already-stored (a retry whose first "
+            "commit had gone through), failed (kept in memory and retried).",
+            ["outcome"], registry=registry,
+        )
+        self.ledger_dropped = Counter(
+            "gatehouse_ledger_dropped_requests_total",
+            "Requests the access ledger could not count: the rows held in memory during a store outage reached "
+            "`evidence.ledger_max_pending_rows`.",
+            registry=registry,
+        )
+        self.ledger_flush_duration = Histogram(
+            "gatehouse_ledger_flush_duration_seconds", "Seconds to write one access ledger batch to the store.",
+            buckets=_LATENCY_BUCKETS, registry=registry,
+        )
+
     def child(self, metric: _M, *values: str) -> _M:
         """``metric.labels(*values)``, remembered: the request path skips label validation and locking.
 

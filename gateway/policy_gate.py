@@ -30,11 +30,13 @@ from gateway.identity.model import DeviceId, Identity, PostureSummary
 from gateway.identity.resolver import IdentityResolver
 from gateway.fastlane.head import RequestHead
 from gateway.keys import BREAKGLASS, CLOCK, CONFIG, DEVICE, IDENTITY, METRICS, OUTCOME, REQUEST_ID, SNAPSHOT_CACHE, USER
+from gateway.ledger import DENIED, AccessLedger, ledger_entry
 from gateway.metrics import Metrics
 from gateway.pages import error_response
 from gateway.policy_file import load_policy
 from gateway.routing import Route
 from gateway.views.deny import DenyView, platform_from_user_agent, render_deny
+from gateway.store.base import AccessVerdict
 from gateway.views.layout import Rendered
 from policy_engine import CompiledPolicySet, DecisionMemo, DeviceSnapshot
 
@@ -148,8 +150,10 @@ class _Admitted:
 class PolicyGate:
     """The Gate of a full Gatehouse: identity, device, snapshot, policy, break-glass, upstream headers."""
 
-    def __init__(self, holder: PolicyHolder) -> None:
+    def __init__(self, holder: PolicyHolder, *, ledger: AccessLedger | None = None) -> None:
         self.holder = holder
+        self.ledger = ledger
+        """Counts every decision (``_account``) and every refused identity; None counts nothing."""
         self._admitted: dict[tuple[int, int, str | None, str | None], _Admitted] = {}
 
     def _judge(
@@ -182,6 +186,8 @@ class PolicyGate:
             identity = await resolver.authenticate(request, now=now)
         except AuthenticationError as err:
             structlog.contextvars.bind_contextvars(decision="unauthenticated", reason=err.reason.value, tier=route.tier)
+            if self.ledger is not None:
+                self.ledger.count(now, route.id, route.tier, "", "", DENIED, err.reason.value)
             return Admission.refuse(await resolver.challenge(request, err))
         request[USER] = identity
         started = time.perf_counter()
@@ -189,28 +195,33 @@ class PolicyGate:
             device = resolver.device(request, identity, now=now)
         except AuthenticationError as err:
             structlog.contextvars.bind_contextvars(decision="unauthenticated", reason=err.reason.value, tier=route.tier)
+            if self.ledger is not None:
+                self.ledger.count(now, route.id, route.tier, identity.email, "", DENIED, err.reason.value)
             return Admission.refuse(await resolver.challenge(request, err))
         outcome, policies, _ = self._judge(app, identity, device, route, now)
         took = time.perf_counter() - started
         if device is not None:
             request[DEVICE] = device
         request[OUTCOME] = outcome
-        self._account(metrics, route, outcome, took)
+        serial = device.serial if device else ""
         _USER_VAR.set(identity.email)  # bind_contextvars(user=..., device=..., ...), without its lookups
         _DEVICE_VAR.set(device.serial if device else None)
         _TIER_VAR.set(route.tier)
         _DECISION_VAR.set(outcome.verdict.value)
         _REASON_VAR.set(outcome.reason)
         if outcome.verdict is Verdict.DENY:
+            self._account(metrics, route, outcome, took, now, identity.email, serial)
             return Admission.refuse(deny_response(request, outcome, route, policies, now=now))
         if outcome.verdict is Verdict.BREAK_GLASS and outcome.grant is not None:
             if not await note_use(request.app, outcome.grant, route.id, now=now):
+                self._account(metrics, route, outcome, took, now, identity.email, serial, entry=(DENIED, "audit-unavailable"))
                 return Admission.refuse(error_response(
                     request.headers.get("Accept", ""), status=503, code="audit-unavailable",
                     detail="your break-glass grant is valid, but its use could not be recorded in the audit log, "
                     "so this request is refused; try again in a minute",
                     request_id=request.get(REQUEST_ID),
                 ))
+        self._account(metrics, route, outcome, took, now, identity.email, serial)
         return Admission.allow(
             self._upstream_headers(resolver, identity, device, route, outcome, now), strip=resolver.strip_names, drop_cookies=resolver.drop_cookies,
         )
@@ -245,13 +256,13 @@ class PolicyGate:
         ):
             outcome = held.outcome
             admission = held.admission or self._admission(resolver, identity, device, route, outcome, now)
-            self._account(app[METRICS], route, outcome, time.perf_counter() - started)
+            self._account(app[METRICS], route, outcome, time.perf_counter() - started, now, identity.email, device.serial)
             return admission
         outcome, policies, snapshot = self._judge(app, identity, device, route, now)
         if outcome.verdict is not Verdict.ALLOW and outcome.verdict is not Verdict.MONITOR:
             return None  # denials and break-glass take the full path, which records and explains them
         admission = self._admission(resolver, identity, device, route, outcome, now)
-        self._account(app[METRICS], route, outcome, time.perf_counter() - started)
+        self._account(app[METRICS], route, outcome, time.perf_counter() - started, now, identity.email, device.serial if device else "")
         if outcome.verdict is Verdict.ALLOW and device is not None and snapshot is not None:
             if len(self._admitted) >= _ADMITTED_MAX:
                 self._admitted.clear()
@@ -287,9 +298,18 @@ class PolicyGate:
         )
         return resolver.upstream_headers(identity, device, posture, now=now)
 
-    @staticmethod
-    def _account(metrics: Metrics, route: Route, outcome: GateOutcome, took: float) -> None:
-        """Count the decision (batched through ``metrics.tally``: this runs for every proxied request)."""
+    def _account(
+        self, metrics: Metrics, route: Route, outcome: GateOutcome, took: float, now: datetime, user: str, device: str,
+        entry: tuple[AccessVerdict, str] | None = None,
+    ) -> None:
+        """Count the decision in the metrics (batched through ``metrics.tally``) and the access ledger; runs for every decided request.
+
+        ``entry`` overrides what the ledger counts (a break-glass request refused for want of an audit record).
+        """
+        ledger = self.ledger
+        if ledger is not None:
+            verdict, reason = entry if entry is not None else ledger_entry(outcome)
+            ledger.count(now, route.id, route.tier, user, device, verdict, reason)
         tally = metrics.tally
         decision = outcome.decision
         tally.observe(metrics.decision_duration, took)

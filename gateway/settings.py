@@ -20,6 +20,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 
 from gateway.breakglass_config import BreakglassSettings
 from gateway.errors import ConfigError, Problem
+from gateway.evidence_config import EvidenceSettings
 from gateway.identity.config import IdentitySettings
 from gateway.ingest.config import IngestSettings
 from gateway.secret import Secret, SecretValue
@@ -196,6 +197,8 @@ class Settings(Section):
     """Who the user is and which device; required to serve routes (see the README's identity section)."""
     ingest: IngestSettings = IngestSettings()
     breakglass: BreakglassSettings = BreakglassSettings()
+    evidence: EvidenceSettings = EvidenceSettings()
+    """The access ledger: how often its counts are written, how many are held during a store outage, retention."""
     demo: bool = False
     """Demo mode: accepts tokens signed by the demo key under ./var/. Never set in production."""
     source: str = Field(default="<memory>", exclude=True)

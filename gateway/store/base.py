@@ -330,12 +330,21 @@ class DistributedQueryStore(Protocol):
 
 
 @runtime_checkable
-@runtime_checkable
 class LedgerStore(Protocol):
-    """The access ledger's durable rollups (``AccessRollup``), shared by every replica."""
+    """The access ledger's durable rollups (``AccessRollup``), shared by every replica.
 
-    async def add_access_rollups(self, rollups: Sequence[AccessRollup]) -> None:
-        """Add each rollup's count to its row (same hour, route, tier, user, device, verdict, reason), widening first/last seen."""
+    Adding is an upsert in one transaction: concurrent writers (replicas, worker processes) adding to
+    the same row never lose a count. A writer that retries a batch whose commit it could not confirm
+    passes ``writer`` (its own id, unique per process) and ``seq`` (its batches' increasing number):
+    the store remembers each writer's last added seq in the same transaction and adds nothing for a
+    seq it already has, so a retried batch is counted exactly once.
+    """
+
+    async def add_access_rollups(self, rollups: Sequence[AccessRollup], *, writer: str | None = None, seq: int = 0) -> bool:
+        """Add each rollup's count to its row (same hour, route, tier, user, device, verdict, reason), widening first/last seen.
+
+        Returns False, adding nothing, when ``writer`` already added batch ``seq`` (or a later one).
+        """
         ...
 
     def iter_access(self, *, since: datetime, until: datetime | None = None) -> AsyncIterator[AccessRollup]:
@@ -343,7 +352,7 @@ class LedgerStore(Protocol):
         ...
 
     async def prune_access(self, *, before: datetime) -> int:
-        """Remove rollups whose hour is before ``before``; returns how many rows went."""
+        """Remove rollups whose hour is before ``before`` (and writers silent since then); returns how many rollups went."""
         ...
 
 
@@ -372,7 +381,7 @@ class OwnerStore(Protocol):
         ...
 
 
-class Store(SnapshotStore, EnrollmentStore, OsqueryStateStore, HistoryStore, DistributedQueryStore, OwnerStore, Protocol):
+class Store(SnapshotStore, EnrollmentStore, OsqueryStateStore, HistoryStore, DistributedQueryStore, OwnerStore, LedgerStore, Protocol):
     """Everything the snapshot subsystem keeps durably; ``close`` releases connections."""
 
     async def close(self) -> None:

@@ -50,6 +50,8 @@ import structlog
 
 from breakglass.audit import GENESIS_HEAD, AuditEntry, ChainHead, decode_entry, encode_entry
 from gateway.store.base import (
+    AccessRollup,
+    AccessVerdict,
     Changes,
     Enrollment,
     HistoryEntry,
@@ -77,6 +79,8 @@ DEFAULT_CHANNEL = "gatehouse_changes"
 _MIGRATION_LOCK = 0x67617465686F7573  # "gatehous" in ASCII: Gatehouse's key for pg_advisory_xact_lock
 _ENROLL_LOCK_SPACE = 0x67_68_65  # first key of pg_advisory_xact_lock(int, int) for per-serial locks
 _HISTORY_PAGE = 1000
+_ACCESS_PAGE = 2000
+_ACCESS_KEY = "hour, route, tier, user_email, device, verdict, reason"
 _DECODE_INLINE = 16
 """Up to this many snapshots are decoded on the event loop; more go to the decoding thread."""
 
@@ -155,6 +159,27 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             seq bigint NOT NULL UNIQUE
         )""",
         "INSERT INTO counters (name, value) VALUES ('owner_seq', 0)",
+    ),
+    (
+        # The access ledger (see sqlite.py): the primary key, hour first, is the index a period is read by.
+        """CREATE TABLE access_ledger (
+            hour timestamptz NOT NULL,
+            route text COLLATE "C" NOT NULL,
+            tier text COLLATE "C" NOT NULL,
+            user_email text COLLATE "C" NOT NULL,
+            device text COLLATE "C" NOT NULL,
+            verdict text COLLATE "C" NOT NULL,
+            reason text COLLATE "C" NOT NULL,
+            count bigint NOT NULL,
+            first_seen timestamptz NOT NULL,
+            last_seen timestamptz NOT NULL,
+            PRIMARY KEY (hour, route, tier, user_email, device, verdict, reason)
+        )""",
+        """CREATE TABLE access_writers (
+            writer text PRIMARY KEY,
+            last_seq bigint NOT NULL,
+            updated_at timestamptz NOT NULL
+        )""",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -753,6 +778,80 @@ class PostgresStore:
             return _rowcount(await conn.execute("DELETE FROM compliance_history WHERE recorded_at < $1", before))
 
         return await self._transact("prune the compliance history", work, write=True)
+
+    # -- access ledger -----------------------------------------------------------------------
+
+    async def add_access_rollups(self, rollups: Sequence[AccessRollup], *, writer: str | None = None, seq: int = 0) -> bool:
+        """Add each rollup's count to its row, widening first/last seen; False (nothing added) for a batch ``writer`` already added.
+
+        Rows are added in key order, so two replicas adding overlapping batches lock rows in the same
+        order and never deadlock each other.
+        """
+        params = sorted(
+            (r.hour, r.route, r.tier, r.user, r.device, r.verdict.value, r.reason, r.count, r.first_seen, r.last_seen)
+            for r in rollups
+        )
+        stamp = max((p[9] for p in params), default=None)
+
+        async def work(conn: asyncpg.Connection) -> bool:
+            if writer is not None:
+                last = await conn.fetchval("SELECT last_seq FROM access_writers WHERE writer = $1 FOR UPDATE", writer)
+                if last is not None and last >= seq:
+                    return False
+                await conn.execute(
+                    "INSERT INTO access_writers (writer, last_seq, updated_at) VALUES ($1, $2, coalesce($3, now()))"
+                    " ON CONFLICT (writer) DO UPDATE SET last_seq = excluded.last_seq,"
+                    " updated_at = GREATEST(access_writers.updated_at, excluded.updated_at)",
+                    writer, seq, stamp,
+                )
+            if params:
+                await conn.executemany(
+                    f"INSERT INTO access_ledger ({_ACCESS_KEY}, count, first_seen, last_seen)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                    f" ON CONFLICT ({_ACCESS_KEY}) DO UPDATE SET count = access_ledger.count + excluded.count,"
+                    " first_seen = LEAST(access_ledger.first_seen, excluded.first_seen),"
+                    " last_seen = GREATEST(access_ledger.last_seen, excluded.last_seen)",
+                    params,
+                )
+            return True
+
+        return await self._transact(f"add {_count(len(params), 'access ledger row')}", work, write=True)
+
+    async def iter_access(self, *, since: datetime, until: datetime | None = None) -> AsyncIterator[AccessRollup]:
+        """Every rollup whose hour is in [since, until), oldest hour first, fetched in pages."""
+        after: tuple[object, ...] | None = None
+        while True:
+
+            async def work(conn: asyncpg.Connection, after: tuple[object, ...] | None = after) -> list[asyncpg.Record]:
+                if after is None:
+                    return await conn.fetch(  # type: ignore[no-any-return]
+                        f"SELECT {_ACCESS_KEY}, count, first_seen, last_seen FROM access_ledger"
+                        " WHERE hour >= $1 AND ($2::timestamptz IS NULL OR hour < $2)"
+                        f" ORDER BY {_ACCESS_KEY} LIMIT $3",
+                        since, until, _ACCESS_PAGE,
+                    )
+                return await conn.fetch(  # type: ignore[no-any-return]
+                    f"SELECT {_ACCESS_KEY}, count, first_seen, last_seen FROM access_ledger"
+                    f" WHERE ($1::timestamptz IS NULL OR hour < $1) AND ({_ACCESS_KEY}) > ($2, $3, $4, $5, $6, $7, $8)"
+                    f" ORDER BY {_ACCESS_KEY} LIMIT $9",
+                    until, *after, _ACCESS_PAGE,
+                )
+
+            page = await self._transact("read the access ledger", work, write=False)
+            for hour, route, tier, user, device, verdict, reason, count, first_seen, last_seen in page:
+                yield AccessRollup(hour, route, tier, user, device, AccessVerdict(verdict), reason, count, first_seen, last_seen)
+            if len(page) < _ACCESS_PAGE:
+                return
+            after = tuple(page[-1])[:7]
+
+    async def prune_access(self, *, before: datetime) -> int:
+        """Remove rollups whose hour is before ``before`` (and writers silent since then); returns how many rollups went."""
+
+        async def work(conn: asyncpg.Connection) -> int:
+            await conn.execute("DELETE FROM access_writers WHERE updated_at < $1", before)
+            return _rowcount(await conn.execute("DELETE FROM access_ledger WHERE hour < $1", before))
+
+        return await self._transact("prune the access ledger", work, write=True)
 
     async def failing_since(self, serial: str) -> Mapping[str, datetime]:
         """When each currently failing check of a device started failing, by check name."""

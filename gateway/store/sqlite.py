@@ -27,6 +27,8 @@ import orjson
 from gateway.store.base import (
     Changes,
     Enrollment,
+    AccessRollup,
+    AccessVerdict,
     HistoryEntry,
     HostDetails,
     OwnerChanges,
@@ -107,10 +109,35 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "INSERT INTO counters (name, value) VALUES ('owner_seq', 0)",
     ),
+    (
+        # The access ledger: one row per hour, route, tier, user, device, verdict and reason; the
+        # primary key (hour first) is also the index a period is read by.
+        """CREATE TABLE access_ledger (
+            hour INTEGER NOT NULL,
+            route TEXT NOT NULL,
+            tier TEXT NOT NULL,
+            user_email TEXT NOT NULL,
+            device TEXT NOT NULL,
+            verdict TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            first_seen INTEGER NOT NULL,
+            last_seen INTEGER NOT NULL,
+            PRIMARY KEY (hour, route, tier, user_email, device, verdict, reason)
+        ) WITHOUT ROWID""",
+        # Each ledger writer's last added batch, so a retried batch is added once (see LedgerStore).
+        """CREATE TABLE access_writers (
+            writer TEXT PRIMARY KEY,
+            last_seq INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 _HISTORY_PAGE = 1000
 _LOAD_PAGE = 2000
+_ACCESS_PAGE = 2000
+_ACCESS_COLUMNS = "hour, route, tier, user_email, device, verdict, reason, count, first_seen, last_seen"
 
 
 def hash_node_key(node_key: str) -> str:
@@ -447,6 +474,78 @@ class SqliteStore:
 
         return await self._run(work)
 
+    # -- access ledger -----------------------------------------------------------------------
+
+    async def add_access_rollups(self, rollups: Sequence[AccessRollup], *, writer: str | None = None, seq: int = 0) -> bool:
+        """Add each rollup's count to its row, widening first/last seen; False (nothing added) for a batch ``writer`` already added."""
+        params = [
+            (to_micros(r.hour), r.route, r.tier, r.user, r.device, r.verdict.value, r.reason, r.count, to_micros(r.first_seen), to_micros(r.last_seen))
+            for r in rollups
+        ]
+        stamp = max((p[9] for p in params), default=0)
+
+        def work(conn: sqlite3.Connection) -> bool:
+            with _transaction(conn):  # BEGIN IMMEDIATE: other processes' adds wait, none is lost
+                if writer is not None:
+                    row = conn.execute("SELECT last_seq FROM access_writers WHERE writer = ?", (writer,)).fetchone()
+                    if row is not None and row[0] >= seq:
+                        return False
+                    conn.execute(
+                        "INSERT INTO access_writers (writer, last_seq, updated_at) VALUES (?, ?, ?)"
+                        " ON CONFLICT (writer) DO UPDATE SET last_seq = excluded.last_seq,"
+                        " updated_at = MAX(updated_at, excluded.updated_at)",
+                        (writer, seq, stamp),
+                    )
+                conn.executemany(
+                    f"INSERT INTO access_ledger ({_ACCESS_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (hour, route, tier, user_email, device, verdict, reason) DO UPDATE SET"
+                    " count = count + excluded.count, first_seen = MIN(first_seen, excluded.first_seen),"
+                    " last_seen = MAX(last_seen, excluded.last_seen)",
+                    params,
+                )
+            return True
+
+        return await self._run(work)
+
+    async def iter_access(self, *, since: datetime, until: datetime | None = None) -> AsyncIterator[AccessRollup]:
+        """Every rollup whose hour is in [since, until), oldest hour first, fetched in pages."""
+        low = to_micros(since)
+        high = sys.maxsize if until is None else to_micros(until)
+        after: tuple[object, ...] | None = None
+        while True:
+
+            def work(conn: sqlite3.Connection, after: tuple[object, ...] | None = after) -> list[_AccessRow]:
+                if after is None:
+                    return conn.execute(
+                        f"SELECT {_ACCESS_COLUMNS} FROM access_ledger WHERE hour >= ? AND hour < ?"
+                        " ORDER BY hour, route, tier, user_email, device, verdict, reason LIMIT ?",
+                        (low, high, _ACCESS_PAGE),
+                    ).fetchall()
+                return conn.execute(
+                    f"SELECT {_ACCESS_COLUMNS} FROM access_ledger WHERE hour < ?"
+                    " AND (hour, route, tier, user_email, device, verdict, reason) > (?, ?, ?, ?, ?, ?, ?)"
+                    " ORDER BY hour, route, tier, user_email, device, verdict, reason LIMIT ?",
+                    (high, *after, _ACCESS_PAGE),
+                ).fetchall()
+
+            page = await self._run(work)
+            for row in page:
+                yield _access_rollup(row)
+            if len(page) < _ACCESS_PAGE:
+                return
+            after = page[-1][:7]
+
+    async def prune_access(self, *, before: datetime) -> int:
+        """Remove rollups whose hour is before ``before`` (and writers silent since then); returns how many rollups went."""
+        cutoff = to_micros(before)
+
+        def work(conn: sqlite3.Connection) -> int:
+            with _transaction(conn):
+                conn.execute("DELETE FROM access_writers WHERE updated_at < ?", (cutoff,))
+                return conn.execute("DELETE FROM access_ledger WHERE hour < ?", (cutoff,)).rowcount
+
+        return await self._run(work)
+
     # -- distributed queries -----------------------------------------------------------------
 
     async def add_pending_queries(self, queries: Sequence[PendingQuery]) -> None:
@@ -565,6 +664,16 @@ def _owner_row(row: tuple[str, bytes, str, int, str, int] | None) -> OwnerRecord
         return None
     serial, owners, set_by, set_at, source, _seq = row
     return OwnerRecord(serial, tuple(orjson.loads(owners)), set_by, from_micros(set_at), OwnerSource(source))
+
+
+_AccessRow = tuple[int, str, str, str, str, str, str, int, int, int]
+
+
+def _access_rollup(row: _AccessRow) -> AccessRollup:
+    hour, route, tier, user, device, verdict, reason, count, first_seen, last_seen = row
+    return AccessRollup(
+        from_micros(hour), route, tier, user, device, AccessVerdict(verdict), reason, count, from_micros(first_seen), from_micros(last_seen),
+    )
 
 
 def _details_dict(details: HostDetails) -> dict[str, str]:
