@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from policy_engine.model import DeviceSnapshot, Fact, OsFamily, Version
 
