@@ -144,7 +144,7 @@ Fedora: `sudo dnf install dnf-automatic && sudo systemctl enable --now dnf-autom
         "https://support.apple.com/en-us/102149",
         darwin="""
 1. Restart into Recovery (Apple silicon: hold the power button; Intel: hold ⌘R).
-2. Open **Utilities → Terminal** and run `csrutil enable`.
+2. Open **Utilities → Terminal** and run `csrutil enable` (turns System Integrity Protection on).
 3. Restart.
 """,
     ),
@@ -154,7 +154,7 @@ Fedora: `sudo dnf install dnf-automatic && sudo systemctl enable --now dnf-autom
         "Gatekeeper only lets apps from the App Store and identified developers run, which keeps out most malware.",
         "",
         darwin="""
-1. Open Terminal and run `sudo spctl --master-enable`.
+1. Open Terminal and run `sudo spctl --master-enable` (turns Gatekeeper on).
 2. Open [System Settings → Privacy & Security](x-apple.systempreferences:com.apple.preference.security) and allow apps from **App Store and identified developers**.
 """,
     ),
