@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -158,6 +159,18 @@ class TestHostileInput:
         """Unicode digits, exponents, negatives, huge numbers, NaN, booleans and times with no UTC equivalent are not times."""
         with pytest.raises(ItemError, match="collected_at"):
             parse_snapshot_item({"serial": "S1", "platform": "linux", "collected_at": collected_at}, where="item", received_at=NOW, max_future_skew=timedelta(minutes=5))
+
+    def test_api_items_name_facts_they_cannot_measure(self) -> None:
+        """`unmeasurable` names facts that must be absent or null; a value beside it or an unknown name is a named problem."""
+        base = {"serial": "S1", "platform": "linux", "collected_at": "2026-11-22T14:00:00Z"}
+        parse = functools.partial(parse_snapshot_item, where="item", received_at=NOW, max_future_skew=timedelta(minutes=5))
+
+        snapshot = parse({**base, "unmeasurable": ["screen_lock_delay_s", "custom.edr"]})
+        with pytest.raises(ItemError) as caught:
+            parse({**base, "screen_lock_delay_s": 300, "unmeasurable": ["screen_lock_delay_s", "colour"]})
+
+        assert frozenset({"screen_lock_delay_s", "custom.edr"}) == snapshot.unmeasurable
+        assert ["item.screen_lock_delay_s", "item.unmeasurable"] == sorted(p.field for p in caught.value.problems)
 
     @given(st.dictionaries(KEYS, JSON, max_size=8) | JSON)
     def test_api_items_either_parse_or_name_their_problems(self, raw: object) -> None:
