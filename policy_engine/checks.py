@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import operator as op
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Callable
 
 from policy_engine.decision import Finding, FindingTwin
-from policy_engine.document import CheckSpec, IfUnknown, Operator, Scalar, Severity, VersionFloor
+from policy_engine.document import CheckSpec, IfUnknown, IfUnmeasurable, Operator, Scalar, Severity, VersionFloor
 from policy_engine.facts import BUILTIN_FACTS, CUSTOM_PREFIX, FactKind, fact_kind
 from policy_engine.model import DeviceSnapshot, OsFamily, Version
 
@@ -75,6 +75,17 @@ class CompiledCheck:
     """A Python expression over ``s`` for the generated fast path, or None to call ``passes``."""
     constants: tuple[tuple[str, object], ...]
     """Names the inline expression uses, with their values."""
+    if_unmeasurable: IfUnmeasurable = IfUnmeasurable.FAIL
+    """What the fact being unmeasurable on a device means; see ``unmeasurable_finding``."""
+
+    def unmeasurable_finding(self, snapshot: DeviceSnapshot, deadline: datetime | None = None) -> Finding:
+        """The Finding for a device whose source cannot measure this check's fact (``actual`` names the source)."""
+        severity = Severity.NUDGE if self.if_unmeasurable is IfUnmeasurable.NUDGE else self.severity
+        where = snapshot.platform.value if snapshot.platform is not OsFamily.UNKNOWN else "this device"
+        actual = f"not measurable by {snapshot.source or 'the agent'} on {where}"
+        return FindingTwin(  # type: ignore[no-any-return]
+            self.name, self.fact, actual, self.required(snapshot), severity, deadline, self.remediation, True
+        )
 
 
 def _floor_parts(version: Version | None) -> tuple[int, ...] | None:
@@ -275,6 +286,7 @@ def compile_check(spec: CheckSpec, remediation: str, index: int) -> CompiledChec
         finding=finding,
         inline=inline,
         constants=constants,
+        if_unmeasurable=spec.if_unmeasurable,
     )
 
 
@@ -325,7 +337,7 @@ def _describers(
             key, found = None, None
         if found is None:
             shown, needed = describe(s)
-            found = FindingTwin(name, fact, shown, needed, severity, None, remediation)  # type: ignore[assignment]
+            found = FindingTwin(name, fact, shown, needed, severity, None, remediation, False)  # type: ignore[assignment]
             if key is not None and len(findings) < _CACHE_LIMIT:
                 findings[key] = found  # type: ignore[assignment]
         return found  # type: ignore[return-value]

@@ -18,7 +18,7 @@ from typing import Callable
 
 from policy_engine.checks import CompiledCheck, compile_check
 from policy_engine.defaults import DEFAULT_KEY_BY_FACT, DEFAULT_REMEDIATION
-from policy_engine.document import BreakGlassMode, PolicyDocument
+from policy_engine.document import BreakGlassMode, IfUnmeasurable, PolicyDocument
 from policy_engine.errors import PolicyCompileError, Problem
 from policy_engine.evaluate import CompiledPolicySet, TierInfo, _Tier
 from policy_engine.model import DeviceSnapshot, Version
@@ -107,17 +107,43 @@ def policy_fingerprint(document: PolicyDocument) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _unmeasurable_failing(checks: tuple[CompiledCheck, ...]) -> Callable[[DeviceSnapshot], list[int]]:
+    """The check function for a snapshot naming facts its source cannot measure: such a check
+    passes with ``if_unmeasurable: pass`` and is listed (for ``_explain``) otherwise; every other
+    check runs as usual."""
+    tests = tuple((i, c.fact, c.if_unmeasurable is IfUnmeasurable.PASS, c.passes) for i, c in enumerate(checks))
+
+    def failing(s: DeviceSnapshot) -> list[int]:
+        out = []
+        blind = s.unmeasurable
+        for i, fact, blind_passes, passes in tests:
+            if fact in blind:
+                if not blind_passes:
+                    out.append(i)
+                continue
+            try:
+                if not passes(s):
+                    out.append(i)
+            except Exception:  # noqa: BLE001 - reported as ~i, like the generated function
+                out.append(~i)
+        return out
+
+    return failing
+
+
 def _build_failing(checks: tuple[CompiledCheck, ...]) -> Callable[[DeviceSnapshot], list[int]]:
     """Generate a function returning the index of every check that does not pass on a snapshot,
-    or ``~index`` (negative) for a check that raised; an empty list means all pass."""
-    namespace: dict[str, object] = {"__builtins__": {}, "_E": Exception}
+    or ``~index`` (negative) for a check that raised; an empty list means all pass. A snapshot
+    with unmeasurable facts takes ``_unmeasurable_failing`` instead (one test of an empty set
+    on the common path)."""
+    namespace: dict[str, object] = {"__builtins__": {}, "_E": Exception, "_U": _unmeasurable_failing(checks)}
     terms = []
     for check in checks:
         # INVARIANT: inline expressions hold only whitelisted field names, operators and
         # generated names (_c3, _p7); policy text reaches the code only as bound constants.
         terms.append(check.inline or "False")
         namespace.update(check.constants)
-    failing = ["def _failing(s):", "    out = []"]
+    failing = ["def _failing(s):", "    if s.unmeasurable:", "        return _U(s)", "    out = []"]
     for i, term in enumerate(terms):
         failing += [
             "    try:",

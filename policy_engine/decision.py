@@ -26,6 +26,9 @@ class Reason(StrEnum):
     """The snapshot is dated after ``now`` by more than the policy's ``max_clock_skew``."""
     CHECKS_FAILED = "checks-failed"
     """At least one ``fail`` check failed and is past any grace period."""
+    CHECK_UNMEASURABLE = "check-unmeasurable"
+    """Denied only by checks whose fact the reporting source cannot measure on this device
+    (``if_unmeasurable: fail``): nothing for the user to fix; IT decides how to measure it."""
     TIER_UNKNOWN = "tier-unknown"
     """The tier is not defined in the policy in force."""
     CHECK_ERROR = "check-error"
@@ -53,6 +56,9 @@ class Finding:
     """When a check with grace starts (or started) blocking; None without grace."""
     remediation: str
     """Key in the compiled set's remediation catalog."""
+    unmeasurable: bool = False
+    """The source cannot measure the fact on this device: show what could not be checked and
+    why, never fix steps (``actual`` says which source)."""
 
     def to_dict(self) -> dict[str, object]:
         """Plain data for JSON."""
@@ -64,6 +70,7 @@ class Finding:
             "severity": self.severity.value,
             "grace_deadline": self.grace_deadline.isoformat() if self.grace_deadline else None,
             "remediation": self.remediation,
+            "unmeasurable": self.unmeasurable,
         }
 
 

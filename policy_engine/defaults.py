@@ -69,12 +69,14 @@ Run `sudo ufw enable` (Ubuntu, Debian) or `sudo systemctl enable --now firewalld
         "A locked screen stops anyone who walks past an unattended device from using your session.",
         "",
         darwin="""
-1. Open [System Settings → Lock Screen](x-apple.systempreferences:com.apple.Lock-Screen-Settings.extension).
-2. Set **Require password after screen saver begins or display is turned off** to **Immediately**.
+osquery reads this from the configuration profile IT installs (`com.apple.screensaver`, **askForPassword**), so changing System Settings alone does not change what Gatehouse sees.
+1. Open [System Settings → General → Device Management](x-apple.systempreferences:com.apple.Profiles-Settings.extension) and check that IT's security profile is installed; ask IT to (re)install it if not.
+2. Without a profile (agents that read your own settings): open [System Settings → Lock Screen](x-apple.systempreferences:com.apple.Lock-Screen-Settings.extension) and set **Require password after screen saver begins or display is turned off** to **Immediately**.
 """,
         windows="""
-1. Open [Settings → Accounts → Sign-in options](ms-settings:signinoptions).
-2. Under **If you've been away, when should Windows require you to sign in again?**, choose **When PC wakes up from sleep**.
+1. Press **Win+R**, run `control desk.cpl,,@screensaver` (Screen Saver Settings).
+2. Choose a screen saver and tick **On resume, display logon screen** (ScreenSaverIsSecure), then **OK**.
+IT may set the machine inactivity limit (InactivityTimeoutSecs) instead; then nothing here needs changing.
 """,
         linux="""
 GNOME: open **Settings → Privacy → Screen Lock** and turn on **Automatic Screen Lock**, or run
@@ -87,12 +89,13 @@ GNOME: open **Settings → Privacy → Screen Lock** and turn on **Automatic Scr
         "The shorter the idle time before locking, the smaller the window for someone to use an unattended device.",
         "",
         darwin="""
-1. Open [System Settings → Lock Screen](x-apple.systempreferences:com.apple.Lock-Screen-Settings.extension).
-2. Set **Start Screen Saver when inactive** and **Turn display off when inactive** to the time your policy asks or less.
+osquery reads this from the configuration profile IT installs (`com.apple.screensaver`, **idleTime** plus **askForPasswordDelay**, in seconds), so changing System Settings alone does not change what Gatehouse sees.
+1. Ask IT to set a shorter screen-saver idle time in the profile.
+2. Without a profile (agents that read your own settings): open [System Settings → Lock Screen](x-apple.systempreferences:com.apple.Lock-Screen-Settings.extension) and set **Start Screen Saver when inactive** to the time your policy asks or less.
 """,
         windows="""
-1. Open [Settings → Personalization → Lock screen](ms-settings:lockscreen) → **Screen timeout**.
-2. Set the screen to turn off after the time your policy asks or less.
+1. Press **Win+R**, run `control desk.cpl,,@screensaver` (Screen Saver Settings).
+2. Set **Wait** (ScreenSaveTimeOut) to the time your policy asks or less, keep **On resume, display logon screen** ticked, then **OK**.
 """,
         linux="""
 GNOME: open **Settings → Power → Screen Blank** and choose a shorter delay, or run
@@ -141,7 +144,7 @@ Fedora: `sudo dnf install dnf-automatic && sudo systemctl enable --now dnf-autom
         "https://support.apple.com/en-us/102149",
         darwin="""
 1. Restart into Recovery (Apple silicon: hold the power button; Intel: hold ⌘R).
-2. Open **Utilities → Terminal** and run `csrutil enable`.
+2. Open **Utilities → Terminal** and run `csrutil enable` (turns System Integrity Protection on).
 3. Restart.
 """,
     ),
@@ -151,7 +154,7 @@ Fedora: `sudo dnf install dnf-automatic && sudo systemctl enable --now dnf-autom
         "Gatekeeper only lets apps from the App Store and identified developers run, which keeps out most malware.",
         "",
         darwin="""
-1. Open Terminal and run `sudo spctl --master-enable`.
+1. Open Terminal and run `sudo spctl --master-enable` (turns Gatekeeper on).
 2. Open [System Settings → Privacy & Security](x-apple.systempreferences:com.apple.preference.security) and allow apps from **App Store and identified developers**.
 """,
     ),

@@ -1,7 +1,7 @@
 """The typed form of a policy file, as parsed and validated: checks, tiers, remediation entries.
 
 Owns: PolicyDocument, CheckSpec, TierSpec, BreakGlassSpec, RemediationSpec, ControlRef, VersionFloor and the
-small enums they use (Severity, IfUnknown, Operator, BreakGlassMode).
+small enums they use (Severity, IfUnknown, IfUnmeasurable, Operator, BreakGlassMode).
 Must not import: anything outside the standard library; no behaviour lives here.
 """
 
@@ -29,6 +29,15 @@ class IfUnknown(StrEnum):
     """What a fact the agent did not report means for a check (Stethoscope's IF_SUPPORTED is ``pass``)."""
 
     FAIL = "fail"
+    PASS = "pass"
+
+
+class IfUnmeasurable(StrEnum):
+    """What a fact the source cannot measure on the device means for a check: it passes, it is
+    listed as a nudge that never blocks, or it fails like a failing value (severity and grace apply)."""
+
+    FAIL = "fail"
+    NUDGE = "nudge"
     PASS = "pass"
 
 
@@ -81,6 +90,7 @@ class CheckSpec:
     severity: Severity = Severity.FAIL
     grace: timedelta | None = None
     if_unknown: IfUnknown = IfUnknown.FAIL
+    if_unmeasurable: IfUnmeasurable = IfUnmeasurable.FAIL
     platforms: frozenset[OsFamily] = frozenset()
     """Platforms the check applies to; empty means every platform."""
     remediation: str = ""

@@ -20,17 +20,19 @@ from policy_engine.checks import CompiledCheck
 from policy_engine.decision import Decision, Finding, Reason
 from policy_engine.decision import DecisionTwin as _DecisionTwin
 from policy_engine.decision import FindingTwin as _FindingTwin
-from policy_engine.document import BreakGlassSpec, ControlRef, Severity
+from policy_engine.document import BreakGlassSpec, ControlRef, IfUnmeasurable, Severity
 from policy_engine.model import DeviceSnapshot
 from policy_engine.remediation import Remediation
 
 _ONE_TICK = timedelta(microseconds=1)
 _CHECKS_FAILED = Reason.CHECKS_FAILED
+_CHECK_UNMEASURABLE = Reason.CHECK_UNMEASURABLE
 _STALE = Reason.SNAPSHOT_STALE
 _TIER_UNKNOWN = Reason.TIER_UNKNOWN
 _DEVICE_UNKNOWN = Reason.DEVICE_UNKNOWN
 _NUDGE = Severity.NUDGE
 _OK = Reason.OK
+_UNMEASURABLE_NUDGE = IfUnmeasurable.NUDGE
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +216,7 @@ class CompiledPolicySet:
         nudges: list[Finding] = []
         valid_until = observed + t.fresh_shift
         checks = t.checks
+        unmeasurable = snapshot.unmeasurable
         for index in indices:
             if index < 0:
                 return Decision(
@@ -222,11 +225,22 @@ class CompiledPolicySet:
                 )
             check = checks[index]
             try:
+                # INVARIANT: a check whose fact is unmeasurable is only listed as failing when its
+                # `if_unmeasurable` is nudge or fail (compile.py's generated function skips pass).
+                blind = bool(unmeasurable) and check.fact in unmeasurable
                 grace = check.grace
-                if grace is None:
-                    (nudges if check.severity is _NUDGE else failing).append(check.finding(snapshot))
+                if blind and check.if_unmeasurable is _UNMEASURABLE_NUDGE:
+                    nudges.append(check.unmeasurable_finding(snapshot))
                     continue
-                actual, required = check.describe(snapshot)
+                if grace is None:
+                    found = check.unmeasurable_finding(snapshot) if blind else check.finding(snapshot)
+                    (nudges if check.severity is _NUDGE else failing).append(found)
+                    continue
+                if blind:
+                    blind_finding = check.unmeasurable_finding(snapshot)
+                    actual, required = blind_finding.actual, blind_finding.required
+                else:
+                    actual, required = check.describe(snapshot)
             except Exception as exc:  # noqa: BLE001 - fail closed, naming the check
                 return Decision(
                     False, t.name, Reason.CHECK_ERROR, snapshot_age=age, evaluated_at=now,
@@ -237,7 +251,9 @@ class CompiledPolicySet:
             # latest this snapshot's time, never `now` (which would make grace endless).
             start = observed if since is None or since > observed else since
             deadline = start + grace
-            finding = _FindingTwin(check.name, check.fact, actual, required, check.severity, deadline, check.remediation)
+            finding = _FindingTwin(
+                check.name, check.fact, actual, required, check.severity, deadline, check.remediation, blind
+            )
             if now < deadline:
                 in_grace.append(finding)  # type: ignore[arg-type]
                 if deadline < valid_until:
@@ -245,10 +261,16 @@ class CompiledPolicySet:
             else:
                 failing.append(finding)  # type: ignore[arg-type]
         allowed = not failing
+        if allowed:
+            reason = _OK
+        elif all(f.unmeasurable for f in failing):
+            reason = _CHECK_UNMEASURABLE
+        else:
+            reason = _CHECKS_FAILED
         return _DecisionTwin(  # type: ignore[no-any-return]
             allowed,
             t.name,
-            _OK if allowed else _CHECKS_FAILED,
+            reason,
             tuple(failing),
             tuple(in_grace),
             tuple(nudges),

@@ -95,7 +95,10 @@ class DeviceSnapshot:
     """A device's latest health as reported by its agent, already parsed and typed.
 
     A health fact is ``None`` when the agent did not report it (not supported on the platform,
-    query not yet run); the policy decides what unknown means for each check.
+    query not yet run); the policy decides what unknown means for each check (``if_unknown``).
+    A fact the reporting source cannot see on this device at all (a per-user desktop setting that
+    osqueryd, running as root, cannot read) is ``None`` too and is named in ``unmeasurable``; the
+    policy decides what that means separately (``if_unmeasurable``).
     """
 
     serial: str
@@ -131,6 +134,9 @@ class DeviceSnapshot:
     """macOS Gatekeeper."""
     custom: Mapping[str, Fact] = field(default_factory=lambda: EMPTY_FACTS)
     """Facts from queries Gatehouse has no field for, keyed by the policy's fact name; read-only."""
+    unmeasurable: frozenset[str] = frozenset()
+    """Facts the source says it cannot measure on this device, by the policy's fact name
+    (``screen_lock_delay_s``, ``custom.<name>``); each of them is ``None`` above."""
 
     def __post_init__(self) -> None:
         # INVARIANT: custom facts are never mutated after construction; freeze dicts passed in.

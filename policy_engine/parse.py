@@ -21,6 +21,7 @@ from policy_engine.document import (
     CheckSpec,
     ControlRef,
     IfUnknown,
+    IfUnmeasurable,
     Operator,
     PolicyDocument,
     RemediationSpec,
@@ -40,6 +41,7 @@ _CHECK_KEYS = (
     "severity",
     "grace",
     "if_unknown",
+    "if_unmeasurable",
     "platforms",
     "remediation",
     "description",
@@ -304,6 +306,11 @@ def _parse_check(
     if_unknown = IfUnknown.FAIL
     if "if_unknown" in body:
         if_unknown = IfUnknown(out.choice(body["if_unknown"], _join(path, "if_unknown"), tuple(IfUnknown)) or "fail")
+    if_unmeasurable = IfUnmeasurable.FAIL
+    if "if_unmeasurable" in body:
+        if_unmeasurable = IfUnmeasurable(
+            out.choice(body["if_unmeasurable"], _join(path, "if_unmeasurable"), tuple(IfUnmeasurable)) or "fail"
+        )
     platforms: frozenset[OsFamily] = frozenset()
     if "platforms" in body:
         platforms = _parse_platforms(out, body["platforms"], _join(path, "platforms"))
@@ -330,6 +337,7 @@ def _parse_check(
         severity=severity,
         grace=grace,
         if_unknown=if_unknown,
+        if_unmeasurable=if_unmeasurable,
         platforms=platforms,
         remediation=remediation,
         description=description,

@@ -10,6 +10,12 @@ trailing ``_darwin``/``_linux``/``_windows``, names the fact (``zt_firewall_linu
 Known names fill the snapshot's typed fields; any other ``zt_<name>`` query fills the custom fact
 ``<name>`` (one column) or ``<name>.<column>`` (several), from its first row, typed. So a new
 query in the pack needs no code change. A fact whose query has not reported yet stays None.
+
+A query says what it cannot see with an ``unmeasurable`` column: the comma-separated names of
+its own columns (``enabled``, ``delay_s``) that the daemon cannot measure on this device (a
+per-user desktop setting osqueryd, running as root, cannot read). Those facts stay None and are
+named in ``DeviceSnapshot.unmeasurable``, so the policy's ``if_unmeasurable`` decides, not
+``if_unknown``.
 """
 
 from __future__ import annotations
@@ -202,6 +208,10 @@ def _os_version_text(row: Mapping[str, object]) -> str:
         build = str(row.get("build", "") or "")
         if len(parts) == 2 and build.isdigit() and str(row.get("platform", "")) == "windows":
             parts.append(build)
+            # The update build revision (UBR) is the monthly patch level: 10.0.22631.4460.
+            revision = str(row.get("revision", "") or "")
+            if revision.isdigit():
+                parts.append(revision)
         return ".".join(parts)
     version = row.get("version", "")
     return str(version)[:256] if isinstance(version, (str, int, float)) else ""
@@ -421,12 +431,22 @@ def assemble_snapshot(
     if platform is OsFamily.UNKNOWN and (os_row.get("platform_like") or details.platform_like):
         platform = parse_platform(os_row.get("platform_like") or details.platform_like)
     version_text = _os_version_text(os_row) if os_row else details.os_version
-    os_version = _version(version_text, display=os_row.get("version") or version_text)
+    windows = platform is OsFamily.WINDOWS
+    os_version = _version(version_text, display=version_text if windows else (os_row.get("version") or version_text))
     info_rows = rows_of.pop("osquery_info", ())
     agent_version = _version(info_rows[0].get("version", "") if info_rows else details.agent_version)
 
     facts: dict[str, object] = {}
     custom: dict[str, Fact] = {}
+    blind: set[str] = set()
+    for fact, rows in rows_of.items():
+        columns = _blind_columns(rows)
+        for column in columns:
+            field_name = _FIELD_OF_COLUMN.get((fact, column))
+            if field_name is None:
+                value_columns = [c for c in (rows[0] if rows else {}) if c != "unmeasurable"]
+                field_name = f"custom.{fact}" if len(value_columns) == 1 else f"custom.{fact}.{column}"
+            blind.add(intern(field_name))
     if "disk_encryption" in rows_of:
         facts["disk_encrypted"] = _flag(rows_of.pop("disk_encryption"), "enabled", "encrypted")
     for fact, field_name in (
@@ -456,13 +476,18 @@ def assemble_snapshot(
     for fact, rows in sorted(rows_of.items()):
         if not rows:
             continue
-        first = min(rows, key=_row_key)
+        first = {k: v for k, v in min(rows, key=_row_key).items() if k != "unmeasurable"}
         if len(first) == 1:
             (value,) = first.values()
             custom[intern(fact)] = typed_fact(value)
         else:
             for column, value in first.items():
                 custom[intern(f"{fact}.{column}")] = typed_fact(value)
+    for name in blind:
+        if name.startswith("custom."):
+            custom.pop(name[7:], None)
+        else:
+            facts[name] = None
 
     return DeviceSnapshot(
         serial=enrollment.serial,
@@ -474,13 +499,52 @@ def assemble_snapshot(
         source="osquery",
         hostname=details.hostname,
         owners=owners,
-        distribution=intern((os_row.get("platform") or details.platform).lower()) if platform is OsFamily.LINUX else "",
+        distribution=_distribution(os_row, details) if platform is OsFamily.LINUX else "",
         os_build=intern(os_row.get("build") or details.os_build),
         agent_name="osquery",
         agent_version=agent_version,
         custom=custom,
+        unmeasurable=frozenset(blind),
         **facts,  # type: ignore[arg-type]
     )
+
+
+_FIELD_OF_COLUMN = {
+    ("disk_encryption", "enabled"): "disk_encrypted",
+    ("firewall", "enabled"): "firewall_enabled",
+    ("auto_updates", "enabled"): "auto_updates_enabled",
+    ("remote_login", "enabled"): "remote_login_enabled",
+    ("sip", "enabled"): "sip_enabled",
+    ("gatekeeper", "enabled"): "gatekeeper_enabled",
+    ("screen_lock", "enabled"): "screen_lock_enabled",
+    ("screen_lock", "delay_s"): "screen_lock_delay_s",
+}
+"""Which snapshot field a posture query's column fills, for naming what a query cannot measure."""
+
+_RED_HAT_FAMILY = (("fedora", "fedora"), ("red hat", "rhel"), ("rocky", "rocky"), ("alma", "almalinux"), ("centos", "centos"))
+
+
+def _blind_columns(rows: Sequence[Row]) -> set[str]:
+    """The columns a query's rows say the daemon cannot measure (its ``unmeasurable`` column)."""
+    found: set[str] = set()
+    for row in rows:
+        for name in (row.get("unmeasurable") or "").split(","):
+            if name.strip():
+                found.add(name.strip())
+    return found
+
+
+def _distribution(os_row: Row, details: HostDetails) -> str:
+    """The Linux distribution id. osquery reports platform ``rhel`` on every system with
+    /etc/redhat-release (Fedora, RHEL, Rocky, Alma: osquery/tables/system/linux/os_version.cpp),
+    so there the OS name tells them apart."""
+    word = (os_row.get("platform") or details.platform).lower()
+    if word == "rhel":
+        name = (os_row.get("name") or details.os_name).lower()
+        for needle, distribution in _RED_HAT_FAMILY:
+            if needle in name:
+                return sys.intern(distribution)
+    return sys.intern(word)
 
 
 def _version(text: str, *, display: str | None = None) -> Version | None:

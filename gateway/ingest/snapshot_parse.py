@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from policy_engine.model import DeviceSnapshot, Fact, OsFamily, Version
@@ -59,7 +60,8 @@ _BOOL_FIELDS = (
 )
 _TEXT_FIELDS = ("os_name", "os_build", "hostname", "distribution", "agent_name")
 _KNOWN = frozenset(
-    ("serial", "collected_at", "platform", "os_version", "agent_version", "owners", "custom", "screen_lock_delay_s")
+    ("serial", "collected_at", "platform", "os_version", "agent_version", "owners", "custom", "screen_lock_delay_s",
+     "unmeasurable")
     + _BOOL_FIELDS
     + _TEXT_FIELDS
 )
@@ -250,6 +252,7 @@ def parse_snapshot_item(
     else:
         owners = tuple(dict.fromkeys(o.strip().lower() for o in owners_raw))  # unique per device: not interned
     custom = _custom(item.get("custom", {}), f"{where}.custom", problems)
+    unmeasurable = _unmeasurable(item, where, problems)
     if problems:
         raise ItemError(tuple(problems))
     intern = sys.intern
@@ -269,8 +272,36 @@ def parse_snapshot_item(
         agent_version=versions["agent_version"],
         screen_lock_delay_s=delay,
         custom=custom,
+        unmeasurable=unmeasurable,
         **bools,
     )
+
+
+_MEASURED_FIELDS = frozenset((*_BOOL_FIELDS, "screen_lock_delay_s"))
+
+
+def _unmeasurable(item: Mapping[str, object], where: str, problems: list[FieldProblem]) -> frozenset[str]:
+    """``unmeasurable``: the facts the sender cannot measure on the device; each must be absent or null."""
+    raw = item.get("unmeasurable", [])
+    path = f"{where}.unmeasurable"
+    if not isinstance(raw, list) or not all(isinstance(n, str) for n in raw):
+        problems.append(FieldProblem(path, "a list of fact names such as `[\"screen_lock_delay_s\"]`"))
+        return frozenset()
+    found: set[str] = set()
+    custom = item.get("custom") if isinstance(item.get("custom"), dict) else {}
+    for name in raw:
+        if name.startswith("custom.") and 7 < len(name) <= 71:
+            value = custom.get(name[7:])  # type: ignore[union-attr]
+        elif name in _MEASURED_FIELDS:
+            value = item.get(name)
+        else:
+            problems.append(FieldProblem(path, f"health fact names ({', '.join(sorted(_MEASURED_FIELDS))}) or `custom.<name>`, not `{name[:80]}`"))
+            continue
+        if value is not None:
+            problems.append(FieldProblem(f"{where}.{name}", f"null or absent, since `unmeasurable` names `{name}`"))
+            continue
+        found.add(sys.intern(name))
+    return frozenset(found)
 
 
 def _custom(raw: object, where: str, problems: list[FieldProblem]) -> dict[str, Fact]:

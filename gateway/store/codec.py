@@ -76,6 +76,8 @@ def encode_snapshot(snapshot: DeviceSnapshot) -> bytes:
         out["screen_lock_delay_s"] = snapshot.screen_lock_delay_s
     if snapshot.custom:
         out["custom"] = dict(snapshot.custom)
+    if snapshot.unmeasurable:
+        out["unmeasurable"] = sorted(snapshot.unmeasurable)
     return orjson.dumps(out)
 
 
@@ -163,6 +165,11 @@ class SnapshotDecoder:
         if custom_raw:
             key = ("c", orjson.dumps(custom_raw, option=orjson.OPT_SORT_KEYS))
             custom = self._shared(key, lambda: MappingProxyType({intern(k): v for k, v in custom_raw.items()}))
+        unmeasurable_raw = data.get("unmeasurable")
+        unmeasurable: frozenset[str] = frozenset()
+        if unmeasurable_raw:  # rows written before this field decode with none
+            blind_key = ("u", tuple(unmeasurable_raw))
+            unmeasurable = self._shared(blind_key, lambda: frozenset(intern(f) for f in unmeasurable_raw))
         collected_micros = data["collected_at"]
         received_micros = data["received_at"]
         collected_at = self._time(collected_micros)
@@ -183,6 +190,7 @@ class SnapshotDecoder:
             agent_version=self._version(data.get("agent_version")),
             screen_lock_delay_s=self._int(data.get("screen_lock_delay_s")),
             custom=custom,
+            unmeasurable=unmeasurable,
             **{name: data.get(name) for name in _BOOL_FIELDS},
         )
 

@@ -49,9 +49,10 @@ def finding_data(finding: Finding, snapshot: DeviceSnapshot | None,
         "grace_deadline": finding.grace_deadline.isoformat() if finding.grace_deadline else None,
         "why": entry.why,
         "platform": platform.value,
-        "steps": steps_markdown(entry, platform),
-        "doc_url": entry.doc_url if safe_href(entry.doc_url) else "",
+        "steps": "" if finding.unmeasurable else steps_markdown(entry, platform),
+        "doc_url": entry.doc_url if safe_href(entry.doc_url) and not finding.unmeasurable else "",
         "remediation": finding.remediation,
+        "unmeasurable": finding.unmeasurable,
     }
 
 
@@ -61,6 +62,7 @@ def finding_card(finding: Finding, snapshot: DeviceSnapshot | None, catalog: Map
     entry = remediation_entry(finding, catalog)
     platform = snapshot.platform if snapshot is not None else OsFamily.UNKNOWN
     steps = steps_markdown(entry, platform)
+    title = f"Not checked: {entry.title[0].lower()}{entry.title[1:]}" if finding.unmeasurable else entry.title
     badge = {
         "bad": el("span", "Blocking", class_="badge bad"),
         "warn": el("span", "Fix soon", class_="badge warn"),
@@ -75,24 +77,30 @@ def finding_card(finding: Finding, snapshot: DeviceSnapshot | None, catalog: Map
         elif kind == "bad":
             deadline = el("p", "The grace period to fix this ended ", time_el(finding.grace_deadline, now=now),
                           ".", class_="small muted")
-    if steps:
+    if finding.unmeasurable:
+        # Never ask the user to fix what the agent cannot see: say what was not checked and why.
+        how = el("p", "Your device's health agent cannot see this setting on ", platform_name(platform),
+                 ", so Gatehouse could not check it. Nothing on this page will change that; if this blocks "
+                 "you, ask IT to measure it another way (for example with a configuration profile) or to "
+                 "change the policy.", class_="small")
+    elif steps:
         where = "your device" if platform is OsFamily.UNKNOWN else platform_name(platform)
         how = join(el(f"h{int(heading[1]) + 1}", f"How to fix it on {where}"),
                    el("div", render_markdown(steps), class_="steps"))
     else:
         how = el("p", "Ask IT how to fix this on ", platform_name(platform), ".", class_="small")
-    doc = safe_href(entry.doc_url)
+    doc = "" if finding.unmeasurable else safe_href(entry.doc_url)
     return el(
         "section",
-        el(heading, entry.title, " ", badge),
+        el(heading, title, " ", badge),
         el("p", describe_finding(finding, snapshot) + ".", class_="compare"),
         deadline,
-        el("p", entry.why, class_="why") if entry.why else None,
+        el("p", entry.why, class_="why") if entry.why and not finding.unmeasurable else None,
         how,
         el("p", el("a", "Read the full guide", href=doc)) if doc else None,
         el("p", "Check ", el("code", finding.check), class_="small muted"),
         class_=f"card {kind}",
-        aria_label=entry.title,
+        aria_label=title,
     )
 
 

@@ -262,6 +262,13 @@ def _title_and_detail(view: DenyView) -> tuple[str, str]:
         return (f"Your device needs attention before you can open {service}",
                 f"{things} fixing on this device. Each one below says what is wrong and how to fix it; "
                 "then press “I fixed it, check again”.")
+    if reason is Reason.CHECK_UNMEASURABLE:
+        n = len(d.failing)
+        things = "1 setting" if n == 1 else f"{n} settings"
+        return (f"Gatehouse could not check this device for {service}",
+                f"{service} requires {things} that this device's health agent cannot see, so Gatehouse could "
+                "not check them. This is not something you can fix on the device: ask IT, and give them the "
+                "serial number shown below.")
     if reason is Reason.TIER_UNKNOWN:
         return (f"{service} is not available right now",
                 f"The service is set up with a security tier (“{d.tier}”) that the policy in force does "
@@ -326,6 +333,7 @@ _RECHECK_HEADING = {
     Reason.SNAPSHOT_FROM_FUTURE: "Clock fixed?",
     Reason.TIER_UNKNOWN: "Try again",
     Reason.CHECK_ERROR: "Try again",
+    Reason.CHECK_UNMEASURABLE: "IT changed how it is measured?",
     Reason.DEVICE_UNOWNED: "Registered it to you?",
     Reason.DEVICE_NOT_OWNED: "Registered it to you?",
 }
@@ -412,7 +420,8 @@ def _html(view: DenyView) -> Rendered:
         el("h1", title),
         el("p", detail, class_="lead"),
         _reason_section(view),
-        join(el("h2", "What to fix"), failing) if failing else None,
+        join(el("h2", "What Gatehouse could not check" if d.reason is Reason.CHECK_UNMEASURABLE else "What to fix"),
+             failing) if failing else None,
         join(el("h2", "Fix soon"),
              el("p", "These do not block you yet, but will once their grace period ends.", class_="muted"),
              grace) if grace else None,

@@ -128,6 +128,11 @@ def describe_finding(finding: Finding, snapshot: DeviceSnapshot | None) -> str:
 
 def _describe(finding: Finding, snapshot: DeviceSnapshot | None) -> str:
     fact, actual, required = finding.fact, finding.actual.strip(), finding.required.strip()
+    if finding.unmeasurable:
+        # ``actual`` is "not measurable by <source> on <platform>" (CompiledCheck.unmeasurable_finding).
+        label = fact_label(fact)
+        return (f"Gatehouse could not check your {label}: it is {actual}, so there is nothing for you "
+                "to change here")
     unreported = actual == NOT_REPORTED
     if fact in ("os_version", "agent_version"):
         label = _os_label(snapshot) if fact == "os_version" else "device health agent"

@@ -42,9 +42,14 @@ _REASON_LABEL = {
     Reason.SNAPSHOT_STALE: "Health report too old",
     Reason.SNAPSHOT_FROM_FUTURE: "Device clock is ahead",
     Reason.CHECKS_FAILED: "Blocked by failing checks",
+    Reason.CHECK_UNMEASURABLE: "Blocked by checks the agent cannot measure",
     Reason.TIER_UNKNOWN: "Tier not defined",
     Reason.CHECK_ERROR: "Could not be checked",
 }
+
+
+_EXPLAINED = (Reason.OK, Reason.CHECKS_FAILED, Reason.CHECK_UNMEASURABLE)
+"""Reasons whose decision lists every check's outcome."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,14 +144,14 @@ def _used_checks(view: StatusView) -> tuple[CheckRef, ...]:
 def _check_states(view: StatusView, device: DeviceStatus) -> list[_CheckState]:
     states: list[_CheckState] = []
     decisions = device.decisions
-    explained = any(d.reason in (Reason.OK, Reason.CHECKS_FAILED) for d in decisions.values())
+    explained = any(d.reason in _EXPLAINED for d in decisions.values())
     for check in _used_checks(view):
         blocks = tuple(t for t, d in decisions.items() if any(f.check == check.name for f in d.failing))
         grace = [f for d in decisions.values() for f in d.in_grace if f.check == check.name]
         nudge = [f for d in decisions.values() for f in d.nudges if f.check == check.name]
         failing = [f for d in decisions.values() for f in d.failing if f.check == check.name]
         required_by = [t.name for t in view.tiers if check.name in t.checks]
-        evaluated = any(decisions.get(t) is not None and decisions[t].reason in (Reason.OK, Reason.CHECKS_FAILED)
+        evaluated = any(decisions.get(t) is not None and decisions[t].reason in _EXPLAINED
                         for t in required_by)
         if failing:
             states.append(_CheckState(check, "blocking", failing[0], blocks))

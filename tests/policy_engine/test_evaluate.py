@@ -112,12 +112,12 @@ class TestOutcomes:
         """Ubuntu 22.04 passes os_supported, Ubuntu 20.04 fails, an unlisted distribution fails."""
         ubuntu = make_snapshot(platform=OsFamily.LINUX, distribution="ubuntu", os_version=Version.parse("22.04"))
         old = dataclasses.replace(ubuntu, os_version=Version.parse("20.04.6"))
-        arch = dataclasses.replace(ubuntu, distribution="arch")
+        gentoo = dataclasses.replace(ubuntu, distribution="gentoo")
 
-        results = [policies.evaluate(s, "low", now=NOW) for s in (ubuntu, old, arch)]
+        results = [policies.evaluate(s, "low", now=NOW) for s in (ubuntu, old, gentoo)]
 
         assert [True, False, False] == [d.allowed for d in results]
-        assert "a supported platform (no minimum for `arch`)" == results[2].failing[0].required
+        assert "a supported platform (no minimum for `gentoo`)" == results[2].failing[0].required
 
     def test_check_error_denies_and_names_the_check(self, policies: CompiledPolicySet) -> None:
         """A fact of the wrong type makes its check raise: denied with check-error naming it."""
@@ -313,3 +313,59 @@ class TestCustomFacts:
 
         assert sorted(failing) == sorted(f.check for f in decision.failing)
 
+
+
+UNMEASURABLE_POLICY = """
+format: 1
+checks:
+  lock: {fact: screen_lock_enabled, equals: true}
+  lock_nudge: {fact: screen_lock_enabled, equals: true, if_unmeasurable: nudge}
+  lock_pass: {fact: screen_lock_enabled, equals: true, if_unmeasurable: pass}
+  lock_known_pass: {fact: screen_lock_enabled, equals: true, if_unknown: pass}
+  disk: {fact: disk_encrypted, equals: true}
+tiers:
+  strict: {checks: [disk, lock], max_snapshot_age: 1h, break_glass: never}
+  nudge: {checks: [disk, lock_nudge], max_snapshot_age: 1h, break_glass: never}
+  lenient: {checks: [disk, lock_pass], max_snapshot_age: 1h, break_glass: never}
+  unknown_only: {checks: [disk, lock_known_pass], max_snapshot_age: 1h, break_glass: never}
+"""
+
+
+@pytest.fixture(scope="module")
+def blind() -> CompiledPolicySet:
+    """Checks on one fact with each `if_unmeasurable` choice, one tier each."""
+    return policies_from(UNMEASURABLE_POLICY)
+
+
+class TestUnmeasurable:
+    def test_if_unmeasurable_decides_per_check(self, blind: CompiledPolicySet) -> None:
+        """An unmeasurable fact fails by default (check-unmeasurable), is a nudge with `nudge`, passes with `pass`, and `if_unknown: pass` does not cover it."""
+        snapshot = make_snapshot(screen_lock_enabled=None, unmeasurable=frozenset({"screen_lock_enabled"}))
+
+        decisions = {t: blind.evaluate(snapshot, t, now=NOW) for t in blind.tier_names}
+
+        assert (False, Reason.CHECK_UNMEASURABLE) == (decisions["strict"].allowed, decisions["strict"].reason)
+        assert [("lock", True)] == [(f.check, f.unmeasurable) for f in decisions["strict"].failing]
+        assert (True, [("lock_nudge", Severity.NUDGE, True)]) == (
+            decisions["nudge"].allowed, [(f.check, f.severity, f.unmeasurable) for f in decisions["nudge"].nudges])
+        assert (True, ()) == (decisions["lenient"].allowed, decisions["lenient"].nudges)
+        assert (False, Reason.CHECK_UNMEASURABLE) == (decisions["unknown_only"].allowed, decisions["unknown_only"].reason)
+
+    def test_a_real_failure_beside_an_unmeasurable_one_is_checks_failed(self, blind: CompiledPolicySet) -> None:
+        """A device failing a measured check as well is denied with checks-failed, and the finding names the source."""
+        snapshot = make_snapshot(screen_lock_enabled=None, disk_encrypted=False, source="osquery",
+                                 unmeasurable=frozenset({"screen_lock_enabled"}))
+
+        decision = blind.evaluate(snapshot, "strict", now=NOW)
+
+        assert Reason.CHECKS_FAILED == decision.reason
+        assert {"disk": "off", "lock": "not measurable by osquery on darwin"} == {f.check: f.actual for f in decision.failing}
+
+    def test_unmeasurable_is_not_unknown(self, blind: CompiledPolicySet) -> None:
+        """A fact that is merely not reported still follows `if_unknown`, never `if_unmeasurable`."""
+        snapshot = make_snapshot(screen_lock_enabled=None)
+
+        decisions = {t: blind.evaluate(snapshot, t, now=NOW) for t in ("lenient", "unknown_only")}
+
+        assert (False, True) == (decisions["lenient"].allowed, decisions["unknown_only"].allowed)
+        assert Reason.CHECKS_FAILED == decisions["lenient"].reason

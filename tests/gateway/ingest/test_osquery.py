@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -136,7 +137,7 @@ class TestConfig:
         for query in pack:
             by_fact.setdefault(str(osquery.fact_name(query.name)), set()).add(query.platform)
 
-        assert {"all"} == by_fact["os_version"]
+        assert {"posix", "windows"} == by_fact["os_version"]
         for fact in ("firewall", "disk_encryption", "screen_lock", "remote_login", "auto_updates"):
             assert {"darwin", "linux", "windows"} == by_fact[fact], fact
         assert ({"darwin"}, {"darwin"}) == (by_fact["sip"], by_fact["gatekeeper"])
@@ -159,6 +160,18 @@ class TestHostileInput:
         with pytest.raises(ItemError, match="collected_at"):
             parse_snapshot_item({"serial": "S1", "platform": "linux", "collected_at": collected_at}, where="item", received_at=NOW, max_future_skew=timedelta(minutes=5))
 
+    def test_api_items_name_facts_they_cannot_measure(self) -> None:
+        """`unmeasurable` names facts that must be absent or null; a value beside it or an unknown name is a named problem."""
+        base = {"serial": "S1", "platform": "linux", "collected_at": "2026-11-22T14:00:00Z"}
+        parse = functools.partial(parse_snapshot_item, where="item", received_at=NOW, max_future_skew=timedelta(minutes=5))
+
+        snapshot = parse({**base, "unmeasurable": ["screen_lock_delay_s", "custom.edr"]})
+        with pytest.raises(ItemError) as caught:
+            parse({**base, "screen_lock_delay_s": 300, "unmeasurable": ["screen_lock_delay_s", "colour"]})
+
+        assert frozenset({"screen_lock_delay_s", "custom.edr"}) == snapshot.unmeasurable
+        assert ["item.screen_lock_delay_s", "item.unmeasurable"] == sorted(p.field for p in caught.value.problems)
+
     @given(st.dictionaries(KEYS, JSON, max_size=8) | JSON)
     def test_api_items_either_parse_or_name_their_problems(self, raw: object) -> None:
         """Any JSON value gives a snapshot or an ItemError with at least one named field, never another exception."""
@@ -178,7 +191,7 @@ class TestHostileInput:
 
 # The columns of the osquery tables the shipped pack reads (osquery 5.x schema, the columns used only).
 OSQUERY_TABLES = {
-    "os_version": "name, version, major, minor, patch, build, platform, platform_like",
+    "os_version": "name, version, major, minor, patch, build, revision, platform, platform_like",
     "osquery_info": "version",
     "disk_encryption": "name, uuid, encrypted, type, user_uuid, filevault_status",
     "mounts": "device, device_alias, path, type",
@@ -187,10 +200,8 @@ OSQUERY_TABLES = {
     "iptables": "filter_name, chain, policy, target",
     "systemd_units": "id, active_state",
     "windows_security_center": "firewall, autoupdate",
-    "screenlock": "enabled, grace_period",
-    "preferences": "domain, key, value, host",
-    "processes": "pid, name",
-    "registry": "path, name, data",
+    "managed_policies": "domain, uuid, name, value, username, manual",
+    "registry": "key, path, name, type, data",
     "sharing_preferences": "remote_login",
     "listening_ports": "pid, port, protocol, address",
     "plist": "path, key, value",
@@ -208,7 +219,8 @@ class TestShippedPackSql:
         conn = sqlite3.connect(":memory:")
         for table, columns in OSQUERY_TABLES.items():
             conn.execute(f"CREATE TABLE {table} ({columns})")
-        conn.execute("INSERT INTO screenlock VALUES (1, 5)")
+        for name, value in (("askForPassword", "1"), ("idleTime", "300"), ("askForPasswordDelay", "5")):
+            conn.execute("INSERT INTO managed_policies VALUES ('com.apple.screensaver', '', ?, ?, '', 0)", (name, value))
         conn.execute("INSERT INTO sharing_preferences VALUES (0)")
         conn.execute("INSERT INTO sip_config VALUES ('sip', 1)")
         conn.execute("INSERT INTO gatekeeper VALUES (1)")
@@ -223,5 +235,6 @@ class TestShippedPackSql:
         for name, rows in answers.items():
             if osquery.fact_name(name) not in ("os_version", "osquery_info"):
                 assert 1 == len(rows) and "enabled" in rows[0], name
-        assert {"enabled": 1, "delay_s": 5} == answers["zt_screen_lock_darwin"][0]
+        assert {"enabled": 1, "delay_s": 305, "unmeasurable": ""} == answers["zt_screen_lock_darwin"][0]
+        assert {"enabled": "", "delay_s": "", "unmeasurable": "enabled,delay_s"} == answers["zt_screen_lock_windows"][0]
         assert (1, 0) == (answers["zt_firewall_windows"][0]["enabled"], answers["zt_auto_updates_windows"][0]["enabled"])

@@ -109,8 +109,13 @@ def decision_for(reason: Reason) -> tuple[Decision, object]:
     if reason is Reason.CHECK_ERROR:
         return Decision(False, "medium", Reason.CHECK_ERROR, evaluated_at=NOW,
                         detail="check `os_current` raised TypeError"), mac
+    if reason is Reason.CHECK_UNMEASURABLE:
+        return Decision(False, "medium", reason, failing=(UNMEASURED_LOCK,), evaluated_at=NOW), mac
     return Decision(False, "medium", reason, evaluated_at=NOW), mac
 
+
+UNMEASURED_LOCK = Finding("screen_lock", "screen_lock_enabled", "not measurable by osquery on darwin", "on",
+                          Severity.FAIL, None, "screen_lock", True)
 
 HEADLINES = {
     Reason.DEVICE_UNKNOWN: "This device is not enrolled with Gatehouse",
@@ -119,6 +124,7 @@ HEADLINES = {
     Reason.CHECKS_FAILED: "Your device needs attention before you can open",
     Reason.TIER_UNKNOWN: "is not available right now",
     Reason.CHECK_ERROR: "Gatehouse could not check your device",
+    Reason.CHECK_UNMEASURABLE: "Gatehouse could not check this device for",
     Reason.DEVICE_NOT_OWNED: "This device belongs to someone else",
     Reason.DEVICE_UNOWNED: "This device is not registered to anyone",
     Reason.OK: "was denied",
@@ -142,6 +148,19 @@ class TestEveryReason:
         assert f"<code>{reason.value}</code>" in html
         assert reason.value == doc["reason"]
         assert render_deny(view, accept="*/*").headers["X-Gatehouse-Denied-Reason"] == reason.value
+
+    def test_unmeasurable_check_says_what_was_not_checked_and_gives_no_fix_steps(self) -> None:
+        """A check the agent cannot measure is shown as not checked, with why, and never with steps to fix it."""
+        decision, snapshot = decision_for(Reason.CHECK_UNMEASURABLE)
+        view = samples.deny_view(snapshot=snapshot, decision=decision, tier="medium")
+
+        html = html_of(view)
+        doc = problem_of(view)
+
+        assert "What Gatehouse could not check" in html
+        assert "not measurable by osquery on darwin" in html
+        assert "How to fix it" not in html and "Lock-Screen-Settings" not in html
+        assert (True, "") == (doc["failing"][0]["unmeasurable"], doc["failing"][0]["steps"])
 
     def test_unknown_device_explains_how_to_enroll(self) -> None:
         """An unknown device gets the enrollment steps with the osquery flags, and its serial."""
