@@ -1,7 +1,7 @@
 """Running Gatehouse for real: listeners (plain and TLS), the metrics listener, signals, reload.
 
 Owns: run (blocking, for the CLI), serve (async, until stopped), start_gateway / Gateway (in-process
-handle for tests and embedding), tls_context, the header-read timeout, WorkerHooks (the seam the
+handle for tests and embedding), tls_context, certificate_expiry (the TLS expiry gauge), the header-read timeout, WorkerHooks (the seam the
 worker processes of ``gateway.workers`` plug into).
 Must not import: cli (the CLI calls ``run``); gateway.workers only inside ``run``.
 
