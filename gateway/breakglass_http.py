@@ -224,7 +224,7 @@ async def note_use(app: web.Application, grant: Grant, route_id: str, *, now: da
 
 
 async def run_maintenance(app: web.Application) -> None:
-    """One pass: read other replicas' entries, write due expiries, set the active-grants gauge."""
+    """One pass: read other replicas' entries, write due expiries, set the active and oldest-unreviewed gauges."""
     service = app[BREAKGLASS]
     now = app[CLOCK]()
     with contextlib.suppress(AuditWriteError):
@@ -261,8 +261,11 @@ async def breakglass_maintenance_ctx(app: web.Application) -> AsyncIterator[None
 
 
 def _set_active_gauge(metrics: Metrics | None, service: BreakglassService, now: datetime) -> None:
+    """The active-grants gauge, and the age of the oldest grant that was granted but is not reviewed yet."""
     if metrics is not None:
         metrics.breakglass_active.set(len(service.list_grants(GrantFilter(status=GrantStatus.ACTIVE), now=now)))
+        began = [g.starts_at for g in service.list_grants(GrantFilter(unreviewed_only=True), now=now) if g.starts_at is not None]
+        metrics.breakglass_oldest_unreviewed.set(max(0.0, (now - min(began)).total_seconds()) if began else 0.0)
 
 
 # --- plain functions ----------------------------------------------------------------------------

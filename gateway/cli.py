@@ -14,6 +14,8 @@ of ``gateway.commands``, which the tests call directly.
     gatehouse import FILE... --config CONFIG
     gatehouse devices assign SERIAL EMAIL... | unassign SERIAL [EMAIL...] | owners [SERIAL] | import FILE  --config CONFIG
     gatehouse evidence export --config CONFIG --since DATE [--until DATE] --format csv|jsonl [-o OUT]
+    gatehouse evidence bundle --config CONFIG --since DATE [--until DATE] -o DIR
+    gatehouse evidence verify DIR (--jwks FILE | --config CONFIG)
     gatehouse report --config CONFIG --since DATE [--until DATE] [--format html|json|csv] [-o OUT]
     gatehouse audit verify --config CONFIG
     gatehouse audit export --config CONFIG --since DATE --format jsonl|csv [-o OUT]
@@ -112,6 +114,19 @@ def _cmd_report(args: argparse.Namespace, clock: Clock) -> int:
     until = _moment(args.until, "--until", example) or now
     return asyncio.run(commands.compliance_report(Path(args.config), since=since, until=until, now=now, fmt=args.format,
                                                   output=Path(args.output) if args.output else None))
+
+
+def _cmd_evidence_bundle(args: argparse.Namespace, clock: Clock) -> int:
+    example = f"gatehouse evidence bundle --config {args.config} --since 2026-11-01 --until 2026-12-01 -o {args.output}"
+    since = parse_moment(args.since, option="--since", example=example)
+    now = clock()
+    until = _moment(args.until, "--until", example) or now
+    return asyncio.run(commands.bundle_evidence(Path(args.config), Path(args.output), since=since, until=until, now=now))
+
+
+def _cmd_evidence_verify(args: argparse.Namespace, clock: Clock) -> int:
+    return commands.verify_evidence(Path(args.dir), config=Path(args.config) if args.config else None,
+                                    jwks=Path(args.jwks) if args.jwks else None)
 
 
 def _cmd_audit_verify(args: argparse.Namespace, clock: Clock) -> int:
@@ -232,6 +247,18 @@ def build_parser() -> argparse.ArgumentParser:
     _format(p, ("csv", "jsonl"))
     _output(p)
     p.set_defaults(func=_cmd_evidence_export)
+    p = evidence.add_parser("bundle", help="write a period's evidence files and a signed manifest into a new directory")
+    _config(p)
+    p.add_argument("--since", required=True, metavar="DATE", help="start, inclusive: 2026-11-01 or 2026-11-01T08:00Z")
+    p.add_argument("--until", metavar="DATE", help="end, exclusive (default: now)")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="a directory that does not exist or is empty")
+    p.set_defaults(func=_cmd_evidence_bundle)
+    p = evidence.add_parser("verify", help="check a bundle's signature; name every changed, missing or added file")
+    p.add_argument("dir", metavar="DIR", help="the bundle directory")
+    keys = p.add_mutually_exclusive_group(required=True)
+    keys.add_argument("--jwks", metavar="FILE", help="the JWKS published at /.well-known/gatehouse/jwks.json")
+    keys.add_argument("--config", metavar="CONFIG", help="the gateway's configuration (its assertion keys)")
+    p.set_defaults(func=_cmd_evidence_verify)
 
     p = sub.add_parser("report", help="the compliance report of a period, for auditors (charts in HTML, or JSON, CSV)")
     _config(p)

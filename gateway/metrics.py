@@ -79,6 +79,11 @@ class Metrics:
             "gatehouse_config_reloads_total", "Configuration and policy reloads, by what and outcome.",
             ["what", "outcome"], registry=registry,
         )
+        self.tls_certificate_expiry = Gauge(
+            "gatehouse_tls_certificate_expiry_timestamp_seconds",
+            "When the certificate a TLS listener serves stops being valid (Unix time, its notAfter), by listener address.",
+            ["listener"], registry=registry, multiprocess_mode="livemin",
+        )
         self.config_loaded_timestamp = Gauge(
             "gatehouse_config_last_reload_success_timestamp_seconds", "When the configuration in force was loaded.",
             registry=registry, multiprocess_mode="livemin",  # with workers: the oldest one any live worker runs
@@ -127,6 +132,11 @@ class Metrics:
             "Stethoscope answers whose raw setting and policy verdict disagree, by practice (the raw setting is used).",
             ["practice"], registry=registry,
         )
+        self.ingest_last_stored = Gauge(
+            "gatehouse_ingest_last_stored_timestamp_seconds",
+            "When a snapshot from this source was last stored (Unix time): how fresh each source's reports are.",
+            ["source"], registry=registry, multiprocess_mode="max",  # the newest any worker stored, dead ones included
+        )
         self.enrollments = Counter(
             "gatehouse_osquery_enrollments_total", "osquery enroll attempts, by outcome.",
             ["outcome"], registry=registry,
@@ -143,6 +153,12 @@ class Metrics:
         self.breakglass_active = Gauge(
             "gatehouse_breakglass_active_grants", "Break-glass grants in force now.", registry=registry,
             multiprocess_mode="livemax",
+        )
+        self.breakglass_oldest_unreviewed = Gauge(
+            "gatehouse_breakglass_oldest_unreviewed_age_seconds",
+            "Seconds since the oldest granted break-glass grant that no reviewer has reviewed yet began; 0 when none. "
+            "Set by the break-glass maintenance pass, off the request path.",
+            registry=registry, multiprocess_mode="livemax",
         )
         self.breakglass_requests = Counter(
             "gatehouse_breakglass_requests_total", "Requests let through under a break-glass grant, by route.",

@@ -1,7 +1,7 @@
 """Running Gatehouse for real: listeners (plain and TLS), the metrics listener, signals, reload.
 
 Owns: run (blocking, for the CLI), serve (async, until stopped), start_gateway / Gateway (in-process
-handle for tests and embedding), tls_context, the header-read timeout, WorkerHooks (the seam the
+handle for tests and embedding), tls_context, certificate_expiry (the TLS expiry gauge), the header-read timeout, WorkerHooks (the seam the
 worker processes of ``gateway.workers`` plug into).
 Must not import: cli (the CLI calls ``run``); gateway.workers only inside ``run``.
 
@@ -59,6 +59,7 @@ import structlog
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
+from cryptography import x509
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from gateway.app import Clock, create_app, handler_kwargs, utc_now
@@ -320,6 +321,12 @@ def tls_context(tls: TlsSettings) -> ssl.SSLContext:
     return context
 
 
+def certificate_expiry(tls: TlsSettings) -> float:
+    """When the listener's (first) certificate stops being valid, as Unix time; read once the context loaded it."""
+    certificate = x509.load_pem_x509_certificate(tls.cert.read_bytes())
+    return certificate.not_valid_after_utc.timestamp()
+
+
 async def _metrics_endpoint(registry: CollectorRegistry) -> web.AppRunner:
     async def handle(request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -450,6 +457,8 @@ async def start_gateway(
     try:
         for listener in settings.listeners:
             context = tls_context(listener.tls) if listener.tls is not None else None
+            if listener.tls is not None:
+                metrics.tls_certificate_expiry.labels(listener=listener.address).set(certificate_expiry(listener.tls))
             site = GatewaySite(
                 runner, listener.host, listener.port, ssl_context=context, server_settings=settings.server,
                 lane=lambda fallback: Lane(app, settings.server, fallback=fallback), reuse_port=worker is not None,

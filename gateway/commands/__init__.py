@@ -12,6 +12,7 @@ from gateway.commands.audit import audit_export, audit_verify, break_glass_list
 from gateway.commands.common import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Progress, Refused, parse_moment
 from gateway.commands.config import check_config, cross_check, serve
 from gateway.commands.data import export_evidence_to, import_snapshots
+from gateway.commands.evidence import bundle_evidence, verify_evidence
 from gateway.commands.demo import demo_run, demo_token
 from gateway.commands.devices import assign_owners, import_owners, list_owners, unassign_owners
 from gateway.commands.policy import check_policy, explain_device, import_stethoscope, simulate_policy
@@ -27,6 +28,7 @@ __all__ = [
     "audit_export",
     "audit_verify",
     "break_glass_list",
+    "bundle_evidence",
     "check_config",
     "check_policy",
     "compliance_report",
@@ -43,4 +45,5 @@ __all__ = [
     "serve",
     "simulate_policy",
     "unassign_owners",
+    "verify_evidence",
 ]

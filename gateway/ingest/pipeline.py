@@ -102,6 +102,8 @@ class Ingestor:
                 self.metrics.ingests.labels(source=snapshot.source, outcome=outcome.value).inc()
             if outcome is not PutOutcome.STORED:
                 continue
+            if self.metrics is not None:
+                self.metrics.ingest_last_stored.labels(source=snapshot.source).set_to_current_time()
             if self.cache is not None:
                 self.cache.apply(snapshot)
             await self._record(snapshot)

@@ -185,6 +185,23 @@ class TestListeners:
 
 
 class TestTlsHandshake:
+    async def test_certificate_expiry_is_exported_per_listener(self, tmp_path: Path, metrics: Metrics) -> None:
+        """Each TLS listener's certificate notAfter is a gauge, labelled with the listener's configured address."""
+        not_after = datetime(2031, 3, 1, 12, 0, tzinfo=UTC)
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1", not_after=not_after)
+        cert.private_key_pem.write_to_path(tmp_path / "key.pem")
+        cert.cert_chain_pems[0].write_to_path(tmp_path / "cert.pem")
+        ca.cert_pem.write_to_path(tmp_path / "ca.pem")
+        base = make_settings([])
+        settings = base.model_copy(update={"listeners": (base.listeners[0].model_copy(update={"tls": _tls(tmp_path)}),)})
+
+        gw = await start_gateway(settings, metrics=metrics, gate=OpenGate())
+        await gw.stop()
+
+        assert not_after.timestamp() == metrics.registry.get_sample_value(
+            "gatehouse_tls_certificate_expiry_timestamp_seconds", {"listener": settings.listeners[0].address})
+
     async def test_silent_tls_client_is_dropped_after_header_timeout(self, tmp_path: Path, metrics: Metrics) -> None:
         """A TCP client that never starts the TLS handshake is dropped after header_read_timeout_s."""
         ca = trustme.CA()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import time
 from pathlib import Path
 
 import orjson
@@ -51,6 +52,23 @@ class TestImportFiles:
         assert (2, 0) == (report.stored, report.rejected)
         assert "import" == cache.get("DEB1").source  # type: ignore[union-attr]
         assert 2.0 == metrics.registry.get_sample_value("gatehouse_snapshot_ingests_total", {"source": "import", "outcome": "stored"})
+
+    async def test_a_stored_snapshot_marks_its_source_fresh(self, tmp_path: Path, store: SqliteStore, clock: FakeClock,
+                                                             metrics: Metrics) -> None:
+        """Storing a snapshot sets its source's last-stored time (wall clock, as Prometheus reads it); a duplicate does not."""
+        path = tmp_path / "export.json"
+        path.write_bytes(orjson.dumps([api_item("DEB1")]))
+        gauge = ("gatehouse_ingest_last_stored_timestamp_seconds", {"source": "import"})
+        before = time.time()
+        await import_files([path], store, clock=clock, metrics=metrics)
+        after = time.time()
+        stored = metrics.registry.get_sample_value(*gauge)
+        metrics.ingest_last_stored.labels(source="import").set(0)
+
+        await import_files([path], store, clock=clock, metrics=metrics)
+
+        assert stored is not None and before <= stored <= after
+        assert 0.0 == metrics.registry.get_sample_value(*gauge)
 
     async def test_importing_twice_is_idempotent(self, tmp_path: Path, store: SqliteStore, clock: FakeClock) -> None:
         """Running the same import again stores nothing new."""
