@@ -7,6 +7,8 @@ gateway/commands/evidence.py opens the store, the audit log and the keys, and pr
 
 Layout of a bundle directory::
 
+    compliance-report.html   the compliance report of the period (gateway.report), charts and tables
+    compliance-report.json   the same report's numbers, for tools
     posture-history.csv      device × check × time, pass/fail (gateway.evidence's CSV)
     access-ledger.csv        the access ledger's hourly rollups in the period
     breakglass-audit.jsonl   the break-glass audit entries in the period, hash-chained as stored
@@ -60,7 +62,8 @@ class BundleSources:
     """What a bundle is written from: the period [since, until) and the stores that hold its evidence.
 
     ``ledger`` is None when the store keeps no access ledger; the ledger part is then omitted and
-    the manifest says so.
+    the manifest says so. ``report`` renders the period's compliance report in a format (``html``,
+    ``json``); None when it could not be built (the reason in ``report_missing``).
     """
 
     since: datetime
@@ -68,6 +71,8 @@ class BundleSources:
     history: HistoryStore
     audit: AuditSink
     ledger: LedgerStore | None = None
+    report: Callable[[str], bytes] | None = None
+    report_missing: str = "no compliance report was built for this bundle"
 
 
 class PartUnavailable(Exception):
@@ -106,6 +111,16 @@ async def _access_ledger(sources: BundleSources, out: TextIO) -> int:
     return written
 
 
+def _report_in(fmt: str) -> PartWriter:
+    async def write(sources: BundleSources, out: TextIO) -> int:
+        if sources.report is None:
+            raise PartUnavailable(sources.report_missing)
+        out.write(sources.report(fmt).decode("utf-8"))
+        return 1
+
+    return write
+
+
 async def _breakglass_audit(sources: BundleSources, out: TextIO) -> int:
     entries = [e for e in await sources.audit.entries() if sources.since <= e.event.at < sources.until]
     for record in export_entries(entries, fmt="jsonl"):
@@ -114,6 +129,9 @@ async def _breakglass_audit(sources: BundleSources, out: TextIO) -> int:
 
 
 PARTS: tuple[BundlePart, ...] = (
+    BundlePart("compliance-report.html", "the compliance report of the period: charts, tables, results by control",
+               _report_in("html")),
+    BundlePart("compliance-report.json", "the compliance report's numbers, for tools", _report_in("json")),
     BundlePart("posture-history.csv", "device x check x time, pass/fail, recorded in the period", _posture_history),
     BundlePart("access-ledger.csv", "hourly access rollups: route, tier, user, device, verdict, reason, count",
                _access_ledger),

@@ -17,6 +17,8 @@ from gateway import __version__
 from gateway.commands.common import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Refused, command, load_config, opened_audit_sink, opened_store
 from gateway.errors import ConfigError
 from gateway.evidence_bundle import BundleSources, verify_bundle, write_bundle
+from gateway.commands.report import configured_report
+from gateway.report import render_report
 from gateway.identity.assertion import SigningKeys, jwks_document, load_signing_keys
 from gateway.identity.errors import KeyFileError
 from gateway.identity.jwks import KeySet, load_key_file
@@ -73,10 +75,12 @@ async def bundle_evidence(
     settings = load_config(config, environ)
     keys = _signing_keys(settings, config)
     fingerprint = _policy_fingerprint(settings, config)
+    report = await configured_report(settings, config, since=since, until=until, now=now)
     async with opened_store(settings, config, fix="the store is created when Gatehouse first runs or imports; "
                             f"check `store:`, then run `gatehouse check-config {config}`") as store, \
             opened_audit_sink(settings, config) as audit:
-        sources = BundleSources(since, until, store, audit, store if isinstance(store, LedgerStore) else None)
+        sources = BundleSources(since, until, store, audit, store if isinstance(store, LedgerStore) else None,
+                                report=lambda fmt: render_report(report, fmt))
         try:
             result = await write_bundle(output, sources, keys, now=now, version=__version__, policy_fingerprint=fingerprint)
         except OSError as exc:

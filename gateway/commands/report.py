@@ -1,6 +1,6 @@
 """`gatehouse report`: the compliance report for a period, from the store, the policy and the audit log.
 
-Owns: compliance_report.
+Owns: compliance_report, configured_report.
 Must not import: argparse, cli. The work is gateway.report's; this opens what the gateway keeps for a
 configuration and writes the rendered report.
 """
@@ -16,7 +16,8 @@ from typing import TextIO
 from breakglass import AuditIntegrityError, AuditWriteError, BreakglassService
 from gateway.commands.common import EXIT_OK, EXIT_USAGE, Refused, command, load_config, opened_audit_sink, opened_store
 from gateway.errors import ConfigError
-from gateway.report import REPORT_FORMATS, DeviceInfo, build_report, render_report
+from gateway.report import REPORT_FORMATS, ComplianceReport, DeviceInfo, build_report, render_report
+from gateway.settings import Settings
 from gateway.store.base import LedgerStore
 
 
@@ -43,6 +44,33 @@ async def compliance_report(
         raise Refused(f"--until `{until.isoformat()}` is not after --since `{since.isoformat()}`; give a later end\n  {example}",
                       EXIT_USAGE)
     settings = load_config(config, environ)
+    report = await configured_report(settings, config, since=since, until=until, now=now)
+    data = render_report(report, fmt)
+    if output is None:
+        out.write(data.decode("utf-8"))
+    else:
+        partial = output.with_name(f".{output.name}.partial")
+        try:
+            partial.write_bytes(data)
+            partial.replace(output)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            raise Refused(f"cannot write `{output}`: {exc.strerror or exc}\nchoose a writable place with `-o FILE`") from None
+    ledger_note = "" if report.ledger_available else "; this store keeps no access ledger, so access sections are empty"
+    where = f" to {output}" if output else ""
+    print(f"reported {report.devices} devices from {since.isoformat()} to {until.isoformat()} as {fmt}{where}{ledger_note}",
+          file=err)
+    return EXIT_OK
+
+
+async def configured_report(settings: Settings, config: Path, *, since: datetime, until: datetime, now: datetime) -> ComplianceReport:
+    """The compliance report of [since, until) from what the gateway of ``settings`` keeps: store, policy, audit log.
+
+    Shared by `gatehouse report` and `gatehouse evidence bundle`.
+
+    Raises:
+        Refused: no policy, a policy or audit log that cannot be read.
+    """
     if settings.policy is None:
         raise Refused(f"{config} names no `policy:`; the report needs the policy for its checks and controls\n"
                       f"add `policy: FILE`, then run `gatehouse check-config {config}`")
@@ -68,21 +96,5 @@ async def compliance_report(
         devices = {s.serial: DeviceInfo(s.platform.value, min(s.collected_at, s.received_at))
                    for s in latest.snapshots}
         ledger = store if isinstance(store, LedgerStore) else None
-        report = await build_report(history=store, ledger=ledger, policies=policies, grants=grants, devices=devices,
-                                    since=since, until=until, now=now)
-    data = render_report(report, fmt)
-    if output is None:
-        out.write(data.decode("utf-8"))
-    else:
-        partial = output.with_name(f".{output.name}.partial")
-        try:
-            partial.write_bytes(data)
-            partial.replace(output)
-        except OSError as exc:
-            partial.unlink(missing_ok=True)
-            raise Refused(f"cannot write `{output}`: {exc.strerror or exc}\nchoose a writable place with `-o FILE`") from None
-    ledger_note = "" if ledger is not None else "; this store keeps no access ledger, so access sections are empty"
-    where = f" to {output}" if output else ""
-    print(f"reported {report.devices} devices from {since.isoformat()} to {until.isoformat()} as {fmt}{where}{ledger_note}",
-          file=err)
-    return EXIT_OK
+        return await build_report(history=store, ledger=ledger, policies=policies, grants=grants, devices=devices,
+                                  since=since, until=until, now=now)

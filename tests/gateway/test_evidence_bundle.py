@@ -54,32 +54,17 @@ def rollup(hour: datetime, user: str, verdict: AccessVerdict, count: int, reason
                         reason=reason, count=count, first_seen=hour + timedelta(minutes=3), last_seen=hour + timedelta(minutes=41))
 
 
-class FakeLedger:
-    """The access ledger's read side (``LedgerStore.iter_access``) over a list, until the stores implement it."""
-
-    def __init__(self, rows: list[AccessRollup]) -> None:
-        self.rows = rows
-
-    async def add_access_rollups(self, rollups: list[AccessRollup]) -> None:
-        self.rows.extend(rollups)
-
-    async def iter_access(self, *, since: datetime, until: datetime | None = None) -> AsyncIterator[AccessRollup]:
-        for row in sorted(self.rows, key=lambda r: r.hour):
-            if since <= row.hour and (until is None or row.hour < until):
-                yield row
-
-    async def prune_access(self, *, before: datetime) -> int:
-        kept = [r for r in self.rows if r.hour >= before]
-        gone, self.rows = len(self.rows) - len(kept), kept
-        return gone
-
-
-LEDGER = FakeLedger([
+ROLLUPS = [
     rollup(SINCE - timedelta(hours=1), "old@example.com", AccessVerdict.ALLOWED, 9),
     rollup(SINCE + timedelta(days=3), "alice@example.com", AccessVerdict.ALLOWED, 120),
     rollup(SINCE + timedelta(days=4), "=cmd|x", AccessVerdict.BREAK_GLASS, 7, "checks-failed"),
     rollup(UNTIL, "late@example.com", AccessVerdict.DENIED, 1, "snapshot-stale"),
-])
+]
+
+
+def report(fmt: str) -> bytes:
+    """A rendered compliance report as the bundle receives it (gateway.report's own tests check its content)."""
+    return {"html": b"<!doctype html><title>Compliance report</title>", "json": b'{"devices": 2}'}[fmt]
 
 
 async def grants(sink: InMemoryAuditSink | SqliteAuditSink) -> None:
@@ -110,7 +95,8 @@ async def sources(tmp_path: Path) -> AsyncIterator[BundleSources]:
                                                {"firewall": True, "disk": False}))
     sink = InMemoryAuditSink()
     await grants(sink)
-    yield BundleSources(SINCE, UNTIL, store, sink, LEDGER)
+    await store.add_access_rollups(ROLLUPS)
+    yield BundleSources(SINCE, UNTIL, store, sink, store, report=report)
     await store.close()
 
 
@@ -133,7 +119,7 @@ class TestWriteBundle:
         assert {"since": "2026-11-01T00:00:00Z", "until": "2026-12-01T00:00:00Z"} == manifest["period"]
         assert ("2026-12-01T06:00:00Z", "0.1.0", "3f2a9c") == (
             manifest["generated_at"], manifest["gatehouse_version"], manifest["policy_fingerprint"])
-        assert [(p.name, 1 if p.name == "posture-history.csv" else 2) for p in PARTS] == [
+        assert [(p.name, 1 if p.name.startswith(("posture-history", "compliance-report")) else 2) for p in PARTS] == [
             (f["name"], f["records"]) for f in manifest["files"]]
         assert [(f["name"], (bundle / f["name"]).stat().st_size) for f in manifest["files"]] == [
             (f["name"], f["size"]) for f in manifest["files"]]
@@ -164,7 +150,7 @@ class TestWriteBundle:
                                                                    keys: SigningKeys, trusted: KeySet) -> None:
         """Without an access ledger the part is omitted, the manifest says why, and the bundle still verifies."""
         out = tmp_path / "no-ledger"
-        bare = BundleSources(sources.since, sources.until, sources.history, sources.audit)
+        bare = BundleSources(sources.since, sources.until, sources.history, sources.audit, report=report)
 
         result = await write_bundle(out, bare, keys, now=NOW, version="0.1.0", policy_fingerprint=None)
 
@@ -335,9 +321,10 @@ class TestCommands:
 
         assert (0, 0) == (bundled, verified)
         assert "  posture-history.csv: 1 records" in written.out
-        assert "omitted access-ledger.csv: the store keeps no access ledger\n" == written.err
-        assert checked.out.startswith(f"evidence bundle `{out}` ok: 2 files match the manifest signed with key `")
-        assert checked.out.endswith("period 2026-11-01T00:00:00Z to 2026-12-01T00:00:00Z; omitted by the site: access-ledger.csv\n")
+        assert "  compliance-report.html: 1 records" in written.out
+        assert "" == written.err
+        assert checked.out.startswith(f"evidence bundle `{out}` ok: {len(PARTS)} files match the manifest signed with key `")
+        assert checked.out.endswith("period 2026-11-01T00:00:00Z to 2026-12-01T00:00:00Z\n")
 
     def test_verify_with_the_config_names_each_problem_and_exits_1(self, site: Path, tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import yaml
@@ -13,7 +14,7 @@ from gateway.report.build import ComplianceReport
 from gateway.report.synthetic import SyntheticFleet, generate_fleet_history
 from gateway.store.base import AccessRollup, AccessVerdict, HistoryEntry
 from policy_engine import CompiledPolicySet, compile_policy_set, parse_policy_document
-from tests.gateway.report.fakes import MemoryHistory, MemoryLedger
+from gateway.store.sqlite import SqliteStore
 from tests.policy_engine.factories import DEPLOY_POLICY
 
 START = datetime(2026, 1, 5, tzinfo=UTC)
@@ -159,12 +160,20 @@ class TestDayRules:
             compute_report((), (), policies=policies, grants=(), devices={}, since=START, until=START, now=START)
 
 
-async def test_build_report_reads_the_stores(fleet: SyntheticFleet, policies: CompiledPolicySet,
-                                             report: ComplianceReport) -> None:
-    """Reading the history and the ledger through their protocols gives the same report as the plain values."""
-    built = await build_report(history=MemoryHistory(fleet.entries), ledger=MemoryLedger(fleet.rollups),  # type: ignore[arg-type]
-                               policies=policies, grants=fleet.grants,
-                               devices={s: DeviceInfo(p) for s, p in fleet.platforms.items()},
-                               since=fleet.start, until=fleet.until, now=fleet.until)
+async def test_build_report_reads_the_stores(policies: CompiledPolicySet, tmp_path: Path) -> None:
+    """Reading the history and the ledger back from a real SQLite store gives the same report as the plain values."""
+    small = generate_fleet_history(START, days=31, devices=12)
+    store = await SqliteStore.open(tmp_path / "g.db")
+    try:
+        for entry in small.entries:
+            await store.record_compliance(entry)
+        await store.add_access_rollups(small.rollups)
+        devices = {s: DeviceInfo(p) for s, p in small.platforms.items()}
 
-    assert report == built
+        built = await build_report(history=store, ledger=store, policies=policies, grants=small.grants, devices=devices,
+                                   since=small.start, until=small.until, now=small.until)
+    finally:
+        await store.close()
+
+    assert compute_report(small.entries, small.rollups, policies=policies, grants=small.grants, devices=devices,
+                          since=small.start, until=small.until, now=small.until) == built
