@@ -188,7 +188,7 @@ async def test_fleet_page_for_a_reviewer(stack: Stack, browser_page: Any) -> Non
 
     assert 200 == response.status
     assert all(name in everything for name in ("alice-mbp", "alice-thinkpad", "bob-elitebook", "carol-mbp"))
-    assert "4 devices, 3 non-compliant." in everything
+    assert "4 devices, 3 non-compliant, 0 owned by nobody." in everything
     assert "carol-mbp" not in filtered and "bob-elitebook" in filtered
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from gateway.ingest.stethoscope import STETHOSCOPE_PRACTICES
 from policy_engine import CompiledPolicySet, compile_policy_set, convert_stethoscope_policy, parse_policy_document
 from policy_engine.model import DeviceSnapshot, OsFamily, Version
 from policy_engine.stethoscope import STETHOSCOPE_FACTS
+from tests.conftest import LogLines
 from tests.gateway.ingest.conftest import Ingest
 from tests.gateway.ingest.support import API_TOKEN
 
@@ -50,14 +50,14 @@ async def stored(ingest: Ingest, payload: object, serial: str) -> DeviceSnapshot
 
 class TestRawSettingsAndVerdicts:
     async def test_the_documented_answer_stores_the_screen_lock_as_off(
-        self, json_logs: Callable[[], list[dict[str, Any]]], ingest: Ingest
+        self, log_lines: LogLines, ingest: Ingest
     ) -> None:
         """In Stethoscope's documented answer the raw screen lock is OFF and the verdict PASS: OFF is stored, the disagreement logged and counted."""
         held = await stored(ingest, fixture("app-docs-example.json"), "C02TESTDOCS1")
 
         assert (False, True, True, False, True) == (
             held.screen_lock_enabled, held.firewall_enabled, held.disk_encrypted, held.remote_login_enabled, held.auto_updates_enabled)
-        logged = [line for line in json_logs() if line.get("event") == "stethoscope.verdict_disagreed"]
+        logged = log_lines.events("stethoscope.verdict_disagreed")
         assert [("C02TESTDOCS1", "screenLock", "OFF", "PASS")] == [(e["serial"], e["practice"], e["setting"], e["verdict"]) for e in logged]
         assert 1.0 == ingest.metrics.registry.get_sample_value("gatehouse_stethoscope_disagreements_total", {"practice": "screenLock"})
 
