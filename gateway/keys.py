@@ -102,3 +102,10 @@ if TYPE_CHECKING:
 
 POLICY: web.AppKey[PolicyHolder] = web.AppKey("policy")
 """The compiled policy in force (``.current``) and the decision memo; reloaded on SIGHUP."""
+
+# --- Pull connectors (ingest/connectors/runtime.py) ---
+if TYPE_CHECKING:
+    from gateway.ingest.connectors.base import ConnectorRunner
+
+CONNECTORS: web.AppKey[dict[str, ConnectorRunner]] = web.AppKey("connectors")
+"""The runner of each configured connector, by name; set by ``connectors_ctx`` (empty without connectors)."""
