@@ -93,16 +93,22 @@ class FleetConnectorSettings(_ConnectorBase):
     kind: Literal["fleet"]
     api_token: SecretValue
     """An API-only user's token (role observer is enough); sent as ``Authorization: Bearer``."""
-    policy_map: dict[str, str] = {}
-    """The site's Fleet policy names -> Gatehouse facts: a true/false fact (``firewall_enabled``) or
-    ``custom.<name>``. A policy's ``pass`` makes the fact true, ``fail`` false, an empty response not measured."""
+    policy_map: tuple[tuple[str, str], ...] = ()
+    """The site's Fleet policy names -> Gatehouse facts (written as a mapping): a true/false fact
+    (``firewall_enabled``) or ``custom.<name>``. A policy's ``pass`` makes the fact true, ``fail``
+    false, an empty response not measured. Kept as pairs so the settings stay hashable."""
+
+    @field_validator("policy_map", mode="before")
+    @classmethod
+    def _policy_pairs(cls, value: object) -> object:
+        return tuple(value.items()) if isinstance(value, dict) else value
 
     @field_validator("policy_map")
     @classmethod
-    def _policy_map(cls, value: dict[str, str]) -> dict[str, str]:
+    def _policy_map(cls, value: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
         problems = [
             f"`{policy}` -> `{fact}`"
-            for policy, fact in value.items()
+            for policy, fact in value
             if fact_kind(fact) not in (FactKind.BOOL, FactKind.CUSTOM)
         ]
         if problems:

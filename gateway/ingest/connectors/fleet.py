@@ -176,6 +176,7 @@ class FleetConnector:
         self.name = settings.name
         self.source = f"fleet:{settings.name}"
         self._settings = settings
+        self._policy_map = dict(settings.policy_map)
         self._skew = max_future_skew
         self._http = VendorHttp(settings.url, vendor="Fleet", timeout_s=settings.timeout_s, attempts=settings.attempts, sleep=sleep)
 
@@ -184,7 +185,7 @@ class FleetConnector:
         return self._settings.api_token.reveal()
 
     def _parse(self, host: object, now: datetime) -> ConnectorRecord | Rejected:
-        return parse_fleet_host(host, source=self.source, policy_map=self._settings.policy_map, received_at=now, max_future_skew=self._skew)
+        return parse_fleet_host(host, source=self.source, policy_map=self._policy_map, received_at=now, max_future_skew=self._skew)
 
     async def fetch_page(self, cursor: str, *, now: datetime) -> Page:
         """Hosts after the host id ``cursor``, by id.
