@@ -99,4 +99,4 @@ async def test_a_version_1_sqlite_store_gains_the_inventory(tmp_path: Path) -> N
     finally:
         await opened.close()
 
-    assert (2, (ALICE,)) == (SCHEMA_VERSION, record.owners if record else None)
+    assert (3, (ALICE,)) == (SCHEMA_VERSION, record.owners if record else None)  # owners (2), then connector_state (3)
