@@ -46,6 +46,7 @@ from gateway.breakglass_http import BreakglassWeb, add_breakglass_routes, breakg
 from gateway.errors import ConfigError, Problem
 from gateway.handlers import Gate, Readiness, handle_proxied, healthz, readyz
 from gateway.identity import add_identity_routes, identity_cleanup_ctx
+from gateway.ingest.connectors import connectors_ctx
 from gateway.ingest.http import add_ingest_routes, ingest_background
 from gateway.owners_http import add_owner_routes
 from gateway.keys import (
@@ -218,6 +219,7 @@ def wire_gatehouse(app: web.Application, settings: Settings) -> Gate:
     ledger = app[LEDGER] = AccessLedger(max_pending_rows=settings.evidence.ledger_max_pending_rows, metrics=metrics)
     app.cleanup_ctx.append(ledger_ctx(settings.evidence))  # after the store's: its last flush runs before the store closes
     app.cleanup_ctx.append(ingest_background)
+    app.cleanup_ctx.append(connectors_ctx)
     app.cleanup_ctx.append(_breakglass_ctx(settings))
     app.cleanup_ctx.append(breakglass_maintenance_ctx)
     app.cleanup_ctx.append(webhook_ctx)

@@ -21,6 +21,7 @@ of ``gateway.commands``, which the tests call directly.
     gatehouse audit export --config CONFIG --since DATE --format jsonl|csv [-o OUT]
     gatehouse break-glass list --config CONFIG [--user U] [--status S] [--tier T] [--since DATE] [--until DATE]
                                [--unreviewed] [--flagged] [--format text|json]
+    gatehouse connectors test NAME --config CONFIG
     gatehouse demo run [--var DIR]
     gatehouse demo token --user EMAIL --device SERIAL [--groups g1,g2] [--var DIR]
 """
@@ -148,6 +149,10 @@ def _cmd_break_glass_list(args: argparse.Namespace, clock: Clock) -> int:
         Path(args.config), now=clock(), user=args.user, status=args.status, tier=args.tier, since=since, until=until,
         unreviewed=args.unreviewed, flagged=args.flagged, fmt=args.format,
     ))
+
+
+def _cmd_connectors_test(args: argparse.Namespace, clock: Clock) -> int:
+    return asyncio.run(commands.try_connector(args.name, Path(args.config), clock=clock))
 
 
 def _cmd_demo_run(args: argparse.Namespace, clock: Clock) -> int:
@@ -294,6 +299,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flagged", action="store_true", help="only grants of flagged repeat users")
     _format(p, ("text", "json"), default="text")
     p.set_defaults(func=_cmd_break_glass_list)
+
+    connectors = sub.add_parser("connectors", help="pull connectors (Fleet, Jamf Pro)").add_subparsers(
+        dest="connectors_command", required=True, metavar="ACTION")
+    p = connectors.add_parser("test", help="fetch one page from a connector and print what would be stored (stores nothing)")
+    p.add_argument("name", metavar="NAME")
+    _config(p)
+    p.set_defaults(func=_cmd_connectors_test)
 
     demo = sub.add_parser("demo", help="the local demo").add_subparsers(dest="demo_command", required=True, metavar="ACTION")
     p = demo.add_parser("run", help="run Gatehouse with a demo upstream and demo devices (what `make run` does)")

@@ -109,3 +109,10 @@ if TYPE_CHECKING:
 
 LEDGER: web.AppKey[AccessLedger] = web.AppKey("ledger")
 """Every decision counted into hourly rows, written to the store in the background; set by a full Gatehouse."""
+
+# --- Pull connectors (ingest/connectors/runtime.py) ---
+if TYPE_CHECKING:
+    from gateway.ingest.connectors.base import ConnectorRunner
+
+CONNECTORS: web.AppKey[dict[str, ConnectorRunner]] = web.AppKey("connectors")
+"""The runner of each configured connector, by name; set by ``connectors_ctx`` (empty without connectors)."""

@@ -137,6 +137,20 @@ class Metrics:
             "When a snapshot from this source was last stored (Unix time): how fresh each source's reports are.",
             ["source"], registry=registry, multiprocess_mode="max",  # the newest any worker stored, dead ones included
         )
+        # Pull connectors (label values: the connector names of the settings file, a closed set)
+        self.connector_syncs = Counter(
+            "gatehouse_connector_sync_total",
+            "Connector sync attempts, by connector and outcome (success, failed, lease-held-elsewhere).",
+            ["connector", "outcome"], registry=registry,
+        )
+        self.connector_records = Counter(
+            "gatehouse_connector_records_total", "Records a connector read, by connector and outcome (seen, stored, rejected).",
+            ["connector", "outcome"], registry=registry,
+        )
+        self.connector_last_success = Gauge(
+            "gatehouse_connector_last_success_timestamp_seconds", "When the connector last completed a full pass (Unix time).",
+            ["connector"], registry=registry, multiprocess_mode="max",
+        )
         self.enrollments = Counter(
             "gatehouse_osquery_enrollments_total", "osquery enroll attempts, by outcome.",
             ["outcome"], registry=registry,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from gateway.commands.audit import audit_export, audit_verify, break_glass_list
 from gateway.commands.common import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Progress, Refused, parse_moment
 from gateway.commands.config import check_config, cross_check, serve
+from gateway.commands.connectors import try_connector
 from gateway.commands.data import export_evidence_to, import_snapshots
 from gateway.commands.evidence import bundle_evidence, verify_evidence
 from gateway.commands.demo import demo_run, demo_token
@@ -19,6 +20,7 @@ from gateway.commands.policy import check_policy, explain_device, import_stethos
 from gateway.commands.report import compliance_report
 
 __all__ = [
+    "try_connector",
     "EXIT_OK",
     "EXIT_REFUSED",
     "EXIT_USAGE",

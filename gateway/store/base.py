@@ -1,7 +1,8 @@
 """The store interface: what every backend (SQLite now, PostgreSQL later) implements.
 
 Owns: the Store Protocol and its parts (SnapshotStore, EnrollmentStore, OsqueryStateStore, LedgerStore (AccessRollup, AccessVerdict),
-HistoryStore, DistributedQueryStore, OwnerStore (OwnerRecord, OwnerEdit, OwnerSource)), the values they exchange, StoreError.
+HistoryStore, DistributedQueryStore, OwnerStore (OwnerRecord, OwnerEdit, OwnerSource)), ConnectorStateStore (ConnectorState,
+ConnectorClaim), the values they exchange, StoreError.
 Must not import: aiohttp, sqlite3, asyncpg, gateway.ingest (backends import this, not the reverse).
 
 Every method is a coroutine and every write is durable (committed) when it returns: ingest
@@ -17,6 +18,11 @@ so a missed notification costs only latency, never data.
 The owner inventory (``OwnerStore``) follows the same pattern with its own sequence: every edit of a
 serial's owners gets a new ``seq``, an unassigned serial keeps a row with no owners (a tombstone, so
 followers learn of the removal), and ``owner_changes_since(cursor)`` returns those rows in seq order.
+
+Pull connectors (``ConnectorStateStore``) keep one row per connector: a lease (which replica polls it,
+until when) and where its sync stands (the cursor inside the current pass, the last complete pass).
+A replica claims the lease before polling; one whose lease lapsed is replaced by the next claimer,
+which continues from the stored cursor.
 """
 
 from __future__ import annotations
@@ -162,6 +168,8 @@ class OwnerSource(StrEnum):
     """``PUT``/``DELETE /.gatehouse/api/v1/devices/{serial}/owners``."""
     ENROLLMENT = "enrollment"
     """The owner recorded when the device was enrolled."""
+    CONNECTOR = "connector"
+    """A pull connector (the user an MDM assigned); ``set_by`` is ``connector:<name>``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,7 +389,44 @@ class OwnerStore(Protocol):
         ...
 
 
-class Store(SnapshotStore, EnrollmentStore, OsqueryStateStore, HistoryStore, DistributedQueryStore, OwnerStore, LedgerStore, Protocol):
+@dataclass(frozen=True, slots=True)
+class ConnectorState:
+    """Where one pull connector stands, as every replica sees it."""
+
+    name: str
+    holder: str
+    """The replica holding the lease (``""`` before anyone claimed it)."""
+    lease_until: datetime | None
+    cursor: str
+    """Where the current pass stopped (the connector's own format); ``""`` starts a new pass."""
+    last_success_at: datetime | None
+    """When the last complete pass ended."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorClaim:
+    """The state after a claim, and whether the claimer now holds the lease."""
+
+    state: ConnectorState
+    held: bool
+
+
+@runtime_checkable
+class ConnectorStateStore(Protocol):
+    """Leases and sync positions of the pull connectors, shared by every replica."""
+
+    async def claim_connector(self, name: str, holder: str, *, now: datetime, lease_s: float) -> ConnectorClaim:
+        """Take (or renew) the connector's lease when it is free, lapsed or already ``holder``'s; always returns the state."""
+        ...
+
+    async def save_connector_state(
+        self, name: str, holder: str, *, cursor: str, last_success_at: datetime | None, now: datetime, lease_s: float
+    ) -> bool:
+        """Record the sync position and renew the lease; False (nothing written) when ``holder`` lost the lease."""
+        ...
+
+
+class Store(SnapshotStore, EnrollmentStore, OsqueryStateStore, HistoryStore, DistributedQueryStore, OwnerStore, LedgerStore, ConnectorStateStore, Protocol):
     """Everything the snapshot subsystem keeps durably; ``close`` releases connections."""
 
     async def close(self) -> None:

@@ -39,7 +39,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -53,6 +53,8 @@ from gateway.store.base import (
     AccessRollup,
     AccessVerdict,
     Changes,
+    ConnectorClaim,
+    ConnectorState,
     Enrollment,
     HistoryEntry,
     HostDetails,
@@ -179,6 +181,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             writer text PRIMARY KEY,
             last_seq bigint NOT NULL,
             updated_at timestamptz NOT NULL
+    ),
+    (
+        # Pull connectors (see sqlite.py): the lease row is what keeps N replicas from polling N times.
+        """CREATE TABLE connector_state (
+            name text PRIMARY KEY,
+            holder text NOT NULL,
+            lease_until timestamptz,
+            cursor text NOT NULL,
+            last_success_at timestamptz
         )""",
     ),
 )
@@ -1012,6 +1023,50 @@ class PostgresStore:
         rows = rows[:limit]
         new_cursor = rows[-1]["seq"] if rows else cursor
         return OwnerChanges(tuple(map(_owner_record, rows)), new_cursor, more)
+
+    # -- pull connectors ---------------------------------------------------------------------
+
+    async def claim_connector(self, name: str, holder: str, *, now: datetime, lease_s: float) -> ConnectorClaim:
+        """Take (or renew) the connector's lease when it is free, lapsed or already ``holder``'s; always returns the state.
+
+        The conditional UPDATE on the row is atomic: of replicas claiming at once, one wins.
+        """
+        until = now + timedelta(seconds=lease_s)
+
+        async def work(conn: asyncpg.Connection) -> tuple[str, asyncpg.Record]:
+            await conn.execute(
+                "INSERT INTO connector_state (name, holder, lease_until, cursor, last_success_at)"
+                " VALUES ($1, '', NULL, '', NULL) ON CONFLICT (name) DO NOTHING", name
+            )
+            status = await conn.execute(
+                "UPDATE connector_state SET holder = $2, lease_until = $3 WHERE name = $1"
+                " AND (holder = $2 OR lease_until IS NULL OR lease_until <= $4)", name, holder, until, now
+            )
+            return status, await conn.fetchrow(_CONNECTOR_SELECT, name)
+
+        status, row = await self._transact(f"claim the connector `{name}`", work, write=True)
+        return ConnectorClaim(_connector_state(row), held=_rowcount(status) == 1)
+
+    async def save_connector_state(
+        self, name: str, holder: str, *, cursor: str, last_success_at: datetime | None, now: datetime, lease_s: float
+    ) -> bool:
+        """Record the sync position and renew the lease; False (nothing written) when ``holder`` lost the lease."""
+        until = now + timedelta(seconds=lease_s)
+
+        async def work(conn: asyncpg.Connection) -> str:
+            return await conn.execute(  # type: ignore[no-any-return]
+                "UPDATE connector_state SET cursor = $3, last_success_at = $4, lease_until = $5 WHERE name = $1 AND holder = $2",
+                name, holder, cursor, last_success_at, until,
+            )
+
+        return _rowcount(await self._transact(f"save the state of the connector `{name}`", work, write=True)) == 1
+
+
+_CONNECTOR_SELECT = "SELECT name, holder, lease_until, cursor, last_success_at FROM connector_state WHERE name = $1"
+
+
+def _connector_state(row: asyncpg.Record) -> ConnectorState:
+    return ConnectorState(row["name"], row["holder"], row["lease_until"], row["cursor"], row["last_success_at"])
 
 
 _OWNER_SELECT = "SELECT serial, owners, set_by, set_at, source, seq FROM device_owners"

@@ -26,6 +26,8 @@ import orjson
 
 from gateway.store.base import (
     Changes,
+    ConnectorClaim,
+    ConnectorState,
     Enrollment,
     AccessRollup,
     AccessVerdict,
@@ -130,6 +132,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             writer TEXT PRIMARY KEY,
             last_seq INTEGER NOT NULL,
             updated_at INTEGER NOT NULL
+    ),
+    (
+        # Pull connectors: one row per connector, its lease and where its sync stands.
+        """CREATE TABLE connector_state (
+            name TEXT PRIMARY KEY,
+            holder TEXT NOT NULL,
+            lease_until INTEGER,
+            cursor TEXT NOT NULL,
+            last_success_at INTEGER
         )""",
     ),
 )
@@ -654,6 +665,54 @@ class SqliteStore:
             return OwnerChanges(tuple(r for r in map(_owner_row, rows) if r is not None), new_cursor, more)
 
         return await self._run(work)
+
+    # -- pull connectors ---------------------------------------------------------------------
+
+    async def claim_connector(self, name: str, holder: str, *, now: datetime, lease_s: float) -> ConnectorClaim:
+        """Take (or renew) the connector's lease when it is free, lapsed or already ``holder``'s; always returns the state."""
+        now_us = to_micros(now)
+        until = to_micros(now) + int(lease_s * 1_000_000)
+
+        def work(conn: sqlite3.Connection) -> ConnectorClaim:
+            with _transaction(conn):
+                conn.execute(
+                    "INSERT INTO connector_state (name, holder, lease_until, cursor, last_success_at)"
+                    " VALUES (?, '', NULL, '', NULL) ON CONFLICT (name) DO NOTHING", (name,)
+                )
+                updated = conn.execute(
+                    "UPDATE connector_state SET holder = ?, lease_until = ? WHERE name = ?"
+                    " AND (holder = ? OR lease_until IS NULL OR lease_until <= ?)",
+                    (holder, until, name, holder, now_us),
+                ).rowcount
+                row = conn.execute(_CONNECTOR_SELECT, (name,)).fetchone()
+            return ConnectorClaim(_connector_row(row), held=updated == 1)
+
+        return await self._run(work)
+
+    async def save_connector_state(
+        self, name: str, holder: str, *, cursor: str, last_success_at: datetime | None, now: datetime, lease_s: float
+    ) -> bool:
+        """Record the sync position and renew the lease; False (nothing written) when ``holder`` lost the lease."""
+        until = to_micros(now) + int(lease_s * 1_000_000)
+        success = None if last_success_at is None else to_micros(last_success_at)
+
+        def work(conn: sqlite3.Connection) -> bool:
+            with _transaction(conn):
+                return conn.execute(
+                    "UPDATE connector_state SET cursor = ?, last_success_at = ?, lease_until = ? WHERE name = ? AND holder = ?",
+                    (cursor, success, until, name, holder),
+                ).rowcount == 1
+
+        return await self._run(work)
+
+
+_CONNECTOR_SELECT = "SELECT name, holder, lease_until, cursor, last_success_at FROM connector_state WHERE name = ?"
+
+
+def _connector_row(row: tuple[str, str, int | None, str, int | None]) -> ConnectorState:
+    name, holder, until, cursor, success = row
+    return ConnectorState(name, holder, None if until is None else from_micros(until), cursor,
+                          None if success is None else from_micros(success))
 
 
 _OWNER_SELECT = "SELECT serial, owners, set_by, set_at, source, seq FROM device_owners"

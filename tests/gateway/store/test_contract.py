@@ -380,3 +380,32 @@ class TestRestart:
 
         with pytest.raises(StoreError):
             await opened.latest("S")
+
+
+class TestConnectorState:
+    async def test_the_first_claimer_holds_the_lease_and_others_wait(self, store: Store) -> None:
+        """Of two replicas claiming a connector, the first holds it until its lease lapses."""
+        first = await store.claim_connector("fleet", "replica-a", now=T0, lease_s=60)
+
+        second = await store.claim_connector("fleet", "replica-b", now=T0 + timedelta(seconds=30), lease_s=60)
+
+        assert (True, False, "replica-a") == (first.held, second.held, second.state.holder)
+
+    async def test_a_lapsed_lease_passes_on_with_the_stored_cursor(self, store: Store) -> None:
+        """A replica taking over after the lease lapsed gets the cursor the last holder saved."""
+        await store.claim_connector("fleet", "replica-a", now=T0, lease_s=60)
+        await store.save_connector_state("fleet", "replica-a", cursor="page:3", last_success_at=T0, now=T0, lease_s=60)
+
+        claim = await store.claim_connector("fleet", "replica-b", now=T0 + timedelta(seconds=61), lease_s=60)
+
+        assert (True, "page:3", T0) == (claim.held, claim.state.cursor, claim.state.last_success_at)
+
+    async def test_a_replica_that_lost_the_lease_writes_nothing(self, store: Store) -> None:
+        """Saving after another replica took the lease is refused and leaves the state as it was."""
+        await store.claim_connector("jamf", "replica-a", now=T0, lease_s=10)
+        await store.claim_connector("jamf", "replica-b", now=T0 + timedelta(seconds=11), lease_s=10)
+
+        saved = await store.save_connector_state("jamf", "replica-a", cursor="x", last_success_at=None, now=T0, lease_s=10)
+
+        claim = await store.claim_connector("jamf", "replica-c", now=T0 + timedelta(seconds=12), lease_s=10)
+        assert (False, "", False) == (saved, claim.state.cursor, claim.held)

@@ -1,0 +1,103 @@
+"""The connectors of a running Gatehouse: built from ``ingest.connectors``, polled in the background.
+
+Owns: build_connector, connectors_ctx (the cleanup_ctx), connector_for_source, refresh_from_connector.
+Must not import: gateway.app.
+
+Each configured connector gets a ConnectorRunner; every replica and worker runs one per connector,
+and the lease in the store lets only one of them poll at a time. Readiness gets a degradable check
+``connector:<name>`` per connector: it fails (listed under ``degraded``, never making the replica
+unready) while no complete pass is more recent than the connector's ``stale_after_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+from aiohttp import web
+
+from gateway.ingest.config import ConnectorSettings, FleetConnectorSettings
+from gateway.ingest.connectors.base import Clock, Connector, ConnectorRunner, Sleep
+from gateway.ingest.connectors.fleet import FleetConnector
+from gateway.ingest.connectors.jamf import JamfConnector
+from gateway.ingest.pipeline import Ingestor
+from gateway.keys import CLOCK, COMPLIANCE_RECORDER, CONNECTORS, INGEST_RUNTIME, INGEST_SETTINGS, METRICS, READINESS, SNAPSHOT_CACHE, STORE
+from policy_engine.model import DeviceSnapshot
+
+
+def build_connector(settings: ConnectorSettings, *, sleep: Sleep, clock: Clock, max_future_skew: timedelta) -> Connector:
+    """The connector a settings entry describes."""
+    if isinstance(settings, FleetConnectorSettings):
+        return FleetConnector(settings, sleep=sleep, max_future_skew=max_future_skew)
+    return JamfConnector(settings, sleep=sleep, clock=clock, max_future_skew=max_future_skew)
+
+
+def replica_name() -> str:
+    """Who holds a lease: host, process and a random part (two runs of one process never share it)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+async def connectors_ctx(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: one runner per configured connector, polling until shutdown (after the store and cache are up)."""
+    settings = app[INGEST_SETTINGS]
+    runners: dict[str, ConnectorRunner] = {}
+    app[CONNECTORS] = runners
+    if not settings.connectors:
+        yield
+        return
+    clock = app[CLOCK]
+    store = app[STORE]
+    runtime = app.get(INGEST_RUNTIME)
+    ingestor = Ingestor(store, app[SNAPSHOT_CACHE], metrics=app.get(METRICS), recorder=app.get(COMPLIANCE_RECORDER),
+                        throttle=runtime.throttle if runtime is not None else None)
+    holder = replica_name()
+    for entry in settings.connectors:
+        connector = build_connector(entry, sleep=asyncio.sleep, clock=clock, max_future_skew=timedelta(seconds=settings.max_future_skew_s))
+        runner = ConnectorRunner(
+            connector, store=store, owners=store if entry.owners_to_inventory else None, ingestor=ingestor, clock=clock,
+            sleep=asyncio.sleep, holder=holder, every_s=entry.every_s, stale_after_s=entry.stale_after_s, metrics=app.get(METRICS),
+        )
+        runners[entry.name] = runner
+        app[READINESS].add(f"connector:{entry.name}", runner.fresh, degrades=True)
+    tasks = [asyncio.create_task(r.run(), name=f"connector-{n}") for n, r in runners.items()]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for runner in runners.values():
+            await runner.connector.close()
+
+
+def connector_for_source(app: web.Application, source: str) -> ConnectorRunner | None:
+    """The runner whose snapshots carry ``source`` (``fleet:<name>``), if it is configured."""
+    for runner in app.get(CONNECTORS, {}).values():
+        if runner.connector.source == source:
+            return runner
+    return None
+
+
+async def refresh_from_connector(app: web.Application, snapshot: DeviceSnapshot | None) -> tuple[str, str] | None:
+    """For a connector-fed device, read it from its vendor now ("check again"); (vendor label, hint) or None.
+
+    A vendor or store failure is logged and counted by the runner's caller; the decision then uses
+    the newest snapshot already stored.
+
+    Raises:
+        ConnectorError, StoreError: the vendor or the store failed.
+    """
+    if snapshot is None:
+        return None
+    runner = connector_for_source(app, snapshot.source)
+    if runner is None:
+        return None
+    await runner.refresh_device(snapshot.serial)
+    return runner.connector.label, runner.connector.refresh_hint
+
+
+__all__ = ["build_connector", "connector_for_source", "connectors_ctx", "refresh_from_connector", "replica_name"]
