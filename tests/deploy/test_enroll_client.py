@@ -418,6 +418,16 @@ class TestAgainstTheContract:
         assert ["The device certificate is valid until 2026-12-12; renewal is due from 2026-12-02."] == said
         assert [] == runner.calls
 
+    def test_expired_certificate_asks_to_enroll_again(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """An expired certificate cannot renew itself: `--renew` says to enroll again."""
+        host, runner, _ = make_host(tmp_path, "linux")
+        ge.write_private(ge.state_file(host), json.dumps({"serial": "PF2ABCDE", "not_after": (NOW - timedelta(days=1)).isoformat(),
+                                                          "sha1": "AB", "nickname": "n", "store_kind": "nss"}).encode())
+
+        assert 1 == run_client(host, "--renew", "https://gatehouse.corp.example")
+        assert "the device certificate expired on 2026-11-21; enroll again with gatehouse-enroll https://gatehouse.corp.example" in capsys.readouterr().err
+        assert [] == runner.calls
+
     def test_approval_pending_says_who_must_approve(self, tmp_path: Path, contract: tuple[Any, Path, Script]) -> None:
         """An enrollment waiting for an approver says an administrator must confirm it on the admin enrollments page."""
         server, ca_file, script = contract
