@@ -324,6 +324,7 @@ class TestServe:
         jwks = ensure_demo_key(tmp_path / "keys").parent / "demo-user-jwks.json"
         port = free_port()
         config = write_config(tmp_path, listeners=[{"address": f"127.0.0.1:{port}"}], logging={"format": "json"},
+                              metrics={"address": f"127.0.0.1:{free_port()}"},  # never the default 9090 a demo may hold
                               identity={"jwt": {"issuers": ["https://idp.test"], "audiences": ["gatehouse"], "key_files": [str(jwks)]}})
         script = Path(sys.executable).parent / "gatehouse"
         with subprocess.Popen([str(script), "serve", "--config", str(config), *(["--workers", workers] if supported else [])], stdout=subprocess.PIPE,
