@@ -109,3 +109,10 @@ if TYPE_CHECKING:
 
 LEDGER: web.AppKey[AccessLedger] = web.AppKey("ledger")
 """Every decision counted into hourly rows, written to the store in the background; set by a full Gatehouse."""
+
+# --- Device certificate authority (enroll/ca.py) ---
+if TYPE_CHECKING:
+    from gateway.enroll.ca import DeviceCA
+
+DEVICE_CA: web.AppKey[DeviceCA] = web.AppKey("device_ca")
+"""Gatehouse's device CA; present only when ``identity.device.ca`` is configured (enrollment enabled)."""
