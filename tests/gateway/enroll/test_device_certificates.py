@@ -177,3 +177,44 @@ class TestRotation:
             assert stack.ca.cert != old_ca.cert
         finally:
             await stack.gateway.stop()
+
+
+class TestRevokeFromTheFleetPage:
+    async def test_reviewer_revokes_and_the_next_request_is_refused(self, stack: Stack) -> None:
+        """A security reviewer's "Revoke certificate" (CSRF-checked POST) refuses the laptop's very next request as revoked."""
+        identity, fingerprint = await stack.enroll("laptop", "C02FLEET1")
+        await stack.report("C02FLEET1")
+        ctx = ssl.create_default_context()
+        stack.server_ca.configure_trust(ctx)
+        reviewer = {"Authorization": f"Bearer {stack.keys.token('sec@example.com', groups=('security',), now=stack.clock())}"}
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{stack.base}/.gatehouse/admin/devices", ssl=ctx, headers={**reviewer, "Accept": "text/html"}) as page:
+                html = await page.text()
+            token = html.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+            async with session.post(f"{stack.base}/.gatehouse/admin/devices/revoke-certificate", ssl=ctx, allow_redirects=False,
+                                    headers={**reviewer, "Origin": stack.base}, data={"csrf_token": token, "serial": "C02FLEET1"}) as posted:
+                revoked = posted.status, posted.headers.get("Location")
+
+        status, body = await stack.get("/wiki/", identity)
+
+        assert "Revoke certificate" in html
+        assert (303, "/.gatehouse/admin/devices") == revoked
+        assert isinstance(body, dict)
+        assert (403, "device-certificate-revoked") == (status, body["code"])
+        record = stack.gateway.app[SNAPSHOT_CACHE].certificate(fingerprint)
+        assert record is not None and "sec@example.com" == record.revoked_by
+
+    async def test_forged_form_revokes_nothing(self, stack: Stack) -> None:
+        """A revoke POST without a valid CSRF token is refused and the certificate keeps working."""
+        identity, _ = await stack.enroll("laptop", "C02FLEET2")
+        await stack.report("C02FLEET2")
+        ctx = ssl.create_default_context()
+        stack.server_ca.configure_trust(ctx)
+        reviewer = {"Authorization": f"Bearer {stack.keys.token('sec@example.com', groups=('security',), now=stack.clock())}"}
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{stack.base}/.gatehouse/admin/devices/revoke-certificate", ssl=ctx, allow_redirects=False,
+                                    headers={**reviewer, "Origin": stack.base}, data={"csrf_token": "forged", "serial": "C02FLEET2"}) as posted:
+                refused = posted.status
+
+        assert 403 == refused
+        assert 200 == (await stack.get("/wiki/", identity))[0]
