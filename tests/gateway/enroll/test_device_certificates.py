@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -65,15 +67,19 @@ class Stack:
 
 
 async def start_stack(tmp_path: Path, upstream: str, *, ca_dir: str = "ca", previous: tuple[Path, ...] = (), client_ca: Path | None = None,
-                      clock: MovableClock | None = None) -> Stack:
-    clock = clock or MovableClock()
-    server_ca = trustme.CA()
-    server_cert = server_ca.issue_cert("127.0.0.1")
-    server_cert.private_key_pem.write_to_path(tmp_path / "key.pem")
-    server_cert.cert_chain_pems[0].write_to_path(tmp_path / "cert.pem")
-    ca, section = make_ca(tmp_path / ca_dir, now=clock(), previous=previous)
-    keys = Keys(tmp_path / "keys")
-    raw = gatehouse_config(keys, store=f"sqlite:///{tmp_path}/g.db", upstream=upstream)
+                      clock: MovableClock | None = None, store: str | None = None, like: Stack | None = None) -> Stack:
+    """A full Gatehouse on a TLS listener trusting a new device CA (or, with ``like``, another replica of that stack)."""
+    clock = clock or (like.clock if like else MovableClock())
+    server_ca = like.server_ca if like else trustme.CA()
+    if like is None:
+        server_cert = server_ca.issue_cert("127.0.0.1")
+        server_cert.private_key_pem.write_to_path(tmp_path / "key.pem")
+        server_cert.cert_chain_pems[0].write_to_path(tmp_path / "cert.pem")
+        ca, section = make_ca(tmp_path / ca_dir, now=clock(), previous=previous)
+    else:
+        ca, section = like.ca, {"cert": str(tmp_path / ca_dir / "device-ca.pem"), "key": {"file": str(tmp_path / ca_dir / "device-ca.key")}}
+    keys = like.keys if like else Keys(tmp_path / "keys")
+    raw = gatehouse_config(keys, store=store or f"sqlite:///{tmp_path}/g.db", upstream=upstream)
     tls: dict[str, object] = {"cert": str(tmp_path / "cert.pem"), "key": str(tmp_path / "key.pem"), "client_cert": "optional"}
     if client_ca is not None:
         tls["client_ca"] = str(client_ca)
@@ -218,3 +224,41 @@ class TestRevokeFromTheFleetPage:
 
         assert 403 == refused
         assert 200 == (await stack.get("/wiki/", identity))[0]
+
+
+@pytest.mark.postgres
+class TestRevocationAcrossReplicas:
+    async def test_revoked_on_one_replica_is_refused_on_the_other_within_a_second(
+        self, tmp_path: Path, upstream: str, postgres_dsn: str,
+    ) -> None:
+        """Two replicas on one PostgreSQL: a revocation written through A reaches B's memory by NOTIFY in under a second, and B refuses."""
+        a = await start_stack(tmp_path, upstream, store=postgres_dsn)
+        b = await start_stack(tmp_path, upstream, store=postgres_dsn, like=a)
+        try:
+            identity, fingerprint = await a.enroll("laptop", "C02REPLICA1")
+            await a.report("C02REPLICA1")
+            await b.gateway.app[SNAPSHOT_CACHE].refresh()
+            await _eventually(lambda: b.gateway.app[STORE].listening, within_s=5)  # type: ignore[attr-defined]
+            allowed = await b.get("/wiki/", identity)
+
+            await a.gateway.app[STORE].revoke_certificate(fingerprint, at=a.clock(), by="security@example.com")
+            took = await _eventually(lambda: b.gateway.app[SNAPSHOT_CACHE].revoked_at(fingerprint) is not None, within_s=1)
+            status, body = await b.get("/wiki/", identity)
+
+            assert (200, {"device": "C02REPLICA1"}) == allowed
+            assert took < 1
+            assert isinstance(body, dict)
+            assert (403, "device-certificate-revoked") == (status, body["code"])
+        finally:
+            await b.gateway.stop()
+            await a.gateway.stop()
+
+
+async def _eventually(condition: Callable[[], bool], *, within_s: float, step_s: float = 0.02) -> float:
+    """Wait until ``condition()`` is true (a notice arriving, not time passing); returns how long it took."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > within_s:
+            raise AssertionError(f"not true within {within_s} s")
+        await asyncio.sleep(step_s)
+    return time.monotonic() - started
