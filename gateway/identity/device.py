@@ -16,8 +16,9 @@ Sources, tried in the configured order:
 A serial header from anywhere else is ignored: the device is then unknown.
 
 With `mtls` a source, a client certificate is also checked at the request (``certificate_refusal``):
-outside its validity it is refused as `device-certificate-expired` (listeners trusting Gatehouse's
-device CA accept expired certificates in the TLS handshake so that a page can say so), and one whose
+with Gatehouse's device CA configured, outside its validity it is refused as `device-certificate-expired`
+(listeners trusting the device CA accept expired certificates in the TLS handshake so that a page can
+say so; without it the handshake checks the times), and one whose
 fingerprint the revocation lookup knows as revoked as `device-certificate-revoked`.
 """
 
@@ -138,6 +139,8 @@ class DeviceTrust:
     assertion_leeway_s: float = 30.0
     assertion_max_bytes: int = 4096
     header_trusted_from: tuple[IpNetwork, ...] = ()
+    certificate_times: bool = False
+    """Check client certificates' validity at the request: the listeners skip it in the handshake when Gatehouse's device CA is configured."""
 
 
 def _from_trusted_address(remote: str | None, networks: tuple[IpNetwork, ...]) -> bool:
@@ -166,16 +169,19 @@ def _cert_time(cert: Mapping[str, object], name: str) -> datetime | None:
         return None
 
 
-def certificate_refusal(evidence: DeviceEvidence, *, now: datetime, revoked_at: RevokedAt | None) -> DeviceCertificateRefused | None:
-    """Why the request's client certificate may not name a device now (expired, not yet valid, revoked), or None."""
+def certificate_refusal(
+    evidence: DeviceEvidence, *, now: datetime, revoked_at: RevokedAt | None, check_times: bool,
+) -> DeviceCertificateRefused | None:
+    """Why the request's client certificate may not name a device now (expired or not yet valid when ``check_times``, revoked), or None."""
     cert = evidence.peercert
     if not cert:
         return None
-    not_after, not_before = _cert_time(cert, "notAfter"), _cert_time(cert, "notBefore")
-    if not_after is None or now >= not_after:
-        return DeviceCertificateRefused(AuthReason.DEVICE_CERTIFICATE_EXPIRED, at=not_after or now, fingerprint=evidence.fingerprint)
-    if not_before is not None and now < not_before:
-        return DeviceCertificateRefused(AuthReason.DEVICE_CERTIFICATE_EXPIRED, at=not_before, fingerprint=evidence.fingerprint)
+    if check_times:
+        not_after, not_before = _cert_time(cert, "notAfter"), _cert_time(cert, "notBefore")
+        if not_after is None or now >= not_after:
+            return DeviceCertificateRefused(AuthReason.DEVICE_CERTIFICATE_EXPIRED, at=not_after or now, fingerprint=evidence.fingerprint)
+        if not_before is not None and now < not_before:
+            return DeviceCertificateRefused(AuthReason.DEVICE_CERTIFICATE_EXPIRED, at=not_before, fingerprint=evidence.fingerprint)
     if revoked_at is not None and evidence.fingerprint is not None:
         when = revoked_at(evidence.fingerprint)
         if when is not None:
@@ -193,7 +199,7 @@ def device_serial(
         DeviceCertificateRefused: `mtls` is a source and the client certificate is expired, not yet valid or revoked.
     """
     if "mtls" in trust.sources:
-        refusal = certificate_refusal(evidence, now=now, revoked_at=revoked_at)
+        refusal = certificate_refusal(evidence, now=now, revoked_at=revoked_at, check_times=trust.certificate_times)
         if refusal is not None:
             raise refusal
     certified = serial_from_peercert(evidence.peercert) if "mtls" in trust.sources else None

@@ -36,10 +36,7 @@ class AuthReason(StrEnum):
     @property
     def public(self) -> str:
         """What a client is told: `missing`, `expired`, `wrong-audience`, `device-certificate-ambiguous` or `invalid`."""
-        if self in (
-            AuthReason.MISSING, AuthReason.EXPIRED, AuthReason.WRONG_AUDIENCE, AuthReason.DEVICE_CERTIFICATE_AMBIGUOUS,
-            AuthReason.DEVICE_CERTIFICATE_REVOKED, AuthReason.DEVICE_CERTIFICATE_EXPIRED,
-        ):
+        if self in (AuthReason.MISSING, AuthReason.EXPIRED, AuthReason.WRONG_AUDIENCE, AuthReason.DEVICE_CERTIFICATE_AMBIGUOUS):
             return self.value
         if self is AuthReason.KEYS_UNAVAILABLE:
             return "unavailable"

@@ -116,6 +116,7 @@ class IdentityResolver:
             assertion_leeway_s=dev.assertion.leeway_s if dev.assertion else 30.0,
             assertion_max_bytes=dev.assertion.max_bytes if dev.assertion else 4096,
             header_trusted_from=dev.header.networks() if dev.header else (),
+            certificate_times=dev.ca is not None,
         )
         self.signing_keys: SigningKeys | None = (
             load_signing_keys(settings.assertion.key_files) if settings.assertion is not None else None
