@@ -42,6 +42,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from breakglass import BreakglassService
+from gateway.enroll.ca import DeviceCA, DeviceCaError
 from gateway.breakglass_http import BreakglassWeb, add_breakglass_routes, breakglass_maintenance_ctx
 from gateway.errors import ConfigError, Problem
 from gateway.handlers import Gate, Readiness, handle_proxied, healthz, readyz
@@ -50,7 +51,7 @@ from gateway.ingest.connectors import connectors_ctx
 from gateway.ingest.http import add_ingest_routes, ingest_background
 from gateway.owners_http import add_owner_routes
 from gateway.keys import (
-    BREAKGLASS, CLOCK, COMPLIANCE_RECORDER, CONFIG, DEVICE, GATE, INGEST_SETTINGS, LEDGER, METRICS, POLICY, READINESS,
+    BREAKGLASS, CLOCK, COMPLIANCE_RECORDER, CONFIG, DEVICE, DEVICE_CA, GATE, IDENTITY, INGEST_SETTINGS, LEDGER, METRICS, POLICY, READINESS,
     RELOAD_HOOKS, SNAPSHOT_CACHE, STORE, UPSTREAM_SESSION,
 )
 from gateway.ledger import AccessLedger, ledger_ctx
@@ -214,8 +215,14 @@ def wire_gatehouse(app: web.Application, settings: Settings) -> Gate:
 
     app[RELOAD_HOOKS].append(reload_policy)
     app[READINESS].add("policy", lambda: holder.current is not None)
+    if settings.identity.device.ca is not None:
+        try:
+            app[DEVICE_CA] = DeviceCA.from_settings(settings.identity.device.ca, now=app[CLOCK]())
+        except DeviceCaError as exc:
+            raise ConfigError(settings.source, (Problem("identity.device.ca", str(exc)),)) from None
     app.cleanup_ctx.append(identity_cleanup_ctx(settings.identity, clock=app[CLOCK], metrics=metrics))
     app.cleanup_ctx.append(_store_ctx(settings))
+    app.cleanup_ctx.append(_revocations_ctx)
     ledger = app[LEDGER] = AccessLedger(max_pending_rows=settings.evidence.ledger_max_pending_rows, metrics=metrics)
     app.cleanup_ctx.append(ledger_ctx(settings.evidence))  # after the store's: its last flush runs before the store closes
     app.cleanup_ctx.append(ingest_background)
@@ -282,6 +289,12 @@ def _store_ctx(settings: Settings) -> Callable[[web.Application], AsyncIterator[
     return ctx
 
 
+async def _revocations_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Device certificate revocations, as the snapshot cache holds them, checked by identity on every request."""
+    app[IDENTITY].revoked_at = app[SNAPSHOT_CACHE].revoked_at
+    yield
+
+
 def _breakglass_ctx(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         store = app[STORE]
@@ -304,7 +317,7 @@ def _breakglass_ctx(settings: Settings) -> Callable[[web.Application], AsyncIter
 async def _change_feed_ctx(app: web.Application) -> AsyncIterator[None]:
     """Follow other replicas' writes at once where the store announces them (PostgreSQL NOTIFY).
 
-    One follower per kind of change (snapshots and the owner inventory, the audit log) catches up whenever a notice arrives;
+    One follower per kind of change (snapshots, the owner inventory and device certificates; the audit log) catches up whenever a notice arrives;
     notices arriving while it works are folded into one more catch-up, so a burst of writes costs a
     few reads, not one per write. A ``resync`` notice (the listener (re)connected, for example after
     a database outage) wakes both. A failed catch-up is retried with backoff until it succeeds or
@@ -339,7 +352,7 @@ async def _change_feed_ctx(app: web.Application) -> AsyncIterator[None]:
 
     def on_notice(notice: Any) -> None:
         kind = str(notice.kind.value)
-        kind = "snapshot" if kind == "owners" else kind  # the snapshot cache's refresh follows the owner inventory too
+        kind = "snapshot" if kind in ("owners", "certificates") else kind  # the cache's refresh follows owners and certificates too
         for name, event in wake.items():
             if kind in (name, "resync"):
                 event.set()

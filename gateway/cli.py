@@ -13,6 +13,8 @@ of ``gateway.commands``, which the tests call directly.
     gatehouse policy import-stethoscope FILE [-o OUT]
     gatehouse import FILE... --config CONFIG
     gatehouse devices assign SERIAL EMAIL... | unassign SERIAL [EMAIL...] | owners [SERIAL] | import FILE  --config CONFIG
+    gatehouse devices certs SERIAL | revoke-cert SERIAL|FINGERPRINT  --config CONFIG
+    gatehouse device-ca create --out DIR
     gatehouse evidence export --config CONFIG --since DATE [--until DATE] --format csv|jsonl [-o OUT]
     gatehouse evidence bundle --config CONFIG --since DATE [--until DATE] -o DIR
     gatehouse evidence verify DIR (--jwks FILE | --config CONFIG)
@@ -98,6 +100,18 @@ def _cmd_devices_owners(args: argparse.Namespace, clock: Clock) -> int:
 
 def _cmd_devices_import(args: argparse.Namespace, clock: Clock) -> int:
     return asyncio.run(commands.import_owners(Path(args.file), Path(args.config), clock=clock, dry_run=args.dry_run, by=args.by))
+
+
+def _cmd_devices_certs(args: argparse.Namespace, clock: Clock) -> int:
+    return asyncio.run(commands.list_device_certificates(args.serial, Path(args.config)))
+
+
+def _cmd_devices_revoke_cert(args: argparse.Namespace, clock: Clock) -> int:
+    return asyncio.run(commands.revoke_device_certificates(args.target, Path(args.config), clock=clock, by=args.by))
+
+
+def _cmd_device_ca_create(args: argparse.Namespace, clock: Clock) -> int:
+    return commands.create_ca(Path(args.out), clock=clock)
 
 
 def _cmd_evidence_export(args: argparse.Namespace, clock: Clock) -> int:
@@ -242,6 +256,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="show what would change; write nothing")
     p.add_argument("--by", metavar="WHO", help="who made the change (default: import:<file name>)")
     p.set_defaults(func=_cmd_devices_import)
+    p = devices.add_parser("certs", help="the device certificates Gatehouse's CA issued for a serial")
+    p.add_argument("serial", help="the device's hardware serial")
+    _config(p)
+    p.set_defaults(func=_cmd_devices_certs)
+    p = devices.add_parser("revoke-cert", help="revoke a device certificate (by fingerprint) or every one of a serial")
+    p.add_argument("target", metavar="SERIAL|FINGERPRINT", help="a hardware serial, or a certificate's SHA-256 fingerprint (hex)")
+    _config(p)
+    p.add_argument("--by", metavar="WHO", help="who revoked it (default: cli:<your login>)")
+    p.set_defaults(func=_cmd_devices_revoke_cert)
+
+    device_ca = sub.add_parser("device-ca", help="Gatehouse's device certificate authority (laptop enrollment)").add_subparsers(
+        dest="device_ca_command", required=True, metavar="ACTION")
+    p = device_ca.add_parser("create", help="write a new device CA certificate and key (ECDSA P-256, 10 years)")
+    p.add_argument("--out", required=True, metavar="DIR", help="directory for device-ca.pem and device-ca.key (never overwritten)")
+    p.set_defaults(func=_cmd_device_ca_create)
 
     evidence = sub.add_parser("evidence", help="compliance evidence for auditors").add_subparsers(
         dest="evidence_command", required=True, metavar="ACTION")

@@ -116,3 +116,10 @@ if TYPE_CHECKING:
 
 CONNECTORS: web.AppKey[dict[str, ConnectorRunner]] = web.AppKey("connectors")
 """The runner of each configured connector, by name; set by ``connectors_ctx`` (empty without connectors)."""
+
+# --- Device certificate authority (enroll/ca.py) ---
+if TYPE_CHECKING:
+    from gateway.enroll.ca import DeviceCA
+
+DEVICE_CA: web.AppKey[DeviceCA] = web.AppKey("device_ca")
+"""Gatehouse's device CA; present only when ``identity.device.ca`` is configured (enrollment enabled)."""

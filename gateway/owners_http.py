@@ -62,8 +62,14 @@ def _refusal(request: web.Request) -> web.Response | None:
 
 async def _apply(request: web.Request, edit: OwnerEdit) -> web.Response:
     try:
-        (record,) = await request.config_dict[STORE].edit_owners([edit])
+        store = request.config_dict[STORE]
+        (record,) = await store.edit_owners([edit])
         await request.config_dict[SNAPSHOT_CACHE].refresh_owners()
+        if not record.owners:  # the device was removed: its certificates from the device CA go with it
+            revoked = await store.revoke_certificates_of(record.serial, at=edit.set_at, by=f"device-removed:{edit.set_by}")
+            if revoked:
+                await request.config_dict[SNAPSHOT_CACHE].refresh_certificates()
+                _log.info("device.certificates_revoked", serial=record.serial, count=len(revoked), by=f"device-removed:{edit.set_by}")
     except StoreError as exc:
         _log.error("owners.store_failed", error=str(exc))
         return _problem(request, 503, "store-unavailable", "the owners were not changed; retry later")

@@ -58,6 +58,11 @@ _TITLES = {
     504: "Service did not answer in time",
 }
 
+_CODE_TITLES = {
+    "device-certificate-revoked": "This laptop's device certificate was revoked",
+    "device-certificate-expired": "This laptop's device certificate has expired",
+}
+
 _DETAILS = {
     "bad-request-target": "Gatehouse refused this address because a service could read it differently.",
     "no-route": "No service is configured at this address.",
@@ -121,9 +126,12 @@ def page_response(*, status: int, html_body: str | None = None, json_body: bytes
     return response
 
 
-def error_response(accept: str, *, status: int, code: str, detail: str | None = None, request_id: str | None = None) -> web.Response:
-    """The error page (browser) or problem document (API) for a status and error code."""
-    title = _TITLES.get(status, "Error")
+def error_response(
+    accept: str, *, status: int, code: str, detail: str | None = None, request_id: str | None = None,
+    extra: Mapping[str, object] | None = None,
+) -> web.Response:
+    """The error page (browser) or problem document (API, with ``extra`` members) for a status and error code."""
+    title = _CODE_TITLES.get(code) or _TITLES.get(status, "Error")
     explanation = _DETAILS.get(code, title + ".")
     if wants_html(accept):
         rows = f"<dt>Status</dt><dd>{status}</dd><dt>Code</dt><dd><code>{escape(code)}</code></dd>"
@@ -138,7 +146,7 @@ def error_response(accept: str, *, status: int, code: str, detail: str | None = 
         return page_response(status=status, html_body=html_page(title, body))
     return page_response(
         status=status,
-        json_body=problem_json(status=status, code=code, title=title, detail=detail or explanation, request_id=request_id),
+        json_body=problem_json(status=status, code=code, title=title, detail=detail or explanation, request_id=request_id, **(extra or {})),
     )
 
 

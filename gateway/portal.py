@@ -1,7 +1,7 @@
 """Gatehouse's own pages for people: "check again", the user's status, privacy, the fleet view.
 
 Owns: the handlers of ``/.gatehouse/`` (status), ``/.gatehouse/recheck``, ``/.gatehouse/privacy``,
-``/.gatehouse/admin/devices``, ``/.gatehouse/admin/compliance`` (the compliance report), and add_portal_routes.
+``/.gatehouse/admin/devices`` (and its "Revoke certificate" POST), ``/.gatehouse/admin/compliance`` (the compliance report), and add_portal_routes.
 Must not import: app, server, cli. Rendering lives in gateway.views; decisions in gateway.gate.
 
 ``reserved_identity`` (policy_gate.py) has already verified the user on every path here but the
@@ -11,6 +11,7 @@ privacy page, which is public: it describes what Gatehouse collects before anyon
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 from datetime import UTC, date, datetime, time, timedelta
@@ -19,19 +20,20 @@ import structlog
 from aiohttp import web
 
 from breakglass import GrantFilter, GrantStatus
-from gateway.breakglass_http import grant_page_href
+from gateway.breakglass_http import csrf_token_for, grant_page_href
 from gateway.csrf import CsrfRefused, check_form
 from gateway.errors import BadRequestTarget
 from gateway.gate import decide
 from gateway.identity.model import Identity
 from gateway.identity.session import safe_return_path
 from gateway.ingest.http import request_osquery_refresh
+from gateway.ingest.snapshot_parse import serial_problem
 from gateway.keys import BREAKGLASS, CLOCK, CONFIG, CSRF, DEVICE, INGEST_SETTINGS, POLICY, SNAPSHOT_CACHE, STORE, USER
 from gateway.policy_gate import PolicyHolder, deny_response, device_owners
 from gateway.report import COMPLIANCE_PATH, DeviceInfo, build_report, report_response
 from gateway.store.base import LedgerStore, StoreError
 from gateway.target import canonicalise
-from gateway.views.fleet import FleetFilter, FleetRow, FleetView, filter_rows, render_fleet
+from gateway.views.fleet import FLEET_REVOKE_PATH, FleetFilter, FleetRow, FleetView, filter_rows, render_fleet
 from gateway.views.privacy import PrivacyView, render_privacy
 from gateway.views.status import DeviceStatus, GrantLine, ServiceLink, StatusView, render_status
 from policy_engine import CompiledPolicySet, Decision, DeviceSnapshot
@@ -164,6 +166,12 @@ async def fleet_page(request: web.Request) -> web.StreamResponse:
 
     trust = bool(settings.ingest.trust_reported_owners)
 
+    csrf_token = csrf_token_for(request)
+
+    def certified(row: FleetRow) -> FleetRow:
+        live = [c.not_after for c in cache.certificates_of(row.serial) if c.revoked_at is None and not c.expired(now=now)]
+        return dataclasses.replace(row, certificate_until=max(live)) if live else row
+
     def build() -> bytes | web.Response:
         rows = [
             FleetRow.from_device(s.serial, s, decisions_at_every_tier(policies, s, now=now, failing_since=cache.failing_since(s.serial)),
@@ -173,12 +181,43 @@ async def fleet_page(request: web.Request) -> web.StreamResponse:
         # Devices the inventory knows that never reported: listed, owned, "never" seen.
         rows += [FleetRow.from_device(r.serial, None, decisions_at_every_tier(policies, None, now=now), owners=r.owners)
                  for r in cache.inventory_records() if r.serial not in cache]
-        view = FleetView(rows=tuple(rows), filter=FleetFilter.from_query(request.query), tiers=policies.tier_names,
-                         checks=tuple(policies.checks), now=now, viewer=identity.email)
+        view = FleetView(rows=tuple(map(certified, rows)), filter=FleetFilter.from_query(request.query), tiers=policies.tier_names,
+                         checks=tuple(policies.checks), now=now, viewer=identity.email, csrf_token=csrf_token)
         return render_fleet(view, accept=request.headers.get("Accept"), format=fmt).response()
 
     # INVARIANT: a whole-fleet export evaluates every device at every tier; keep it off the event loop.
     return await asyncio.get_running_loop().run_in_executor(None, build)  # type: ignore[return-value]
+
+
+async def revoke_from_fleet(request: web.Request) -> web.StreamResponse:
+    """The fleet page's "Revoke certificate": every unrevoked certificate of the serial, refused at once here and on every replica."""
+    app = request.config_dict
+    identity = request[USER]
+    settings = app[CONFIG].current.settings
+    allowed = set(settings.breakglass.reviewer_groups) | set(settings.breakglass.approver_groups)
+    if not allowed.intersection(identity.groups):
+        _log.warning("fleet.access_refused", user=identity.email, action="revoke-certificate")
+        raise web.HTTPForbidden(text=fleet_refusal(allowed))
+    now = app[CLOCK]()
+    form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+    try:
+        check_form(app[CSRF], form, request.headers, host=request.host, subject=identity.subject, now=now)
+    except CsrfRefused as exc:
+        _log.warning("fleet.csrf_refused", code=exc.code, user=identity.email)
+        raise web.HTTPForbidden(text=f"this form is stale or came from another site ({exc.code}); reload the page and try again") from None
+    serial = form.get("serial", "").strip()
+    problem = serial_problem(serial)
+    if problem is not None:
+        raise web.HTTPBadRequest(text=f"serial: {problem}")
+    try:
+        revoked = await app[STORE].revoke_certificates_of(serial, at=now, by=identity.email)
+        await app[SNAPSHOT_CACHE].refresh_certificates()
+    except StoreError as exc:
+        _log.warning("fleet.store_unavailable", error=str(exc))
+        raise web.HTTPServiceUnavailable(text="the store could not be written, so nothing was revoked; try again shortly") from None
+    for cert in revoked:
+        _log.info("enrollment.revoked", serial=serial, user=cert.owner, fingerprint=cert.fingerprint, by=identity.email)
+    raise web.HTTPSeeOther(FLEET_PATH)
 
 
 REPORT_DEFAULT_DAYS = 30
@@ -256,6 +295,7 @@ def add_portal_routes(app: web.Application) -> None:
     app.router.add_post(RECHECK_PATH, recheck)
     app.router.add_get(PRIVACY_PATH, privacy_page)
     app.router.add_get(FLEET_PATH, fleet_page)
+    app.router.add_post(FLEET_REVOKE_PATH, revoke_from_fleet)
     app.router.add_get(COMPLIANCE_PATH, compliance_page)
 
 

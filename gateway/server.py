@@ -66,7 +66,7 @@ from gateway.app import Clock, create_app, handler_kwargs, utc_now
 from gateway.errors import ConfigError
 from gateway.fastlane.lane import Lane
 from gateway.handlers import Gate
-from gateway.keys import CONFIG, METRICS, RELOAD_HOOKS
+from gateway.keys import CONFIG, DEVICE_CA, METRICS, RELOAD_HOOKS
 from gateway.metrics import Metrics
 from gateway.middleware import SERVER_NAME
 from gateway.settings import ServerSettings, Settings, TlsSettings, load_settings
@@ -306,8 +306,18 @@ class GatewaySite(web.TCPSite):
         await super().stop()
 
 
-def tls_context(tls: TlsSettings) -> ssl.SSLContext:
+X509_V_FLAG_NO_CHECK_TIME = 0x200000
+"""OpenSSL's flag to skip certificate validity times while verifying a chain (not named in Python's ssl module)."""
+
+
+def tls_context(tls: TlsSettings, *, device_cas: str | None = None) -> ssl.SSLContext:
     """A server TLS context from the listener's files (TLS 1.2+), verifying client certs if asked.
+
+    ``device_cas`` (PEM, Gatehouse's device CA and its previous ones) is trusted besides ``client_ca``.
+    Then the handshake does not check validity times, so that an expired device certificate reaches
+    the request and gets a page saying so and how to renew (Python's ssl would otherwise fail the
+    handshake and the browser could only show a TLS error); the identity code refuses every client
+    certificate outside its validity at the request (``gateway.identity.device.certificate_refusal``).
 
     Raises:
         OSError, ssl.SSLError: a file is missing or does not hold a usable certificate or key.
@@ -315,8 +325,12 @@ def tls_context(tls: TlsSettings) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(tls.cert, tls.key)
-    if tls.client_cert != "none" and tls.client_ca is not None:
-        context.load_verify_locations(cafile=str(tls.client_ca))
+    if tls.client_cert != "none" and (tls.client_ca is not None or device_cas):
+        if tls.client_ca is not None:
+            context.load_verify_locations(cafile=str(tls.client_ca))
+        if device_cas:
+            context.load_verify_locations(cadata=device_cas)
+            context.verify_flags |= X509_V_FLAG_NO_CHECK_TIME  # INVARIANT: times are checked per request instead
         context.verify_mode = ssl.CERT_REQUIRED if tls.client_cert == "required" else ssl.CERT_OPTIONAL
     return context
 
@@ -454,9 +468,11 @@ async def start_gateway(
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=settings.server.shutdown_grace_s)
     await runner.setup()
     metrics_runner: web.AppRunner | None = None
+    device_ca = app.get(DEVICE_CA)
+    device_cas = device_ca.trusted_pem() if device_ca is not None else None
     try:
         for listener in settings.listeners:
-            context = tls_context(listener.tls) if listener.tls is not None else None
+            context = tls_context(listener.tls, device_cas=device_cas) if listener.tls is not None else None
             if listener.tls is not None:
                 metrics.tls_certificate_expiry.labels(listener=listener.address).set(certificate_expiry(listener.tls))
             site = GatewaySite(

@@ -42,12 +42,8 @@ class TlsSettings(Section):
     key: Path
     client_ca: Path | None = None
     client_cert: Literal["none", "optional", "required"] = "none"
-
-    @model_validator(mode="after")
-    def _client_ca_needed(self) -> TlsSettings:
-        if self.client_cert != "none" and self.client_ca is None:
-            raise ValueError(f"client_cert `{self.client_cert}` needs `client_ca`, the CA file that signs device certificates")
-        return self
+    """Client certificates are verified against `client_ca` and, when configured, Gatehouse's device CA
+    (`identity.device.ca`); one of the two is required for `optional` or `required`."""
 
 
 class ListenerSettings(Section):
@@ -235,6 +231,14 @@ class Settings(Section):
                     f"routes `{seen_match[key]}` and `{route.id}` both match `{route.host or '*'}{route.path_prefix}`; give one a different host or path prefix"
                 )
             seen_match[key] = route.id
+        device_ca = self.identity is not None and self.identity.device.ca is not None
+        for listener in self.listeners:
+            tls = listener.tls
+            if tls is not None and tls.client_cert != "none" and tls.client_ca is None and not device_ca:
+                raise ValueError(
+                    f"listener `{listener.address}`: client_cert `{tls.client_cert}` needs `client_ca`, the CA file that signs "
+                    "device certificates, or Gatehouse's own device CA under `identity.device.ca`"
+                )
         return self
 
 

@@ -17,6 +17,11 @@ sibling refresh and periodic refresh), read with ``inventory(serial)``. ``owners
 rule for whose device it is: the inventory's entry when it has one; otherwise the owners in the
 device's snapshot, only when the operator trusts reported owners (``ingest.trust_reported_owners``);
 otherwise nobody.
+
+Device certificates issued by Gatehouse's CA (``CertificateStore``) are held the same way, by
+fingerprint and by serial, followed through their own change feed on every ``refresh``:
+``certificate(fingerprint)`` is the request path's revocation check (a dict lookup), so a
+revocation reaches every replica and worker with the next notice or refresh, never a store call.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from typing import Protocol
 import structlog
 
 from gateway.metrics import Metrics
-from gateway.store.base import HistoryStore, OwnerRecord, OwnerStore, SnapshotStore, StoreError
+from gateway.store.base import CertificateRecord, CertificateStore, HistoryStore, OwnerRecord, OwnerStore, SnapshotStore, StoreError
 from policy_engine.model import DeviceSnapshot
 
 _log = structlog.get_logger(__name__)
@@ -40,8 +45,8 @@ FREEZE_AT = 10_000
 """Fleet size from which ``load`` freezes the objects alive after it (see ``gc.freeze``)."""
 
 
-class CacheSource(SnapshotStore, HistoryStore, OwnerStore, Protocol):
-    """What the cache reads: the snapshot change feed, failing-since and the owner inventory (every Store is one)."""
+class CacheSource(SnapshotStore, HistoryStore, OwnerStore, CertificateStore, Protocol):
+    """What the cache reads: the snapshot change feed, failing-since, the owner inventory and device certificates (every Store is one)."""
 
 
 class SnapshotCache:
@@ -59,6 +64,9 @@ class SnapshotCache:
         self._cursor = 0
         self._inventory: dict[str, OwnerRecord] = {}
         self._owner_cursor = 0
+        self._certificates: dict[str, CertificateRecord] = {}
+        self._certificates_by_serial: dict[str, tuple[CertificateRecord, ...]] = {}
+        self._certificate_cursor = 0
         self.refresh_interval_s = refresh_interval_s
         self.loaded = False
         """True once ``load`` has filled the cache (readiness may wait for it)."""
@@ -85,6 +93,24 @@ class SnapshotCache:
     def inventory_records(self) -> tuple[OwnerRecord, ...]:
         """Every inventory entry held (a copy, for the fleet and status pages)."""
         return tuple(self._inventory.values())
+
+    def certificate(self, fingerprint: str) -> CertificateRecord | None:
+        """The device certificate Gatehouse's CA issued with this fingerprint, as the store last said; None when not one of ours."""
+        return self._certificates.get(fingerprint)
+
+    def revoked_at(self, fingerprint: str) -> datetime | None:
+        """When the Gatehouse-issued certificate with this fingerprint was revoked; None when it is not (or unknown)."""
+        record = self._certificates.get(fingerprint)
+        return record.revoked_at if record is not None else None
+
+    def certificates_of(self, serial: str) -> tuple[CertificateRecord, ...]:
+        """Every certificate issued for the serial (revoked and expired ones included), oldest issued first."""
+        return self._certificates_by_serial.get(serial, ())
+
+    def _hold_certificate(self, record: CertificateRecord) -> None:
+        self._certificates[record.fingerprint] = record
+        others = tuple(c for c in self._certificates_by_serial.get(record.serial, ()) if c.fingerprint != record.fingerprint)
+        self._certificates_by_serial[record.serial] = tuple(sorted((*others, record), key=lambda c: c.issued_at))
 
     def owners_of(self, serial: str, *, trust_reported: bool) -> tuple[str, ...]:
         """Who owns the device: the inventory's owners; else, when ``trust_reported``, its snapshot's; else nobody."""
@@ -132,6 +158,11 @@ class SnapshotCache:
         changes = await self._store.load_latest()
         failing = await self._store.load_failing_since()
         owners = await self._store.load_owners()
+        certificates = await self._store.load_certificates()
+        self._certificates, self._certificates_by_serial = {}, {}
+        for record in certificates.records:
+            self._hold_certificate(record)
+        self._certificate_cursor = certificates.cursor
         self._inventory = {r.serial: r for r in owners.records}
         self._owner_cursor = owners.cursor
         self._by_serial = {s.serial: s for s in changes.snapshots}
@@ -148,12 +179,13 @@ class SnapshotCache:
             gc.freeze()
 
     async def refresh(self) -> int:
-        """Apply every change stored since the last refresh; returns how many snapshots and inventory entries changed.
+        """Apply every change stored since the last refresh; returns how many snapshots, inventory entries and certificates changed.
 
         Raises:
             StoreError: the store could not be read (the cache keeps what it holds).
         """
         applied = await self.refresh_owners()
+        applied += await self.refresh_certificates()
         while True:
             changes = await self._store.changes_since(self._cursor)
             if changes.snapshots:
@@ -183,6 +215,22 @@ class SnapshotCache:
                     self._inventory.pop(record.serial, None)
                 applied += 1
             self._owner_cursor = changes.cursor
+            if not changes.more:
+                return applied
+
+    async def refresh_certificates(self) -> int:
+        """Apply every device certificate recorded or revoked since the last refresh; returns how many changed.
+
+        Raises:
+            StoreError: the store could not be read (the cache keeps what it holds).
+        """
+        applied = 0
+        while True:
+            changes = await self._store.certificate_changes_since(self._certificate_cursor)
+            for record in changes.records:
+                self._hold_certificate(record)
+                applied += 1
+            self._certificate_cursor = changes.cursor
             if not changes.more:
                 return applied
 

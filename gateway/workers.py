@@ -72,6 +72,7 @@ from gateway.ingest.http import OSQUERY_PREFIX, SNAPSHOTS_PATH
 from gateway.keys import BREAKGLASS, SNAPSHOT_CACHE
 from gateway.logging import configure_logging
 from gateway.owners_http import OWNERS_PREFIX
+from gateway.views.fleet import FLEET_REVOKE_PATH
 from gateway.secret import Secret
 from gateway.server import _metrics_endpoint, exit_code, loop_factory, serve
 from gateway.settings import Settings, load_settings
@@ -90,7 +91,7 @@ _BARRIER_WAIT_S = 2.0
 _MULTIWORKER_CACHE_REFRESH_S = 1.0
 _WRITES_SIBLINGS_CACHE = (
     SNAPSHOTS_PATH, f"{OSQUERY_PREFIX}/log", f"{OSQUERY_PREFIX}/distributed/write",
-    FORM_PATH, API_PATH, REVIEW_PATH, REVIEW_API_PATH, OWNERS_PREFIX,
+    FORM_PATH, API_PATH, REVIEW_PATH, REVIEW_API_PATH, OWNERS_PREFIX, FLEET_REVOKE_PATH,
 )
 """Paths whose successful POSTs store something other workers hold in memory."""
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

@@ -15,7 +15,10 @@ from gateway.commands.connectors import try_connector
 from gateway.commands.data import export_evidence_to, import_snapshots
 from gateway.commands.evidence import bundle_evidence, verify_evidence
 from gateway.commands.demo import demo_run, demo_token
-from gateway.commands.devices import assign_owners, import_owners, list_owners, unassign_owners
+from gateway.commands.device_ca import create_ca
+from gateway.commands.devices import (
+    assign_owners, import_owners, list_device_certificates, list_owners, revoke_device_certificates, unassign_owners,
+)
 from gateway.commands.policy import check_policy, explain_device, import_stethoscope, simulate_policy
 from gateway.commands.report import compliance_report
 
@@ -33,6 +36,7 @@ __all__ = [
     "bundle_evidence",
     "check_config",
     "check_policy",
+    "create_ca",
     "compliance_report",
     "cross_check",
     "demo_run",
@@ -42,10 +46,12 @@ __all__ = [
     "import_owners",
     "import_snapshots",
     "import_stethoscope",
+    "list_device_certificates",
     "list_owners",
     "parse_moment",
     "serve",
     "simulate_policy",
+    "revoke_device_certificates",
     "unassign_owners",
     "verify_evidence",
 ]

@@ -39,7 +39,7 @@ def check_config(path: Path, *, out: TextIO, environ: Mapping[str, str] | None =
 
 
 def cross_check(settings: Settings) -> list[str]:
-    """Problems that span files: the policy and route tiers, identity key files, break-glass route sets."""
+    """Problems that span files: the policy and route tiers, identity key files, the device CA, break-glass route sets."""
     problems: list[str] = []
     if settings.policy is None:
         if settings.routes:
@@ -55,6 +55,12 @@ def cross_check(settings: Settings) -> list[str]:
         from gateway.identity import check_identity_files
 
         problems.extend(str(p) for p in check_identity_files(settings.identity))
+        if settings.identity.device.ca is not None:
+            from datetime import UTC, datetime
+
+            from gateway.enroll.ca import device_ca_problems
+
+            problems.extend(str(p) for p in device_ca_problems(settings.identity.device.ca, now=datetime.now(UTC)))
     problems.extend(str(p) for p in route_set_problems(settings.breakglass, (r.id for r in settings.routes)))
     return problems
 

@@ -1,16 +1,21 @@
-"""`gatehouse devices assign|unassign|owners|import`: the owner inventory from the command line.
+"""`gatehouse devices assign|unassign|owners|import|revoke-cert`: the owner inventory and device certificates from the command line.
 
-Owns: assign_owners, unassign_owners, list_owners, import_owners.
+Owns: assign_owners, unassign_owners, list_owners, import_owners, revoke_device_certificates.
 Must not import: argparse, cli. The input rules are gateway.owners'; the store writes are OwnerStore's.
 
 Each write records who made it (``--by``, default the login running the command), when, and its
 source (``cli`` or ``import``). A running Gatehouse sees the change on its next cache refresh
 (PostgreSQL: at once, through NOTIFY).
+
+A device is removed when its last owner is unassigned: every certificate Gatehouse's device CA issued
+for it is revoked in the same command (``revoked_by`` ``device-removed:<who>``), so the laptop must
+enroll again before its certificate names it.
 """
 
 from __future__ import annotations
 
 import getpass
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -22,7 +27,7 @@ import orjson
 from gateway.commands.common import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Refused, command, load_config, opened_store
 from gateway.ingest.snapshot_parse import serial_problem
 from gateway.owners import clean_owner_emails, parse_owner_file
-from gateway.store.base import OwnerEdit, OwnerEditMode, OwnerRecord, OwnerSource
+from gateway.store.base import CertificateRecord, OwnerEdit, OwnerEditMode, OwnerRecord, OwnerSource
 
 
 def operator_name() -> str:
@@ -86,7 +91,63 @@ async def unassign_owners(
             raise Refused(f"`{clean}` has no owners in the inventory; see them with `gatehouse devices owners --config {config}`")
         edit = OwnerEdit(clean, owners, OwnerEditMode.REMOVE, by or operator_name(), clock(), OwnerSource.CLI)
         (record,) = await store.edit_owners([edit])
+        revoked = () if record.owners else await store.revoke_certificates_of(clean, at=edit.set_at, by=f"device-removed:{edit.set_by}")
     print(f"unassigned: {_describe(record)}" if record.owners else f"unassigned: {clean} has no owners now", file=out)
+    for cert in revoked:
+        print(f"revoked certificate {cert.fingerprint} of {clean} (the device was removed)", file=out)
+    return EXIT_OK
+
+
+_FINGERPRINT = re.compile(r"[0-9a-f]{64}")
+
+
+@command
+async def revoke_device_certificates(
+    target: str, config: Path, *, clock: Callable[[], datetime], by: str | None = None,
+    environ: Mapping[str, str] | None = None, out: TextIO | None = None, err: TextIO | None = None,
+) -> int:
+    """Revoke one device certificate (by SHA-256 fingerprint) or every certificate of a serial; exit 1 when none was revoked."""
+    out = out or sys.stdout
+    usage = f"gatehouse devices revoke-cert SERIAL|FINGERPRINT --config {config}"
+    wanted = target.strip().lower().replace(":", "")
+    by_fingerprint = _FINGERPRINT.fullmatch(wanted) is not None
+    serial = target.strip() if by_fingerprint else _serial(target, usage)
+    settings = load_config(config, environ)
+    who, now = by or operator_name(), clock()
+    async with opened_store(settings, config, fix="no certificate was ever issued with this store") as store:
+        if by_fingerprint:
+            record = await store.revoke_certificate(wanted, at=now, by=who)
+            if record is None:
+                raise Refused(f"no device certificate has fingerprint `{wanted}`; list a device's with "
+                              f"`gatehouse devices certs SERIAL --config {config}`")
+            if record.revoked_at != now or record.revoked_by != who:
+                raise Refused(f"certificate `{wanted}` of {record.serial} was revoked already, at {record.revoked_at} by {record.revoked_by}")
+            revoked: tuple[CertificateRecord, ...] = (record,)
+        else:
+            revoked = await store.revoke_certificates_of(serial, at=now, by=who)
+            if not revoked:
+                raise Refused(f"`{serial}` has no unrevoked device certificate; list them with `gatehouse devices certs {serial} --config {config}`")
+    for cert in revoked:
+        print(f"revoked certificate {cert.fingerprint} of {cert.serial} (owner {cert.owner}, valid until {cert.not_after.isoformat()})", file=out)
+    print("every replica refuses it within a second (PostgreSQL NOTIFY), or at its next cache refresh (SQLite)", file=out)
+    return EXIT_OK
+
+
+@command
+async def list_device_certificates(
+    serial: str, config: Path, *, environ: Mapping[str, str] | None = None, out: TextIO | None = None, err: TextIO | None = None,
+) -> int:
+    """Print every certificate issued for a serial (revoked and expired ones too); exit 1 when there is none."""
+    out = out or sys.stdout
+    clean = _serial(serial, f"gatehouse devices certs SERIAL --config {config}")
+    settings = load_config(config, environ)
+    async with opened_store(settings, config, fix="no certificate was ever issued with this store") as store:
+        records = await store.certificates_of(clean)
+    if not records:
+        raise Refused(f"`{clean}` has no device certificate; the laptop enrolls with `gatehouse-enroll https://<gatehouse>`")
+    for c in records:
+        state = f"revoked {c.revoked_at.isoformat()} by {c.revoked_by}" if c.revoked_at else f"valid until {c.not_after.isoformat()}"
+        print(f"{c.fingerprint} {c.serial} owner {c.owner}, issued {c.issued_at.isoformat()}, {state}", file=out)
     return EXIT_OK
 
 

@@ -16,6 +16,7 @@ anything else and the connection is handed to aiohttp, which applies every rule 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Mapping
 from types import MappingProxyType
 
@@ -30,7 +31,7 @@ _LIMIT_MARGIN = 16
 class Peer:
     """What one connection's transport says about its client, read once for all its requests."""
 
-    __slots__ = ("transport", "remote", "scheme", "_peercert", "_read")
+    __slots__ = ("transport", "remote", "scheme", "_peercert", "_fingerprint", "_read")
 
     def __init__(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -39,6 +40,7 @@ class Peer:
         """The client's address (an aiohttp request's ``remote``)."""
         self.scheme = "https" if transport.get_extra_info("sslcontext") is not None else "http"
         self._peercert: dict[str, object] | None = None
+        self._fingerprint: str | None = None
         self._read = False
 
     @property
@@ -48,7 +50,15 @@ class Peer:
             self._read = True
             ssl_object = self.transport.get_extra_info("ssl_object")
             self._peercert = (ssl_object.getpeercert() or None) if ssl_object is not None else None
+            der = ssl_object.getpeercert(binary_form=True) if self._peercert is not None else None
+            self._fingerprint = hashlib.sha256(der).hexdigest() if der else None
         return self._peercert
+
+    @property
+    def fingerprint(self) -> str | None:
+        """SHA-256 of the client certificate's DER (lowercase hex), read with ``peercert``."""
+        _ = self.peercert
+        return self._fingerprint
 
 
 class RequestHead:

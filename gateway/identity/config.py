@@ -268,6 +268,34 @@ class TrustedHeaderSettings(Section):
         return tuple(ipaddress.ip_network(item, strict=False) for item in self.trusted_from)
 
 
+class DeviceCaSettings(Section):
+    """Gatehouse's own device certificate authority (issue 15): enrollment signs laptops' certificates with it.
+
+    Listeners with `client_cert: optional|required` trust ``cert`` and every ``previous`` certificate
+    besides their `client_ca`. Rotation: make a new CA (`gatehouse device-ca create`), move the old
+    ``cert`` into ``previous`` and restart; certificates the old CA issued keep working until they expire.
+    """
+
+    cert: Path
+    """The CA certificate (PEM) that signs device certificates now."""
+    key: Secret
+    """Its private key (PEM), a secret like the others: `{file: device-ca.key}` or `{env: NAME}`."""
+    validity_days: int = Field(default=30, ge=1, le=397)
+    """How long an issued device certificate is valid; the enrollment client renews when under 10 days remain."""
+    previous: tuple[Path, ...] = ()
+    """Older CA certificates, still trusted for the certificates they issued until those expire."""
+
+    @field_validator("cert")
+    @classmethod
+    def _cert(cls, value: Path, info: ValidationInfo) -> Path:
+        return _resolve(value, info)
+
+    @field_validator("previous")
+    @classmethod
+    def _previous(cls, value: tuple[Path, ...], info: ValidationInfo) -> tuple[Path, ...]:
+        return tuple(_resolve(p, info) for p in value)
+
+
 DeviceSourceName = Literal["mtls", "assertion", "claim", "header"]
 
 
@@ -277,6 +305,8 @@ class DeviceSettings(Section):
     sources: tuple[DeviceSourceName, ...] = ("mtls",)
     assertion: DeviceAssertionSettings | None = None
     header: TrustedHeaderSettings | None = None
+    ca: DeviceCaSettings | None = None
+    """Gatehouse's own device CA; absent means enrollment is disabled."""
 
     @model_validator(mode="after")
     def _sources(self) -> DeviceSettings:
@@ -288,6 +318,8 @@ class DeviceSettings(Section):
             raise ValueError("device source `header` needs `device.header.trusted_from`, the front-end addresses that set it")
         if self.header is not None and "header" not in self.sources:
             raise ValueError("`device.header` is set but `header` is not in `device.sources`; add it or remove the section")
+        if self.ca is not None and "mtls" not in self.sources:
+            raise ValueError("`device.ca` is set but `mtls` is not in `device.sources`, so enrolled certificates would name no device; add `mtls`")
         return self
 
 

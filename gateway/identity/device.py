@@ -1,6 +1,6 @@
 """The device's hardware serial, from verified sources only; the only place a serial is trusted.
 
-Owns: DeviceEvidence, device_serial, serial_from_peercert, verify_device_assertion.
+Owns: DeviceEvidence, device_serial, serial_from_peercert, certificate_refusal, verify_device_assertion.
 Must not import: aiohttp (the resolver reads the request and passes the evidence in).
 
 Sources, tried in the configured order:
@@ -14,17 +14,26 @@ Sources, tried in the configured order:
   header     a plain header, believed only from configured front-end addresses (the weaker option:
              anyone who can reach Gatehouse from those addresses can name any serial).
 A serial header from anywhere else is ignored: the device is then unknown.
+
+With `mtls` a source, a client certificate is also checked at the request (``certificate_refusal``):
+with Gatehouse's device CA configured, outside its validity it is refused as `device-certificate-expired`
+(listeners trusting the device CA accept expired certificates in the TLS handshake so that a page can
+say so; without it the handshake checks the times), and one whose
+fingerprint the revocation lookup knows as revoked as `device-certificate-revoked`.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
+import ssl
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
-from gateway.identity.errors import AmbiguousDeviceCertificate, AuthenticationError, AuthReason, DeviceAssertionError
+from gateway.identity.errors import (
+    AmbiguousDeviceCertificate, AuthenticationError, AuthReason, DeviceAssertionError, DeviceCertificateRefused,
+)
 from gateway.identity.jwks import KeySet
 from gateway.identity.model import DeviceId, DeviceSourceKind, Identity
 from gateway.identity.tokens import UnknownKeyId, check_times, decode_verified
@@ -108,6 +117,8 @@ class DeviceEvidence:
 
     peercert: Mapping[str, object] | None = None
     """From the TLS transport; only populated when the listener verified it against the client CA."""
+    fingerprint: str | None = None
+    """SHA-256 of the client certificate's DER, lowercase hex (how revocations are looked up)."""
     assertion: str | None = None
     serial_header: str | None = None
     remote: str | None = None
@@ -128,6 +139,8 @@ class DeviceTrust:
     assertion_leeway_s: float = 30.0
     assertion_max_bytes: int = 4096
     header_trusted_from: tuple[IpNetwork, ...] = ()
+    certificate_times: bool = False
+    """Check client certificates' validity at the request: the listeners skip it in the handshake when Gatehouse's device CA is configured."""
 
 
 def _from_trusted_address(remote: str | None, networks: tuple[IpNetwork, ...]) -> bool:
@@ -142,14 +155,53 @@ def _from_trusted_address(remote: str | None, networks: tuple[IpNetwork, ...]) -
     return any(address in net for net in networks)
 
 
+RevokedAt = Callable[[str], "datetime | None"]
+"""When the certificate with this fingerprint was revoked; None when it is not (or not one of Gatehouse's)."""
+
+
+def _cert_time(cert: Mapping[str, object], name: str) -> datetime | None:
+    value = cert.get(name)
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromtimestamp(ssl.cert_time_to_seconds(value), UTC)
+    except ValueError:
+        return None
+
+
+def certificate_refusal(
+    evidence: DeviceEvidence, *, now: datetime, revoked_at: RevokedAt | None, check_times: bool,
+) -> DeviceCertificateRefused | None:
+    """Why the request's client certificate may not name a device now (expired or not yet valid when ``check_times``, revoked), or None."""
+    cert = evidence.peercert
+    if not cert:
+        return None
+    if check_times:
+        not_after, not_before = _cert_time(cert, "notAfter"), _cert_time(cert, "notBefore")
+        if not_after is None or now >= not_after:
+            return DeviceCertificateRefused(AuthReason.DEVICE_CERTIFICATE_EXPIRED, at=not_after or now, fingerprint=evidence.fingerprint)
+        if not_before is not None and now < not_before:
+            return DeviceCertificateRefused(AuthReason.DEVICE_CERTIFICATE_EXPIRED, at=not_before, fingerprint=evidence.fingerprint)
+    if revoked_at is not None and evidence.fingerprint is not None:
+        when = revoked_at(evidence.fingerprint)
+        if when is not None:
+            return DeviceCertificateRefused(AuthReason.DEVICE_CERTIFICATE_REVOKED, at=when, fingerprint=evidence.fingerprint)
+    return None
+
+
 def device_serial(
-    evidence: DeviceEvidence, identity: Identity | None, trust: DeviceTrust, *, now: datetime
+    evidence: DeviceEvidence, identity: Identity | None, trust: DeviceTrust, *, now: datetime, revoked_at: RevokedAt | None = None,
 ) -> DeviceId | None:
     """The first serial a configured, verified source proves, or None (the device is unknown).
 
     Raises:
         AmbiguousDeviceCertificate: `mtls` is a source and the client certificate names several serials.
+        DeviceCertificateRefused: `mtls` is a source and the client certificate is expired, not yet valid or revoked.
     """
+    if "mtls" in trust.sources:
+        refusal = certificate_refusal(evidence, now=now, revoked_at=revoked_at, check_times=trust.certificate_times)
+        if refusal is not None:
+            raise refusal
     certified = serial_from_peercert(evidence.peercert) if "mtls" in trust.sources else None
     for source in trust.sources:
         serial: str | None = None

@@ -1,11 +1,12 @@
 """Errors of the identity package.
 
-Owns: AuthReason, AuthenticationError, AmbiguousDeviceCertificate, LoginFailure, LoginFailed, DeviceAssertionError, KeyFileError.
+Owns: AuthReason, AuthenticationError, AmbiguousDeviceCertificate, DeviceCertificateRefused, LoginFailure, LoginFailed, DeviceAssertionError, KeyFileError.
 Must not import: aiohttp.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 
 from gateway.errors import GatewayError
@@ -27,6 +28,10 @@ class AuthReason(StrEnum):
     LOGIN_FAILED = "login-failed"
     DEVICE_CERTIFICATE_AMBIGUOUS = "device-certificate-ambiguous"
     """The verified client certificate names more than one device serial."""
+    DEVICE_CERTIFICATE_REVOKED = "device-certificate-revoked"
+    """The client certificate was issued by Gatehouse's device CA and has been revoked."""
+    DEVICE_CERTIFICATE_EXPIRED = "device-certificate-expired"
+    """The client certificate's validity ended (or has not begun)."""
 
     @property
     def public(self) -> str:
@@ -60,6 +65,18 @@ class AmbiguousDeviceCertificate(AuthenticationError):
         super().__init__(AuthReason.DEVICE_CERTIFICATE_AMBIGUOUS)
         self.names = names
         """Every distinct serial the certificate names, SAN URIs first."""
+
+
+class DeviceCertificateRefused(AuthenticationError):
+    """The client certificate is revoked or outside its validity; refused with 403 and how to enroll again, never ignored."""
+
+    status = 403
+
+    def __init__(self, reason: AuthReason, *, at: datetime, fingerprint: str | None = None) -> None:
+        super().__init__(reason)
+        self.at = at
+        """When it was revoked, or when its validity ended (began, for one not yet valid)."""
+        self.fingerprint = fingerprint
 
 
 class LoginFailure(StrEnum):

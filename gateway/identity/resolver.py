@@ -1,6 +1,7 @@
 """IdentityResolver: turns a request into a verified user and device, and both into upstream headers.
 
-Owns: IdentityResolver, identity_cleanup_ctx, check_identity_files, the 401/503 rendering (unauthenticated_response).
+Owns: IdentityResolver, identity_cleanup_ctx, check_identity_files, the 401/503 rendering (unauthenticated_response), the
+refused device certificate's 403 (certificate_refused_response).
 Must not import: gate, policy_engine, breakglass (no policy here: identity only).
 
 User sources are tried in the configured order and the first credential present decides: an invalid
@@ -14,6 +15,7 @@ happened, "Sign in again") and problem+json for API clients, both with ``WWW-Aut
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -30,9 +32,11 @@ from gateway.identity.config import (
     ASSERTION_HEADER, LOGIN_PATH, BearerSource, CookieSource, HeaderSource, IdentitySettings, UpstreamAssertionSettings,
     UserSource,
 )
-from gateway.identity.device import DeviceEvidence, DeviceTrust, device_serial
+from gateway.identity.device import DeviceEvidence, DeviceTrust, RevokedAt, device_serial
 from gateway.errors import Problem
-from gateway.identity.errors import AmbiguousDeviceCertificate, AuthenticationError, AuthReason, KeyFileError, LoginFailed
+from gateway.identity.errors import (
+    AmbiguousDeviceCertificate, AuthenticationError, AuthReason, DeviceCertificateRefused, KeyFileError, LoginFailed,
+)
 from gateway.identity.jwks import JwksCache, KeySet, KeySource, KeysUnavailable, StaticKeys, load_key_files
 from gateway.identity.model import DeviceId, Identity, PostureSummary
 from gateway.identity.oidc import OidcClient
@@ -41,7 +45,7 @@ from gateway.identity.tokens import ClaimNames, UnknownKeyId, VerifiedTokenCache
 from gateway.fastlane.head import RequestHead
 from gateway.keys import IDENTITY, REQUEST_ID
 from gateway.metrics import Metrics
-from gateway.pages import wants_html
+from gateway.pages import error_response, wants_html
 from gateway.views.signin import SignInProblem, render_sign_in_problem
 
 log = structlog.get_logger(__name__)
@@ -74,6 +78,8 @@ class IdentityResolver:
         self.settings = settings
         self._clock = clock
         self._metrics = metrics
+        self.revoked_at: RevokedAt | None = None
+        """Revocations of Gatehouse-issued device certificates by fingerprint (the snapshot cache's, set by the app)."""
         self._token_keys: KeySource | None = None
         jwt_settings = settings.jwt
         if jwt_settings is not None:
@@ -110,6 +116,7 @@ class IdentityResolver:
             assertion_leeway_s=dev.assertion.leeway_s if dev.assertion else 30.0,
             assertion_max_bytes=dev.assertion.max_bytes if dev.assertion else 4096,
             header_trusted_from=dev.header.networks() if dev.header else (),
+            certificate_times=dev.ca is not None,
         )
         self.signing_keys: SigningKeys | None = (
             load_signing_keys(settings.assertion.key_files) if settings.assertion is not None else None
@@ -290,12 +297,19 @@ class IdentityResolver:
 
         Raises:
             AmbiguousDeviceCertificate: the client certificate names several serials (the caller answers 401).
+            DeviceCertificateRefused: the client certificate is expired, not yet valid or revoked (the caller answers 403).
         """
         try:
-            return device_serial(self.evidence(request), identity, self._device_trust, now=now or self._clock())
+            return device_serial(self.evidence(request), identity, self._device_trust, now=now or self._clock(), revoked_at=self.revoked_at)
         except AmbiguousDeviceCertificate as exc:
             if not quiet:
                 log.warning("device.certificate_refused", reason=exc.reason.value, serials=list(exc.names))
+                if self._metrics is not None:
+                    self._metrics.auth_failures.labels(reason=exc.reason.value).inc()
+            raise
+        except DeviceCertificateRefused as exc:
+            if not quiet:
+                log.warning("device.certificate_refused", reason=exc.reason.value, fingerprint=exc.fingerprint, at=exc.at.isoformat())
                 if self._metrics is not None:
                     self._metrics.auth_failures.labels(reason=exc.reason.value).inc()
             raise
@@ -307,21 +321,24 @@ class IdentityResolver:
         header) looks at them.
         """
         peercert = None
+        fingerprint = None
         remote = None
         if self._needs_peer:
             if isinstance(request, RequestHead):  # the fast lane read them once for the connection
-                peercert, remote = request.peer.peercert, request.peer.remote
+                peercert, fingerprint, remote = request.peer.peercert, request.peer.fingerprint, request.peer.remote
             elif (transport := request.transport) is not None:
                 ssl_object = transport.get_extra_info("ssl_object")
                 if ssl_object is not None:
                     peercert = ssl_object.getpeercert() or None
+                    der = ssl_object.getpeercert(binary_form=True) if peercert is not None else None
+                    fingerprint = hashlib.sha256(der).hexdigest() if der else None
                 peer = transport.get_extra_info("peername")
                 if isinstance(peer, (tuple, list)) and peer:
                     remote = str(peer[0])
         dev = self.settings.device
         assertion = _single(request, dev.assertion.header) if dev.assertion else None
         header = _single(request, dev.header.name) if dev.header else None
-        return DeviceEvidence(peercert=peercert, assertion=assertion, serial_header=header, remote=remote)
+        return DeviceEvidence(peercert=peercert, fingerprint=fingerprint, assertion=assertion, serial_header=header, remote=remote)
 
     # --- upstream --------------------------------------------------------------------------------
     def upstream_headers(
@@ -398,13 +415,24 @@ class IdentityResolver:
         return response
 
     async def challenge(self, request: web.Request, error: AuthenticationError) -> web.Response:
-        """The response for a request without a verified user: login redirect for browsers, else the sign-in page or problem+json."""
+        """The response for a request without a verified user: login redirect for browsers, else the sign-in page or problem+json.
+
+        A refused device certificate (revoked, expired) is not a sign-in problem: its 403 says what happened and how to enroll again.
+        """
+        if isinstance(error, DeviceCertificateRefused):
+            return certificate_refused_response(request, error, origin=self.public_origin(request))
         if error.login and self.oidc is not None:
             try:
                 return await self.login_redirect(request, request.raw_path)
             except AuthenticationError as exc:
                 error = exc
         return unauthenticated_response(request, error, login_url=self.login_url(request.raw_path))
+
+    def public_origin(self, request: web.Request) -> str:
+        """Gatehouse's public origin for instructions: the OIDC `external_url` when configured, else this request's."""
+        if self.settings.oidc is not None:
+            return self.settings.oidc.external_url
+        return f"{request.scheme}://{request.host}"
 
     def login_url(self, return_to: str | None) -> str | None:
         """The address that starts a new login and comes back to ``return_to``; None without OIDC login."""
@@ -466,6 +494,24 @@ def unauthenticated_response(
         request_id=request.get(REQUEST_ID), provider_error=provider_error,
     )
     return render_sign_in_problem(problem, accept=request.headers.get("Accept", ""), extra=headers).response()
+
+
+def certificate_refused_response(request: web.Request, error: DeviceCertificateRefused, *, origin: str) -> web.Response:
+    """The 403 for a revoked or expired device certificate: when, and the one command that enrolls this laptop again."""
+    when = error.at.strftime("%Y-%m-%d %H:%M UTC")
+    command = f"gatehouse-enroll {origin}"
+    if error.reason is AuthReason.DEVICE_CERTIFICATE_REVOKED:
+        detail = (f"This laptop's device certificate was revoked on {when}, so it no longer proves which device you use. "
+                  f"If you still use this laptop for work, enroll it again by running `{command}` and confirming the code "
+                  "in your browser; if you did not expect this, ask your IT team why it was revoked.")
+    else:
+        detail = (f"This laptop's device certificate is not valid now (its validity ended or begins {when}); renewal runs daily "
+                  f"on the laptop, so it may have been switched off or offline. Enroll it again by running `{command}` "
+                  "and confirming the code in your browser, then reload this page.")
+    return error_response(
+        request.headers.get("Accept", ""), status=403, code=error.reason.value, detail=detail, request_id=request.get(REQUEST_ID),
+        extra={"at": error.at.isoformat(), "enroll_command": command},
+    )
 
 
 def identity_cleanup_ctx(

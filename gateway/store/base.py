@@ -2,7 +2,7 @@
 
 Owns: the Store Protocol and its parts (SnapshotStore, EnrollmentStore, OsqueryStateStore, LedgerStore (AccessRollup, AccessVerdict),
 HistoryStore, DistributedQueryStore, OwnerStore (OwnerRecord, OwnerEdit, OwnerSource)), ConnectorStateStore (ConnectorState,
-ConnectorClaim), the values they exchange, StoreError.
+ConnectorClaim), CertificateStore (CertificateRecord, CertificateChanges), the values they exchange, StoreError.
 Must not import: aiohttp, sqlite3, asyncpg, gateway.ingest (backends import this, not the reverse).
 
 Every method is a coroutine and every write is durable (committed) when it returns: ingest
@@ -23,6 +23,9 @@ Pull connectors (``ConnectorStateStore``) keep one row per connector: a lease (w
 until when) and where its sync stands (the cursor inside the current pass, the last complete pass).
 A replica claims the lease before polling; one whose lease lapsed is replaced by the next claimer,
 which continues from the stored cursor.
+
+The device certificates Gatehouse's CA issued (``CertificateStore``) too: recording or revoking one
+gives its row a new ``seq``, and ``certificate_changes_since(cursor)`` returns those rows in seq order.
 """
 
 from __future__ import annotations
@@ -230,6 +233,37 @@ class OwnerChanges:
     more: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class CertificateRecord:
+    """One device certificate issued by Gatehouse's device CA: whose, for which serial, until when, revoked or not."""
+
+    fingerprint: str
+    """SHA-256 of the certificate's DER, lowercase hex."""
+    serial: str
+    """The hardware serial it names (its one `urn:device:serial:` SAN URI)."""
+    owner: str
+    """The enrolling user's email."""
+    not_before: datetime
+    not_after: datetime
+    issued_at: datetime
+    revoked_at: datetime | None = None
+    revoked_by: str = ""
+    """Who revoked it (an approver's email, ``cli:<login>``, ``device-removed:<who>``); "" while it is not revoked."""
+
+    def expired(self, *, now: datetime) -> bool:
+        """True once ``now`` is past the certificate's end of validity."""
+        return now >= self.not_after
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateChanges:
+    """Certificate records recorded or revoked after a cursor, and the cursor to ask from next time."""
+
+    records: tuple[CertificateRecord, ...]
+    cursor: int
+    more: bool = False
+
+
 @runtime_checkable
 class SnapshotStore(Protocol):
     """Latest snapshot per device and the change feed the caches follow."""
@@ -426,7 +460,39 @@ class ConnectorStateStore(Protocol):
         ...
 
 
-class Store(SnapshotStore, EnrollmentStore, OsqueryStateStore, HistoryStore, DistributedQueryStore, OwnerStore, LedgerStore, ConnectorStateStore, Protocol):
+@runtime_checkable
+class CertificateStore(Protocol):
+    """Device certificates issued by Gatehouse's CA; every replica holds them in memory through the change feed."""
+
+    async def record_certificate(self, cert: CertificateRecord) -> None:
+        """Keep a newly issued certificate (a fingerprint already recorded is left as it is)."""
+        ...
+
+    async def revoke_certificate(self, fingerprint: str, *, at: datetime, by: str) -> CertificateRecord | None:
+        """Revoke one certificate; returns its record (unchanged when it was revoked already), None when unknown."""
+        ...
+
+    async def revoke_certificates_of(self, serial: str, *, at: datetime, by: str) -> tuple[CertificateRecord, ...]:
+        """Revoke every unrevoked certificate naming ``serial``; returns those it revoked."""
+        ...
+
+    async def certificates_of(self, serial: str) -> tuple[CertificateRecord, ...]:
+        """Every certificate recorded for a serial, revoked and expired ones included, oldest issued first."""
+        ...
+
+    async def load_certificates(self) -> CertificateChanges:
+        """Every recorded certificate, with the cursor to follow changes from."""
+        ...
+
+    async def certificate_changes_since(self, cursor: int, *, limit: int = 10_000) -> CertificateChanges:
+        """Certificates recorded or revoked after ``cursor`` (at most ``limit``), oldest change first."""
+        ...
+
+
+class Store(
+    SnapshotStore, EnrollmentStore, OsqueryStateStore, HistoryStore, DistributedQueryStore, OwnerStore, LedgerStore,
+    ConnectorStateStore, CertificateStore, Protocol,
+):
     """Everything the snapshot subsystem keeps durably; ``close`` releases connections."""
 
     async def close(self) -> None:

@@ -15,7 +15,7 @@ Replicas
   not from a SEQUENCE: a SEQUENCE hands out numbers in call order but transactions commit in any
   order, so a follower could move its cursor past a seq whose transaction had not committed yet
   and miss that snapshot for ever. With the row lock, seqs become visible in commit order.
-- Every write that other replicas cache (snapshots, the owner inventory, audit entries, and so grants) sends
+- Every write that other replicas cache (snapshots, the owner inventory, device certificates, audit entries, and so grants) sends
   ``NOTIFY gatehouse_changes`` with ``{"kind": ..., "seq": ...}`` in its own transaction, so the
   notice is delivered only if the write committed. ``subscribe(callback)`` listens on a
   dedicated connection and reconnects by itself; after every (re)connect it calls back with
@@ -51,6 +51,8 @@ import structlog
 from breakglass.audit import GENESIS_HEAD, AuditEntry, ChainHead, decode_entry, encode_entry
 from gateway.store.base import (
     AccessRollup,
+    CertificateChanges,
+    CertificateRecord,
     AccessVerdict,
     Changes,
     ConnectorClaim,
@@ -193,6 +195,22 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             last_success_at timestamptz
         )""",
     ),
+    (
+        # Device certificates issued by Gatehouse's CA (see sqlite.py); `certificate_seq` orders records and revocations.
+        """CREATE TABLE device_certificates (
+            fingerprint text COLLATE "C" PRIMARY KEY,
+            serial text NOT NULL,
+            owner text NOT NULL,
+            not_before timestamptz NOT NULL,
+            not_after timestamptz NOT NULL,
+            issued_at timestamptz NOT NULL,
+            revoked_at timestamptz,
+            revoked_by text NOT NULL,
+            seq bigint NOT NULL UNIQUE
+        )""",
+        "CREATE INDEX device_certificates_serial ON device_certificates (serial)",
+        "INSERT INTO counters (name, value) VALUES ('certificate_seq', 0)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -214,6 +232,8 @@ class ChangeKind(StrEnum):
     """Snapshots were stored; ``seq`` is the newest: call ``changes_since(cursor)``."""
     OWNERS = "owners"
     """The owner inventory changed; ``seq`` is the newest: call ``owner_changes_since(cursor)``."""
+    CERTIFICATES = "certificates"
+    """A device certificate was recorded or revoked; ``seq`` is the newest: call ``certificate_changes_since(cursor)``."""
     AUDIT = "audit"
     """Audit entries (grant changes) were appended; ``seq`` is the new head's."""
     RESYNC = "resync"
@@ -1062,12 +1082,125 @@ class PostgresStore:
 
         return _rowcount(await self._transact(f"save the state of the connector `{name}`", work, write=True)) == 1
 
+    # -- device certificates -----------------------------------------------------------------
+
+    async def _take_certificate_seqs(self, conn: asyncpg.Connection, count: int) -> int:
+        """Reserve ``count`` certificate seqs (the counter row stays locked until commit); returns the first."""
+        # INVARIANT: the row lock serialises certificate writers, so seqs become visible in commit order.
+        last: int = await conn.fetchval(
+            "UPDATE counters SET value = value + $1 WHERE name = 'certificate_seq' RETURNING value", count,
+        )
+        return last - count + 1
+
+    async def record_certificate(self, cert: CertificateRecord) -> None:
+        """Keep a newly issued certificate (a fingerprint already recorded is left as it is)."""
+
+        async def work(conn: asyncpg.Connection) -> None:
+            seq: int = await conn.fetchval("SELECT value FROM counters WHERE name = 'certificate_seq' FOR UPDATE")
+            if await conn.fetchval("SELECT 1 FROM device_certificates WHERE fingerprint = $1", cert.fingerprint):
+                return
+            seq += 1
+            await conn.execute(
+                "INSERT INTO device_certificates (fingerprint, serial, owner, not_before, not_after, issued_at, revoked_at,"
+                " revoked_by, seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                cert.fingerprint, cert.serial, cert.owner, cert.not_before, cert.not_after, cert.issued_at, cert.revoked_at,
+                cert.revoked_by, seq,
+            )
+            await conn.execute("UPDATE counters SET value = $1 WHERE name = 'certificate_seq'", seq)
+            await _notify(conn, self.channel, ChangeKind.CERTIFICATES, seq)
+
+        await self._transact(f"record the certificate of `{cert.serial}`", work, write=True)
+
+    async def revoke_certificate(self, fingerprint: str, *, at: datetime, by: str) -> CertificateRecord | None:
+        """Revoke one certificate; returns its record (unchanged when it was revoked already), None when unknown."""
+
+        async def work(conn: asyncpg.Connection) -> CertificateRecord | None:
+            row = await conn.fetchrow(_CERT_SELECT + " WHERE fingerprint = $1 FOR UPDATE", fingerprint)
+            if row is None:
+                return None
+            if row["revoked_at"] is not None:
+                return _certificate_record(row)
+            seq = await self._take_certificate_seqs(conn, 1)
+            row = await conn.fetchrow(
+                "UPDATE device_certificates SET revoked_at = $2, revoked_by = $3, seq = $4 WHERE fingerprint = $1"
+                " RETURNING fingerprint, serial, owner, not_before, not_after, issued_at, revoked_at, revoked_by, seq",
+                fingerprint, at, by, seq,
+            )
+            await _notify(conn, self.channel, ChangeKind.CERTIFICATES, seq)
+            return _certificate_record(row)
+
+        return await self._transact(f"revoke the certificate `{fingerprint[:16]}`", work, write=True)
+
+    async def revoke_certificates_of(self, serial: str, *, at: datetime, by: str) -> tuple[CertificateRecord, ...]:
+        """Revoke every unrevoked certificate naming ``serial``; returns those it revoked."""
+
+        async def work(conn: asyncpg.Connection) -> tuple[CertificateRecord, ...]:
+            rows = await conn.fetch(
+                _CERT_SELECT + " WHERE serial = $1 AND revoked_at IS NULL ORDER BY issued_at, seq FOR UPDATE", serial,
+            )
+            if not rows:
+                return ()
+            first = await self._take_certificate_seqs(conn, len(rows))
+            out = []
+            for offset, row in enumerate(rows):
+                updated = await conn.fetchrow(
+                    "UPDATE device_certificates SET revoked_at = $2, revoked_by = $3, seq = $4 WHERE fingerprint = $1"
+                    " RETURNING fingerprint, serial, owner, not_before, not_after, issued_at, revoked_at, revoked_by, seq",
+                    row["fingerprint"], at, by, first + offset,
+                )
+                out.append(_certificate_record(updated))
+            await _notify(conn, self.channel, ChangeKind.CERTIFICATES, first + len(rows) - 1)
+            return tuple(out)
+
+        return await self._transact(f"revoke the certificates of `{serial}`", work, write=True)
+
+    async def certificates_of(self, serial: str) -> tuple[CertificateRecord, ...]:
+        """Every certificate recorded for a serial, revoked and expired ones included, oldest issued first."""
+
+        async def work(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+            return await conn.fetch(_CERT_SELECT + " WHERE serial = $1 ORDER BY issued_at, seq", serial)  # type: ignore[no-any-return]
+
+        return tuple(map(_certificate_record, await self._transact(f"read the certificates of `{serial}`", work, write=False)))
+
+    async def load_certificates(self) -> CertificateChanges:
+        """Every recorded certificate, with the cursor to follow changes from."""
+
+        async def work(conn: asyncpg.Connection) -> tuple[int, list[asyncpg.Record]]:
+            cursor = await conn.fetchval("SELECT value FROM counters WHERE name = 'certificate_seq'")
+            return cursor, await conn.fetch(_CERT_SELECT + " ORDER BY seq")
+
+        cursor, rows = await self._transact("load the device certificates", work, write=False, snapshot=True)
+        return CertificateChanges(tuple(map(_certificate_record, rows)), cursor)
+
+    async def certificate_changes_since(self, cursor: int, *, limit: int = 10_000) -> CertificateChanges:
+        """Certificates recorded or revoked after ``cursor`` (at most ``limit``), oldest change first."""
+
+        async def work(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+            return await conn.fetch(_CERT_SELECT + " WHERE seq > $1 ORDER BY seq LIMIT $2", cursor, limit + 1)  # type: ignore[no-any-return]
+
+        rows = await self._transact(f"read certificate changes after {cursor}", work, write=False)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return CertificateChanges(tuple(map(_certificate_record, rows)), rows[-1]["seq"] if rows else cursor, more)
+
 
 _CONNECTOR_SELECT = "SELECT name, holder, lease_until, cursor, last_success_at FROM connector_state WHERE name = $1"
 
 
 def _connector_state(row: asyncpg.Record) -> ConnectorState:
     return ConnectorState(row["name"], row["holder"], row["lease_until"], row["cursor"], row["last_success_at"])
+
+
+_CERT_SELECT = (
+    "SELECT fingerprint, serial, owner, not_before, not_after, issued_at, revoked_at, revoked_by, seq FROM device_certificates"
+)
+
+
+def _certificate_record(row: asyncpg.Record) -> CertificateRecord:
+    return CertificateRecord(
+        row["fingerprint"], row["serial"], row["owner"], row["not_before"], row["not_after"], row["issued_at"], row["revoked_at"],
+        row["revoked_by"],
+    )
 
 
 _OWNER_SELECT = "SELECT serial, owners, set_by, set_at, source, seq FROM device_owners"

@@ -25,6 +25,8 @@ from typing import TypeVar
 import orjson
 
 from gateway.store.base import (
+    CertificateChanges,
+    CertificateRecord,
     Changes,
     ConnectorClaim,
     ConnectorState,
@@ -143,6 +145,23 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             cursor TEXT NOT NULL,
             last_success_at INTEGER
         )""",
+    ),
+    (
+        # Device certificates issued by Gatehouse's CA: recording or revoking one takes a new `seq`
+        # (from the `certificate_seq` counter) so caches following the feed learn of revocations.
+        """CREATE TABLE device_certificates (
+            fingerprint TEXT PRIMARY KEY,
+            serial TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            not_before INTEGER NOT NULL,
+            not_after INTEGER NOT NULL,
+            issued_at INTEGER NOT NULL,
+            revoked_at INTEGER,
+            revoked_by TEXT NOT NULL,
+            seq INTEGER NOT NULL UNIQUE
+        )""",
+        "CREATE INDEX device_certificates_serial ON device_certificates (serial)",
+        "INSERT INTO counters (name, value) VALUES ('certificate_seq', 0)",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -706,6 +725,92 @@ class SqliteStore:
 
         return await self._run(work)
 
+    # -- device certificates -----------------------------------------------------------------
+
+    async def record_certificate(self, cert: CertificateRecord) -> None:
+        """Keep a newly issued certificate (a fingerprint already recorded is left as it is)."""
+
+        def work(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                if conn.execute("SELECT 1 FROM device_certificates WHERE fingerprint = ?", (cert.fingerprint,)).fetchone():
+                    return
+                seq = _next_certificate_seq(conn)
+                conn.execute(
+                    "INSERT INTO device_certificates (fingerprint, serial, owner, not_before, not_after, issued_at, revoked_at,"
+                    " revoked_by, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (cert.fingerprint, cert.serial, cert.owner, to_micros(cert.not_before), to_micros(cert.not_after),
+                     to_micros(cert.issued_at), None if cert.revoked_at is None else to_micros(cert.revoked_at), cert.revoked_by, seq),
+                )
+
+        await self._run(work)
+
+    async def revoke_certificate(self, fingerprint: str, *, at: datetime, by: str) -> CertificateRecord | None:
+        """Revoke one certificate; returns its record (unchanged when it was revoked already), None when unknown."""
+
+        def work(conn: sqlite3.Connection) -> CertificateRecord | None:
+            with _transaction(conn):
+                row = conn.execute(_CERT_SELECT + " WHERE fingerprint = ?", (fingerprint,)).fetchone()
+                if row is None:
+                    return None
+                record = _certificate_row(row)
+                if record.revoked_at is not None:
+                    return record
+                conn.execute(
+                    "UPDATE device_certificates SET revoked_at = ?, revoked_by = ?, seq = ? WHERE fingerprint = ?",
+                    (to_micros(at), by, _next_certificate_seq(conn), fingerprint),
+                )
+                return _certificate_row(conn.execute(_CERT_SELECT + " WHERE fingerprint = ?", (fingerprint,)).fetchone())
+
+        return await self._run(work)
+
+    async def revoke_certificates_of(self, serial: str, *, at: datetime, by: str) -> tuple[CertificateRecord, ...]:
+        """Revoke every unrevoked certificate naming ``serial``; returns those it revoked."""
+
+        def work(conn: sqlite3.Connection) -> tuple[CertificateRecord, ...]:
+            with _transaction(conn):
+                rows = conn.execute(_CERT_SELECT + " WHERE serial = ? AND revoked_at IS NULL ORDER BY issued_at, seq", (serial,)).fetchall()
+                for row in rows:
+                    conn.execute(
+                        "UPDATE device_certificates SET revoked_at = ?, revoked_by = ?, seq = ? WHERE fingerprint = ?",
+                        (to_micros(at), by, _next_certificate_seq(conn), row[0]),
+                    )
+                return tuple(
+                    _certificate_row(conn.execute(_CERT_SELECT + " WHERE fingerprint = ?", (row[0],)).fetchone()) for row in rows
+                )
+
+        return await self._run(work)
+
+    async def certificates_of(self, serial: str) -> tuple[CertificateRecord, ...]:
+        """Every certificate recorded for a serial, revoked and expired ones included, oldest issued first."""
+
+        def work(conn: sqlite3.Connection) -> tuple[CertificateRecord, ...]:
+            rows = conn.execute(_CERT_SELECT + " WHERE serial = ? ORDER BY issued_at, seq", (serial,)).fetchall()
+            return tuple(map(_certificate_row, rows))
+
+        return await self._run(work)
+
+    async def load_certificates(self) -> CertificateChanges:
+        """Every recorded certificate, with the cursor to follow changes from."""
+
+        def work(conn: sqlite3.Connection) -> CertificateChanges:
+            with _transaction(conn, immediate=False):
+                (cursor,) = conn.execute("SELECT value FROM counters WHERE name = 'certificate_seq'").fetchone()
+                rows = conn.execute(_CERT_SELECT + " ORDER BY seq").fetchall()
+            return CertificateChanges(tuple(map(_certificate_row, rows)), cursor)
+
+        return await self._run(work)
+
+    async def certificate_changes_since(self, cursor: int, *, limit: int = 10_000) -> CertificateChanges:
+        """Certificates recorded or revoked after ``cursor`` (at most ``limit``), oldest change first."""
+
+        def work(conn: sqlite3.Connection) -> CertificateChanges:
+            rows = conn.execute(_CERT_SELECT + " WHERE seq > ? ORDER BY seq LIMIT ?", (cursor, limit + 1)).fetchall()
+            more = len(rows) > limit
+            rows = rows[:limit]
+            return CertificateChanges(tuple(map(_certificate_row, rows)), rows[-1][8] if rows else cursor, more)
+
+        return await self._run(work)
+
 
 _CONNECTOR_SELECT = "SELECT name, holder, lease_until, cursor, last_success_at FROM connector_state WHERE name = ?"
 
@@ -714,6 +819,25 @@ def _connector_row(row: tuple[str, str, int | None, str, int | None]) -> Connect
     name, holder, until, cursor, success = row
     return ConnectorState(name, holder, None if until is None else from_micros(until), cursor,
                           None if success is None else from_micros(success))
+
+
+_CERT_SELECT = (
+    "SELECT fingerprint, serial, owner, not_before, not_after, issued_at, revoked_at, revoked_by, seq FROM device_certificates"
+)
+
+
+def _next_certificate_seq(conn: sqlite3.Connection) -> int:
+    """Take the next certificate seq (inside the caller's write transaction)."""
+    (seq,) = conn.execute("UPDATE counters SET value = value + 1 WHERE name = 'certificate_seq' RETURNING value").fetchone()
+    return int(seq)
+
+
+def _certificate_row(row: tuple[str, str, str, int, int, int, int | None, str, int]) -> CertificateRecord:
+    fingerprint, serial, owner, not_before, not_after, issued_at, revoked_at, revoked_by, _seq = row
+    return CertificateRecord(
+        fingerprint, serial, owner, from_micros(not_before), from_micros(not_after), from_micros(issued_at),
+        None if revoked_at is None else from_micros(revoked_at), revoked_by,
+    )
 
 
 _OWNER_SELECT = "SELECT serial, owners, set_by, set_at, source, seq FROM device_owners"

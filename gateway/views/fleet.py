@@ -39,6 +39,7 @@ from policy_engine.decision import Decision, Reason
 from policy_engine.model import DeviceSnapshot, OsFamily
 
 FLEET_PATH = "/.gatehouse/admin/devices"
+FLEET_REVOKE_PATH = "/.gatehouse/admin/devices/revoke-certificate"
 CSV_COLUMNS = (
     "serial", "hostname", "owners", "platform", "os", "agent", "last_seen", "collected_at",
     "reachable_tiers", "failing_checks", "grace_deadlines", "nudges", "stale", "enrolled",
@@ -68,6 +69,8 @@ class FleetRow:
     nudges: tuple[str, ...] = ()
     stale_tiers: tuple[str, ...] = ()
     """Tiers refused because the report is too old."""
+    certificate_until: datetime | None = None
+    """End of validity of the device's newest unrevoked certificate from Gatehouse's device CA (None: it has none)."""
 
     @property
     def enrolled(self) -> bool:
@@ -136,6 +139,7 @@ class FleetRow:
             "stale": self.stale,
             "enrolled": self.enrolled,
             "non_compliant": self.non_compliant,
+            "certificate_until": self.certificate_until.isoformat() if self.certificate_until else None,
         }
 
 
@@ -219,6 +223,17 @@ class FleetView:
     limit: int = 500
     """Rows shown on the HTML page; CSV and JSON always carry every matching row."""
     viewer: str = ""
+    csrf_token: str = ""
+    """For the per-device "Revoke certificate" forms (the viewer's token)."""
+
+
+def _revoke_form(serial: str, csrf_token: str) -> Markup:
+    """POST form revoking every certificate the device CA issued for ``serial``."""
+    return el("form",
+              el("input", type="hidden", name="csrf_token", value=csrf_token),
+              el("input", type="hidden", name="serial", value=serial),
+              el("button", "Revoke certificate", type="submit", class_="secondary"),
+              method="post", action=FLEET_REVOKE_PATH)
 
 
 def _safe_cell(value: str) -> str:
@@ -289,7 +304,9 @@ def _html(view: FleetView, rows: tuple[FleetRow, ...]) -> Rendered:
         table_rows.append(el(
             "tr",
             el("th", el("strong", r.hostname) if r.hostname else el("span", "No report yet", class_="muted"),
-               el("div", el("code", r.serial), class_="small"), scope="row"),
+               el("div", el("code", r.serial), class_="small"),
+               el("div", "Certificate until ", time_el(r.certificate_until, now=now), _revoke_form(r.serial, view.csrf_token),
+                  class_="small") if r.certificate_until else None, scope="row"),
             el("td", _list(r.owners, empty=el("span", "unowned", class_="badge warn")), data_label="Owner"),
             el("td", r.os or el("span", "—", class_="muted"), data_label="OS"),
             el("td", r.agent or el("span", "—", class_="muted"), data_label="Agent"),

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from gateway.store import HistoryEntry, HostDetails, PendingQuery, PutOutcome, QueryResult, Store, StoreError
+from gateway.store.base import CertificateRecord
 from gateway.store import postgres as postgres_backend
 from gateway.store import sqlite as sqlite_backend
 from gateway.store.postgres import open_postgres_store
@@ -409,3 +410,42 @@ class TestConnectorState:
 
         claim = await store.claim_connector("jamf", "replica-c", now=T0 + timedelta(seconds=12), lease_s=10)
         assert (False, "", False) == (saved, claim.state.cursor, claim.held)
+
+
+class TestCertificates:
+    @staticmethod
+    def record(fingerprint: str, serial: str = "C02CERT1", *, days: int = 0) -> CertificateRecord:
+        issued = T0 + timedelta(days=days)
+        return CertificateRecord(fingerprint, serial, "alice@example.com", issued, issued + timedelta(days=30), issued)
+
+    async def test_recorded_revoked_and_followed_in_seq_order(self, store: Store) -> None:
+        """Recording and revoking each take a seq; the change feed returns the latest record of each, oldest change first."""
+        await store.record_certificate(self.record("a" * 64))
+        await store.record_certificate(self.record("b" * 64, days=1))
+        await store.record_certificate(self.record("a" * 64))  # recorded already: nothing changes
+        start = await store.load_certificates()
+
+        revoked = await store.revoke_certificate("a" * 64, at=T0 + timedelta(days=2), by="security@example.com")
+        again = await store.revoke_certificate("a" * 64, at=T0 + timedelta(days=3), by="someone-else")
+        unknown = await store.revoke_certificate("c" * 64, at=T0, by="x")
+        changes = await store.certificate_changes_since(start.cursor)
+
+        assert ["a" * 64, "b" * 64] == [r.fingerprint for r in start.records]
+        assert revoked is not None and (T0 + timedelta(days=2), "security@example.com") == (revoked.revoked_at, revoked.revoked_by)
+        assert revoked == again
+        assert unknown is None
+        assert ((revoked,), start.cursor + 1) == (changes.records, changes.cursor)
+
+    async def test_revoking_a_serial_revokes_each_live_certificate_once(self, store: Store) -> None:
+        """Every unrevoked certificate of the serial is revoked; other serials and earlier revocations are left alone."""
+        await store.record_certificate(self.record("a" * 64))
+        await store.record_certificate(self.record("b" * 64, days=1))
+        await store.record_certificate(self.record("c" * 64, "OTHER1"))
+        await store.revoke_certificate("a" * 64, at=T0, by="first")
+
+        revoked = await store.revoke_certificates_of("C02CERT1", at=T0 + timedelta(days=5), by="device-removed:cli:root")
+        held = await store.certificates_of("C02CERT1")
+
+        assert ["b" * 64] == [r.fingerprint for r in revoked]
+        assert [("a" * 64, "first"), ("b" * 64, "device-removed:cli:root")] == [(r.fingerprint, r.revoked_by) for r in held]
+        assert (None,) == tuple(r.revoked_at for r in await store.certificates_of("OTHER1"))
