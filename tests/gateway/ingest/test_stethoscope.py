@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from gateway.ingest.stethoscope import STETHOSCOPE_PRACTICES
 from policy_engine import CompiledPolicySet, compile_policy_set, convert_stethoscope_policy, parse_policy_document
 from policy_engine.model import DeviceSnapshot, OsFamily, Version
 from policy_engine.stethoscope import STETHOSCOPE_FACTS
+from tests.conftest import LogLines
 from tests.gateway.ingest.conftest import Ingest
 from tests.gateway.ingest.support import API_TOKEN
 
@@ -49,15 +49,13 @@ async def stored(ingest: Ingest, payload: object, serial: str) -> DeviceSnapshot
 
 
 class TestRawSettingsAndVerdicts:
-    async def test_the_documented_answer_stores_the_screen_lock_as_off(
-        self, json_logs: Callable[[], list[dict[str, Any]]], ingest: Ingest
-    ) -> None:
+    async def test_the_documented_answer_stores_the_screen_lock_as_off(self, log_lines: LogLines, ingest: Ingest) -> None:
         """In Stethoscope's documented answer the raw screen lock is OFF and the verdict PASS: OFF is stored, the disagreement logged and counted."""
         held = await stored(ingest, fixture("app-docs-example.json"), "C02TESTDOCS1")
 
         assert (False, True, True, False, True) == (
             held.screen_lock_enabled, held.firewall_enabled, held.disk_encrypted, held.remote_login_enabled, held.auto_updates_enabled)
-        logged = [line for line in json_logs() if line.get("event") == "stethoscope.verdict_disagreed"]
+        logged = log_lines.events("stethoscope.verdict_disagreed")
         assert [("C02TESTDOCS1", "screenLock", "OFF", "PASS")] == [(e["serial"], e["practice"], e["setting"], e["verdict"]) for e in logged]
         assert 1.0 == ingest.metrics.registry.get_sample_value("gatehouse_stethoscope_disagreements_total", {"practice": "screenLock"})
 
@@ -72,18 +70,40 @@ class TestRawSettingsAndVerdicts:
         assert (False, True, True) == (held.firewall_enabled, held.custom["screen_idle_ok"], held.custom["no_open_wifi_networks"])
         assert ingest.metrics.registry.get_sample_value("gatehouse_stethoscope_disagreements_total", {"practice": "firewall"}) is None
 
-    async def test_unknown_raw_setting_is_not_reported_whatever_the_verdict(self, ingest: Ingest) -> None:
-        """`UNKNOWN` in `device.security` is not reported, although Stethoscope's verdict for it is PASS."""
-        held = await stored(ingest, fixture("app-pass-linux-fedora.json"), "9XTEST02")
+    async def test_unknown_raw_setting_is_not_measurable_whatever_the_verdict(self, ingest: Ingest) -> None:
+        """`UNKNOWN` (automatic updates on Fedora, screen idle on Windows) is not measurable by Stethoscope, although its verdict is PASS."""
+        fedora = await stored(ingest, fixture("app-pass-linux-fedora.json"), "9XTEST02")
+        windows = await stored(ingest, fixture("app-pass-win32.json"), "5CG1234TEST")
 
-        assert held.auto_updates_enabled is None
+        assert (None, {"auto_updates_enabled", "screen_lock_delay_s"}) == (fedora.auto_updates_enabled, set(fedora.unmeasurable))
+        assert ("screen_idle_ok" in windows.custom, {"custom.screen_idle_ok", "screen_lock_delay_s"}) == (False, set(windows.unmeasurable))
 
-    async def test_macos_screen_lock_that_the_app_never_reads_is_not_reported(self, ingest: Ingest) -> None:
-        """App 5.x answers screenLock ON and screenIdle PASS on macOS without reading them: neither becomes a fact."""
-        held = await stored(ingest, fixture("app-pass-darwin.json"), "C02TESTPASS1")
+    async def test_unsupported_from_an_old_app_is_not_measurable_and_null_is_not_reported(self, ingest: Ingest) -> None:
+        """`UNSUPPORTED` (app 1.0.3 and older) is not measurable; a null setting is merely not reported."""
+        answer = fixture("app-pass-win32.json")
+        answer["data"]["device"]["security"].update(firewall="UNSUPPORTED", remoteLogin=None)
 
-        assert held.screen_lock_enabled is None
-        assert "screen_idle_ok" not in held.custom
+        held = await stored(ingest, answer, "5CG1234TEST")
+
+        assert (None, None) == (held.firewall_enabled, held.remote_login_enabled)
+        assert ("firewall_enabled" in held.unmeasurable, "remote_login_enabled" in held.unmeasurable) == (True, False)
+
+    @pytest.mark.parametrize("verdict", ["PASS", "FAIL"])
+    async def test_macos_screen_lock_that_the_app_never_reads_is_not_measurable(self, ingest: Ingest, verdict: str) -> None:
+        """App 5.x answers screenLock ON and screenIdle PASS on macOS without reading them: both are not measurable, whatever the verdict."""
+        answer = fixture("app-pass-darwin.json")
+        answer["data"]["policy"]["validate"].update(screenLock=verdict, screenIdle=verdict)
+
+        held = await stored(ingest, answer, "C02TESTPASS1")
+
+        assert (None, False) == (held.screen_lock_enabled, "screen_idle_ok" in held.custom)
+        assert frozenset({"screen_lock_enabled", "custom.screen_idle_ok", "screen_lock_delay_s"}) == held.unmeasurable
+
+    async def test_a_linux_answer_measures_its_screen_lock(self, ingest: Ingest) -> None:
+        """Where the app reads the screen lock (GNOME on Linux) it is a fact; only the idle time in seconds is not measurable."""
+        held = await stored(ingest, fixture("app-pass-linux-ubuntu.json"), "PF3TEST01")
+
+        assert (True, True, frozenset({"screen_lock_delay_s"})) == (held.screen_lock_enabled, held.custom["screen_idle_ok"], held.unmeasurable)
 
 
 class TestDeviceFields:
@@ -131,6 +151,17 @@ class TestBackendRecords:
             held.platform, held.collected_at.isoformat(), held.firewall_enabled, held.disk_encrypted,
             held.auto_updates_enabled, held.screen_lock_enabled, held.remote_login_enabled)
         assert "PASS" == held.custom["stethoscope_os_version"]
+
+    async def test_a_practice_the_back_end_marks_na_is_not_measurable(self, ingest: Ingest) -> None:
+        """`status: na` (the back end's NA_PLATFORMS, such as remotelogin on Windows) is not measurable; `unknown` is not reported."""
+        record = fixture("backend-merged-devices.json")[0]
+        record["practices"]["remotelogin"] = {"status": "na"}
+        record["practices"]["screenlock"] = {"status": "unknown"}
+
+        held = await stored(ingest, record, "C02TESTBACK1")
+
+        assert (None, None) == (held.remote_login_enabled, held.screen_lock_enabled)
+        assert frozenset({"remote_login_enabled", "screen_lock_delay_s"}) == held.unmeasurable
 
 
 class TestPolicyRoundTrip:
