@@ -1,26 +1,33 @@
-"""Stethoscope read as Stethoscope reports, through the ingest API: raw settings, verdicts, time, owners, back-end records, the policy round trip."""
+"""Stethoscope read as Stethoscope reports, through the ingest API: raw settings, verdicts, what it cannot measure, time, owners, back-end records, the policy round trip, the gate's answer."""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 import yaml
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from gateway.app import create_app
 
 from gateway.ingest.stethoscope import STETHOSCOPE_PRACTICES
 from policy_engine import CompiledPolicySet, compile_policy_set, convert_stethoscope_policy, parse_policy_document
 from policy_engine.model import DeviceSnapshot, OsFamily, Version
 from policy_engine.stethoscope import STETHOSCOPE_FACTS
 from tests.conftest import LogLines
+from tests.gateway.fullstack import Keys, MovableClock, gatehouse_settings, ingest_headers
 from tests.gateway.ingest.conftest import Ingest
 from tests.gateway.ingest.support import API_TOKEN
 
 PATH = "/.gatehouse/api/v1/snapshots"
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "stethoscope"
+DEPLOY = Path(__file__).parents[3] / "deploy"
 PASS_ANSWERS = ("app-pass-darwin.json", "app-pass-win32.json", "app-pass-linux-ubuntu.json", "app-pass-linux-fedora.json")
 
 
@@ -191,3 +198,99 @@ class TestPolicyRoundTrip:
         for tier in policies.tier_names:
             decision = policies.evaluate(held, tier, now=ingest.clock())
             assert (False, ["disk_encryption", "remote_login"]) == (decision.allowed, sorted(f.check for f in decision.failing))
+
+
+class GatedStack:
+    """A full Gatehouse (create_app behind the production listener) fed by the Stethoscope JSON ingest, and a recording upstream."""
+
+    def __init__(self, client: TestClient, keys: Keys, clock: MovableClock, upstream_paths: list[str]) -> None:
+        self.client, self.keys, self.clock, self.upstream_paths = client, keys, clock, upstream_paths
+
+    async def ingest(self, answer: object) -> None:
+        response = await self.client.post(PATH, json={"snapshots": [answer]}, headers=ingest_headers())
+        assert 200 == response.status, await response.text()
+
+    async def get(self, path: str, serial: str, accept: str) -> tuple[int, str, str]:
+        token = self.keys.token("erin@example.com", device=serial, now=self.clock())
+        response = await self.client.get(path, headers={"Authorization": f"Bearer {token}", "Accept": accept})
+        return response.status, response.headers.get("X-Gatehouse-Denied-Reason", ""), await response.text()
+
+
+StartGated = Callable[[str], Awaitable[GatedStack]]
+
+
+@pytest.fixture
+def start_gated(aiohttp_client: Callable[..., Awaitable[TestClient]], aiohttp_server: Any, tmp_path: Path) -> StartGated:
+    """Start a Gatehouse under `policy` (a file in deploy/) with route /steth/ at its first tier plus the example routes."""
+
+    async def start(policy: str) -> GatedStack:
+        paths: list[str] = []
+
+        async def handle(request: web.Request) -> web.Response:
+            paths.append(request.path)
+            return web.Response(text="upstream")
+
+        up_app = web.Application()
+        up_app.router.add_route("*", "/{tail:.*}", handle)
+        upstream = str((await aiohttp_server(up_app)).make_url("")).rstrip("/")
+        policy_path = DEPLOY / policy
+        tier = next(iter(yaml.safe_load(policy_path.read_text())["tiers"]))
+        keys, clock = Keys(tmp_path / "keys"), MovableClock()
+        routes = [{"id": "steth", "path_prefix": "/steth", "upstream": upstream, "tier": tier}]
+        if policy == "policy.yaml":
+            routes.append({"id": "wiki", "path_prefix": "/wiki", "upstream": upstream, "tier": "medium"})
+        settings = gatehouse_settings(keys, store=f"sqlite:///{tmp_path}/gatehouse.db", upstream=upstream,
+                                      policy=str(policy_path), routes=routes)
+        client = await aiohttp_client(create_app(settings, clock=clock))
+        return GatedStack(client, keys, clock, paths)
+
+    return start
+
+
+def stamped(name: str, clock: MovableClock) -> Any:
+    """A fixture answer relayed with the time it was collected (the app itself sends none)."""
+    return fixture(name) | {"collected_at": clock().isoformat()}
+
+
+class TestThroughTheGate:
+    async def test_the_imported_policy_lets_a_mac_stethoscope_rates_pass_through(self, start_gated: StartGated) -> None:
+        """Under deploy/policy-stethoscope-default.yaml a Mac whose screen lock Stethoscope cannot see is proxied, not denied."""
+        stack = await start_gated("policy-stethoscope-default.yaml")
+        await stack.ingest(stamped("app-pass-darwin.json", stack.clock))
+
+        status, reason, _ = await stack.get("/steth/", "C02TESTPASS1", "application/json")
+
+        assert (200, "", ["/steth/"]) == (status, reason, stack.upstream_paths)
+
+    async def test_the_imported_policy_denies_a_failing_mac_without_a_word_about_its_screen_lock(self, start_gated: StartGated) -> None:
+        """FileVault off and Remote Login on: the denial names those two and never mentions the screen lock Stethoscope cannot see."""
+        stack = await start_gated("policy-stethoscope-default.yaml")
+        await stack.ingest(stamped("app-fail-darwin.json", stack.clock))
+
+        status, reason, body = await stack.get("/steth/", "C02TESTFAIL1", "application/json")
+        _, _, page = await stack.get("/steth/", "C02TESTFAIL1", "text/html")
+
+        problem = orjson.loads(body)
+        assert (403, "checks-failed") == (status, reason)
+        assert (["disk_encryption", "remote_login"], []) == (
+            sorted(f["check"] for f in problem["failing"]), [f["check"] for f in problem.get("nudges", [])])
+        assert "FileVault" in page
+        assert [] == [word for word in ("screen lock", "Screen Lock", "Lock Screen", "askForPassword") if word in page]
+
+    async def test_the_example_policy_says_the_screen_lock_was_not_checked_instead_of_asking_to_fix_it(
+        self, start_gated: StartGated
+    ) -> None:
+        """Under deploy/policy.yaml the same Mac's screen lock and idle time are "Not checked" notes without fix steps."""
+        stack = await start_gated("policy.yaml")
+        await stack.ingest(stamped("app-fail-darwin.json", stack.clock))
+
+        status, reason, body = await stack.get("/wiki/", "C02TESTFAIL1", "application/json")
+        _, _, page = await stack.get("/wiki/", "C02TESTFAIL1", "text/html")
+
+        problem = orjson.loads(body)
+        assert (403, "checks-failed") == (status, reason)
+        assert {"screen_lock": True, "screen_lock_delay": True} == {
+            f["check"]: f["unmeasurable"] for f in problem["nudges"] if f["check"].startswith("screen_lock")}
+        assert "Not checked: require a password when the screen locks" in page
+        assert "Not checked: lock the screen sooner when idle" in page
+        assert [] == [word for word in ("Lock Screen", "askForPassword", "idleTime") if word in page]
