@@ -5,11 +5,16 @@ Must not import: anything outside the standard library and policy_engine; the ga
 YAML/JSON and dumps the result (``gatehouse policy import-stethoscope FILE``).
 
 Vocabulary, one to one (Stethoscope docs/POLICIES.md):
-- ``ALWAYS`` -> ``equals: true``; ``NEVER`` -> ``equals: false`` (both ``severity: fail``).
-- ``SUGGESTED`` -> ``equals: true, severity: nudge`` (an unreported setting nudges too).
-- ``IF_SUPPORTED`` -> ``equals: true, if_unknown: pass``.
-- ``screenIdle: "<=120"`` -> ``equals: true, if_unknown: pass`` on ``custom.screen_idle_ok``: the
-  Stethoscope app measures the idle time against the bound of the policy it is asked with and
+- ``ALWAYS`` -> ``equals: true``; ``NEVER`` -> ``equals: false`` (both ``severity: fail``). A
+  setting the app cannot measure on the platform (the ingest names it in ``unmeasurable``) fails
+  both, the default ``if_unmeasurable: fail``: under NEVER the app fails it too, under ALWAYS the
+  app passes it (its verdict is PASS for anything it cannot check), which Gatehouse does not copy.
+- ``SUGGESTED`` -> ``equals: true, severity: nudge`` (an unreported or unmeasurable setting nudges too).
+- ``IF_SUPPORTED`` -> ``equals: true, if_unmeasurable: pass``: passes where the app cannot measure
+  the setting (macOS screen lock, which the app never reads); a setting the answer simply lacks
+  is not "unsupported" and fails.
+- ``screenIdle: "<=120"`` -> ``equals: true, if_unmeasurable: pass`` on ``custom.screen_idle_ok``:
+  the Stethoscope app measures the idle time against the bound of the policy it is asked with and
   answers PASS/FAIL, never seconds, so the bound stays in Stethoscope's policy (kept in the
   check's description) and Gatehouse checks the answer. Where the app cannot measure it (Windows;
   macOS, where it answers PASS without reading anything) Stethoscope passes it, and so does this.
@@ -155,7 +160,7 @@ def convert_stethoscope_policy(
             check.update(
                 description=f"Stethoscope screenIdle: {value} (seconds idle before the lock; the Stethoscope app checks the bound).",
                 equals=True,
-                if_unknown="pass",
+                if_unmeasurable="pass",
                 remediation="screen_lock_delay",
             )
         elif value in _OPTIONS:
@@ -163,7 +168,7 @@ def convert_stethoscope_policy(
             if value == "SUGGESTED":
                 check["severity"] = "nudge"
             if value == "IF_SUPPORTED":
-                check["if_unknown"] = "pass"
+                check["if_unmeasurable"] = "pass"
         else:
             problems.append(
                 Problem(

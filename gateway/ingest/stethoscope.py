@@ -19,16 +19,30 @@ Read at the source: stethoscope-app 5.0.6 (``schema.graphql``, ``docs/GRAPHQL.md
      "collected_at": "2026-11-22T14:05:00Z", "owners": ["bob@example.com"]}
 
 Facts come from the raw settings in ``device.security`` (``ON``/``OFF``; ``screenIdle`` is
-``PASS``/``FAIL``; ``UNKNOWN`` means the app could not read it). A practice absent there is filled
-in from its ``policy.validate`` verdict read with Stethoscope's default policy (PASS means on, or
-off for ``remoteLogin``; FAIL or NUDGE the opposite). A verdict is the weaker source: Stethoscope
-also answers PASS for a practice its platform cannot check. When both are present and say
-opposite things, the raw setting wins and the reading carries a Disagreement (serial, practice,
-both values) that the pipeline logs and counts.
+``PASS``/``FAIL``). A practice absent there is filled in from its ``policy.validate`` verdict read
+with Stethoscope's default policy (PASS means on, or off for ``remoteLogin``; FAIL or NUDGE the
+opposite). A verdict is the weaker source: Stethoscope also answers PASS for a practice its
+platform cannot check. When both are present and say opposite things, the raw setting wins and
+the reading carries a Disagreement (serial, practice, both values) that the pipeline logs and counts.
 
-Not measured, so never a fact: on macOS the app answers ``screenLock: ON`` and ``screenIdle: PASS``
-without reading anything (hard-coded since app 3.0.6, ``MacSecurity.js``), so from those versions
-(or an unknown version) both are None there. UNKNOWN, UNSUPPORTED and anything else give None.
+**Not measurable by Stethoscope** (the fact is None and named in ``DeviceSnapshot.unmeasurable``,
+so the policy's ``if_unmeasurable`` decides, not ``if_unknown``):
+
+- ``UNSUPPORTED`` (app 1.0.3 and older had it in its FeatureState enum) and ``UNKNOWN``. Since
+  app 1.0.3 ``Device.js`` (``securityToDeviceStatus``) answers ``UNKNOWN`` for every practice the
+  platform has no resolver for (``Security.js`` returns UNSUPPORTED: ``screenIdle`` on Windows) and
+  for the platform resolvers' own ``UNKNOWN`` (``automaticUpdates`` on Linux other than Ubuntu,
+  ``screenLock`` on Amazon WorkSpaces). Both are a fixed "this app does not measure this here",
+  not a read that failed this time (a failing read throws, and GraphQL answers null with an
+  error), so UNKNOWN is read as not measurable. A null or other word is merely not reported (None).
+- On macOS the app answers ``screenLock: ON`` and ``screenIdle: PASS`` without reading anything
+  (hard-coded since app 3.0.6, ``MacSecurity.js``), so from those versions (or an unknown
+  version) both are not measurable there, whatever the answer or the verdict says.
+- ``screen_lock_delay_s`` on every answer: Stethoscope compares the idle time with its own
+  policy's bound and answers PASS/FAIL (``screenIdle``), never seconds. Check
+  ``custom.screen_idle_ok`` instead.
+- Back-end records: practice status ``na`` (the back end's ``NA_PLATFORMS``, such as
+  ``remotelogin`` on Windows).
 
 Other fields: the OS family from ``platform`` (``darwin``, ``win32``, ``linux`` or a distribution
 word); a Linux distribution id (``ubuntu``, ``debian``, ``fedora``, ``rhel``, ``arch``…, osquery's
@@ -46,8 +60,8 @@ back end's ``/devices/merged/<email>`` list)::
                    "autoupdate": {...}, "screenlock": {...}, "remotelogin": {...}, "uptodate": {...}}}
 
 ``value`` is whether the practice is satisfied (``remotelogin`` true means Remote Login is off);
-without a ``value``, ``status`` ``ok`` means satisfied, ``nudge``/``warn`` not, ``unknown``/``na``
-not reported. Mobile records (iOS, Android) are refused: Gatehouse gates laptops.
+without a ``value``, ``status`` ``ok`` means satisfied, ``nudge``/``warn`` not, ``na`` not
+measurable (above), ``unknown`` not reported. Mobile records (iOS, Android) are refused: Gatehouse gates laptops.
 
 **Time**: the item's ``collected_at`` (written by whoever relays the answer), else the record's
 ``last_sync``; an app answer carries no time, so without ``collected_at`` it is dated when
@@ -93,6 +107,9 @@ _HARDCODED_ON_MACOS = frozenset(("screenLock", "screenIdle"))
 _HARDCODED_SINCE = Version.parse("3.0.6")
 _RAW_TRUE = frozenset(("ON", "PASS"))
 _RAW_FALSE = frozenset(("OFF", "FAIL"))
+_RAW_NOT_MEASURED = frozenset(("UNKNOWN", "UNSUPPORTED"))
+_ONLY_AS_VERDICT = frozenset(("screen_lock_delay_s",))
+"""Facts Stethoscope judges against its own policy but never reports as a value, on any platform."""
 _BACKEND_PRACTICES: Mapping[str, tuple[str, bool]] = {
     "firewall": ("firewall_enabled", True),
     "encryption": ("disk_encrypted", True),
@@ -253,6 +270,7 @@ def _parse_app_answer(
     facts: dict[str, bool | None] = {}
     custom: dict[str, Fact] = {}
     disagreements: list[Disagreement] = []
+    unmeasurable = set(_ONLY_AS_VERDICT)
     for practice, spec in STETHOSCOPE_PRACTICES.items():
         verdict = _word(verdicts.get(practice))
         fact = _verdict_fact(spec, verdict)
@@ -262,8 +280,11 @@ def _parse_app_answer(
             if measured is not None and fact is not None and measured != fact:
                 disagreements.append(Disagreement(practice, str(raw), str(verdict)))
             fact = measured
+            if raw in _RAW_NOT_MEASURED:
+                unmeasurable.add(spec.fact)
         if hardcoded and practice in _HARDCODED_ON_MACOS:
             fact = None
+            unmeasurable.add(spec.fact)
         if spec.fact.startswith("custom."):
             if fact is not None:
                 custom[spec.fact.removeprefix("custom.")] = fact
@@ -294,6 +315,7 @@ def _parse_app_answer(
         agent_name="stethoscope",
         agent_version=agent_version,
         custom=custom,
+        unmeasurable=frozenset(unmeasurable),
         **facts,
     )
     return StethoscopeReading(snapshot, tuple(disagreements))
@@ -315,6 +337,7 @@ def _parse_backend_record(
     if problems:
         raise ItemError(tuple(problems))
     facts: dict[str, bool | None] = {}
+    unmeasurable = set(_ONLY_AS_VERDICT)
     for key, (field, satisfied_means_on) in _BACKEND_PRACTICES.items():
         practice = practices.get(key)
         satisfied: bool | None = None
@@ -326,6 +349,8 @@ def _parse_backend_record(
                 satisfied = True
             elif status in ("NUDGE", "WARN"):
                 satisfied = False
+            elif status == "NA":
+                unmeasurable.add(field)
         facts[field] = None if satisfied is None else satisfied == satisfied_means_on
     custom: dict[str, Fact] = {}
     uptodate = practices.get("uptodate")
@@ -345,6 +370,7 @@ def _parse_backend_record(
         distribution=sys.intern(linux_distribution(name)) if platform is OsFamily.LINUX else "",
         agent_name="stethoscope",
         custom=custom,
+        unmeasurable=frozenset(unmeasurable),
         **facts,
     )
     return StethoscopeReading(snapshot)

@@ -192,6 +192,34 @@ async def test_fleet_page_for_a_reviewer(stack: Stack, browser_page: Any) -> Non
     assert "carol-mbp" not in filtered and "bob-elitebook" in filtered
 
 
+async def test_fleet_page_narrows_to_the_devices_nobody_owns(stack: Stack, browser_page: Any) -> None:
+    """Ticking "Owned by nobody" leaves only the Mac no one owns, marked unowned; a serial the inventory binds stays off the list."""
+    page = browser_page
+    await seed_fleet(stack)
+    await stack.ingest(mac_item("C02SPARE01", at=stack.clock(), hostname="spare-mbp", owners=[]))
+    async with aiohttp.ClientSession() as session:
+        async with session.put(stack.url("/.gatehouse/api/v1/devices/C02DAVE001/owners"), json={"owners": ["dave@example.com"]},
+                               headers=ingest_headers()) as bound:
+            assert 200 == bound.status, await bound.text()
+    await stack.sign_in(page, "rita@example.com", device=None, groups=("security",))
+
+    await page.goto(stack.url("/.gatehouse/admin/devices"))
+    listed = await page.eval_on_selector_all("main tbody tr th code", "els => els.map(e => e.textContent)")
+    await page.check("#f-unowned")
+    await page.click("button:has-text('Apply filters')")
+    await page.wait_for_url("**unowned=1**")
+    filtered = await page.eval_on_selector_all("main tbody tr th code", "els => els.map(e => e.textContent)")
+    summary = await page.inner_text("main p")
+    owner_cell = await page.inner_text("main tbody tr td[data-label='Owner']")
+    await screenshot(page, "gate-fleet-unowned")
+
+    assert {"C02SPARE01", "C02DAVE001"} <= set(listed) and 6 == len(listed)
+    assert ["C02SPARE01"] == filtered
+    assert "6 devices, 4 non-compliant, 1 owned by nobody. 1 match the filters." == summary.strip()
+    assert ("unowned", True) == (owner_cell.strip(), await page.is_checked("#f-unowned"))
+    assert await page.is_visible("main tbody .badge.warn:has-text('unowned')")
+
+
 async def test_fleet_page_refusal_names_the_groups(stack: Stack, browser_page: Any) -> None:
     """Someone outside the reviewer groups reads which groups may open the fleet view, in Gatehouse's page."""
     page = browser_page

@@ -70,8 +70,13 @@ def stethoscope_status(policy: dict[str, Any], device: dict[str, Any]) -> str:
     return "NUDGE" if "NUDGE" in results else "PASS"
 
 
+FACTS = {"firewall": "firewall_enabled", "diskEncryption": "disk_encrypted", "automaticUpdates": "auto_updates_enabled",
+         "screenLock": "screen_lock_enabled", "remoteLogin": "remote_login_enabled",
+         "openWifiConnections": "custom.no_open_wifi_networks", "screenIdle": "custom.screen_idle_ok"}
+
+
 def as_snapshot(device: dict[str, Any]) -> DeviceSnapshot:
-    """The same device as Gatehouse's ingest would type it."""
+    """The same device as Gatehouse's ingest would type it: a practice the app cannot measure (None) is named unmeasurable."""
     platform, distribution = {
         "darwin": (OsFamily.DARWIN, ""),
         "win32": (OsFamily.WINDOWS, ""),
@@ -94,6 +99,7 @@ def as_snapshot(device: dict[str, Any]) -> DeviceSnapshot:
         screen_lock_enabled=device.get("screenLock"),
         remote_login_enabled=device.get("remoteLogin"),
         custom=custom,
+        unmeasurable=frozenset(fact for practice, fact in FACTS.items() if practice in device and device[practice] is None),
     )
 
 
@@ -111,7 +117,7 @@ OS_VERSIONS = ["10.15.6", "10.15.7", "11.0", "11.5.0", "11.5.1", "14.4", "18.04.
 
 @st.composite
 def devices(draw: st.DrawFn, platforms: tuple[str, ...] = ("darwin", "win32", "ubuntu", "linux")) -> dict[str, Any]:
-    """Stethoscope device reports: each setting on, off or unsupported; screenIdle within the bound, not, or unsupported."""
+    """Stethoscope device reports: each setting on, off or not measurable (None); screenIdle within the bound, not, or not measurable."""
     device: dict[str, Any] = {
         "platform": draw(st.sampled_from(platforms)),
         "osVersion": draw(st.one_of(st.none(), st.sampled_from(OS_VERSIONS))),
@@ -169,6 +175,17 @@ class TestDefaultPolicy:
         actual = gatehouse_status(POLICIES, as_snapshot(device))
 
         assert expected == actual
+
+    @pytest.mark.parametrize("practice", ["screenLock", "screenIdle"])
+    def test_a_practice_the_answer_lacks_is_not_unsupported(self, practice: str) -> None:
+        """IF_SUPPORTED and screenIdle pass only what the app cannot measure; a practice simply missing from the answer fails."""
+        device = {"platform": "darwin", "osVersion": "14.4", "screenIdle": True, "firewall": True, "diskEncryption": True,
+                  "automaticUpdates": True, "screenLock": True, "remoteLogin": False, "openWifiConnections": True}
+        del device[practice]
+
+        actual = gatehouse_status(POLICIES, as_snapshot(device))
+
+        assert "FAIL" == actual
 
     def test_converted_document_shape(self) -> None:
         """The converted document is one tier with every check, and says what it dropped."""
