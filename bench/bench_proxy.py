@@ -529,7 +529,8 @@ def print_comparisons(bench: Bench, compared: dict[str, dict[str, list[float]]])
         print()
         if ledger:
             print(f"Access ledger (many-users row, gatehouse - gatehouse-no-ledger, own CPU per request): {spread(ledger, '+.1f')} us (budget 3 us);")
-            print("  the difference of two noisy figures of about 50 us: read it with the micro-benchmark below")
+            print("  (counting on the request path plus the background flush of up to 1,000 rows every 5 s; a small difference")
+            print("  between two noisy figures, so read it next to the micro-benchmark of the counting alone:)")
         if bench.ledger_micro:
             print(f"  bench/ledger_cost.py (the same 1,000 users, the ledger's calls alone): {bench.ledger_micro}")
 
