@@ -36,7 +36,7 @@ bench-policy: install
 
 bench: install
 	bash scripts/bench-deps.sh
-	$(PY) bench/bench_proxy.py
+	$(PY) bench/bench_proxy.py $(if $(BASELINE),--baseline $(BASELINE))
 
 clean:
 	rm -rf $(VENV) var build *.egg-info .pytest_cache .hypothesis tests/oidc/node_modules artifacts

@@ -223,8 +223,12 @@ def wire_gatehouse(app: web.Application, settings: Settings) -> Gate:
     app.cleanup_ctx.append(identity_cleanup_ctx(settings.identity, clock=app[CLOCK], metrics=metrics))
     app.cleanup_ctx.append(_store_ctx(settings))
     app.cleanup_ctx.append(_revocations_ctx)
-    ledger = app[LEDGER] = AccessLedger(max_pending_rows=settings.evidence.ledger_max_pending_rows, metrics=metrics)
-    app.cleanup_ctx.append(ledger_ctx(settings.evidence))  # after the store's: its last flush runs before the store closes
+    ledger: AccessLedger | None = None
+    if settings.evidence.ledger_enabled:
+        ledger = app[LEDGER] = AccessLedger(max_pending_rows=settings.evidence.ledger_max_pending_rows, metrics=metrics)
+        app.cleanup_ctx.append(ledger_ctx(settings.evidence))  # after the store's: its last flush runs before the store closes
+    else:
+        structlog.get_logger("gateway.app").warning("ledger.disabled", detail="evidence.ledger_enabled is false: no request is counted in the access ledger (for benchmarking only)")
     app.cleanup_ctx.append(ingest_background)
     app.cleanup_ctx.append(connectors_ctx)
     app.cleanup_ctx.append(_breakglass_ctx(settings))

@@ -9,6 +9,7 @@ Example::
       ledger_flush_s: 5               # the most a crash can lose: one flush period of counts
       ledger_max_pending_rows: 100000 # kept in memory while the store is down; beyond: dropped and counted
       ledger_retention_days: 400      # an annual audit period plus a month
+      # ledger_enabled: false         # for benchmarking only (`make bench`): nothing is counted
 
 These take effect when Gatehouse starts (a reload keeps the running values).
 """
@@ -30,3 +31,6 @@ class EvidenceSettings(Section):
     would need a new row beyond this are not counted, and ``gatehouse_ledger_dropped_requests_total`` says how many."""
     ledger_retention_days: int = Field(default=400, ge=1)
     """Hours of the access ledger older than this are deleted (checked hourly)."""
+    ledger_enabled: bool = True
+    """False counts nothing in the access ledger, so the evidence has a gap for as long as it runs: meant only
+    for measuring the ledger's cost (``make bench``'s many-users row with the ledger off); logged as a warning at start."""

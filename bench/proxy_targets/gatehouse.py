@@ -1,7 +1,8 @@
 """The Gatehouse target: a realistic configuration, a 100,000-device store, and `gatehouse serve` on it.
 
-Owns: start_gatehouse, write_policy, write_config, seed_store, bench_fleet and the seeding
-command line (``python -m proxy_targets.gatehouse seed --db PATH --devices N``).
+Owns: start_gatehouse, write_policy, write_config, seed_store, bench_fleet, many_users (the
+many-users row's users and devices) and the seeding command line
+(``python -m proxy_targets.gatehouse seed --db PATH --devices N``).
 Must not import: gateway at module level. The gateway is imported only by the seeding subprocess
 (and policy_engine only inside bench_fleet), so a gateway that does not import yet makes the
 Gatehouse row unavailable instead of breaking the bench.
@@ -11,8 +12,9 @@ What the target needs from Gatehouse (checked in this order; the first thing mis
 
 1. ``gateway.store.open_store("sqlite:///<abs path>")`` returning a store whose
    ``put_snapshots(list[DeviceSnapshot])`` and ``close()`` work: the seeding subprocess writes
-   ``devices`` snapshots (100,000 by default; one of them, ``BENCH_SERIAL``, owned by
-   ``BENCH_USER`` and passing every check) in batches of 5,000.
+   ``devices`` snapshots (100,000 by default) in batches of 5,000. The first ``MANY_USERS`` (1,000)
+   pass every check and each is owned by its own user (``many_users``); the first of them is
+   ``BENCH_SERIAL``, owned by ``BENCH_USER``, the device of every row but many-users.
 2. ``python -m gateway serve --config FILE`` exists (``--workers 1`` is added when ``serve --help``
    mentions ``--workers``, so the one-core figure stays one process; when serve then exits with
    status 2 naming ``--workers``, it is started again without it), and ``check-config FILE``
@@ -27,11 +29,17 @@ What the target needs from Gatehouse (checked in this order; the first thing mis
      speaks plain HTTP like every other target);
    - one route ``{id: bench, path_prefix: /, upstream: <upstream_url>, tier: high, require_owner: true}``;
    - ``logging: {level: warning}`` by default (nginx runs with ``access_log off`` and the aiohttp
-     targets without access logs; ``--gatehouse-log-level info`` measures with request logs).
+     targets without access logs); the logs-on targets use ``info``: one ``request.completed``
+     line per request, written to the process's log file (stdout redirected to it);
+   - ``evidence: {ledger_enabled: false}`` only for the ledger-off target (otherwise the key is not
+     written, so a baseline checkout from before the setting reads the same file).
 3. Gatehouse loads every snapshot into memory at start and answers within ``start_timeout_s``.
 4. ``GET /`` with ``Authorization: Bearer <token for BENCH_USER on BENCH_SERIAL>`` answers 200 with
    the upstream's 100-byte body, unchanged: the whole path (verified identity, device lookup, tier ``high`` policy,
    proxying) runs on every benchmark request.
+
+``root`` runs another checkout's Gatehouse (``make bench BASELINE=DIR``): its own code seeds its
+store and serves (``PYTHONPATH`` is that checkout), with its ``.venv``'s Python when it has one.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import subprocess
 import sys
@@ -57,6 +66,8 @@ if TYPE_CHECKING:
 BENCH_USER = "bench.user@bench.example"
 BENCH_SERIAL = "C02BENCH0000001"
 DEFAULT_DEVICES = 100_000
+MANY_USERS = 1_000
+"""The many-users row: this many users, each on their own healthy device (the fleet's first devices)."""
 ROUTE_TIER = "high"
 
 POLICY = """\
@@ -93,6 +104,11 @@ tiers:
 """
 
 
+def many_users(count: int = MANY_USERS) -> list[tuple[str, str]]:
+    """(user, device serial) of the fleet's first ``count`` devices: healthy, each owned by its user; BENCH_USER first."""
+    return [(BENCH_USER if i == 0 else f"user{i:06d}@bench.example", f"C02BENCH{i + 1:07d}") for i in range(count)]
+
+
 def write_policy(path: Path) -> Path:
     """Write the benchmark's three-tier policy to ``path``."""
     path.write_text(POLICY, encoding="utf-8")
@@ -109,9 +125,10 @@ def write_config(
     jwks: Path,
     upstream_url: str,
     log_level: str = "warning",
+    ledger: bool = True,
 ) -> Path:
     """Write the Gatehouse configuration the target serves with (JSON, which the YAML loader reads)."""
-    config = {
+    config: dict[str, object] = {
         "listeners": [{"address": f"127.0.0.1:{port}"}],
         "metrics": {"address": f"127.0.0.1:{metrics_port}"},
         "store": f"sqlite:///{db}",
@@ -134,15 +151,17 @@ def write_config(
             {"id": "bench", "path_prefix": "/", "upstream": upstream_url, "tier": ROUTE_TIER, "require_owner": True},
         ],
     }
+    if not ledger:
+        config["evidence"] = {"ledger_enabled": False}
     path.write_text(json.dumps(config, indent=2), encoding="utf-8")
     return path
 
 
 def bench_fleet(count: int, now: datetime, *, seed: int = 9) -> Iterator[DeviceSnapshot]:
-    """``count`` snapshots: BENCH_SERIAL (healthy, owned by BENCH_USER) first, then a mixed fleet.
+    """``count`` snapshots: the many-users devices (healthy and fresh, BENCH_SERIAL first), then a mixed fleet.
 
-    The rest is about 45% macOS, 40% Windows and 15% Linux, mostly healthy, some failing or stale;
-    repeated strings are interned, as the ingest path does.
+    All are about 45% macOS, 40% Windows and 15% Linux; past the many-users devices, mostly healthy,
+    some failing or stale. Repeated strings are interned, as the ingest path does.
     """
     from policy_engine import DeviceSnapshot, OsFamily, Version
 
@@ -152,12 +171,14 @@ def bench_fleet(count: int, now: datetime, *, seed: int = 9) -> Iterator[DeviceS
     windows = [Version.parse(v) for v in ("10.0.19045", "10.0.22631", "10.0.26100")]
     ubuntu = [Version.parse(v) for v in ("20.04", "22.04", "24.04")]
     agent = Version.parse("5.23.0")
+    head = dict(many_users(min(count, MANY_USERS)))
     for i in range(count):
-        fresh = now - timedelta(seconds=rng.randrange(30, 3 * 3600 if i else 300))
-        if i and rng.random() < 0.03:
-            fresh = now - timedelta(days=rng.randrange(2, 20))
-        healthy = i == 0 or rng.random() < 0.85
         owner = BENCH_USER if i == 0 else f"user{i:06d}@bench.example"
+        serial = head.get(owner) if i < MANY_USERS else None
+        fresh = now - timedelta(seconds=rng.randrange(30, 3 * 3600 if serial is None else 300))
+        if serial is None and rng.random() < 0.03:
+            fresh = now - timedelta(days=rng.randrange(2, 20))
+        healthy = serial is not None or rng.random() < 0.85
         roll = 0.0 if i == 0 else rng.random()
         common = dict(
             collected_at=fresh,
@@ -175,19 +196,19 @@ def bench_fleet(count: int, now: datetime, *, seed: int = 9) -> Iterator[DeviceS
         )
         if roll < 0.45:
             yield DeviceSnapshot(
-                serial=BENCH_SERIAL if i == 0 else f"C02B{i:07d}X",
+                serial=serial or f"C02B{i:07d}X",
                 platform=OsFamily.DARWIN, os_name=intern("macOS"),
                 os_version=macos[4] if i == 0 else rng.choice(macos[1:] if healthy else macos),
                 hostname=f"mac-{i:06d}", sip_enabled=True, gatekeeper_enabled=True, **common,  # type: ignore[arg-type]
             )
         elif roll < 0.85:
             yield DeviceSnapshot(
-                serial=f"5CG{i:07d}W", platform=OsFamily.WINDOWS, os_name=intern("Windows 11 Pro"),
+                serial=serial or f"5CG{i:07d}W", platform=OsFamily.WINDOWS, os_name=intern("Windows 11 Pro"),
                 os_version=rng.choice(windows[1:] if healthy else windows), hostname=f"win-{i:06d}", **common,  # type: ignore[arg-type]
             )
         else:
             yield DeviceSnapshot(
-                serial=f"PF{i:08d}L", platform=OsFamily.LINUX, os_name=intern("Ubuntu"), distribution=intern("ubuntu"),
+                serial=serial or f"PF{i:08d}L", platform=OsFamily.LINUX, os_name=intern("Ubuntu"), distribution=intern("ubuntu"),
                 os_version=rng.choice(ubuntu[1:] if healthy else ubuntu), hostname=f"lnx-{i:06d}", **common,  # type: ignore[arg-type]
             )
 
@@ -213,8 +234,11 @@ async def seed_store(db: Path, count: int, *, batch: int = 5_000) -> int:
     return stored
 
 
-def _run(argv: Sequence[str], *, timeout: float, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, cwd=str(cwd), stdin=subprocess.DEVNULL, check=False)
+def _run(argv: Sequence[str], *, timeout: float, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        list(argv), capture_output=True, text=True, timeout=timeout, cwd=str(cwd), stdin=subprocess.DEVNULL, check=False,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+    )
 
 
 def _last_lines(text: str, count: int = 6) -> str:
@@ -234,24 +258,34 @@ def start_gatehouse(
     start_timeout_s: float = 240.0,
     name: str = "gatehouse",
     command: Sequence[str] | None = None,
+    ledger: bool = True,
+    root: Path | None = None,
+    description: str = "",
 ) -> Target:
     """Seed a store with ``devices`` snapshots, write the configuration, start `gatehouse serve` pinned to ``core``.
 
     Returns a Target whose requests carry ``Authorization: Bearer <token>``; ``token`` must be
     signed by ``keys`` for BENCH_USER with BENCH_SERIAL in its ``device_serial`` claim.
-    ``command`` is how to run the CLI (default ``[sys.executable, "-m", "gateway"]``, from the
-    repository root).
+    ``command`` is how to run the CLI (default ``[<python>, "-m", "gateway"]``, from ``root``);
+    ``root`` is the checkout whose Gatehouse runs (default this one), with ``root/.venv``'s Python
+    when there is one; ``ledger=False`` writes ``evidence.ledger_enabled: false``.
 
     Raises:
         TargetUnavailable: any step above failed; the message says which and why, in one line.
     """
     home = workdir / name
     home.mkdir(parents=True, exist_ok=True)
+    bench_dir = Path(__file__).resolve().parent.parent
+    this_checkout = bench_dir.parent
+    root = (root or this_checkout).resolve()
     python = sys.executable
-    root = Path(__file__).resolve().parents[2]
+    if root != this_checkout and (root / ".venv" / "bin" / "python").exists():
+        python = str(root / ".venv" / "bin" / "python")
+    # INVARIANT: the seeder and the server import `gateway` from `root`, whatever PYTHONPATH the harness runs with.
+    env = {"PYTHONPATH": os.pathsep.join([str(bench_dir), str(root)])}
 
     cli = list(command) if command is not None else [python, "-m", "gateway"]
-    probe = _run([*cli, "serve", "--help"], timeout=60, cwd=root)
+    probe = _run([*cli, "serve", "--help"], timeout=60, cwd=root, env=env)
     if probe.returncode != 0:
         raise TargetUnavailable(f"`gatehouse serve` is not available yet: {_last_lines(probe.stderr or probe.stdout)}")
     workers = ["--workers", "1"] if "--workers" in probe.stdout else []
@@ -263,7 +297,8 @@ def start_gatehouse(
     seeded = _run(
         [python, "-m", "proxy_targets.gatehouse", "seed", "--db", str(db), "--devices", str(devices)],
         timeout=600,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=bench_dir,
+        env=env,
     )
     if seeded.returncode != 0:
         raise TargetUnavailable(f"seeding the store with {devices} snapshots failed: {_last_lines(seeded.stderr or seeded.stdout)}")
@@ -279,14 +314,15 @@ def start_gatehouse(
         jwks=keys.jwks,
         upstream_url=upstream_url,
         log_level=log_level,
+        ledger=ledger,
     )
-    checked = _run([*cli, "check-config", str(config)], timeout=60, cwd=root)
+    checked = _run([*cli, "check-config", str(config)], timeout=60, cwd=root, env=env)
     if checked.returncode != 0:
         raise TargetUnavailable(f"`gatehouse check-config` refused the bench configuration: {_last_lines(checked.stdout + checked.stderr)}")
 
     headers = (("Authorization", f"Bearer {token}"),)
     started = time.monotonic()
-    proc: Proc = start_proc(name, [*cli, "serve", "--config", str(config), *workers], workdir=home, core=core, cwd=root)
+    proc: Proc = start_proc(name, [*cli, "serve", "--config", str(config), *workers], workdir=home, core=core, cwd=root, env=env)
     try:
         try:
             status, body = wait_http(proc, "127.0.0.1", port, timeout=start_timeout_s, headers=headers)
@@ -296,7 +332,7 @@ def start_gatehouse(
             # This build lists --workers but refuses it (one worker only): start it without the flag.
             workers = []
             started = time.monotonic()
-            proc = start_proc(name, [*cli, "serve", "--config", str(config)], workdir=home, core=core, cwd=root)
+            proc = start_proc(name, [*cli, "serve", "--config", str(config)], workdir=home, core=core, cwd=root, env=env)
             status, body = wait_http(proc, "127.0.0.1", port, timeout=start_timeout_s, headers=headers)
         if (status, body) != (200, UPSTREAM_BODY):
             raise TargetUnavailable(
@@ -309,7 +345,7 @@ def start_gatehouse(
         raise
     return Target(
         name=name,
-        description=f"gatehouse serve ({devices:,} devices, ES256 JWT, tier {ROUTE_TIER})",
+        description=description or f"gatehouse serve ({devices:,} devices, ES256 JWT, tier {ROUTE_TIER})",
         url=f"http://127.0.0.1:{port}/",
         procs=[proc],
         headers=headers,

@@ -5,7 +5,10 @@ Must not import: gateway, aiohttp.
 
 The configuration is rendered from the templates in nginx/ into a private prefix directory; nginx
 runs in the foreground (``daemon off``) with one worker, keep-alive pools to the upstream (and to
-the auth service), HTTP/1.1 upstream connections and no access log.
+the auth service), HTTP/1.1 upstream connections, answers relayed through memory buffers only
+(``proxy_max_temp_file_size 0``), and no access log unless ``access_log`` is set: then the
+default ``combined`` line per request, unbuffered, to ``<prefix>/access.log`` (as Debian's
+default site writes ``/var/log/nginx/access.log``).
 """
 
 from __future__ import annotations
@@ -33,8 +36,8 @@ def nginx_binary() -> str:
     return found
 
 
-def render_config(prefix: Path, *, port: int, upstream: str, auth: str | None = None) -> str:
-    """The nginx.conf text: plain proxy to ``upstream`` (host:port), or guarded by ``auth`` (host:port)."""
+def render_config(prefix: Path, *, port: int, upstream: str, auth: str | None = None, access_log: bool = False) -> str:
+    """The nginx.conf text: plain proxy to ``upstream`` (host:port), or guarded by ``auth`` (host:port); access log on or off."""
     user_line = ""
     if os.geteuid() == 0:
         # Workers drop root; Debian has no `nobody` group, which is nginx's built-in default.
@@ -47,11 +50,12 @@ def render_config(prefix: Path, *, port: int, upstream: str, auth: str | None = 
     locations = Template((TEMPLATES / f"{kind}.locations.in").read_text()).substitute()
     extra = "" if auth is None else Template((TEMPLATES / "auth.upstreams.in").read_text()).substitute(auth=auth)
     return Template((TEMPLATES / "common.conf.in").read_text()).substitute(
-        prefix=str(prefix), user_line=user_line, upstream=upstream, extra_upstreams=extra, port=port, locations=locations.rstrip("\n")
+        prefix=str(prefix), user_line=user_line, upstream=upstream, extra_upstreams=extra, port=port, locations=locations.rstrip("\n"),
+        access_log=f"access_log {prefix}/access.log combined;" if access_log else "access_log off;",
     )
 
 
-def start_nginx(name: str, workdir: Path, *, port: int, upstream: str, auth: str | None, core: int | None) -> Proc:
+def start_nginx(name: str, workdir: Path, *, port: int, upstream: str, auth: str | None, core: int | None, access_log: bool = False) -> Proc:
     """Write the configuration under ``workdir/name`` and start nginx on it in the foreground.
 
     Raises:
@@ -62,5 +66,5 @@ def start_nginx(name: str, workdir: Path, *, port: int, upstream: str, auth: str
     prefix.mkdir(parents=True, exist_ok=True)
     os.chmod(prefix, 0o755)
     conf = prefix / "nginx.conf"
-    conf.write_text(render_config(prefix, port=port, upstream=upstream, auth=auth), encoding="utf-8")
+    conf.write_text(render_config(prefix, port=port, upstream=upstream, auth=auth, access_log=access_log), encoding="utf-8")
     return start_proc(name, [binary, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")], workdir=workdir, core=core)

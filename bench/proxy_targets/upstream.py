@@ -1,7 +1,10 @@
-"""The benchmark upstream: answers every request with the same 100-byte JSON body.
+"""The benchmark upstream: answers every request with the same 100-byte JSON body, and ``/download`` with 256 KiB.
 
-Owns: BODY, create_app, create_handler and the upstream process's command line.
+Owns: BODY, DOWNLOAD, DOWNLOAD_PATH, create_app, create_handler and the upstream process's command line.
 Must not import: gateway.
+
+A request body (the POST row's 1 KiB) is read whole before the answer. ``GET /download`` answers
+DOWNLOAD (256 KiB of ``application/octet-stream``, built once) for the download row.
 
 It shares the server core with every proxy under test, so its own cost is in every ratio: it is
 kept as cheap as aiohttp allows. ``--kind lowlevel`` (the default) is aiohttp's low-level
@@ -23,14 +26,18 @@ BODY = b'{"service":"bench-upstream","ok":true,"items":[1,2,3,4,5,6,7,8],"note":
 # INVARIANT: exactly 100 bytes, so every target moves the same payload.
 if len(BODY) != 100:
     raise RuntimeError(f"upstream body is {len(BODY)} bytes, not 100")
+DOWNLOAD_PATH = "/download"
+DOWNLOAD = bytes(range(256)) * 1024  # 256 KiB
 
 
 def create_handler() -> LowLevelHandler:
-    """A low-level handler that answers every request with BODY (status 200, JSON)."""
+    """A low-level handler that answers BODY (status 200, JSON), or DOWNLOAD on ``GET /download``."""
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
         if request.body_exists:
             await request.read()
+        if request.raw_path == DOWNLOAD_PATH:
+            return web.Response(body=DOWNLOAD, content_type="application/octet-stream")
         return web.Response(body=BODY, content_type="application/json")
 
     return handle

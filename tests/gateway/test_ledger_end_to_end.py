@@ -15,6 +15,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
 
 from gateway.app import create_app
 from gateway.keys import LEDGER, METRICS, STORE
@@ -173,3 +174,21 @@ class TestLedgerEndToEnd:
         assert (0.0, 0.0) == (one.metric("gatehouse_ledger_dropped_requests_total"), two.metric("gatehouse_ledger_dropped_requests_total"))
         assert sent == await ledger_counts(settings.store.reveal())
         assert 13 * len(PLAN) == sum(sent.values())
+
+
+class TestLedgerOff:
+    async def test_ledger_off_counts_nothing_and_says_so_at_start(self, aiohttp_client: Any, upstream: str, tmp_path: Path) -> None:
+        """With `evidence.ledger_enabled: false` (for benchmarking) requests are served, nothing reaches the ledger, and a warning names the gap."""
+        keys, clock = Keys(tmp_path / "keys"), MovableClock()
+        settings = gatehouse_settings(keys, store=f"sqlite:///{tmp_path}/gatehouse.db", upstream=upstream, evidence={"ledger_enabled": False})
+        with capture_logs() as logs:
+            gateway = await start(aiohttp_client, settings, keys, clock)
+        await prepare_fleet(gateway)
+        sent: Counter[Key] = Counter()
+
+        await gateway.send(2, sent)
+
+        assert 2 * len(PLAN) == sum(sent.values())
+        assert LEDGER not in gateway.app
+        assert Counter() == await ledger_counts(settings.store.reveal())
+        assert ["ledger.disabled"] == [e["event"] for e in logs if e["log_level"] == "warning" and e["event"].startswith("ledger.")]
