@@ -109,3 +109,16 @@ if TYPE_CHECKING:
 
 LEDGER: web.AppKey[AccessLedger] = web.AppKey("ledger")
 """Every decision counted into hourly rows, written to the store in the background; set by a full Gatehouse."""
+
+# --- Laptop enrollment (gateway/enroll/) ---
+if TYPE_CHECKING:
+    from gateway.enroll.api import EnrollRuntime
+    from gateway.enroll.flow import CertificateIssuer
+    from gateway.ingest.http import AnswerHandler
+
+ENROLL_CA: web.AppKey[CertificateIssuer] = web.AppKey("enroll_ca")
+"""The device CA that signs enrolled laptops' certificates; absent means enrollment is disabled."""
+ENROLL_RUNTIME: web.AppKey[EnrollRuntime] = web.AppKey("enroll_runtime")
+"""Per-process enrollment state (the session rate limit); set by ``add_enroll_routes``."""
+OSQUERY_ANSWERS: web.AppKey[dict[str, AnswerHandler]] = web.AppKey("osquery_answers")
+"""Distributed-query name prefix → handler: answers to those queries go there, never into posture facts."""
