@@ -219,6 +219,8 @@ class FleetView:
     limit: int = 500
     """Rows shown on the HTML page; CSV and JSON always carry every matching row."""
     viewer: str = ""
+    two_agents: frozenset[str] = frozenset()
+    """Serials a second osquery node enrolled under another host identity (marked "two agents report this serial")."""
 
 
 def _safe_cell(value: str) -> str:
@@ -289,7 +291,9 @@ def _html(view: FleetView, rows: tuple[FleetRow, ...]) -> Rendered:
         table_rows.append(el(
             "tr",
             el("th", el("strong", r.hostname) if r.hostname else el("span", "No report yet", class_="muted"),
-               el("div", el("code", r.serial), class_="small"), scope="row"),
+               el("div", el("code", r.serial), class_="small"),
+               el("span", "two agents report this serial", class_="badge bad") if r.serial in view.two_agents else None,
+               scope="row"),
             el("td", _list(r.owners, empty=el("span", "unowned", class_="badge warn")), data_label="Owner"),
             el("td", r.os or el("span", "—", class_="muted"), data_label="OS"),
             el("td", r.agent or el("span", "—", class_="muted"), data_label="Agent"),

@@ -441,12 +441,15 @@ class TestOsqueryConflict:
         await stack.enroll_agent()
 
         await stack.enroll_agent(host="evil-twin")
-        await stack.enroll_agent(host="evil-twin")
+        twin = await stack.enroll_agent(host="evil-twin")
+        await stack.client.post("/.gatehouse/osquery/log", json={**fixture("log_result_snapshot.json"), "node_key": twin})
         page = await (await stack.client.get("/.gatehouse/admin/enrollments", headers={**stack.bearer(RITA, groups=("security",)), **HTML})).text()
 
         assert [("lt-alice-01", "evil-twin")] == [(line["previous_host"], line["new_host"]) for line in log_lines.events("osquery.enroll_conflict")]
         assert 1.0 == stack.metrics.registry.get_sample_value("gatehouse_osquery_enroll_conflicts_total")
         assert "Two agents report this serial" in page and "evil-twin" in page
+        fleet = await (await stack.client.get("/.gatehouse/admin/devices", headers={**stack.bearer(RITA, groups=("security",)), **HTML})).text()
+        assert "two agents report this serial" in fleet
 
 
 class TestDisabled:
