@@ -44,6 +44,7 @@ from prometheus_client import CollectorRegistry
 from breakglass import BreakglassService
 from gateway.enroll.ca import DeviceCA, DeviceCaError
 from gateway.breakglass_http import BreakglassWeb, add_breakglass_routes, breakglass_maintenance_ctx
+from gateway.enroll.api import add_enroll_routes
 from gateway.errors import ConfigError, Problem
 from gateway.handlers import Gate, Readiness, handle_proxied, healthz, readyz
 from gateway.identity import add_identity_routes, identity_cleanup_ctx
@@ -239,6 +240,7 @@ def wire_gatehouse(app: web.Application, settings: Settings) -> Gate:
     add_ingest_routes(app)
     add_owner_routes(app)
     add_portal_routes(app)
+    add_enroll_routes(app)
     add_breakglass_routes(app, BreakglassWeb.from_settings(settings.breakglass, policies=lambda: holder.current, evaluate=_device_decision(holder)))
     return PolicyGate(holder, ledger=ledger)
 

@@ -123,3 +123,13 @@ if TYPE_CHECKING:
 
 DEVICE_CA: web.AppKey[DeviceCA] = web.AppKey("device_ca")
 """Gatehouse's device CA; present only when ``identity.device.ca`` is configured (enrollment enabled)."""
+
+# --- Laptop enrollment (gateway/enroll/) ---
+if TYPE_CHECKING:
+    from gateway.enroll.api import EnrollRuntime
+    from gateway.ingest.http import AnswerHandler
+
+ENROLL_RUNTIME: web.AppKey[EnrollRuntime] = web.AppKey("enroll_runtime")
+"""Per-process enrollment state (the session rate limit); set by ``add_enroll_routes``."""
+OSQUERY_ANSWERS: web.AppKey[dict[str, AnswerHandler]] = web.AppKey("osquery_answers")
+"""Distributed-query name prefix → handler: answers to those queries go there, never into posture facts."""

@@ -155,6 +155,15 @@ class Metrics:
             "gatehouse_osquery_enrollments_total", "osquery enroll attempts, by outcome.",
             ["outcome"], registry=registry,
         )
+        self.osquery_enroll_conflicts = Counter(
+            "gatehouse_osquery_enroll_conflicts_total",
+            "osquery nodes that enrolled a serial whose active node has another host identifier.", registry=registry,
+        )
+        self.device_enrollments = Counter(
+            "gatehouse_enrollments_total",
+            "Laptop enrollment steps, by outcome (created, proof-passed, proof-failed, approved, refused, issued, expired).",
+            ["outcome"], registry=registry,
+        )
         self.store_errors = Counter(
             "gatehouse_store_errors_total", "Store operations that failed, by operation.",
             ["operation"], registry=registry,

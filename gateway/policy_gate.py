@@ -326,7 +326,7 @@ class PolicyGate:
 # public (health, login, keys) or authenticates its own way (osquery node keys, ingest tokens).
 USER_AREAS = (
     "/.gatehouse/break-glass", "/.gatehouse/api/v1/break-glass", "/.gatehouse/admin/",
-    "/.gatehouse/api/v1/admin/", "/.gatehouse/recheck", "/.gatehouse/me",
+    "/.gatehouse/api/v1/admin/", "/.gatehouse/recheck", "/.gatehouse/me", "/.gatehouse/enroll/",
 )
 
 

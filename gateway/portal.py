@@ -165,6 +165,10 @@ async def fleet_page(request: web.Request) -> web.StreamResponse:
     fmt = request.query.get("format")
 
     trust = bool(settings.ingest.trust_reported_owners)
+    try:
+        two_agents = frozenset(c.serial for c in await app[STORE].osquery_conflicts())
+    except StoreError:
+        two_agents = frozenset()  # the page still lists every device from memory; the marks return with the store
 
     csrf_token = csrf_token_for(request)
 
@@ -182,7 +186,7 @@ async def fleet_page(request: web.Request) -> web.StreamResponse:
         rows += [FleetRow.from_device(r.serial, None, decisions_at_every_tier(policies, None, now=now), owners=r.owners)
                  for r in cache.inventory_records() if r.serial not in cache]
         view = FleetView(rows=tuple(map(certified, rows)), filter=FleetFilter.from_query(request.query), tiers=policies.tier_names,
-                         checks=tuple(policies.checks), now=now, viewer=identity.email, csrf_token=csrf_token)
+                         checks=tuple(policies.checks), now=now, viewer=identity.email, csrf_token=csrf_token, two_agents=two_agents)
         return render_fleet(view, accept=request.headers.get("Accept"), format=fmt).response()
 
     # INVARIANT: a whole-fleet export evaluates every device at every tier; keep it off the event loop.

@@ -176,6 +176,14 @@ class IdentityResolver:
                 self._metrics.auth_failures.labels(reason=exc.reason.value).inc()
             raise
 
+    async def verify_user_token(self, raw: str, *, now: datetime) -> Identity:
+        """The user of a JWT the ``identity.jwt`` settings accept, whatever ``identity.sources`` say (the enrollment API's bearer).
+
+        Raises:
+            AuthenticationError: no JWT settings, or the token is not valid.
+        """
+        return await self._verify_jwt(raw, "bearer", now=now)
+
     def identity_at_hand(self, request: RequestLike, *, now: datetime) -> Identity | None:
         """The verified user when it is known without I/O and without failing, else None.
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 
 import orjson
@@ -32,9 +32,9 @@ from gateway.ingest.config import IngestSettings
 from gateway.ingest.pipeline import HistoryThrottle, Ingestor, pause_between_chunks, run_history_prune
 from gateway.ingest.snapshot_parse import ItemError, parse_snapshot_item, serial_problem
 from gateway.ingest.stethoscope import is_stethoscope_item, parse_stethoscope_item
-from gateway.keys import CLOCK, COMPLIANCE_RECORDER, INGEST_RUNTIME, INGEST_SETTINGS, METRICS, SNAPSHOT_CACHE, STORE
+from gateway.keys import CLOCK, COMPLIANCE_RECORDER, INGEST_RUNTIME, INGEST_SETTINGS, METRICS, OSQUERY_ANSWERS, SNAPSHOT_CACHE, STORE
 from gateway.snapshots import run_cache_refresh
-from gateway.store.base import Enrollment, PutOutcome, StoreError
+from gateway.store.base import Enrollment, OsqueryConflict, PendingQuery, PutOutcome, StoreError
 from policy_engine.model import DeviceSnapshot
 
 _log = structlog.get_logger(__name__)
@@ -44,6 +44,10 @@ SNAPSHOTS_PATH = "/.gatehouse/api/v1/snapshots"
 _NODE_INVALID = orjson.dumps({"node_invalid": True})
 _OK = orjson.dumps({"node_invalid": False})
 _JSON = "application/json"
+
+AnswerHandler = Callable[[web.Application, Enrollment, PendingQuery, "Sequence[Mapping[str, str]] | None", datetime], Awaitable[None]]
+"""Receives the rows a device's agent answered to a reserved distributed query (None when the agent
+reported the query failed); registered in ``app[OSQUERY_ANSWERS]`` under the query name prefix."""
 
 
 class IngestRuntime:
@@ -65,6 +69,8 @@ class IngestRuntime:
 def add_ingest_routes(app: web.Application) -> None:
     """Register the osquery and snapshot API endpoints; the app must hold STORE, SNAPSHOT_CACHE, INGEST_SETTINGS and CLOCK."""
     app[INGEST_RUNTIME] = IngestRuntime()
+    if OSQUERY_ANSWERS not in app:
+        app[OSQUERY_ANSWERS] = {}
     app.router.add_post(f"{OSQUERY_PREFIX}/enroll", handle_enroll)
     app.router.add_post(f"{OSQUERY_PREFIX}/config", handle_config)
     app.router.add_post(f"{OSQUERY_PREFIX}/log", handle_log)
@@ -236,6 +242,7 @@ async def handle_enroll(request: web.Request) -> web.StreamResponse:
         return _json(_NODE_INVALID)
     node_key = osquery.new_node_key()
     try:
+        await _note_conflict(app, enroll, now=_now(app))
         await app[STORE].create_enrollment(
             node_key=node_key,
             serial=enroll.serial,
@@ -253,6 +260,24 @@ async def handle_enroll(request: web.Request) -> web.StreamResponse:
     if metrics is not None:
         metrics.enrollments.labels(outcome="enrolled").inc()
     return _json(orjson.dumps({"node_key": node_key, "node_invalid": False}))
+
+
+async def _note_conflict(app: web.Application, enroll: osquery.EnrollRequest, *, now: datetime) -> None:
+    """Flag a node enrolling a serial whose active node has another host identifier (the newcomer takes over its reports).
+
+    Raises:
+        StoreError: the store could not be read or written.
+    """
+    store = app[STORE]
+    others = [e for e in await store.active_enrollments(enroll.serial) if e.host_identifier != enroll.host_identifier]
+    if not others:
+        return
+    previous = others[-1].host_identifier
+    _log.warning("osquery.enroll_conflict", serial=enroll.serial, previous_host=previous, new_host=enroll.host_identifier)
+    metrics = app.get(METRICS)
+    if metrics is not None:
+        metrics.osquery_enroll_conflicts.inc()
+    await store.record_osquery_conflict(OsqueryConflict(enroll.serial, previous, enroll.host_identifier, now))
 
 
 async def handle_config(request: web.Request) -> web.StreamResponse:
@@ -370,9 +395,16 @@ async def handle_distributed_write(request: web.Request) -> web.StreamResponse:
             return _error(400, "bad-write", "a distributed write needs `queries` and `statuses` objects")
         now = _now(app)
         pending = await store.pending_queries(enrollment.serial)
-        items, answered = osquery.distributed_results(pending, body, now=now)
+        handlers = app[OSQUERY_ANSWERS]
+        reserved = [(q, h) for q in pending for p, h in handlers.items() if q.query_name.startswith(p)]
+        reserved_ids = {q.query_id for q, _ in reserved}
+        items, answered = osquery.distributed_results([q for q in pending if q.query_id not in reserved_ids], body, now=now)
         await _apply_osquery_items(app, enrollment, items, now=now)
         await store.complete_pending_queries(enrollment.serial, answered)
+        for query, handler in reserved:
+            rows = osquery.reserved_answer(query, body)
+            if rows is not False:
+                await handler(app, enrollment, query, rows, now)
     except _Refused as refused:
         return refused.response
     except osquery.OsqueryRequestError as exc:

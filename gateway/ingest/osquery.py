@@ -610,3 +610,20 @@ def distributed_results(
         items.append(ResultItem(name=query.query_name, collected_at=now, kind="snapshot", added=_rows(rows)))
     answered = [qid for qid in {*queries, *statuses} if isinstance(qid, str)]
     return items, answered
+
+
+def reserved_answer(query: PendingQuery, body: Mapping[str, object]) -> Sequence[Row] | None | bool:
+    """The rows the agent answered to one reserved query: False when it did not answer it, None when it reported failure.
+
+    Raises:
+        OsqueryRequestError: the rows are not a list of objects.
+    """
+    queries = body.get("queries", {})
+    statuses = body.get("statuses", {})
+    if not isinstance(queries, dict) or not isinstance(statuses, dict):
+        raise OsqueryRequestError("`queries` and `statuses` must be objects keyed by query id")
+    if query.query_id not in queries and query.query_id not in statuses:
+        return False
+    if str(statuses.get(query.query_id, 0)) != "0":
+        return None
+    return _rows(queries.get(query.query_id, []))

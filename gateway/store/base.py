@@ -2,7 +2,8 @@
 
 Owns: the Store Protocol and its parts (SnapshotStore, EnrollmentStore, OsqueryStateStore, LedgerStore (AccessRollup, AccessVerdict),
 HistoryStore, DistributedQueryStore, OwnerStore (OwnerRecord, OwnerEdit, OwnerSource)), ConnectorStateStore (ConnectorState,
-ConnectorClaim), CertificateStore (CertificateRecord, CertificateChanges), the values they exchange, StoreError.
+ConnectorClaim), CertificateStore (CertificateRecord, CertificateChanges), EnrollmentRequestStore (EnrollSession,
+EnrollmentRequest, OsqueryConflict), the values they exchange, StoreError.
 Must not import: aiohttp, sqlite3, asyncpg, gateway.ingest (backends import this, not the reverse).
 
 Every method is a coroutine and every write is durable (committed) when it returns: ingest
@@ -303,6 +304,10 @@ class EnrollmentStore(Protocol):
         """Revoke every active node key of a device; returns how many were revoked."""
         ...
 
+    async def active_enrollments(self, serial: str) -> tuple[Enrollment, ...]:
+        """The device's enrollments whose node key is not revoked, oldest first."""
+        ...
+
 
 @runtime_checkable
 class OsqueryStateStore(Protocol):
@@ -489,9 +494,140 @@ class CertificateStore(Protocol):
         ...
 
 
+class EnrollmentStatus(StrEnum):
+    """Where a laptop enrollment request stands (a closed set, shown to users and approvers)."""
+
+    PENDING_PROOF = "pending-proof"
+    PENDING_APPROVAL = "pending-approval"
+    ISSUED = "issued"
+    REFUSED = "refused"
+    EXPIRED = "expired"
+
+    @property
+    def open(self) -> bool:
+        """True while the request can still end in a certificate."""
+        return self in (EnrollmentStatus.PENDING_PROOF, EnrollmentStatus.PENDING_APPROVAL)
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollSession:
+    """One sign-in of the enrollment client by one-time code; secrets are kept only as SHA-256 hashes."""
+
+    session_hash: str
+    user_code: str
+    created_at: datetime
+    expires_at: datetime
+    user: str = ""
+    """The signed-in user who confirmed the code in a browser ("" until then)."""
+    confirmed_at: datetime | None = None
+    token_hash: str = ""
+    """The enrollment token handed to the client once confirmed ("" until then)."""
+    token_expires_at: datetime | None = None
+    enrollment_id: str = ""
+    """The enrollment the token was used for ("" until then): a token creates one enrollment."""
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollmentEvent:
+    """One step of an enrollment request, kept with it for auditors (`created`, `proof_failed`, `approved`...)."""
+
+    at: datetime
+    kind: str
+    actor: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollmentRequest:
+    """A laptop's request for a device certificate, from creation to its outcome."""
+
+    id: str
+    user: str
+    serial: str
+    platform: str
+    hostname: str
+    csr_pem: str
+    nonce_path: str
+    nonce_sha256: str
+    """SHA-256 (hex) of the nonce the client writes to ``nonce_path``; the nonce itself is not kept."""
+    proof: str
+    """``osquery-file-hash`` or ``approval``."""
+    status: EnrollmentStatus
+    created_at: datetime
+    expires_at: datetime
+    flags: tuple[str, ...] = ()
+    """Why an approver must look closer: ``other-owner`` (the serial is registered to someone else)."""
+    reason: str = ""
+    detail: str = ""
+    certificate: str = ""
+    fingerprint: str = ""
+    not_after: datetime | None = None
+    decided_by: str = ""
+    events: tuple[EnrollmentEvent, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OsqueryConflict:
+    """A second osquery node enrolled a serial whose active node has another host identifier."""
+
+    serial: str
+    previous_host: str
+    new_host: str
+    at: datetime
+
+
+@runtime_checkable
+class EnrollmentRequestStore(Protocol):
+    """Enrollment sign-in sessions, enrollment requests and osquery enroll conflicts, shared by every replica.
+
+    ``swap_*`` is a compare-and-set: it writes ``new`` only when the stored value still equals ``old``
+    and returns False otherwise, so two replicas never both move one request (approve vs. proof).
+    """
+
+    async def create_enroll_session(self, session: EnrollSession) -> None:
+        """Store a new session (its hash and user code are unique)."""
+        ...
+
+    async def enroll_session(self, session_hash: str) -> EnrollSession | None:
+        """The session with this hash; None when unknown."""
+        ...
+
+    async def enroll_session_by_code(self, user_code: str) -> EnrollSession | None:
+        """The session shown with this user code; None when unknown."""
+        ...
+
+    async def swap_enroll_session(self, old: EnrollSession, new: EnrollSession) -> bool:
+        """Replace ``old`` by ``new`` if ``old`` is still what is stored."""
+        ...
+
+    async def create_enrollment_request(self, request: EnrollmentRequest) -> None:
+        """Store a new enrollment request."""
+        ...
+
+    async def enrollment_request(self, request_id: str) -> EnrollmentRequest | None:
+        """The request with this id; None when unknown."""
+        ...
+
+    async def swap_enrollment_request(self, old: EnrollmentRequest, new: EnrollmentRequest) -> bool:
+        """Replace ``old`` by ``new`` if ``old`` is still what is stored."""
+        ...
+
+    async def enrollment_requests(self, *, limit: int = 200) -> tuple[EnrollmentRequest, ...]:
+        """The newest requests, newest first."""
+        ...
+
+    async def record_osquery_conflict(self, conflict: OsqueryConflict) -> None:
+        """Keep a conflict for the fleet page."""
+        ...
+
+    async def osquery_conflicts(self, *, limit: int = 200) -> tuple[OsqueryConflict, ...]:
+        """The newest conflicts, newest first."""
+        ...
+
+
 class Store(
     SnapshotStore, EnrollmentStore, OsqueryStateStore, HistoryStore, DistributedQueryStore, OwnerStore, LedgerStore,
-    ConnectorStateStore, CertificateStore, Protocol,
+    ConnectorStateStore, CertificateStore, EnrollmentRequestStore, Protocol,
 ):
     """Everything the snapshot subsystem keeps durably; ``close`` releases connections."""
 

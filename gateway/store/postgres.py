@@ -58,12 +58,15 @@ from gateway.store.base import (
     ConnectorClaim,
     ConnectorState,
     Enrollment,
+    EnrollmentRequest,
+    EnrollSession,
     HistoryEntry,
     HostDetails,
     OwnerChanges,
     OwnerEdit,
     OwnerRecord,
     OwnerSource,
+    OsqueryConflict,
     PendingQuery,
     PutOutcome,
     QueryResult,
@@ -71,6 +74,9 @@ from gateway.store.base import (
     edited_owners,
 )
 from gateway.store.codec import SnapshotDecoder, encode_snapshot
+from gateway.store.enroll_codec import (
+    decode_conflict, decode_request, decode_session, encode_conflict, encode_request, encode_session,
+)
 from gateway.store.sqlite import hash_node_key
 from gateway.store.sqlite_audit import check_batch
 from policy_engine.model import DeviceSnapshot
@@ -210,6 +216,28 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX device_certificates_serial ON device_certificates (serial)",
         "INSERT INTO counters (name, value) VALUES ('certificate_seq', 0)",
+    ),
+    (
+        # Laptop enrollment (see sqlite.py): bodies are enroll_codec's deterministic bytes, compared by `swap_*`.
+        """CREATE TABLE enroll_sessions (
+            session_hash text PRIMARY KEY,
+            user_code text NOT NULL UNIQUE,
+            expires_at timestamptz NOT NULL,
+            body bytea NOT NULL
+        )""",
+        """CREATE TABLE enrollment_requests (
+            id text PRIMARY KEY,
+            serial text NOT NULL,
+            created_at timestamptz NOT NULL,
+            body bytea NOT NULL
+        )""",
+        "CREATE INDEX enrollment_requests_time ON enrollment_requests (created_at)",
+        """CREATE TABLE osquery_conflicts (
+            id bigserial PRIMARY KEY,
+            serial text NOT NULL,
+            at timestamptz NOT NULL,
+            body bytea NOT NULL
+        )""",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -721,6 +749,104 @@ class PostgresStore:
             return _rowcount(status)
 
         return await self._transact(f"revoke the enrollments of `{serial}`", work, write=True)
+
+    async def active_enrollments(self, serial: str) -> tuple[Enrollment, ...]:
+        """The device's enrollments whose node key is not revoked, oldest first."""
+
+        async def work(conn: asyncpg.Connection) -> tuple[Enrollment, ...]:
+            rows = await conn.fetch(
+                "SELECT node_key_hash, host_identifier, details, enrolled_at FROM enrollments"
+                " WHERE serial = $1 AND revoked_at IS NULL ORDER BY enrolled_at",
+                serial,
+            )
+            return tuple(Enrollment(r[0], serial, r[1], r[3], HostDetails(**orjson.loads(r[2]))) for r in rows)
+
+        return await self._transact(f"read the enrollments of `{serial}`", work, write=False)
+
+    # -- laptop enrollment -------------------------------------------------------------------
+
+    async def create_enroll_session(self, session: EnrollSession) -> None:
+        """Store a new session (its hash and user code are unique)."""
+
+        async def work(conn: asyncpg.Connection) -> None:
+            await conn.execute(
+                "INSERT INTO enroll_sessions (session_hash, user_code, expires_at, body) VALUES ($1, $2, $3, $4)",
+                session.session_hash, session.user_code, session.expires_at, encode_session(session),
+            )
+
+        await self._transact("store an enrollment sign-in", work, write=True)
+
+    async def enroll_session(self, session_hash: str) -> EnrollSession | None:
+        """The session with this hash; None when unknown."""
+        return await self._one("SELECT body FROM enroll_sessions WHERE session_hash = $1", session_hash, decode_session)
+
+    async def enroll_session_by_code(self, user_code: str) -> EnrollSession | None:
+        """The session shown with this user code; None when unknown."""
+        return await self._one("SELECT body FROM enroll_sessions WHERE user_code = $1", user_code, decode_session)
+
+    async def swap_enroll_session(self, old: EnrollSession, new: EnrollSession) -> bool:
+        """Replace ``old`` by ``new`` if ``old`` is still what is stored."""
+        return await self._swap("enroll_sessions", "session_hash", old.session_hash, encode_session(old), encode_session(new))
+
+    async def create_enrollment_request(self, request: EnrollmentRequest) -> None:
+        """Store a new enrollment request."""
+
+        async def work(conn: asyncpg.Connection) -> None:
+            await conn.execute(
+                "INSERT INTO enrollment_requests (id, serial, created_at, body) VALUES ($1, $2, $3, $4)",
+                request.id, request.serial, request.created_at, encode_request(request),
+            )
+
+        await self._transact(f"store the enrollment request of `{request.serial}`", work, write=True)
+
+    async def enrollment_request(self, request_id: str) -> EnrollmentRequest | None:
+        """The request with this id; None when unknown."""
+        return await self._one("SELECT body FROM enrollment_requests WHERE id = $1", request_id, decode_request)
+
+    async def swap_enrollment_request(self, old: EnrollmentRequest, new: EnrollmentRequest) -> bool:
+        """Replace ``old`` by ``new`` if ``old`` is still what is stored."""
+        return await self._swap("enrollment_requests", "id", old.id, encode_request(old), encode_request(new))
+
+    async def enrollment_requests(self, *, limit: int = 200) -> tuple[EnrollmentRequest, ...]:
+        """The newest requests, newest first."""
+
+        async def work(conn: asyncpg.Connection) -> tuple[EnrollmentRequest, ...]:
+            rows = await conn.fetch("SELECT body FROM enrollment_requests ORDER BY created_at DESC, id LIMIT $1", limit)
+            return tuple(decode_request(r[0]) for r in rows)
+
+        return await self._transact("read the enrollment requests", work, write=False)
+
+    async def record_osquery_conflict(self, conflict: OsqueryConflict) -> None:
+        """Keep a conflict for the fleet page."""
+
+        async def work(conn: asyncpg.Connection) -> None:
+            await conn.execute("INSERT INTO osquery_conflicts (serial, at, body) VALUES ($1, $2, $3)",
+                               conflict.serial, conflict.at, encode_conflict(conflict))
+
+        await self._transact(f"record an osquery conflict for `{conflict.serial}`", work, write=True)
+
+    async def osquery_conflicts(self, *, limit: int = 200) -> tuple[OsqueryConflict, ...]:
+        """The newest conflicts, newest first."""
+
+        async def work(conn: asyncpg.Connection) -> tuple[OsqueryConflict, ...]:
+            rows = await conn.fetch("SELECT body FROM osquery_conflicts ORDER BY at DESC, id DESC LIMIT $1", limit)
+            return tuple(decode_conflict(r[0]) for r in rows)
+
+        return await self._transact("read the osquery conflicts", work, write=False)
+
+    async def _one(self, sql: str, key: str, decode: Callable[[bytes], T]) -> T | None:
+        async def work(conn: asyncpg.Connection) -> T | None:
+            body = await conn.fetchval(sql, key)
+            return None if body is None else decode(body)
+
+        return await self._transact("read an enrollment record", work, write=False)
+
+    async def _swap(self, table: str, key_column: str, key: str, old: bytes, new: bytes) -> bool:
+        async def work(conn: asyncpg.Connection) -> bool:
+            status = await conn.execute(f"UPDATE {table} SET body = $1 WHERE {key_column} = $2 AND body = $3", new, key, old)
+            return _rowcount(status) == 1
+
+        return await self._transact(f"update the enrollment record `{key}`", work, write=True)
 
     # -- osquery query state -----------------------------------------------------------------
 

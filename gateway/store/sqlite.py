@@ -31,6 +31,9 @@ from gateway.store.base import (
     ConnectorClaim,
     ConnectorState,
     Enrollment,
+    EnrollmentRequest,
+    EnrollSession,
+    OsqueryConflict,
     AccessRollup,
     AccessVerdict,
     HistoryEntry,
@@ -46,6 +49,9 @@ from gateway.store.base import (
     edited_owners,
 )
 from gateway.store.codec import SnapshotDecoder, encode_snapshot, from_micros, to_micros
+from gateway.store.enroll_codec import (
+    decode_conflict, decode_request, decode_session, encode_conflict, encode_request, encode_session,
+)
 from policy_engine.model import DeviceSnapshot
 
 T = TypeVar("T")
@@ -162,6 +168,30 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX device_certificates_serial ON device_certificates (serial)",
         "INSERT INTO counters (name, value) VALUES ('certificate_seq', 0)",
+    ),
+    (
+        # Laptop enrollment (gateway/enroll/): sign-in sessions by one-time code, enrollment requests and
+        # osquery enroll conflicts. Bodies are gateway/store/enroll_codec.py's deterministic bytes, so
+        # `swap_*` compares them to change a row only if nobody changed it since it was read.
+        """CREATE TABLE enroll_sessions (
+            session_hash TEXT PRIMARY KEY,
+            user_code TEXT NOT NULL UNIQUE,
+            expires_at INTEGER NOT NULL,
+            body BLOB NOT NULL
+        )""",
+        """CREATE TABLE enrollment_requests (
+            id TEXT PRIMARY KEY,
+            serial TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            body BLOB NOT NULL
+        )""",
+        "CREATE INDEX enrollment_requests_time ON enrollment_requests (created_at)",
+        """CREATE TABLE osquery_conflicts (
+            id INTEGER PRIMARY KEY,
+            serial TEXT NOT NULL,
+            at INTEGER NOT NULL,
+            body BLOB NOT NULL
+        )""",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -363,6 +393,107 @@ class SqliteStore:
                     (to_micros(now), serial),
                 )
             return cur.rowcount
+
+        return await self._run(work)
+
+    async def active_enrollments(self, serial: str) -> tuple[Enrollment, ...]:
+        """The device's enrollments whose node key is not revoked, oldest first."""
+
+        def work(conn: sqlite3.Connection) -> tuple[Enrollment, ...]:
+            rows = conn.execute(
+                "SELECT node_key_hash, host_identifier, details, enrolled_at FROM enrollments"
+                " WHERE serial = ? AND revoked_at IS NULL ORDER BY enrolled_at",
+                (serial,),
+            ).fetchall()
+            return tuple(
+                Enrollment(key_hash, serial, host, from_micros(at), HostDetails(**orjson.loads(details)))
+                for key_hash, host, details, at in rows
+            )
+
+        return await self._run(work)
+
+    # -- laptop enrollment -------------------------------------------------------------------
+
+    async def create_enroll_session(self, session: EnrollSession) -> None:
+        """Store a new session (its hash and user code are unique)."""
+        params = (session.session_hash, session.user_code, to_micros(session.expires_at), encode_session(session))
+
+        def work(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.execute("INSERT INTO enroll_sessions (session_hash, user_code, expires_at, body) VALUES (?, ?, ?, ?)", params)
+
+        await self._run(work)
+
+    async def enroll_session(self, session_hash: str) -> EnrollSession | None:
+        """The session with this hash; None when unknown."""
+        return await self._one("SELECT body FROM enroll_sessions WHERE session_hash = ?", session_hash, decode_session)
+
+    async def enroll_session_by_code(self, user_code: str) -> EnrollSession | None:
+        """The session shown with this user code; None when unknown."""
+        return await self._one("SELECT body FROM enroll_sessions WHERE user_code = ?", user_code, decode_session)
+
+    async def swap_enroll_session(self, old: EnrollSession, new: EnrollSession) -> bool:
+        """Replace ``old`` by ``new`` if ``old`` is still what is stored."""
+        return await self._swap("enroll_sessions", "session_hash", old.session_hash, encode_session(old), encode_session(new))
+
+    async def create_enrollment_request(self, request: EnrollmentRequest) -> None:
+        """Store a new enrollment request."""
+        params = (request.id, request.serial, to_micros(request.created_at), encode_request(request))
+
+        def work(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.execute("INSERT INTO enrollment_requests (id, serial, created_at, body) VALUES (?, ?, ?, ?)", params)
+
+        await self._run(work)
+
+    async def enrollment_request(self, request_id: str) -> EnrollmentRequest | None:
+        """The request with this id; None when unknown."""
+        return await self._one("SELECT body FROM enrollment_requests WHERE id = ?", request_id, decode_request)
+
+    async def swap_enrollment_request(self, old: EnrollmentRequest, new: EnrollmentRequest) -> bool:
+        """Replace ``old`` by ``new`` if ``old`` is still what is stored."""
+        return await self._swap("enrollment_requests", "id", old.id, encode_request(old), encode_request(new))
+
+    async def enrollment_requests(self, *, limit: int = 200) -> tuple[EnrollmentRequest, ...]:
+        """The newest requests, newest first."""
+
+        def work(conn: sqlite3.Connection) -> tuple[EnrollmentRequest, ...]:
+            rows = conn.execute("SELECT body FROM enrollment_requests ORDER BY created_at DESC, id LIMIT ?", (limit,)).fetchall()
+            return tuple(decode_request(body) for (body,) in rows)
+
+        return await self._run(work)
+
+    async def record_osquery_conflict(self, conflict: OsqueryConflict) -> None:
+        """Keep a conflict for the fleet page."""
+        params = (conflict.serial, to_micros(conflict.at), encode_conflict(conflict))
+
+        def work(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.execute("INSERT INTO osquery_conflicts (serial, at, body) VALUES (?, ?, ?)", params)
+
+        await self._run(work)
+
+    async def osquery_conflicts(self, *, limit: int = 200) -> tuple[OsqueryConflict, ...]:
+        """The newest conflicts, newest first."""
+
+        def work(conn: sqlite3.Connection) -> tuple[OsqueryConflict, ...]:
+            rows = conn.execute("SELECT body FROM osquery_conflicts ORDER BY at DESC, id DESC LIMIT ?", (limit,)).fetchall()
+            return tuple(decode_conflict(body) for (body,) in rows)
+
+        return await self._run(work)
+
+    async def _one(self, sql: str, key: str, decode: Callable[[bytes], T]) -> T | None:
+        def work(conn: sqlite3.Connection) -> T | None:
+            row = conn.execute(sql, (key,)).fetchone()
+            return None if row is None else decode(row[0])
+
+        return await self._run(work)
+
+    async def _swap(self, table: str, key_column: str, key: str, old: bytes, new: bytes) -> bool:
+        def work(conn: sqlite3.Connection) -> bool:
+            with _transaction(conn):
+                cur = conn.execute(f"UPDATE {table} SET body = ? WHERE {key_column} = ? AND body = ?", (new, key, old))
+            return cur.rowcount == 1
 
         return await self._run(work)
 

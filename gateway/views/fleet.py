@@ -225,6 +225,8 @@ class FleetView:
     viewer: str = ""
     csrf_token: str = ""
     """For the per-device "Revoke certificate" forms (the viewer's token)."""
+    two_agents: frozenset[str] = frozenset()
+    """Serials a second osquery node enrolled under another host identity (marked "two agents report this serial")."""
 
 
 def _revoke_form(serial: str, csrf_token: str) -> Markup:
@@ -306,7 +308,9 @@ def _html(view: FleetView, rows: tuple[FleetRow, ...]) -> Rendered:
             el("th", el("strong", r.hostname) if r.hostname else el("span", "No report yet", class_="muted"),
                el("div", el("code", r.serial), class_="small"),
                el("div", "Certificate until ", time_el(r.certificate_until, now=now), _revoke_form(r.serial, view.csrf_token),
-                  class_="small") if r.certificate_until else None, scope="row"),
+                  class_="small") if r.certificate_until else None,
+               el("span", "two agents report this serial", class_="badge bad") if r.serial in view.two_agents else None,
+               scope="row"),
             el("td", _list(r.owners, empty=el("span", "unowned", class_="badge warn")), data_label="Owner"),
             el("td", r.os or el("span", "—", class_="muted"), data_label="OS"),
             el("td", r.agent or el("span", "—", class_="muted"), data_label="Agent"),
