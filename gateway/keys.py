@@ -109,3 +109,14 @@ if TYPE_CHECKING:
 
 LEDGER: web.AppKey[AccessLedger] = web.AppKey("ledger")
 """Every decision counted into hourly rows, written to the store in the background; set by a full Gatehouse."""
+
+# --- Enrollment pages (portal.py, views/enroll.py, views/status.py) ---
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from gateway.views.status import CertificateDirectory
+
+ENROLL_CLIENT_FILE: web.AppKey[Path] = web.AppKey("enroll_client_file")
+"""The one-file enrollment client served at /.gatehouse/enroll/gatehouse_enroll.py; set by ``add_portal_routes``."""
+ENROLLED_CERTIFICATES: web.AppKey[CertificateDirectory] = web.AppKey("enrolled_certificates")
+"""Optional: the device certificates Gatehouse issued, by owner, from memory; the status page lists them."""
