@@ -38,7 +38,8 @@ class EnrollCommands:
     install: str
     enroll: str
     pipx: str
-    """The alternative for people with pipx: runs the served file in its own environment."""
+    """The alternative with pipx: runs the served file in its own environment with its dependency
+    (``cryptography``, declared in the file's inline script metadata)."""
 
 
 def enroll_commands(origin: str, platform: OsFamily) -> EnrollCommands:
@@ -75,7 +76,9 @@ def _platform_steps(cmds: EnrollCommands, *, labelled: bool) -> Markup:
                     el("p", el("code", cmds.install, class_="cmd"))),
            el("li", "Run it once:", el("p", el("code", cmds.enroll, class_="cmd"))),
            class_="enroll-steps", data_platform=cmds.platform.value),
-        el("p", "With pipx, one command does both: ", el("code", cmds.pipx, class_="cmd"), class_="small muted"),
+        el("p", "The program needs Python 3.9 or later with the ", el("code", "cryptography"), " package. "
+                "If it says the package is missing, run it with pipx instead, which installs it for the program alone: ",
+           el("code", cmds.pipx, class_="cmd"), class_="small muted"),
     )
 
 
