@@ -52,6 +52,7 @@ from gateway.ingest.connectors import connectors_ctx
 from gateway.ingest.http import add_ingest_routes, ingest_background
 from gateway.owners_http import add_owner_routes
 from gateway.keys import (
+    ENROLLED_CERTIFICATES,
     BREAKGLASS, CLOCK, COMPLIANCE_RECORDER, CONFIG, DEVICE, DEVICE_CA, GATE, IDENTITY, INGEST_SETTINGS, LEDGER, METRICS, POLICY, READINESS,
     RELOAD_HOOKS, SNAPSHOT_CACHE, STORE, UPSTREAM_SESSION,
 )
@@ -277,6 +278,7 @@ def _store_ctx(settings: Settings) -> Callable[[web.Application], AsyncIterator[
         app[SNAPSHOT_CACHE] = SnapshotCache(store, metrics=app[METRICS], refresh_interval_s=settings.ingest.cache_refresh_s,
                                             on_replaced=app[POLICY].memo.forget)
         cache = app[SNAPSHOT_CACHE]
+        app[ENROLLED_CERTIFICATES] = cache  # the status page lists a user's enrolled laptops from memory
         app[READINESS].add("snapshots", lambda: cache.loaded)
         health = getattr(store, "health", None)
         # The store degrades rather than fails readiness: with the cache loaded, requests are still

@@ -133,3 +133,14 @@ ENROLL_RUNTIME: web.AppKey[EnrollRuntime] = web.AppKey("enroll_runtime")
 """Per-process enrollment state (the session rate limit); set by ``add_enroll_routes``."""
 OSQUERY_ANSWERS: web.AppKey[dict[str, AnswerHandler]] = web.AppKey("osquery_answers")
 """Distributed-query name prefix → handler: answers to those queries go there, never into posture facts."""
+
+# --- Enrollment pages (portal.py, views/enroll.py, views/status.py) ---
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from gateway.views.status import CertificateDirectory
+
+ENROLL_CLIENT_FILE: web.AppKey[Path] = web.AppKey("enroll_client_file")
+"""The one-file enrollment client served at /.gatehouse/enroll/gatehouse_enroll.py; set by ``add_portal_routes``."""
+ENROLLED_CERTIFICATES: web.AppKey[CertificateDirectory] = web.AppKey("enrolled_certificates")
+"""Optional: the device certificates Gatehouse issued, by owner, from memory; the status page lists them."""

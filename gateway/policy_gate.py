@@ -2,7 +2,8 @@
 
 Owns: PolicyHolder (the policy in force, reloaded on SIGHUP, last good kept), PolicyGate (the
 Gate that app.py installs for a full Gatehouse), reserved_identity (the middleware that identifies
-users on Gatehouse's own pages), deny_response (the denial, content-negotiated).
+users on Gatehouse's own pages), deny_response (the denial, content-negotiated), enroll_origin
+(the address the enrollment commands name).
 Must not import: app, server, cli.
 
 Nothing here touches the store: snapshots come from the in-memory cache, grants from the
@@ -12,6 +13,7 @@ anywhere in the gate raises, and the middleware answers 500 without proxying: it
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
@@ -90,6 +92,26 @@ def device_owners(app: Mapping[Any, Any], serial: str) -> tuple[str, ...]:
     return tuple(app[SNAPSHOT_CACHE].owners_of(serial, trust_reported=trust))
 
 
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
+"""An origin safe to put in a shell command the user copies: scheme, host name or address, port."""
+
+
+def enroll_origin(request: web.Request) -> str | None:
+    """Gatehouse's address for the enrollment commands; None when Gatehouse does not enroll laptops.
+
+    Enrollment is on when ``identity.device.ca`` (Gatehouse's device CA) is configured. The address is
+    ``identity.oidc.external_url`` when set (the browser's own origin for a login), else the origin
+    this request reached, which is the host the browser must present its certificate to.
+    """
+    identity = request.config_dict[CONFIG].current.settings.identity
+    # INVARIANT: `ca` is the device CA section of identity.device; absent or None means enrollment is off.
+    if identity.device.ca is None:
+        return None
+    origin = identity.oidc.external_url if identity.oidc is not None else f"{request.scheme}://{request.host}"
+    origin = origin.rstrip("/")
+    return origin if _ORIGIN.fullmatch(origin) else None
+
+
 def rendered_response(rendered: Rendered) -> web.Response:
     """An aiohttp response from a view's rendered output."""
     return web.Response(status=rendered.status, headers=dict(rendered.headers), body=rendered.body)
@@ -120,6 +142,7 @@ def deny_response(
         user=user.email if user is not None else "",
         request_id=request.get(REQUEST_ID, ""),
         platform_hint=platform_from_user_agent(request.headers.get("User-Agent", "")),
+        enroll_origin=enroll_origin(request) if serial is None else None,
     )
     return rendered_response(render_deny(view, accept=request.headers.get("Accept")))
 
@@ -326,7 +349,7 @@ class PolicyGate:
 # public (health, login, keys) or authenticates its own way (osquery node keys, ingest tokens).
 USER_AREAS = (
     "/.gatehouse/break-glass", "/.gatehouse/api/v1/break-glass", "/.gatehouse/admin/",
-    "/.gatehouse/api/v1/admin/", "/.gatehouse/recheck", "/.gatehouse/me", "/.gatehouse/enroll/",
+    "/.gatehouse/api/v1/admin/", "/.gatehouse/recheck", "/.gatehouse/me", "/.gatehouse/enroll/confirm",
 )
 
 

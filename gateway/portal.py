@@ -1,11 +1,14 @@
 """Gatehouse's own pages for people: "check again", the user's status, privacy, the fleet view.
 
 Owns: the handlers of ``/.gatehouse/`` (status), ``/.gatehouse/recheck``, ``/.gatehouse/privacy``,
-``/.gatehouse/admin/devices`` (and its "Revoke certificate" POST), ``/.gatehouse/admin/compliance`` (the compliance report), and add_portal_routes.
+``/.gatehouse/admin/devices`` (and its "Revoke certificate" POST), ``/.gatehouse/admin/compliance`` (the compliance report),
+``/.gatehouse/enroll/gatehouse_enroll.py`` (the one-file enrollment client), and add_portal_routes.
 Must not import: app, server, cli. Rendering lives in gateway.views; decisions in gateway.gate.
 
 ``reserved_identity`` (policy_gate.py) has already verified the user on every path here but the
-privacy page, which is public: it describes what Gatehouse collects before anyone signs in.
+privacy page and the enrollment client, which are public: the privacy page describes what Gatehouse
+collects before anyone signs in, and the client is downloaded with ``curl`` before the laptop has
+any credential (it signs the user in itself).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -28,14 +32,22 @@ from gateway.identity.model import Identity
 from gateway.identity.session import safe_return_path
 from gateway.ingest.http import request_osquery_refresh
 from gateway.ingest.snapshot_parse import serial_problem
-from gateway.keys import BREAKGLASS, CLOCK, CONFIG, CSRF, DEVICE, INGEST_SETTINGS, POLICY, SNAPSHOT_CACHE, STORE, USER
-from gateway.policy_gate import PolicyHolder, deny_response, device_owners
+from gateway.keys import (
+    BREAKGLASS, CLOCK, CONFIG, CSRF, DEVICE, ENROLL_CLIENT_FILE, ENROLLED_CERTIFICATES, INGEST_SETTINGS, POLICY,
+    SNAPSHOT_CACHE, STORE, USER,
+)
+from gateway.pages import error_response
+from gateway.policy_gate import PolicyHolder, deny_response, device_owners, enroll_origin
 from gateway.report import COMPLIANCE_PATH, DeviceInfo, build_report, report_response
 from gateway.store.base import LedgerStore, StoreError
 from gateway.target import canonicalise
 from gateway.views.fleet import FLEET_REVOKE_PATH, FleetFilter, FleetRow, FleetView, filter_rows, render_fleet
 from gateway.views.privacy import PrivacyView, render_privacy
-from gateway.views.status import DeviceStatus, GrantLine, ServiceLink, StatusView, render_status
+from gateway.views.enroll import CLIENT_FILE_NAME, CLIENT_PATH
+from gateway.views.deny import platform_from_user_agent
+from gateway.views.status import (
+    CertificateRecordLike, DeviceStatus, EnrolledCertificate, GrantLine, ServiceLink, StatusView, render_status,
+)
 from policy_engine import CompiledPolicySet, Decision, DeviceSnapshot
 
 _log = structlog.get_logger("gateway.portal")
@@ -44,6 +56,8 @@ STATUS_PATH = "/.gatehouse/"
 RECHECK_PATH = "/.gatehouse/recheck"
 PRIVACY_PATH = "/.gatehouse/privacy"
 FLEET_PATH = "/.gatehouse/admin/devices"
+SHIPPED_CLIENT = Path(__file__).parent / "data" / "enroll-client"
+"""deploy/enroll/gatehouse_enroll.py, reached through a link inside the package so installed wheels carry it."""
 
 
 def decisions_at_every_tier(
@@ -97,7 +111,7 @@ async def recheck(request: web.Request) -> web.StreamResponse:
 
 
 async def status_page(request: web.Request) -> web.StreamResponse:
-    """The signed-in user's devices (bound to them in the owner inventory, plus the one in use), their checks and reach."""
+    """The signed-in user's devices (owner inventory, enrolled certificates, the one in use), their checks and reach."""
     app = request.config_dict
     identity = request[USER]
     now = app[CLOCK]()
@@ -111,13 +125,20 @@ async def status_page(request: web.Request) -> web.StreamResponse:
     device = request.get(DEVICE)
     if device is not None:
         serials.add(device.serial)
+    directory = app.get(ENROLLED_CERTIFICATES)
+    certificates: dict[str, list[CertificateRecordLike]] = {}
+    for record in directory.certificates_of_user(email) if directory is not None else ():
+        certificates.setdefault(record.serial, []).append(record)
+    serials |= certificates.keys()
     devices = tuple(
-        DeviceStatus(serial, cache.get(serial), decisions_at_every_tier(policies, cache.get(serial), now=now, failing_since=cache.failing_since(serial)))
+        DeviceStatus(serial, cache.get(serial), decisions_at_every_tier(policies, cache.get(serial), now=now, failing_since=cache.failing_since(serial)),
+                     certificate=EnrolledCertificate.newest(certificates.get(serial, ())))
         for serial in sorted(serials)
     )
     services = tuple(ServiceLink(r.id, r.tier, r.id, r.path_prefix) for r in app[CONFIG].current.settings.routes)
     view = StatusView.from_policies(policies, user=identity.email, devices=devices, now=now, services=services,
-                                    grants=_open_grants(app, identity, now=now))
+                                    grants=_open_grants(app, identity, now=now), enroll_origin=enroll_origin(request),
+                                    platform_hint=platform_from_user_agent(request.headers.get("User-Agent", "")))
     return render_status(view, accept=request.headers.get("Accept")).response()
 
 
@@ -224,6 +245,26 @@ async def revoke_from_fleet(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(FLEET_PATH)
 
 
+async def enroll_client(request: web.Request) -> web.StreamResponse:
+    """The one-file enrollment client, as Gatehouse ships it; 404 problem+json naming the file when it is missing."""
+    path = request.config_dict[ENROLL_CLIENT_FILE]
+    try:
+        body = await asyncio.to_thread(path.read_bytes)
+    except OSError as exc:
+        _log.error("enroll.client_missing", path=str(path), error=exc.strerror or type(exc).__name__)
+        return error_response(
+            request.headers.get("Accept", ""), status=404, code="enroll-client-missing",
+            detail=f"the enrollment client `deploy/enroll/{CLIENT_FILE_NAME}` is missing from this Gatehouse; "
+            "ask IT to reinstall Gatehouse from a complete release (the path is in the `enroll.client_missing` log line)",
+        )
+    return web.Response(body=body, headers={
+        "Content-Type": "text/x-python; charset=utf-8",
+        "Content-Disposition": f'attachment; filename="{CLIENT_FILE_NAME}"',
+        "X-Content-Type-Options": "nosniff",
+        "Cache-Control": "no-cache",
+    })
+
+
 REPORT_DEFAULT_DAYS = 30
 REPORT_MAX_DAYS = 400
 
@@ -294,7 +335,9 @@ def fleet_refusal(allowed: set[str], *, view: str = "fleet view") -> str:
 
 
 def add_portal_routes(app: web.Application) -> None:
-    """Mount the status, check-again, privacy, fleet and compliance report pages."""
+    """Mount the status, check-again, privacy, fleet and compliance report pages, and the enrollment client."""
+    app[ENROLL_CLIENT_FILE] = SHIPPED_CLIENT
+    app.router.add_get(CLIENT_PATH, enroll_client)
     app.router.add_get(STATUS_PATH, status_page)
     app.router.add_post(RECHECK_PATH, recheck)
     app.router.add_get(PRIVACY_PATH, privacy_page)

@@ -66,6 +66,7 @@ class SnapshotCache:
         self._owner_cursor = 0
         self._certificates: dict[str, CertificateRecord] = {}
         self._certificates_by_serial: dict[str, tuple[CertificateRecord, ...]] = {}
+        self._certificates_by_owner: dict[str, tuple[CertificateRecord, ...]] = {}
         self._certificate_cursor = 0
         self.refresh_interval_s = refresh_interval_s
         self.loaded = False
@@ -107,10 +108,15 @@ class SnapshotCache:
         """Every certificate issued for the serial (revoked and expired ones included), oldest issued first."""
         return self._certificates_by_serial.get(serial, ())
 
+    def certificates_of_user(self, email: str) -> tuple[CertificateRecord, ...]:
+        """Every certificate issued to ``email`` (any case), revoked and expired ones included, oldest issued first."""
+        return self._certificates_by_owner.get(email.lower(), ())
+
     def _hold_certificate(self, record: CertificateRecord) -> None:
         self._certificates[record.fingerprint] = record
-        others = tuple(c for c in self._certificates_by_serial.get(record.serial, ()) if c.fingerprint != record.fingerprint)
-        self._certificates_by_serial[record.serial] = tuple(sorted((*others, record), key=lambda c: c.issued_at))
+        for index, key in ((self._certificates_by_serial, record.serial), (self._certificates_by_owner, record.owner.lower())):
+            others = tuple(c for c in index.get(key, ()) if c.fingerprint != record.fingerprint)
+            index[key] = tuple(sorted((*others, record), key=lambda c: c.issued_at))
 
     def owners_of(self, serial: str, *, trust_reported: bool) -> tuple[str, ...]:
         """Who owns the device: the inventory's owners; else, when ``trust_reported``, its snapshot's; else nobody."""
@@ -159,7 +165,7 @@ class SnapshotCache:
         failing = await self._store.load_failing_since()
         owners = await self._store.load_owners()
         certificates = await self._store.load_certificates()
-        self._certificates, self._certificates_by_serial = {}, {}
+        self._certificates, self._certificates_by_serial, self._certificates_by_owner = {}, {}, {}
         for record in certificates.records:
             self._hold_certificate(record)
         self._certificate_cursor = certificates.cursor

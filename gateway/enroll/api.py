@@ -4,7 +4,7 @@ Owns: add_enroll_routes, EnrollRuntime (the per-address session rate limit), the
 ``/.gatehouse/api/v1/enroll/sessions``, ``/.gatehouse/enroll/confirm``, ``/.gatehouse/api/v1/enrollments``
 and ``/.gatehouse/admin/enrollments``, the answer handler for the reserved osquery proof query, and
 issuing (certificate, owner binding, log, count).
-Must not import: gateway.app (app.py calls add_enroll_routes). Rendering lives in gateway.views.enroll;
+Must not import: gateway.app (app.py calls add_enroll_routes). Rendering lives in gateway.views.enrollments;
 the rules and states in gateway.enroll.flow.
 
 Needs on the app: STORE, SNAPSHOT_CACHE, CLOCK, CONFIG, IDENTITY, CSRF, BREAKGLASS_WEB (approver
@@ -36,7 +36,7 @@ from gateway.store.base import (
     Enrollment, EnrollmentRequest, EnrollmentStatus, EnrollSession, OwnerEdit, OwnerEditMode, OwnerSource, PendingQuery,
     StoreError,
 )
-from gateway.views import enroll as views
+from gateway.views import enrollments as views
 
 _log = structlog.get_logger("gateway.enroll")
 

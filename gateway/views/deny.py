@@ -1,13 +1,19 @@
 """The 403 denial: an HTML page that teaches, or RFC 9457 problem+json for API clients and CLIs.
 
 Owns: DenyView, BreakglassOffer, render_deny, platform_from_user_agent, DEFAULT_ENROLL_HELP,
-DEFAULT_AGENT_HELP, REGISTER_HELP.
+DEFAULT_AGENT_HELP, REGISTER_HELP, NO_DEVICE_HELP.
 Must not import: decision logic (it renders a Decision, it never makes one), the clock, I/O.
 
 Content negotiation is ``gateway.pages.wants_html``, the same as the error pages: a browser
 (``text/html`` listed explicitly, preferred at least as much as JSON) gets HTML; ``*/*`` alone (curl's
 default), no Accept header, ``application/json`` or ``application/problem+json`` get problem+json,
 because a command-line client reads fields better than markup.
+
+``device-unknown`` has three cases, each with its own help: the request names no device and
+Gatehouse enrolls laptops (``DenyView.enroll_origin`` set: the enrollment commands for the browser's
+platform, ``gateway.views.enroll``); it names no device and enrollment is off (ask IT how devices
+identify themselves here); it names a device whose health agent has never reported (install and
+start the agent, ``enroll_help``).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Mapping, Union
 from breakglass.model import TierMode, TierRule
 from gateway.pages import wants_html
 from gateway.views.common import device_facts, finding_card, finding_data
+from gateway.views.enroll import enroll_card, enroll_data
 import orjson
 
 from gateway.views.html import Markup, el, join
@@ -81,7 +88,7 @@ Gatehouse lets a device in once its health agent (osquery) reports to Gatehouse.
 {_ASK_IT}
 """.strip(),
 })
-"""Shown for ``device-unknown``, per platform; a deployment may pass its own text instead."""
+"""Shown for ``device-unknown`` when the request names a device whose agent never reported; a deployment may pass its own text."""
 
 DEFAULT_AGENT_HELP: Mapping[OsFamily, str] = MappingProxyType({
     OsFamily.DARWIN: f"""
@@ -117,6 +124,17 @@ Gatehouse learns who owns a device from IT's owner inventory, not from the devic
 Give IT the serial number shown below and the email address you are signed in with.
 """.strip()
 """Shown for ``device-unowned`` and ``device-not-owned``: how a device gets registered to its user."""
+
+
+NO_DEVICE_HELP = """
+Gatehouse knows a device only from a source IT sets up: a device certificate, a signed device assertion or a device claim in your sign-in. This request carried none of them, so installing a health agent alone will not help.
+
+1. Ask IT how laptops are enrolled with Gatehouse here, and whether this device may be used for this service.
+2. Once it is set up, press **I fixed it, check again**.
+
+Tell IT the service you tried to open and the reference shown at the bottom of this page.
+""".strip()
+"""Shown for ``device-unknown`` without a device when Gatehouse does not enroll laptops itself."""
 
 
 def help_for(text: HelpText, platform: OsFamily) -> str:
@@ -205,6 +223,9 @@ class DenyView:
     """Markdown for ``device-unknown``: one text, or one per platform."""
     agent_help: HelpText = field(default_factory=lambda: DEFAULT_AGENT_HELP)
     """Markdown for ``snapshot-stale``: one text, or one per platform."""
+    enroll_origin: str | None = None
+    """Gatehouse's address (``https://host[:port]``) for the enrollment commands; None when Gatehouse
+    does not enroll laptops (no ``identity.device.ca``)."""
 
 
 def _service(view: DenyView) -> str:
@@ -238,13 +259,17 @@ def _title_and_detail(view: DenyView) -> tuple[str, str]:
     d, service = view.decision, _service(view)
     reason = d.reason
     if reason is Reason.DEVICE_UNKNOWN:
+        if not view.device_serial and view.enroll_origin is not None:
+            return ("Enroll this laptop to open " + service,
+                    f"{service} only opens from laptops enrolled with Gatehouse, and this browser did not "
+                    "present this laptop's Gatehouse certificate. Enroll this laptop once, or use one that is enrolled.")
         if not view.device_serial:
             return ("Gatehouse could not identify this device",
-                    f"{service} only opens from devices enrolled with Gatehouse, and this request did "
-                    "not say which device it came from. Enroll the device, or use a device that is enrolled.")
-        return ("This device is not enrolled with Gatehouse",
-                f"{service} only opens from devices that report their health to Gatehouse, and "
-                "Gatehouse has never received a report from this one.")
+                    f"{service} only opens from devices Gatehouse can identify, and this request did "
+                    "not say which device it came from. Ask IT how devices are enrolled here.")
+        return ("Gatehouse has never received a health report from this device",
+                f"{service} only opens from devices that report their health to Gatehouse. Gatehouse knows "
+                "which device this is, but its health agent has never sent a report.")
     if reason is Reason.SNAPSHOT_STALE:
         age = format_duration(d.snapshot_age) if d.snapshot_age is not None else "a while"
         limit = (f" This service needs a report from the last {format_duration(view.tier.max_snapshot_age)}."
@@ -292,9 +317,15 @@ def _title_and_detail(view: DenyView) -> tuple[str, str]:
 def _reason_section(view: DenyView) -> Markup | None:
     d, snapshot, now = view.decision, view.snapshot, _now(view)
     if d.reason is Reason.DEVICE_UNKNOWN:
-        return el("section", el("h2", "How to enroll this device"),
+        if not view.device_serial and view.enroll_origin is not None:
+            return enroll_card(view.enroll_origin, _platform(view))
+        if not view.device_serial:
+            return el("section", el("h2", "Ask IT how this device is identified"),
+                      el("div", render_markdown(NO_DEVICE_HELP), class_="steps"),
+                      class_="card info", aria_label="Ask IT how this device is identified")
+        return el("section", el("h2", "Install and start the health agent"),
                   el("div", render_markdown(help_for(view.enroll_help, _platform(view))), class_="steps"),
-                  class_="card info", aria_label="How to enroll this device")
+                  class_="card info", aria_label="Install and start the health agent")
     if d.reason is Reason.SNAPSHOT_STALE:
         last: list[Markup | str] = []
         if snapshot is not None:
@@ -485,7 +516,13 @@ def problem_document(view: DenyView) -> dict[str, object]:
         "recheck": {"url": RECHECK_PATH, "method": "POST", "refresh_eta_s": view.refresh_eta_s},
         "break_glass": None,
     }
-    if d.reason is Reason.DEVICE_UNKNOWN:
+    if d.reason is Reason.DEVICE_UNKNOWN and not view.device_serial:
+        if view.enroll_origin is not None:
+            doc["enroll"] = enroll_data(view.enroll_origin, _platform(view))
+            doc["help"] = "Enroll this laptop: download the client (`enroll.commands[].install`), then run it once (`enroll.commands[].enroll`)."
+        else:
+            doc["help"] = NO_DEVICE_HELP
+    elif d.reason is Reason.DEVICE_UNKNOWN:
         doc["help"] = help_for(view.enroll_help, _platform(view))
     elif d.reason is Reason.SNAPSHOT_STALE:
         doc["help"] = help_for(view.agent_help, _platform(view))

@@ -1,17 +1,24 @@
 """``/.gatehouse/``: the signed-in user's own devices, each check's state, what each can reach now.
 
-Owns: StatusView, DeviceStatus, ServiceLink, CheckRef, GrantLine, render_status.
+Owns: StatusView, DeviceStatus, ServiceLink, CheckRef, GrantLine, EnrolledCertificate,
+CertificateDirectory (the read-only seam to Gatehouse's issued device certificates), render_status.
 Must not import: decision logic; the handler evaluates every tier for every device and passes the
 Decisions in (``policies.evaluate(snapshot, tier, now=now)`` per tier name).
+
+Enrolled laptops (a device certificate Gatehouse issued to this user) are listed with the
+certificate's expiry or revocation and their health agent's last report; one enrolled but never
+reported says so instead of looking like a device nobody knows.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Mapping
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Mapping, Protocol
 
 from gateway.views.common import device_facts, remediation_entry
+from gateway.views.enroll import enroll_card
 import orjson
 
 from gateway.views.html import Markup, el, join
@@ -22,6 +29,7 @@ from gateway.views.layout import (
     format_relative,
     html_response,
     negotiate,
+    platform_name,
     respond,
     time_el,
 )
@@ -31,7 +39,7 @@ from policy_engine.decision import Decision, Finding, Reason
 from policy_engine.defaults import DEFAULT_REMEDIATION
 from policy_engine.document import Severity
 from policy_engine.evaluate import TierInfo
-from policy_engine.model import DeviceSnapshot
+from policy_engine.model import DeviceSnapshot, OsFamily
 from policy_engine.remediation import Remediation
 
 if TYPE_CHECKING:
@@ -72,6 +80,60 @@ class CheckRef:
     remediation: str = ""
 
 
+class CertificateRecordLike(Protocol):
+    """The fields of a device certificate record the status page reads (the store's ``CertificateRecord``)."""
+
+    @property
+    def fingerprint(self) -> str: ...
+    @property
+    def serial(self) -> str: ...
+    @property
+    def owner(self) -> str: ...
+    @property
+    def not_after(self) -> datetime: ...
+    @property
+    def revoked_at(self) -> datetime | None: ...
+
+
+class CertificateDirectory(Protocol):
+    """Read-only: the device certificates Gatehouse issued to a user, from memory."""
+
+    def certificates_of_user(self, email: str) -> Sequence[CertificateRecordLike]:
+        """Every certificate whose owner is ``email`` (lowercase), revoked and expired ones included."""
+        ...
+
+
+RENEW_WITHIN = timedelta(days=10)
+"""The client renews a certificate with less than this left; a certificate still inside it is late."""
+
+
+@dataclass(frozen=True, slots=True)
+class EnrolledCertificate:
+    """The newest device certificate Gatehouse issued for one of the user's laptops."""
+
+    fingerprint: str
+    not_after: datetime
+    revoked_at: datetime | None = None
+
+    @classmethod
+    def newest(cls, records: Sequence[CertificateRecordLike]) -> EnrolledCertificate | None:
+        """The record that expires last (a re-enrollment's), or None when there is none."""
+        if not records:
+            return None
+        r = max(records, key=lambda c: c.not_after)
+        return cls(r.fingerprint, r.not_after, r.revoked_at)
+
+    def state(self, now: datetime) -> str:
+        """``revoked``, ``expired``, ``renewal-due`` (renewal should have happened) or ``valid``."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.not_after <= now:
+            return "expired"
+        if self.not_after - now < RENEW_WITHIN - timedelta(days=1):
+            return "renewal-due"
+        return "valid"
+
+
 @dataclass(frozen=True, slots=True)
 class DeviceStatus:
     """One of the user's devices and its decision at every tier (keyed by tier name)."""
@@ -79,6 +141,8 @@ class DeviceStatus:
     serial: str
     snapshot: DeviceSnapshot | None
     decisions: Mapping[str, Decision]
+    certificate: EnrolledCertificate | None = None
+    """Set for a laptop enrolled with Gatehouse (its newest device certificate)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,17 +173,24 @@ class StatusView:
     services: tuple[ServiceLink, ...] = ()
     remediation: Mapping[str, Remediation] = field(default_factory=lambda: DEFAULT_REMEDIATION)
     enroll_help: str = ""
+    """Markdown shown when the user has no device and Gatehouse does not enroll laptops itself."""
     grants: tuple[GrantLine, ...] = ()
     """The user's break-glass grants in force or pending, newest first."""
+    enroll_origin: str | None = None
+    """Gatehouse's address for the enrollment commands; None when Gatehouse does not enroll laptops."""
+    platform_hint: OsFamily = OsFamily.UNKNOWN
+    """The browser's platform, to pick the enrollment commands (``platform_from_user_agent``)."""
 
     @classmethod
     def from_policies(cls, policies: CompiledPolicySet, *, user: str, devices: tuple[DeviceStatus, ...],
                       now: datetime, services: tuple[ServiceLink, ...] = (), enroll_help: str = "",
-                      grants: tuple[GrantLine, ...] = ()) -> StatusView:
+                      grants: tuple[GrantLine, ...] = (), enroll_origin: str | None = None,
+                      platform_hint: OsFamily = OsFamily.UNKNOWN) -> StatusView:
         """Build the view from the compiled policy set in force."""
         checks = tuple(CheckRef(c.name, c.fact, c.severity, c.remediation) for c in policies.checks.values())
         return cls(user=user, devices=devices, tiers=policies.tiers, checks=checks, now=now,
-                   services=services, remediation=policies.remediation, enroll_help=enroll_help, grants=grants)
+                   services=services, remediation=policies.remediation, enroll_help=enroll_help, grants=grants,
+                   enroll_origin=enroll_origin, platform_hint=platform_hint)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +278,52 @@ def _services_for(view: StatusView, tier: str) -> list[Markup]:
     return out
 
 
+NEVER_REPORTED = "Enrolled, but its health agent has never reported"
+
+
+def _certificate_cell(cert: EnrolledCertificate, now: datetime) -> Markup:
+    state, until = cert.state(now), cert.not_after
+    if state == "revoked" and cert.revoked_at is not None:
+        return join(el("span", "Revoked", class_="badge bad"), " on ", time_el(cert.revoked_at, now=now),
+                    ". Ask IT why, or enroll the laptop again.")
+    if state == "expired":
+        return join(el("span", "Expired", class_="badge bad"), " on ", time_el(until, now=now),
+                    ". It was not renewed in time: enroll the laptop again.")
+    if state == "renewal-due":
+        return join(el("span", "Renew now", class_="badge warn"), " valid until ", time_el(until, now=now),
+                    f" ({format_relative(until, now=now)}). Automatic renewal has not run on this laptop; "
+                    "run the enrollment program with ", el("code", "--renew"), ".")
+    return join(el("span", "Valid", class_="badge ok"), " until ", time_el(until, now=now),
+                f" ({format_relative(until, now=now)}); it renews itself before then.")
+
+
+def _agent_cell(snapshot: DeviceSnapshot | None, now: datetime) -> Markup:
+    if snapshot is None:
+        return el("span", NEVER_REPORTED, class_="badge warn")
+    return join("Last report ", time_el(snapshot.received_at, now=now),
+                f" ({format_relative(snapshot.received_at, now=now)}), through ", el("code", snapshot.source),
+                f" from {platform_name(snapshot.platform)}")
+
+
+def _enrolled_section(view: StatusView) -> Markup | None:
+    enrolled = [d for d in view.devices if d.certificate is not None]
+    if not enrolled:
+        return None
+    rows = [el("tr", el("th", el("strong", _device_name(d)), el("div", d.serial, class_="small muted"),
+                        scope="row", class_="col-main"),
+                  el("td", _certificate_cell(d.certificate, view.now), data_label="Certificate"),
+                  el("td", _agent_cell(d.snapshot, view.now), data_label="Health agent"))
+            for d in enrolled if d.certificate is not None]
+    return el("section", el("h2", "Enrolled laptops"),
+              el("p", "Laptops you enrolled with Gatehouse: their certificate names the laptop's serial number and "
+                      "you, and their health agent reports to Gatehouse.", class_="muted"),
+              el("div", el("table", el("thead", el("tr", el("th", "Laptop", scope="col"),
+                                                    el("th", "Certificate", scope="col"),
+                                                    el("th", "Health agent", scope="col"))),
+                           el("tbody", rows), class_="stack"), class_="table-wrap"),
+              class_="card", aria_label="Enrolled laptops")
+
+
 def _device_section(view: StatusView, device: DeviceStatus, index: int) -> Markup:
     snapshot, now = device.snapshot, view.now
     reach_rows = []
@@ -271,9 +388,13 @@ def _device_section(view: StatusView, device: DeviceStatus, index: int) -> Marku
         checks_block = join(checks_block, el("details", el("summary", f"{len(passing)} checks pass"),
                                              el("ul", passing)))
     heading_id = f"device-{index}"
+    never = (el("p", el("strong", NEVER_REPORTED + "."), " Gatehouse cannot check this laptop until its health agent "
+                     "(osquery) sends a first report: install and start it as IT describes, then reload this page.",
+                class_="compare") if snapshot is None and device.certificate is not None else None)
     return el(
         "section",
         el("h2", _device_name(device), id=heading_id),
+        never,
         el("dl", device_facts(snapshot, device.serial, now=now), class_="facts"),
         el("h3", "What this device can reach now"),
         el("div", el("table", el("thead", el("tr", el("th", "Tier", scope="col"), el("th", "Status", scope="col"),
@@ -317,6 +438,9 @@ def _html(view: StatusView) -> Rendered:
         lead = (f"{len(view.devices)} device{'s' if len(view.devices) != 1 else ''} registered to you. "
                 "This page shows each device's health checks and what it can reach right now.")
         devices = [_device_section(view, d, i) for i, d in enumerate(view.devices)]
+    elif view.enroll_origin is not None:
+        lead = "No device is registered to you yet."
+        devices = [enroll_card(view.enroll_origin, view.platform_hint)]
     else:
         lead = "No device is registered to you yet."
         devices = [el("section", el("h2", "Enroll a device"),
@@ -325,7 +449,7 @@ def _html(view: StatusView) -> Rendered:
                       aria_label="Enroll a device")]
     body = join(el("h1", "Your devices"),
                 el("p", "Signed in as ", el("strong", view.user), ". ", lead, class_="lead"),
-                emergency, coming, devices)
+                emergency, coming, _enrolled_section(view), devices)
     return html_response(200, "Your devices", body, extra={"Vary": "Accept"})
 
 
@@ -334,7 +458,12 @@ def status_document(view: StatusView) -> dict[str, object]:
     devices = []
     for d in view.devices:
         s = d.snapshot
+        cert = d.certificate
         devices.append({
+            "certificate": {"fingerprint": cert.fingerprint, "not_after": cert.not_after.isoformat(),
+                            "revoked_at": cert.revoked_at.isoformat() if cert.revoked_at else None,
+                            "state": cert.state(view.now)} if cert is not None else None,
+            "agent": {"last_report": s.received_at.isoformat(), "source": s.source} if s is not None else None,
             "serial": d.serial,
             "name": s.hostname if s else "",
             "platform": s.platform.value if s else None,

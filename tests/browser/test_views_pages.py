@@ -39,7 +39,7 @@ KEY_TEXTS = {
                            "Your screen locks after 15 minutes; this service needs 10 minutes or less",
                            "This will block access from 24 Nov 16:00 UTC", "I fixed it, check again",
                            "How to fix it on macOS", "Need access right now?", "C02XK1JHJG5J", "medium"],
-    "deny-unknown-device": ["This device is not enrolled with Gatehouse", "How to enroll this device",
+    "deny-unknown-device": ["Gatehouse has never received a health report from this device", "Install and start the health agent",
                             "C02UNKNOWN99", "I fixed it, check again"],
     "deny-stale": ["Gatehouse has not heard from this device recently", "Gatehouse last heard from this device on",
                    "22 Nov 10:00 UTC", "Get the health agent reporting again"],

@@ -118,7 +118,7 @@ UNMEASURED_LOCK = Finding("screen_lock", "screen_lock_enabled", "not measurable 
                           Severity.FAIL, None, "screen_lock", True)
 
 HEADLINES = {
-    Reason.DEVICE_UNKNOWN: "This device is not enrolled with Gatehouse",
+    Reason.DEVICE_UNKNOWN: "Gatehouse has never received a health report from this device",
     Reason.SNAPSHOT_STALE: "Gatehouse has not heard from this device recently",
     Reason.SNAPSHOT_FROM_FUTURE: "Your device&#x27;s clock is ahead",
     Reason.CHECKS_FAILED: "Your device needs attention before you can open",
@@ -162,11 +162,11 @@ class TestEveryReason:
         assert "How to fix it" not in html and "Lock-Screen-Settings" not in html
         assert (True, "") == (doc["failing"][0]["unmeasurable"], doc["failing"][0]["steps"])
 
-    def test_unknown_device_explains_how_to_enroll(self) -> None:
-        """An unknown device gets the enrollment steps with the osquery flags, and its serial."""
+    def test_unknown_device_explains_how_to_start_its_agent(self) -> None:
+        """A named device that never reported gets the agent's install steps with the osquery flags, and its serial."""
         html = html_of(samples.deny_view(None, serial="C02UNKNOWN99"))
 
-        assert "How to enroll this device" in html
+        assert "Install and start the health agent" in html
         assert "--enroll_secret_path" in html
         assert "C02UNKNOWN99" in html
 
@@ -210,6 +210,59 @@ class TestEveryReason:
 
         assert "Gatehouse could not identify this device" in html
         assert "/.gatehouse/break-glass" not in html
+
+    def test_no_device_with_enrollment_on_gives_this_platforms_two_commands(self) -> None:
+        """No device and a Gatehouse that enrolls laptops: the page gives the Mac's download and enroll commands only."""
+        view = samples.deny_view(None, serial=None, platform_hint=OsFamily.DARWIN, enroll_origin="https://gh.example")
+
+        html = html_of(view)
+
+        assert "Enroll this laptop to open" in html
+        assert "curl -fsSLO https://gh.example/.gatehouse/enroll/gatehouse_enroll.py" in html
+        assert "python3 gatehouse_enroll.py https://gh.example" in html
+        assert "Invoke-WebRequest" not in html and "osquery" not in html
+
+    def test_no_device_on_an_unknown_platform_lists_every_platform(self) -> None:
+        """A phone or unknown browser sees the macOS, Windows and Linux commands, each under its name."""
+        view = samples.deny_view(None, serial=None, enroll_origin="https://gh.example")
+
+        html = html_of(view)
+
+        assert ['data-platform="darwin"', 'data-platform="windows"', 'data-platform="linux"'] == re.findall(
+            r'data-platform="[a-z]+"', html)
+        assert "py gatehouse_enroll.py https://gh.example" in html
+
+    def test_no_device_with_enrollment_off_says_ask_it_not_install_osquery(self) -> None:
+        """Without Gatehouse's device CA the page sends the user to IT, never to install an agent that cannot help."""
+        html = html_of(samples.deny_view(None, serial=None, platform_hint=OsFamily.LINUX))
+
+        assert "Ask IT how this device is identified" in html
+        assert "osquery" not in html and "gatehouse_enroll.py" not in html
+
+    def test_problem_json_carries_the_enroll_commands(self) -> None:
+        """API clients get the same commands in an `enroll` object, for the client's platform."""
+        view = samples.deny_view(None, serial=None, platform_hint=OsFamily.WINDOWS, enroll_origin="https://gh.example")
+
+        doc = problem_of(view)
+
+        assert {
+            "client_url": "https://gh.example/.gatehouse/enroll/gatehouse_enroll.py", "platform": "windows",
+            "commands": [{
+                "platform": "windows", "terminal": "PowerShell",
+                "install": "Invoke-WebRequest -Uri https://gh.example/.gatehouse/enroll/gatehouse_enroll.py -OutFile gatehouse_enroll.py",
+                "enroll": "py gatehouse_enroll.py https://gh.example",
+                "pipx": "pipx run https://gh.example/.gatehouse/enroll/gatehouse_enroll.py https://gh.example",
+            }],
+        } == {k: v for k, v in doc["enroll"].items() if k != "steps"}  # type: ignore[union-attr]
+
+    def test_a_named_device_never_gets_enroll_commands(self) -> None:
+        """A request that names a device is already enrolled: it gets the agent's steps even when enrollment is on."""
+        view = samples.deny_view(None, serial="C02UNKNOWN99", platform_hint=OsFamily.DARWIN, enroll_origin="https://gh.example")
+
+        html, doc = html_of(view), problem_of(view)
+
+        assert "Install and start the health agent" in html and "gatehouse_enroll.py" not in html
+        assert "enroll" not in doc
 
     def test_stale_snapshot_says_when_gatehouse_last_heard(self) -> None:
         """A stale device sees when its last report arrived, the tier's limit, and how to restart the agent."""
