@@ -4,8 +4,7 @@ The deny page's three ``device-unknown`` cases per browser platform, the problem
 object, the one-file client Gatehouse serves, the status page's enrolled laptops, and the README's
 "Enroll a laptop" commands. Everything runs behind the listener ``gatehouse serve`` uses
 (tests/serving.py): the SQLite store, the example policy, ES256 user tokens, snapshots through the
-ingest API, a MovableClock. Issued certificates come from a fake ``CertificateDirectory`` holding
-records shaped as the store's ``CertificateRecord``.
+ingest API, a MovableClock. Issued certificates are recorded in the real SQLite store before the gateway starts.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable
 
 import orjson
 import pytest
@@ -28,7 +27,9 @@ from cryptography.x509.oid import NameOID
 
 from gateway.app import create_app
 from gateway.identity.config import DeviceSettings
-from gateway.keys import ENROLL_CLIENT_FILE, ENROLLED_CERTIFICATES
+from gateway.keys import ENROLL_CLIENT_FILE
+from gateway.store.base import CertificateRecord
+from gateway.store.sqlite import SqliteStore
 from gateway.portal import SHIPPED_CLIENT
 from gateway.settings import Settings, parse_settings
 from gateway.views.enroll import PLATFORMS, enroll_commands
@@ -43,30 +44,6 @@ UA = {
     "linux": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36",
     "iphone": "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 Version/18.1 Mobile Safari/604.1",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """A device certificate record with the fields of the store's ``CertificateRecord``."""
-
-    fingerprint: str
-    serial: str
-    owner: str
-    not_before: datetime
-    not_after: datetime
-    issued_at: datetime
-    revoked_at: datetime | None = None
-    revoked_by: str = ""
-
-
-class Directory:
-    """Issued device certificates in memory, as the status page reads them."""
-
-    def __init__(self, *records: Record) -> None:
-        self.records = records
-
-    def certificates_of_user(self, email: str) -> Sequence[Record]:
-        return [r for r in self.records if r.owner == email]
 
 
 def write_device_ca(directory: Path) -> tuple[Path, Path]:
@@ -85,20 +62,12 @@ def write_device_ca(directory: Path) -> tuple[Path, Path]:
 
 
 def enrolling_settings(keys: Keys, *, store: str, upstream: str) -> Settings:
-    """A full Gatehouse with its device CA configured (``identity.device.ca``), so it enrolls laptops.
-
-    With the device CA's settings section present, the contract's YAML block is written as an operator
-    would; until that section exists in this tree, its presence is all these pages read, so it is set directly.
-    """
+    """A full Gatehouse with its device CA configured (``identity.device.ca``, `mtls` a device source), so it enrolls laptops."""
     cert, key = write_device_ca(keys.dir)
-    ca = {"cert": str(cert), "key": {"file": str(key)}, "validity_days": 30}
-    if "ca" in DeviceSettings.model_fields:
-        raw = gatehouse_config(keys, store=store, upstream=upstream)
-        raw["identity"]["device"]["ca"] = ca
-        return parse_settings(raw, source="test-gatehouse.yaml", base_dir=keys.dir, environ={})
-    settings = gatehouse_settings(keys, store=store, upstream=upstream)
-    device = settings.identity.device.model_copy(update={"ca": ca})
-    return settings.model_copy(update={"identity": settings.identity.model_copy(update={"device": device})})
+    raw = gatehouse_config(keys, store=store, upstream=upstream)
+    raw["identity"]["device"]["ca"] = {"cert": str(cert), "key": {"file": str(key)}, "validity_days": 30}
+    raw["identity"]["device"]["sources"] = ["mtls", *raw["identity"]["device"].get("sources", ["claim"])]
+    return parse_settings(raw, source="test-gatehouse.yaml", base_dir=keys.dir, environ={})
 
 
 @dataclass
@@ -132,14 +101,14 @@ async def upstream(aiohttp_server: Any) -> str:
     return str(server.make_url("")).rstrip("/")
 
 
-def issued(clock: MovableClock) -> Directory:
+def issued(clock: MovableClock) -> tuple[CertificateRecord, ...]:
     """Alice: a laptop enrolled five days ago that never reported, and one whose certificate IT revoked; Bob: one."""
     now = clock()
-    return Directory(
-        Record("aa" * 32, "C02ENROLLED1", ALICE, now - timedelta(days=5), now + timedelta(days=25), now - timedelta(days=5)),
-        Record("bb" * 32, "C02ALICE1", ALICE, now - timedelta(days=20), now + timedelta(days=10), now - timedelta(days=20),
-               revoked_at=now - timedelta(hours=2), revoked_by="rita@example.com"),
-        Record("cc" * 32, "C02BOBS", "bob@example.com", now, now + timedelta(days=30), now),
+    return (
+        CertificateRecord("aa" * 32, "C02ENROLLED1", ALICE, now - timedelta(days=5), now + timedelta(days=25), now - timedelta(days=5)),
+        CertificateRecord("bb" * 32, "C02ALICE1", ALICE, now - timedelta(days=20), now + timedelta(days=10), now - timedelta(days=20),
+                          revoked_at=now - timedelta(hours=2), revoked_by="rita@example.com"),
+        CertificateRecord("cc" * 32, "C02BOBS", "bob@example.com", now, now + timedelta(days=30), now),
     )
 
 
@@ -149,12 +118,20 @@ Start = Callable[..., Awaitable[Stack]]
 @pytest.fixture
 def start(aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path) -> Start:
     """Start a Gatehouse: enrolling laptops (a device CA) or not, with issued certificates and the client file to serve."""
-    async def run(*, enrolls: bool = True, directory: Directory | None = None, client_file: Path | None = None) -> Stack:
+    async def run(*, enrolls: bool = True, certificates: tuple[CertificateRecord, ...] | None = None,
+                  client_file: Path | None = None) -> Stack:
         keys, clock = Keys(tmp_path / "keys"), MovableClock()
         make = enrolling_settings if enrolls else gatehouse_settings
         settings = make(keys, store=f"sqlite:///{tmp_path}/gatehouse.db", upstream=await upstream(aiohttp_server))
+        store = await SqliteStore.open(tmp_path / "gatehouse.db")  # what the CA recorded before this Gatehouse started
+        try:
+            for record in certificates if certificates is not None else issued(clock):
+                await store.record_certificate(record)
+            if certificates is None:
+                await store.revoke_certificate("bb" * 32, at=clock() - timedelta(hours=2), by="rita@example.com")
+        finally:
+            await store.close()
         app = create_app(settings, clock=clock)
-        app[ENROLLED_CERTIFICATES] = directory if directory is not None else issued(clock)
         if client_file is not None:
             app[ENROLL_CLIENT_FILE] = client_file
         return Stack(await aiohttp_client(app), keys, clock)
@@ -274,7 +251,7 @@ class TestStatusPage:
 
     async def test_a_user_without_devices_sees_the_enroll_commands(self, start: Start) -> None:
         """Someone with no device and no certificate is shown how to enroll this laptop, not "ask IT"."""
-        stack = await start(directory=Directory())
+        stack = await start(certificates=())
 
         page = await (await stack.client.get("/.gatehouse/", headers=stack.headers(ua="darwin"))).text()
 
