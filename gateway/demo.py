@@ -1,7 +1,8 @@
 """The demo that `make run` starts: a demo signing key, demo devices and a demo upstream service.
 
 Owns: demo key generation under the demo's var directory, demo token minting, the demo fleet, the
-demo upstream app. Nothing here is used by a non-demo configuration: the demo identity settings
+demo upstream app. The fleet's 90-day past (compliance history, access ledger, break-glass) is
+gateway.demo_history's; ``run_demo`` records it before Gatehouse starts. Nothing here is used by a non-demo configuration: the demo identity settings
 point at the demo key's JWKS file only when the configuration says ``demo: true``.
 """
 
@@ -251,13 +252,10 @@ class DemoAgent:
                 raise RuntimeError(f"demo ingest answered {response.status}: {await response.text()}")
 
     async def seed(self, session: aiohttp.ClientSession) -> None:
-        now = self.now()
-        fleet = demo_snapshots(now)
-        # The old Mac has reported macOS 13.2.1 for eight days: its grace period for the current-OS
-        # check (7 days) is over, so it is denied, as such a laptop would be in real life.
-        old_mac = next(s for s in fleet if s.serial == "C02DEMOOLD1")
-        history = [snapshot_item(old_mac, collected_at=now - timedelta(days=8))]
-        await self.post(session, history + [snapshot_item(s, collected_at=s.collected_at) for s in fleet])
+        # The devices' past (the old Mac's eight days on macOS 13.2.1, past its 7-day grace, among
+        # others) is gateway.demo_history's, recorded into the store before Gatehouse starts.
+        fleet = demo_snapshots(self.now())
+        await self.post(session, [snapshot_item(s, collected_at=s.collected_at) for s in fleet])
         await self.bind_owners(session)
 
     async def bind_owners(self, session: aiohttp.ClientSession) -> None:
@@ -291,10 +289,13 @@ def run_demo(var: Path) -> int:
     from gateway.server import Gateway, serve
     from gateway.settings import load_settings
 
+    from gateway.demo_history import seed_demo_history
+
     config = write_demo_files(var)
     configure_logging("info", "auto")
 
     async def main() -> int:
+        await seed_demo_history(load_settings(config), now=datetime.now(UTC))
         upstream = web.AppRunner(demo_upstream_app(), access_log=None)
         await upstream.setup()
         await web.TCPSite(upstream, *DEMO_UPSTREAM).start()
