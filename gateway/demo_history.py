@@ -1,11 +1,11 @@
-"""The demo's past: 90 days of scripted health, access and break-glass for the seven demo devices.
+"""The demo's past: 89 days of scripted health, access and break-glass for the seven demo devices.
 
 Owns: HISTORY_DAYS, the script (CHANGES, REPORTING, BREAK_GLASS, REVIEWER), seed_demo_history.
 Must not import: gateway.server, gateway.commands (the demo calls this before it serves).
 
 So that `gatehouse report` and ``/.gatehouse/admin/compliance`` have something to show, the demo's
 first start (a store with no compliance history) writes what Gatehouse would have recorded had it
-run for the 90 UTC days before that day. Nothing here states an outcome; the script only says what
+run for the 89 UTC days before that day (the history is kept for 90). Nothing here states an outcome; the script only says what
 each device reported and when its owner used the demo services, and Gatehouse's own code decides:
 
 - each day, demo device number ``i`` (``DEMO_DEVICES`` order) is evaluated at 09:00 UTC plus
@@ -27,7 +27,7 @@ each device reported and when its owner used the demo services, and Gatehouse's 
   evaluation then (the agent reported the fix; the history records a change at once).
 
 The story, consistent with what the demo shows today (``DEMO_DEVICES``): the healthy Mac ran
-macOS 14.6 until 40 days ago (a nudge only); the healthy Ubuntu laptop ran 22.04 until 82 days ago,
+macOS 14.6 until 40 days ago (a nudge only); the healthy Ubuntu laptop ran 22.04 until 81 days ago,
 past its 7-day grace (denied, fixed the next day); the healthy Windows laptop had BitLocker
 suspended 30 days ago for 4 h (denied, break-glass approved and reviewed); the old Mac first
 reported 8 days ago on macOS 13.2.1 (in grace for 7 days, denied since); the Mac with the firewall
@@ -65,7 +65,8 @@ from policy_engine import DeviceSnapshot, Version
 
 _log = structlog.get_logger("gateway.demo")
 
-HISTORY_DAYS = 90
+HISTORY_DAYS = 89
+"""Whole days before today: the store keeps 90 days of history (``ingest.history_retention_days``) and prunes hourly."""
 LEDGER_WRITER = "gatehouse-demo-history"
 REVIEWER = "dave@example.com"
 """The demo's security engineer: approves and reviews break-glass (groups: the configured approver and reviewer groups)."""
@@ -95,12 +96,12 @@ class Change:
 
 
 CHANGES: tuple[Change, ...] = (
-    Change("C02DEMOMAC1", 90, 41, {"os_version": "14.6"}),
-    Change("PF3DEMOLNX1", 90, 83, {"os_version": "22.04"}),
+    Change("C02DEMOMAC1", HISTORY_DAYS, 41, {"os_version": "14.6"}),
+    Change("PF3DEMOLNX1", HISTORY_DAYS, 82, {"os_version": "22.04"}),
     Change("5CG3DEMOWIN1", 30, 30, {"disk_encrypted": False}, fixed_after=timedelta(hours=4)),
-    Change("C02DEMONOFW", 90, 1, {"firewall_enabled": True}),
+    Change("C02DEMONOFW", HISTORY_DAYS, 1, {"firewall_enabled": True}),
     Change("C02DEMONOFW", 33, 32, {"firewall_enabled": False}),
-    Change("PF3DEMONOLUKS", 90, 13, {"disk_encrypted": True}),
+    Change("PF3DEMONOLUKS", HISTORY_DAYS, 13, {"disk_encrypted": True}),
 )
 REPORTING: Mapping[str, tuple[int, int]] = {"C02DEMOOLD1": (8, 1), "5CG3DEMOSTALE": (HISTORY_DAYS, 4)}
 """Devices that reported on fewer days: (first, last) days before today; the others report on every day."""
@@ -136,7 +137,7 @@ def _reports(serial: str, day: int) -> bool:
 
 
 async def seed_demo_history(settings: Settings, *, now: datetime) -> SeededHistory | None:
-    """Record the demo's 90-day past into the configured store and audit log; None when it has history already.
+    """Record the demo's 89-day past into the configured store and audit log; None when it has history already.
 
     Raises:
         StoreError: the store failed.
