@@ -12,7 +12,7 @@ import asyncio
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -31,6 +31,8 @@ DEMO_KID = "gatehouse-demo-1"
 DEMO_KEY_FILE = "demo-user-signing-key.pem"
 DEMO_JWKS_FILE = "demo-user-jwks.json"
 DEVICE_CLAIM = "device_serial"
+DEMO_HISTORY_DAYS = 89
+"""Whole days before its first start the demo records (gateway.demo_history); the store keeps 90 days of history."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,7 +308,7 @@ def run_demo(var: Path) -> int:
                 agent = DemoAgent(f"http://{DEMO_PROXY[0]}:{DEMO_PROXY[1]}", now=lambda: datetime.now(UTC))
                 async with aiohttp.ClientSession() as session:
                     await agent.seed(session)
-                    print_next_steps(var)
+                    print_next_steps(var, today=agent.now().date())
                     while True:
                         await asyncio.sleep(DEMO_REPORT_EVERY_S)  # the agents' reporting interval, not a test wait
                         await agent.refresh(session, gateway.app[SNAPSHOT_CACHE].get)
@@ -327,8 +329,8 @@ def run_demo(var: Path) -> int:
         return 1
 
 
-def print_next_steps(var: Path, out: object = sys.stdout) -> None:
-    """What to try once the demo is up."""
+def print_next_steps(var: Path, *, today: date, out: object = sys.stdout) -> None:
+    """What to try once the demo is up (``today`` dates the compliance report's period)."""
     lines = [
         "",
         "Gatehouse demo is running:",
@@ -343,6 +345,10 @@ def print_next_steps(var: Path, out: object = sys.stdout) -> None:
         '  curl -s -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8080/wiki/',
         "  TOKEN=$(.venv/bin/gatehouse demo token --user alice@example.com --device C02DEMOOLD1)",
         '  curl -s -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8080/wiki/',
+        "",
+        f"The compliance report over the demo's recorded {DEMO_HISTORY_DAYS} days:",
+        f"  .venv/bin/gatehouse report --config {var}/gatehouse-demo.yaml --since {today - timedelta(days=DEMO_HISTORY_DAYS)} "
+        "--format html -o report.html",
         "",
         "More in the README's \"Try it\" section. Press Ctrl-C to stop.",
     ]

@@ -5,8 +5,10 @@ Must not import: gateway.server, gateway.commands (the demo calls this before it
 
 So that `gatehouse report` and ``/.gatehouse/admin/compliance`` have something to show, the demo's
 first start (a store with no compliance history) writes what Gatehouse would have recorded had it
-run for the 89 UTC days before that day (the history is kept for 90). Nothing here states an outcome; the script only says what
-each device reported and when its owner used the demo services, and Gatehouse's own code decides:
+run for the ``DEMO_HISTORY_DAYS`` (89) UTC days before that day; the store keeps 90 days of history
+(``ingest.history_retention_days``) and prunes older entries hourly. Nothing here states an
+outcome; the script only says what each device reported and when its owner used the demo
+services, and Gatehouse's own code decides:
 
 - each day, demo device number ``i`` (``DEMO_DEVICES`` order) is evaluated at 09:00 UTC plus
   ``10 i`` minutes, on the device's current demo snapshot changed as ``CHANGES`` says for that day,
@@ -51,7 +53,7 @@ from breakglass import BreakglassService, GrantRequest, Scope
 from gateway.app import ComplianceFromPolicy
 from gateway.breakglass_config import tier_rule
 from gateway.breakglass_http import failing_checks_of
-from gateway.demo import DEMO_DEVICES, DEMO_ISSUER, demo_snapshots
+from gateway.demo import DEMO_DEVICES, DEMO_HISTORY_DAYS, DEMO_ISSUER, demo_snapshots
 from gateway.gate import GateOutcome, Verdict, decide
 from gateway.identity.model import DeviceId, Identity
 from gateway.ledger import AccessLedger, ledger_entry
@@ -65,8 +67,7 @@ from policy_engine import DeviceSnapshot, Version
 
 _log = structlog.get_logger("gateway.demo")
 
-HISTORY_DAYS = 89
-"""Whole days before today: the store keeps 90 days of history (``ingest.history_retention_days``) and prunes hourly."""
+HISTORY_DAYS = DEMO_HISTORY_DAYS
 LEDGER_WRITER = "gatehouse-demo-history"
 REVIEWER = "dave@example.com"
 """The demo's security engineer: approves and reviews break-glass (groups: the configured approver and reviewer groups)."""
