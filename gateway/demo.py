@@ -1,7 +1,8 @@
 """The demo that `make run` starts: a demo signing key, demo devices and a demo upstream service.
 
 Owns: demo key generation under the demo's var directory, demo token minting, the demo fleet, the
-demo upstream app. Nothing here is used by a non-demo configuration: the demo identity settings
+demo upstream app. The fleet's 90-day past (compliance history, access ledger, break-glass) is
+gateway.demo_history's; ``run_demo`` records it before Gatehouse starts. Nothing here is used by a non-demo configuration: the demo identity settings
 point at the demo key's JWKS file only when the configuration says ``demo: true``.
 """
 
@@ -11,7 +12,7 @@ import asyncio
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -30,6 +31,8 @@ DEMO_KID = "gatehouse-demo-1"
 DEMO_KEY_FILE = "demo-user-signing-key.pem"
 DEMO_JWKS_FILE = "demo-user-jwks.json"
 DEVICE_CLAIM = "device_serial"
+DEMO_HISTORY_DAYS = 89
+"""Whole days before its first start the demo records (gateway.demo_history); the store keeps 90 days of history."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,13 +254,10 @@ class DemoAgent:
                 raise RuntimeError(f"demo ingest answered {response.status}: {await response.text()}")
 
     async def seed(self, session: aiohttp.ClientSession) -> None:
-        now = self.now()
-        fleet = demo_snapshots(now)
-        # The old Mac has reported macOS 13.2.1 for eight days: its grace period for the current-OS
-        # check (7 days) is over, so it is denied, as such a laptop would be in real life.
-        old_mac = next(s for s in fleet if s.serial == "C02DEMOOLD1")
-        history = [snapshot_item(old_mac, collected_at=now - timedelta(days=8))]
-        await self.post(session, history + [snapshot_item(s, collected_at=s.collected_at) for s in fleet])
+        # The devices' past (the old Mac's eight days on macOS 13.2.1, past its 7-day grace, among
+        # others) is gateway.demo_history's, recorded into the store before Gatehouse starts.
+        fleet = demo_snapshots(self.now())
+        await self.post(session, [snapshot_item(s, collected_at=s.collected_at) for s in fleet])
         await self.bind_owners(session)
 
     async def bind_owners(self, session: aiohttp.ClientSession) -> None:
@@ -291,10 +291,13 @@ def run_demo(var: Path) -> int:
     from gateway.server import Gateway, serve
     from gateway.settings import load_settings
 
+    from gateway.demo_history import seed_demo_history
+
     config = write_demo_files(var)
     configure_logging("info", "auto")
 
     async def main() -> int:
+        await seed_demo_history(load_settings(config), now=datetime.now(UTC))
         upstream = web.AppRunner(demo_upstream_app(), access_log=None)
         await upstream.setup()
         await web.TCPSite(upstream, *DEMO_UPSTREAM).start()
@@ -305,7 +308,7 @@ def run_demo(var: Path) -> int:
                 agent = DemoAgent(f"http://{DEMO_PROXY[0]}:{DEMO_PROXY[1]}", now=lambda: datetime.now(UTC))
                 async with aiohttp.ClientSession() as session:
                     await agent.seed(session)
-                    print_next_steps(var)
+                    print_next_steps(var, today=agent.now().date())
                     while True:
                         await asyncio.sleep(DEMO_REPORT_EVERY_S)  # the agents' reporting interval, not a test wait
                         await agent.refresh(session, gateway.app[SNAPSHOT_CACHE].get)
@@ -326,8 +329,8 @@ def run_demo(var: Path) -> int:
         return 1
 
 
-def print_next_steps(var: Path, out: object = sys.stdout) -> None:
-    """What to try once the demo is up."""
+def print_next_steps(var: Path, *, today: date, out: object = sys.stdout) -> None:
+    """What to try once the demo is up (``today`` dates the compliance report's period)."""
     lines = [
         "",
         "Gatehouse demo is running:",
@@ -342,6 +345,10 @@ def print_next_steps(var: Path, out: object = sys.stdout) -> None:
         '  curl -s -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8080/wiki/',
         "  TOKEN=$(.venv/bin/gatehouse demo token --user alice@example.com --device C02DEMOOLD1)",
         '  curl -s -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8080/wiki/',
+        "",
+        f"The compliance report over the demo's recorded {DEMO_HISTORY_DAYS} days:",
+        f"  .venv/bin/gatehouse report --config {var}/gatehouse-demo.yaml --since {today - timedelta(days=DEMO_HISTORY_DAYS)} "
+        "--format html -o report.html",
         "",
         "More in the README's \"Try it\" section. Press Ctrl-C to stop.",
     ]

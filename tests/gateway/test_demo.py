@@ -11,6 +11,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.demo import DEMO_DEVICES, DemoAgent, mint_demo_token, demo_upstream_app, snapshot_item, write_demo_files
+from gateway.demo_history import seed_demo_history
 from gateway.keys import SNAPSHOT_CACHE
 from gateway.settings import load_settings
 from tests.gateway.fullstack import MovableClock
@@ -33,6 +34,7 @@ async def demo(tmp_path: Path, aiohttp_client: Any, aiohttp_server: Any) -> Any:
     settings = load_settings(config, {})
     settings = settings.model_copy(update={"metrics": settings.metrics.model_copy(update={"address": None})})
     clock = MovableClock()
+    await seed_demo_history(settings, now=clock())  # as run_demo does before it serves
     client = await aiohttp_client(create_app(settings, clock=clock))
     async with aiohttp.ClientSession() as session:
         await DemoAgent(str(client.make_url("")).rstrip("/"), now=clock).seed(session)
