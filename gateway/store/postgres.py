@@ -181,6 +181,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             writer text PRIMARY KEY,
             last_seq bigint NOT NULL,
             updated_at timestamptz NOT NULL
+        )""",
     ),
     (
         # Pull connectors (see sqlite.py): the lease row is what keeps N replicas from polling N times.

@@ -132,6 +132,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             writer TEXT PRIMARY KEY,
             last_seq INTEGER NOT NULL,
             updated_at INTEGER NOT NULL
+        )""",
     ),
     (
         # Pull connectors: one row per connector, its lease and where its sync stands.
