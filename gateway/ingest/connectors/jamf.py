@@ -114,7 +114,7 @@ class JamfConnector:
 
     label = "Jamf Pro"
     refresh_hint = ("Jamf Pro sees a change when the Mac next submits its inventory: Jamf's default is once a week,"
-                    " and your IT team may run it more often. To send it now, run `sudo jamf recon` in Terminal"
+                    " and your IT team may run it more often. To send it now, run “sudo jamf recon” in Terminal"
                     " (or use the inventory update your Self Service offers), then check again.")
 
     def __init__(self, settings: JamfConnectorSettings, *, sleep: Sleep, clock: Callable[[], datetime], max_future_skew: timedelta) -> None:
