@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## The demo: Gatehouse on 127.0.0.1:8080, metrics on 127.0.0.1:9090, a demo upstream, store in ./var/
+## The demo: Gatehouse on 127.0.0.1:8080, metrics on 127.0.0.1:9090, a demo upstream, a demo Fleet stand-in on 127.0.0.1:8082, store in ./var/
 run: install
 	$(PY) -m gateway demo run --var var
 

@@ -1,7 +1,8 @@
-"""The demo that `make run` starts: a demo signing key, demo devices and a demo upstream service.
+"""The demo that `make run` starts: a demo signing key, demo devices, a demo upstream service and a demo Fleet server.
 
 Owns: demo key generation under the demo's var directory, demo token minting, the demo fleet, the
-demo upstream app. The fleet's 90-day past (compliance history, access ledger, break-glass) is
+demo upstream app, the demo's configuration (with a Fleet connector polling gateway/demo_fleet.py's
+stand-in server). The fleet's 90-day past (compliance history, access ledger, break-glass) is
 gateway.demo_history's; ``run_demo`` records it before Gatehouse starts. Nothing here is used by a non-demo configuration: the demo identity settings
 point at the demo key's JWKS file only when the configuration says ``demo: true``.
 """
@@ -23,6 +24,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from gateway.demo_fleet import DEMO_FLEET_HOSTS, DEMO_FLEET_POLICY_MAP, DEMO_FLEET_TOKEN, demo_fleet_app
 from policy_engine import DeviceSnapshot, OsFamily, Version
 
 DEMO_ISSUER = "https://demo-idp.gatehouse.invalid"
@@ -167,14 +169,17 @@ def demo_upstream_app() -> web.Application:
 DEMO_PROXY = ("127.0.0.1", 8080)
 DEMO_METRICS = "127.0.0.1:9090"
 DEMO_UPSTREAM = ("127.0.0.1", 8081)
+DEMO_FLEET = ("127.0.0.1", 8082)
 DEMO_INGEST_TOKEN = "demo-ingest-token-not-for-production"
 DEMO_ENROLL_SECRET = "demo-osquery-enroll-secret"
 DEMO_REPORT_EVERY_S = 60
 _POLICY = Path(__file__).resolve().parents[1] / "deploy" / "policy.yaml"
 
 
-def demo_config(var: Path, *, upstream: str = f"http://{DEMO_UPSTREAM[0]}:{DEMO_UPSTREAM[1]}") -> dict[str, object]:
-    """The demo's configuration: the demo key for user tokens, the example policy, SQLite under ``var``."""
+def demo_config(
+    var: Path, *, upstream: str = f"http://{DEMO_UPSTREAM[0]}:{DEMO_UPSTREAM[1]}", fleet: str = f"http://{DEMO_FLEET[0]}:{DEMO_FLEET[1]}",
+) -> dict[str, object]:
+    """The demo's configuration: the demo key for user tokens, the example policy, SQLite under ``var``, a Fleet connector to ``fleet``."""
     var = var.resolve()
     return {
         "demo": True,
@@ -199,12 +204,19 @@ def demo_config(var: Path, *, upstream: str = f"http://{DEMO_UPSTREAM[0]}:{DEMO_
             "device": {"sources": ["claim"]},
             "assertion": {"key_files": [str(var / "demo-assertion-key.pem")]},
         },
-        "ingest": {"api_tokens": [{"value": DEMO_INGEST_TOKEN}], "osquery_enroll_secrets": [{"value": DEMO_ENROLL_SECRET}]},
+        "ingest": {
+            "api_tokens": [{"value": DEMO_INGEST_TOKEN}], "osquery_enroll_secrets": [{"value": DEMO_ENROLL_SECRET}],
+            # The demo Fleet server is a stand-in (gateway/demo_fleet.py), polled every minute.
+            "connectors": [{"kind": "fleet", "name": "demo-fleet", "url": fleet, "api_token": {"value": DEMO_FLEET_TOKEN},
+                            "every_s": 60, "stale_after_s": 600, "policy_map": dict(DEMO_FLEET_POLICY_MAP)}],
+        },
         "breakglass": {"reviewer_groups": ["security"], "approver_groups": ["security"]},
     }
 
 
-def write_demo_files(var: Path, *, upstream: str = f"http://{DEMO_UPSTREAM[0]}:{DEMO_UPSTREAM[1]}") -> Path:
+def write_demo_files(
+    var: Path, *, upstream: str = f"http://{DEMO_UPSTREAM[0]}:{DEMO_UPSTREAM[1]}", fleet: str = f"http://{DEMO_FLEET[0]}:{DEMO_FLEET[1]}",
+) -> Path:
     """Create the demo keys and configuration under ``var``; returns the configuration file."""
     ensure_demo_key(var)
     assertion = var / "demo-assertion-key.pem"
@@ -213,7 +225,7 @@ def write_demo_files(var: Path, *, upstream: str = f"http://{DEMO_UPSTREAM[0]}:{
         assertion.touch(mode=0o600)
         assertion.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     path = var / "gatehouse-demo.yaml"
-    path.write_text(yaml.safe_dump(demo_config(var, upstream=upstream), sort_keys=False))
+    path.write_text(yaml.safe_dump(demo_config(var, upstream=upstream, fleet=fleet), sort_keys=False))
     return path
 
 
@@ -285,7 +297,7 @@ class DemoAgent:
 
 
 def run_demo(var: Path) -> int:
-    """Run the whole demo (blocking): demo upstream, Gatehouse, demo fleet; Ctrl-C stops it."""
+    """Run the whole demo (blocking): demo upstream, demo Fleet server, Gatehouse, demo fleet; Ctrl-C stops it."""
     from gateway.keys import SNAPSHOT_CACHE
     from gateway.logging import configure_logging
     from gateway.server import Gateway, serve
@@ -301,6 +313,9 @@ def run_demo(var: Path) -> int:
         upstream = web.AppRunner(demo_upstream_app(), access_log=None)
         await upstream.setup()
         await web.TCPSite(upstream, *DEMO_UPSTREAM).start()
+        fleet = web.AppRunner(demo_fleet_app(lambda: datetime.now(UTC)), access_log=None)
+        await fleet.setup()
+        await web.TCPSite(fleet, *DEMO_FLEET).start()
         tasks: list[asyncio.Task[None]] = []
 
         def started(gateway: Gateway) -> None:
@@ -320,12 +335,13 @@ def run_demo(var: Path) -> int:
         finally:
             for task in tasks:
                 task.cancel()
+            await fleet.cleanup()
             await upstream.cleanup()
 
     try:
         return asyncio.run(main())
     except OSError as exc:
-        print(f"the demo could not start: {exc}; is something else using ports 8080, 8081 or 9090?", file=sys.stderr)
+        print(f"the demo could not start: {exc}; is something else using ports 8080, 8081, 8082 or 9090?", file=sys.stderr)
         return 1
 
 
@@ -336,9 +352,10 @@ def print_next_steps(var: Path, *, today: date, out: object = sys.stdout) -> Non
         "Gatehouse demo is running:",
         "  proxy    http://127.0.0.1:8080   (routes: /public low, /wiki medium, /admin high)",
         "  metrics  http://127.0.0.1:9090/metrics",
+        "  fleet    http://127.0.0.1:8082   (a demo stand-in for a Fleet server, polled by the connector `demo-fleet`)",
         "",
         "Demo devices (serial, owner, state):",
-        *(f"  {d.serial:<15} {d.owner:<20} {d.story}" for d in DEMO_DEVICES),
+        *(f"  {d.serial:<15} {d.owner:<20} {d.story}" for d in (*DEMO_DEVICES, *DEMO_FLEET_HOSTS)),
         "",
         "Try it (in another terminal):",
         "  TOKEN=$(.venv/bin/gatehouse demo token --user alice@example.com --device C02DEMOMAC1)",

@@ -30,6 +30,7 @@ from gateway.handlers import Admission, log_context_var
 from gateway.identity.errors import AuthenticationError
 from gateway.identity.model import DeviceId, Identity, PostureSummary
 from gateway.identity.resolver import IdentityResolver
+from gateway.ingest.connectors import connector_for_source
 from gateway.fastlane.head import RequestHead
 from gateway.keys import BREAKGLASS, CLOCK, CONFIG, DEVICE, IDENTITY, METRICS, OUTCOME, REQUEST_ID, SNAPSHOT_CACHE, USER
 from gateway.ledger import DENIED, AccessLedger, ledger_entry
@@ -37,7 +38,7 @@ from gateway.metrics import Metrics
 from gateway.pages import error_response
 from gateway.policy_file import load_policy
 from gateway.routing import Route
-from gateway.views.deny import DenyView, platform_from_user_agent, render_deny
+from gateway.views.deny import DenyView, SourceRefresh, platform_from_user_agent, render_deny
 from gateway.store.base import AccessVerdict
 from gateway.views.layout import Rendered
 from policy_engine import CompiledPolicySet, DecisionMemo, DeviceSnapshot
@@ -119,12 +120,18 @@ def rendered_response(rendered: Rendered) -> web.Response:
 
 def deny_response(
     request: web.Request, outcome: GateOutcome, route: Route, policies: CompiledPolicySet, *,
-    now: datetime, refresh_eta_s: int | None = None, return_to: str | None = None,
+    now: datetime, refresh_eta_s: int | None = None, return_to: str | None = None, source_refresh: SourceRefresh | None = None,
 ) -> web.Response:
-    """The 403 denial for ``outcome``: a page for browsers, problem+json for API clients."""
+    """The 403 denial for ``outcome``: a page for browsers, problem+json for API clients.
+
+    ``source_refresh`` is what "check again" got from a connector-fed device's vendor; without it, a
+    connector-fed device's denial still names the vendor and how soon its data changes.
+    """
     device = request.get(DEVICE)
     serial = device.serial if device is not None else None
     snapshot = request.config_dict[SNAPSHOT_CACHE].get(serial) if serial else None
+    if source_refresh is None and snapshot is not None and (runner := connector_for_source(request.app, snapshot.source)):
+        source_refresh = SourceRefresh(runner.connector.label, runner.connector.refresh_hint)
     user = request.get(USER)
     view = DenyView(
         decision=outcome.decision,
@@ -139,6 +146,7 @@ def deny_response(
         remediation=policies.remediation,
         breakglass=deny_page_offer(request, route.tier) if outcome.reason not in OWNER_REASONS else None,
         refresh_eta_s=refresh_eta_s,
+        source_refresh=source_refresh,
         user=user.email if user is not None else "",
         request_id=request.get(REQUEST_ID, ""),
         platform_hint=platform_from_user_agent(request.headers.get("User-Agent", "")),

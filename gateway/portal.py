@@ -30,6 +30,7 @@ from gateway.errors import BadRequestTarget
 from gateway.gate import decide
 from gateway.identity.model import Identity
 from gateway.identity.session import safe_return_path
+from gateway.ingest.connectors import refresh_from_connector
 from gateway.ingest.http import request_osquery_refresh
 from gateway.ingest.snapshot_parse import serial_problem
 from gateway.keys import (
@@ -42,6 +43,7 @@ from gateway.report import COMPLIANCE_PATH, DeviceInfo, build_report, report_res
 from gateway.store.base import LedgerStore, StoreError
 from gateway.target import canonicalise
 from gateway.views.fleet import FLEET_REVOKE_PATH, FleetFilter, FleetRow, FleetView, filter_rows, render_fleet
+from gateway.views.deny import SourceRefresh
 from gateway.views.privacy import PrivacyView, render_privacy
 from gateway.views.enroll import CLIENT_FILE_NAME, CLIENT_PATH
 from gateway.views.deny import platform_from_user_agent
@@ -68,7 +70,13 @@ def decisions_at_every_tier(
 
 
 async def recheck(request: web.Request) -> web.StreamResponse:
-    """ "I fixed it, check again": ask the agent for fresh data, re-decide on the store's newest snapshot."""
+    """ "I fixed it, check again": ask the agent or the vendor for fresh data, re-decide on the store's newest snapshot.
+
+    An osquery device gets its posture queries queued (the page says how soon they answer); a
+    connector-fed device is read from its vendor now (Fleet: refetch the host; Jamf Pro: read the one
+    computer) and stored before the decision. A vendor that cannot be read is named on the page and
+    the decision uses the snapshots already stored.
+    """
     app = request.config_dict
     identity = request[USER]
     now = app[CLOCK]()
@@ -91,9 +99,13 @@ async def recheck(request: web.Request) -> web.StreamResponse:
     cache = app[SNAPSHOT_CACHE]
     eta: int | None = None
     snapshot = None
+    source: SourceRefresh | None = None
     if device is not None:
         try:
             eta = await request_osquery_refresh(request.app, device.serial)
+            asked = await refresh_from_connector(request.app, cache.get(device.serial))
+            if asked is not None:
+                source = SourceRefresh(asked.vendor, asked.hint, asked=not asked.error, unreachable=bool(asked.error))
             snapshot = await cache.fresh(device.serial)
         except StoreError as exc:
             _log.warning("recheck.store_unavailable", error=str(exc))
@@ -104,10 +116,11 @@ async def recheck(request: web.Request) -> web.StreamResponse:
         failing_since=cache.failing_since(device.serial) if device is not None and snapshot is not None else None,
         grants=app.get(BREAKGLASS), owners=device_owners(app, device.serial) if device is not None and route.require_owner else (),
     )
-    _log.info("recheck.completed", user=identity.email, device=device.serial if device else None, route=route.id, decision=outcome.verdict.value, reason=outcome.reason)
+    _log.info("recheck.completed", user=identity.email, device=device.serial if device else None, route=route.id,
+              decision=outcome.verdict.value, reason=outcome.reason, vendor_unreachable=bool(source and source.unreachable))
     if outcome.proxied:
         raise web.HTTPSeeOther(return_to)
-    return deny_response(request, outcome, route, holder.current, now=now, refresh_eta_s=eta, return_to=return_to)
+    return deny_response(request, outcome, route, holder.current, now=now, refresh_eta_s=eta, return_to=return_to, source_refresh=source)
 
 
 async def status_page(request: web.Request) -> web.StreamResponse:

@@ -13,6 +13,7 @@ from gateway.views.deny import (
     DEFAULT_ENROLL_HELP,
     BreakglassOffer,
     DenyView,
+    SourceRefresh,
     platform_from_user_agent,
     render_deny,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "Rendered",
     "ServiceLink",
     "SignInProblem",
+    "SourceRefresh",
     "StatusView",
     "filter_rows",
     "platform_from_user_agent",

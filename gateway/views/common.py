@@ -12,7 +12,7 @@ from typing import Mapping
 from gateway.views.html import Markup, el, join
 from gateway.views.layout import format_relative, platform_name, time_el
 from gateway.views.markdown import render_markdown, safe_href
-from gateway.views.phrasing import describe_finding
+from gateway.views.phrasing import describe_finding, describe_source
 from policy_engine.decision import Finding
 from policy_engine.defaults import DEFAULT_REMEDIATION
 from policy_engine.model import DeviceSnapshot, OsFamily
@@ -105,7 +105,7 @@ def finding_card(finding: Finding, snapshot: DeviceSnapshot | None, catalog: Map
 
 
 def device_facts(snapshot: DeviceSnapshot | None, serial: str | None, *, now: datetime | None) -> list[Markup]:
-    """``<dt>/<dd>`` pairs describing a device: name, serial, platform and OS, agent, report times."""
+    """``<dt>/<dd>`` pairs describing a device: name, serial, platform and OS, agent, who reported it, report times."""
     rows: list[tuple[str, object]] = []
     if snapshot is not None and snapshot.hostname:
         rows.append(("Name", snapshot.hostname))
@@ -120,6 +120,7 @@ def device_facts(snapshot: DeviceSnapshot | None, serial: str | None, *, now: da
         if snapshot.agent_name:
             agent = snapshot.agent_name + (f" {snapshot.agent_version}" if snapshot.agent_version else "")
             rows.append(("Health agent", agent))
+        rows.append(("Reported by", describe_source(snapshot, now=now)))
         rel = f" ({format_relative(snapshot.collected_at, now=now)})" if now else ""
         rows.append(("Health report collected", join(time_el(snapshot.collected_at, now=now), rel)))
         rel = f" ({format_relative(snapshot.received_at, now=now)})" if now else ""

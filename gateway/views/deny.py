@@ -1,6 +1,6 @@
 """The 403 denial: an HTML page that teaches, or RFC 9457 problem+json for API clients and CLIs.
 
-Owns: DenyView, BreakglassOffer, render_deny, platform_from_user_agent, DEFAULT_ENROLL_HELP,
+Owns: DenyView, BreakglassOffer, SourceRefresh, render_deny, platform_from_user_agent, DEFAULT_ENROLL_HELP,
 DEFAULT_AGENT_HELP, REGISTER_HELP, NO_DEVICE_HELP.
 Must not import: decision logic (it renders a Decision, it never makes one), the clock, I/O.
 
@@ -42,6 +42,7 @@ from gateway.views.layout import (
     time_el,
 )
 from gateway.views.markdown import render_markdown
+from gateway.views.phrasing import describe_source
 from policy_engine.decision import Decision, Reason
 from policy_engine.defaults import DEFAULT_REMEDIATION
 from policy_engine.evaluate import TierInfo
@@ -190,6 +191,20 @@ class BreakglassOffer:
 
 
 @dataclass(frozen=True, slots=True)
+class SourceRefresh:
+    """The device's snapshot comes from a system Gatehouse polls (Fleet, Jamf Pro): what "check again" does with it."""
+
+    vendor: str
+    """``Fleet``, ``Jamf Pro``."""
+    hint: str
+    """How soon that system's data about a device changes, in a sentence."""
+    asked: bool = False
+    """This page answers "check again", and the vendor was asked for the device just now."""
+    unreachable: bool = False
+    """This page answers "check again", and the vendor could not be read; the decision used what Gatehouse had."""
+
+
+@dataclass(frozen=True, slots=True)
 class DenyView:
     """Everything the denial shows; the handler fills it from the request and the decision."""
 
@@ -213,6 +228,8 @@ class DenyView:
     """Set only when the tier allows break-glass and the user may ask."""
     refresh_eta_s: int | None = None
     """When the agent can be asked for a fresh snapshot: about how long that takes."""
+    source_refresh: SourceRefresh | None = None
+    """When the snapshot comes from a polled system: which, and what "check again" did with it."""
     service_name: str = ""
     """A human name for the route; the route id is used when empty."""
     user: str = ""
@@ -326,6 +343,13 @@ def _reason_section(view: DenyView) -> Markup | None:
         return el("section", el("h2", "Install and start the health agent"),
                   el("div", render_markdown(help_for(view.enroll_help, _platform(view))), class_="steps"),
                   class_="card info", aria_label="Install and start the health agent")
+    if d.reason is Reason.SNAPSHOT_STALE and view.source_refresh is not None and snapshot is not None:
+        vendor = view.source_refresh.vendor
+        return el("section", el("h2", f"Get {vendor}'s data about this device updated"),
+                  el("p", "Gatehouse gets this device's health from ", el("strong", vendor), ", and the newest it has is ",
+                     describe_source(snapshot, now=now) + "."),
+                  el("p", view.source_refresh.hint),
+                  class_="card warn", aria_label=f"Get {vendor}'s data about this device updated")
     if d.reason is Reason.SNAPSHOT_STALE:
         last: list[Markup | str] = []
         if snapshot is not None:
@@ -370,8 +394,23 @@ _RECHECK_HEADING = {
 }
 
 
+def _source_text(view: DenyView, source: SourceRefresh) -> str:
+    """What "check again" does for a device whose health comes from a polled system, and how soon that changes."""
+    vendor, now = source.vendor, _now(view)
+    had = f" ({describe_source(view.snapshot, now=now)})" if view.snapshot is not None else ""
+    if source.unreachable:
+        return (f"Gatehouse could not reach {vendor} just now, so this decision uses the data it already had{had}. "
+                f"Try again in a few minutes; if this keeps happening, tell IT.")
+    if source.asked:
+        return (f"Gatehouse just asked {vendor} for this device's newest data{had}, and it still shows what is listed "
+                f"here. {source.hint}")
+    return f"Gatehouse gets this device's health from {vendor}, and asks {vendor} for the newest before deciding. {source.hint}"
+
+
 def _recheck_form(view: DenyView) -> Markup:
-    if view.refresh_eta_s is not None:
+    if view.source_refresh is not None:
+        eta = _source_text(view, view.source_refresh)
+    elif view.refresh_eta_s is not None:
         eta = (f"Gatehouse will ask your device for a fresh health report first; that takes about "
                f"{format_duration(timedelta(seconds=view.refresh_eta_s))}.")
     else:
@@ -492,6 +531,8 @@ def problem_document(view: DenyView) -> dict[str, object]:
                 "agent_version": str(snapshot.agent_version) if snapshot.agent_version else None,
                 "collected_at": snapshot.collected_at.isoformat(),
                 "received_at": snapshot.received_at.isoformat(),
+                "source": snapshot.source,
+                "reported_by": describe_source(snapshot, now=now),
             })
     doc: dict[str, object] = {
         "type": PROBLEM_TYPE_BASE + d.reason.value,
@@ -513,7 +554,7 @@ def problem_document(view: DenyView) -> dict[str, object]:
         "failing": [finding_data(f, snapshot, catalog) for f in d.failing],
         "in_grace": [finding_data(f, snapshot, catalog) for f in d.in_grace],
         "nudges": [finding_data(f, snapshot, catalog) for f in d.nudges],
-        "recheck": {"url": RECHECK_PATH, "method": "POST", "refresh_eta_s": view.refresh_eta_s},
+        "recheck": {"url": RECHECK_PATH, "method": "POST", "refresh_eta_s": view.refresh_eta_s, "source": _source_data(view)},
         "break_glass": None,
     }
     if d.reason is Reason.DEVICE_UNKNOWN and not view.device_serial:
@@ -525,7 +566,7 @@ def problem_document(view: DenyView) -> dict[str, object]:
     elif d.reason is Reason.DEVICE_UNKNOWN:
         doc["help"] = help_for(view.enroll_help, _platform(view))
     elif d.reason is Reason.SNAPSHOT_STALE:
-        doc["help"] = help_for(view.agent_help, _platform(view))
+        doc["help"] = view.source_refresh.hint if view.source_refresh is not None else help_for(view.agent_help, _platform(view))
     elif d.reason is Reason.SNAPSHOT_FROM_FUTURE:
         doc["help"] = _CLOCK_HELP.get(_platform(view), "Set the device clock to update automatically.")
     elif d.reason in (Reason.DEVICE_UNOWNED, Reason.DEVICE_NOT_OWNED):
@@ -544,6 +585,14 @@ def problem_document(view: DenyView) -> dict[str, object]:
             "needs_approval": offer.needs_approval,
         }
     return doc
+
+
+def _source_data(view: DenyView) -> dict[str, object] | None:
+    source = view.source_refresh
+    if source is None:
+        return None
+    return {"vendor": source.vendor, "asked": source.asked, "unreachable": source.unreachable,
+            "text": _source_text(view, source)}
 
 
 def render_deny(view: DenyView, *, accept: str | None) -> Rendered:

@@ -1,12 +1,15 @@
-"""Actual-vs-required sentences for humans, per fact kind, from a Finding's display strings.
+"""Sentences for humans: actual vs required per fact kind, and where a health report came from.
 
-Owns: describe_finding, fact_label, display_fact.
+Owns: describe_finding, fact_label, source_label, describe_source.
 Must not import: aiohttp or any decision logic; it only rewords what the engine already decided.
 
 The engine's ``Finding.actual``/``required`` are short display strings (``13.2.1`` / ``>= 14.4``,
 ``off`` / ``on``, ``900`` / ``<= 600``). This module turns them into a sentence such as
 "Your macOS is 13.2.1; this service needs at least 14.4". Anything it does not recognise is
 still shown, verbatim, in a generic sentence.
+
+``describe_source`` names the system a snapshot came from and how old its data is ("Jamf Pro,
+inventory from 3 hours ago"); the denial, the status page and their JSON all use it.
 """
 
 from __future__ import annotations
@@ -15,12 +18,51 @@ import re
 from types import MappingProxyType
 from typing import Mapping
 
-from gateway.views.layout import format_seconds, platform_name
+from datetime import datetime
+
+from gateway.views.layout import format_relative, format_seconds, platform_name
 from policy_engine.decision import Finding
 from policy_engine.document import Severity
 from policy_engine.model import DeviceSnapshot, OsFamily
 
 NOT_REPORTED = "not reported"
+
+_SOURCE_LABELS: Mapping[str, str] = MappingProxyType(
+    {
+        "osquery": "osquery",
+        "stethoscope": "Stethoscope",
+        "api": "the ingest API",
+        "import": "an import",
+        "fleet": "Fleet",
+        "jamf": "Jamf Pro",
+    }
+)
+"""A snapshot's ``source`` (before any ``:<connector name>``) -> the system as users know it."""
+_SOURCE_AGE_WORDS: Mapping[str, str] = MappingProxyType({"jamf": "inventory from ", "fleet": "from "})
+"""How a vendor's data is dated: Jamf Pro's is its last inventory update, Fleet's its last detail query."""
+
+
+def source_label(source: str) -> str:
+    """The system a snapshot came from: ``Fleet`` for ``fleet:corp``, ``the ingest API`` for ``api``."""
+    kind = source.split(":", 1)[0]
+    return _SOURCE_LABELS.get(kind) or source or "an unnamed source"
+
+
+def describe_source(snapshot: DeviceSnapshot, *, now: datetime | None) -> str:
+    """Which system reported the snapshot and how old its data is: ``Jamf Pro, inventory from 3 hours ago``.
+
+    The age is the collection time's (when the agent read the device, or the vendor's last
+    inventory of it), not when Gatehouse fetched it.
+    """
+    label = source_label(snapshot.source)
+    if now is None:
+        return label
+    ago = format_relative(snapshot.collected_at, now=now)
+    if ago.startswith("in "):
+        return f"{label}, dated {ago[3:]} in the future"
+    if ago.endswith(" ago"):
+        return f"{label}, {_SOURCE_AGE_WORDS.get(snapshot.source.split(':', 1)[0], '')}{ago}"
+    return f"{label}, {ago}"
 
 _BOOL_LABELS: Mapping[str, str] = MappingProxyType(
     {

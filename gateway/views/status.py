@@ -34,7 +34,7 @@ from gateway.views.layout import (
     time_el,
 )
 from gateway.views.markdown import render_markdown
-from gateway.views.phrasing import describe_finding, fact_label
+from gateway.views.phrasing import describe_finding, describe_source, fact_label
 from policy_engine.decision import Decision, Finding, Reason
 from policy_engine.defaults import DEFAULT_REMEDIATION
 from policy_engine.document import Severity
@@ -470,6 +470,8 @@ def status_document(view: StatusView) -> dict[str, object]:
             "os": f"{s.os_name} {s.os_version}".strip() if s else None,
             "collected_at": s.collected_at.isoformat() if s else None,
             "received_at": s.received_at.isoformat() if s else None,
+            "source": s.source if s else None,
+            "reported_by": describe_source(s, now=view.now) if s else None,
             "tiers": {t: {"allowed": dec.allowed, "reason": dec.reason.value} for t, dec in d.decisions.items()},
             "checks": [{"check": st.check.name, "state": st.state,
                         "message": describe_finding(st.finding, s) if st.finding else "",

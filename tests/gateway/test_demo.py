@@ -12,7 +12,8 @@ import pytest
 from gateway.app import create_app
 from gateway.demo import DEMO_DEVICES, DemoAgent, mint_demo_token, demo_upstream_app, snapshot_item, write_demo_files
 from gateway.demo_history import seed_demo_history
-from gateway.keys import SNAPSHOT_CACHE
+from gateway.demo_fleet import DEMO_FLEET_HOSTS, demo_fleet_app
+from gateway.keys import CONNECTORS, SNAPSHOT_CACHE
 from gateway.settings import load_settings
 from tests.gateway.fullstack import MovableClock
 
@@ -30,10 +31,11 @@ EXPECTED = {  # serial → (status on /wiki/ (medium), status on /admin/ (high),
 @pytest.fixture
 async def demo(tmp_path: Path, aiohttp_client: Any, aiohttp_server: Any) -> Any:
     upstream = await aiohttp_server(demo_upstream_app())
-    config = write_demo_files(tmp_path, upstream=str(upstream.make_url("")).rstrip("/"))
+    clock = MovableClock()
+    fleet = await aiohttp_server(demo_fleet_app(clock))
+    config = write_demo_files(tmp_path, upstream=str(upstream.make_url("")).rstrip("/"), fleet=str(fleet.make_url("")).rstrip("/"))
     settings = load_settings(config, {})
     settings = settings.model_copy(update={"metrics": settings.metrics.model_copy(update={"address": None})})
-    clock = MovableClock()
     await seed_demo_history(settings, now=clock())  # as run_demo does before it serves
     client = await aiohttp_client(create_app(settings, clock=clock))
     async with aiohttp.ClientSession() as session:
@@ -83,3 +85,22 @@ async def test_demo_agent_refresh_keeps_a_posted_fix(demo: Any) -> None:
     response = await client.get("/admin/", headers=headers)
 
     assert (200, True, clock()) == (response.status, cache.get("PF3DEMONOLUKS").disk_encrypted, cache.get("PF3DEMONOLUKS").collected_at)
+
+
+async def test_the_demo_fleet_server_feeds_its_macs_through_the_connector(demo: Any) -> None:
+    """The demo's Fleet connector stores both demo Fleet Macs: the healthy one opens the wiki, the other is told Fleet's view."""
+    client, var, clock = demo
+    assert "success" == await client.server.app[CONNECTORS]["demo-fleet"].sync_once()
+    seen = {}
+
+    for host in DEMO_FLEET_HOSTS:
+        headers = {"Authorization": f"Bearer {mint_demo_token(var, user=host.owner, device=host.serial, now=clock())}"}
+        wiki = await client.get("/wiki/", headers=headers)
+        seen[host.serial] = (wiki.status, wiki.headers.get("X-Gatehouse-Denied-Reason"))
+    denied = await (await client.get("/wiki/", headers={
+        "Authorization": f"Bearer {mint_demo_token(var, user='erin@example.com', device='C02DEMOFLEET2', now=clock())}"})).json()
+
+    assert {"C02DEMOFLEET1": (200, None), "C02DEMOFLEET2": (403, "checks-failed")} == seen
+    assert "Fleet, from 5 minutes ago" == denied["device"]["reported_by"]
+    assert ["disk_encryption"] == [f["check"] for f in denied["failing"]]
+    assert ("erin@example.com",) == client.server.app[SNAPSHOT_CACHE].inventory("C02DEMOFLEET2").owners

@@ -170,7 +170,8 @@ class FleetConnector:
     """Reads hosts from one Fleet server."""
 
     label = "Fleet"
-    refresh_hint = "Fleet asks the device's agent for fresh details at its next check-in, usually within a minute or two."
+    refresh_hint = ("Fleet gets fresh details from the device's agent when the agent next checks in after being asked,"
+                    " typically within a few minutes while the device is online and awake.")
 
     def __init__(self, settings: FleetConnectorSettings, *, sleep: Sleep, max_future_skew: timedelta) -> None:
         self.name = settings.name

@@ -20,7 +20,10 @@ Requests:
   -> ``{"totalCount", "results": [...]}``; the cursor is the next page number;
 - "check again": the same with ``filter=hardware.serialNumber=="<serial>"`` (the one computer).
   Jamf Pro has no way to make a Mac report now through this API: its data changes when the Mac
-  next submits inventory (``jamf recon``, by default once a day).
+  next submits inventory. Jamf documents (Jamf Pro 11.x, "Computer Inventory Information") that
+  the preconfigured "Update Inventory" policy collects inventory from every computer once a week,
+  that ``sudo jamf recon`` on the Mac submits it at once, and that some attributes (the macOS
+  version) arrive as soon as they change through the declarative status channel.
 
 Computer field -> snapshot:
 
@@ -110,8 +113,9 @@ class JamfConnector:
     """Reads the computer inventory of one Jamf Pro server with an API client."""
 
     label = "Jamf Pro"
-    refresh_hint = ("Jamf Pro updates a Mac's inventory when the Mac next submits it (by default once a day;"
-                    " run `sudo jamf recon` on the Mac, or Self Service's inventory update, to send it now).")
+    refresh_hint = ("Jamf Pro sees a change when the Mac next submits its inventory: Jamf's default is once a week,"
+                    " and your IT team may run it more often. To send it now, run “sudo jamf recon” in Terminal"
+                    " (or use the inventory update your Self Service offers), then check again.")
 
     def __init__(self, settings: JamfConnectorSettings, *, sleep: Sleep, clock: Callable[[], datetime], max_future_skew: timedelta) -> None:
         self.name = settings.name

@@ -1,12 +1,17 @@
 """The connectors of a running Gatehouse: built from ``ingest.connectors``, polled in the background.
 
-Owns: build_connector, connectors_ctx (the cleanup_ctx), connector_for_source, refresh_from_connector.
+Owns: build_connector, connectors_ctx (the cleanup_ctx), connector_for_source, refresh_from_connector,
+ConnectorRefresh, REFRESH_LIMIT_S.
 Must not import: gateway.app.
 
 Each configured connector gets a ConnectorRunner; every replica and worker runs one per connector,
 and the lease in the store lets only one of them poll at a time. Readiness gets a degradable check
 ``connector:<name>`` per connector: it fails (listed under ``degraded``, never making the replica
 unready) while no complete pass is more recent than the connector's ``stale_after_s``.
+
+"I fixed it, check again" (gateway/portal.py) asks a connector-fed device's vendor for that one
+device (``refresh_from_connector``) before deciding; a vendor that fails or takes longer than
+``REFRESH_LIMIT_S`` is reported on the page, and the decision uses the snapshots already stored.
 """
 
 from __future__ import annotations
@@ -16,17 +21,25 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import timedelta
+
+import structlog
 
 from aiohttp import web
 
 from gateway.ingest.config import ConnectorSettings, FleetConnectorSettings
-from gateway.ingest.connectors.base import Clock, Connector, ConnectorRunner, Sleep
+from gateway.ingest.connectors.base import Clock, Connector, ConnectorError, ConnectorRunner, Sleep
 from gateway.ingest.connectors.fleet import FleetConnector
 from gateway.ingest.connectors.jamf import JamfConnector
 from gateway.ingest.pipeline import Ingestor
 from gateway.keys import CLOCK, COMPLIANCE_RECORDER, CONNECTORS, INGEST_RUNTIME, INGEST_SETTINGS, METRICS, READINESS, SNAPSHOT_CACHE, STORE
 from policy_engine.model import DeviceSnapshot
+
+_log = structlog.get_logger(__name__)
+
+REFRESH_LIMIT_S = 10.0
+"""The longest "check again" waits for a vendor (retries included) before deciding on what it has."""
 
 
 def build_connector(settings: ConnectorSettings, *, sleep: Sleep, clock: Clock, max_future_skew: timedelta) -> Connector:
@@ -82,22 +95,44 @@ def connector_for_source(app: web.Application, source: str) -> ConnectorRunner |
     return None
 
 
-async def refresh_from_connector(app: web.Application, snapshot: DeviceSnapshot | None) -> tuple[str, str] | None:
-    """For a connector-fed device, read it from its vendor now ("check again"); (vendor label, hint) or None.
+@dataclass(frozen=True, slots=True)
+class ConnectorRefresh:
+    """What asking a connector-fed device's vendor for it ("check again") came to."""
 
-    A vendor or store failure is logged and counted by the runner's caller; the decision then uses
-    the newest snapshot already stored.
+    vendor: str
+    """The vendor as users know it: ``Fleet``, ``Jamf Pro``."""
+    hint: str
+    """How soon the vendor's data about a device changes (the connector's ``refresh_hint``)."""
+    error: str = ""
+    """Why the vendor could not be read; empty when it answered."""
+
+
+async def refresh_from_connector(app: web.Application, snapshot: DeviceSnapshot | None) -> ConnectorRefresh | None:
+    """For a connector-fed device, read it from its vendor now and store it ("check again"); None for other devices.
+
+    A vendor that fails after its retries, or takes longer than ``REFRESH_LIMIT_S``, is logged
+    (``connector.refresh_failed``) and named in the result; the snapshots already stored stay.
 
     Raises:
-        ConnectorError, StoreError: the vendor or the store failed.
+        StoreError: the vendor answered but the store could not take the snapshot.
     """
     if snapshot is None:
         return None
     runner = connector_for_source(app, snapshot.source)
     if runner is None:
         return None
-    await runner.refresh_device(snapshot.serial)
-    return runner.connector.label, runner.connector.refresh_hint
+    connector = runner.connector
+    try:
+        async with asyncio.timeout(REFRESH_LIMIT_S):
+            await runner.refresh_device(snapshot.serial)
+    except ConnectorError as exc:
+        error = str(exc)
+    except TimeoutError:
+        error = f"{connector.label} did not answer within {REFRESH_LIMIT_S:.0f} s"
+    else:
+        return ConnectorRefresh(connector.label, connector.refresh_hint)
+    _log.warning("connector.refresh_failed", connector=connector.name, serial=snapshot.serial, error=error)
+    return ConnectorRefresh(connector.label, connector.refresh_hint, error)
 
 
-__all__ = ["build_connector", "connector_for_source", "connectors_ctx", "refresh_from_connector", "replica_name"]
+__all__ = ["REFRESH_LIMIT_S", "ConnectorRefresh", "build_connector", "connector_for_source", "connectors_ctx", "refresh_from_connector", "replica_name"]

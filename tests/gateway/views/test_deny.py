@@ -87,7 +87,7 @@ class TestNegotiation:
         assert {"auto_updates", "os_update_available"} == {f["check"] for f in doc["nudges"]}  # type: ignore[index,union-attr]
         assert "C02XK1JHJG5J" == doc["device"]["serial"]  # type: ignore[index]
         assert "medium" == doc["tier"]["name"]  # type: ignore[index]
-        assert {"url": "/.gatehouse/recheck", "method": "POST", "refresh_eta_s": 20} == doc["recheck"]
+        assert {"url": "/.gatehouse/recheck", "method": "POST", "refresh_eta_s": 20, "source": None} == doc["recheck"]
         assert True is doc["break_glass"]["needs_approval"]  # type: ignore[index]
 
 

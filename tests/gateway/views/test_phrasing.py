@@ -1,10 +1,13 @@
-"""Actual vs required reads as a sentence for every built-in fact kind."""
+"""Actual vs required reads as a sentence for every built-in fact kind; a snapshot's source and age read as words."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
-from gateway.views.phrasing import describe_finding, fact_label
+from gateway.ingest.connectors import FleetConnector, JamfConnector
+from gateway.views.phrasing import describe_finding, describe_source, fact_label, source_label
 from policy_engine.decision import Finding
 from policy_engine.document import Severity
 from policy_engine.facts import BUILTIN_FACTS
@@ -107,3 +110,36 @@ def test_engine_findings_for_the_outdated_mac() -> None:
         "Your firewall is off; this service needs it on",
         "Your screen locks after 15 minutes; this service needs 10 minutes or less",
     } == texts
+
+
+SOURCE_NOW = datetime(2026, 11, 22, 15, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("source", "age", "expected"),
+    [
+        ("jamf:macs", timedelta(hours=3), "Jamf Pro, inventory from 3 hours ago"),
+        ("fleet:corp-fleet", timedelta(minutes=5), "Fleet, from 5 minutes ago"),
+        ("osquery", timedelta(minutes=2), "osquery, 2 minutes ago"),
+        ("stethoscope", timedelta(days=3), "Stethoscope, 3 days ago"),
+        ("api", timedelta(seconds=10), "the ingest API, just now"),
+        ("import", timedelta(minutes=-10), "an import, dated 10 minutes in the future"),
+        ("custom-relay", timedelta(hours=1), "custom-relay, 1 hour ago"),
+    ],
+)
+def test_the_source_and_its_age_read_as_words(source: str, age: timedelta, expected: str) -> None:
+    """A snapshot's source is named as users know it, with how old its data is."""
+    snapshot = make_snapshot(source=source, collected_at=SOURCE_NOW - age)
+
+    assert expected == describe_source(snapshot, now=SOURCE_NOW)
+
+
+def test_without_a_clock_only_the_source_is_named() -> None:
+    """With no time to compare against, the phrase is the source's name alone."""
+    assert "Jamf Pro" == describe_source(make_snapshot(source="jamf:macs"), now=None)
+
+
+def test_every_connector_is_named_as_its_vendor() -> None:
+    """The pages name a connector-fed snapshot's source as the connector itself names its vendor."""
+    assert ("Fleet", "Jamf Pro") == (source_label("fleet:x"), source_label("jamf:x"))
+    assert (FleetConnector.label, JamfConnector.label) == (source_label("fleet:x"), source_label("jamf:x"))
