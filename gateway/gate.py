@@ -10,6 +10,12 @@ break-glass grant for that user, device and route; a monitor-mode route lets any
 as a would-deny. Break-glass never waives identity: without a verified user there is no decision
 at all (the caller answers 401), and without an identified device there is no grant to find.
 
+Identity-only: a request naming no verified device, to a route whose tier says ``device: optional``,
+is allowed on the user's identity alone, with reason ``identity-only`` (the engine's
+``evaluate_without_device``); a request that names a device is decided as at any tier. A route with
+``require_owner`` always needs a device (there is no owner to check without one): its requests
+without a device are ``device-unknown`` whatever the tier says.
+
 Owner binding (a route with ``require_owner``) is checked whatever the policy says, and no
 break-glass grant lifts it: a device with no recorded owners is ``device-unowned``, one recorded
 to other users ``device-not-owned``. The caller passes the owners (``SnapshotCache.owners_of``:
@@ -81,7 +87,7 @@ class GateOutcome:
 
     verdict: Verdict
     reason: str
-    """``ok`` when allowed; otherwise the policy's reason code or a gate-level one."""
+    """``ok`` (or ``identity-only``) when allowed; otherwise the policy's reason code or a gate-level one."""
     decision: Decision
     grant: Grant | None = None
 
@@ -104,14 +110,17 @@ def decide(
     owners: Iterable[str] = (),
 ) -> GateOutcome:
     """Decide one request; never raises for a policy or grant problem (it denies instead)."""
-    decision = _policy_decision(device, snapshot, route.tier, policies=policies, now=now, failing_since=failing_since, memo=memo)
+    decision = _policy_decision(
+        device, snapshot, route.tier, policies=policies, now=now, failing_since=failing_since, memo=memo,
+        identity_only=not route.require_owner,
+    )
     if route.require_owner and snapshot is not None:
         refusal = owner_refusal(identity, owners)
         if refusal is not None:  # the device's health is not this user's to fix: no findings shown
             decision = dataclasses.replace(decision, allowed=False, reason=refusal, failing=(), in_grace=(), nudges=())
     reason = decision.reason.value
-    if decision.allowed:
-        return GateOutcome(Verdict.ALLOW, Reason.OK.value, decision)
+    if decision.allowed:  # `ok`, or `identity-only` from a device-optional tier
+        return GateOutcome(Verdict.ALLOW, reason, decision)
     if grants is not None and device is not None and reason not in OWNER_REASONS:
         grant = grants.active_for(identity.subject, device.serial, route.id, route.tier, now=now)
         if grant is not None:
@@ -145,7 +154,10 @@ def _policy_decision(
     now: datetime,
     failing_since: Mapping[str, datetime] | None,
     memo: DecisionCache | None,
+    identity_only: bool,
 ) -> Decision:
+    if device is None and identity_only:
+        return policies.evaluate_without_device(tier, now=now)
     if device is None or snapshot is None:
         return policies.evaluate(None, tier, now=now)
     if memo is None:

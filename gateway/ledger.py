@@ -9,7 +9,8 @@ no I/O, no lock, no metric call) and widens the row's first and last seen.
 
 What is counted (``ledger_entry``): an allowed request is ``allowed``, or ``allowed-in-grace``
 when a failing check is inside its grace period (reason ``in-grace``) or only nudges fail (reason
-``nudge``); a policy denial let through by a grant is ``break-glass``, by a monitor-mode route
+``nudge``); one allowed without a device at a ``device: optional`` tier is ``allowed`` with reason
+``identity-only`` (its device ``""``); a policy denial let through by a grant is ``break-glass``, by a monitor-mode route
 ``monitor-would-deny``, each with the policy's reason; a denial is ``denied`` with its reason. A
 request whose user (or device) could not be verified is ``denied`` too, with the authentication
 reason and user (or device) ``""``. A break-glass request refused because its use could not be
@@ -50,6 +51,7 @@ from gateway.gate import GateOutcome, Verdict
 from gateway.keys import CLOCK, LEDGER, STORE
 from gateway.metrics import Metrics
 from gateway.store.base import AccessRollup, AccessVerdict, LedgerStore, StoreError
+from policy_engine import Reason
 
 _log = structlog.get_logger("gateway.ledger")
 
@@ -63,6 +65,7 @@ ALLOWED, GRACE, BREAK_GLASS, MONITOR, DENIED = (
     AccessVerdict.ALLOWED, AccessVerdict.GRACE, AccessVerdict.BREAK_GLASS, AccessVerdict.MONITOR, AccessVerdict.DENIED,
 )
 
+IDENTITY_ONLY = Reason.IDENTITY_ONLY
 _Key = tuple[datetime, str, str, str, str, AccessVerdict, str]
 
 
@@ -75,6 +78,8 @@ def ledger_entry(outcome: GateOutcome) -> tuple[AccessVerdict, str]:
             return GRACE, "in-grace"
         if decision.nudges:
             return GRACE, "nudge"
+        if decision.reason is IDENTITY_ONLY:
+            return ALLOWED, IDENTITY_ONLY.value
         return ALLOWED, ""
     if verdict is Verdict.BREAK_GLASS:
         return BREAK_GLASS, outcome.reason

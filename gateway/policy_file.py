@@ -1,6 +1,7 @@
 """Reading a policy file from disk and compiling it; the gateway's side of the pure policy engine.
 
-Owns: load_policy (file → CompiledPolicySet), route-tier cross-checks.
+Owns: load_policy (file → CompiledPolicySet), route-tier cross-checks (tier defined; no owner binding on a
+device-optional tier).
 Must not import: aiohttp, app, handlers.
 """
 
@@ -13,7 +14,7 @@ import yaml
 
 from gateway.errors import ConfigError, Problem
 from gateway.settings import RouteSettings
-from policy_engine import CompiledPolicySet, PolicyError, compile_policy_set, parse_policy_document
+from policy_engine import CompiledPolicySet, DeviceRequirement, PolicyError, compile_policy_set, parse_policy_document
 
 
 def load_policy(path: Path) -> CompiledPolicySet:
@@ -42,10 +43,21 @@ def load_policy(path: Path) -> CompiledPolicySet:
 
 
 def route_tier_problems(routes: Sequence[RouteSettings], policies: CompiledPolicySet) -> list[Problem]:
-    """Routes whose tier the policy does not define (they would deny every request)."""
+    """Routes whose tier the policy does not define (they would deny every request), and routes with
+    ``require_owner`` on a ``device: optional`` tier (an owner needs a device; the gate denies such a
+    route's requests without one as ``device-unknown``)."""
     known = policies.tier_names
-    return [
-        Problem(f"routes[{index}].tier", f"`{route.tier}` is not a tier of the policy; known tiers: {', '.join(f'`{t}`' for t in known)}")
-        for index, route in enumerate(routes)
-        if policies.tier(route.tier) is None
-    ]
+    problems = []
+    for index, route in enumerate(routes):
+        tier = policies.tier(route.tier)
+        if tier is None:
+            problems.append(Problem(
+                f"routes[{index}].tier", f"`{route.tier}` is not a tier of the policy; known tiers: {', '.join(f'`{t}`' for t in known)}",
+            ))
+        elif route.require_owner and tier.device is DeviceRequirement.OPTIONAL:
+            problems.append(Problem(
+                f"routes[{index}].require_owner",
+                f"route `{route.id}` requires the device's owner, but its tier `{route.tier}` says `device: optional` "
+                "and without a device there is no owner to check; remove `require_owner`, or give the route a tier that requires a device",
+            ))
+    return problems

@@ -18,7 +18,7 @@ from typing import Callable
 
 from policy_engine.checks import CompiledCheck, compile_check
 from policy_engine.defaults import DEFAULT_KEY_BY_FACT, DEFAULT_REMEDIATION
-from policy_engine.document import BreakGlassMode, IfUnmeasurable, PolicyDocument
+from policy_engine.document import BreakGlassMode, DeviceRequirement, IfUnmeasurable, PolicyDocument
 from policy_engine.errors import PolicyCompileError, Problem
 from policy_engine.evaluate import CompiledPolicySet, TierInfo, _Tier
 from policy_engine.model import DeviceSnapshot, Version
@@ -98,11 +98,16 @@ def _canonical(value: object) -> object:
 def policy_fingerprint(document: PolicyDocument) -> str:
     """A short stable hash of what a document says (not where it came from).
 
-    An empty ``controls`` section is left out, so policies written before it existed keep their version.
+    An empty ``controls`` section and a tier's default ``device: required`` are left out, so policies
+    written before they existed keep their version.
     """
     data = _canonical(document)
     if not document.controls and isinstance(data, dict):
         data.pop("controls", None)
+    if isinstance(data, dict):
+        for tier in data.get("tiers", ()):
+            if tier.get("device") == DeviceRequirement.REQUIRED.value:
+                del tier["device"]
     text = json.dumps(data, sort_keys=True, default=repr, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -195,6 +200,7 @@ def compile_policy_set(document: PolicyDocument) -> CompiledPolicySet:
             break_glass=spec.break_glass,
             extends=spec.extends,
             description=spec.description,
+            device=spec.device,
         )
         ordered = tuple(sorted((compiled[n] for n in names), key=lambda c: c.cost))
         tiers.append(_Tier(info, ordered, _build_failing(ordered)))

@@ -18,6 +18,9 @@ class Reason(StrEnum):
 
     OK = "ok"
     """Allowed: every blocking check passed (nudges and checks in grace may still be listed)."""
+    IDENTITY_ONLY = "identity-only"
+    """Allowed without a device: the tier says ``device: optional`` and the request named no verified
+    device; only ``evaluate_without_device`` gives it, never ``evaluate``."""
     DEVICE_UNKNOWN = "device-unknown"
     """No snapshot for the device."""
     SNAPSHOT_STALE = "snapshot-stale"

@@ -1,7 +1,7 @@
 """The typed form of a policy file, as parsed and validated: checks, tiers, remediation entries.
 
 Owns: PolicyDocument, CheckSpec, TierSpec, BreakGlassSpec, RemediationSpec, ControlRef, VersionFloor and the
-small enums they use (Severity, IfUnknown, IfUnmeasurable, Operator, BreakGlassMode).
+small enums they use (Severity, IfUnknown, IfUnmeasurable, Operator, BreakGlassMode, DeviceRequirement).
 Must not import: anything outside the standard library; no behaviour lives here.
 """
 
@@ -62,6 +62,13 @@ class BreakGlassMode(StrEnum):
     NEVER = "never"
 
 
+class DeviceRequirement(StrEnum):
+    """Whether a tier needs a verified device: ``optional`` decides a request naming none on identity alone."""
+
+    REQUIRED = "required"
+    OPTIONAL = "optional"
+
+
 @dataclass(frozen=True, slots=True)
 class VersionFloor:
     """Minimum versions: one for every platform, or one per platform and per Linux distribution.
@@ -116,6 +123,8 @@ class TierSpec:
     break_glass: BreakGlassSpec
     extends: str = ""
     description: str = ""
+    device: DeviceRequirement = DeviceRequirement.REQUIRED
+    """``optional``: a request that names no verified device is allowed on identity alone; not inherited."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,8 @@ Must not import: anything outside the standard library and policy_engine; built 
 denies with a reason that says which. Each tier has one generated function that runs its checks
 inline, cheapest first, and returns the indices of those that fail (the common all-pass case
 costs one call); only failing checks are then described, from per-check caches.
+``evaluate_without_device(tier, *, now)`` decides a request that names no device: ``identity-only``
+at a ``device: optional`` tier, as ``evaluate(None, tier)`` everywhere else.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from policy_engine.checks import CompiledCheck
 from policy_engine.decision import Decision, Finding, Reason
 from policy_engine.decision import DecisionTwin as _DecisionTwin
 from policy_engine.decision import FindingTwin as _FindingTwin
-from policy_engine.document import BreakGlassSpec, ControlRef, IfUnmeasurable, Severity
+from policy_engine.document import BreakGlassSpec, ControlRef, DeviceRequirement, IfUnmeasurable, Severity
 from policy_engine.model import DeviceSnapshot
 from policy_engine.remediation import Remediation
 
@@ -33,6 +35,7 @@ _DEVICE_UNKNOWN = Reason.DEVICE_UNKNOWN
 _NUDGE = Severity.NUDGE
 _OK = Reason.OK
 _UNMEASURABLE_NUDGE = IfUnmeasurable.NUDGE
+_DEVICE_OPTIONAL = DeviceRequirement.OPTIONAL
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,8 @@ class TierInfo:
     break_glass: BreakGlassSpec
     extends: str = ""
     description: str = ""
+    device: DeviceRequirement = DeviceRequirement.REQUIRED
+    """``optional``: a request naming no verified device is allowed on identity alone (``identity-only``)."""
 
     def to_dict(self) -> dict[str, object]:
         """Plain data for JSON."""
@@ -63,6 +68,7 @@ class TierInfo:
                 else None,
             },
             "extends": self.extends,
+            "device": self.device.value,
         }
 
 
@@ -199,6 +205,20 @@ class CompiledPolicySet:
                 return _DecisionTwin(True, t.name, _OK, (), (), (), age, now, observed + t.fresh_shift, "")  # type: ignore[no-any-return]
             return self._explain(t, snapshot, now, failing_since, age, observed, indices)
         except Exception as exc:  # noqa: BLE001 - evaluate is total: broken input denies
+            return _error(tier, now, f"evaluation raised {type(exc).__name__}")
+
+    def evaluate_without_device(self, tier: str, *, now: datetime) -> Decision:
+        """Decide a request that names no verified device; never raises.
+
+        A ``device: optional`` tier allows it on identity alone (reason ``identity-only``); any other
+        tier denies it as ``device-unknown``, as ``evaluate(None, tier)`` does.
+        """
+        try:
+            t = self._by_name.get(tier)
+            if t is not None and t.info.device is _DEVICE_OPTIONAL:
+                return Decision(True, t.name, Reason.IDENTITY_ONLY, evaluated_at=now)
+            return self.evaluate(None, tier, now=now)
+        except Exception as exc:  # noqa: BLE001 - total, like evaluate
             return _error(tier, now, f"evaluation raised {type(exc).__name__}")
 
     def _explain(

@@ -20,6 +20,7 @@ from policy_engine.document import (
     BreakGlassSpec,
     CheckSpec,
     ControlRef,
+    DeviceRequirement,
     IfUnknown,
     IfUnmeasurable,
     Operator,
@@ -47,7 +48,7 @@ _CHECK_KEYS = (
     "description",
     *(op.value for op in Operator),
 )
-_TIER_KEYS = ("extends", "checks", "max_snapshot_age", "break_glass", "description")
+_TIER_KEYS = ("extends", "checks", "max_snapshot_age", "break_glass", "device", "description")
 _OPERATOR_KEYS = frozenset(op.value for op in Operator)
 _BREAK_GLASS_KEYS = ("mode", "max_duration")
 _REMEDIATION_KEYS = ("title", "why", "steps", "doc_url")
@@ -500,11 +501,16 @@ def _parse_tiers(out: _Collector, raw: object, check_names: list[str]) -> list[T
             out.add(path, "missing-key", "missing `break_glass`; write `never`, or `{mode: approval, max_duration: 4h}`")
         else:
             break_glass = _parse_break_glass(out, body["break_glass"], _join(path, "break_glass"))
+        device = DeviceRequirement.REQUIRED
+        if "device" in body:
+            device = DeviceRequirement(
+                out.choice(body["device"], _join(path, "device"), tuple(DeviceRequirement)) or DeviceRequirement.REQUIRED
+            )
         description = ""
         if "description" in body:
             description = out.text(body["description"], _join(path, "description"), required=False) or ""
         if len(out.problems) == before and max_age is not None and break_glass is not None:
-            tiers.append(TierSpec(name, tuple(checks), max_age, break_glass, extends, description))
+            tiers.append(TierSpec(name, tuple(checks), max_age, break_glass, extends, description, device))
     return tiers
 
 

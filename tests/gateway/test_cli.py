@@ -252,6 +252,24 @@ class TestCheckConfig:
         assert "routes[0].tier: `secret` is not a tier of the policy" in out
         assert out.rstrip().endswith(f"run `gatehouse check-config {config}` again")
 
+    def test_owner_binding_on_a_device_optional_tier_is_refused(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """`require_owner` on a route whose tier says `device: optional` is refused, naming the route and the tier; exit 1."""
+        raw = yaml.safe_load(DEPLOY_POLICY.read_text())
+        raw["tiers"]["low"]["device"] = "optional"
+        policy = tmp_path / "policy.yaml"
+        policy.write_text(yaml.safe_dump(raw, sort_keys=False))
+        config = write_config(tmp_path, policy=str(policy), routes=[
+            {"id": "wiki", "path_prefix": "/wiki", "upstream": "http://127.0.0.1:9", "tier": "low", "require_owner": True},
+            {"id": "lobby", "path_prefix": "/lobby", "upstream": "http://127.0.0.1:9", "tier": "low"},
+        ])
+
+        code = main(["check-config", str(config)])
+
+        out = capsys.readouterr().out
+        assert 1 == code
+        assert f"{config}: 1 problem(s)" in out
+        assert "routes[0].require_owner: route `wiki` requires the device's owner, but its tier `low` says `device: optional`" in out
+
     def test_device_assertion_without_issuers_is_named(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """Device assertions without `issuers` are refused with the same message as a user token without them; exit 1."""
         config = write_config(tmp_path, identity={

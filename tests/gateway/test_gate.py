@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import dataclasses
 from collections.abc import AsyncIterator
@@ -20,12 +21,16 @@ from breakglass import Grant
 from gateway.app import create_app
 from gateway.gate import DEVICE_NOT_OWNED, DEVICE_UNOWNED, Verdict, decide, owner_refusal
 from gateway.identity.model import DeviceId, Identity
+from gateway.keys import LEDGER, STORE
 from gateway.metrics import Metrics
+from gateway.policy_file import load_policy
+from gateway.store.base import AccessVerdict
 from policy_engine import DeviceSnapshot, OsFamily, Reason, Version
 from policy_engine.compile import compile_policy_set
 from policy_engine.evaluate import CompiledPolicySet
 from policy_engine.memo import DecisionMemo
 from policy_engine.parse import parse_policy_document
+from tests.conftest import LogLines
 from tests.gateway.fullstack import INGEST_TOKEN, Keys, MovableClock, gatehouse_settings, ingest_headers, mac_item
 from tests.gateway.ingest.support import ENROLL_SECRET, fixture
 
@@ -325,3 +330,130 @@ class TestOwnerBindingThroughTheListener:
         assert (200, 200) == (got.status, posted.status)
         assert ["GET /owned/", "POST /owned/"] == upstream.paths
         assert 1.0 == lane_count(registry, "fast") - fast_before
+
+
+def policy_with_lobby(path: Path) -> Path:
+    """deploy/policy.yaml with a `lobby` tier in front: the `low` tier's checks, `device: optional`."""
+    raw = yaml.safe_load(POLICY.read_text())
+    raw["tiers"] = {"lobby": {**raw["tiers"]["low"], "device": "optional"}, **raw["tiers"]}
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+class TestIdentityOnly:
+    def test_no_device_at_an_optional_tier_is_allowed_as_identity_only(self, tmp_path: Path) -> None:
+        """A request naming no device is let through on identity alone, with reason identity-only and no grant looked up."""
+        lobby = load_policy(policy_with_lobby(tmp_path / "policy.yaml"))
+        grants = FixedGrants(a_grant())
+
+        outcome = decide(ALICE, None, None, Route(tier="lobby"), policies=lobby, now=NOW, grants=grants)
+
+        assert (Verdict.ALLOW, "identity-only", Reason.IDENTITY_ONLY, []) == (
+            outcome.verdict, outcome.reason, outcome.decision.reason, grants.asked,
+        )
+
+    def test_an_owner_route_needs_a_device_even_at_an_optional_tier(self, tmp_path: Path) -> None:
+        """With `require_owner` there is no owner to check without a device: device-unknown, not identity-only."""
+        lobby = load_policy(policy_with_lobby(tmp_path / "policy.yaml"))
+
+        outcome = decide(ALICE, None, None, Route(tier="lobby", require_owner=True), policies=lobby, now=NOW)
+
+        assert (Verdict.DENY, "device-unknown") == (outcome.verdict, outcome.reason)
+
+    def test_a_named_device_is_evaluated_at_an_optional_tier(self, tmp_path: Path) -> None:
+        """A verified device is decided on its health: failing denied, without a snapshot device-unknown, healthy ok."""
+        lobby = load_policy(policy_with_lobby(tmp_path / "policy.yaml"))
+        route = Route(tier="lobby")
+
+        failing = decide(ALICE, MAC, healthy_mac(disk_encrypted=False), route, policies=lobby, now=NOW)
+        unknown = decide(ALICE, MAC, None, route, policies=lobby, now=NOW)
+        healthy = decide(ALICE, MAC, healthy_mac(), route, policies=lobby, now=NOW)
+
+        assert [(Verdict.DENY, "checks-failed"), (Verdict.DENY, "device-unknown"), (Verdict.ALLOW, "ok")] == [
+            (o.verdict, o.reason) for o in (failing, unknown, healthy)
+        ]
+
+
+LobbyStack = tuple[TestClient, Recorded, Keys, MovableClock, CollectorRegistry]
+
+
+@pytest.fixture
+async def lobby_stack(log_lines: LogLines, aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path) -> AsyncIterator[LobbyStack]:
+    """A full Gatehouse on its own listener with route `lobby` on a `device: optional` tier; a new connection per request."""
+    upstream = Recorded()
+    up_app = web.Application()
+    up_app.router.add_route("*", "/{tail:.*}", upstream.handle)
+    server = await aiohttp_server(up_app)
+    base = str(server.make_url("")).rstrip("/")
+    keys = Keys(tmp_path / "keys")
+    clock = MovableClock()
+    registry = CollectorRegistry()
+    settings = gatehouse_settings(
+        keys, store=f"sqlite:///{tmp_path}/gatehouse.db", upstream=base, policy=str(policy_with_lobby(tmp_path / "policy.yaml")),
+        extra_routes=[{"id": "lobby", "path_prefix": "/lobby", "upstream": base, "tier": "lobby"}],
+    )
+    client = await aiohttp_client(create_app(settings, clock=clock, metrics=Metrics(registry)),
+                                  connector=aiohttp.TCPConnector(force_close=True))
+    yield client, upstream, keys, clock, registry
+
+
+async def completed_lines(log_lines: LogLines, count: int) -> list[dict[str, Any]]:
+    """The first ``count`` request.completed lines, once written."""
+    async with asyncio.timeout(10):
+        while len(lines := log_lines.events("request.completed")) < count:
+            await asyncio.sleep(0.01)  # polls for an event; no timeout is waited out
+    return lines
+
+
+class TestIdentityOnlyThroughTheListener:
+    async def test_no_device_is_allowed_logged_and_counted_as_identity_only(self, lobby_stack: LobbyStack, log_lines: LogLines) -> None:
+        """No device at a `device: optional` tier: a GET in the fast lane and a POST on the full path reach the
+        upstream, and the log line, the decisions metric and the access ledger say identity-only."""
+        client, upstream, keys, clock, registry = lobby_stack
+        headers = {"Authorization": f"Bearer {keys.token('alice@example.com', now=clock())}"}
+        fast_before = lane_count(registry, "fast")
+
+        got = await client.get("/lobby/", headers=headers)
+        posted = await client.post("/lobby/", headers=headers, data=b"x=1")
+        lines = await completed_lines(log_lines, 2)
+        app = client.server.app
+        assert app is not None
+        await app[LEDGER].flush(app[STORE])
+        rows = [r async for r in app[STORE].iter_access(since=clock() - timedelta(days=1))]
+
+        assert (200, 200) == (got.status, posted.status)
+        assert ["GET /lobby/", "POST /lobby/"] == upstream.paths
+        assert 1.0 == lane_count(registry, "fast") - fast_before
+        assert [("GET", "allow", "identity-only", None, "alice@example.com"), ("POST", "allow", "identity-only", None, "alice@example.com")] == [
+            (line["method"], line["decision"], line["reason"], line.get("device"), line["user"]) for line in lines
+        ]
+        assert 2.0 == registry.get_sample_value("gatehouse_decisions_total", {"tier": "lobby", "outcome": "allow", "reason": "identity-only"})
+        assert [("lobby", "alice@example.com", "", AccessVerdict.ALLOWED, "identity-only", 2)] == [
+            (r.route, r.user, r.device, r.verdict, r.reason, r.count) for r in rows
+        ]
+
+    async def test_a_failing_device_is_denied_at_the_optional_tier(self, lobby_stack: LobbyStack) -> None:
+        """A request that names a failing device is denied on its health, GET and POST alike; nothing reaches the upstream."""
+        client, upstream, keys, clock, _ = lobby_stack
+        response = await client.post("/.gatehouse/api/v1/snapshots", json={"snapshots": [mac_item("C02FAIL01", at=clock(), disk_encrypted=False)]},
+                                     headers=ingest_headers())
+        assert 200 == response.status, await response.text()
+        headers = {"Authorization": f"Bearer {keys.token('alice@example.com', device='C02FAIL01', now=clock())}", "Accept": "application/json"}
+
+        got = await client.get("/lobby/", headers=headers)
+        posted = await client.post("/lobby/", headers=headers, data=b"x=1")
+
+        assert [(403, "checks-failed")] * 2 == [(r.status, r.headers["X-Gatehouse-Denied-Reason"]) for r in (got, posted)]
+        assert [] == upstream.paths
+
+    async def test_a_device_required_tier_still_denies_a_request_without_a_device(self, lobby_stack: LobbyStack) -> None:
+        """The tiers that do not say `device: optional` deny a request naming no device as device-unknown, GET and POST."""
+        client, upstream, keys, clock, registry = lobby_stack
+        headers = {"Authorization": f"Bearer {keys.token('alice@example.com', now=clock())}", "Accept": "application/json"}
+
+        got = await client.get("/public/", headers=headers)
+        posted = await client.post("/public/", headers=headers, data=b"x=1")
+
+        assert [(403, "device-unknown")] * 2 == [(r.status, r.headers["X-Gatehouse-Denied-Reason"]) for r in (got, posted)]
+        assert [] == upstream.paths
+        assert 2.0 == registry.get_sample_value("gatehouse_decisions_total", {"tier": "low", "outcome": "deny", "reason": "device-unknown"})

@@ -104,11 +104,13 @@ class TestCounting:
             ledger_entry(GateOutcome(Verdict.BREAK_GLASS, "checks-failed", denied)),
             ledger_entry(GateOutcome(Verdict.MONITOR, "checks-failed", denied)),
             ledger_entry(GateOutcome(Verdict.DENY, "device-unowned", denied)),
+            ledger_entry(GateOutcome(Verdict.ALLOW, "identity-only", Decision(allowed=True, tier="lobby", reason=Reason.IDENTITY_ONLY))),
         ]
 
         assert [
             (A, ""), (AccessVerdict.GRACE, "in-grace"), (AccessVerdict.GRACE, "nudge"),
             (AccessVerdict.BREAK_GLASS, "checks-failed"), (AccessVerdict.MONITOR, "checks-failed"), (D, "device-unowned"),
+            (A, "identity-only"),
         ] == entries
 
 

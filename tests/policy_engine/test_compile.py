@@ -11,6 +11,7 @@ from policy_engine import (
     BreakGlassMode,
     BreakGlassSpec,
     CheckSpec,
+    DeviceRequirement,
     DeviceSnapshot,
     Operator,
     PolicyCompileError,
@@ -107,6 +108,34 @@ class TestTiers:
         c = compile_policy_set(parse_policy_document(raw, source="a.yaml"))
 
         assert (a.version, True) == (b.version, a.version != c.version)
+
+    def test_device_requirement_reaches_the_compiled_tier(self) -> None:
+        """A tier's `device` is in its TierInfo (and its JSON); tiers that do not say it require a device."""
+        doc = PolicyDocument(
+            source="code",
+            checks=(DISK,),
+            tiers=(
+                TierSpec("lobby", ("disk",), timedelta(hours=1), NEVER, device=DeviceRequirement.OPTIONAL),
+                TierSpec("low", (), timedelta(hours=1), NEVER, extends="lobby"),
+            ),
+        )
+
+        policies = compile_policy_set(doc)
+
+        assert [DeviceRequirement.OPTIONAL, DeviceRequirement.REQUIRED] == [t.device for t in policies.tiers]
+        assert ["optional", "required"] == [t.to_dict()["device"] for t in policies.tiers]
+
+    def test_fingerprint_of_a_policy_without_device_is_unchanged_and_optional_changes_it(self) -> None:
+        """Writing the default `device: required` keeps a policy's version; `device: optional` gives a new one."""
+        raw = load_yaml(DEPLOY_POLICY.read_text())
+        before = compile_policy_set(parse_policy_document(raw, source="a.yaml")).version
+        raw["tiers"]["low"]["device"] = "required"
+        spelled_out = compile_policy_set(parse_policy_document(raw, source="a.yaml")).version
+        raw["tiers"]["low"]["device"] = "optional"
+
+        optional = compile_policy_set(parse_policy_document(raw, source="a.yaml")).version
+
+        assert (before, True) == (spelled_out, optional != before)
 
     def test_custom_check_without_remediation_gets_a_generic_entry(self) -> None:
         """A custom fact check with no catalog entry still has a remediation key that resolves."""

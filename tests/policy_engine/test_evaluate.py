@@ -27,6 +27,23 @@ tiers:
 """
 
 
+OPTIONAL_POLICY = """
+format: 1
+checks:
+  disk: {fact: disk_encrypted, equals: true}
+tiers:
+  lobby:
+    device: optional
+    checks: [disk]
+    max_snapshot_age: 1h
+    break_glass: never
+  low:
+    checks: [disk]
+    max_snapshot_age: 1h
+    break_glass: never
+"""
+
+
 @pytest.fixture(scope="module")
 def policies() -> CompiledPolicySet:
     """The example three-tier policy."""
@@ -48,6 +65,35 @@ class TestOutcomes:
         decision = policies.evaluate(None, "low", now=NOW)
 
         assert (False, Reason.DEVICE_UNKNOWN, "low") == (decision.allowed, decision.reason, decision.tier)
+
+    def test_no_device_at_an_optional_tier_is_allowed_on_identity_alone(self) -> None:
+        """`evaluate_without_device` allows a `device: optional` tier with reason identity-only, whatever its checks."""
+        lobby = policies_from(OPTIONAL_POLICY)
+
+        decision = lobby.evaluate_without_device("lobby", now=NOW)
+
+        assert (True, Reason.IDENTITY_ONLY, "lobby", NOW, None) == (
+            decision.allowed, decision.reason, decision.tier, decision.evaluated_at, decision.valid_until,
+        )
+
+    @pytest.mark.parametrize(("tier", "reason"), [("low", Reason.DEVICE_UNKNOWN), ("nowhere", Reason.TIER_UNKNOWN)])
+    def test_no_device_elsewhere_is_denied_as_before(self, tier: str, reason: Reason) -> None:
+        """Without a device, a tier that requires one is device-unknown and an undefined tier tier-unknown."""
+        lobby = policies_from(OPTIONAL_POLICY)
+
+        decision = lobby.evaluate_without_device(tier, now=NOW)
+
+        assert (False, reason) == (decision.allowed, decision.reason)
+
+    def test_a_device_at_an_optional_tier_is_still_evaluated(self) -> None:
+        """`device: optional` changes nothing for a snapshot: a failing device is denied, a missing snapshot too."""
+        lobby = policies_from(OPTIONAL_POLICY)
+
+        failing = lobby.evaluate(make_snapshot(disk_encrypted=False), "lobby", now=NOW)
+        unknown = lobby.evaluate(None, "lobby", now=NOW)
+
+        assert (False, Reason.CHECKS_FAILED) == (failing.allowed, failing.reason)
+        assert (False, Reason.DEVICE_UNKNOWN) == (unknown.allowed, unknown.reason)
 
     def test_unknown_tier_is_denied(self, policies: CompiledPolicySet) -> None:
         """A tier the policy does not define denies with tier-unknown."""

@@ -9,6 +9,7 @@ import pytest
 from policy_engine import (
     BreakGlassMode,
     ControlRef,
+    DeviceRequirement,
     IfUnknown,
     Operator,
     OsFamily,
@@ -349,3 +350,46 @@ controls:
 
         assert {"HIPAA", "SOC 2", "HITRUST CSF"} == frameworks
         assert ControlRef("HIPAA", "164.312(a)(2)(iv)", "Encryption and decryption") in policies.controls["disk_encryption"]
+
+
+OPTIONAL_TIER = """
+format: 1
+checks:
+  disk: {fact: disk_encrypted, equals: true}
+tiers:
+  lobby:
+    device: optional
+    checks: [disk]
+    max_snapshot_age: 24h
+    break_glass: never
+  low:
+    extends: lobby
+    max_snapshot_age: 24h
+    break_glass: never
+"""
+
+
+class TestDeviceRequirement:
+    def test_device_defaults_to_required_and_is_not_inherited(self) -> None:
+        """A tier without `device` needs one, even when it extends a `device: optional` tier."""
+        doc = parse_policy_document(load_yaml(OPTIONAL_TIER), source="t.yaml")
+
+        devices = {t.name: t.device for t in doc.tiers}
+
+        assert {"lobby": DeviceRequirement.OPTIONAL, "low": DeviceRequirement.REQUIRED} == devices
+
+    def test_unknown_device_value_is_an_error_with_its_path(self) -> None:
+        """`device: sometimes` is refused at `tiers.lobby.device`, naming the values it may take."""
+        text = OPTIONAL_TIER.replace("device: optional", "device: sometimes")
+
+        messages = messages_of(text)
+
+        assert {"tiers.lobby.device": "`sometimes` is not allowed here; write one of `required`, `optional`"} == messages
+
+    def test_a_boolean_device_value_is_an_error(self) -> None:
+        """`device: false` (YAML's boolean) is not read as optional; it is refused like any other unknown value."""
+        text = OPTIONAL_TIER.replace("device: optional", "device: false")
+
+        problems = problems_of(text)
+
+        assert {"tiers.lobby.device": "bad-value"} == problems

@@ -128,6 +128,7 @@ HEADLINES = {
     Reason.DEVICE_NOT_OWNED: "This device belongs to someone else",
     Reason.DEVICE_UNOWNED: "This device is not registered to anyone",
     Reason.OK: "was denied",
+    Reason.IDENTITY_ONLY: "was denied",
 }
 
 
