@@ -33,7 +33,7 @@ from gateway.keys import (
 )
 from gateway.pages import problem_json, page_response
 from gateway.store.base import (
-    Enrollment, EnrollmentRequest, EnrollmentStatus, EnrollSession, OwnerEdit, OwnerEditMode, OwnerSource, PendingQuery,
+    CertificateRecord, Enrollment, EnrollmentRequest, EnrollmentStatus, EnrollSession, OwnerEdit, OwnerEditMode, OwnerSource, PendingQuery,
     StoreError,
 )
 from gateway.views import enrollments as views
@@ -443,17 +443,30 @@ async def _issue(app: web.Application | Mapping[object, object], found: Enrollme
             _metric(app, "refused")  # type: ignore[arg-type]
             return outcome
         return None
+    # INVARIANT: the certificate is recorded before the request can hand it out, so no certificate of
+    # ours is ever in use without a record to list and revoke it; one whose request another replica
+    # moved first is revoked at once (nobody ever received it).
+    await store.record_certificate(_record(certificate, serial=found.serial, owner=found.user, now=now))
     outcome = flow.issued(found, certificate, by=by, how=how, now=now)
     if not await store.swap_enrollment_request(found, outcome):
+        await store.revoke_certificate(certificate.fingerprint, at=now, by="gatehouse:enrollment-moved")
+        await app[SNAPSHOT_CACHE].refresh_certificates()  # type: ignore[index]
         return None
     mode = OwnerEditMode.REPLACE if flow.FLAG_OTHER_OWNER in found.flags else OwnerEditMode.ADD
     await store.edit_owners([OwnerEdit(found.serial, (found.user,), mode, set_by=f"enrollment {found.id}", set_at=now,
                                        source=OwnerSource.ENROLLMENT)])
-    await app[SNAPSHOT_CACHE].refresh_owners()  # type: ignore[index]
+    cache = app[SNAPSHOT_CACHE]  # type: ignore[index]
+    await cache.refresh_owners()
+    await cache.refresh_certificates()
     _log.info("enrollment.issued", id=found.id, user=found.user, serial=found.serial, fingerprint=certificate.fingerprint,
               not_after=certificate.not_after.isoformat(), by=by)
     _metric(app, "issued")  # type: ignore[arg-type]
     return outcome
+
+
+def _record(certificate: flow.IssuedLike, *, serial: str, owner: str, now: datetime) -> CertificateRecord:
+    return CertificateRecord(fingerprint=certificate.fingerprint, serial=serial, owner=owner, not_before=certificate.not_before,
+                             not_after=certificate.not_after, issued_at=now)
 
 
 # -- approvals -------------------------------------------------------------------------------------
