@@ -408,6 +408,25 @@ class TestAgainstTheContract:
         assert [renewed["fingerprint"]] == [c.fingerprint(hashes.SHA256()).hex() for c in x509.load_pem_x509_certificates(in_store)]
         assert renewed["fingerprint"] != state["fingerprint"]
 
+    def test_revoked_renewal_says_enroll_again(self, tmp_path: Path, contract: tuple[Any, Path, Script],
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+        """Gatehouse's 403 `device-certificate-revoked` to `--renew` is reported with its code and the enroll command; nothing is replaced."""
+        server, ca_file, script = contract
+        script.renew_refusal = "device-certificate-revoked"
+        host, runner, _ = make_host(tmp_path, "linux", now=datetime.now(UTC))
+        key = ge.new_key()
+        issued = ge.parse_issued(server.device_ca.chain(server.device_ca.issue(ge.certificate_request(key, "PF2ABCDE"), "PF2ABCDE", days=5)), key)
+        store = ge._install_file(host, key, issued, reason="test")
+        ge.save_state(host, ge.gatehouse_origin(server.origin, str(ca_file)), issued, ge.store_kind(host, store))
+
+        code = run_client(host, "--renew", server.origin, "--ca-file", str(ca_file))
+
+        assert 1 == code
+        assert [issued.fingerprint] == script.renewals
+        err = capsys.readouterr().err
+        assert "`device-certificate-revoked`" in err and f"enroll again with gatehouse-enroll {server.origin}" in err
+        assert issued.fingerprint == json.loads(ge.state_file(host).read_text())["fingerprint"]
+
     def test_renewal_not_due_does_nothing(self, tmp_path: Path) -> None:
         """With more than 10 days left, `--renew` says until when and contacts nobody."""
         host, runner, said = make_host(tmp_path, "linux")
