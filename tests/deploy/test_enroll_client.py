@@ -6,10 +6,12 @@ import ast
 import importlib.util
 import json
 import plistlib
+import re
 import shutil
 import stat
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -22,6 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from gateway.ingest.snapshot_parse import PLACEHOLDER_SERIALS
+from gateway.views.enroll import PLATFORMS, enroll_commands
 from tests.conftest import missing_service
 from tests.deploy.enroll_contract import DeviceCA, Script, serve
 
@@ -139,6 +142,26 @@ class TestModule:
 
         assert 0 == done.returncode
         assert "gatehouse-enroll" in done.stdout
+
+    def test_declares_its_dependency_inline_for_pipx_run(self) -> None:
+        """The file carries PEP 723 script metadata naming the package's own dependency, so `pipx run <url>` installs it."""
+        block = re.search(r"(?m)^# /// (?P<type>[a-zA-Z0-9-]+)$\s(?P<content>(^#(| .*)$\s)+)^# ///$", CLIENT.read_text())
+        assert block is not None and "script" == block.group("type")
+        metadata = tomllib.loads("".join(line[2:] for line in block.group("content").splitlines(keepends=True)))
+        package = tomllib.loads((CLIENT.parent / "pyproject.toml").read_text())["project"]
+
+        assert (package["dependencies"], package["requires-python"]) == (metadata["dependencies"], metadata["requires-python"])
+
+    def test_without_cryptography_says_how_to_get_it(self) -> None:
+        """Run as a plain file where `cryptography` is missing, it exits 1 naming `pip install --user cryptography` and the pages' pipx command."""
+        hide = ("import runpy, sys; sys.modules['cryptography'] = None; "
+                f"sys.argv = ['gatehouse_enroll.py', 'https://gatehouse.corp.example']; runpy.run_path({str(CLIENT)!r}, run_name='__main__')")
+
+        done = subprocess.run([sys.executable, "-c", hide], capture_output=True, text=True, check=False, cwd="/")
+
+        assert (1, "") == (done.returncode, done.stdout)
+        assert "`pip install --user cryptography`" in done.stderr
+        assert f"`{enroll_commands('https://gatehouse.corp.example', PLATFORMS[0]).pipx}`" in done.stderr  # what the pages print
 
     def test_refuses_every_placeholder_gatehouse_refuses(self) -> None:
         """Every serial the ingest rule calls a placeholder is refused by the client before anything is sent."""
