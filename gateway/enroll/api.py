@@ -134,6 +134,12 @@ def _public_origin(request: web.Request) -> str:
     return f"{request.scheme}://{request.host}"
 
 
+def _home_roots(request: web.Request) -> tuple[str, ...]:
+    identity = request.config_dict[CONFIG].current.settings.identity
+    ca = identity.device.ca if identity is not None else None
+    return ca.home_roots if ca is not None else ()
+
+
 async def _json_body(request: web.Request) -> dict[str, object] | web.Response:
     body = await request.content.read(MAX_BODY_BYTES + 1)
     if len(body) > MAX_BODY_BYTES:
@@ -319,7 +325,7 @@ async def create_enrollment(request: web.Request) -> web.Response:
         if isinstance(body, web.Response):
             return body
         try:
-            entered = flow.validate_enrollment(body)
+            entered = flow.validate_enrollment(body, home_roots=_home_roots(request))
         except flow.EnrollmentInvalid as exc:
             _log.info("enrollment.invalid", user=user, code=exc.code)
             return _problem(request, 400, exc.code, str(exc), errors=[p.to_dict() for p in exc.problems])
