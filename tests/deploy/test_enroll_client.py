@@ -153,15 +153,25 @@ class TestModule:
         assert (package["dependencies"], package["requires-python"]) == (metadata["dependencies"], metadata["requires-python"])
 
     def test_without_cryptography_says_how_to_get_it(self) -> None:
-        """Run as a plain file where `cryptography` is missing, it exits 1 naming `pip install --user cryptography` and the pages' pipx command."""
+        """Run as a plain file where `cryptography` is missing, it exits 1 naming how to install it and the pages' pipx command."""
         hide = ("import runpy, sys; sys.modules['cryptography'] = None; "
                 f"sys.argv = ['gatehouse_enroll.py', 'https://gatehouse.corp.example']; runpy.run_path({str(CLIENT)!r}, run_name='__main__')")
 
         done = subprocess.run([sys.executable, "-c", hide], capture_output=True, text=True, check=False, cwd="/")
 
         assert (1, "") == (done.returncode, done.stdout)
-        assert "`pip install --user cryptography`" in done.stderr
+        assert "`pip install --user 'cryptography>=42.0'`" in done.stderr
         assert f"`{enroll_commands('https://gatehouse.corp.example', PLATFORMS[0]).pipx}`" in done.stderr  # what the pages print
+
+    def test_too_old_cryptography_says_so(self) -> None:
+        """Debian 12's system `cryptography` 38 lacks what the client calls: it exits 1 naming the version found and the minimum."""
+        old = ("import runpy, sys, cryptography; cryptography.__version__ = '38.0.4'; "
+               f"sys.argv = ['gatehouse_enroll.py', 'https://gatehouse.corp.example']; runpy.run_path({str(CLIENT)!r}, run_name='__main__')")
+
+        done = subprocess.run([sys.executable, "-c", old], capture_output=True, text=True, check=False, cwd="/")
+
+        assert 1 == done.returncode
+        assert "`cryptography` is version 38.0.4, older than 42.0" in done.stderr
 
     def test_refuses_every_placeholder_gatehouse_refuses(self) -> None:
         """Every serial the ingest rule calls a placeholder is refused by the client before anything is sent."""
