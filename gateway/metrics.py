@@ -161,7 +161,7 @@ class Metrics:
         )
         self.device_enrollments = Counter(
             "gatehouse_enrollments_total",
-            "Laptop enrollment steps, by outcome (created, proof-passed, proof-failed, approved, refused, issued, expired).",
+            "Laptop enrollment steps, by outcome (created, proof-passed, proof-failed, approved, refused, issued, expired, renewed, renew-refused).",
             ["outcome"], registry=registry,
         )
         self.store_errors = Counter(

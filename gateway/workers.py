@@ -27,7 +27,8 @@ Must not import: cli.
   Workers never serve metrics. Without a metrics address there is no directory.
 - State shared through the store: each worker has its own store connection and snapshot cache (WAL
   lets several processes use one SQLite file). A worker that answered a write siblings cache
-  (snapshot ingest, osquery results, break-glass requests and reviews) tells the supervisor, which
+  (snapshot ingest, osquery results (an enrollment's proof issues a device certificate there), break-glass
+  requests and reviews, owner edits, certificate revocations, enrollment approvals and renewals) tells the supervisor, which
   tells every other worker to refresh its snapshot cache and break-glass state from the store at
   once, so an ingest through one worker is seen by the others within milliseconds. The periodic
   refresh stays as the safety net (writes from other processes); with an SQLite store and no
@@ -68,6 +69,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from gateway.breakglass_http import API_PATH, FORM_PATH, REVIEW_API_PATH, REVIEW_PATH
+from gateway.enroll.api import ADMIN_PATH as ENROLL_ADMIN_PATH, RENEW_PATH
 from gateway.ingest.http import OSQUERY_PREFIX, SNAPSHOTS_PATH
 from gateway.keys import BREAKGLASS, SNAPSHOT_CACHE
 from gateway.logging import configure_logging
@@ -91,7 +93,7 @@ _BARRIER_WAIT_S = 2.0
 _MULTIWORKER_CACHE_REFRESH_S = 1.0
 _WRITES_SIBLINGS_CACHE = (
     SNAPSHOTS_PATH, f"{OSQUERY_PREFIX}/log", f"{OSQUERY_PREFIX}/distributed/write",
-    FORM_PATH, API_PATH, REVIEW_PATH, REVIEW_API_PATH, OWNERS_PREFIX, FLEET_REVOKE_PATH,
+    FORM_PATH, API_PATH, REVIEW_PATH, REVIEW_API_PATH, OWNERS_PREFIX, FLEET_REVOKE_PATH, ENROLL_ADMIN_PATH, RENEW_PATH,
 )
 """Paths whose successful POSTs store something other workers hold in memory."""
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

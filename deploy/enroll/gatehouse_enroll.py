@@ -1,4 +1,8 @@
 #!/usr/bin/env python3
+# /// script
+# requires-python = ">=3.9"
+# dependencies = ["cryptography>=42"]
+# ///
 """gatehouse-enroll: enroll this laptop with Gatehouse once, then keep its device certificate fresh.
 
 Owns the laptop side of device enrollment (issue 15, part B): reading the hardware serial from
@@ -9,7 +13,10 @@ database on Linux, else a file only the user can read), the browser settings tha
 certificate without a prompt, and the daily renewal job (launchd, systemd user timer, Task
 Scheduler). Speaks only the HTTP API in the enrollment contract, under `/.gatehouse/api/v1/`.
 
-Runs as one file (``python3 gatehouse_enroll.py URL``) or installed with pipx (``gatehouse-enroll``).
+Runs as one file (``python3 gatehouse_enroll.py URL``, or ``pipx run <URL of this file> URL``, which reads
+the inline script metadata above (PEP 723) and installs ``cryptography`` for it) or installed with pipx
+(``gatehouse-enroll``). Run as a plain file without ``cryptography`` (or with one older than 42), it stops with exit status 1 and says
+how to get it.
 Runs on Python 3.9+ (macOS's own /usr/bin/python3 is 3.9). Imports the standard library and
 ``cryptography`` only (keys, CSR, PKCS#12); never gateway,
 policy_engine or breakglass. Every operating-system command goes through one ``Runner`` so tests
@@ -43,13 +50,43 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path, PurePath, PureWindowsPath
 from typing import Protocol
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
 API = "/.gatehouse/api/v1"
+CLIENT_PATH = "/.gatehouse/enroll/gatehouse_enroll.py"
+"""Where Gatehouse serves this file."""
+
+
+CRYPTOGRAPHY_MIN = (42, 0)
+"""The oldest ``cryptography`` this file works with (the same bound as its inline metadata and pyproject.toml)."""
+
+
+def missing_cryptography(argv: Sequence[str], found: str | None = None) -> str:
+    """What to say when ``cryptography`` is missing (or ``found``, too old): how to install it, or the pipx command for this Gatehouse."""
+    origin = next((a.rstrip("/") for a in argv if a.startswith(("https://", "http://"))), "https://<your Gatehouse>")
+    minimum = ".".join(map(str, CRYPTOGRAPHY_MIN))
+    what = "is not installed" if found is None else f"is version {found}, older than {minimum}"
+    return (f"gatehouse-enroll: the Python package `cryptography` {what} (it makes the key, the certificate request "
+            f"and the PKCS#12 bundle); install it with `pip install --user 'cryptography>={minimum}'` and run this again, "
+            f"or run `pipx run {origin}{CLIENT_PATH} {origin}`, which installs it for this program alone")
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:2])
+
+
+try:
+    import cryptography
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import pkcs12
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+except ImportError:
+    print(missing_cryptography(sys.argv[1:]), file=sys.stderr)
+    sys.exit(1)
+if _version(cryptography.__version__) < CRYPTOGRAPHY_MIN:  # e.g. Debian 12's python3-cryptography 38: no load_pem_x509_certificates
+    print(missing_cryptography(sys.argv[1:], cryptography.__version__), file=sys.stderr)
+    sys.exit(1)
+
 RENEW_WITHIN = timedelta(days=10)
 """A certificate with less than this left is renewed by ``--renew``."""
 DMI_SERIAL = "/sys/class/dmi/id/product_serial"

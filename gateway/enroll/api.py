@@ -2,8 +2,13 @@
 
 Owns: add_enroll_routes, EnrollRuntime (the per-address session rate limit), the handlers of
 ``/.gatehouse/api/v1/enroll/sessions``, ``/.gatehouse/enroll/confirm``, ``/.gatehouse/api/v1/enrollments``
-and ``/.gatehouse/admin/enrollments``, the answer handler for the reserved osquery proof query, and
-issuing (certificate, owner binding, log, count).
+(and its ``/renew``) and ``/.gatehouse/admin/enrollments``, the answer handler for the reserved osquery proof
+query, and issuing (certificate recorded before it is handed out, owner binding, log, count).
+
+Renewal (``POST …/enrollments/renew``) is authenticated by the TLS client certificate alone: it must be
+one of Gatehouse's own (its fingerprint recorded), unexpired and unrevoked, checked by the same
+``certificate_refusal`` the `mtls` device source uses; the new certificate names the recorded serial
+and owner, whatever the CSR says, and is recorded like a first one. The old one stays valid until it expires.
 Must not import: gateway.app (app.py calls add_enroll_routes). Rendering lives in gateway.views.enrollments;
 the rules and states in gateway.enroll.flow.
 
@@ -25,6 +30,7 @@ from aiohttp import web
 
 from gateway.csrf import CsrfRefused, check_form
 from gateway.enroll import flow
+from gateway.identity.device import certificate_refusal
 from gateway.identity.errors import AuthenticationError
 from gateway.identity.model import Identity
 from gateway.keys import (
@@ -33,7 +39,7 @@ from gateway.keys import (
 )
 from gateway.pages import problem_json, page_response
 from gateway.store.base import (
-    Enrollment, EnrollmentRequest, EnrollmentStatus, EnrollSession, OwnerEdit, OwnerEditMode, OwnerSource, PendingQuery,
+    CertificateRecord, Enrollment, EnrollmentRequest, EnrollmentStatus, EnrollSession, OwnerEdit, OwnerEditMode, OwnerSource, PendingQuery,
     StoreError,
 )
 from gateway.views import enrollments as views
@@ -43,6 +49,7 @@ _log = structlog.get_logger("gateway.enroll")
 SESSIONS_PATH = "/.gatehouse/api/v1/enroll/sessions"
 CONFIRM_PATH = "/.gatehouse/enroll/confirm"
 ENROLLMENTS_PATH = "/.gatehouse/api/v1/enrollments"
+RENEW_PATH = ENROLLMENTS_PATH + "/renew"
 ADMIN_PATH = views.ADMIN_PATH
 MAX_BODY_BYTES = 64 * 1024
 SESSION_LIMIT = 10
@@ -79,6 +86,7 @@ def add_enroll_routes(app: web.Application) -> None:
     r.add_post(CONFIRM_PATH, confirm_submit)
     r.add_post(ENROLLMENTS_PATH, create_enrollment)
     r.add_get(ENROLLMENTS_PATH + "/{id}", enrollment_status)
+    r.add_post(RENEW_PATH, renew_certificate)
     r.add_get(ADMIN_PATH, admin_list)
     r.add_post(ADMIN_PATH + "/{id}/{action}", admin_action)
     answers = app.setdefault(OSQUERY_ANSWERS, {})  # type: ignore[arg-type]
@@ -124,6 +132,12 @@ def _public_origin(request: web.Request) -> str:
     if oidc is not None and oidc.external_url:
         return str(oidc.external_url).rstrip("/")
     return f"{request.scheme}://{request.host}"
+
+
+def _home_roots(request: web.Request) -> tuple[str, ...]:
+    identity = request.config_dict[CONFIG].current.settings.identity
+    ca = identity.device.ca if identity is not None else None
+    return ca.home_roots if ca is not None else ()
 
 
 async def _json_body(request: web.Request) -> dict[str, object] | web.Response:
@@ -311,7 +325,7 @@ async def create_enrollment(request: web.Request) -> web.Response:
         if isinstance(body, web.Response):
             return body
         try:
-            entered = flow.validate_enrollment(body)
+            entered = flow.validate_enrollment(body, home_roots=_home_roots(request))
         except flow.EnrollmentInvalid as exc:
             _log.info("enrollment.invalid", user=user, code=exc.code)
             return _problem(request, 400, exc.code, str(exc), errors=[p.to_dict() for p in exc.problems])
@@ -396,6 +410,64 @@ async def enrollment_status(request: web.Request) -> web.Response:
     return _json(200, _view(found))
 
 
+# -- renewal ---------------------------------------------------------------------------------------
+
+
+async def renew_certificate(request: web.Request) -> web.Response:
+    """``POST …/enrollments/renew`` over mTLS: a new certificate for the serial and owner of the one presented."""
+    app = request.config_dict
+    if DEVICE_CA not in app:
+        return _disabled(request)
+    now, cache = _now(request), app[SNAPSHOT_CACHE]
+    evidence = app[IDENTITY].evidence(request)
+    enroll_again = f"enroll this laptop again with `gatehouse-enroll {_public_origin(request)}`"
+    if not evidence.peercert or evidence.fingerprint is None:
+        _metric(request, "renew-refused")
+        return _problem(request, 401, "device-certificate-required",
+                        f"no device certificate was presented over TLS; renewal needs this laptop's current one, or {enroll_again}")
+    try:
+        record = cache.certificate(evidence.fingerprint)
+        if record is None:  # issued through another replica a moment ago
+            await cache.refresh_certificates()
+            record = cache.certificate(evidence.fingerprint)
+    except StoreError as exc:
+        return _store_down(request, exc)
+    refusal = certificate_refusal(evidence, now=now, revoked_at=cache.revoked_at, check_times=True)
+    if record is None or refusal is not None:
+        code = refusal.reason.value if refusal is not None else "device-certificate-unknown"
+        if refusal is None:
+            why = "the certificate presented is not one this Gatehouse's device CA issued"
+        elif code == "device-certificate-revoked":
+            why = f"the device certificate was revoked on {refusal.at:%Y-%m-%d %H:%M} UTC"
+        elif refusal.at <= now:
+            why = f"the device certificate expired on {refusal.at:%Y-%m-%d %H:%M} UTC"
+        else:
+            why = f"the device certificate is not valid before {refusal.at:%Y-%m-%d %H:%M} UTC"
+        _log.warning("enrollment.renew_refused", reason=code, fingerprint=evidence.fingerprint,
+                     user=record.owner if record is not None else None, serial=record.serial if record is not None else None)
+        _metric(request, "renew-refused")
+        return _problem(request, 403, code, f"{why}; {enroll_again}")
+    body = await _json_body(request)
+    if isinstance(body, web.Response):
+        return body
+    csr = body.get("csr")
+    if not isinstance(csr, str):
+        return _problem(request, 400, "csr-invalid", "expected `{\"csr\": \"<PEM certificate signing request>\"}`")
+    try:
+        certificate = app[DEVICE_CA].issue(csr.encode(), serial=record.serial, owner=record.owner, now=now)
+    except ValueError as exc:
+        return _problem(request, 400, "csr-invalid", f"the device CA refused the CSR: {exc}")
+    try:
+        await app[STORE].record_certificate(_record(certificate, serial=record.serial, owner=record.owner, now=now))
+        await cache.refresh_certificates()
+    except StoreError as exc:
+        return _store_down(request, exc)
+    _log.info("enrollment.renewed", user=record.owner, serial=record.serial, fingerprint=certificate.fingerprint,
+              previous=record.fingerprint, not_after=certificate.not_after.isoformat())
+    _metric(request, "renewed")
+    return _json(200, {"certificate": certificate.pem_chain, "not_after": certificate.not_after.isoformat().replace("+00:00", "Z")})
+
+
 # -- the osquery proof -----------------------------------------------------------------------------
 
 
@@ -443,17 +515,30 @@ async def _issue(app: web.Application | Mapping[object, object], found: Enrollme
             _metric(app, "refused")  # type: ignore[arg-type]
             return outcome
         return None
+    # INVARIANT: the certificate is recorded before the request can hand it out, so no certificate of
+    # ours is ever in use without a record to list and revoke it; one whose request another replica
+    # moved first is revoked at once (nobody ever received it).
+    await store.record_certificate(_record(certificate, serial=found.serial, owner=found.user, now=now))
     outcome = flow.issued(found, certificate, by=by, how=how, now=now)
     if not await store.swap_enrollment_request(found, outcome):
+        await store.revoke_certificate(certificate.fingerprint, at=now, by="gatehouse:enrollment-moved")
+        await app[SNAPSHOT_CACHE].refresh_certificates()  # type: ignore[index]
         return None
     mode = OwnerEditMode.REPLACE if flow.FLAG_OTHER_OWNER in found.flags else OwnerEditMode.ADD
     await store.edit_owners([OwnerEdit(found.serial, (found.user,), mode, set_by=f"enrollment {found.id}", set_at=now,
                                        source=OwnerSource.ENROLLMENT)])
-    await app[SNAPSHOT_CACHE].refresh_owners()  # type: ignore[index]
+    cache = app[SNAPSHOT_CACHE]  # type: ignore[index]
+    await cache.refresh_owners()
+    await cache.refresh_certificates()
     _log.info("enrollment.issued", id=found.id, user=found.user, serial=found.serial, fingerprint=certificate.fingerprint,
               not_after=certificate.not_after.isoformat(), by=by)
     _metric(app, "issued")  # type: ignore[arg-type]
     return outcome
+
+
+def _record(certificate: flow.IssuedLike, *, serial: str, owner: str, now: datetime) -> CertificateRecord:
+    return CertificateRecord(fingerprint=certificate.fingerprint, serial=serial, owner=owner, not_before=certificate.not_before,
+                             not_after=certificate.not_after, issued_at=now)
 
 
 # -- approvals -------------------------------------------------------------------------------------
@@ -545,4 +630,4 @@ async def admin_action(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(f"{ADMIN_PATH}?done={action}")
 
 
-__all__ = ["ADMIN_PATH", "CONFIRM_PATH", "ENROLLMENTS_PATH", "SESSIONS_PATH", "EnrollRuntime", "add_enroll_routes", "proof_answer"]
+__all__ = ["ADMIN_PATH", "CONFIRM_PATH", "ENROLLMENTS_PATH", "RENEW_PATH", "SESSIONS_PATH", "EnrollRuntime", "add_enroll_routes", "proof_answer"]

@@ -62,6 +62,8 @@ class IssuedLike(Protocol):
     @property
     def fingerprint(self) -> str: ...
     @property
+    def not_before(self) -> datetime: ...
+    @property
     def not_after(self) -> datetime: ...
 
 
@@ -114,8 +116,14 @@ def placeholder_serial(serial: str) -> bool:
     return text.casefold() in _PLACEHOLDERS or len(set(text)) == 1
 
 
-def nonce_path_problem(path: object) -> str | None:
-    """Why ``path`` cannot hold the proof nonce, or None when it can."""
+def nonce_path_problem(path: object, *, home_roots: Sequence[str] = ()) -> str | None:
+    """Why ``path`` cannot hold the proof nonce, or None when it can.
+
+    It must lie in a user's home: ``/Users/<name>/``, ``/home/<name>/``, ``C:\\Users\\<name>\\``, or
+    ``<root>/<name>/`` for each of ``home_roots`` (``identity.device.ca.home_roots``, e.g. ``/var/home``),
+    so the agent is never asked to hash a system file and a service account without a home cannot
+    place the nonce.
+    """
     if not isinstance(path, str) or not path:
         return "expected the absolute path of a file under your home directory"
     if len(path) > _MAX_NONCE_PATH:
@@ -124,13 +132,21 @@ def nonce_path_problem(path: object) -> str | None:
         return "contains quotes or control characters; choose a plain path"
     if ".." in re.split(r"[\\/]", path):
         return "contains `..`; give the path without it"
-    if not _HOME_PATH.match(path):
-        return "is not under a home directory; expected `/Users/<name>/…`, `/home/<name>/…` or `C:\\Users\\<name>\\…`"
+    if not _HOME_PATH.match(path) and not any(_under_home_root(path, root) for root in home_roots):
+        extra = "".join(f", `{root.rstrip('/')}/<name>/…`" for root in home_roots)
+        return f"is not under a home directory; expected `/Users/<name>/…`, `/home/<name>/…`{extra} or `C:\\Users\\<name>\\…`"
     return None
 
 
-def validate_enrollment(body: Mapping[str, object]) -> EnrollmentInput:
-    """The enrollment request body checked field by field.
+def _under_home_root(path: str, root: str) -> bool:
+    """True when ``path`` is ``<root>/<name>/<something>`` (POSIX roots; the path was checked for ``..`` and quotes)."""
+    prefix = root.rstrip("/") + "/"
+    name, slash, rest = path[len(prefix):].partition("/") if path.startswith(prefix) else ("", "", "")
+    return bool(name and slash and rest)
+
+
+def validate_enrollment(body: Mapping[str, object], *, home_roots: Sequence[str] = ()) -> EnrollmentInput:
+    """The enrollment request body checked field by field (``home_roots`` as for ``nonce_path_problem``).
 
     Raises:
         EnrollmentInvalid: every problem found, with the contract's codes (``serial-invalid``,
@@ -156,7 +172,7 @@ def validate_enrollment(body: Mapping[str, object]) -> EnrollmentInput:
     csr_problem = _csr_problem(csr)
     if csr_problem is not None:
         problems.append(FieldProblem("csr", "csr-invalid", csr_problem))
-    path_problem = nonce_path_problem(body.get("nonce_path"))
+    path_problem = nonce_path_problem(body.get("nonce_path"), home_roots=home_roots)
     if path_problem is not None:
         problems.append(FieldProblem("nonce_path", "nonce-path-invalid", path_problem))
     if problems:

@@ -284,6 +284,19 @@ class DeviceCaSettings(Section):
     """How long an issued device certificate is valid; the enrollment client renews when under 10 days remain."""
     previous: tuple[Path, ...] = ()
     """Older CA certificates, still trusted for the certificates they issued until those expire."""
+    home_roots: tuple[str, ...] = ()
+    """Directories whose subdirectories are user homes on the laptops, besides `/Users`, `/home` and `C:\\Users`
+    (e.g. `/var/home` on Fedora Atomic desktops): an enrollment's nonce file may be written under `<root>/<name>/`."""
+
+    @field_validator("home_roots")
+    @classmethod
+    def _home_roots(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for root in value:
+            if not root.startswith("/") or root.rstrip("/") in ("", "/") or any(c in root for c in "'\"`\\") \
+                    or ".." in root.split("/") or any(ord(c) < 32 for c in root):
+                raise ValueError(f"home root `{root[:80]}` is not an absolute directory such as `/var/home`; "
+                                 "give the directory that holds the users' homes, without quotes or `..`")
+        return value
 
     @field_validator("cert")
     @classmethod

@@ -76,6 +76,8 @@ class Script:
     sessions_status: int = 201
     enrollments: dict[str, dict[str, Any]] = field(default_factory=dict)
     renewals: list[str] = field(default_factory=list)
+    renew_refusal: str | None = None
+    """A code (``device-certificate-revoked``, ``-expired``, ``-unknown``) to refuse renewals with, as Gatehouse does: 403."""
     proofs: list[tuple[str, bool]] = field(default_factory=list)
 
 
@@ -178,19 +180,29 @@ class Handler(BaseHTTPRequestHandler):
             return
         leaf = self.server.device_ca.issue(enrollment["csr"], enrollment["serial"])
         self.answer(200, {"id": number, "status": "issued", "certificate": self.server.device_ca.chain(leaf),
-                          "not_after": leaf.not_valid_after_utc.isoformat()})
+                          "not_after": rfc3339(leaf.not_valid_after_utc)})
 
     def renew(self) -> None:
         request = self.body()
         peer = self.connection.getpeercert(binary_form=True)  # type: ignore[attr-defined]
         if not peer:
-            self.answer(401, {"code": "device-certificate-required", "status": 401})
+            self.answer(401, {"code": "device-certificate-required", "status": 401,
+                              "detail": "no device certificate was presented over TLS"})
             return
         current = x509.load_der_x509_certificate(peer)
         self.server.script.renewals.append(current.fingerprint(hashes.SHA256()).hex())
+        if self.server.script.renew_refusal is not None:
+            self.answer(403, {"code": self.server.script.renew_refusal, "status": 403,
+                              "detail": f"the device certificate was refused; enroll this laptop again with `gatehouse-enroll {self.server.origin}`"})
+            return
         serial = str(current.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
         leaf = self.server.device_ca.issue(request["csr"], serial)
-        self.answer(200, {"certificate": self.server.device_ca.chain(leaf), "not_after": leaf.not_valid_after_utc.isoformat()})
+        self.answer(200, {"certificate": self.server.device_ca.chain(leaf), "not_after": rfc3339(leaf.not_valid_after_utc)})
+
+
+def rfc3339(when: datetime) -> str:
+    """Times as Gatehouse's API writes them: RFC 3339 in UTC with `Z`."""
+    return when.isoformat().replace("+00:00", "Z")
 
 
 def serve(script: Script, tmp: Path) -> Iterator[tuple[ContractGatehouse, Path]]:

@@ -6,10 +6,12 @@ import ast
 import importlib.util
 import json
 import plistlib
+import re
 import shutil
 import stat
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -22,6 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from gateway.ingest.snapshot_parse import PLACEHOLDER_SERIALS
+from gateway.views.enroll import PLATFORMS, enroll_commands
 from tests.conftest import missing_service
 from tests.deploy.enroll_contract import DeviceCA, Script, serve
 
@@ -139,6 +142,36 @@ class TestModule:
 
         assert 0 == done.returncode
         assert "gatehouse-enroll" in done.stdout
+
+    def test_declares_its_dependency_inline_for_pipx_run(self) -> None:
+        """The file carries PEP 723 script metadata naming the package's own dependency, so `pipx run <url>` installs it."""
+        block = re.search(r"(?m)^# /// (?P<type>[a-zA-Z0-9-]+)$\s(?P<content>(^#(| .*)$\s)+)^# ///$", CLIENT.read_text())
+        assert block is not None and "script" == block.group("type")
+        metadata = tomllib.loads("".join(line[2:] for line in block.group("content").splitlines(keepends=True)))
+        package = tomllib.loads((CLIENT.parent / "pyproject.toml").read_text())["project"]
+
+        assert (package["dependencies"], package["requires-python"]) == (metadata["dependencies"], metadata["requires-python"])
+
+    def test_without_cryptography_says_how_to_get_it(self) -> None:
+        """Run as a plain file where `cryptography` is missing, it exits 1 naming how to install it and the pages' pipx command."""
+        hide = ("import runpy, sys; sys.modules['cryptography'] = None; "
+                f"sys.argv = ['gatehouse_enroll.py', 'https://gatehouse.corp.example']; runpy.run_path({str(CLIENT)!r}, run_name='__main__')")
+
+        done = subprocess.run([sys.executable, "-c", hide], capture_output=True, text=True, check=False, cwd="/")
+
+        assert (1, "") == (done.returncode, done.stdout)
+        assert "`pip install --user 'cryptography>=42.0'`" in done.stderr
+        assert f"`{enroll_commands('https://gatehouse.corp.example', PLATFORMS[0]).pipx}`" in done.stderr  # what the pages print
+
+    def test_too_old_cryptography_says_so(self) -> None:
+        """Debian 12's system `cryptography` 38 lacks what the client calls: it exits 1 naming the version found and the minimum."""
+        old = ("import runpy, sys, cryptography; cryptography.__version__ = '38.0.4'; "
+               f"sys.argv = ['gatehouse_enroll.py', 'https://gatehouse.corp.example']; runpy.run_path({str(CLIENT)!r}, run_name='__main__')")
+
+        done = subprocess.run([sys.executable, "-c", old], capture_output=True, text=True, check=False, cwd="/")
+
+        assert 1 == done.returncode
+        assert "`cryptography` is version 38.0.4, older than 42.0" in done.stderr
 
     def test_refuses_every_placeholder_gatehouse_refuses(self) -> None:
         """Every serial the ingest rule calls a placeholder is refused by the client before anything is sent."""
@@ -407,6 +440,25 @@ class TestAgainstTheContract:
         assert [state["fingerprint"]] == script.renewals
         assert [renewed["fingerprint"]] == [c.fingerprint(hashes.SHA256()).hex() for c in x509.load_pem_x509_certificates(in_store)]
         assert renewed["fingerprint"] != state["fingerprint"]
+
+    def test_revoked_renewal_says_enroll_again(self, tmp_path: Path, contract: tuple[Any, Path, Script],
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+        """Gatehouse's 403 `device-certificate-revoked` to `--renew` is reported with its code and the enroll command; nothing is replaced."""
+        server, ca_file, script = contract
+        script.renew_refusal = "device-certificate-revoked"
+        host, runner, _ = make_host(tmp_path, "linux", now=datetime.now(UTC))
+        key = ge.new_key()
+        issued = ge.parse_issued(server.device_ca.chain(server.device_ca.issue(ge.certificate_request(key, "PF2ABCDE"), "PF2ABCDE", days=5)), key)
+        store = ge._install_file(host, key, issued, reason="test")
+        ge.save_state(host, ge.gatehouse_origin(server.origin, str(ca_file)), issued, ge.store_kind(host, store))
+
+        code = run_client(host, "--renew", server.origin, "--ca-file", str(ca_file))
+
+        assert 1 == code
+        assert [issued.fingerprint] == script.renewals
+        err = capsys.readouterr().err
+        assert "`device-certificate-revoked`" in err and f"enroll again with gatehouse-enroll {server.origin}" in err
+        assert issued.fingerprint == json.loads(ge.state_file(host).read_text())["fingerprint"]
 
     def test_renewal_not_due_does_nothing(self, tmp_path: Path) -> None:
         """With more than 10 days left, `--renew` says until when and contacts nobody."""

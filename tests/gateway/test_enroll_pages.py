@@ -262,11 +262,11 @@ class TestStatusPage:
 
 class TestReadme:
     def test_the_readme_gives_the_same_commands_as_the_pages(self) -> None:
-        """The README's "Enroll a laptop" section shows, per platform, the commands the deny page gives."""
+        """The README's "Enroll a laptop" section shows, per platform, the commands the deny page gives, and its pipx alternative."""
         readme = (ROOT / "README.md").read_text(encoding="utf-8")
         section = readme.split("## Enroll a laptop", 1)[1].split("\n## ", 1)[0]
 
         missing = [line for p in PLATFORMS for c in [enroll_commands("https://gatehouse.corp.example", p)]
-                   for line in (c.install, c.enroll) if line not in section]
+                   for line in (c.install, c.enroll, c.pipx) if line not in section]
 
         assert [] == missing

@@ -22,7 +22,7 @@ from aiohttp.test_utils import TestClient
 from cryptography import x509
 
 from gateway.app import create_app
-from gateway.keys import DEVICE_CA, METRICS
+from gateway.keys import DEVICE_CA, METRICS, SNAPSHOT_CACHE
 from gateway.metrics import Metrics
 from prometheus_client import CollectorRegistry
 from tests.gateway.enroll.issuer import TestIssuer, make_csr
@@ -204,6 +204,35 @@ class TestOsqueryProof:
         assert 200 == logged.status
         device = next(d for d in status["devices"] if d["serial"] == SERIAL)
         assert "sha256" not in orjson.dumps(device).decode()
+
+
+class TestIssuedCertificateRecord:
+    async def test_an_issued_certificate_is_listed_on_the_status_page_and_revocable(self, stack: Stack) -> None:
+        """Issuing records the certificate: the owner's status page lists it as valid, and the fleet page's revoke marks it revoked."""
+        node_key = await stack.enroll_agent()
+        token = await stack.sign_in()
+        body = await (await stack.enroll(token)).json()
+        stack.write_nonce(NONCE_PATH, body["nonce"])
+        await stack.agent_answers(node_key)
+        done = await stack.poll(token, body["id"])
+        fingerprint = stack.issuer.issued[0].fingerprint
+        listed = await (await stack.client.get("/.gatehouse/", headers={**stack.bearer(), "Accept": "application/json"})).json()
+        reviewer = {**stack.bearer(RITA, groups=("security",)), **HTML}
+        fleet = await (await stack.client.get("/.gatehouse/admin/devices", headers=reviewer)).text()
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', fleet)
+        assert csrf is not None, fleet
+
+        revoked = await stack.client.post("/.gatehouse/admin/devices/revoke-certificate", allow_redirects=False,
+                                          data={"csrf_token": csrf.group(1), "serial": SERIAL}, headers={**reviewer, **stack.origin()})
+        after = await (await stack.client.get("/.gatehouse/", headers={**stack.bearer(), "Accept": "application/json"})).json()
+
+        assert "issued" == done["status"]
+        device = next(d for d in listed["devices"] if d["serial"] == SERIAL)
+        assert ("valid", done["not_after"].replace("Z", "+00:00")) == (device["certificate"]["state"], device["certificate"]["not_after"])
+        assert 303 == revoked.status
+        assert "revoked" == next(d for d in after["devices"] if d["serial"] == SERIAL)["certificate"]["state"]
+        record = stack.client.app[SNAPSHOT_CACHE].certificate(fingerprint)
+        assert record is not None and (SERIAL, ALICE, RITA) == (record.serial, record.owner, record.revoked_by)
 
 
 class TestApproval:

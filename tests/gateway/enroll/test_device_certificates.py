@@ -1,4 +1,4 @@
-"""Device certificates from Gatehouse's CA through the real TLS listener: allowed, revoked, expired, rotated, unknown."""
+"""Device certificates from Gatehouse's CA through the real TLS listener: allowed, revoked, expired, rotated, unknown, renewed."""
 
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ import aiohttp
 import pytest
 import trustme
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from prometheus_client import CollectorRegistry
 
-from gateway.enroll.ca import DeviceCA
+from gateway.enroll.ca import DeviceCA, fingerprint_of
 from gateway.keys import SNAPSHOT_CACHE, STORE
 from gateway.metrics import Metrics
 from gateway.server import Gateway, start_gateway
@@ -64,6 +66,16 @@ class Stack:
             async with session.get(f"{self.base}{path}", ssl=ctx, headers=headers) as response:
                 body = await response.json() if "json" in response.content_type else await response.text()
                 return response.status, body
+
+    async def renew(self, identity: Path | None, csr: bytes) -> tuple[int, dict[str, Any]]:
+        """``POST …/enrollments/renew`` as ``gatehouse-enroll --renew`` does: the current certificate over TLS, no user token."""
+        ctx = ssl.create_default_context()
+        self.server_ca.configure_trust(ctx)
+        if identity is not None:
+            ctx.load_cert_chain(identity)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+            async with session.post(f"{self.base}/.gatehouse/api/v1/enrollments/renew", ssl=ctx, json={"csr": csr.decode()}) as response:
+                return response.status, await response.json(content_type=None)
 
 
 async def start_stack(tmp_path: Path, upstream: str, *, ca_dir: str = "ca", previous: tuple[Path, ...] = (), client_ca: Path | None = None,
@@ -163,6 +175,82 @@ class TestEnrolledCertificate:
 
         with pytest.raises((aiohttp.ClientConnectionError, ssl.SSLError)):
             await stack.get("/wiki/", identity)
+
+
+class TestRenewal:
+    async def test_the_current_certificate_renews_for_the_same_serial_and_owner(self, stack: Stack) -> None:
+        """Presenting a valid recorded certificate gets a new one for its serial and owner, recorded and usable at once."""
+        identity, old = await stack.enroll("laptop", "C02RENEW1", owner="alice@example.com")
+        await stack.report("C02RENEW1")
+        stack.clock.advance(timedelta(days=25))
+        key, csr = laptop_csr(cn="whatever-the-laptop-asks")
+
+        status, body = await stack.renew(identity, csr)
+
+        assert 200 == status
+        leaf = x509.load_pem_x509_certificate(body["certificate"].encode())
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert ["urn:device:serial:C02RENEW1"] == san.get_values_for_type(x509.UniformResourceIdentifier)
+        assert (stack.clock() + timedelta(days=30)).isoformat().replace("+00:00", "Z") == body["not_after"]
+        record = stack.gateway.app[SNAPSHOT_CACHE].certificate(fingerprint_of(leaf.public_bytes(serialization.Encoding.DER)))
+        assert record is not None and ("C02RENEW1", "alice@example.com") == (record.serial, record.owner)
+        renewed = tmp_identity(stack.tmp, "renewed", key, body["certificate"])
+        await stack.report("C02RENEW1")
+        assert (200, {"device": "C02RENEW1"}) == await stack.get("/wiki/", renewed)
+        assert old != record.fingerprint
+
+    async def test_a_revoked_certificate_cannot_renew(self, stack: Stack) -> None:
+        """A revoked certificate is refused with 403 `device-certificate-revoked` and told to enroll again."""
+        identity, fingerprint = await stack.enroll("laptop", "C02RENEW2")
+        await stack.gateway.app[STORE].revoke_certificate(fingerprint, at=stack.clock(), by="security@example.com")
+        await stack.gateway.app[SNAPSHOT_CACHE].refresh()
+
+        status, body = await stack.renew(identity, laptop_csr()[1])
+
+        assert (403, "device-certificate-revoked") == (status, body["code"])
+        assert f"gatehouse-enroll {stack.base}" in body["detail"]
+
+    async def test_an_expired_certificate_cannot_renew(self, stack: Stack) -> None:
+        """An expired certificate reaches the endpoint (the handshake lets it) and is refused with `device-certificate-expired`."""
+        identity, _ = await stack.enroll("laptop", "C02RENEW3")
+        stack.clock.advance(timedelta(days=31))
+
+        status, body = await stack.renew(identity, laptop_csr()[1])
+
+        assert (403, "device-certificate-expired") == (status, body["code"])
+        assert "expired on" in body["detail"]
+
+    async def test_a_certificate_gatehouse_never_recorded_cannot_renew(self, stack: Stack) -> None:
+        """A certificate the store does not know (not issued through enrollment) is refused with `device-certificate-unknown`."""
+        key, csr = laptop_csr()
+        unrecorded = write_identity(stack.tmp, "unrecorded", key, stack.ca.issue(csr, serial="C02RENEW4", owner="a@example.com", now=stack.clock()))
+
+        status, body = await stack.renew(unrecorded, laptop_csr()[1])
+
+        assert (403, "device-certificate-unknown") == (status, body["code"])
+
+    async def test_no_certificate_is_401(self, stack: Stack) -> None:
+        """Without a client certificate the renewal answers 401 `device-certificate-required`."""
+        status, body = await stack.renew(None, laptop_csr()[1])
+
+        assert (401, "device-certificate-required") == (status, body["code"])
+
+    async def test_a_bad_csr_is_400_and_issues_nothing(self, stack: Stack) -> None:
+        """A CSR the device CA refuses is a 400 `csr-invalid` naming why; nothing new is recorded."""
+        identity, _ = await stack.enroll("laptop", "C02RENEW5")
+
+        status, body = await stack.renew(identity, b"-----BEGIN CERTIFICATE REQUEST-----\nnope\n-----END CERTIFICATE REQUEST-----\n")
+
+        assert (400, "csr-invalid") == (status, body["code"])
+        assert 1 == len(stack.gateway.app[SNAPSHOT_CACHE].certificates_of("C02RENEW5"))
+
+
+def tmp_identity(directory: Path, name: str, key: Any, chain_pem: str) -> Path:
+    """A key and a PEM chain from the API in one file, as ``SSLContext.load_cert_chain`` reads it."""
+    path = directory / f"{name}.pem"
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    path.write_bytes(key_pem + chain_pem.encode())
+    return path
 
 
 class TestRotation:

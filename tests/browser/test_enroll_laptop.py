@@ -1,0 +1,286 @@
+"""Enroll a laptop end to end, on this machine: the real client, Gatehouse's TLS listener, its osquery endpoints, NSS, Chromium.
+
+What is real: Gatehouse started with ``start_gateway`` (SQLite store, the example policy, a TLS listener
+with ``client_cert: optional``, a device CA from ``create_device_ca``, device sources ``mtls`` and
+``claim``, a route to a real upstream); the enrollment client deploy/enroll/gatehouse_enroll.py, its
+own ``main``, with HOME a temporary ``…/home/alice`` (allowed by ``identity.device.ca.home_roots``,
+the setting for homes outside ``/home``), its real NSS import with ``certutil``/``pk12util``; Gatehouse's
+osquery enroll, distributed read and write endpoints, driven by a simulated agent on the same
+"machine" that hashes the nonce file the client wrote under that HOME; Debian's Chromium (Playwright).
+
+What stands in: the serial is the recorded DMI output (tests/fixtures/enroll/linux/dmi_serial.json), not
+this machine's; the user signs in with a JWT from the test's identity keys passed as ``--token`` (the
+client's path for a token from the identity provider) instead of the one-time code confirmed through
+the real OpenID provider, which tests/gateway/identity/test_oidc.py covers; and Chromium presents the
+certificate through Playwright's ``client_certificates`` option, fed with the key and certificate
+exported from the NSS database the client filled. Headless Chromium picks a certificate from
+``$HOME/.pki/nssdb`` without a prompt only when the ``AutoSelectCertificateForUrls`` policy is
+installed machine-wide in /etc/chromium/policies/managed/, which would change the browser of every
+other process on this machine, so that step is not taken here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.util
+import json
+import re
+import ssl
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import aiohttp
+import pytest
+import trustme
+from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
+from prometheus_client import CollectorRegistry
+
+from gateway.enroll.ca import create_device_ca
+from gateway.keys import SNAPSHOT_CACHE
+from gateway.metrics import Metrics
+from gateway.server import Gateway, start_gateway
+from gateway.settings import parse_settings
+from tests.browser.conftest import CHROMIUM_ARGS, chromium_path, screenshot
+from tests.conftest import missing_service
+from tests.gateway.fullstack import Keys, gatehouse_config, ingest_headers, mac_item
+from tests.gateway.ingest.support import ENROLL_SECRET, fixture
+
+ROOT = Path(__file__).resolve().parents[2]
+CLIENT = ROOT / "deploy" / "enroll" / "gatehouse_enroll.py"
+RECORDED_DMI = ROOT / "tests" / "fixtures" / "enroll" / "linux" / "dmi_serial.json"
+ALICE = "alice@example.com"
+SERIAL = "PF2ABCDE"
+"""The serial in the recorded DMI output the client reads."""
+
+
+def load_client() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("gatehouse_enroll", CLIENT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gatehouse_enroll"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+ge = load_client()
+
+
+@dataclass
+class Laptop:
+    """The one machine: its commands (DMI recorded, NSS tools real) and a polling pace that waits briefly."""
+
+    calls: list[tuple[str, ...]] = field(default_factory=list)
+
+    def run(self, argv: Sequence[str], *, stdin: bytes | None = None, env: Any = None) -> Any:
+        self.calls.append(tuple(argv))
+        if list(argv) == ["cat", ge.DMI_SERIAL]:
+            recorded = json.loads(RECORDED_DMI.read_text())
+            return ge.Completed(recorded["returncode"], recorded["stdout"], recorded["stderr"])
+        return ge.run_command(argv, stdin=stdin, env=env)
+
+
+@dataclass
+class BriefPace:
+    """The client's polling: each wait is 50 ms of real time (Gatehouse and the agent answer meanwhile)."""
+
+    at: float = 0.0
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(0.05)
+        self.at += seconds
+
+    def monotonic(self) -> float:
+        return self.at
+
+
+@dataclass
+class Stack:
+    gateway: Gateway
+    base: str
+    server_ca_file: Path
+    context: ssl.SSLContext
+    keys: Keys
+    home: Path
+
+    def user_token(self, email: str = ALICE, groups: tuple[str, ...] = ()) -> str:
+        return self.keys.token(email, now=datetime.now(UTC), groups=groups)
+
+    async def post(self, path: str, body: Any, headers: dict[str, str] | None = None) -> Any:
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{self.base}{path}", ssl=self.context, json=body, headers=headers or {}) as response:
+                assert response.status < 400, await response.text()
+                return await response.json()
+
+    async def report(self, *, healthy: bool) -> None:
+        facts = {} if healthy else {"disk_encrypted": False}
+        await self.post("/.gatehouse/api/v1/snapshots", {"snapshots": [mac_item(SERIAL, at=datetime.now(UTC), **facts)]}, ingest_headers())
+
+
+async def start(tmp_path: Path, upstream: str) -> Stack:
+    server_ca = trustme.CA()
+    server_cert = server_ca.issue_cert("127.0.0.1")
+    server_cert.private_key_pem.write_to_path(tmp_path / "tls.key")
+    server_cert.cert_chain_pems[0].write_to_path(tmp_path / "tls.pem")
+    server_ca.cert_pem.write_to_path(tmp_path / "server-ca.pem")
+    ca_cert, ca_key = create_device_ca(tmp_path / "device-ca", now=datetime.now(UTC))
+    keys = Keys(tmp_path / "keys")
+    raw = gatehouse_config(keys, store=f"sqlite:///{tmp_path}/gatehouse.db", upstream=upstream)
+    raw["listeners"] = [{"address": "127.0.0.1:0",
+                         "tls": {"cert": str(tmp_path / "tls.pem"), "key": str(tmp_path / "tls.key"), "client_cert": "optional"}}]
+    raw["identity"]["device"] = {"sources": ["mtls", "claim"], "ca": {
+        "cert": str(ca_cert), "key": {"file": str(ca_key)}, "home_roots": [str(tmp_path / "home")]}}
+    raw["ingest"]["osquery_enroll_secrets"] = [{"value": ENROLL_SECRET}]
+    gateway = await start_gateway(parse_settings(raw, source="gatehouse.yaml", base_dir=keys.dir, environ={}),
+                                  metrics=Metrics(CollectorRegistry()))
+    context = ssl.create_default_context(cafile=str(tmp_path / "server-ca.pem"))
+    return Stack(gateway, f"https://127.0.0.1:{gateway.addresses[0][1]}", tmp_path / "server-ca.pem", context, keys,
+                 tmp_path / "home" / "alice")
+
+
+async def osquery_agent(stack: Stack, node_key: str, home: Path, done: asyncio.Event) -> list[str]:
+    """osqueryd on the laptop: read distributed queries, hash the files the hash queries name, write the answers."""
+    answered: list[str] = []
+    while not done.is_set():
+        read = await stack.post("/.gatehouse/osquery/distributed/read", {"node_key": node_key})
+        answers: dict[str, list[dict[str, str]]] = {}
+        for query_id, sql in read["queries"].items():
+            found = re.fullmatch(r"SELECT sha256 FROM hash WHERE path = '([^']*)';", sql)
+            if found is None:
+                continue
+            path = Path(found.group(1))
+            assert path.is_relative_to(home), path  # the agent hashes only on its own machine
+            answers[query_id] = [{"sha256": hashlib.sha256(path.read_bytes()).hexdigest()}] if path.is_file() else []
+            answered.append(query_id)
+        if answers:
+            await stack.post("/.gatehouse/osquery/distributed/write",
+                             {"node_key": node_key, "queries": answers, "statuses": {q: 0 for q in answers}})
+        await asyncio.sleep(0.05)  # osquery's distributed_interval, shortened
+    return answered
+
+
+def nss_identity(home: Path, nickname: str, out: Path) -> tuple[Path, Path]:
+    """The key and certificate the client installed, exported from the user's NSS database as PEM files."""
+    password = out / "p12.pw"
+    password.write_text("export")
+    p12 = out / "laptop.p12"
+    subprocess.run(["pk12util", "-o", str(p12), "-n", nickname, "-d", f"sql:{home / '.pki' / 'nssdb'}", "-w", str(password)],
+                   check=True, capture_output=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # pk12util writes indefinite-length BER, which cryptography reads with a warning
+        key, cert, _ = pkcs12.load_key_and_certificates(p12.read_bytes(), b"export")
+    assert key is not None and cert is not None
+    key_file, cert_file = out / "laptop.key", out / "laptop.crt"
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert_file, key_file
+
+
+@pytest.fixture
+async def upstream(aiohttp_server: Any) -> str:
+    async def page(request: web.Request) -> web.Response:
+        serial = request.headers.get("X-Gatehouse-Device-Serial")
+        return web.Response(text=f"<html><body><h1>Team wiki</h1><p>device {serial}</p></body></html>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", page)
+    return str((await aiohttp_server(app)).make_url("")).rstrip("/")
+
+
+@pytest.fixture
+async def stack(tmp_path: Path, upstream: str) -> AsyncIterator[Stack]:
+    built = await start(tmp_path, upstream)
+    yield built
+    await built.gateway.stop()
+
+
+async def test_a_laptop_enrolls_and_chromium_is_decided_by_its_health_until_revoked(stack: Stack, tmp_path: Path) -> None:
+    """Enrolled by the real client with the agent's proof, Chromium with the certificate is allowed when healthy, denied when not, and refused once revoked."""
+    if not all(subprocess.run(["which", tool], capture_output=True).returncode == 0 for tool in ("certutil", "pk12util")):
+        missing_service("certutil and pk12util", "install them with `apt-get install libnss3-tools` (scripts/system-deps.sh)")
+    from playwright.async_api import async_playwright
+
+    enroll_body = fixture("enroll_request_linux.json")
+    enroll_body["host_details"]["system_info"]["hardware_serial"] = SERIAL
+    node_key = (await stack.post("/.gatehouse/osquery/enroll", enroll_body))["node_key"]
+    said: list[str] = []
+    laptop = Laptop()
+    host = ge.Host(platform="linux", home=stack.home, run=laptop.run, pace=BriefPace(), say=said.append,
+                   open_browser=lambda url: None, hostname="alice-laptop")
+    argv = [stack.base, "--ca-file", str(stack.server_ca_file), "--token", stack.user_token(), "--no-renewal-job"]
+    finished = asyncio.Event()
+    agent = asyncio.create_task(osquery_agent(stack, node_key, stack.home, finished))
+
+    try:
+        code = await asyncio.to_thread(ge.main, argv, host)
+    finally:
+        finished.set()
+    proof_queries = await agent
+    state = json.loads((stack.home / ".gatehouse" / "enrollment.json").read_text())
+    cert_file, key_file = nss_identity(stack.home, state["nickname"], tmp_path)
+
+    assert 0 == code, said
+    assert any(q.startswith("gatehouse_enroll_enr-") for q in proof_queries)
+    assert not (stack.home / ".gatehouse" / "enroll-nonce").exists()
+    assert ("nss", SERIAL) == (state["store_kind"], state["serial"])
+    record = stack.gateway.app[SNAPSHOT_CACHE].certificate(state["fingerprint"])
+    assert record is not None and (SERIAL, ALICE, None) == (record.serial, record.owner, record.revoked_at)
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True)
+        try:
+            context = await browser.new_context(
+                ignore_https_errors=True,  # Gatehouse's TLS certificate is from the test's own CA; the device certificate is what is checked
+                extra_http_headers={"Authorization": f"Bearer {stack.user_token()}"},
+                client_certificates=[{"origin": stack.base, "certPath": str(cert_file), "keyPath": str(key_file)}],
+            )
+            page = await context.new_page()
+
+            await stack.report(healthy=True)
+            allowed = await page.goto(f"{stack.base}/wiki/")
+            allowed_text = await page.inner_text("body")
+            await screenshot(page, "enroll-laptop-allowed")
+
+            await stack.report(healthy=False)
+            denied = await page.goto(f"{stack.base}/wiki/")
+            denied_text = await page.inner_text("body")
+            await screenshot(page, "enroll-laptop-unhealthy")
+
+            await stack.report(healthy=True)
+            await revoke_from_fleet_page(stack)
+            revoked = await page.goto(f"{stack.base}/wiki/")
+            revoked_text = await page.inner_text("body")
+            await screenshot(page, "enroll-laptop-revoked")
+            await context.close()
+        finally:
+            await browser.close()
+
+    assert allowed is not None and 200 == allowed.status
+    assert f"device {SERIAL}" in allowed_text
+    assert denied is not None and 403 == denied.status
+    assert "Turn on disk encryption" in denied_text
+    assert revoked is not None and 403 == revoked.status
+    assert "device certificate was revoked" in revoked_text
+    assert f"gatehouse-enroll {stack.base}" in revoked_text
+
+
+async def revoke_from_fleet_page(stack: Stack) -> None:
+    """A security reviewer presses "Revoke certificate" for the serial on the fleet page (the form's CSRF token and all)."""
+    reviewer = {"Authorization": f"Bearer {stack.user_token('sec@example.com', groups=('security',))}"}
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{stack.base}/.gatehouse/admin/devices", ssl=stack.context, headers={**reviewer, "Accept": "text/html"}) as page:
+            html = await page.text()
+        token = html.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+        async with session.post(f"{stack.base}/.gatehouse/admin/devices/revoke-certificate", ssl=stack.context, allow_redirects=False,
+                                headers={**reviewer, "Origin": stack.base}, data={"csrf_token": token, "serial": SERIAL}) as posted:
+            assert 303 == posted.status, await posted.text()
