@@ -152,6 +152,17 @@ async def opened_audit_sink(settings: Settings, config: Path) -> AsyncIterator[A
         yield store.audit_sink()  # type: ignore[attr-defined]
 
 
+def check_period(since: datetime, until: datetime | None, example: str) -> None:
+    """Refuse (usage, exit 2) a period whose end is not after its start, with the command to run instead.
+
+    Raises:
+        Refused: ``until`` is at or before ``since``.
+    """
+    if until is not None and until <= since:
+        raise Refused(f"--until `{until.isoformat()}` is not after --since `{since.isoformat()}`; give a later end\n  {example}",
+                      EXIT_USAGE)
+
+
 @contextmanager
 def output_to(path: Path | None, stdout: TextIO) -> Iterator[TextIO]:
     """``stdout``, or a file written beside ``path`` and moved into place only when the block succeeds."""

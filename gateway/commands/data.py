@@ -12,7 +12,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal, TextIO
 
-from gateway.commands.common import EXIT_OK, EXIT_REFUSED, Progress, Refused, command, load_config, opened_store, output_to
+from gateway.commands.common import (
+    EXIT_OK, EXIT_REFUSED, Progress, Refused, check_period, command, load_config, opened_store, output_to,
+)
 from gateway.errors import ConfigError
 from gateway.evidence import export_evidence
 from gateway.ingest.importer import ImportReport, import_files
@@ -88,9 +90,7 @@ async def export_evidence_to(
     """Write the compliance history recorded in [since, until) as CSV or JSON lines, to ``output`` or ``out``."""
     out = out or sys.stdout
     err = err or sys.stderr
-    if until is not None and until <= since:
-        raise Refused(f"--until `{until.isoformat()}` is not after --since `{since.isoformat()}`; give a later end\n"
-                      f"  gatehouse evidence export --config {config} --since {since.date()} --format {fmt}", 2)
+    check_period(since, until, f"gatehouse evidence export --config {config} --since {since.date()} --format {fmt}")
     settings = load_config(config, environ)
     async with opened_store(settings, config, fix="the store is created when Gatehouse first runs or imports; "
                             f"check `store:`, then run `gatehouse check-config {config}`") as store:

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import TextIO
 
 from gateway import __version__
-from gateway.commands.common import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Refused, command, load_config, opened_audit_sink, opened_store
+from gateway.commands.common import (
+    EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Refused, check_period, command, load_config, opened_audit_sink, opened_store,
+)
 from gateway.errors import ConfigError
 from gateway.evidence_bundle import BundleSources, verify_bundle, write_bundle
 from gateway.commands.report import configured_report
@@ -66,9 +68,7 @@ async def bundle_evidence(
     out = out or sys.stdout
     err = err or sys.stderr
     example = f"gatehouse evidence bundle --config {config} --since {since.date()} --until {now.date()} -o {output}"
-    if until <= since:
-        raise Refused(f"--until `{until.isoformat()}` is not after --since `{since.isoformat()}`; give a later end\n  {example}",
-                      EXIT_USAGE)
+    check_period(since, until, example)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise Refused(f"`{output}` is not an empty directory; a bundle is never written over other files\n"
                       f"choose a new directory:\n  {example.replace(str(output), str(output) + '-2')}")

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import TextIO
 
 from breakglass import AuditIntegrityError, AuditWriteError, BreakglassService
-from gateway.commands.common import EXIT_OK, EXIT_USAGE, Refused, command, load_config, opened_audit_sink, opened_store
+from gateway.commands.common import (
+    EXIT_OK, EXIT_USAGE, Refused, check_period, command, load_config, opened_audit_sink, opened_store, output_to,
+)
 from gateway.errors import ConfigError
 from gateway.report import REPORT_FORMATS, ComplianceReport, DeviceInfo, build_report, render_report
 from gateway.settings import Settings
@@ -40,22 +42,11 @@ async def compliance_report(
     example = f"gatehouse report --config {config} --since {since.date()} --until {until.date()} --format html"
     if fmt not in REPORT_FORMATS:
         raise Refused(f"--format `{fmt}` is not supported; use html, json or csv\n  {example}", EXIT_USAGE)
-    if until <= since:
-        raise Refused(f"--until `{until.isoformat()}` is not after --since `{since.isoformat()}`; give a later end\n  {example}",
-                      EXIT_USAGE)
+    check_period(since, until, example)
     settings = load_config(config, environ)
     report = await configured_report(settings, config, since=since, until=until, now=now)
-    data = render_report(report, fmt)
-    if output is None:
-        out.write(data.decode("utf-8"))
-    else:
-        partial = output.with_name(f".{output.name}.partial")
-        try:
-            partial.write_bytes(data)
-            partial.replace(output)
-        except OSError as exc:
-            partial.unlink(missing_ok=True)
-            raise Refused(f"cannot write `{output}`: {exc.strerror or exc}\nchoose a writable place with `-o FILE`") from None
+    with output_to(output, out) as handle:
+        handle.write(render_report(report, fmt).decode("utf-8"))
     ledger_note = "" if report.ledger_available else "; this store keeps no access ledger, so access sections are empty"
     where = f" to {output}" if output else ""
     print(f"reported {report.devices} devices from {since.isoformat()} to {until.isoformat()} as {fmt}{where}{ledger_note}",

@@ -26,7 +26,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from gateway.app import create_app
-from gateway.identity.config import DeviceSettings
 from gateway.keys import ENROLL_CLIENT_FILE
 from gateway.store.base import CertificateRecord
 from gateway.store.sqlite import SqliteStore

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from gateway.gate import DEVICE_NOT_OWNED, DEVICE_UNOWNED
 from tests.gateway.fullstack import ingest_headers, mac_item
 from tests.gateway.test_gate import SERIAL, OwnedStack, enroll_healthy_osquery_laptop, owned_stack  # noqa: F401  (owned_stack is a fixture)
