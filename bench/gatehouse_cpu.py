@@ -45,7 +45,7 @@ from proxy_targets.scenarios import BY_NAME, write_tokens, wrk_script  # noqa: E
 from proxy_targets.tokens import make_keys, mint_token  # noqa: E402
 
 
-def run_wrk(target: Target, *, seconds: int, connections: int, client_core: int, script: Path | None) -> tuple[int, str, str]:
+def run_wrk(target: Target, *, seconds: int, connections: int, client_core: int, script: Path | None = None) -> tuple[int, str, str]:
     """One wrk run: (requests, p50, p99) as wrk prints them; ``script`` sends the many-users traffic."""
     argv = ["taskset", "-c", str(client_core), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "--latency"]
     if script is not None:
