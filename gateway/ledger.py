@@ -5,7 +5,11 @@ Must not import: app, server, handlers, policy_gate (the gate calls ``AccessLedg
 
 Counting: ``count`` runs on the request path for every decided request, on both lanes. It adds one
 to an in-memory row keyed by hour, route, tier, user, device, verdict and reason (a dict update;
-no I/O, no lock, no metric call) and widens the row's first and last seen.
+no I/O, no lock, no metric call) and widens the row's first and last seen. It returns the row, so
+a caller that sees the same request again (the fast lane's kept admissions) counts it with
+``recount(row, now)``: no key, no lookup, while the row is still collecting (not yet sealed into a
+batch, and ``now`` in the row's hour); otherwise ``recount`` counts nothing and says so, and the
+caller counts with ``count`` again.
 
 What is counted (``ledger_entry``): an allowed request is ``allowed``, or ``allowed-in-grace``
 when a failing check is inside its grace period (reason ``in-grace``) or only nudges fail (reason
@@ -69,6 +73,18 @@ IDENTITY_ONLY = Reason.IDENTITY_ONLY
 _Key = tuple[datetime, str, str, str, str, AccessVerdict, str]
 
 
+class LedgerRow:
+    """One collecting row's count and first and last seen; ``recount`` adds to it while ``epoch`` is the ledger's."""
+
+    __slots__ = ("count", "first", "last", "epoch")
+
+    def __init__(self, now: datetime, epoch: object) -> None:
+        self.count = 1
+        self.first = self.last = now
+        self.epoch = epoch
+        """The ledger's epoch when the row was made; a new one starts at every seal and every new hour."""
+
+
 def ledger_entry(outcome: GateOutcome) -> tuple[AccessVerdict, str]:
     """The verdict and reason the ledger counts for a gate outcome (see the module docstring)."""
     verdict = outcome.verdict
@@ -99,13 +115,14 @@ class AccessLedger:
     """Counts decisions into hourly rows in memory and writes them to a LedgerStore in batches."""
 
     __slots__ = (
-        "_pending", "_hour", "_hour_end", "_held", "_held_rows", "_held_requests", "_dropped", "_seq", "writer",
+        "_pending", "_hour", "_hour_end", "_epoch", "_held", "_held_rows", "_held_requests", "_dropped", "_seq", "writer",
         "_max_rows", "_metrics", "_lock", "_next_prune",
     )
 
     def __init__(self, *, max_pending_rows: int, metrics: Metrics, writer: str | None = None) -> None:
-        self._pending: dict[_Key, list[object]] = {}
+        self._pending: dict[_Key, LedgerRow] = {}
         self._hour = self._hour_end = _NEVER
+        self._epoch = object()
         self._held: deque[_Batch] = deque()
         self._held_rows = 0
         self._held_requests = 0
@@ -118,24 +135,43 @@ class AccessLedger:
         self._lock = asyncio.Lock()
         self._next_prune = _NEVER
 
-    def count(self, now: datetime, route: str, tier: str, user: str, device: str, verdict: AccessVerdict, reason: str) -> None:
-        """Count one request (on the request path: a dict update, nothing else)."""
+    def count(
+        self, now: datetime, route: str, tier: str, user: str, device: str, verdict: AccessVerdict, reason: str,
+    ) -> LedgerRow | None:
+        """Count one request (on the request path: a dict update, nothing else); the row counted into, None when dropped."""
         if not self._hour <= now < self._hour_end:
             hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-            self._hour, self._hour_end = hour, hour + _HOUR
+            self._hour, self._hour_end, self._epoch = hour, hour + _HOUR, object()
         key = (self._hour, route, tier, user, device, verdict, reason)
-        entry = self._pending.get(key)
-        if entry is None:
+        row = self._pending.get(key)
+        if row is None:
             if len(self._pending) + self._held_rows >= self._max_rows:
                 self._dropped += 1
-                return
-            self._pending[key] = [1, now, now]
-            return
-        entry[0] += 1  # type: ignore[operator]
-        if now > entry[2]:  # type: ignore[operator]
-            entry[2] = now
-        elif now < entry[1]:  # type: ignore[operator]
-            entry[1] = now
+                return None
+            row = self._pending[key] = LedgerRow(now, self._epoch)
+            return row
+        row.count += 1
+        row.epoch = self._epoch  # in the pending rows and of the current hour: it collects (again, after the clock went back an hour)
+        if now > row.last:
+            row.last = now
+        elif now < row.first:
+            row.first = now
+        return row
+
+    def recount(self, row: LedgerRow | None, now: datetime) -> bool:
+        """Count one more request into ``row`` (from ``count``) when it still collects; False, nothing counted, when not.
+
+        A row stops collecting when it is sealed into a batch or ``now`` leaves the current hour;
+        the caller then counts with ``count``.
+        """
+        if row is None or row.epoch is not self._epoch or not self._hour <= now < self._hour_end:
+            return False
+        row.count += 1
+        if now > row.last:
+            row.last = now
+        elif now < row.first:
+            row.first = now
+        return True
 
     @property
     def rows_pending(self) -> int:
@@ -145,15 +181,16 @@ class AccessLedger:
     @property
     def requests_pending(self) -> int:
         """Requests counted in memory and not yet stored."""
-        return self._held_requests + sum(entry[0] for entry in self._pending.values())  # type: ignore[misc]
+        return self._held_requests + sum(row.count for row in self._pending.values())
 
     def _seal(self) -> None:
         pending, self._pending = self._pending, {}
+        self._epoch = object()  # INVARIANT: a sealed row is never counted into again (recount refuses it)
         if not pending:
             return
         rows = tuple(
-            AccessRollup(key[0], key[1], key[2], key[3], key[4], key[5], key[6], count, first, last)  # type: ignore[arg-type]
-            for key, (count, first, last) in pending.items()
+            AccessRollup(hour, route, tier, user, device, verdict, reason, row.count, row.first, row.last)
+            for (hour, route, tier, user, device, verdict, reason), row in pending.items()
         )
         requests = sum(row.count for row in rows)
         self._seq += 1
@@ -259,4 +296,4 @@ def ledger_ctx(settings: EvidenceSettings) -> Callable[[web.Application], AsyncI
     return ctx
 
 
-__all__ = ["AccessLedger", "ledger_ctx", "ledger_entry", "run_ledger"]
+__all__ = ["AccessLedger", "LedgerRow", "ledger_ctx", "ledger_entry", "run_ledger"]

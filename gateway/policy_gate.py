@@ -33,7 +33,7 @@ from gateway.identity.resolver import IdentityResolver
 from gateway.ingest.connectors import connector_for_source
 from gateway.fastlane.head import RequestHead
 from gateway.keys import BREAKGLASS, CLOCK, CONFIG, DEVICE, IDENTITY, METRICS, OUTCOME, REQUEST_ID, SNAPSHOT_CACHE, USER
-from gateway.ledger import DENIED, AccessLedger, ledger_entry
+from gateway.ledger import DENIED, AccessLedger, LedgerRow, ledger_entry
 from gateway.metrics import Metrics
 from gateway.pages import error_response
 from gateway.policy_file import load_policy
@@ -160,13 +160,13 @@ _ADMITTED_MAX = 10_000
 
 
 class _Admitted:
-    """An allowed request's inputs (compared by identity) and the Admission given for them."""
+    """An allowed request's inputs (compared by identity), the Admission given for them and the ledger row they count into."""
 
-    __slots__ = ("identity", "route", "policies", "snapshot", "inventory", "valid_until", "outcome", "admission")
+    __slots__ = ("identity", "route", "policies", "snapshot", "inventory", "valid_until", "outcome", "admission", "ledger_row")
 
     def __init__(
         self, identity: Identity, route: Route, policies: CompiledPolicySet, snapshot: DeviceSnapshot, inventory: object,
-        valid_until: datetime | None, outcome: GateOutcome, admission: Admission | None,
+        valid_until: datetime | None, outcome: GateOutcome, admission: Admission | None, ledger_row: LedgerRow | None,
     ) -> None:
         self.identity = identity
         self.route = route
@@ -176,6 +176,8 @@ class _Admitted:
         self.valid_until = valid_until
         self.outcome = outcome
         self.admission = admission
+        self.ledger_row = ledger_row
+        """Where the ledger last counted these inputs (``AccessLedger.recount``); replaced when it stops collecting."""
 
 
 class PolicyGate:
@@ -287,19 +289,19 @@ class PolicyGate:
         ):
             outcome = held.outcome
             admission = held.admission or self._admission(resolver, identity, device, route, outcome, now)
-            self._account(app[METRICS], route, outcome, time.perf_counter() - started, now, identity.email, device.serial)
+            self._account(app[METRICS], route, outcome, time.perf_counter() - started, now, identity.email, device.serial, held=held)
             return admission
         outcome, policies, snapshot = self._judge(app, identity, device, route, now)
         if outcome.verdict is not Verdict.ALLOW and outcome.verdict is not Verdict.MONITOR:
             return None  # denials and break-glass take the full path, which records and explains them
         admission = self._admission(resolver, identity, device, route, outcome, now)
-        self._account(app[METRICS], route, outcome, time.perf_counter() - started, now, identity.email, device.serial if device else "")
+        row = self._account(app[METRICS], route, outcome, time.perf_counter() - started, now, identity.email, device.serial if device else "")
         if outcome.verdict is Verdict.ALLOW and device is not None and snapshot is not None:
             if len(self._admitted) >= _ADMITTED_MAX:
                 self._admitted.clear()
             reusable = admission if resolver.signing_keys is None else None
             inventory = app[SNAPSHOT_CACHE].inventory(device.serial)
-            self._admitted[key] = _Admitted(identity, route, policies, snapshot, inventory, outcome.decision.valid_until, outcome, reusable)
+            self._admitted[key] = _Admitted(identity, route, policies, snapshot, inventory, outcome.decision.valid_until, outcome, reusable, row)
         return admission
 
     def _admission(
@@ -331,16 +333,24 @@ class PolicyGate:
 
     def _account(
         self, metrics: Metrics, route: Route, outcome: GateOutcome, took: float, now: datetime, user: str, device: str,
-        entry: tuple[AccessVerdict, str] | None = None,
-    ) -> None:
+        entry: tuple[AccessVerdict, str] | None = None, held: _Admitted | None = None,
+    ) -> LedgerRow | None:
         """Count the decision in the metrics (batched through ``metrics.tally``) and the access ledger; runs for every decided request.
 
         ``entry`` overrides what the ledger counts (a break-glass request refused for want of an audit record).
+        ``held`` is the kept admission given again: its ledger row is counted into directly while it
+        collects, else counted as usual and kept. Returns the ledger row counted into (None: no ledger, or dropped).
         """
         ledger = self.ledger
+        row = None
         if ledger is not None:
-            verdict, reason = entry if entry is not None else ledger_entry(outcome)
-            ledger.count(now, route.id, route.tier, user, device, verdict, reason)
+            if held is not None and ledger.recount(held.ledger_row, now):
+                row = held.ledger_row
+            else:
+                verdict, reason = entry if entry is not None else ledger_entry(outcome)
+                row = ledger.count(now, route.id, route.tier, user, device, verdict, reason)
+                if held is not None:
+                    held.ledger_row = row
         tally = metrics.tally
         decision = outcome.decision
         tally.observe(metrics.decision_duration, took)
@@ -351,6 +361,7 @@ class PolicyGate:
             tally.add(metrics.child(metrics.would_deny, route.id, outcome.reason))
         if decision.snapshot_age is not None:
             tally.observe(metrics.snapshot_age, max(decision.snapshot_age.total_seconds(), 0.0))
+        return row
 
 
 # Gatehouse's own pages that act for a signed-in user. Everything else under /.gatehouse/ is either

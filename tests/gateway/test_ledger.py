@@ -91,6 +91,28 @@ class TestCounting:
         ] == sorted(((r.hour, r.verdict, r.reason, r.count, r.first_seen, r.last_seen) for r in rows), key=lambda t: (t[0], t[1] != A))
         assert (0, 1) == (sample(metrics, "gatehouse_ledger_rows_pending"), sample(metrics, "gatehouse_ledger_flushes_total", outcome="stored"))
 
+    async def test_recount_adds_to_a_row_until_it_is_sealed_or_its_hour_ends(self, store: FlakyStore, metrics: Metrics) -> None:
+        """A row from count takes recounts while it collects; once flushed, or in the next hour, recount counts nothing and count starts a new row."""
+        ledger = AccessLedger(max_pending_rows=100, metrics=metrics)
+        row = ledger.count(T0, "wiki", "medium", "alice@example.com", "C02ALICE", A, "")
+        before_flush = [ledger.recount(row, T0 + timedelta(microseconds=n)) for n in (1, 2)]
+        await ledger.flush(store)
+        after_flush = ledger.recount(row, T0 + timedelta(microseconds=3))
+        row = ledger.count(T0 + timedelta(microseconds=3), "wiki", "medium", "alice@example.com", "C02ALICE", A, "")
+        next_hour = ledger.recount(row, T0 + timedelta(seconds=3))
+        ledger.count(T0 + timedelta(seconds=3), "wiki", "medium", "alice@example.com", "C02ALICE", A, "")
+
+        await ledger.flush(store)
+        rows = [r async for r in store.iter_access(since=T0 - timedelta(hours=1))]
+
+        hour = T0.replace(minute=0, second=0)
+        assert ([True, True], False, False) == (before_flush, after_flush, next_hour)
+        assert [
+            (hour, 4, T0, T0 + timedelta(microseconds=3)),
+            (hour + timedelta(hours=1), 1, T0 + timedelta(seconds=3), T0 + timedelta(seconds=3)),
+        ] == sorted((r.hour, r.count, r.first_seen, r.last_seen) for r in rows)
+        assert 0 == ledger.requests_pending
+
     def test_gate_outcomes_map_to_the_ledger_verdicts(self) -> None:
         """Allowed, in grace, nudged, break-glass, monitored and denied outcomes each get their verdict and reason."""
         finding = Finding("firewall", "firewall_enabled", "off", "on", Severity.FAIL, None, "firewall")

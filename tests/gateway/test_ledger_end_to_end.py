@@ -145,6 +145,29 @@ class TestLedgerEndToEnd:
         assert 0 < gateway.metric("gatehouse_lane_requests_total", lane="handed-over")
         assert 0 == gateway.metric("gatehouse_ledger_rows_pending")
 
+    async def test_kept_fast_lane_admissions_are_counted_exactly_across_flushes_and_hours(
+        self, aiohttp_client: Any, upstream: str, tmp_path: Path,
+    ) -> None:
+        """The same allowed request again and again (a kept admission) is counted once each, in its hour, with flushes in between."""
+        keys, clock = Keys(tmp_path / "keys"), MovableClock()
+        settings = gatehouse_settings(keys, store=f"sqlite:///{tmp_path}/gatehouse.db", upstream=upstream)
+        gateway = await start(aiohttp_client, settings, keys, clock)
+        await prepare_fleet(gateway)
+        headers = {**gateway.headers("C02OK"), "Connection": "close"}  # each on a new connection: the fast lane
+        hour = clock.now.replace(minute=0, second=0, microsecond=0)
+
+        for sends, step in ((3, timedelta(minutes=10)), (4, timedelta(minutes=49, seconds=59)), (2, timedelta(seconds=2)), (5, timedelta(0))):
+            for _ in range(sends):
+                response = await gateway.client.get("/public/a", headers=headers)
+                assert 200 == response.status
+            await gateway.flush()
+            clock.advance(step)
+        store = gateway.app[STORE]
+        rows = [(r.hour, r.count) async for r in store.iter_access(since=hour) if r.device == "C02OK" and r.route == "public"]
+
+        assert [(hour, 9), (hour + timedelta(hours=1), 5)] == rows
+        assert 13 <= gateway.metric("gatehouse_lane_requests_total", lane="fast")  # all but the first, which verifies the token
+
     @pytest.mark.postgres
     async def test_two_gateways_on_postgresql_count_every_request_once_across_an_outage(
         self, aiohttp_client: Any, upstream: str, tmp_path: Path, own_postgres: Cluster,
