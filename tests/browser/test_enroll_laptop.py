@@ -11,13 +11,20 @@ Chromium (Playwright, Debian's package) opens that URL, signs in at the provider
 "Confirm this laptop" on Gatehouse's confirm page, then it continues by itself; its real NSS import with
 ``certutil``/``pk12util``; Gatehouse's osquery enroll, distributed read and write endpoints, driven by a
 simulated agent on the same "machine" that hashes the nonce file the client wrote under that HOME; the
-browsing afterwards with the session cookie of that sign-in.
+browsing afterwards with the session cookie of that sign-in. Chromium finds the certificate in the NSS database the client filled (``$HOME/.pki/nssdb``:
+Chromium runs with HOME the test's home) and presents it without a prompt because of the
+``AutoSelectCertificateForUrls`` policy the client printed, installed as an administrator would, in a
+uniquely named file in /etc/chromium/policies/managed/ that is removed afterwards (its pattern names this
+test's own port, so no other Chromium on the machine is affected). Observed with Debian's Chromium 156 in
+headless mode: with the policy it presents the NSS certificate (the allowed page names the serial); without
+it, the navigation waits for a certificate choice that headless never makes. So Playwright's
+``client_certificates`` option is not used. Writing the policy needs root (CI runs as root): where
+/etc/chromium/policies/managed cannot be written, the test is skipped (failed in CI) saying so.
 
 What stands in: the serial is the recorded DMI output (tests/fixtures/enroll/linux/dmi_serial.json), not
 this machine's (a container has no /sys/class/dmi/id/product_serial); the health reports come through the
-ingest API rather than from osqueryd's scheduled queries; Chromium presents the certificate through
-Playwright's ``client_certificates`` option, fed with the key and certificate exported from the NSS database
-the client filled; the security reviewer who revokes uses a bearer token from the test's identity keys.
+ingest API rather than from osqueryd's scheduled queries; the security reviewer who revokes uses a bearer
+token from the test's identity keys.
 """
 
 from __future__ import annotations
@@ -26,13 +33,15 @@ import asyncio
 import hashlib
 import importlib.util
 import json
+import os
 import re
 import ssl
 import subprocess
 import sys
 import time
-import warnings
-from collections.abc import AsyncIterator, Sequence
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,8 +52,8 @@ import aiohttp
 import pytest
 import trustme
 from aiohttp import web
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 from prometheus_client import CollectorRegistry
 
 from gateway.enroll.ca import create_device_ca
@@ -61,6 +70,8 @@ from tests.gateway.ingest.support import ENROLL_SECRET, fixture
 pytestmark = [pytest.mark.browser, pytest.mark.oidc]
 
 ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM_POLICIES = Path("/etc/chromium/policies/managed")
+"""Where Debian's Chromium reads machine-wide managed policies (Chrome: /etc/opt/chrome/policies/managed)."""
 CLIENT = ROOT / "deploy" / "enroll" / "gatehouse_enroll.py"
 RECORDED_DMI = ROOT / "tests" / "fixtures" / "enroll" / "linux" / "dmi_serial.json"
 LOGIN = "alice"
@@ -119,6 +130,7 @@ class Stack:
     context: ssl.SSLContext
     keys: Keys
     home: Path
+    device_ca_cn: str
 
     def user_token(self, email: str, groups: tuple[str, ...] = ()) -> str:
         return self.keys.token(email, now=datetime.now(UTC), groups=groups)
@@ -141,6 +153,7 @@ async def start(tmp_path: Path, upstream: str, issuer: str) -> Stack:
     server_cert.cert_chain_pems[0].write_to_path(tmp_path / "tls.pem")
     server_ca.cert_pem.write_to_path(tmp_path / "server-ca.pem")
     ca_cert, ca_key = create_device_ca(tmp_path / "device-ca", now=datetime.now(UTC))
+    ca_subject = x509.load_pem_x509_certificate(ca_cert.read_bytes()).subject
     keys = Keys(tmp_path / "keys")
     port = free_port()
     base = f"https://127.0.0.1:{port}"
@@ -161,7 +174,7 @@ async def start(tmp_path: Path, upstream: str, issuer: str) -> Stack:
                                   metrics=Metrics(CollectorRegistry()))
     context = ssl.create_default_context(cafile=str(tmp_path / "server-ca.pem"))
     return Stack(gateway, base, tmp_path / "server-ca.pem", context, keys,
-                 tmp_path / "home" / "alice")
+                 tmp_path / "home" / "alice", str(ca_subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value))
 
 
 async def osquery_agent(stack: Stack, node_key: str, home: Path, done: asyncio.Event) -> list[str]:
@@ -185,21 +198,37 @@ async def osquery_agent(stack: Stack, node_key: str, home: Path, done: asyncio.E
     return answered
 
 
-def nss_identity(home: Path, nickname: str, out: Path) -> tuple[Path, Path]:
-    """The key and certificate the client installed, exported from the user's NSS database as PEM files."""
-    password = out / "p12.pw"
-    password.write_text("export")
-    p12 = out / "laptop.p12"
-    subprocess.run(["pk12util", "-o", str(p12), "-n", nickname, "-d", f"sql:{home / '.pki' / 'nssdb'}", "-w", str(password)],
-                   check=True, capture_output=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # pk12util writes indefinite-length BER, which cryptography reads with a warning
-        key, cert, _ = pkcs12.load_key_and_certificates(p12.read_bytes(), b"export")
-    assert key is not None and cert is not None
-    key_file, cert_file = out / "laptop.key", out / "laptop.crt"
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return cert_file, key_file
+def printed_policy(said: Sequence[str]) -> dict[str, Any]:
+    """The Chromium policy the client printed for an administrator to install (its indented JSON block)."""
+    lines = "\n".join(said).splitlines()
+    first = next(i for i, line in enumerate(lines) if line == "  {" and "AutoSelectCertificateForUrls" in lines[i + 1])
+    last = lines.index("  }", first)
+    return json.loads("\n".join(lines[first:last + 1]))  # type: ignore[no-any-return]
+
+
+@contextmanager
+def chromium_policy(policy: dict[str, Any]) -> Iterator[Path]:
+    """The policy in force for every Chromium started inside the block, in its own file, removed afterwards."""
+    try:
+        CHROMIUM_POLICIES.mkdir(parents=True, exist_ok=True)  # left in place: another run may be using it
+        writable = os.access(CHROMIUM_POLICIES, os.W_OK)
+    except PermissionError:
+        writable = False
+    if not writable:
+        missing_service(f"a writable {CHROMIUM_POLICIES} (Chromium's managed policies, for AutoSelectCertificateForUrls)",
+                        "run the browser tests as root, as CI does")
+    path = CHROMIUM_POLICIES / f"gatehouse-test-{uuid.uuid4().hex}.json"
+    try:
+        path.write_text(json.dumps(policy))
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+async def alices_chromium(pw: Any, home: Path) -> Any:
+    """Debian's Chromium as Alice runs it: HOME is her home, so its certificates come from her NSS database."""
+    return await pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True,
+                                    env={"HOME": str(home), "PATH": os.environ.get("PATH", "/usr/bin:/bin")})
 
 
 @pytest.fixture
@@ -255,7 +284,7 @@ async def test_a_laptop_enrolls_and_chromium_is_decided_by_its_health_until_revo
     agent = asyncio.create_task(osquery_agent(stack, node_key, stack.home, finished))
 
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True)
+        browser = await alices_chromium(pw, stack.home)
         try:
             signing_in = await browser.new_context(ignore_https_errors=True)  # Gatehouse's TLS certificate is from the test's own CA
             client = asyncio.create_task(asyncio.to_thread(ge.main, argv, host))
@@ -266,41 +295,45 @@ async def test_a_laptop_enrolls_and_chromium_is_decided_by_its_health_until_revo
             finally:
                 finished.set()
                 await asyncio.gather(client, return_exceptions=True)
-            proof_queries = await agent
-            state = json.loads((stack.home / ".gatehouse" / "enrollment.json").read_text())
-            issued = stack.gateway.app[SNAPSHOT_CACHE].certificate(state["fingerprint"])
-            cert_file, key_file = nss_identity(stack.home, state["nickname"], tmp_path)
-            context = await browser.new_context(
-                ignore_https_errors=True,
-                storage_state=await signing_in.storage_state(),  # the session cookie of that sign-in
-                client_certificates=[{"origin": stack.base, "certPath": str(cert_file), "keyPath": str(key_file)}],
-            )
-            await signing_in.close()
-            page = await context.new_page()
-
-            await stack.report(healthy=True)
-            allowed = await page.goto(f"{stack.base}/wiki/")
-            allowed_text = await page.inner_text("body")
-            await screenshot(page, "enroll-laptop-allowed")
-
-            await stack.report(healthy=False)
-            denied = await page.goto(f"{stack.base}/wiki/")
-            denied_text = await page.inner_text("body")
-            await screenshot(page, "enroll-laptop-unhealthy")
-
-            await stack.report(healthy=True)
-            await revoke_from_fleet_page(stack)
-            revoked = await page.goto(f"{stack.base}/wiki/")
-            revoked_text = await page.inner_text("body")
-            await screenshot(page, "enroll-laptop-revoked")
-            await context.close()
+            session = await signing_in.storage_state()  # the session cookie of that sign-in
         finally:
             await browser.close()
+        proof_queries = await agent
+        state = json.loads((stack.home / ".gatehouse" / "enrollment.json").read_text())
+        issued = stack.gateway.app[SNAPSHOT_CACHE].certificate(state["fingerprint"])
+        policy = printed_policy(said)
+
+        with chromium_policy(policy):  # the administrator installs what the client printed; Alice starts Chromium again
+            browser = await alices_chromium(pw, stack.home)
+            try:
+                context = await browser.new_context(ignore_https_errors=True, storage_state=session)
+                page = await context.new_page()
+
+                await stack.report(healthy=True)
+                allowed = await page.goto(f"{stack.base}/wiki/")
+                allowed_text = await page.inner_text("body")
+                await screenshot(page, "enroll-laptop-allowed")
+
+                await stack.report(healthy=False)
+                denied = await page.goto(f"{stack.base}/wiki/")
+                denied_text = await page.inner_text("body")
+                await screenshot(page, "enroll-laptop-unhealthy")
+
+                await stack.report(healthy=True)
+                await revoke_from_fleet_page(stack)
+                revoked = await page.goto(f"{stack.base}/wiki/")
+                revoked_text = await page.inner_text("body")
+                await screenshot(page, "enroll-laptop-revoked")
+                await context.close()
+            finally:
+                await browser.close()
 
     assert 0 == code, said
     assert any(f"open {verification_uri}" in line for line in said)
     assert (f"Enroll a laptop for {ALICE}?", f"Signed in as {ALICE}.") == (asked, next(line for line in said if line.startswith("Signed in")))
     assert "the enrollment program continues by itself" in confirmed
+    assert [{"pattern": stack.base, "filter": {"ISSUER": {"CN": stack.device_ca_cn}}}] == [
+        json.loads(rule) for rule in policy["AutoSelectCertificateForUrls"]]
     assert any(q.startswith("gatehouse_enroll_enr-") for q in proof_queries)
     assert not (stack.home / ".gatehouse" / "enroll-nonce").exists()
     assert ("nss", SERIAL) == (state["store_kind"], state["serial"])
