@@ -2,51 +2,21 @@
 
 from __future__ import annotations
 
-import types
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
 from datetime import timedelta, timezone
-from pathlib import Path
 
 import pytest
 
 from gateway.store import HistoryEntry, HostDetails, PendingQuery, PutOutcome, QueryResult, Store, StoreError
 from gateway.store.base import CertificateRecord
-from gateway.store import postgres as postgres_backend
-from gateway.store import sqlite as sqlite_backend
-from gateway.store.postgres import open_postgres_store
-from gateway.store.sqlite import SqliteStore, hash_node_key
+from gateway.store.sqlite import hash_node_key
 from policy_engine.model import DeviceSnapshot
+from tests.gateway.store.conftest import Backend
 from tests.gateway.store.snapshots import T0, make_snapshot
 
 
 def _by_serial(snapshots: Iterable[DeviceSnapshot]) -> list[DeviceSnapshot]:
     return sorted(snapshots, key=lambda s: s.serial)
-
-
-@dataclass(frozen=True)
-class Backend:
-    """How to open (and reopen) one backend's store on the same data."""
-
-    name: str
-    module: types.ModuleType
-    open: Callable[[], Awaitable[Store]]
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    if request.param == "sqlite":
-        path = tmp_path / "var" / "gatehouse.db"
-        return Backend("sqlite", sqlite_backend, lambda: SqliteStore.open(path))
-    dsn: str = request.getfixturevalue("postgres_dsn")
-    return Backend("postgresql", postgres_backend, lambda: open_postgres_store(dsn, max_connections=4))
-
-
-@pytest.fixture
-async def store(backend: Backend) -> AsyncIterator[Store]:
-    opened = await backend.open()
-    yield opened
-    await opened.close()
 
 
 class TestPutSnapshots:

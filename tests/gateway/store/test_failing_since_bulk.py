@@ -6,7 +6,6 @@ from datetime import timedelta
 
 from gateway.store.base import HistoryEntry, Store
 from tests.gateway.store.snapshots import T0
-from tests.gateway.store.test_contract import backend, store  # noqa: F401 - the contract's backend fixtures
 
 
 class TestLoadFailingSince:

@@ -3,47 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import types
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from gateway.store import Store
-from gateway.store import postgres as postgres_backend
-from gateway.store import sqlite as sqlite_backend
 from gateway.store.base import AccessRollup, AccessVerdict, LedgerStore
-from gateway.store.postgres import open_postgres_store
-from gateway.store.sqlite import SqliteStore
+from tests.gateway.store.conftest import Backend
 
 HOUR = datetime(2026, 3, 2, 9, tzinfo=UTC)
-
-
-@dataclass(frozen=True)
-class Backend:
-    """How to open one backend's store (again) on the same data."""
-
-    name: str
-    module: types.ModuleType
-    open: Callable[[], Awaitable[Store]]
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    if request.param == "sqlite":
-        path = tmp_path / "var" / "gatehouse.db"
-        return Backend("sqlite", sqlite_backend, lambda: SqliteStore.open(path))
-    dsn: str = request.getfixturevalue("postgres_dsn")
-    return Backend("postgresql", postgres_backend, lambda: open_postgres_store(dsn, max_connections=4))
-
-
-@pytest.fixture
-async def store(backend: Backend) -> AsyncIterator[Store]:
-    opened = await backend.open()
-    yield opened
-    await opened.close()
 
 
 def rollup(

@@ -11,7 +11,7 @@ from gateway.store import Store
 from gateway.store.base import OwnerEdit, OwnerEditMode, OwnerSource
 from gateway.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteStore
 from tests.gateway.store.snapshots import T0, make_snapshot
-from tests.gateway.store.test_contract import Backend, backend, store  # noqa: F401  (fixtures)
+from tests.gateway.store.conftest import Backend
 
 ALICE, BOB = "alice@example.com", "bob@example.com"
 
