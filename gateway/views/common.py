@@ -12,7 +12,7 @@ from typing import Mapping
 from gateway.views.html import Markup, el, join
 from gateway.views.layout import format_relative, platform_name, time_el
 from gateway.views.markdown import render_markdown, safe_href
-from gateway.views.phrasing import describe_finding, describe_source
+from gateway.views.phrasing import describe_finding, describe_source, vendor_label
 from policy_engine.decision import Finding
 from policy_engine.defaults import DEFAULT_REMEDIATION
 from policy_engine.model import DeviceSnapshot, OsFamily
@@ -77,7 +77,11 @@ def finding_card(finding: Finding, snapshot: DeviceSnapshot | None, catalog: Map
         elif kind == "bad":
             deadline = el("p", "The grace period to fix this ended ", time_el(finding.grace_deadline, now=now),
                           ".", class_="small muted")
-    if finding.unmeasurable:
+    if finding.unmeasurable and (vendor := vendor_label(snapshot)):
+        how = el("p", vendor, " does not report this setting to Gatehouse, so Gatehouse could not check it. Nothing"
+                 " on this page will change that; if this blocks you, ask IT to measure it another way (for"
+                 " example with a health agent on the device) or to change the policy.", class_="small")
+    elif finding.unmeasurable:
         # Never ask the user to fix what the agent cannot see: say what was not checked and why.
         how = el("p", "Your device's health agent cannot see this setting on ", platform_name(platform),
                  ", so Gatehouse could not check it. Nothing on this page will change that; if this blocks "

@@ -1,6 +1,6 @@
 """Sentences for humans: actual vs required per fact kind, and where a health report came from.
 
-Owns: describe_finding, fact_label, source_label, describe_source.
+Owns: describe_finding, fact_label, source_label, describe_source, vendor_label.
 Must not import: aiohttp or any decision logic; it only rewords what the engine already decided.
 
 The engine's ``Finding.actual``/``required`` are short display strings (``13.2.1`` / ``>= 14.4``,
@@ -40,12 +40,21 @@ _SOURCE_LABELS: Mapping[str, str] = MappingProxyType(
 """A snapshot's ``source`` (before any ``:<connector name>``) -> the system as users know it."""
 _SOURCE_AGE_WORDS: Mapping[str, str] = MappingProxyType({"jamf": "inventory from ", "fleet": "from "})
 """How a vendor's data is dated: Jamf Pro's is its last inventory update, Fleet's its last detail query."""
+_VENDOR_SOURCES = frozenset({"fleet", "jamf"})
+"""Sources that are a vendor's record of the device (pull connectors), not an agent on it."""
 
 
 def source_label(source: str) -> str:
     """The system a snapshot came from: ``Fleet`` for ``fleet:corp``, ``the ingest API`` for ``api``."""
     kind = source.split(":", 1)[0]
     return _SOURCE_LABELS.get(kind) or source or "an unnamed source"
+
+
+def vendor_label(snapshot: DeviceSnapshot | None) -> str:
+    """``Fleet`` or ``Jamf Pro`` when the snapshot came from a vendor's record (a pull connector); else ``""``."""
+    if snapshot is None or snapshot.source.split(":", 1)[0] not in _VENDOR_SOURCES:
+        return ""
+    return source_label(snapshot.source)
 
 
 def describe_source(snapshot: DeviceSnapshot, *, now: datetime | None) -> str:
@@ -173,6 +182,10 @@ def _describe(finding: Finding, snapshot: DeviceSnapshot | None) -> str:
     if finding.unmeasurable:
         # ``actual`` is "not measurable by <source> on <platform>" (CompiledCheck.unmeasurable_finding).
         label = fact_label(fact)
+        if vendor := vendor_label(snapshot):
+            # The vendor's record has no such field (gateway/ingest/connectors): not the device's doing.
+            return (f"Gatehouse could not check your {label}: {vendor} does not report it, so there is nothing "
+                    "for you to change here")
         return (f"Gatehouse could not check your {label}: it is {actual}, so there is nothing for you "
                 "to change here")
     unreported = actual == NOT_REPORTED

@@ -1,6 +1,7 @@
 """The Fleet connector: hosts from Fleet's REST API turned into snapshots.
 
-Owns: FleetConnector, parse_fleet_host, parse_os_version (Fleet's ``os_version`` text per platform).
+Owns: FleetConnector, parse_fleet_host, parse_os_version (Fleet's ``os_version`` text per platform),
+FLEET_UNMEASURABLE.
 Must not import: gateway.app, gateway.keys.
 
 Read at the source: Fleet's REST API reference (``docs/REST API/rest-api.md`` of fleetdm/fleet, the
@@ -31,6 +32,11 @@ Host field -> snapshot:
 - ``device_mapping[]`` (``email``, ``source``) and ``end_users[].idp_username`` -> owners. Emails an
   administrator or the identity provider set (every source but ``google_chrome_profiles``) are
   assigned owners; Chrome profile emails are what the device itself reports, kept on the snapshot only.
+
+Fleet's host record has no field for the facts in ``FLEET_UNMEASURABLE``; each is named in the
+snapshot's ``unmeasurable`` set (so the policy's ``if_unmeasurable`` decides, and the denial says
+Fleet cannot tell, not that the device did not report) unless the site's ``policy_map`` maps a
+Fleet policy to it. A mapped fact whose policy has no result yet is merely not reported (None).
 """
 
 from __future__ import annotations
@@ -54,6 +60,11 @@ _WINDOWS_RELEASE = re.compile(r"\d{2}H\d|\d{4}", re.IGNORECASE)
 _NEVER = datetime(2001, 1, 1, tzinfo=UTC)
 """Fleet reports a host that never sent details with a zero time; anything before this is that."""
 _LINUX_WORDS = ("linux", "debian", "rhel", "fedora", "suse", "arch")
+FLEET_UNMEASURABLE = frozenset({
+    "firewall_enabled", "screen_lock_enabled", "screen_lock_delay_s", "remote_login_enabled",
+    "auto_updates_enabled", "sip_enabled", "gatekeeper_enabled",
+})
+"""Facts no Fleet host field carries (4.5x-4.6x ``server/fleet/hosts.go``); only a mapped policy can set one."""
 
 
 def parse_os_version(text: str, platform: OsFamily) -> tuple[str, Version | None, str]:
@@ -161,7 +172,7 @@ def parse_fleet_host(
         collected_at=collected_at, received_at=received_at, source=intern(source),
         hostname=str(host.get("hostname") or "")[:256], owners=owners, distribution=intern(distribution),
         os_build=intern(str(host.get("build") or build)), agent_name="osquery" if agent is not None else "",
-        agent_version=agent, custom=custom, **facts,  # type: ignore[arg-type]  # INVARIANT: policy_map names bool facts only (config check)
+        agent_version=agent, custom=custom, unmeasurable=FLEET_UNMEASURABLE.difference(policy_map.values()), **facts,  # type: ignore[arg-type]  # INVARIANT: policy_map names bool facts only (config check)
     )
     return ConnectorRecord(snapshot, ref, assigned)
 
@@ -235,4 +246,4 @@ class FleetConnector:
         await self._http.close()
 
 
-__all__ = ["FleetConnector", "parse_fleet_host", "parse_os_version"]
+__all__ = ["FLEET_UNMEASURABLE", "FleetConnector", "parse_fleet_host", "parse_os_version"]

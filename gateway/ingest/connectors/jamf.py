@@ -1,6 +1,6 @@
 """The Jamf Pro connector: the computer inventory of the Jamf Pro API turned into snapshots.
 
-Owns: JamfConnector, parse_jamf_computer, INVENTORY_SECTIONS.
+Owns: JamfConnector, parse_jamf_computer, INVENTORY_SECTIONS, JAMF_UNMEASURABLE.
 Must not import: gateway.app, gateway.keys.
 
 Read at the source: the Jamf Pro API's OpenAPI schema (``ComputerInventory``, ``ComputerGeneral``,
@@ -39,6 +39,10 @@ Computer field -> snapshot:
   ``APP_STORE``/``APP_STORE_AND_IDENTIFIED_DEVELOPERS`` true, ``DISABLED`` false -> gatekeeper_enabled;
 - ``general.reportDate`` (Jamf's "Last Inventory Update") -> collected_at;
 - ``userAndLocation.email`` -> owner, an assigned one (an administrator or the enrollment set it).
+
+The inventory has no field for the facts in ``JAMF_UNMEASURABLE``; each is named in every
+snapshot's ``unmeasurable`` set, so the policy's ``if_unmeasurable`` decides and the denial says
+Jamf Pro cannot tell, not that the Mac did not report.
 """
 
 from __future__ import annotations
@@ -60,6 +64,10 @@ _FILEVAULT = {"ENCRYPTED": True, "OPTIMIZING": True, "UNENCRYPTED": False, "DECR
 _SIP = {"ENABLED": True, "DISABLED": False}
 _GATEKEEPER = {"APP_STORE": True, "APP_STORE_AND_IDENTIFIED_DEVELOPERS": True, "DISABLED": False}
 _RENEW_BEFORE = timedelta(seconds=60)
+JAMF_UNMEASURABLE = frozenset({
+    "screen_lock_enabled", "screen_lock_delay_s", "auto_updates_enabled", "remote_login_enabled", "agent_version",
+})
+"""Facts no section of ``ComputerInventory`` carries (Jamf Pro 10.40-11.x): the agent's version included."""
 
 
 def _section(computer: Mapping[str, object], name: str) -> Mapping[str, object]:
@@ -104,7 +112,7 @@ def parse_jamf_computer(computer: object, *, source: str, received_at: datetime,
         agent_name="jamf", firewall_enabled=firewall if isinstance(firewall, bool) else None,
         disk_encrypted=_FILEVAULT.get(str(encryption.get("partitionFileVault2State"))),
         sip_enabled=_SIP.get(str(security.get("sipStatus"))),
-        gatekeeper_enabled=_GATEKEEPER.get(str(security.get("gatekeeperStatus"))),
+        gatekeeper_enabled=_GATEKEEPER.get(str(security.get("gatekeeperStatus"))), unmeasurable=JAMF_UNMEASURABLE,
     )
     return ConnectorRecord(snapshot, ref, owners)
 
@@ -187,4 +195,4 @@ class JamfConnector:
         await self._http.close()
 
 
-__all__ = ["INVENTORY_SECTIONS", "JamfConnector", "parse_jamf_computer"]
+__all__ = ["INVENTORY_SECTIONS", "JAMF_UNMEASURABLE", "JamfConnector", "parse_jamf_computer"]

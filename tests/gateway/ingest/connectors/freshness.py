@@ -62,10 +62,10 @@ def fix_jamf_computer(computer: dict[str, Any], now: datetime) -> None:
     computer["general"]["reportDate"] = _stamp(now)
 
 
-def connector_gatehouse(keys: Keys, root: Path, *, kind: str, url: str, upstream: str) -> Settings:
-    """A Gatehouse under ``root`` with POLICY and one connector (``fleet`` or ``jamf``) at ``url``, one attempt per request."""
+def connector_gatehouse(keys: Keys, root: Path, *, kind: str, url: str, upstream: str, policy_text: str = POLICY) -> Settings:
+    """A Gatehouse under ``root`` with ``policy_text`` and one connector (``fleet`` or ``jamf``) at ``url``, one attempt per request."""
     policy = root / "policy.yaml"
-    policy.write_text(POLICY)
+    policy.write_text(policy_text)
     common = {"url": url, "every_s": 3600, "attempts": 1, "timeout_s": 5}
     if kind == "fleet":
         connector = {"kind": "fleet", "name": "corp", "api_token": {"value": FLEET_TOKEN},
