@@ -184,7 +184,7 @@ def upstream_header_lines(
     mapping; the fast lane writes its lines as they are.
     """
     named: frozenset[bytes] | tuple[()] = ()
-    for name, value in raw:
+    for name, _value in raw:
         if name.lower() == b"connection":
             named = frozenset(_fold(t.strip()) for v in (v for n, v in raw if n.lower() == b"connection") for t in v.split(b",")) - {b""}
             break

@@ -494,7 +494,7 @@ async def start_gateway(
     gateway = Gateway(app, runner, metrics_runner, loader or (lambda: settings), clock, worker)
     _log.info(
         "gateway.started",
-        listeners=[f"{'https' if l.tls else 'http'}://{h}:{p}" for l, (h, p) in zip(settings.listeners, gateway.addresses)],
+        listeners=[f"{'https' if listener.tls else 'http'}://{h}:{p}" for listener, (h, p) in zip(settings.listeners, gateway.addresses)],
         metrics=f"http://{gateway.metrics_address[0]}:{gateway.metrics_address[1]}/metrics" if gateway.metrics_address else None,
         routes=len(settings.routes),
         source=settings.source,
