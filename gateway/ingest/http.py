@@ -458,7 +458,7 @@ async def handle_snapshots(request: web.Request) -> web.StreamResponse:
         where = f"snapshots[{index}]"
         try:
             if is_stethoscope_item(item):
-                reading = parse_stethoscope_item(item, where=where, received_at=now, max_future_skew=skew)  # type: ignore[arg-type]
+                reading = parse_stethoscope_item(item, where=where, received_at=now, max_future_skew=skew)
                 ingestor.disagreed(reading.snapshot.serial, reading.disagreements)
                 snapshot = reading.snapshot
             else:
