@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast bench bench-policy system-deps clean
+.PHONY: install run check test test-fast bench bench-policy system-deps clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,12 +22,17 @@ run: install
 system-deps:
 	bash scripts/system-deps.sh
 
-## The whole suite, on real sockets, a real PostgreSQL, a real browser and a real OpenID provider
-test: install system-deps
+## ruff (defects: E, W, F, B, PLE) and mypy --strict on gateway/, policy_engine/ and breakglass/; levels in pyproject.toml
+check: install
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+## The checks, then the whole suite, on real sockets, a real PostgreSQL, a real browser and a real OpenID provider
+test: check system-deps
 	$(PY) -m pytest
 
-## Only the fast, pure tests (no browser, PostgreSQL or OpenID provider)
-test-fast: install
+## The checks, then only the fast, pure tests (no browser, PostgreSQL or OpenID provider)
+test-fast: check
 	$(PY) -m pytest -m "not browser and not postgres and not oidc"
 
 bench-policy: install
@@ -39,4 +44,4 @@ bench: install
 	$(PY) bench/bench_proxy.py $(if $(BASELINE),--baseline $(BASELINE))
 
 clean:
-	rm -rf $(VENV) var build *.egg-info .pytest_cache .hypothesis tests/oidc/node_modules artifacts
+	rm -rf $(VENV) var build *.egg-info .pytest_cache .hypothesis .mypy_cache .ruff_cache tests/oidc/node_modules artifacts

@@ -180,7 +180,7 @@ def create_app(
     app.on_response_prepare.append(add_response_headers)
     app.router.add_get("/.gatehouse/healthz", healthz, allow_head=True)
     app.router.add_get("/.gatehouse/readyz", readyz, allow_head=True)
-    if full:
+    if gate is None:
         app[GATE] = wire_gatehouse(app, settings)
     else:
         app[GATE] = gate

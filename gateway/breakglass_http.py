@@ -452,7 +452,7 @@ async def _failing_checks(request: web.Request, context: BreakglassWeb, target: 
     except Exception as exc:  # break-glass must still work when evaluation is broken; record why
         _log.error("breakglass.evaluate_failed", error=f"{type(exc).__name__}: {exc}")
         return (FailingCheck("check-error", f"re-evaluating the device failed: {type(exc).__name__}"),)
-    return failing_checks_of(decision)  # type: ignore[arg-type]
+    return failing_checks_of(decision)
 
 
 def _short(text: str) -> str:
@@ -879,8 +879,8 @@ async def api_request(request: web.Request) -> web.Response:
     except AuditWriteError as exc:
         return _problem(503, "audit-unavailable", "no grant was given: the request could not be recorded in the audit "
                         f"log ({exc}); try again in a minute")
-    status = app[BREAKGLASS].status_at(grant, now=now)
-    return _json(201 if status is GrantStatus.ACTIVE else 202, grant_json(grant, status=status, now=now))
+    grant_status = app[BREAKGLASS].status_at(grant, now=now)
+    return _json(201 if grant_status is GrantStatus.ACTIVE else 202, grant_json(grant, status=grant_status, now=now))
 
 
 async def api_own_list(request: web.Request) -> web.Response:

@@ -69,6 +69,8 @@ def ensure_demo_key(var: Path) -> Path:
         key_path.touch(mode=0o600)
         key_path.write_bytes(pem)
     private = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    if not isinstance(private, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"`{key_path}` holds no EC private key; delete it and the demo writes a new one")
     jwk = orjson.loads(jwt.algorithms.ECAlgorithm.to_jwk(private.public_key()))
     jwk.update({"kid": DEMO_KID, "alg": "ES256", "use": "sig"})
     (var / DEMO_JWKS_FILE).write_bytes(orjson.dumps({"keys": [jwk]}, option=orjson.OPT_INDENT_2))
@@ -355,7 +357,8 @@ def print_next_steps(var: Path, *, today: date, out: object = sys.stdout) -> Non
         "  fleet    http://127.0.0.1:8082   (a demo stand-in for a Fleet server, polled by the connector `demo-fleet`)",
         "",
         "Demo devices (serial, owner, state):",
-        *(f"  {d.serial:<15} {d.owner:<20} {d.story}" for d in (*DEMO_DEVICES, *DEMO_FLEET_HOSTS)),
+        *(f"  {d.serial:<15} {d.owner:<20} {d.story}" for d in DEMO_DEVICES),
+        *(f"  {h.serial:<15} {h.owner:<20} {h.story}" for h in DEMO_FLEET_HOSTS),
         "",
         "Try it (in another terminal):",
         "  TOKEN=$(.venv/bin/gatehouse demo token --user alice@example.com --device C02DEMOMAC1)",

@@ -263,7 +263,7 @@ def _check_signature(body: bytes, signature: str, keys: KeySet) -> tuple[str, st
     compact = f"{parts[0]}.{_b64url(body)}.{parts[2]}"
     for key in candidates:
         try:
-            jwt.api_jws.PyJWS().decode_complete(compact, key, algorithms=["ES256"])  # type: ignore[arg-type]
+            jwt.api_jws.PyJWS().decode_complete(compact, key, algorithms=["ES256"])
             return kid, None
         except jwt.InvalidSignatureError:
             continue

@@ -34,8 +34,12 @@ def configure_logging(level: str = "info", fmt: str = "auto", *, stream: TextIO 
         structlog.processors.format_exc_info,
     ]
     if use_json:
-        processors = [*shared, structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer(serializer=_orjson_dumps)]
-        factory: structlog.typing.WrappedLogger = structlog.BytesLoggerFactory(out.buffer if hasattr(out, "buffer") else out)
+        processors: list[structlog.typing.Processor] = [
+            *shared, structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer(serializer=_orjson_dumps),
+        ]
+        # A text stream's binary .buffer; a stream without one (a test's BytesIO) takes bytes already.
+        binary = out.buffer if hasattr(out, "buffer") else out
+        factory: structlog.typing.WrappedLogger = structlog.BytesLoggerFactory(binary)  # type: ignore[arg-type]
     else:
         processors = [*shared, structlog.dev.ConsoleRenderer(colors=out.isatty())]
         factory = structlog.PrintLoggerFactory(out)

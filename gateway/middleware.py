@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from aiohttp.http import SERVER_SOFTWARE
 
 from gateway.errors import GatewayError
@@ -93,7 +94,7 @@ GUARDED_PREFIX = "/.gatehouse/"
 """Requests whose path starts with this go through ``request_context_with``'s guard."""
 
 
-def request_context_with(guard: _Guard | None) -> _Guard:
+def request_context_with(guard: _Guard | None) -> Middleware:
     """The request_context middleware, handing requests under GUARDED_PREFIX to ``guard(request, handler)``.
 
     Folds a middleware that only concerns Gatehouse's own pages (``reserved_identity``) into this one

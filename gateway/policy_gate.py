@@ -106,7 +106,7 @@ def enroll_origin(request: web.Request) -> str | None:
     """
     identity = request.config_dict[CONFIG].current.settings.identity
     # INVARIANT: `ca` is the device CA section of identity.device; absent or None means enrollment is off.
-    if identity.device.ca is None:
+    if identity is None or identity.device.ca is None:
         return None
     origin = identity.oidc.external_url if identity.oidc is not None else f"{request.scheme}://{request.host}"
     origin = origin.rstrip("/")

@@ -184,7 +184,7 @@ def upstream_header_lines(
     mapping; the fast lane writes its lines as they are.
     """
     named: frozenset[bytes] | tuple[()] = ()
-    for name, value in raw:
+    for name, _value in raw:
         if name.lower() == b"connection":
             named = frozenset(_fold(t.strip()) for v in (v for n, v in raw if n.lower() == b"connection") for t in v.split(b",")) - {b""}
             break
@@ -207,7 +207,7 @@ def upstream_header_lines(
         if websocket and folded in _WS_HANDSHAKE_B:
             continue
         if cookies and lower == b"cookie":
-            value = _without_cookies(value, cookies)  # type: ignore[arg-type]
+            value = _without_cookies(value, cookies)
             if not value:
                 continue
         out.append(name + b": " + value + b"\r\n")
@@ -396,15 +396,15 @@ async def forward(
             raise BodyTooLarge(f"route `{route.id}` accepts at most {limit} bytes")
         whole = upstream.content.is_eof()  # the whole body is here: head and body leave in one write
         response = (_WholeBodyResponse if whole else web.StreamResponse)(status=upstream.status, reason=upstream.reason)
-        _copy_downstream(upstream.headers, response.headers)  # type: ignore[arg-type]
+        _copy_downstream(upstream.headers, response.headers)
         response.headers["X-Request-Id"] = request_id
         await response.prepare(request)
         try:
             if whole:  # already buffered: one read, and head + body + end leave in one write
-                body = upstream.content.read_nowait()
-                counts.bytes_out += len(body)
+                buffered = upstream.content.read_nowait()
+                counts.bytes_out += len(buffered)
                 upstream.release()
-                await response.write_eof(body)
+                await response.write_eof(buffered)
                 return response
             async for chunk in upstream.content.iter_chunked(CHUNK_SIZE):
                 counts.bytes_out += len(chunk)

@@ -250,11 +250,6 @@ class GatewaySite(web.TCPSite):
         self.served = _Served()
         """The connections aiohttp serves here (handed over by the lane), until each is closed for good."""
 
-    @property
-    def port(self) -> int | None:
-        """The bound port (the one the kernel chose for port 0), once started."""
-        return self._bound_port
-
     def stop_accepting(self) -> None:
         """Close the listening socket now; connections already accepted carry on."""
         if self._server is not None:
@@ -280,12 +275,13 @@ class GatewaySite(web.TCPSite):
         if self._lane_for is not None:
             self.lane = self._lane_for(factory)
             accept = self.lane.connection
-        tls_options = {"ssl_handshake_timeout": timeout} if self._ssl_context is not None else {}
-        self._server = await loop.create_server(
-            accept, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog, reuse_port=self._reuse_port, **tls_options,
+        server = await loop.create_server(
+            accept, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog, reuse_port=self._reuse_port,
+            ssl_handshake_timeout=timeout if self._ssl_context is not None else None,
         )
-        if self._server.sockets:
-            self._bound_port = self._server.sockets[0].getsockname()[1]
+        self._server = server
+        if server.sockets:
+            self._bound_port = server.sockets[0].getsockname()[1]  # TCPSite.port answers it (aiohttp 3.14)
         period = min(HEAD_SWEEP_PERIOD_S, timeout)
 
         def sweep() -> None:
@@ -412,7 +408,8 @@ class Gateway:
         metrics.config_reloads.labels(what="config", outcome="success").inc()
         metrics.config_loaded_timestamp.set(time.time())
         _log.info("config.reloaded", source=new.source, routes=len(new.routes), restart_needed=_restart_needed(old, new))
-        for hook in list(self.app[RELOAD_HOOKS]):
+        hooks = self.app[RELOAD_HOOKS]
+        for hook in list(hooks):
             try:
                 await hook(new)
             except Exception as exc:  # the hook owns its failure handling; the config swap stands
@@ -494,7 +491,7 @@ async def start_gateway(
     gateway = Gateway(app, runner, metrics_runner, loader or (lambda: settings), clock, worker)
     _log.info(
         "gateway.started",
-        listeners=[f"{'https' if l.tls else 'http'}://{h}:{p}" for l, (h, p) in zip(settings.listeners, gateway.addresses)],
+        listeners=[f"{'https' if listener.tls else 'http'}://{h}:{p}" for listener, (h, p) in zip(settings.listeners, gateway.addresses)],
         metrics=f"http://{gateway.metrics_address[0]}:{gateway.metrics_address[1]}/metrics" if gateway.metrics_address else None,
         routes=len(settings.routes),
         source=settings.source,

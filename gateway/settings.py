@@ -283,7 +283,7 @@ def _message(error: Mapping[str, Any]) -> str:
     if kind in ("value_error", "assertion_error"):
         return str(error["ctx"]["error"]) if "ctx" in error else error["msg"]
     if kind == "secret":
-        return error["msg"]
+        return str(error["msg"])
     shown = f"`{value}`" if isinstance(value, (str, int, float, bool)) else "this value"
     return f"{shown}: {error['msg'][0].lower()}{error['msg'][1:]}"
 

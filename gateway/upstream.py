@@ -212,7 +212,7 @@ async def _exchange(
             read_timeout=read_timeout if body is not None else None, read_bufsize=_READ_BUFSIZE,
             max_line_size=MAX_RESPONSE_HEAD_BYTES, max_field_size=MAX_RESPONSE_HEAD_BYTES, max_headers=MAX_RESPONSE_HEADERS,
         )  # aiohttp's own limits never bind before the meter's
-        metered = protocol._parser = _MeteredParser(protocol._parser)
+        metered = protocol._parser = _MeteredParser(protocol._parser)  # type: ignore[assignment]  # a wrapper that forwards feed_data
         writer = StreamWriter(protocol, loop)
         if body is not None and "Transfer-Encoding" in headers:
             writer.enable_chunking()

@@ -175,7 +175,7 @@ class _Supervisor:
             if self._all_ready.is_set() and not self._stop.is_set():
                 _log.info(
                     "supervisor.started", workers=self._count, pids=sorted(w.process.pid for w in self._live.values()),
-                    listeners=[f"{'https' if l.tls else 'http'}://{a}" for l, (_, a) in zip(self._settings.listeners, addresses)],
+                    listeners=[f"{'https' if listener.tls else 'http'}://{a}" for listener, (_, a) in zip(self._settings.listeners, addresses)],
                     metrics=metrics_url, loop="uvloop" if loop_factory() is not None else "asyncio",
                 )
             await stopped
@@ -411,7 +411,8 @@ def worker_settings(settings: Settings, spec: Mapping[str, Any]) -> Settings:
     """What a worker runs: the reserved ports, no metrics listener, the shared CSRF secret, a faster cache refresh on SQLite."""
     resolved = dict(spec["listeners"]) if len(spec["listeners"]) == len(settings.listeners) else {}
     listeners = tuple(
-        l.model_copy(update={"address": resolved[l.address]}) if l.address in resolved else l for l in settings.listeners
+        listener.model_copy(update={"address": resolved[listener.address]}) if listener.address in resolved else listener
+        for listener in settings.listeners
     )
     update: dict[str, object] = {"listeners": listeners, "metrics": settings.metrics.model_copy(update={"address": None})}
     if settings.breakglass.csrf_secret is None:

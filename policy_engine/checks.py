@@ -10,7 +10,7 @@ from __future__ import annotations
 import operator as op
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable
+from typing import Any, Callable
 
 from policy_engine.decision import Finding, FindingTwin
 from policy_engine.document import CheckSpec, IfUnknown, IfUnmeasurable, Operator, Scalar, Severity, VersionFloor
@@ -28,7 +28,9 @@ _BOUND_SYMBOL = {
     Operator.BELOW: "<",
     Operator.ABOVE: ">",
 }
-_BOUND_FUNC = {
+# Any: a bound compares whatever the fact holds (numbers, versions, strings) with the policy's constant;
+# the custom-fact path checks the value is numeric before it compares.
+_BOUND_FUNC: dict[Operator, Callable[[Any, Any], bool]] = {
     Operator.AT_MOST: op.le,
     Operator.AT_LEAST: op.ge,
     Operator.BELOW: op.lt,
@@ -243,7 +245,7 @@ def compile_check(spec: CheckSpec, remediation: str, index: int) -> CompiledChec
             return floor is not None and v.parts >= floor
 
         core: Predicate = test_version
-        required = table.text
+        required: Callable[[DeviceSnapshot], str] = table.text
         cost = 4 if table.single else 6
     else:
         test, required = _value_test(spec, kind)
@@ -258,13 +260,13 @@ def compile_check(spec: CheckSpec, remediation: str, index: int) -> CompiledChec
         if spec.operator in (Operator.ONE_OF, Operator.NONE_OF):
             cost += 1
 
+    passes: Predicate = core
     if skip:
 
-        def passes(s: DeviceSnapshot) -> bool:
+        def passes_outside_skip(s: DeviceSnapshot) -> bool:
             return s.platform in skip or core(s)
 
-    else:
-        passes = core
+        passes = passes_outside_skip
 
     def actual(s: DeviceSnapshot) -> str:
         return display(get(s))
@@ -314,7 +316,7 @@ def _describers(
         # type() keeps True, 1 and 1.0 apart (they hash alike but display differently); a
         # Version is keyed by its text, which is what it displays and is cheap to hash.
         if kind is Version:
-            value = value.text  # type: ignore[union-attr]
+            value = value.text  # type: ignore[attr-defined]  # `kind is Version` does not narrow `value`
         return (value, kind, s.platform, s.distribution) if per_platform else (value, kind)
 
     def describe(s: DeviceSnapshot) -> tuple[str, str]:
@@ -337,10 +339,10 @@ def _describers(
             key, found = None, None
         if found is None:
             shown, needed = describe(s)
-            found = FindingTwin(name, fact, shown, needed, severity, None, remediation, False)  # type: ignore[assignment]
+            found = FindingTwin(name, fact, shown, needed, severity, None, remediation, False)
             if key is not None and len(findings) < _CACHE_LIMIT:
-                findings[key] = found  # type: ignore[assignment]
-        return found  # type: ignore[return-value]
+                findings[key] = found
+        return found
 
     return describe, finding
 

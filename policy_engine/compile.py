@@ -188,19 +188,19 @@ def compile_policy_set(document: PolicyDocument) -> CompiledPolicySet:
 
     resolved: dict[str, tuple[str, ...]] = {}
     tiers = []
-    for rank, spec in enumerate(document.tiers):
-        names = list(resolved.get(spec.extends, ()))
-        names += [n for n in spec.checks if n not in names]
-        resolved[spec.name] = tuple(names)
+    for rank, tier in enumerate(document.tiers):
+        names = list(resolved.get(tier.extends, ()))
+        names += [n for n in tier.checks if n not in names]
+        resolved[tier.name] = tuple(names)
         info = TierInfo(
-            name=spec.name,
+            name=tier.name,
             rank=rank,
             checks=tuple(names),
-            max_snapshot_age=spec.max_snapshot_age,
-            break_glass=spec.break_glass,
-            extends=spec.extends,
-            description=spec.description,
-            device=spec.device,
+            max_snapshot_age=tier.max_snapshot_age,
+            break_glass=tier.break_glass,
+            extends=tier.extends,
+            description=tier.description,
+            device=tier.device,
         )
         ordered = tuple(sorted((compiled[n] for n in names), key=lambda c: c.cost))
         tiers.append(_Tier(info, ordered, _build_failing(ordered)))

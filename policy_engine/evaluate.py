@@ -275,11 +275,11 @@ class CompiledPolicySet:
                 check.name, check.fact, actual, required, check.severity, deadline, check.remediation, blind
             )
             if now < deadline:
-                in_grace.append(finding)  # type: ignore[arg-type]
+                in_grace.append(finding)
                 if deadline < valid_until:
                     valid_until = deadline
             else:
-                failing.append(finding)  # type: ignore[arg-type]
+                failing.append(finding)
         allowed = not failing
         if allowed:
             reason = _OK

@@ -210,8 +210,9 @@ def parse_policy_document(raw: Mapping[str, object], *, source: str) -> PolicyDo
 
     remediation = _parse_remediation(out, root.get("remediation", {}))
     remediation_keys = set(DEFAULT_REMEDIATION) | {r.key for r in remediation}
-    if isinstance(root.get("remediation"), Mapping):
-        remediation_keys |= {k for k in root["remediation"] if isinstance(k, str)}  # type: ignore[union-attr]
+    raw_remediation = root.get("remediation")
+    if isinstance(raw_remediation, Mapping):
+        remediation_keys |= {k for k in raw_remediation if isinstance(k, str)}
     checks, check_names = _parse_checks(out, root.get("checks", {}), remediation_keys)
     tiers = _parse_tiers(out, root.get("tiers", {}), check_names)
     controls = _parse_controls(out, root.get("controls", {}), check_names)
@@ -403,7 +404,7 @@ def _parse_value(
     items: list[Scalar] = []
     for i, item in enumerate(raw):
         if _scalar_ok(kind, fact, item):
-            items.append(item)  # type: ignore[arg-type]
+            items.append(item)
         else:
             out.add(f"{path}[{i}]", "wrong-type", f"{_describe(item)} does not fit fact `{fact}`; {_scalar_hint(kind, fact)}")
     return tuple(items) if len(items) == len(raw) else None

@@ -215,8 +215,8 @@ async def import_owners(
                     print(f"would set {row.serial}: {before} -> {', '.join(row.owners)}", file=out)
             print(f"dry run: {len(report.rows)} device(s) in {path}, {changed} would change; nothing was written", file=out)
             return EXIT_OK
-        before = {r.serial: r for r in (await store.load_owners()).records}
+        previous = {r.serial: r for r in (await store.load_owners()).records}
         records = await store.edit_owners(edits)
-    changed = sum(1 for r in records if r.serial not in before or before[r.serial].owners != r.owners)
+    changed = sum(1 for r in records if r.serial not in previous or previous[r.serial].owners != r.owners)
     print(f"imported {len(records)} device(s) from {path}: {changed} changed, {len(records) - changed} already so", file=out)
     return EXIT_OK

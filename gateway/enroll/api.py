@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 
 import orjson
 import structlog
-from aiohttp import web
+from aiohttp import ChainMapProxy, web
 
 from gateway.csrf import CsrfRefused, check_form
 from gateway.enroll import flow
@@ -89,7 +89,7 @@ def add_enroll_routes(app: web.Application) -> None:
     r.add_post(RENEW_PATH, renew_certificate)
     r.add_get(ADMIN_PATH, admin_list)
     r.add_post(ADMIN_PATH + "/{id}/{action}", admin_action)
-    answers = app.setdefault(OSQUERY_ANSWERS, {})  # type: ignore[arg-type]
+    answers = app.setdefault(OSQUERY_ANSWERS, {})
     answers[flow.ENROLL_QUERY_PREFIX] = proof_answer
 
 
@@ -119,7 +119,7 @@ def _now(request: web.Request) -> datetime:
     return request.config_dict[CLOCK]()
 
 
-def _metric(request: web.Request | web.Application, outcome: str) -> None:
+def _metric(request: web.Request | web.Application | ChainMapProxy, outcome: str) -> None:
     app = request.config_dict if isinstance(request, web.Request) else request
     metrics = app.get(METRICS)
     if metrics is not None:
@@ -354,23 +354,23 @@ async def create_enrollment(request: web.Request) -> web.Response:
     })
 
 
-async def _queue_proof(app: Mapping[object, object] | web.Application, enrollment: EnrollmentRequest, *, attempt: int, now: datetime) -> None:
+async def _queue_proof(app: web.Application | ChainMapProxy, enrollment: EnrollmentRequest, *, attempt: int, now: datetime) -> None:
     name = flow.proof_query_name(enrollment.id)
     query_id = name if attempt == 0 else f"{name}-{attempt}"
-    await app[STORE].add_pending_queries([  # type: ignore[index]
+    await app[STORE].add_pending_queries([
         PendingQuery(query_id=query_id, serial=enrollment.serial, query_name=name, sql=flow.proof_sql(enrollment.nonce_path), created_at=now),
     ])
 
 
-async def _current(app: Mapping[object, object] | web.Application, request_id: str, *, now: datetime) -> EnrollmentRequest | None:
+async def _current(app: web.Application | ChainMapProxy, request_id: str, *, now: datetime) -> EnrollmentRequest | None:
     """The request, moved to ``expired`` first when its time ran out."""
-    store = app[STORE]  # type: ignore[index]
+    store = app[STORE]
     found = await store.enrollment_request(request_id)
     if found is not None and flow.due_to_expire(found, now=now):
         gone = flow.expired(found, now=now)
         if await store.swap_enrollment_request(found, gone):
             _log.info("enrollment.expired", id=found.id, user=found.user, serial=found.serial)
-            _metric(app, "expired")  # type: ignore[arg-type]
+            _metric(app, "expired")
             return gone
         return await store.enrollment_request(request_id)
     return found
@@ -478,6 +478,7 @@ async def proof_answer(app: web.Application, node: Enrollment, query: PendingQue
     found = await _current(app, request_id or "", now=now)
     if found is None or found.status is not EnrollmentStatus.PENDING_PROOF or found.serial != node.serial:
         return
+    passed: bool | None
     if rows is None:
         passed, why = False, "the agent could not run the hash query"
     else:
@@ -498,21 +499,21 @@ async def proof_answer(app: web.Application, node: Enrollment, query: PendingQue
     await _issue(app, found, by=f"osquery:{node.host_identifier}", how="proof_passed", now=now)
 
 
-async def _issue(app: web.Application | Mapping[object, object], found: EnrollmentRequest, *, by: str, how: str, now: datetime) -> EnrollmentRequest | None:
+async def _issue(app: web.Application | ChainMapProxy, found: EnrollmentRequest, *, by: str, how: str, now: datetime) -> EnrollmentRequest | None:
     """Sign the CSR, store the outcome, bind the owner. Returns the stored request, None when another replica moved it first.
 
     Raises:
         StoreError: the store could not be written.
     """
-    store = app[STORE]  # type: ignore[index]
+    store = app[STORE]
     try:
-        certificate = app[DEVICE_CA].issue(found.csr_pem.encode(), serial=found.serial, owner=found.user, now=now)  # type: ignore[index]
+        certificate = app[DEVICE_CA].issue(found.csr_pem.encode(), serial=found.serial, owner=found.user, now=now)
     except ValueError as exc:
         outcome = flow.refused(found, by="gatehouse", reason="csr-refused", detail=f"the device CA refused the CSR: {exc}; "
                                "run the enrollment program again", now=now)
         if await store.swap_enrollment_request(found, outcome):
             _log.warning("enrollment.refused", id=found.id, user=found.user, serial=found.serial, reason="csr-refused")
-            _metric(app, "refused")  # type: ignore[arg-type]
+            _metric(app, "refused")
             return outcome
         return None
     # INVARIANT: the certificate is recorded before the request can hand it out, so no certificate of
@@ -522,17 +523,17 @@ async def _issue(app: web.Application | Mapping[object, object], found: Enrollme
     outcome = flow.issued(found, certificate, by=by, how=how, now=now)
     if not await store.swap_enrollment_request(found, outcome):
         await store.revoke_certificate(certificate.fingerprint, at=now, by="gatehouse:enrollment-moved")
-        await app[SNAPSHOT_CACHE].refresh_certificates()  # type: ignore[index]
+        await app[SNAPSHOT_CACHE].refresh_certificates()
         return None
     mode = OwnerEditMode.REPLACE if flow.FLAG_OTHER_OWNER in found.flags else OwnerEditMode.ADD
     await store.edit_owners([OwnerEdit(found.serial, (found.user,), mode, set_by=f"enrollment {found.id}", set_at=now,
                                        source=OwnerSource.ENROLLMENT)])
-    cache = app[SNAPSHOT_CACHE]  # type: ignore[index]
+    cache = app[SNAPSHOT_CACHE]
     await cache.refresh_owners()
     await cache.refresh_certificates()
     _log.info("enrollment.issued", id=found.id, user=found.user, serial=found.serial, fingerprint=certificate.fingerprint,
               not_after=certificate.not_after.isoformat(), by=by)
-    _metric(app, "issued")  # type: ignore[arg-type]
+    _metric(app, "issued")
     return outcome
 
 

@@ -131,7 +131,8 @@ class HeadParser:
         drops this parser.
         """
         self._url = b""
-        self._pairs = pairs = []
+        pairs: list[tuple[bytes, bytes]] = []
+        self._pairs = pairs
         self._complete = self._plain = False
         try:
             self._parser.feed_data(head)

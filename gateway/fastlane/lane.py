@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from email.utils import formatdate
 from typing import Any
 
@@ -114,7 +114,7 @@ class Lane:
         self.metrics = metrics = app[METRICS]
         gate = app[GATE]
         self.admit_now: Callable[[Any, RequestHead, Route], Admission | None] | None = getattr(gate, "admit_now", None)
-        self.prepare: Callable[[Any, RequestHead], Awaitable[bool]] | None = getattr(gate, "prepare", None)
+        self.prepare: Callable[[Any, RequestHead], Coroutine[Any, Any, bool]] | None = getattr(gate, "prepare", None)
         self.fallback = fallback
         self.pool = UpstreamPool(self.loop)
         self.connections: set[LaneConnection] = set()

@@ -109,7 +109,7 @@ def _load_ec(path: Path) -> tuple[ec.EllipticCurvePrivateKey | None, ec.Elliptic
             private = load_pem_private_key(data, password=None)
             public = private.public_key()
         else:
-            private, public = None, load_pem_public_key(data)  # type: ignore[assignment]
+            private, public = None, load_pem_public_key(data)
     except (ValueError, TypeError):
         raise KeyFileError(f"key file `{path}` is not a PEM key") from None
     if not isinstance(public, ec.EllipticCurvePublicKey) or public.curve.name != "secp256r1":

@@ -59,12 +59,12 @@ def serial_from_peercert(cert: Mapping[str, object] | None) -> str | None:
     if not cert:
         return None
     named = [
-        entry[1].removeprefix(SAN_PREFIX) for entry in cert.get("subjectAltName") or ()  # type: ignore[union-attr]
+        entry[1].removeprefix(SAN_PREFIX) for entry in cert.get("subjectAltName") or ()  # type: ignore[attr-defined]  # getpeercert() values are unions
         if isinstance(entry, tuple) and len(entry) == 2 and entry[0] == "URI" and isinstance(entry[1], str)
         and entry[1].startswith(SAN_PREFIX)
     ]
     named += [
-        value for rdn in (cert.get("subject") or ()) for (name, value) in rdn  # type: ignore[union-attr]
+        value for rdn in (cert.get("subject") or ()) for (name, value) in rdn  # type: ignore[attr-defined]  # getpeercert() values are unions
         if name == "commonName"
     ]
     names = tuple(dict.fromkeys(named))

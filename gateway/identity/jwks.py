@@ -23,6 +23,7 @@ import orjson
 import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
 
 from gateway.identity.errors import KeyFileError
@@ -131,6 +132,7 @@ def load_key_file(path: Path) -> KeySet:
         found: list[VerifyKey] = []
         for match in _PEM_BLOCK.finditer(data):
             block, label = match.group(0), match.group(1)
+            key: PublicKeyTypes
             try:
                 if label == b"CERTIFICATE":
                     key = x509.load_pem_x509_certificate(block).public_key()

@@ -134,7 +134,7 @@ def decode_verified(
     for key in candidates:
         try:
             claims = jwt.decode(
-                raw, key, algorithms=[alg], audience=list(audiences) if audiences else None,  # type: ignore[arg-type]
+                raw, key, algorithms=[alg], audience=list(audiences) if audiences else None,
                 issuer=list(issuers) if issuers else None, options=options,  # type: ignore[arg-type]
             )
         except jwt.InvalidSignatureError:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 
 import orjson
@@ -45,7 +45,7 @@ _NODE_INVALID = orjson.dumps({"node_invalid": True})
 _OK = orjson.dumps({"node_invalid": False})
 _JSON = "application/json"
 
-AnswerHandler = Callable[[web.Application, Enrollment, PendingQuery, "Sequence[Mapping[str, str]] | None", datetime], Awaitable[None]]
+AnswerHandler = Callable[[web.Application, Enrollment, PendingQuery, Sequence[Mapping[str, str]] | None, datetime], Awaitable[None]]
 """Receives the rows a device's agent answered to a reserved distributed query (None when the agent
 reported the query failed); registered in ``app[OSQUERY_ANSWERS]`` under the query name prefix."""
 
@@ -458,7 +458,7 @@ async def handle_snapshots(request: web.Request) -> web.StreamResponse:
         where = f"snapshots[{index}]"
         try:
             if is_stethoscope_item(item):
-                reading = parse_stethoscope_item(item, where=where, received_at=now, max_future_skew=skew)  # type: ignore[arg-type]
+                reading = parse_stethoscope_item(item, where=where, received_at=now, max_future_skew=skew)
                 ingestor.disagreed(reading.snapshot.serial, reading.disagreements)
                 snapshot = reading.snapshot
             else:

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Literal
 
 import orjson
 
@@ -148,6 +149,12 @@ class EnrollRequest:
     details: HostDetails
 
 
+def _object_at(parent: dict[str, object], key: str) -> dict[str, object]:
+    """The JSON object under ``key``, or an empty one when it is missing or not an object."""
+    child = parent.get(key)
+    return child if isinstance(child, dict) else {}
+
+
 def parse_enroll(body: object) -> EnrollRequest:
     """The parts of an enroll request Gatehouse uses.
 
@@ -156,10 +163,10 @@ def parse_enroll(body: object) -> EnrollRequest:
     """
     if not isinstance(body, dict) or not isinstance(body.get("enroll_secret"), str):
         raise OsqueryRequestError("the enroll request has no `enroll_secret`")
-    host = body.get("host_details") if isinstance(body.get("host_details"), dict) else {}
-    system = host.get("system_info") if isinstance(host.get("system_info"), dict) else {}
-    os_version = host.get("os_version") if isinstance(host.get("os_version"), dict) else {}
-    osquery_info = host.get("osquery_info") if isinstance(host.get("osquery_info"), dict) else {}
+    host = _object_at(body, "host_details")
+    system = _object_at(host, "system_info")
+    os_version = _object_at(host, "os_version")
+    osquery_info = _object_at(host, "osquery_info")
     serial = system.get("hardware_serial")
     problem = serial_problem(serial)
     if problem is not None or not isinstance(serial, str):
@@ -274,7 +281,7 @@ def normalize_result(item: object, *, now: datetime, max_future_skew: timedelta)
     """
     if not isinstance(item, dict) or not isinstance(item.get("name"), str):
         raise OsqueryRequestError("a result item needs a query `name`")
-    decorations = item.get("decorations") if isinstance(item.get("decorations"), dict) else item
+    decorations = _object_at(item, "decorations") if isinstance(item.get("decorations"), dict) else item
     serial = decorations.get("hardware_serial", "")
     collected_at = _item_time(item, now)
     ahead = future_problem(collected_at, received_at=now, max_future_skew=max_future_skew)
@@ -467,7 +474,8 @@ def assemble_snapshot(
             rows = rows_of.pop(key)
             facts["screen_lock_enabled"] = _flag(rows, "enabled")
             delays = [_int(r.get("delay_s", r.get("grace_period"))) for r in rows]
-            facts["screen_lock_delay_s"] = max(delays) if delays and None not in delays else None
+            known = [d for d in delays if d is not None]
+            facts["screen_lock_delay_s"] = max(known) if known and len(known) == len(delays) else None
     if "listening_ports" in rows_of:
         ports = _ports(rows_of.pop("listening_ports"))
         if facts.get("remote_login_enabled") is None:
@@ -612,7 +620,7 @@ def distributed_results(
     return items, answered
 
 
-def reserved_answer(query: PendingQuery, body: Mapping[str, object]) -> Sequence[Row] | None | bool:
+def reserved_answer(query: PendingQuery, body: Mapping[str, object]) -> Sequence[Row] | None | Literal[False]:
     """The rows the agent answered to one reserved query: False when it did not answer it, None when it reported failure.
 
     Raises:

@@ -288,10 +288,11 @@ def _unmeasurable(item: Mapping[str, object], where: str, problems: list[FieldPr
         problems.append(FieldProblem(path, "a list of fact names such as `[\"screen_lock_delay_s\"]`"))
         return frozenset()
     found: set[str] = set()
-    custom = item.get("custom") if isinstance(item.get("custom"), dict) else {}
+    reported = item.get("custom")
+    custom = reported if isinstance(reported, dict) else {}
     for name in raw:
         if name.startswith("custom.") and 7 < len(name) <= 71:
-            value = custom.get(name[7:])  # type: ignore[union-attr]
+            value = custom.get(name[7:])
         elif name in _MEASURED_FIELDS:
             value = item.get(name)
         else:

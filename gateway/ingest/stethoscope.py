@@ -371,6 +371,6 @@ def _parse_backend_record(
         agent_name="stethoscope",
         custom=custom,
         unmeasurable=frozenset(unmeasurable),
-        **facts,
+        **facts,  # type: ignore[arg-type]  # only the bool | None fields named in _BACKEND_PRACTICES
     )
     return StethoscopeReading(snapshot)

@@ -369,7 +369,7 @@ def compute_report(
         if per_platform is None:
             per_platform = platform_days[info.platform] = {d: [0, 0] for d in days}
         for day in days:
-            state = worst.get(day)
+            state: Mapping[str, bool] | None = worst.get(day)
             if state is None:
                 state = final.get(day - DAY)
             if state is None:

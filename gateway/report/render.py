@@ -120,25 +120,25 @@ def _csv(report: ComplianceReport) -> str:
                 row(kind, s.name, "", d.day.isoformat(), d.passing, d.counted)
     for c in report.controls:
         row("control", f"{c.control.framework} {c.control.id}", ";".join(c.checks), "", c.passing, c.counted)
-    for s in report.longest:
-        row("non-compliant-streak", s.serial, ";".join(s.checks), _iso(s.started), int(s.duration.total_seconds()),
-            _iso(s.ended) or "open")
+    for streak in report.longest:
+        row("non-compliant-streak", streak.serial, ";".join(streak.checks), _iso(streak.started), int(streak.duration.total_seconds()),
+            _iso(streak.ended) or "open")
     for t in report.remediation.times:
         row("remediation", t.serial, f"denied {_iso(t.denied_at)}", _iso(t.fixed_at), int(t.duration.total_seconds()), "")
     row("remediation-unresolved", "", "", "", report.remediation.unresolved, "")
     for a in report.access:
         for verdict, n in a.counts:
             row("access", a.tier, verdict.value, "", n, a.total)
-    for a in report.non_compliant_access:
-        x = a.rollup
+    for access in report.non_compliant_access:
+        x = access.rollup
         detail = f"route={x.route};tier={x.tier};user={x.user};verdict={x.verdict.value};reason={x.reason}"
-        if a.review:
-            detail += f";grant={a.grant_id};review={a.review}"
+        if access.review:
+            detail += f";grant={access.grant_id};review={access.review}"
         row("non-compliant-access", x.device, detail, _iso(x.hour), x.count, "")
     for u in report.break_glass:
         row("break-glass", u.user, f"requested={u.requested};issued={u.issued};used={u.used}", "", u.requests, u.unreviewed)
-    for s in report.stale:
-        row("stale", s.serial, s.platform, _iso(s.last_seen) or "none in period", "", "")
+    for stale in report.stale:
+        row("stale", stale.serial, stale.platform, _iso(stale.last_seen) or "none in period", "", "")
     return out.getvalue()
 
 

@@ -59,10 +59,10 @@ async def open_store(dsn: str) -> Store:
 
         return await SqliteStore.open(path)
     try:
-        from gateway.store.postgres import open_postgres_store  # type: ignore[import-not-found]
+        from gateway.store.postgres import open_postgres_store
     except ImportError:
         raise ValueError(
             "store `postgresql://...` needs the PostgreSQL backend, which is not installed in this"
             " Gatehouse; install it with `pip install gatehouse[postgres]` or use `sqlite:///...`"
         ) from None
-    return await open_postgres_store(dsn)  # type: ignore[no-any-return]
+    return await open_postgres_store(dsn)

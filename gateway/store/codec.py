@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import orjson
 
@@ -113,9 +113,9 @@ class SnapshotDecoder:
     def _version(self, raw: list[object] | None) -> Version | None:
         if raw is None:
             return None
-        parts, text = raw
-        key = ("v", tuple(parts), text)  # type: ignore[arg-type]
-        return self._shared(key, lambda: Version(parts=key[1], text=sys.intern(text)))  # type: ignore[arg-type]
+        parts, text = cast(list[int], raw[0]), cast(str, raw[1])  # as the module-level _version wrote them
+        key = ("v", tuple(parts), text)
+        return self._shared(key, lambda: Version(parts=key[1], text=sys.intern(text)))
 
     def _time(self, micros: int) -> datetime:
         times = self._times

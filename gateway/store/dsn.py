@@ -49,9 +49,9 @@ def sqlite_file(dsn: str, *, base_dir: Path | None = None) -> Path | None:
         rest = "/" + path.lstrip("/")
     if rest == "" or rest.endswith("/"):
         raise ValueError(f"store `{dsn}` names no file; write {SQLITE_FORMS}")
-    path = Path(rest)
-    if path.is_absolute():
-        return path
+    file = Path(rest)
+    if file.is_absolute():
+        return file
     if base_dir is None:
         raise ValueError(f"store `{dsn}` is relative, and no configuration folder is known here; write `sqlite:///absolute/path/gatehouse.db`")
-    return (base_dir / path).resolve()
+    return (base_dir / file).resolve()

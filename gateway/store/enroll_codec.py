@@ -22,7 +22,7 @@ def _t(moment: datetime | None) -> int | None:
 
 
 def _d(value: object) -> datetime | None:
-    return None if value is None else from_micros(int(value))  # type: ignore[arg-type]
+    return None if value is None else from_micros(int(value))  # type: ignore[call-overload]  # our own stored micros
 
 
 def _dumps(doc: dict[str, object]) -> bytes:

@@ -48,7 +48,7 @@ import asyncpg
 import orjson
 import structlog
 
-from breakglass.audit import GENESIS_HEAD, AuditEntry, ChainHead, decode_entry, encode_entry
+from breakglass.audit import GENESIS_HEAD, AuditEntry, ChainHead, check_batch, decode_entry, encode_entry
 from gateway.store.base import (
     AccessRollup,
     CertificateChanges,
@@ -78,7 +78,6 @@ from gateway.store.enroll_codec import (
     decode_conflict, decode_request, decode_session, encode_conflict, encode_request, encode_session,
 )
 from gateway.store.sqlite import hash_node_key
-from gateway.store.sqlite_audit import check_batch
 from policy_engine.model import DeviceSnapshot
 
 T = TypeVar("T")
@@ -501,7 +500,7 @@ class PostgresStore:
         await self._stop_listener()
         try:
             await asyncio.wait_for(self._pool.close(), timeout=self._connect_timeout_s)
-        except (TimeoutError, *_UNREACHABLE):
+        except _UNREACHABLE:  # TimeoutError is one of them
             self._pool.terminate()
         self._decoding.shutdown(wait=False)
 

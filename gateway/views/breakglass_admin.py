@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 
 from breakglass import AuditEvent, EventKind, Grant, GrantFilter, GrantStatus
 from gateway.views.deny import BREAK_GLASS_PATH, BreakglassOffer
-from gateway.views.html import Markup, el, filter_select, join
+from gateway.views.html import Child, Markup, el, filter_select, join
 from gateway.views.layout import (
     HTML,
     NAV,
@@ -68,7 +68,7 @@ def status_badge(status: GrantStatus) -> Markup:
     return el("span", text, class_=f"badge {kind}")
 
 
-def _fact(term: str, value: object) -> Markup:
+def _fact(term: str, value: Child) -> Markup:
     return join(el("dt", term), el("dd", value if value not in (None, "") else el("span", "—", class_="muted")))
 
 

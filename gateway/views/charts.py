@@ -76,10 +76,10 @@ def line_chart(ident: str, title: str, desc: str, lines: Sequence[Line], *, floo
     parts: list[Markup] = []
     steps = 5 if abs(low - 0.5) < 1e-9 else 4
     for step in range(steps + 1):
-        value = low + (1 - low) * step / steps
-        parts.append(el("line", x1=left, x2=width - right, y1=f"{y(value):.1f}", y2=f"{y(value):.1f}",
+        level = low + (1 - low) * step / steps
+        parts.append(el("line", x1=left, x2=width - right, y1=f"{y(level):.1f}", y2=f"{y(level):.1f}",
                         stroke="#8a939c", stroke_width="0.5", stroke_dasharray=None if step == 0 else "2 3"))
-        parts.append(el("text", _pct(value), x=left - 6, y=f"{y(value) + 4:.1f}", text_anchor="end"))
+        parts.append(el("text", _pct(level), x=left - 6, y=f"{y(level) + 4:.1f}", text_anchor="end"))
     if days:
         ticks = sorted({0, len(days) - 1, *range(0, len(days), max(1, len(days) // 6))})
         for i in ticks:

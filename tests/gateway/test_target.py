@@ -33,7 +33,7 @@ def _normalise(decoded: str) -> str:
     """What an upstream that decodes, removes dot segments and collapses slashes would see."""
     out: list[str] = []
     parts = re.split(r"/+", decoded)[1:]
-    for i, seg in enumerate(parts):
+    for seg in parts:
         if seg == "..":
             if out:
                 out.pop()

@@ -155,7 +155,7 @@ async def _until_allowed_by(gatehouse: Supervised, url: str, token: str, pids: s
             raise AssertionError(f"workers {pids - _served_by(gatehouse.events, '/probe')} never let the device in")
         await _spread_requests(f"{url}/probe", 1, headers={"Authorization": f"Bearer {token}"})
         sent += 1
-        await gatehouse.until(lambda events: sum(1 for e in events if e.get("path") == "/probe") >= sent, "the probe's log line")
+        await gatehouse.until(lambda events, sent=sent: sum(1 for e in events if e.get("path") == "/probe") >= sent, "the probe's log line")
     return sent
 
 
@@ -308,7 +308,7 @@ class TestWorkerSettings:
 
         worker = worker_settings(settings, spec)
 
-        assert ["127.0.0.1:41000", "127.0.0.1:8443"] == [l.address for l in worker.listeners]
+        assert ["127.0.0.1:41000", "127.0.0.1:8443"] == [listener.address for listener in worker.listeners]
         assert None is worker.metrics.address
         assert worker.breakglass.csrf_secret is not None and "s" * 64 == worker.breakglass.csrf_secret.reveal()
         assert 1.0 == worker.ingest.cache_refresh_s

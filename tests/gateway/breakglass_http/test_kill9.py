@@ -70,7 +70,7 @@ async def test_kill_9_loses_no_acknowledged_grant(tmp_path: Path) -> None:
     acknowledged: list[str] = []
     users = (f"user{i}" for i in range(10_000))
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        for round_ in range(3):
+        for _round in range(3):
             killee = await Killee.start(db)
             try:
                 for _ in range(5):  # sequential: each one answered before the next

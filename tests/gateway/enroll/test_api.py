@@ -22,7 +22,7 @@ from aiohttp.test_utils import TestClient
 from cryptography import x509
 
 from gateway.app import create_app
-from gateway.keys import DEVICE_CA, METRICS, SNAPSHOT_CACHE
+from gateway.keys import DEVICE_CA, SNAPSHOT_CACHE
 from gateway.metrics import Metrics
 from prometheus_client import CollectorRegistry
 from tests.gateway.enroll.issuer import TestIssuer, make_csr

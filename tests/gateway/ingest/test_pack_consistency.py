@@ -18,7 +18,7 @@ import yaml
 
 from gateway.ingest import osquery
 from gateway.store.base import Enrollment, HostDetails
-from policy_engine import CompiledPolicySet, Decision, DeviceSnapshot, OsFamily, compile_policy_set, parse_policy_document
+from policy_engine import Decision, DeviceSnapshot, OsFamily, compile_policy_set, parse_policy_document
 from policy_engine.document import IfUnmeasurable, Severity
 
 ROOT = Path(__file__).resolve().parents[3]

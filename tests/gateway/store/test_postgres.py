@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 
-from breakglass import AuditWriteError, BreakglassService, seal, verify
+from breakglass import AuditConflict, AuditWriteError, BreakglassService, seal, verify
 from gateway.store import HostDetails, PutOutcome, StoreError, open_store
 from gateway.store.postgres import (
     SCHEMA_VERSION,
@@ -109,7 +109,7 @@ class TestChangeNotices:
             await _eventually(lambda: replica_b.listening, within_s=5)
             chain = make_chain(3)
             await replica_a.audit_sink().append(chain[:2])
-            with pytest.raises(Exception):
+            with pytest.raises(AuditConflict):
                 await replica_a.audit_sink().append(chain[:1])
             await replica_a.put_snapshots([make_snapshot()])
             await replica_a.put_snapshots([make_snapshot()])
