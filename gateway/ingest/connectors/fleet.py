@@ -172,7 +172,7 @@ def parse_fleet_host(
         collected_at=collected_at, received_at=received_at, source=intern(source),
         hostname=str(host.get("hostname") or "")[:256], owners=owners, distribution=intern(distribution),
         os_build=intern(str(host.get("build") or build)), agent_name="osquery" if agent is not None else "",
-        agent_version=agent, custom=custom, unmeasurable=FLEET_UNMEASURABLE.difference(policy_map.values()), **facts,  # type: ignore[arg-type]  # INVARIANT: policy_map names bool facts only (config check)
+        agent_version=agent, custom=custom, unmeasurable=FLEET_UNMEASURABLE.difference(policy_map.values()), **facts,  # INVARIANT: policy_map names bool facts only (config check)
     )
     return ConnectorRecord(snapshot, ref, assigned)
 
