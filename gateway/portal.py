@@ -187,12 +187,8 @@ async def privacy_page(request: web.Request) -> web.StreamResponse:
 async def fleet_page(request: web.Request) -> web.StreamResponse:
     """Every device with owner, OS, last seen, reachable tiers and failing checks; reviewers only."""
     app = request.config_dict
-    identity = request[USER]
+    identity = reviewer(request, event="fleet.access_refused")
     settings = app[CONFIG].current.settings
-    allowed = set(settings.breakglass.reviewer_groups) | set(settings.breakglass.approver_groups)
-    if not allowed.intersection(identity.groups):
-        _log.warning("fleet.access_refused", user=identity.email)
-        raise web.HTTPForbidden(text=fleet_refusal(allowed))
     now = app[CLOCK]()
     policies = app[POLICY].current
     cache = app[SNAPSHOT_CACHE]
@@ -230,12 +226,7 @@ async def fleet_page(request: web.Request) -> web.StreamResponse:
 async def revoke_from_fleet(request: web.Request) -> web.StreamResponse:
     """The fleet page's "Revoke certificate": every unrevoked certificate of the serial, refused at once here and on every replica."""
     app = request.config_dict
-    identity = request[USER]
-    settings = app[CONFIG].current.settings
-    allowed = set(settings.breakglass.reviewer_groups) | set(settings.breakglass.approver_groups)
-    if not allowed.intersection(identity.groups):
-        _log.warning("fleet.access_refused", user=identity.email, action="revoke-certificate")
-        raise web.HTTPForbidden(text=fleet_refusal(allowed))
+    identity = reviewer(request, event="fleet.access_refused", action="revoke-certificate")
     now = app[CLOCK]()
     form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
     try:
@@ -310,12 +301,7 @@ def _day(value: str | None, name: str) -> datetime | None:
 async def compliance_page(request: web.Request) -> web.StreamResponse:
     """The compliance report for a period (``since``/``until`` UTC days), as HTML, JSON or CSV; reviewers only."""
     app = request.config_dict
-    identity = request[USER]
-    settings = app[CONFIG].current.settings
-    allowed = set(settings.breakglass.reviewer_groups) | set(settings.breakglass.approver_groups)
-    if not allowed.intersection(identity.groups):
-        _log.warning("compliance.access_refused", user=identity.email)
-        raise web.HTTPForbidden(text=fleet_refusal(allowed, view="compliance report"))
+    identity = reviewer(request, event="compliance.access_refused", view="compliance report")
     now = app[CLOCK]()
     since, until = _report_period(request.query, now)
     fmt = request.query.get("format", "html").lower()
@@ -335,6 +321,21 @@ async def compliance_page(request: web.Request) -> web.StreamResponse:
         raise web.HTTPServiceUnavailable(text="the store could not be read, so the report cannot be made; try again shortly") from None
     _log.info("compliance.reported", user=identity.email, since=since.isoformat(), until=until.isoformat(), format=fmt)
     return report_response(report, fmt, viewer=identity.email).response()
+
+
+def reviewer(request: web.Request, *, event: str, view: str = "fleet view", action: str | None = None) -> Identity:
+    """The signed-in user when a reviewer or approver group holds them; otherwise 403 naming the groups that may (logged as ``event``).
+
+    Raises:
+        web.HTTPForbidden: the user is in none of `breakglass.reviewer_groups` and `breakglass.approver_groups`.
+    """
+    identity: Identity = request[USER]
+    settings = request.config_dict[CONFIG].current.settings
+    allowed = set(settings.breakglass.reviewer_groups) | set(settings.breakglass.approver_groups)
+    if not allowed.intersection(identity.groups):
+        _log.warning(event, user=identity.email, **({"action": action} if action else {}))
+        raise web.HTTPForbidden(text=fleet_refusal(allowed, view=view))
+    return identity
 
 
 def fleet_refusal(allowed: set[str], *, view: str = "fleet view") -> str:

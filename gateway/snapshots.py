@@ -31,12 +31,14 @@ import gc
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from types import MappingProxyType
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import structlog
 
 from gateway.metrics import Metrics
-from gateway.store.base import CertificateRecord, CertificateStore, HistoryStore, OwnerRecord, OwnerStore, SnapshotStore, StoreError
+from gateway.store.base import (
+    CertificateRecord, CertificateStore, HistoryStore, OwnerRecord, OwnerStore, RecordFeed, SnapshotStore, StoreError,
+)
 from policy_engine.model import DeviceSnapshot
 
 _log = structlog.get_logger(__name__)
@@ -211,18 +213,14 @@ class SnapshotCache:
         Raises:
             StoreError: the store could not be read (the cache keeps what it holds).
         """
-        applied = 0
-        while True:
-            changes = await self._store.owner_changes_since(self._owner_cursor)
-            for record in changes.records:
-                if record.owners:
-                    self._inventory[record.serial] = record
-                else:
-                    self._inventory.pop(record.serial, None)
-                applied += 1
-            self._owner_cursor = changes.cursor
-            if not changes.more:
-                return applied
+        def hold(record: OwnerRecord) -> None:
+            if record.owners:
+                self._inventory[record.serial] = record
+            else:
+                self._inventory.pop(record.serial, None)
+
+        applied, self._owner_cursor = await _follow(self._store.owner_changes_since, self._owner_cursor, hold)
+        return applied
 
     async def refresh_certificates(self) -> int:
         """Apply every device certificate recorded or revoked since the last refresh; returns how many changed.
@@ -230,15 +228,10 @@ class SnapshotCache:
         Raises:
             StoreError: the store could not be read (the cache keeps what it holds).
         """
-        applied = 0
-        while True:
-            changes = await self._store.certificate_changes_since(self._certificate_cursor)
-            for record in changes.records:
-                self._hold_certificate(record)
-                applied += 1
-            self._certificate_cursor = changes.cursor
-            if not changes.more:
-                return applied
+        applied, self._certificate_cursor = await _follow(
+            self._store.certificate_changes_since, self._certificate_cursor, self._hold_certificate,
+        )
+        return applied
 
     async def fresh(self, serial: str) -> DeviceSnapshot | None:
         """The newest snapshot of one device straight from the store, also taken into the cache.
@@ -279,3 +272,26 @@ async def run_cache_refresh(
             continue
         if changed:
             _log.debug("snapshot_cache.refreshed", changed=changed, held=len(cache))
+
+
+_R = TypeVar("_R")
+
+
+async def _follow(
+    page: Callable[[int], Awaitable[RecordFeed[_R]]], cursor: int, hold: Callable[[_R], None],
+) -> tuple[int, int]:
+    """Read a change feed from ``cursor`` to its end, page by page, passing each record to ``hold``; (records applied, new cursor).
+
+    Raises:
+        StoreError: a page could not be read (what was applied before stays, and the cursor returned with it is lost,
+        so the next call reads those records again: ``hold`` must be idempotent).
+    """
+    applied = 0
+    while True:
+        changes = await page(cursor)
+        for record in changes.records:
+            hold(record)
+            applied += 1
+        cursor = changes.cursor
+        if not changes.more:
+            return applied, cursor

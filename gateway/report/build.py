@@ -53,6 +53,11 @@ REMEDIATION_BUCKETS: tuple[tuple[str, timedelta | None], ...] = (
 NON_COMPLIANT_VERDICTS = (AccessVerdict.BREAK_GLASS, AccessVerdict.GRACE, AccessVerdict.MONITOR)
 
 
+def share_of(passing: int, counted: int) -> float | None:
+    """``passing / counted``, or None when nothing was counted (a day or a control with no device is no 0 %)."""
+    return passing / counted if counted else None
+
+
 @dataclass(frozen=True, slots=True)
 class DayShare:
     """How many devices counted on one day passed (were compliant, or passed one check)."""
@@ -64,7 +69,7 @@ class DayShare:
     @property
     def share(self) -> float | None:
         """passing / counted, or None when no device was counted."""
-        return self.passing / self.counted if self.counted else None
+        return share_of(self.passing, self.counted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +211,8 @@ class ControlResult:
 
     @property
     def share(self) -> float | None:
-        return self.passing / self.counted if self.counted else None
+        """passing / counted, or None when no device-day was counted."""
+        return share_of(self.passing, self.counted)
 
 
 @dataclass(frozen=True, slots=True)

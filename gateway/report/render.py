@@ -24,6 +24,7 @@ from gateway.report.build import (
     DayShare,
     NonCompliantAccess,
     Series,
+    share_of,
 )
 from gateway.store.base import AccessVerdict
 from gateway.views.charts import Line, bar_chart, line_chart, stacked_bar_chart
@@ -213,7 +214,7 @@ def _period_table(caption: str, series: Sequence[Series], nudges: frozenset[str]
         shares = [d.share for d in s.days if d.share is not None]
         last = next((d for d in reversed(s.days) if d.counted), None)
         name: Child = join(el("code", s.name), " ", el("span", "nudge", class_="badge muted")) if s.name in nudges else s.name
-        rows.append([name, _share(s.passing / s.counted if s.counted else None), _share(min(shares) if shares else None),
+        rows.append([name, _share(share_of(s.passing, s.counted)), _share(min(shares) if shares else None),
                      f"{_share(last.share)} ({last.passing}/{last.counted})" if last else "—"])
     return _table(caption, ["", "Over the period (device-days)", "Worst day", "Last day"], rows)
 

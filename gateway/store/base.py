@@ -3,7 +3,7 @@
 Owns: the Store Protocol and its parts (SnapshotStore, EnrollmentStore, OsqueryStateStore, LedgerStore (AccessRollup, AccessVerdict),
 HistoryStore, DistributedQueryStore, OwnerStore (OwnerRecord, OwnerEdit, OwnerSource)), ConnectorStateStore (ConnectorState,
 ConnectorClaim), CertificateStore (CertificateRecord, CertificateChanges), EnrollmentRequestStore (EnrollSession,
-EnrollmentRequest, OsqueryConflict), the values they exchange, StoreError.
+EnrollmentRequest, OsqueryConflict), RecordFeed (one page of the owner and certificate change feeds), the values they exchange, StoreError.
 Must not import: aiohttp, sqlite3, asyncpg, gateway.ingest (backends import this, not the reverse).
 
 Every method is a coroutine and every write is durable (committed) when it returns: ingest
@@ -35,7 +35,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol, runtime_checkable
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from policy_engine.model import DeviceSnapshot
 
@@ -225,13 +225,23 @@ def edited_owners(current: tuple[str, ...], edit: OwnerEdit) -> tuple[str, ...]:
     return tuple(o for o in current if o not in gone)
 
 
-@dataclass(frozen=True, slots=True)
-class OwnerChanges:
-    """Owner records changed after a cursor (tombstones included), and the cursor to ask from next time."""
+Record = TypeVar("Record")
 
-    records: tuple[OwnerRecord, ...]
+
+@dataclass(frozen=True, slots=True)
+class RecordFeed(Generic[Record]):
+    """One page of a change feed: the records changed after a cursor, in seq order, and the cursor to ask from next time."""
+
+    records: tuple[Record, ...]
     cursor: int
     more: bool = False
+    """True when ``limit`` cut the page short: ask again from ``cursor``."""
+
+
+# INVARIANT: the aliases below name types only; build pages with ``RecordFeed(...)`` (calling a
+# subscripted alias of a slotted frozen dataclass fails on Python 3.11).
+OwnerChanges = RecordFeed[OwnerRecord]
+"""The owner inventory's feed (tombstones, entries with no owners, included)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,13 +266,8 @@ class CertificateRecord:
         return now >= self.not_after
 
 
-@dataclass(frozen=True, slots=True)
-class CertificateChanges:
-    """Certificate records recorded or revoked after a cursor, and the cursor to ask from next time."""
-
-    records: tuple[CertificateRecord, ...]
-    cursor: int
-    more: bool = False
+CertificateChanges = RecordFeed[CertificateRecord]
+"""The device certificates' feed: records recorded or revoked after a cursor."""
 
 
 @runtime_checkable

@@ -63,6 +63,7 @@ from gateway.store.base import (
     HistoryEntry,
     HostDetails,
     OwnerChanges,
+    RecordFeed,
     OwnerEdit,
     OwnerRecord,
     OwnerSource,
@@ -1154,7 +1155,7 @@ class PostgresStore:
             return cursor, await conn.fetch(_OWNER_SELECT + " ORDER BY seq")
 
         cursor, rows = await self._transact("load the owner inventory", work, write=False, snapshot=True)
-        return OwnerChanges(tuple(r for r in map(_owner_record, rows) if r.owners), cursor)
+        return RecordFeed(tuple(r for r in map(_owner_record, rows) if r.owners), cursor)
 
     async def owner_changes_since(self, cursor: int, *, limit: int = 10_000) -> OwnerChanges:
         """Owner records changed after ``cursor`` (at most ``limit``, tombstones included), oldest first."""
@@ -1168,7 +1169,7 @@ class PostgresStore:
         more = len(rows) > limit
         rows = rows[:limit]
         new_cursor = rows[-1]["seq"] if rows else cursor
-        return OwnerChanges(tuple(map(_owner_record, rows)), new_cursor, more)
+        return RecordFeed(tuple(map(_owner_record, rows)), new_cursor, more)
 
     # -- pull connectors ---------------------------------------------------------------------
 
@@ -1295,7 +1296,7 @@ class PostgresStore:
             return cursor, await conn.fetch(_CERT_SELECT + " ORDER BY seq")
 
         cursor, rows = await self._transact("load the device certificates", work, write=False, snapshot=True)
-        return CertificateChanges(tuple(map(_certificate_record, rows)), cursor)
+        return RecordFeed(tuple(map(_certificate_record, rows)), cursor)
 
     async def certificate_changes_since(self, cursor: int, *, limit: int = 10_000) -> CertificateChanges:
         """Certificates recorded or revoked after ``cursor`` (at most ``limit``), oldest change first."""
@@ -1306,7 +1307,7 @@ class PostgresStore:
         rows = await self._transact(f"read certificate changes after {cursor}", work, write=False)
         more = len(rows) > limit
         rows = rows[:limit]
-        return CertificateChanges(tuple(map(_certificate_record, rows)), rows[-1]["seq"] if rows else cursor, more)
+        return RecordFeed(tuple(map(_certificate_record, rows)), rows[-1]["seq"] if rows else cursor, more)
 
 
 _CONNECTOR_SELECT = "SELECT name, holder, lease_until, cursor, last_success_at FROM connector_state WHERE name = $1"

@@ -39,6 +39,7 @@ from gateway.store.base import (
     HistoryEntry,
     HostDetails,
     OwnerChanges,
+    RecordFeed,
     OwnerEdit,
     OwnerRecord,
     OwnerSource,
@@ -801,7 +802,7 @@ class SqliteStore:
             with _transaction(conn, immediate=False):
                 (cursor,) = conn.execute("SELECT value FROM counters WHERE name = 'owner_seq'").fetchone()
                 rows = conn.execute(_OWNER_SELECT + " ORDER BY seq").fetchall()
-            return OwnerChanges(tuple(r for r in map(_owner_row, rows) if r is not None and r.owners), cursor)
+            return RecordFeed(tuple(r for r in map(_owner_row, rows) if r is not None and r.owners), cursor)
 
         return await self._run(work)
 
@@ -813,7 +814,7 @@ class SqliteStore:
             more = len(rows) > limit
             rows = rows[:limit]
             new_cursor = rows[-1][5] if rows else cursor
-            return OwnerChanges(tuple(r for r in map(_owner_row, rows) if r is not None), new_cursor, more)
+            return RecordFeed(tuple(r for r in map(_owner_row, rows) if r is not None), new_cursor, more)
 
         return await self._run(work)
 
@@ -927,7 +928,7 @@ class SqliteStore:
             with _transaction(conn, immediate=False):
                 (cursor,) = conn.execute("SELECT value FROM counters WHERE name = 'certificate_seq'").fetchone()
                 rows = conn.execute(_CERT_SELECT + " ORDER BY seq").fetchall()
-            return CertificateChanges(tuple(map(_certificate_row, rows)), cursor)
+            return RecordFeed(tuple(map(_certificate_row, rows)), cursor)
 
         return await self._run(work)
 
@@ -938,7 +939,7 @@ class SqliteStore:
             rows = conn.execute(_CERT_SELECT + " WHERE seq > ? ORDER BY seq LIMIT ?", (cursor, limit + 1)).fetchall()
             more = len(rows) > limit
             rows = rows[:limit]
-            return CertificateChanges(tuple(map(_certificate_row, rows)), rows[-1][8] if rows else cursor, more)
+            return RecordFeed(tuple(map(_certificate_row, rows)), rows[-1][8] if rows else cursor, more)
 
         return await self._run(work)
 
