@@ -13,10 +13,10 @@ Seams for the rest of the gateway:
   time for anything that must be loaded before traffic, and replace it when it is.
 - Reserved routes: mount handlers under ``/.gatehouse/`` or ``/.well-known/gatehouse/`` with plain
   ``app.router.add_get("/.gatehouse/callback", handler)`` (or ``add_subapp`` for a whole area), any
-  time before the app starts. Order does not matter: aiohttp resolves the most specific path first
-  and the proxy's catch-all is indexed at ``/``, so it only sees paths no other route claims; it
-  answers 404 for any reserved path nobody serves, so reserved paths are never proxied. Requests to
-  reserved routes pass through the same middleware (request id, 400 on ambiguous targets, log line).
+  time before the app starts. The proxy (``gateway.fastlane``) gives aiohttp only requests under the
+  reserved prefixes; aiohttp's catch-all (``not_served``) answers 404 for a reserved path nobody
+  serves. Requests to reserved routes pass through the middleware (request id, 400 on ambiguous
+  targets, log line), and aiohttp closes the connection after answering each.
 - Live configuration: ``app[CONFIG]`` is a ConfigHolder; ``holder.swap(settings)`` replaces the
   settings and route table for every request that starts afterwards (a request keeps the snapshot
   it started with, as ``request[LIVE]``). Socket-level limits (listeners, header limits, timeouts of
@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
 import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -45,16 +44,18 @@ from breakglass import BreakglassService
 from gateway.enroll.ca import DeviceCA, DeviceCaError
 from gateway.breakglass_http import BreakglassWeb, add_breakglass_routes, breakglass_maintenance_ctx
 from gateway.enroll.api import add_enroll_routes
-from gateway.errors import ConfigError, Problem
-from gateway.handlers import Gate, Readiness, handle_proxied, healthz, readyz
+from gateway.errors import ConfigError, Problem, RouteNotFound
+from gateway.handlers import Gate
+from gateway.health import Readiness, healthz, readyz
 from gateway.identity import add_identity_routes, identity_cleanup_ctx
+from gateway.fastlane.record import RequestRecorder
 from gateway.ingest.connectors import connectors_ctx
 from gateway.ingest.http import add_ingest_routes, ingest_background
 from gateway.owners_http import add_owner_routes
 from gateway.keys import (
     ENROLLED_CERTIFICATES,
     BREAKGLASS, CLOCK, COMPLIANCE_RECORDER, CONFIG, DEVICE, DEVICE_CA, GATE, IDENTITY, INGEST_SETTINGS, LEDGER, METRICS, POLICY, READINESS,
-    RELOAD_HOOKS, SNAPSHOT_CACHE, STORE, UPSTREAM_SESSION,
+    RECORDER, RELOAD_HOOKS, SNAPSHOT_CACHE, STORE,
 )
 from gateway.ledger import AccessLedger, ledger_ctx
 from gateway.policy_file import route_tier_problems
@@ -131,21 +132,13 @@ def handler_kwargs(server: ServerSettings) -> dict[str, Any]:
     }
 
 
-async def upstream_session(app: web.Application) -> AsyncIterator[None]:
-    """The one pooled upstream client: no cookies, no decompression, no redirects, no env proxies."""
-    session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=10),
-        cookie_jar=aiohttp.DummyCookieJar(),
-        auto_decompress=False,
-        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-        timeout=aiohttp.ClientTimeout(total=None),
-        trust_env=False,
-    )
-    app[UPSTREAM_SESSION] = session
-    try:
-        yield
-    finally:
-        await session.close()
+async def not_served(request: web.Request) -> web.StreamResponse:
+    """aiohttp's catch-all: a reserved path no endpoint serves is 404, and it is never proxied (only the proxy proxies).
+
+    Raises:
+        RouteNotFound: always.
+    """
+    raise RouteNotFound(f"`{request.path}` is reserved for Gatehouse and nothing is served there")
 
 
 def create_app(
@@ -171,12 +164,12 @@ def create_app(
     )
     app[CLOCK] = clock
     app[METRICS] = metrics if metrics is not None else Metrics(CollectorRegistry())
+    app[RECORDER] = RequestRecorder(app[METRICS])
     app[CONFIG] = ConfigHolder(LiveConfig.build(settings, now=clock()))
     readiness = Readiness()
     readiness.add("config", lambda: True)
     app[READINESS] = readiness
     app[RELOAD_HOOKS] = []
-    app.cleanup_ctx.append(upstream_session)
     app.on_response_prepare.append(add_response_headers)
     app.router.add_get("/.gatehouse/healthz", healthz, allow_head=True)
     app.router.add_get("/.gatehouse/readyz", readyz, allow_head=True)
@@ -184,7 +177,7 @@ def create_app(
         app[GATE] = wire_gatehouse(app, settings)
     else:
         app[GATE] = gate
-    app.router.add_route("*", "/{tail:.*}", handle_proxied)
+    app.router.add_route("*", "/{tail:.*}", not_served)
     return app
 
 
@@ -379,4 +372,4 @@ async def _change_feed_ctx(app: web.Application) -> AsyncIterator[None]:
         await asyncio.wait(tasks, timeout=_FEED_RETRY_MAX_S)  # bounded: shutdown never hangs on a follower
 
 
-__all__ = ["Clock", "ConfigHolder", "LiveConfig", "ReloadHook", "create_app", "handler_kwargs", "upstream_session", "utc_now"]
+__all__ = ["Clock", "ConfigHolder", "LiveConfig", "ReloadHook", "create_app", "handler_kwargs", "not_served", "utc_now"]

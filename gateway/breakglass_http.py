@@ -75,6 +75,7 @@ from breakglass import (
     TierMode,
     TierRule,
 )
+from gateway.request import RequestLike
 from gateway.breakglass_config import BreakglassSettings, tier_rule
 from gateway.csrf import CsrfProtector, CsrfRefused, check_form, check_json
 from gateway.identity.model import Identity
@@ -176,7 +177,7 @@ def add_breakglass_routes(app: web.Application, context: BreakglassWeb | None = 
 # --- helpers for the lead's request path ----------------------------------------------------------
 
 
-def csrf_token_for(request: web.Request) -> str:
+def csrf_token_for(request: RequestLike) -> str:
     """A CSRF token for the verified user of ``request`` (for the deny page's forms); empty without one."""
     identity = request.get(USER)
     protector = request.config_dict.get(CSRF)
@@ -185,7 +186,7 @@ def csrf_token_for(request: web.Request) -> str:
     return protector.issue(identity.subject, now=request.config_dict[CLOCK]())
 
 
-def deny_page_offer(request: web.Request, tier: str) -> BreakglassOffer | None:
+def deny_page_offer(request: RequestLike, tier: str) -> BreakglassOffer | None:
     """What the deny page's break-glass form offers for ``tier``, or None when it must not be shown
     (the tier never allows it, no identified device, or no policy loaded)."""
     context = request.config_dict.get(BREAKGLASS_WEB)

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from aiohttp import ClientSession
-
     from gateway.app import Clock, ConfigHolder, LiveConfig, ReloadHook
-    from gateway.handlers import Gate, Readiness
+    from gateway.handlers import Gate
+    from gateway.health import Readiness
+    from gateway.fastlane.record import RequestRecorder
     from gateway.metrics import Metrics
     from gateway.proxy import Exchange
     from gateway.routing import Route
@@ -26,9 +26,9 @@ if TYPE_CHECKING:
 CONFIG: web.AppKey[ConfigHolder] = web.AppKey("config")
 """The live settings and route table; swapped as a whole on reload, read once per request."""
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+RECORDER: web.AppKey[RequestRecorder] = web.AppKey("recorder")
+"""Records every finished request (log line, metrics): the proxy's and Gatehouse's own endpoints' alike."""
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
-UPSTREAM_SESSION: web.AppKey[ClientSession] = web.AppKey("upstream_session")
-"""The one pooled upstream client; exists between startup and cleanup."""
 GATE: web.AppKey[Gate] = web.AppKey("gate")
 """Identity + policy seam called for every proxied request after routing."""
 READINESS: web.AppKey[Readiness] = web.AppKey("readiness")

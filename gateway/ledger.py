@@ -6,7 +6,7 @@ Must not import: app, server, handlers, policy_gate (the gate calls ``AccessLedg
 Counting: ``count`` runs on the request path for every decided request, on both lanes. It adds one
 to an in-memory row keyed by hour, route, tier, user, device, verdict and reason (a dict update;
 no I/O, no lock, no metric call) and widens the row's first and last seen. It returns the row, so
-a caller that sees the same request again (the fast lane's kept admissions) counts it with
+a caller that sees the same request again (the gate's kept admissions) counts it with
 ``recount(row, now)``: no key, no lookup, while the row is still collecting (not yet sealed into a
 batch, and ``now`` in the row's hour); otherwise ``recount`` counts nothing and says so, and the
 caller counts with ``count`` again.

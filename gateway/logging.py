@@ -9,6 +9,7 @@ secrets and whole snapshots are never logged.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import sys
 from typing import TextIO
@@ -49,3 +50,10 @@ def configure_logging(level: str = "info", fmt: str = "auto", *, stream: TextIO 
         logger_factory=factory,
         cache_logger_on_first_use=False,
     )
+
+
+def log_context_var(name: str) -> contextvars.ContextVar[object]:
+    """structlog's context variable behind ``bind_contextvars(name=...)``; ``.set(v)`` binds ``name`` without its per-call lookups."""
+    token = structlog.contextvars.bind_contextvars(**{name: None})[name]
+    structlog.contextvars.reset_contextvars(**{name: token})
+    return token.var

@@ -1,13 +1,13 @@
 """Every Prometheus metric Gatehouse exports, created against an injected registry.
 
 Owns: Metrics (one instance per app), the bucket choices, RequestTimer (the timing points of a request,
-the same on both lanes).
+the same for every request).
 Must not import: aiohttp, app, handlers.
 
 Label values come from closed sets only: route ids, tiers, reason codes, check names, sources,
 outcome words. Never a user, a device serial or an address.
 
-The fast lane records into ``Metrics.tally`` (a Tally) instead of calling prometheus-client per
+The proxy records into ``Metrics.tally`` (a Tally) instead of calling prometheus-client per
 request: counts and histogram bucket counts accumulate in plain dicts and are added to the metrics
 when the registry is collected (and about once a second), so a request costs dict updates, not
 prometheus-client calls with their locks. A scrape always sees every request recorded before it.
@@ -52,13 +52,13 @@ class Metrics:
             "gatehouse_request_duration_seconds",
             "Seconds from the moment a request's head has been read to the end of its response: its last byte handed to the "
             "client connection (a page of Gatehouse's own: the page ready to send), or the request ending without one. "
-            "The same points on both lanes.",
+            "The same points for every request.",
             ["route"], buckets=_LATENCY_BUCKETS, registry=registry,
         )
         self.upstream_duration = Histogram(
             "gatehouse_upstream_duration_seconds",
             "Seconds from the moment Gatehouse starts getting a connection to the upstream for a request (a pooled one, "
-            "or connecting) to the moment the upstream's final response head has been read. The same points on both lanes.",
+            "or connecting) to the moment the upstream's final response head has been read. The same points for every request.",
             ["route"], buckets=_LATENCY_BUCKETS, registry=registry,
         )
         self.in_flight = Gauge(
@@ -69,11 +69,12 @@ class Metrics:
             "gatehouse_upstream_errors_total", "Upstream failures, by route and kind (connect, timeout, protocol).",
             ["route", "kind"], registry=registry,
         )
-        self.lane_requests = Counter(
-            "gatehouse_lane_requests_total",
-            "Requests served by the fast lane (`fast`), and requests it handed to the full path (`handed-over`): "
-            "each handover gives aiohttp the connection, whose later requests aiohttp serves without being counted here.",
-            ["lane"], registry=registry,
+        self.gate_paths = Counter(
+            "gatehouse_gate_paths_total",
+            "Routed requests by how the gate decided them: `memory` (at once, from what is in memory: a verified token or "
+            "session, a snapshot, a decision) or `awaited` (a new token verified first, or a denial, login redirect or "
+            "break-glass use decided and answered by the gate's full path).",
+            ["path"], registry=registry,
         )
         self.config_reloads = Counter(
             "gatehouse_config_reloads_total", "Configuration and policy reloads, by what and outcome.",
@@ -229,7 +230,7 @@ class Metrics:
 
 
 class RequestTimer:
-    """The timing points of one request, read the same way on both lanes (the duration histograms' help names them).
+    """The timing points of one request, read the same way for every request (the duration histograms' help names them).
 
     Made when the request's head has been read; ``upstream_begins`` when Gatehouse starts getting a
     connection to the upstream; ``upstream_took`` when the upstream's final response head has been
@@ -264,7 +265,7 @@ class Tally:
     ``add(child, n)`` for counters and gauges (a gauge's net change; negative allowed), ``observe(child,
     value)`` for histograms, both on label-bound children (``Metrics.child``). Flushed whenever the
     registry is collected (a scrape, ``get_sample_value``: a collector registered before every
-    metric flushes first, so a reader never sees a stale value) and by the fast lane's sweep about
+    metric flushes first, so a reader never sees a stale value) and by the proxy's sweep about
     once a second (with workers, the supervisor reads what workers flushed). Histogram buckets
     follow prometheus-client's ``Histogram.observe`` exactly (``value <= bound``, non-cumulative
     bucket values, ``_sum``); ``tests/gateway/test_metrics.py`` pins that.

@@ -1,26 +1,27 @@
-"""The one middleware around every request: id, target check, log line, metrics, error pages.
+"""The one middleware around every request to Gatehouse's own endpoints: id, target check, log line, metrics, error pages.
 
 Owns: request_context (middleware) and request_context_with (the same, folding in a guard for Gatehouse's pages), add_response_headers (on_response_prepare), request id rules.
 Must not import: app, server.
 
-For each request, in order: take the live configuration snapshot (``request[LIVE]``); keep the
+The proxy (``gateway.fastlane``) gives aiohttp one request at a time, on the client's connection;
+every answer here closes that connection afterwards (``force_close``), so the next request on it
+reaches the proxy again on a new connection. For each request, in order: take the live configuration snapshot (``request[LIVE]``); keep the
 ``X-Request-Id`` of a trusted peer when it is short and made of safe characters, else generate one;
 bind ``request_id`` with structlog contextvars; validate and canonicalise the raw target
 (``request[TARGET]``, 400 on anything ambiguous); call the handler; turn a GatewayError or an HTTP
 error into a page (HTML or problem+json by ``Accept``); emit ONE ``request.completed`` event; count
 the request by route and status class; keep the in-flight gauge. A handler that fails because its
-client went away (``proxy.client_left``) is status 499, like the fast lane's: no page, no error line.
+client went away (``proxy.client_left``) is status 499, as in the proxy: no page, no error line.
 
-``request.completed`` carries: request_id, method, path (canonical path only: never the query, which
-may hold tokens), route, tier, decision, user, device, reason (bound by the gate through contextvars),
-status, upstream_status, bytes_in, bytes_out, duration_s; the fast lane's line has the same fields.
-Durations follow ``metrics.RequestTimer``'s points, as on the fast lane.
+The line and the metrics are ``gateway.fastlane.record.RequestRecorder``'s, the proxy's own: the
+``request.completed`` line carries the fields of ``RECORD_FIELDS``: request_id, method, path (canonical path only: never the query, which may hold tokens),
+route, tier, decision, user, device, reason, status, upstream_status, bytes_in, bytes_out, duration_s.
+Durations follow ``metrics.RequestTimer``'s points, as in the proxy.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import re
 from collections.abc import Awaitable, Callable
@@ -31,8 +32,8 @@ from aiohttp.typedefs import Middleware
 from aiohttp.http import SERVER_SOFTWARE
 
 from gateway.errors import GatewayError
-from gateway.handlers import is_reserved
-from gateway.keys import CONFIG, EXCHANGE, LIVE, METRICS, REQUEST_ID, TARGET
+from gateway.routing import is_reserved
+from gateway.keys import CONFIG, EXCHANGE, LIVE, RECORDER, REQUEST_ID, TARGET
 from gateway.pages import error_response, gateway_error_response, http_error_response
 from gateway.proxy import CLIENT_CLOSED_REQUEST, Exchange, client_left
 from gateway.target import canonicalise
@@ -68,27 +69,6 @@ def choose_request_id(incoming: str | None, *, trusted: bool) -> str:
     return new_request_id()
 
 
-def _code_class(status: int) -> str:
-    return f"{status // 100}xx"
-
-
-def info_enabled() -> bool:
-    """False when the configured structlog wrapper drops ``info`` events (then the log line is skipped)."""
-    wrapper = structlog.get_config()["wrapper_class"]
-    level = _LEVELS.get(wrapper)
-    if level is None:
-        try:  # make_filtering_bound_logger's classes know their level without an instance
-            level = int(wrapper.get_effective_level(None))
-        except Exception:  # any other wrapper: assume it logs everything
-            level = 0
-        _LEVELS[wrapper] = level
-    return level <= logging.INFO
-
-
-_LEVELS: dict[object, int] = {}
-_CODE_CLASSES = {n: f"{n}xx" for n in range(1, 6)}
-
-
 _Guard = Callable[[web.Request, _Handler], Awaitable[web.StreamResponse]]
 GUARDED_PREFIX = "/.gatehouse/"
 """Requests whose path starts with this go through ``request_context_with``'s guard."""
@@ -106,7 +86,7 @@ def request_context_with(guard: _Guard | None) -> Middleware:
     async def request_context(request: web.Request, handler: _Handler) -> web.StreamResponse:
         """Wrap one request: id, canonical target, error pages, log line, metrics (and the guard, if any)."""
         app = request.config_dict
-        metrics = app[METRICS]
+        recorder = app[RECORDER]
         live = app[CONFIG].current
         request[LIVE] = live
         incoming = request.headers.get("X-Request-Id")
@@ -115,7 +95,7 @@ def request_context_with(guard: _Guard | None) -> Middleware:
         exchange = Exchange()  # its timer starts here: the request's head has been read
         request[EXCHANGE] = exchange
         status = 500
-        metrics.in_flight.inc()
+        recorder.started()
         tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
         try:
             try:  # one frame for the whole request: the error pages are answered here, not in a helper coroutine
@@ -141,39 +121,26 @@ def request_context_with(guard: _Guard | None) -> Middleware:
             status = response.status
             if exchange.bytes_out == 0 and exchange.upstream_status is None:
                 exchange.bytes_out = response.content_length or 0
+            response.force_close()  # the proxy gave aiohttp this one request: the connection ends with its answer
             return response
         except web.HTTPException as exc:  # redirects and the like from other handlers pass through
             status = exc.status
+            exc.force_close()
             raise
         except asyncio.CancelledError:
             status = CLIENT_CLOSED_REQUEST  # the client went away (or the grace period of a shutdown ended)
             raise
         finally:
-            metrics.in_flight.dec()
-            duration = exchange.timer.stop()
             target = request.get(TARGET)
-            route = exchange.route or ("gatehouse" if target is not None and is_reserved(target.path) else "-")
-            metrics.child(metrics.requests, route, _CODE_CLASSES.get(status // 100) or _code_class(status)).inc()
-            metrics.child(metrics.request_duration, route).observe(duration)
-            if info_enabled():
-                bound = structlog.contextvars.get_contextvars()
-                _log.info(
-                    "request.completed",
-                    request_id=request_id,
-                    method=request.method,
-                    path=target.path if target is not None else request.raw_path.partition("?")[0][:256],
-                    route=exchange.route,
-                    tier=exchange.tier,
-                    decision=bound.get("decision"),
-                    user=bound.get("user"),
-                    device=bound.get("device"),
-                    reason=bound.get("reason"),
-                    status=status,
-                    upstream_status=exchange.upstream_status,
-                    bytes_in=exchange.bytes_in,
-                    bytes_out=exchange.bytes_out,
-                    duration_s=round(duration, 6),
-                )
+            bound = structlog.contextvars.get_contextvars() if recorder.log_requests else {}
+            recorder.completed(
+                request_id=request_id, method=request.method,
+                path=target.path if target is not None else request.raw_path.partition("?")[0][:256],
+                route=exchange.route, tier=exchange.tier, decision=bound.get("decision"), user=bound.get("user"),
+                device=bound.get("device"), reason=bound.get("reason"), status=status, upstream_status=exchange.upstream_status,
+                bytes_in=exchange.bytes_in, bytes_out=exchange.bytes_out, duration=exchange.timer.stop(),
+                metric_route=exchange.route or ("gatehouse" if target is not None and is_reserved(target.path) else "-"), flush=True,
+            )
             structlog.contextvars.reset_contextvars(**tokens)
 
     return request_context

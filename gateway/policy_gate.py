@@ -26,12 +26,13 @@ from aiohttp import web
 from gateway.breakglass_http import csrf_token_for, deny_page_offer, note_use
 from gateway.errors import ConfigError
 from gateway.gate import OWNER_REASONS, GateOutcome, Verdict, decide
-from gateway.handlers import Admission, log_context_var
+from gateway.handlers import Admission
+from gateway.logging import log_context_var
 from gateway.identity.errors import AuthenticationError
 from gateway.identity.model import DeviceId, Identity, PostureSummary
 from gateway.identity.resolver import IdentityResolver
 from gateway.ingest.connectors import connector_for_source
-from gateway.fastlane.head import RequestHead
+from gateway.request import RequestHead, RequestLike
 from gateway.keys import BREAKGLASS, CLOCK, CONFIG, DEVICE, IDENTITY, METRICS, OUTCOME, REQUEST_ID, SNAPSHOT_CACHE, USER
 from gateway.ledger import DENIED, AccessLedger, LedgerRow, ledger_entry
 from gateway.metrics import Metrics
@@ -97,7 +98,7 @@ _ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa
 """An origin safe to put in a shell command the user copies: scheme, host name or address, port."""
 
 
-def enroll_origin(request: web.Request) -> str | None:
+def enroll_origin(request: RequestLike) -> str | None:
     """Gatehouse's address for the enrollment commands; None when Gatehouse does not enroll laptops.
 
     Enrollment is on when ``identity.device.ca`` (Gatehouse's device CA) is configured. The address is
@@ -119,7 +120,7 @@ def rendered_response(rendered: Rendered) -> web.Response:
 
 
 def deny_response(
-    request: web.Request, outcome: GateOutcome, route: Route, policies: CompiledPolicySet, *,
+    request: RequestLike, outcome: GateOutcome, route: Route, policies: CompiledPolicySet, *,
     now: datetime, refresh_eta_s: int | None = None, return_to: str | None = None, source_refresh: SourceRefresh | None = None,
 ) -> web.Response:
     """The 403 denial for ``outcome``: a page for browsers, problem+json for API clients.
@@ -148,7 +149,7 @@ def deny_response(
         refresh_eta_s=refresh_eta_s,
         source_refresh=source_refresh,
         user=user.email if user is not None else "",
-        request_id=request.get(REQUEST_ID, ""),
+        request_id=request.get(REQUEST_ID) or "",
         platform_hint=platform_from_user_agent(request.headers.get("User-Agent", "")),
         enroll_origin=enroll_origin(request) if serial is None else None,
     )
@@ -156,7 +157,7 @@ def deny_response(
 
 
 _ADMITTED_MAX = 10_000
-"""Admissions kept for the fast lane before the memo starts over."""
+"""Admissions kept for ``admit_now`` before the memo starts over."""
 
 
 class _Admitted:
@@ -210,7 +211,7 @@ class PolicyGate:
         )
         return outcome, policies, snapshot
 
-    async def admit(self, request: web.Request, route: Route) -> Admission:
+    async def admit(self, request: RequestLike, route: Route) -> Admission:
         app = request.app  # INVARIANT: only handle_proxied calls admit, from a route of create_app's app
         resolver = app[IDENTITY]
         metrics = app[METRICS]
@@ -260,7 +261,7 @@ class PolicyGate:
         )
 
     def admit_now(self, app: web.Application, head: RequestHead, route: Route) -> Admission | None:
-        """The fast lane's decision: an Admission for an allowed (or monitored) request, else None (see FastGate).
+        """The decision from memory: an Admission for an allowed (or monitored) request, else None (see FastGate).
 
         An allowed request's Admission is kept (``_Admitted``) and given again, with the decision
         counted again, while every input is the same: the same verified identity object (one per
@@ -279,7 +280,7 @@ class PolicyGate:
         try:
             device = resolver.device(head, identity, now=now, quiet=True)
         except AuthenticationError:
-            return None  # the full path refuses it, logs and counts
+            return None  # ``admit`` refuses it, logs and counts
         key = (id(identity), id(route), device.serial if device else None, device.source if device else None)
         held = self._admitted.get(key)
         if held is not None and held.identity is identity and held.route is route and held.policies is self.holder.current and (
@@ -293,7 +294,7 @@ class PolicyGate:
             return admission
         outcome, policies, snapshot = self._judge(app, identity, device, route, now)
         if outcome.verdict is not Verdict.ALLOW and outcome.verdict is not Verdict.MONITOR:
-            return None  # denials and break-glass take the full path, which records and explains them
+            return None  # denials and break-glass are ``admit``'s, which records and explains them
         admission = self._admission(resolver, identity, device, route, outcome, now)
         row = self._account(app[METRICS], route, outcome, time.perf_counter() - started, now, identity.email, device.serial if device else "")
         if outcome.verdict is Verdict.ALLOW and device is not None and snapshot is not None:

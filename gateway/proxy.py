@@ -1,9 +1,11 @@
-"""Forwarding one admitted request to its upstream, streaming both ways; WebSockets too.
+"""The proxy's rules, written once: request header rules, upstream error kinds and their texts.
 
-Owns: header rules (hop-by-hop, X-Forwarded-*/Forwarded, identity-header stripping and injection),
-forward(), forward_websocket(), upstream_error (the one text per upstream failure, for both lanes) and
-the mapping of client errors to it.
-Must not import: app, handlers (receives the pooled session, route, target and headers to inject).
+Owns: header rules (hop-by-hop, X-Forwarded-*/Forwarded, identity-header stripping and injection:
+``upstream_header_lines``), HOP_BY_HOP (also what the lane drops from responses), upstream_error
+(the one text per upstream failure kind), CLIENT_CLOSED_REQUEST, peer_is_trusted, Exchange (the
+accounting of a request to Gatehouse's own endpoints).
+Must not import: app, handlers, the lane (the lane applies these rules; see ``gateway.fastlane.lane``
+for framing and timeouts, ``gateway.upstream_limits`` for the limits on upstream responses).
 
 Headers sent upstream (every incoming name is compared *folded*: lower-cased, with ``_`` and ``.``
 read as ``-``, because CGI/WSGI, PHP and several Node and Ruby servers fold them together, so
@@ -29,40 +31,29 @@ read as ``-``, because CGI/WSGI, PHP and several Node and Ruby servers fold them
   to, anyone else's replaced;
 - ``X-Request-Id`` is the request's id (the middleware keeps a trusted caller's, else generates one).
 
-The exchange itself goes through ``gateway.upstream.send`` (the pooled session's connections without
-ClientSession's per-request machinery); WebSockets go through ``ClientSession.ws_connect``.
-
-Bodies stream chunk by chunk; nothing holds a whole body. The request body is counted while it
-streams, so a chunked upload over the route's limit fails with 413 even without Content-Length.
-
-A client that goes away (a write to it fails, or its upload breaks off) ends the exchange with
-``ConnectionResetError``, whatever the upstream was doing: the request is 499
-(``CLIENT_CLOSED_REQUEST``), never an upstream error or a 5xx.
+Upstream failures have three kinds, each with one status and one text (``upstream_error``):
+``connect`` (502: no connection within the route's ``connect_timeout_s``, or refused), ``timeout``
+(504: no upstream progress for ``read_timeout_s`` while Gatehouse could read) and ``protocol`` (502:
+a malformed or over-limit response, or the connection broke off). A client that goes away before its
+response is complete is logged and counted as 499 (``CLIENT_CLOSED_REQUEST``), never as an upstream
+error or a 5xx.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
-from collections.abc import AsyncIterator, Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-import aiohttp
 import structlog
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
-from multidict import CIMultiDict, CIMultiDictProxy
-from yarl import URL
 
-from gateway.errors import BodyTooLarge, UpstreamError
-from gateway.metrics import Metrics, RequestTimer
+from gateway.errors import UpstreamError
+from gateway.metrics import RequestTimer
 from gateway.routing import Route
-from gateway.target import Target
-from gateway.upstream import send
 from gateway.upstream_limits import HeadTooLarge
 
-CHUNK_SIZE = 64 * 1024
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
     "te", "trailer", "trailers", "transfer-encoding", "upgrade",
@@ -78,7 +69,6 @@ _NEVER_FROM_CLIENTS = frozenset({
 })
 """Removed from every client, trusted proxies included: Gatehouse sets the request id, and routes and
 decides on the request line, so nothing may make the upstream read another URL or method."""
-_WS_HANDSHAKE = frozenset({"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-protocol", "sec-websocket-accept"})
 IDENTITY_PREFIX = "x-gatehouse-"
 
 _log = structlog.get_logger("gateway.proxy")
@@ -110,25 +100,6 @@ def peer_is_trusted(remote: str | None, networks: Collection[Network]) -> bool:
     return any(address in net for net in networks)
 
 
-def connection_named(headers: Iterable[tuple[str, str]]) -> frozenset[str]:
-    """Lower-cased header names listed in every Connection header."""
-    names: set[str] = set()
-    for name, value in headers:
-        if name.lower() == "connection":
-            names.update(token.strip().lower() for token in value.split(",") if token.strip())
-    return frozenset(names)
-
-
-def _named_in(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> frozenset[str]:
-    """connection_named for a multidict: nothing to scan when it has no Connection header."""
-    values = headers.getall("Connection", ())
-    return connection_named(("connection", v) for v in values) if values else frozenset()
-
-
-def _is_hop(name: str, named: frozenset[str]) -> bool:
-    return name in HOP_BY_HOP or name.startswith("proxy-") or name in named
-
-
 def _quote_node(address: str) -> str:
     return f'"[{address}]"' if ":" in address else address
 
@@ -146,7 +117,6 @@ _DROPPED_PREFIXES_B = (b"proxy-", IDENTITY_PREFIX.encode())
 _FORWARDING_B = frozenset(name.encode() for name in _FORWARDING_FAMILY)
 _FORWARDING_PREFIX_B = _FORWARDING_PREFIX.encode()
 _MERGED_B = frozenset(name.encode() for name in _MERGED)
-_WS_HANDSHAKE_B = frozenset(name.encode() for name in _WS_HANDSHAKE)
 
 
 @lru_cache(maxsize=64)
@@ -176,12 +146,10 @@ def upstream_header_lines(
     inject: Mapping[str, str] | None = None,
     strip: Collection[str] = (),
     drop_cookies: Collection[str] = (),
-    websocket: bool = False,
 ) -> list[bytes]:
     """The header lines (``b"Name: value\\r\\n"``) to send upstream for a request's raw headers (see the module docstring).
 
-    The one implementation of the rules: ``upstream_headers`` wraps it for aiohttp's header
-    mapping; the fast lane writes its lines as they are.
+    The one implementation of the rules; the lane writes the lines as they are.
     """
     named: frozenset[bytes] | tuple[()] = ()
     for name, _value in raw:
@@ -204,8 +172,6 @@ def upstream_header_lines(
             if folded in _MERGED_B:
                 prior.setdefault(folded, []).append(value)
                 continue
-        if websocket and folded in _WS_HANDSHAKE_B:
-            continue
         if cookies and lower == b"cookie":
             value = _without_cookies(value, cookies)
             if not value:
@@ -232,33 +198,6 @@ def upstream_header_lines(
     return out
 
 
-def upstream_headers(
-    incoming: CIMultiDictProxy[str] | CIMultiDict[str],
-    *,
-    peer: str | None,
-    trusted: bool,
-    scheme: str,
-    host: str,
-    request_id: str,
-    inject: Mapping[str, str] | None = None,
-    strip: Collection[str] = (),
-    drop_cookies: Collection[str] = (),
-    websocket: bool = False,
-) -> CIMultiDict[str]:
-    """``upstream_header_lines`` for aiohttp's header mapping (the full path and WebSockets)."""
-    raw = [(name.encode("utf-8", "surrogateescape"), value.encode("utf-8", "surrogateescape")) for name, value in incoming.items()]
-    lines = upstream_header_lines(
-        raw, peer=peer, trusted=trusted, scheme=scheme, host=host, request_id=request_id, inject=inject, strip=strip,
-        drop_cookies=drop_cookies, websocket=websocket,
-    )
-    out: CIMultiDict[str] = CIMultiDict()
-    for line in b"".join(lines).decode("utf-8", "surrogateescape").split("\r\n"):
-        if line:
-            name, _, value = line.partition(": ")
-            out.add(name, value)
-    return out
-
-
 def _without_cookies(header: bytes, names: frozenset[bytes]) -> bytes:
     kept = [part.strip() for part in header.split(b";") if part.strip() and part.strip().partition(b"=")[0].strip() not in names]
     return b"; ".join(kept)
@@ -268,28 +207,6 @@ def without_cookies(header: str, names: Collection[str]) -> str:
     """A `Cookie` header value without the cookies called ``names`` (the others kept in order)."""
     encoded = _without_cookies(header.encode("utf-8", "surrogateescape"), frozenset(n.encode() for n in names))
     return encoded.decode("utf-8", "surrogateescape")
-
-
-def downstream_headers(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    """The upstream's response headers minus hop-by-hop ones, for the client."""
-    out: CIMultiDict[str] = CIMultiDict()
-    _copy_downstream(incoming, out)
-    return out
-
-
-def _copy_downstream(incoming: CIMultiDictProxy[str] | CIMultiDict[str], out: CIMultiDict[str]) -> None:
-    named = _named_in(incoming)
-    for name, value in incoming.items():
-        lower = name.lower()
-        if not (lower in HOP_BY_HOP or lower.startswith("proxy-") or lower in named):
-            out.add(name, value)
-
-
-def is_websocket_upgrade(request: web.Request) -> bool:
-    """True for a GET asking to upgrade to WebSocket."""
-    if request.method != "GET" or request.headers.get("Upgrade", "").lower() != "websocket":
-        return False
-    return "upgrade" in connection_named(request.headers.items())
 
 
 CLIENT_CLOSED_REQUEST = 499
@@ -302,22 +219,8 @@ def client_left(request: web.BaseRequest) -> bool:
     return transport is None or transport.is_closing()
 
 
-def _upstream_url(route: Route, target: Target) -> URL:
-    return URL(route.upstream + target.forward_target, encoded=True)
-
-
-class _WholeBodyResponse(web.StreamResponse):
-    """A streamed response whose head waits for the first body write (or the end), sent with it in one write.
-
-    Only for an upstream response that had fully arrived with its head: a body still streaming
-    gets its head sent at once, as StreamResponse does.
-    """
-
-    _send_headers_immediately = False
-
-
 def upstream_error(kind: str, route: Route, refused: HeadTooLarge | None = None) -> UpstreamError:
-    """The error (502, or 504 for ``timeout``) for an upstream failure of ``kind`` (connect, timeout, protocol), on either lane.
+    """The error (502, or 504 for ``timeout``) for an upstream failure of ``kind`` (connect, timeout, protocol).
 
     ``refused``: the response head passed one of ``gateway.upstream_limits`` (a ``protocol`` failure);
     logged as ``upstream.refused`` with the limit's text, since only the operator can act on it.
@@ -330,198 +233,3 @@ def upstream_error(kind: str, route: Route, refused: HeadTooLarge | None = None)
         _log.warning("upstream.refused", route=route.id, limit=refused.limit, detail=str(refused))
         return UpstreamError("protocol", f"route `{route.id}`: {refused}", status=502)
     return UpstreamError("protocol", f"route `{route.id}`: the upstream broke off the exchange", status=502)
-
-
-def _classify(exc: BaseException, route: Route) -> UpstreamError:
-    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
-        return upstream_error("timeout", route)
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return upstream_error("connect", route)
-    return upstream_error("protocol", route, exc if isinstance(exc, HeadTooLarge) else None)
-
-
-async def forward(
-    request: web.Request,
-    route: Route,
-    target: Target,
-    *,
-    session: aiohttp.ClientSession,
-    headers: CIMultiDict[str],
-    request_id: str,
-    counts: Exchange,
-    metrics: Metrics,
-) -> web.StreamResponse:
-    """Stream the request to the route's upstream and its answer back to the client.
-
-    Raises:
-        BodyTooLarge: the body is over the route's limit (by Content-Length, or counted while streaming).
-        UpstreamError: connect failure (502), timeout (504) or a broken exchange (502) before the
-            response head was sent to the client.
-    """
-    limit = route.max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise BodyTooLarge(f"route `{route.id}` accepts at most {limit} bytes")
-    over_limit = False
-
-    async def body() -> AsyncIterator[bytes]:
-        nonlocal over_limit
-        async for chunk in request.content.iter_chunked(CHUNK_SIZE):
-            counts.bytes_in += len(chunk)
-            if counts.bytes_in > limit:
-                over_limit = True
-                raise BodyTooLarge(f"route `{route.id}` accepts at most {limit} bytes")
-            yield chunk
-
-    data = body() if request.body_exists else None
-    counts.timer.upstream_begins()
-    try:
-        upstream = await send(
-            session, request.method, route.upstream, target.forward_target, headers, data,
-            connect_timeout=route.connect_timeout_s, read_timeout=route.read_timeout_s,
-        )
-    except BodyTooLarge:
-        raise
-    except (aiohttp.ClientError, HttpProcessingError, HeadTooLarge, asyncio.TimeoutError, OSError) as exc:
-        if over_limit:
-            raise BodyTooLarge(f"route `{route.id}` accepts at most {limit} bytes") from None
-        if client_left(request):  # e.g. its upload broke off: nothing the upstream did wrong
-            raise ConnectionResetError("the client closed the connection") from None
-        error = _classify(exc, route)
-        metrics.upstream_errors.labels(route=route.id, kind=error.kind).inc()
-        raise error from None
-    try:
-        metrics.child(metrics.upstream_duration, route.id).observe(counts.timer.upstream_took())
-        counts.upstream_status = upstream.status
-        if over_limit:
-            raise BodyTooLarge(f"route `{route.id}` accepts at most {limit} bytes")
-        whole = upstream.content.is_eof()  # the whole body is here: head and body leave in one write
-        response = (_WholeBodyResponse if whole else web.StreamResponse)(status=upstream.status, reason=upstream.reason)
-        _copy_downstream(upstream.headers, response.headers)
-        response.headers["X-Request-Id"] = request_id
-        await response.prepare(request)
-        try:
-            if whole:  # already buffered: one read, and head + body + end leave in one write
-                buffered = upstream.content.read_nowait()
-                counts.bytes_out += len(buffered)
-                upstream.release()
-                await response.write_eof(buffered)
-                return response
-            async for chunk in upstream.content.iter_chunked(CHUNK_SIZE):
-                counts.bytes_out += len(chunk)
-                await response.write(chunk)
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
-            if client_left(request):  # a write to the client failed, or its upload broke off
-                raise ConnectionResetError("the client closed the connection") from None
-            if over_limit:
-                return response
-            error = _classify(exc, route)
-            metrics.upstream_errors.labels(route=route.id, kind=error.kind).inc()
-            _log.warning("upstream.aborted", route=route.id, kind=error.kind)
-            if request.transport is not None:
-                request.transport.close()  # the client sees a truncated response, never a clean end
-            return response
-        upstream.release()  # the upstream's part is done: its connection goes back to the pool
-        await response.write_eof()
-        return response
-    finally:
-        upstream.close()  # a no-op after release; otherwise the connection is not reusable
-
-
-async def forward_websocket(
-    request: web.Request,
-    route: Route,
-    target: Target,
-    *,
-    session: aiohttp.ClientSession,
-    headers: CIMultiDict[str],
-    counts: Exchange,
-    metrics: Metrics,
-) -> web.StreamResponse:
-    """Open the WebSocket upstream, accept the client's, and relay frames both ways until one closes.
-
-    Raises:
-        UpstreamError: the upstream could not be reached or refused the upgrade.
-    """
-    offered = [p.strip() for v in request.headers.getall("Sec-WebSocket-Protocol", []) for p in v.split(",") if p.strip()]
-    try:
-        upstream = await session.ws_connect(
-            _upstream_url(route, target), headers=headers, protocols=offered, autoping=False, autoclose=True,
-            compress=0, timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=route.read_timeout_s),
-            max_msg_size=16 * 1024 * 1024,
-        )
-    except aiohttp.WSServerHandshakeError as exc:
-        metrics.upstream_errors.labels(route=route.id, kind="protocol").inc()
-        raise UpstreamError("protocol", f"route `{route.id}`: the upstream refused the WebSocket upgrade ({exc.status})", status=502) from None
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-        error = _classify(exc, route)
-        metrics.upstream_errors.labels(route=route.id, kind=error.kind).inc()
-        raise error from None
-    counts.upstream_status = 101
-    client = web.WebSocketResponse(
-        protocols=(upstream.protocol,) if upstream.protocol else (), autoping=False, autoclose=True,
-        compress=False, max_msg_size=16 * 1024 * 1024,
-    )
-    await client.prepare(request)
-    relays = (
-        asyncio.create_task(_relay(client, upstream, counts, inbound=True)),
-        asyncio.create_task(_relay(upstream, client, counts, inbound=False)),
-    )
-    try:
-        _, pending = await asyncio.wait(relays, return_when=asyncio.FIRST_COMPLETED)
-        if pending:  # one side closed; give the close handshake a moment to cross
-            await asyncio.wait(pending, timeout=_WS_CLOSE_GRACE_S)
-    finally:
-        # Shielded: when the client vanishes and the handler is cancelled, the upstream still gets closed.
-        await asyncio.shield(_teardown(relays, upstream, client))
-    return client
-
-
-async def _teardown(relays: tuple[asyncio.Task[None], ...], upstream: aiohttp.ClientWebSocketResponse, client: web.WebSocketResponse) -> None:
-    for task in relays:
-        task.cancel()
-    await asyncio.gather(*relays, return_exceptions=True)
-    for end in (upstream, client):
-        if not end.closed:
-            try:
-                async with asyncio.timeout(_WS_CLOSE_GRACE_S):
-                    await end.close(code=1001)
-            except (asyncio.TimeoutError, ConnectionError, RuntimeError):
-                pass
-
-
-_WS_CLOSE_GRACE_S = 5.0
-_WsEnd = aiohttp.ClientWebSocketResponse | web.WebSocketResponse
-
-
-def _close_code(code: object) -> int:
-    if isinstance(code, int) and (code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011) or 3000 <= code <= 4999):
-        return code
-    return 1000
-
-
-async def _relay(source: _WsEnd, sink: _WsEnd, counts: Exchange, *, inbound: bool) -> None:
-    while True:
-        msg = await source.receive()
-        if msg.type is aiohttp.WSMsgType.TEXT:
-            size = len(msg.data.encode())
-            await sink.send_str(msg.data)
-        elif msg.type is aiohttp.WSMsgType.BINARY:
-            size = len(msg.data)
-            await sink.send_bytes(msg.data)
-        elif msg.type is aiohttp.WSMsgType.PING:
-            size = 0
-            await sink.ping(msg.data)
-        elif msg.type is aiohttp.WSMsgType.PONG:
-            size = 0
-            await sink.pong(msg.data)
-        elif msg.type is aiohttp.WSMsgType.CLOSE:
-            await sink.close(code=_close_code(msg.data), message=(msg.extra or "").encode()[:123])
-            return
-        else:  # CLOSING, CLOSED, ERROR
-            if not sink.closed:
-                await sink.close(code=1011 if msg.type is aiohttp.WSMsgType.ERROR else 1000)
-            return
-        if inbound:
-            counts.bytes_in += size
-        else:
-            counts.bytes_out += size

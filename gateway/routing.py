@@ -1,6 +1,6 @@
 """Which route a request belongs to, decided on the canonical host and path.
 
-Owns: Route, RouteTable (``match_target``: the one route match of the proxy, the fast lane and "check again").
+Owns: Route, RouteTable (``match_target``: the one route match of the proxy and "check again").
 Must not import: aiohttp, app, handlers (pure; built once per configuration, read per request).
 
 Matching rules:
@@ -54,6 +54,8 @@ class Route:
     connect_timeout_s: float
     read_timeout_s: float
     require_owner: bool
+    upgrades: frozenset[str] = frozenset({"websocket"})
+    """Lower-cased ``Upgrade`` protocol names tunnelled on this route."""
 
     @classmethod
     def from_settings(cls, settings: RouteSettings, *, default_max_body_bytes: int) -> Route:
@@ -70,6 +72,7 @@ class Route:
             connect_timeout_s=settings.connect_timeout_s,
             read_timeout_s=settings.read_timeout_s,
             require_owner=settings.require_owner,
+            upgrades=frozenset(settings.upgrades),
         )
 
 
@@ -189,3 +192,16 @@ def _split_port(host: str) -> tuple[str, str | None]:
         return host, None
     name, _, port = host.rpartition(":")
     return name, port
+
+
+RESERVED_PREFIXES = ("/.gatehouse/", "/.well-known/gatehouse/")
+"""Paths that belong to Gatehouse on every host and are never proxied, in any letter case (``/.GateHouse/x`` too)."""
+_RESERVED_BARE = frozenset(p[:-1] for p in RESERVED_PREFIXES)
+
+
+def is_reserved(path: str) -> bool:
+    """True for paths under a reserved prefix (or the bare prefixes themselves), in any letter case."""
+    if not path.startswith("/."):
+        return False
+    lowered = path.lower()
+    return lowered.startswith(RESERVED_PREFIXES) or lowered in _RESERVED_BARE

@@ -1,7 +1,7 @@
 """Running Gatehouse for real: listeners (plain and TLS), the metrics listener, signals, reload.
 
 Owns: run (blocking, for the CLI), serve (async, until stopped), start_gateway / Gateway (in-process
-handle for tests and embedding), tls_context, certificate_expiry (the TLS expiry gauge), the header-read timeout, WorkerHooks (the seam the
+handle for tests and embedding), tls_context, certificate_expiry (the TLS expiry gauge), GatewaySite, WorkerHooks (the seam the
 worker processes of ``gateway.workers`` plug into).
 Must not import: cli (the CLI calls ``run``); gateway.workers only inside ``run``.
 
@@ -10,23 +10,22 @@ Must not import: cli (the CLI calls ``run``); gateway.workers only inside ``run`
   each the full app on the same ports (``SO_REUSEPORT``), with metrics served once, aggregated; see
   ``gateway.workers`` for what changes between processes (snapshot propagation, CSRF secret).
 
-- Every accepted connection starts in the fast lane (``gateway.fastlane``, one Lane per listener),
-  which serves plain proxied GETs itself and hands everything else, connection and bytes, to the
-  aiohttp RequestHandler below; shutdown drains both within the one grace period.
-- One aiohttp AppRunner serves every listener (``TCPSite`` per listener; TLS from the listener's cert
-  and key, and client certificates verified against ``client_ca`` with ``CERT_OPTIONAL`` or
-  ``CERT_REQUIRED``; the identity code reads the verified certificate from
-  ``request.transport.get_extra_info("ssl_object")``).
-- Limits of the HTTP front come from ``server``: ``max_header_bytes`` bounds the request line and each
-  header line, ``max_header_count`` the number of headers (aiohttp answers 400 beyond either),
-  ``max_head_bytes`` the whole head (431 and the connection closed beyond it; aiohttp has no such
-  limit, ``_HeadTimeoutHandler`` counts the head's bytes as they arrive), ``header_read_timeout_s``
-  closes a connection whose first request head is not complete that long after it was accepted (a
-  connection that never sends a byte included), and one whose later head is not complete that long
-  after its first byte (slowloris); ``keepalive_timeout_s`` closes connections idle between requests;
-  on TLS listeners the handshake gets the ``header_read_timeout_s`` deadline too, and the first head
-  another one from the handshake's end. aiohttp has no head timeout of its own; ``_HeadTimeoutHandler``
-  adds it.
+- Every accepted connection is served by the proxy (``gateway.fastlane.Lane``, one per listener),
+  which parses every request, applies the limits and timeouts of the HTTP front, and forwards every
+  proxied request itself; a request to Gatehouse's own endpoints (``/.gatehouse/...``) is given to
+  aiohttp's RequestHandler on the same connection (see ``GatewaySite``). One aiohttp AppRunner holds
+  the app for those endpoints; TLS comes from the listener's cert and key, and client certificates
+  are verified against ``client_ca`` with ``CERT_OPTIONAL`` or ``CERT_REQUIRED`` (the identity code
+  reads the verified certificate from the connection's ``ssl_object``).
+- Limits of the HTTP front come from ``server`` and are applied by the proxy's parser
+  (``gateway.fastlane.head``): ``max_header_bytes`` bounds the request line (414) and each header
+  line (431), ``max_header_count`` the number of headers (431), ``max_head_bytes`` the whole head
+  (431, counted as the bytes arrive); ``header_read_timeout_s`` closes a connection whose first
+  request head is not complete that long after it was accepted (a connection that never sends a byte
+  included), and one whose later head is not complete that long after its first byte (slowloris);
+  ``keepalive_timeout_s`` closes connections idle between requests; on TLS listeners the handshake
+  gets the ``header_read_timeout_s`` deadline too, and the first head another one from the
+  handshake's end.
 - Metrics are served on ``metrics.address`` by a separate tiny app, never on a proxy listener.
 - SIGTERM/SIGINT: stop accepting, close idle connections, let in-flight requests finish and their
   responses be written out to the client for up to ``shutdown_grace_s`` (a connection closes once its
@@ -53,22 +52,20 @@ import ssl
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.web_protocol import RequestHandler
 from cryptography import x509
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from gateway.app import Clock, create_app, handler_kwargs, utc_now
 from gateway.errors import ConfigError
 from gateway.fastlane.lane import Lane
+from gateway.fastlane.pool import UpstreamPool
 from gateway.handlers import Gate
 from gateway.keys import CONFIG, DEVICE_CA, METRICS, RELOAD_HOOKS
 from gateway.metrics import Metrics
-from gateway.middleware import SERVER_NAME
 from gateway.settings import ServerSettings, Settings, TlsSettings, load_settings
 
 SettingsLoader = Callable[[], Settings]
@@ -92,163 +89,22 @@ class WorkerHooks(Protocol):
         """This worker stopped accepting; returns when its siblings did too (or after a short wait)."""
 
 
-class _Served:
-    """The transports of the connections aiohttp serves on one site, each until it is closed for good.
-
-    ``transport.close()`` (what aiohttp's shutdown calls) writes out what is still buffered before the
-    connection closes; a process that exits meanwhile would cut those responses short.
-    """
-
-    __slots__ = ("transports", "_empty")
-
-    def __init__(self) -> None:
-        self.transports: dict[RequestHandler, asyncio.Transport] = {}
-        self._empty: asyncio.Future[None] | None = None
-
-    def add(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
-        self.transports[handler] = transport
-
-    def discard(self, handler: RequestHandler) -> None:
-        self.transports.pop(handler, None)
-        if not self.transports and self._empty is not None and not self._empty.done():
-            self._empty.set_result(None)
-
-    async def written_out(self, timeout: float) -> None:
-        """Wait up to ``timeout`` until every connection is closed (its last byte written out); cut the rest."""
-        if self.transports:
-            self._empty = asyncio.get_running_loop().create_future()
-            try:
-                await asyncio.wait_for(asyncio.shield(self._empty), timeout)
-            except asyncio.TimeoutError:
-                pass
-        for transport in list(self.transports.values()):
-            transport.abort()
-
-
-class _HeadTimeoutHandler(RequestHandler):
-    """aiohttp's RequestHandler plus a deadline for the request head: the first one counted from the
-    connection's start (or kept from the fast lane that handed it over), later ones from their first byte.
-
-    The deadline is noted (a float, no timer) when the connection starts and when bytes arrive while it
-    waits for a new request head, and cleared as soon as the parser has a whole head. Its site's periodic
-    sweep (``GatewaySite``) closes the connection once the deadline has passed, unless a handler is running.
-    """
-
-    def __init__(
-        self, manager: web.Server, *, header_read_timeout: float, max_head_bytes: int, served: _Served, head_deadline: float | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(manager, **kwargs)
-        self._served = served
-        self._head_timeout = header_read_timeout
-        self._head_deadline: float | None = head_deadline
-        self._awaiting_head = True
-        self._max_head = max_head_bytes
-        self._head_bytes = 0
-        self._head_tail = b""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if self._head_deadline is None:
-            self._head_deadline = self._loop.time() + self._head_timeout  # a silent connection is closed too
-        self._served.add(self, transport)  # type: ignore[arg-type]
-        super().connection_made(transport)
-
-    def data_received(self, data: bytes) -> None:
-        # INVARIANT: relies on aiohttp's _request_count (+1 per parsed head) and _upgraded.
-        before = self._request_count
-        if self._awaiting_head and data and not self._upgraded:
-            if self._head_deadline is None:
-                self._head_deadline = self._loop.time() + self._head_timeout
-            if self._head_over_limit(data):
-                self._refuse_long_head()
-                return
-        super().data_received(data)
-        if self._request_count != before:
-            self._awaiting_head = False
-            self._head_deadline = None
-            self._head_bytes = 0
-            self._head_tail = b""
-
-    def _head_over_limit(self, data: bytes) -> bool:
-        """Count ``data`` into the head being read: True when the head cannot end within ``max_head_bytes``."""
-        seen = self._head_bytes
-        self._head_bytes = seen + len(data)
-        if self._head_bytes <= self._max_head:
-            self._head_tail = (self._head_tail + data)[-3:]
-            return False
-        tail = self._head_tail
-        end = (tail + data[: self._max_head - seen + 1]).find(b"\r\n\r\n")  # the head's end, if within the limit
-        return end < 0
-
-    def _refuse_long_head(self) -> None:
-        """431 and close: the request head is longer than ``server.max_head_bytes``."""
-        body = f"request head over {self._max_head} bytes; send fewer or shorter headers\n".encode()
-        _log.info("request.malformed", status=431, reason=f"request head over {self._max_head} bytes")
-        if self.transport is not None:
-            self.transport.write(
-                b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                + f"Content-Length: {len(body)}\r\nServer: {SERVER_NAME}\r\nConnection: close\r\n\r\n".encode() + body
-            )
-        self.force_close()
-        if self.transport is not None:
-            self.transport.close()
-
-    async def finish_response(self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None) -> tuple[web.StreamResponse, bool]:
-        result = await super().finish_response(request, resp, start_time)
-        self._awaiting_head = True
-        return result
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self._head_deadline = None
-        self._served.discard(self)
-        super().connection_lost(exc)
-
-    def log_exception(self, *args: Any, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info")
-        if isinstance(exc, HttpProcessingError):  # a malformed request is the client's problem: no traceback
-            _log.info("request.malformed", status=exc.code, reason=str(exc.message).splitlines()[0][:200])
-            return
-        super().log_exception(*args, **kwargs)
-
-    def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None) -> web.StreamResponse:
-        """aiohttp's answer to a malformed request, without its version-naming ``Server`` header."""
-        response = super().handle_error(request, status, exc, message)
-        response.headers["Server"] = SERVER_NAME
-        return response
-
-    def expire_head(self, now: float) -> None:
-        """Close the connection if its request head started arriving more than the timeout before ``now``."""
-        deadline = self._head_deadline
-        if deadline is None or now < deadline:
-            return
-        self._head_deadline = None
-        if self._awaiting_head and not self._request_in_progress and self.transport is not None:
-            _log.info("connection.head_timeout", peer=str(self.transport.get_extra_info("peername")))
-            self.force_close()
-
-
-HEAD_SWEEP_PERIOD_S = 1.0
-
-
 class GatewaySite(web.TCPSite):
-    """A TCPSite whose connections start in the fast lane (when given one) and are handed to
-    _HeadTimeoutHandler for the full path, and the sweep that enforces the head deadlines of those.
+    """A TCPSite whose every connection is served by the proxy (``gateway.fastlane.Lane``, one per site).
 
-    One timer per site, every ``min(1 s, header_read_timeout_s)``, instead of one per request: a
-    slow head is closed at most one period after its deadline.
+    The proxy gives each request to Gatehouse's own endpoints to a RequestHandler of the runner's
+    aiohttp server (public API: calling ``web.Server`` builds one), which answers it and closes the
+    connection; every other request is the proxy's.
     """
 
     def __init__(
         self, runner: web.AppRunner, host: str, port: int, *, ssl_context: ssl.SSLContext | None, server_settings: ServerSettings,
-        lane: Callable[[Callable[[float | None], RequestHandler]], Lane] | None = None, reuse_port: bool = False,
+        reuse_port: bool = False, pool: UpstreamPool | None = None,
     ) -> None:
         super().__init__(runner, host, port, ssl_context=ssl_context, reuse_port=reuse_port)
         self._server_settings = server_settings
-        self._sweep: asyncio.TimerHandle | None = None
-        self._lane_for = lane
+        self._pool = pool
         self.lane: Lane | None = None
-        self.served = _Served()
-        """The connections aiohttp serves here (handed over by the lane), until each is closed for good."""
 
     def stop_accepting(self) -> None:
         """Close the listening socket now; connections already accepted carry on."""
@@ -259,46 +115,21 @@ class GatewaySite(web.TCPSite):
         await web.BaseSite.start(self)  # registers the site with the runner
         loop = asyncio.get_running_loop()
         manager = self._runner.server
-        assert manager is not None  # INVARIANT: runner.setup() ran before sites start
-        kwargs = {**handler_kwargs(self._server_settings), "access_log": None}
+        app = self._runner.app if isinstance(self._runner, web.AppRunner) else None
+        assert manager is not None and app is not None  # INVARIANT: runner.setup() ran before sites start
+        self.lane = Lane(app, self._server_settings, own=manager, pool=self._pool)
         timeout = self._server_settings.header_read_timeout_s
-
-        max_head = self._server_settings.max_head_bytes
-
-        def factory(head_deadline: float | None = None) -> RequestHandler:
-            return _HeadTimeoutHandler(
-                manager, loop=loop, header_read_timeout=timeout, max_head_bytes=max_head, served=self.served, head_deadline=head_deadline,
-                **kwargs,
-            )
-
-        accept: Callable[[], asyncio.Protocol] = factory
-        if self._lane_for is not None:
-            self.lane = self._lane_for(factory)
-            accept = self.lane.connection
         server = await loop.create_server(
-            accept, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog, reuse_port=self._reuse_port,
+            self.lane.connection, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog, reuse_port=self._reuse_port,
             ssl_handshake_timeout=timeout if self._ssl_context is not None else None,
         )
         self._server = server
         if server.sockets:
             self._bound_port = server.sockets[0].getsockname()[1]  # TCPSite.port answers it (aiohttp 3.14)
-        period = min(HEAD_SWEEP_PERIOD_S, timeout)
-
-        def sweep() -> None:
-            now = loop.time()
-            for handler in manager.connections:  # a copy: closing one does not disturb the walk
-                if isinstance(handler, _HeadTimeoutHandler):
-                    handler.expire_head(now)
-            self._sweep = loop.call_later(period, sweep)
-
-        self._sweep = loop.call_later(period, sweep)
 
     async def stop(self) -> None:
         if self.lane is not None:
             await self.lane.shutdown(self._server_settings.shutdown_grace_s)
-        if self._sweep is not None:
-            self._sweep.cancel()
-            self._sweep = None
         await super().stop()
 
 
@@ -359,7 +190,7 @@ class Gateway:
 
     def __init__(
         self, app: web.Application, runner: web.AppRunner, metrics_runner: web.AppRunner | None, loader: SettingsLoader, clock: Clock,
-        worker: WorkerHooks | None = None,
+        worker: WorkerHooks | None = None, pool: UpstreamPool | None = None,
     ) -> None:
         self.app = app
         self.runner = runner
@@ -367,6 +198,8 @@ class Gateway:
         self._loader = loader
         self._clock = clock
         self._worker = worker
+        self.pool = pool if pool is not None else UpstreamPool(asyncio.get_running_loop())
+        """The one upstream pool of this process, shared by every listener's proxy."""
         self.reload_results: asyncio.Queue[bool] = asyncio.Queue()
         """One entry per finished reload (True when the new config is in force), for tests and tooling."""
 
@@ -426,16 +259,14 @@ class Gateway:
             await self._worker.listeners_closed()
         grace = self.settings.server.shutdown_grace_s
         _log.info("gateway.stopping", grace_s=grace)
-        loop = asyncio.get_running_loop()
-        ends = loop.time() + grace
         sites = [site for site in self.runner.sites if isinstance(site, GatewaySite)]
-        # The fast lanes and the connections aiohttp serves drain together, within the one grace period;
-        # a connection is closed once its response is written out (or the grace period is over).
+        # Every listener's proxy and aiohttp's handlers (Gatehouse's own endpoints) drain together, within the one
+        # grace period; a connection is closed once its response is written out (or the grace period is over).
         draining = [site.lane.shutdown(grace) for site in sites if site.lane is not None]
         if self.runner.server is not None:
             draining.append(self.runner.server.shutdown(grace))
         await asyncio.gather(*draining)
-        await asyncio.gather(*(site.served.written_out(max(0.0, ends - loop.time())) for site in sites))
+        self.pool.close()
         await self.runner.cleanup()
         if self.metrics_runner is not None:
             await self.metrics_runner.cleanup()
@@ -465,6 +296,7 @@ async def start_gateway(
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=settings.server.shutdown_grace_s)
     await runner.setup()
     metrics_runner: web.AppRunner | None = None
+    pool = UpstreamPool(asyncio.get_running_loop())
     device_ca = app.get(DEVICE_CA)
     device_cas = device_ca.trusted_pem() if device_ca is not None else None
     try:
@@ -473,8 +305,8 @@ async def start_gateway(
             if listener.tls is not None:
                 metrics.tls_certificate_expiry.labels(listener=listener.address).set(certificate_expiry(listener.tls))
             site = GatewaySite(
-                runner, listener.host, listener.port, ssl_context=context, server_settings=settings.server,
-                lane=lambda fallback: Lane(app, settings.server, fallback=fallback), reuse_port=worker is not None,
+                runner, listener.host, listener.port, ssl_context=context, server_settings=settings.server, reuse_port=worker is not None,
+                pool=pool,
             )
             await site.start()
         if settings.metrics.address is not None:
@@ -488,7 +320,7 @@ async def start_gateway(
         raise
     metrics.config_reloads.labels(what="config", outcome="success")  # export the series at zero
     metrics.config_loaded_timestamp.set(time.time())
-    gateway = Gateway(app, runner, metrics_runner, loader or (lambda: settings), clock, worker)
+    gateway = Gateway(app, runner, metrics_runner, loader or (lambda: settings), clock, worker, pool)
     _log.info(
         "gateway.started",
         listeners=[f"{'https' if listener.tls else 'http'}://{h}:{p}" for listener, (h, p) in zip(settings.listeners, gateway.addresses)],

@@ -81,6 +81,8 @@ class MetricsSettings(Section):
 
 
 _ROUTE_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+_UPGRADE_TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+(/[A-Za-z0-9!#$%&'*+.^_`|~-]+)?")
+"""A protocol name in ``Upgrade`` (RFC 9110 §7.8): a token, optionally ``/version``."""
 _HOST = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:\d{1,5})?")
 
 
@@ -102,6 +104,9 @@ class RouteSettings(Section):
     """Require the requesting user to be one of the device's owners (by email) in the owner inventory
     (`gatehouse devices assign`; reported snapshot owners only with `ingest.trust_reported_owners`); a device
     nobody owns is refused (`device-unowned`)."""
+    upgrades: tuple[str, ...] = ("websocket",)
+    """Protocols a client may switch to on this route (``Upgrade`` tokens, compared in lower case), tunnelled after the
+    same decision as any request; an ``Upgrade`` not listed is dropped and the request served as HTTP/1.1. ``[]`` allows none."""
 
     @field_validator("id")
     @classmethod
@@ -109,6 +114,14 @@ class RouteSettings(Section):
         if not _ROUTE_ID.fullmatch(value):
             raise ValueError(f"`{value}` is not a route id; use lowercase letters, digits, `-` and `_`")
         return value
+
+    @field_validator("upgrades")
+    @classmethod
+    def _upgrades(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for token in value:
+            if not _UPGRADE_TOKEN.fullmatch(token):
+                raise ValueError(f"`{token}` is not an Upgrade protocol name; use a token such as `websocket`")
+        return tuple(token.lower() for token in value)
 
     @field_validator("host")
     @classmethod

@@ -1,14 +1,13 @@
-"""The limits on an upstream's response head, one set for both lanes, measured on the bytes as they arrive.
+"""The limits on an upstream's response head, measured on the bytes as they arrive.
 
 Owns: MAX_RESPONSE_HEAD_BYTES, MAX_RESPONSE_LINE_BYTES, MAX_RESPONSE_HEADERS, HeadTooLarge (which
 limit was passed, and its one text), HeadMeter.
-Must not import: anything but the standard library (the fast lane's pool and ``gateway.upstream``,
-the full path's client, both feed a HeadMeter before their parser sees the bytes).
+Must not import: anything but the standard library (the upstream pool feeds a HeadMeter before its
+parser sees the bytes).
 
 An upstream response whose head passes any limit is refused with 502 (``kind="protocol"``) before
-more of it is buffered, on either lane: the fast lane's httptools parser and aiohttp's parser never
-see a head the other would refuse. Interim (1xx) heads count towards the whole head's size; each
-head's header lines are counted on their own.
+more of it is buffered. Interim (1xx) heads count towards the whole head's size; each head's header
+lines are counted on their own.
 """
 
 from __future__ import annotations

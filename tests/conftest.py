@@ -49,7 +49,7 @@ def free_port() -> int:
 async def aiohttp_client() -> AsyncIterator[Any]:
     """pytest-aiohttp's ``aiohttp_client``, serving Gatehouse apps through Gatehouse's own listener.
 
-    A Gatehouse app is served as ``gatehouse serve`` serves it (fast lane, handover to aiohttp),
+    A Gatehouse app is served as ``gatehouse serve`` serves it (its proxy, aiohttp for Gatehouse's own endpoints),
     so every test that talks to one exercises the production request path; other apps (fake
     identity providers, upstreams) get aiohttp's TestServer.
     """
@@ -104,7 +104,7 @@ def log_lines() -> Iterator[LogLines]:
 
     Unlike ``structlog.testing.capture_logs()``, the production processors run (context, level, exception
     rendering), so what a test reads is what an operator's log shows. Request it before starting a
-    gateway: the fast lane reads the log level once, when it starts.
+    gateway: the proxy reads the log level once, when it starts.
     """
     saved = structlog.get_config()
     lines = LogLines()

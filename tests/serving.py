@@ -1,9 +1,9 @@
-"""Serve a Gatehouse app in tests exactly as ``gatehouse serve`` does: GatewaySite, fast lane, handover.
+"""Serve a Gatehouse app in tests exactly as ``gatehouse serve`` does: GatewaySite and its proxy.
 
 Owns: GatehouseTestServer, serve_for_tests (what the ``aiohttp_client`` override in tests/conftest.py uses).
 
 aiohttp's own TestServer serves an app through aiohttp's RequestHandler only, which would leave the
-fast lane (``gateway.fastlane``) untested. Every Gatehouse app a test starts through
+proxy (``gateway.fastlane``) untested. Every Gatehouse app a test starts through
 ``aiohttp_client`` or ``make_gateway`` is served by this server instead; apps that are not
 Gatehouse apps (fake identity providers, upstreams) keep aiohttp's.
 """
@@ -27,7 +27,7 @@ def is_gatehouse_app(app: web.Application) -> bool:
 
 
 class GatehouseTestServer(TestServer):
-    """A TestServer whose listener is Gatehouse's own (``GatewaySite`` with its fast lane) on 127.0.0.1."""
+    """A TestServer whose listener is Gatehouse's own (``GatewaySite`` with its proxy) on 127.0.0.1."""
 
     def __init__(self, app: web.Application, **kwargs: Any) -> None:
         super().__init__(app, host="127.0.0.1", **kwargs)
@@ -39,11 +39,7 @@ class GatehouseTestServer(TestServer):
         self.runner = await self._make_runner(access_log=None, **kwargs)
         await self.runner.setup()
         server = self.app[CONFIG].current.settings.server
-        app = self.app
-        self.site = GatewaySite(
-            self.runner, "127.0.0.1", 0, ssl_context=None, server_settings=server,
-            lane=lambda fallback: Lane(app, server, fallback=fallback),
-        )
+        self.site = GatewaySite(self.runner, "127.0.0.1", 0, ssl_context=None, server_settings=server)
         await self.site.start()
         self.port = self.site.port
         self.scheme = "http"

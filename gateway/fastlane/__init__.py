@@ -1,8 +1,8 @@
-"""The fast lane: plain proxied GETs served at the protocol level; everything else handed to aiohttp.
+"""The one proxy: every client connection and every proxied request, served at the protocol level.
 
-``lane.py`` (connections, timeouts, handover), ``head.py`` (request-head parsing and eligibility),
-``pool.py`` (upstream keep-alive connections). The package imports nothing at import time, so
-``gateway.identity`` can use ``head.RequestHead`` without a cycle.
+``lane.py`` (connections, requests in order, upstream exchanges, tunnels, timeouts, shutdown),
+``head.py`` (parsing a connection's requests and the limits of the HTTP front), ``pool.py`` (the
+upstream HTTP/1.1 client and its keep-alive pool).
 """
 
 from __future__ import annotations

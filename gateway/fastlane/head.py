@@ -1,158 +1,210 @@
-"""One request head, parsed for the fast lane: what it asks for, and whether the fast lane may serve it.
+"""Parsing one client connection's byte stream: request heads, body pieces and ends, in order.
 
-Owns: HeadParser (httptools over one connection's request heads), RequestHead (the parsed head, read
-by the identity code as it reads an aiohttp request), Peer (the connection's address, scheme and
-client certificate, read once per connection), the eligibility rules.
+Owns: RequestParser (httptools over a connection's whole stream), Message (one request as it
+arrives: its head, the body pieces not yet passed on, whether it ended), Refusal (a request the
+parser refuses, with its status and text).
 Must not import: app, server, handlers (pure parsing; the lane decides what to do with the result).
 
-The fast lane serves a request only when nothing about it is unusual: a complete ``GET`` head in
-HTTP/1.1 with no body (no ``Transfer-Encoding``, no ``Content-Length`` but ``0``), no ``Upgrade``,
-no ``Expect``, an origin-form target, and every line within the configured header limits (with a
-margin, so that the lane never accepts a head aiohttp would refuse). ``parse`` returns None for
-anything else and the connection is handed to aiohttp, which applies every rule of the full path
-(including its 400 and 431 answers) to the same bytes.
+Every limit of the HTTP front is applied here, once, for every request: ``server.max_header_bytes``
+bounds the request line (414 beyond it) and each header line (431), ``server.max_header_count`` the
+number of header lines (431), ``server.max_head_bytes`` the whole head (431, counted as the bytes
+arrive, so an endless head is refused without being buffered). Anything httptools (llhttp, strict)
+refuses is 400 with its reason: bare LF line ends, a ``Content-Length`` next to ``Transfer-Encoding``,
+duplicate lengths, invalid characters, an unknown method. HTTP versions other than 1.0 and 1.1 are 505.
+
+Bodies are framed by httptools (``Content-Length`` or chunked); their pieces wait in the Message
+until the lane passes them on (so a pipelined request's head may be parsed while the one before is
+in flight). Trailers of a chunked body are read and dropped. A request that switches protocols
+(``Upgrade``, or CONNECT) stops the parser: the bytes after its head are kept in ``Message.rest``,
+and the lane either tunnels them or, for an upgrade it does not perform, ``resume``s parsing them as
+HTTP/1.1.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-from collections.abc import Mapping
-from types import MappingProxyType
+from collections import deque
 
 import httptools
-from aiohttp._cookie_helpers import parse_cookie_header
+from aiohttp import web
 from multidict import CIMultiDict
 
-_LIMIT_MARGIN = 16
-"""Bytes kept below aiohttp's limits, so a head at the edge goes to aiohttp to be judged."""
+from gateway.metrics import RequestTimer
+from gateway.request import Peer, RequestHead
 
 
-class Peer:
-    """What one connection's transport says about its client, read once for all its requests."""
+class Refusal(Exception):
+    """A request the parser refuses before it reaches the gate: ``status`` and a text naming what is wrong."""
 
-    __slots__ = ("transport", "remote", "scheme", "_peercert", "_fingerprint", "_read")
-
-    def __init__(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-        peer = transport.get_extra_info("peername")
-        self.remote: str | None = str(peer[0]) if isinstance(peer, (tuple, list)) and peer else None
-        """The client's address (an aiohttp request's ``remote``)."""
-        self.scheme = "https" if transport.get_extra_info("sslcontext") is not None else "http"
-        self._peercert: dict[str, object] | None = None
-        self._fingerprint: str | None = None
-        self._read = False
-
-    @property
-    def peercert(self) -> dict[str, object] | None:
-        """The verified client certificate (``SSLObject.getpeercert()``), decoded on first use only."""
-        if not self._read:
-            self._read = True
-            ssl_object = self.transport.get_extra_info("ssl_object")
-            self._peercert = (ssl_object.getpeercert() or None) if ssl_object is not None else None
-            der = ssl_object.getpeercert(binary_form=True) if self._peercert is not None else None
-            self._fingerprint = hashlib.sha256(der).hexdigest() if der else None
-        return self._peercert
-
-    @property
-    def fingerprint(self) -> str | None:
-        """SHA-256 of the client certificate's DER (lowercase hex), read with ``peercert``."""
-        _ = self.peercert
-        return self._fingerprint
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        self.status = status
+        self.text = text
 
 
-class RequestHead:
-    """A parsed request head, with the attributes the identity code reads of an aiohttp request."""
+class Message:
+    """One request as it arrives on the connection."""
 
-    __slots__ = ("method", "raw_path", "headers", "raw_headers", "peer", "keep_alive", "_cookies")
+    __slots__ = ("head", "body", "buffered", "ended", "rest", "timer")
 
-    def __init__(
-        self, method: str, raw_path: str, headers: CIMultiDict[str], raw_headers: list[tuple[bytes, bytes]],
-        peer: Peer, keep_alive: bool,
-    ) -> None:
-        self.method = method
-        self.raw_path = raw_path
-        self.headers = headers
-        self.raw_headers = raw_headers
-        """The header lines as received (name and value bytes), as aiohttp's ``request.raw_headers``."""
-        self.peer = peer
-        self.keep_alive = keep_alive
-        self._cookies: Mapping[str, str] | None = None
-
-    @property
-    def transport(self) -> asyncio.BaseTransport:
-        return self.peer.transport
-
-    @property
-    def cookies(self) -> Mapping[str, str]:
-        """The request's cookies, parsed as aiohttp parses them."""
-        if self._cookies is None:
-            parsed = parse_cookie_header(self.headers.get("Cookie", ""))
-            self._cookies = MappingProxyType({name: morsel.value for name, morsel in parsed})
-        return self._cookies
+    def __init__(self) -> None:
+        self.head: RequestHead | None = None
+        """Set once the head is complete."""
+        self.body: list[bytes] = []
+        """Body pieces received and not yet passed on."""
+        self.buffered = 0
+        """Bytes in ``body``."""
+        self.ended = False
+        """The whole request (head and body) has arrived."""
+        self.rest: bytes | None = None
+        """For a request that switches protocols: the bytes after its head (None for any other request)."""
+        self.timer: RequestTimer | None = None
+        """The request's timing points, from its head having been read."""
 
 
-class HeadParser:
-    """Parses the request heads of one connection, one complete head (ending in CRLF CRLF) at a time."""
+class RequestParser:
+    """httptools over one connection: fills ``messages`` (oldest first); ``refused`` once it fails."""
 
-    __slots__ = ("_parser", "_url", "_pairs", "_complete", "_plain", "_keep_alive", "_max_line", "_max_field", "_max_headers")
+    __slots__ = (
+        "messages", "refused", "_parser", "_app", "_peer", "_max_line", "_max_headers", "_max_head", "_url", "_pairs",
+        "_current", "_in_head", "_head_seen", "_head_tail", "_stopped",
+    )
 
-    def __init__(self, *, max_line: int, max_field: int, max_headers: int) -> None:
+    def __init__(self, app: web.Application, peer: Peer, *, max_line: int, max_headers: int, max_head: int) -> None:
+        self.messages: deque[Message] = deque()
+        self.refused: Refusal | None = None
+        """Why the stream cannot be read further; the requests before it in ``messages`` stand."""
+        self._app = app
+        self._peer = peer
+        self._max_line = max_line
+        self._max_headers = max_headers
+        self._max_head = max_head
         self._parser = httptools.HttpRequestParser(self)
         self._url = b""
         self._pairs: list[tuple[bytes, bytes]] = []
-        self._complete = False
-        self._plain = False
-        self._keep_alive = False
-        self._max_line = max_line - _LIMIT_MARGIN
-        self._max_field = max_field - _LIMIT_MARGIN
-        self._max_headers = max_headers - 1
+        self._current: Message | None = None
+        self._in_head = True
+        self._head_seen = 0
+        self._head_tail = b""
+        self._stopped = False
 
-    # httptools callbacks
+    @property
+    def stopped(self) -> bool:
+        """The last message switched protocols: further bytes go to its ``rest``."""
+        return self._stopped
+
+    def feed(self, data: bytes) -> None:
+        """Parse ``data`` (the next bytes from the client)."""
+        if self.refused is not None:
+            return
+        if self._stopped:
+            last = self.messages[-1] if self.messages else None
+            if last is not None and last.rest is not None:
+                last.rest += data
+            return
+        if self._in_head and self._head_over_limit(data):
+            self.refused = Refusal(431, f"the request head is longer than {self._max_head} bytes (server.max_head_bytes); send fewer or shorter headers")
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            offset = exc.args[0] if exc.args and isinstance(exc.args[0], int) else len(data)
+            self._stopped = True
+            if self.messages:
+                self.messages[-1].rest = data[offset:]
+        except httptools.HttpParserCallbackError:
+            if self.refused is None:  # INVARIANT: our callbacks raise only Refusal, which they record first
+                self.refused = Refusal(400, "the request could not be read")
+        except httptools.HttpParserError as exc:
+            reason = str(exc.args[0]) if exc.args else "malformed request"
+            self.refused = Refusal(400, f"malformed request: {reason[:200]}")
+
+    def resume(self) -> None:
+        """Parse the bytes after a protocol switch that did not happen as HTTP/1.1 again.
+
+        Called when the lane serves an upgrade request as an ordinary one.
+        """
+        last = self.messages[-1] if self.messages else None
+        rest = last.rest if last is not None else None
+        if last is not None:
+            last.rest = None
+        self._stopped = False
+        self._parser = httptools.HttpRequestParser(self)
+        self._in_head, self._head_seen, self._head_tail = True, 0, b""
+        if rest:
+            self.feed(rest)
+
+    def _head_over_limit(self, data: bytes) -> bool:
+        """Count ``data`` into the head being read: True when the head cannot end within ``max_head`` bytes."""
+        seen = self._head_seen
+        self._head_seen = seen + len(data)
+        if self._head_seen <= self._max_head:
+            self._head_tail = (self._head_tail + data)[-3:]
+            return False
+        end = (self._head_tail + data[: self._max_head - seen + 1]).find(b"\r\n\r\n")
+        return end < 0
+
+    # --- httptools callbacks ----------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        message = Message()
+        self._current = message
+        self.messages.append(message)
+        self._url = b""
+        self._pairs = []
+        self._in_head = True
+
     def on_url(self, url: bytes) -> None:
         self._url += url
+        if len(self._url) > self._max_line:
+            self.refused = Refusal(414, f"the request target is longer than {self._max_line} bytes (server.max_header_bytes)")
+            raise self.refused
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        current = self._current
+        if current is None or current.head is not None:
+            return  # a trailer of a chunked body: read and dropped
+        if len(name) + len(value) + 2 > self._max_line:
+            self.refused = Refusal(431, f"the request header `{name.decode('latin-1')[:64]}` is longer than {self._max_line} bytes (server.max_header_bytes)")
+            raise self.refused
         self._pairs.append((name, value))
+        if len(self._pairs) > self._max_headers:
+            self.refused = Refusal(431, f"the request has more than {self._max_headers} header lines (server.max_header_count)")
+            raise self.refused
 
     def on_headers_complete(self) -> None:
-        # Read here: once the message is complete the parser starts over for the next one.
         parser = self._parser
-        self._plain = parser.get_method() == b"GET" and parser.get_http_version() == "1.1" and not parser.should_upgrade()
-        self._keep_alive = parser.should_keep_alive()
-
-    def on_message_complete(self) -> None:
-        self._complete = True
-
-    def parse(self, head: bytes, peer: Peer) -> RequestHead | None:
-        """The head as a RequestHead when the fast lane may serve it, else None.
-
-        After None the parser is in an unknown state: the caller hands the connection over and
-        drops this parser.
-        """
-        self._url = b""
-        pairs: list[tuple[bytes, bytes]] = []
-        self._pairs = pairs
-        self._complete = self._plain = False
-        try:
-            self._parser.feed_data(head)
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade):  # an upgrade is not an error to httptools
-            return None
-        if not (self._complete and self._plain):
-            return None
-        url = self._url
-        if not url.startswith(b"/") or len(url) > self._max_line or len(pairs) > self._max_headers:
-            return None
-        if len(head) > self._max_field:  # only then can one header line be over the limit
-            for name, value in pairs:
-                if len(name) + len(value) + 2 > self._max_field:
-                    return None
+        current = self._current
+        assert current is not None  # INVARIANT: on_message_begin ran first
+        current.timer = RequestTimer()  # the head has been read
+        version = parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            self.refused = Refusal(505, f"HTTP/{version} is not served; send HTTP/1.1 or HTTP/1.0")
+            raise self.refused
+        pairs = self._pairs
         headers: CIMultiDict[str] = CIMultiDict(
             [(name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape")) for name, value in pairs]
         )
-        if "Transfer-Encoding" in headers or "Upgrade" in headers or "Expect" in headers:
-            return None
         lengths = headers.getall("Content-Length", ())
-        if lengths and (len(lengths) > 1 or lengths[0] != "0"):
-            return None
-        return RequestHead("GET", url.decode("utf-8", "surrogateescape"), headers, pairs, peer, self._keep_alive)
+        content_length = int(lengths[0]) if lengths else None  # llhttp refused duplicates, non-digits and mixed framings
+        chunked = "Transfer-Encoding" in headers
+        method = parser.get_method().decode("ascii", "replace")
+        current.head = RequestHead(
+            method, self._url.decode("utf-8", "surrogateescape"), headers, pairs, self._peer, parser.should_keep_alive(),
+            app=self._app, version=version, content_length=content_length, chunked=chunked,
+            upgrade=parser.should_upgrade() or method == "CONNECT",
+        )
+        self._in_head = False
+        self._head_seen = 0
+        self._head_tail = b""
+
+    def on_body(self, body: bytes) -> None:
+        current = self._current
+        if current is not None:
+            current.body.append(body)
+            current.buffered += len(body)
+
+    def on_message_complete(self) -> None:
+        current = self._current
+        if current is not None:
+            current.ended = True
+        self._current = None
+        self._in_head = True

@@ -1,14 +1,19 @@
-"""Keep-alive connections to upstreams for the fast lane, and the HTTP/1.1 response parsing on them.
+"""The one upstream HTTP/1.1 client: keep-alive connections per upstream, and the response parsing on them.
 
-Owns: UpstreamPool (idle connections per upstream, connecting, expiry), UpstreamConnection (one
-connection: sends a request, parses the response with httptools), upstream_address.
+Owns: UpstreamPool (idle connections per upstream, connecting, expiry; one per worker and listener),
+UpstreamConnection (one connection: sends a request head and its body as it streams, parses the
+response with httptools, then tunnels bytes after a ``101``), upstream_address.
 Must not import: app, server, handlers (the lane drives these; they report back to their owner).
 
 An UpstreamConnection serves one owner at a time (the lane's client connection whose request it
 carries). It does no I/O decisions of its own: parser callbacks only record what arrived (the head,
 body pieces, the end), and after each read the owner's ``upstream_progress`` acts on it, so nothing
-re-enters the parser. A response head is measured against ``gateway.upstream_limits`` (the limits
-the full path applies too) before the parser sees it. A connection goes back to the pool only when its response ended cleanly and
+re-enters the parser. Interim responses (1xx but 101) are kept in ``interim`` for the owner to pass
+on; a ``101 Switching Protocols`` makes the connection a tunnel: the bytes after its head, and all
+later ones, go to the owner's ``upstream_tunnel``. The response to a HEAD request ends with its head
+(its ``Content-Length`` describes the body a GET would get), and such a connection is not reused.
+The owner learns when writing to the upstream should pause (``upstream_writable``), so that a
+request body streams no faster than the upstream reads it. A response head is measured against ``gateway.upstream_limits`` before the parser sees it. A connection goes back to the pool only when its response ended cleanly and
 the upstream allows keep-alive; one that receives bytes while idle, or is idle longer than
 ``idle_timeout_s``, is closed.
 """
@@ -41,6 +46,12 @@ class Owner(Protocol):
     def upstream_lost(self, conn: UpstreamConnection, error: str) -> None:
         """The exchange broke off: ``error`` is ``protocol`` (a malformed response, or ``conn.refused``) or ``closed``."""
 
+    def upstream_writable(self, conn: UpstreamConnection, writable: bool) -> None:
+        """Writing to the upstream should pause (False) or may go on (True)."""
+
+    def upstream_tunnel(self, conn: UpstreamConnection, data: bytes) -> None:
+        """Bytes from the upstream after its ``101`` (``b""``: the upstream closed the tunnel)."""
+
 
 @lru_cache(maxsize=256)
 def upstream_address(upstream: str) -> tuple[tuple[str, str, int], bytes]:
@@ -56,7 +67,7 @@ class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "pool", "key", "transport", "owner", "reused", "received", "status", "reason", "headers", "keep_alive",
         "head_ready", "chunks", "complete", "until_close", "has_length", "has_date", "has_server", "connection_named",
-        "refused", "_framed", "_meter", "_parser", "_interim", "_idle_since", "_closed",
+        "refused", "interim", "switched", "head_only", "_framed", "_meter", "_parser", "_interim", "_idle_since", "_closed",
     )
 
     def __init__(self, pool: UpstreamPool, key: tuple[str, str, int]) -> None:
@@ -91,15 +102,32 @@ class UpstreamConnection(asyncio.Protocol):
         self.complete = False
         self.until_close = False
         self._interim = False
+        self.interim: list[tuple[int, bytes, list[tuple[bytes, bytes, bytes]]]] = []
+        """Interim responses (status, reason, headers) not passed on yet; 100 and 101 are never here."""
+        self.switched = False
+        """The upstream answered 101: the connection is a tunnel now."""
+        self.head_only = False
 
     # --- the exchange ----------------------------------------------------------------------------
-    def send(self, owner: Owner, data: bytes, *, reused: bool) -> None:
-        """Send one request (head only: the fast lane forwards no bodies) for ``owner``."""
+    def send(self, owner: Owner, data: bytes, *, reused: bool, head_only: bool = False) -> None:
+        """Send one request head (and whatever of its body is at hand) for ``owner``; ``head_only`` for HEAD."""
         self._reset()
         self.owner = owner
         self.reused = reused
+        self.head_only = head_only
         assert self.transport is not None  # INVARIANT: only connected connections are handed out
         self.transport.write(data)
+
+    def write(self, data: bytes) -> None:
+        """More of the request (body pieces, or tunnelled bytes after a 101)."""
+        if self.transport is not None and not self._closed:
+            self.transport.write(data)
+
+    def write_eof(self) -> None:
+        """The client closed its side of a tunnel: half-close ours, when the transport can."""
+        transport = self.transport
+        if transport is not None and not self._closed and transport.can_write_eof():
+            transport.write_eof()
 
     def release(self) -> None:
         """The owner is done: back to the pool when the response ended cleanly and keep-alive holds, else closed."""
@@ -127,6 +155,9 @@ class UpstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         owner = self.owner
+        if self.switched and owner is not None:
+            owner.upstream_tunnel(self, data)
+            return
         if owner is None or self.complete:  # bytes nobody asked for: the connection cannot be trusted
             self.close()
             self.pool.forget(self)
@@ -142,9 +173,15 @@ class UpstreamConnection(asyncio.Protocol):
                 return
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self.close()
-            owner.upstream_lost(self, "protocol")
+        except httptools.HttpParserUpgrade as exc:
+            if not self.switched:  # an upgrade we did not ask for, or CONNECT-like framing
+                self.close()
+                owner.upstream_lost(self, "protocol")
+                return
+            offset = exc.args[0] if exc.args and isinstance(exc.args[0], int) else len(data)
+            owner.upstream_progress(self)
+            if data[offset:] and self.owner is owner:
+                owner.upstream_tunnel(self, data[offset:])
             return
         except httptools.HttpParserError:
             if not self.complete:
@@ -155,6 +192,9 @@ class UpstreamConnection(asyncio.Protocol):
         owner.upstream_progress(self)
 
     def eof_received(self) -> bool | None:
+        if self.switched and self.owner is not None:
+            self.owner.upstream_tunnel(self, b"")
+            return True  # a tunnel may still carry the client's bytes the other way
         return None  # close the transport; connection_lost reports
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -162,6 +202,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.pool.forget(self)
         owner = self.owner
         if owner is None:
+            return
+        if self.switched:
+            self.owner = None
+            owner.upstream_tunnel(self, b"")
             return
         if self.head_ready and self.until_close and not self.complete:
             self.complete = True  # a body delimited by the end of the connection has ended
@@ -171,10 +215,12 @@ class UpstreamConnection(asyncio.Protocol):
             owner.upstream_lost(self, "closed")
 
     def pause_writing(self) -> None:
-        pass  # a request head is small; nothing to throttle
+        if self.owner is not None:
+            self.owner.upstream_writable(self, False)
 
     def resume_writing(self) -> None:
-        pass
+        if self.owner is not None:
+            self.owner.upstream_writable(self, True)
 
     # --- httptools callbacks (record only) -------------------------------------------------------
     def on_status(self, reason: bytes) -> None:
@@ -196,17 +242,24 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
-        if 100 <= status < 200:  # interim responses (100, 103) are not forwarded
+        if status == 101:
+            self.switched = True
+        elif 100 <= status < 200:  # interim: 100 is Gatehouse's to send (it answers Expect), others are passed on
             self._interim = True
+            if status != 100:
+                self.interim.append((status, self.reason, self.headers))
             return
         self.status = status
-        self.keep_alive = self._parser.should_keep_alive()
-        if status not in _NO_BODY_STATUSES:
+        self.keep_alive = self._parser.should_keep_alive() and not self.head_only and not self.switched
+        if status not in _NO_BODY_STATUSES and not self.head_only and not self.switched:
             self.until_close = not self._framed
         self.head_ready = True
+        if self.head_only:
+            self.complete = True  # a HEAD response has no body, whatever its Content-Length says
 
     def on_body(self, body: bytes) -> None:
-        self.chunks.append(body)
+        if not self.complete:
+            self.chunks.append(body)
 
     def on_message_complete(self) -> None:
         if self._interim:
@@ -216,7 +269,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.has_length = self.has_date = self.has_server = self._framed = False
             self.connection_named = frozenset()
             return
-        self.complete = True
+        if not self.switched:
+            self.complete = True
 
 
 class UpstreamPool:

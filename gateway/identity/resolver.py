@@ -42,7 +42,7 @@ from gateway.identity.model import DeviceId, Identity, PostureSummary
 from gateway.identity.oidc import OidcClient
 from gateway.identity.session import SessionCodec, cookie_attributes, safe_return_path
 from gateway.identity.tokens import ClaimNames, UnknownKeyId, VerifiedTokenCache, verify_token
-from gateway.fastlane.head import RequestHead
+from gateway.request import RequestHead, RequestLike
 from gateway.keys import IDENTITY, REQUEST_ID
 from gateway.metrics import Metrics
 from gateway.pages import error_response, wants_html
@@ -55,8 +55,6 @@ LOGOUT_COOKIE = "gatehouse_logout"
 _MEMO_MAX = 10_000
 """Entries kept per memo (encoded identity headers, signed assertions) before it starts over."""
 Clock = Callable[[], datetime]
-RequestLike = web.Request | RequestHead
-"""What identity reads of a request: an aiohttp request, or the fast lane's parsed head."""
 
 
 class IdentityResolver:
@@ -151,7 +149,7 @@ class IdentityResolver:
         return self._clock()
 
     # --- user ------------------------------------------------------------------------------------
-    async def authenticate(self, request: web.Request, *, now: datetime | None = None) -> Identity:
+    async def authenticate(self, request: RequestLike, *, now: datetime | None = None) -> Identity:
         """The verified user of this request.
 
         Raises:
@@ -187,7 +185,7 @@ class IdentityResolver:
     def identity_at_hand(self, request: RequestLike, *, now: datetime) -> Identity | None:
         """The verified user when it is known without I/O and without failing, else None.
 
-        For the fast lane: the first credential present (in the configured order, as ``authenticate``)
+        For the gate's decision from memory (``admit_now``): the first credential present (in the configured order, as ``authenticate``)
         decides; a session cookie is decoded and checked; a token counts only when the verified-token
         cache holds it. Nothing is counted or raised: None sends the request to ``authenticate``,
         which verifies, counts and answers failures.
@@ -209,7 +207,7 @@ class IdentityResolver:
     async def verify_quietly(self, request: RequestLike, *, now: datetime) -> bool:
         """Verify the request's token and cache it, so that ``identity_at_hand`` knows it; False when it fails.
 
-        For the fast lane's first request with a new token. Failures are neither counted nor
+        For the proxy's first request with a new token (``FastGate.prepare``). Failures are neither counted nor
         raised: the request then goes to ``authenticate``, which answers and counts them.
         """
         for source in self.settings.sources:
@@ -288,7 +286,7 @@ class IdentityResolver:
         self._cache.put(raw, identity, scope="jwt", now=now)
         return identity
 
-    def wants_login(self, request: web.Request) -> bool:
+    def wants_login(self, request: RequestLike) -> bool:
         """True for a browser navigation that OpenID Connect login can serve."""
         if self.oidc is None or request.method not in ("GET", "HEAD"):
             return False
@@ -300,7 +298,7 @@ class IdentityResolver:
     ) -> DeviceId | None:
         """The verified hardware serial of the requesting device, or None (unknown device).
 
-        ``quiet`` (the fast lane) raises without logging or counting: the full path, which the
+        ``quiet`` (``admit_now``) raises without logging or counting: the gate's ``admit``, which the
         request then takes, refuses it and does both.
 
         Raises:
@@ -332,7 +330,7 @@ class IdentityResolver:
         fingerprint = None
         remote = None
         if self._needs_peer:
-            if isinstance(request, RequestHead):  # the fast lane read them once for the connection
+            if isinstance(request, RequestHead):  # the proxy read them once for the connection
                 peercert, fingerprint, remote = request.peer.peercert, request.peer.fingerprint, request.peer.remote
             elif (transport := request.transport) is not None:
                 ssl_object = transport.get_extra_info("ssl_object")
@@ -406,7 +404,7 @@ class IdentityResolver:
         return jwks_document(self.signing_keys) if self.signing_keys is not None else {"keys": []}
 
     # --- responses -------------------------------------------------------------------------------
-    async def login_redirect(self, request: web.Request, return_to: str | None, *, now: datetime | None = None) -> web.Response:
+    async def login_redirect(self, request: RequestLike, return_to: str | None, *, now: datetime | None = None) -> web.Response:
         """302 to the provider's login, with the login-state cookie set.
 
         Raises:
@@ -422,7 +420,7 @@ class IdentityResolver:
             secure=request.secure, max_age=self.settings.oidc.login_timeout_s if self.settings.oidc else None))
         return response
 
-    async def challenge(self, request: web.Request, error: AuthenticationError) -> web.Response:
+    async def challenge(self, request: RequestLike, error: AuthenticationError) -> web.Response:
         """The response for a request without a verified user: login redirect for browsers, else the sign-in page or problem+json.
 
         A refused device certificate (revoked, expired) is not a sign-in problem: its 403 says what happened and how to enroll again.
@@ -436,7 +434,7 @@ class IdentityResolver:
                 error = exc
         return unauthenticated_response(request, error, login_url=self.login_url(request.raw_path))
 
-    def public_origin(self, request: web.Request) -> str:
+    def public_origin(self, request: RequestLike) -> str:
         """Gatehouse's public origin for instructions: the OIDC `external_url` when configured, else this request's."""
         if self.settings.oidc is not None:
             return self.settings.oidc.external_url
@@ -476,7 +474,7 @@ def _single(request: RequestLike, name: str) -> str | None:
 
 
 def unauthenticated_response(
-    request: web.Request, error: AuthenticationError, *, login_url: str | None, provider_error: str | None = None,
+    request: RequestLike, error: AuthenticationError, *, login_url: str | None, provider_error: str | None = None,
 ) -> web.Response:
     """The 401 (or 503 when the provider or its keys are unreachable): a sign-in page or problem+json.
 
@@ -504,7 +502,7 @@ def unauthenticated_response(
     return render_sign_in_problem(problem, accept=request.headers.get("Accept", ""), extra=headers).response()
 
 
-def certificate_refused_response(request: web.Request, error: DeviceCertificateRefused, *, origin: str) -> web.Response:
+def certificate_refused_response(request: RequestLike, error: DeviceCertificateRefused, *, origin: str) -> web.Response:
     """The 403 for a revoked or expired device certificate: when, and the one command that enrolls this laptop again."""
     when = error.at.strftime("%Y-%m-%d %H:%M UTC")
     command = f"gatehouse-enroll {origin}"

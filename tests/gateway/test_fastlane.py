@@ -1,8 +1,8 @@
-"""The fast lane on real sockets: what it serves itself, what it hands to aiohttp, and how it fails.
+"""The proxy's listener on real sockets: what it forwards, how it frames answers, what it refuses, how it fails.
 
-Every test drives the production listener (``GatewaySite`` with its lane, through ``make_gateway``)
-with raw sockets or fresh client connections, and reads ``gatehouse_lane_requests_total`` to know
-which path served the request.
+Every test drives the production listener (through ``make_gateway``) with raw sockets or fresh
+client connections. The behaviours of issue #17's one proxy (methods, bodies, Expect, 1xx, HTTP/1.0,
+upgrades) are pinned in ``test_one_proxy.py``.
 """
 
 from __future__ import annotations
@@ -36,13 +36,8 @@ def _route(upstream: str, **extra: object) -> dict[str, object]:
     return {"id": "app", "upstream": upstream, "tier": "low", **extra}
 
 
-def lane_count(metrics: Metrics | CollectorRegistry, lane: str) -> float:
-    registry = metrics.registry if isinstance(metrics, Metrics) else metrics
-    return registry.get_sample_value("gatehouse_lane_requests_total", {"lane": lane}) or 0.0
-
-
 def fresh_session() -> aiohttp.ClientSession:
-    """A client that opens a new connection per request (so no request inherits a handed-over connection)."""
+    """A client that opens a new connection per request (so each request is the first of its connection)."""
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True), auto_decompress=False)
 
 
@@ -101,23 +96,22 @@ def get(path: str, *extra: str) -> bytes:
     return ("\r\n".join([f"GET {path} HTTP/1.1", "Host: svc", *extra]) + "\r\n\r\n").encode()
 
 
-class TestServedInTheLane:
-    async def test_plain_get_is_served_by_the_lane(self, make_gateway: MakeGateway, upstream_url: str, recorder: Recorder, metrics: Metrics) -> None:
-        """A plain GET never reaches aiohttp: forwarded with the proxy's headers, answered with its request id."""
+class TestForwarding:
+    async def test_a_plain_get_is_forwarded_with_the_proxys_headers(self, make_gateway: MakeGateway, upstream_url: str, recorder: Recorder) -> None:
+        """A plain GET is forwarded with the proxy's headers and answered with its request id."""
         gw = await make_gateway([_route(upstream_url)])
 
         status, head, body = await raw_exchange(gw.port, get("/a?b=1", "Connection: close", "X-Gatehouse-User: forged"))
 
         assert 200 == status
         assert b'"raw_path":"/a?b=1"' in body
-        assert (1.0, 0.0) == (lane_count(metrics, "fast"), lane_count(metrics, "handed-over"))
         assert [] == recorder.header(0, "X-Gatehouse-User")
         assert ["127.0.0.1"] == recorder.header(0, "X-Forwarded-For")
         request_id = recorder.header(0, "X-Request-Id")[0]
         assert f"X-Request-Id: {request_id}".encode() in head
         assert b"Connection: close" in head
 
-    async def test_keep_alive_and_pipelining_on_one_connection(self, make_gateway: MakeGateway, raw_upstream: Any, metrics: Metrics) -> None:
+    async def test_keep_alive_and_pipelining_on_one_connection(self, make_gateway: MakeGateway, raw_upstream: Any) -> None:
         """Three pipelined GETs in one write are answered in order, over one reused upstream connection."""
         upstream, url = await raw_upstream(lambda head, _: b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(head.split()[1]), head.split()[1]))
         gw = await make_gateway([_route(url)])
@@ -129,9 +123,8 @@ class TestServedInTheLane:
 
         assert [b"/one", b"/two", b"/three"] == [body for _, _, body in answers]
         assert 1 == upstream.connections
-        assert 3.0 == lane_count(metrics, "fast")
 
-    async def test_head_arriving_byte_by_byte(self, make_gateway: MakeGateway, upstream_url: str, metrics: Metrics) -> None:
+    async def test_head_arriving_byte_by_byte(self, make_gateway: MakeGateway, upstream_url: str) -> None:
         """A head split into single bytes is put together and served."""
         gw = await make_gateway([_route(upstream_url)])
         reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
@@ -142,7 +135,7 @@ class TestServedInTheLane:
         status, _, body = await read_response(reader)
         writer.close()
 
-        assert (200, 1.0) == (status, lane_count(metrics, "fast"))
+        assert 200 == status
         assert b"/slowly" in body
 
     @pytest.mark.parametrize(
@@ -151,14 +144,13 @@ class TestServedInTheLane:
             (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n", b"abcde", "content-length"),
             (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nwxyz", b"wxyz", "content-length"),
             (b"HTTP/1.1 204 No Content\r\n\r\n", b"", None),
-            (b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", b"ok", "content-length"),
         ],
-        ids=["chunked-whole", "length", "no-content", "interim-skipped"],
+        ids=["chunked-whole", "length", "no-content"],
     )
     async def test_response_framing(
         self, make_gateway: MakeGateway, raw_upstream: Any, upstream_reply: bytes, expected_body: bytes, framing: str | None,
     ) -> None:
-        """Whatever framing the upstream used, the client gets a correctly framed body (interim responses dropped)."""
+        """Whatever framing the upstream used, the client gets a correctly framed body (1xx: test_one_proxy.py)."""
         _, url = await raw_upstream(lambda head, _: upstream_reply)
         gw = await make_gateway([_route(url)])
         reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
@@ -204,8 +196,8 @@ class TestServedInTheLane:
         assert "upstreams" != headers["x-request-id"]
         assert "date" in headers
 
-    async def test_large_download_streams_in_bounded_memory(self, make_gateway: MakeGateway, upstream_url: str, metrics: Metrics) -> None:
-        """512 MiB through the lane to a client reading at its own pace: flow control keeps memory flat."""
+    async def test_large_download_streams_in_bounded_memory(self, make_gateway: MakeGateway, upstream_url: str) -> None:
+        """512 MiB through the proxy to a client reading at its own pace: flow control keeps memory flat."""
         size = 512 * 1024 * 1024
         gw = await make_gateway([_route(upstream_url)])
         gc.collect()
@@ -217,13 +209,13 @@ class TestServedInTheLane:
                 received += len(chunk)
                 peak = max(peak, _rss_bytes())
 
-        assert (200, size, 1.0) == (response.status, received, lane_count(metrics, "fast"))
+        assert (200, size) == (response.status, received)
         assert peak - before < 64 * 1024 * 1024
 
 
-class TestHandover:
-    async def test_post_after_get_on_one_connection(self, make_gateway: MakeGateway, upstream_url: str, recorder: Recorder, metrics: Metrics) -> None:
-        """The POST (a body) is handed to aiohttp with every byte; the connection goes on serving after it."""
+class TestOnOneConnection:
+    async def test_post_after_get_on_one_connection(self, make_gateway: MakeGateway, upstream_url: str, recorder: Recorder) -> None:
+        """A POST after a GET is forwarded with every byte of its body; the connection goes on serving after it."""
         gw = await make_gateway([_route(upstream_url)])
         reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
 
@@ -237,7 +229,6 @@ class TestHandover:
         assert [200, 200, 200] == [first[0], second[0], third[0]]
         assert ["GET", "POST", "GET"] == [seen.method for seen in recorder.seen]
         assert 5 == recorder.seen[1].body_bytes
-        assert (1.0, 1.0) == (lane_count(metrics, "fast"), lane_count(metrics, "handed-over"))
 
     @pytest.mark.parametrize(
         ("request_bytes", "status"),
@@ -245,28 +236,29 @@ class TestHandover:
             (b"GET /a%2Fb HTTP/1.1\r\nHost: svc\r\n\r\n", 400),
             (b"GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
             (b"GET /.gatehouse/healthz HTTP/1.1\r\nHost: svc\r\n\r\n", 200),
-            (b"GET /x HTTP/1.1\r\nHost: svc\r\nX-Long: " + b"v" * 9000 + b"\r\n\r\n", 400),
+            (b"GET /x HTTP/1.1\r\nHost: svc\r\nX-Long: " + b"v" * 9000 + b"\r\n\r\n", 431),
             (b"GARBAGE\r\n\r\n", 400),
         ],
         ids=["encoded-slash", "two-hosts", "reserved", "long-header", "malformed"],
     )
-    async def test_what_the_lane_does_not_serve_gets_the_full_paths_answer(
-        self, make_gateway: MakeGateway, upstream_url: str, metrics: Metrics, request_bytes: bytes, status: int,
+    async def test_refusals_and_gatehouses_own_pages(
+        self, make_gateway: MakeGateway, upstream_url: str, request_bytes: bytes, status: int,
     ) -> None:
-        """Refusals and Gatehouse's own pages come from aiohttp, exactly as without the lane."""
+        """Ambiguous or malformed requests are refused with 400; Gatehouse's own pages are answered by Gatehouse."""
         gw = await make_gateway([_route(upstream_url)], max_header_bytes=8190)
 
         got, _, _ = await raw_exchange(gw.port, request_bytes, read_until_close=False)
 
-        assert (status, 0.0, 1.0) == (got, lane_count(metrics, "fast"), lane_count(metrics, "handed-over"))
+        assert status == got
 
-    async def test_websocket_upgrade_is_handed_over(self, make_gateway: MakeGateway, upstream_url: str, metrics: Metrics) -> None:
+    async def test_websocket_upgrade_is_relayed(self, make_gateway: MakeGateway, upstream_url: str) -> None:
+        """A WebSocket after the upgrade: a text frame goes up and its echo comes back."""
         gw = await make_gateway([_route(upstream_url)])
         async with fresh_session() as session, session.ws_connect(f"http://127.0.0.1:{gw.port}/ws") as ws:
             await ws.send_str("hi")
             reply = await ws.receive_str()
 
-        assert ("echo:hi", 1.0) == (reply, lane_count(metrics, "handed-over"))
+        assert "echo:hi" == reply
 
 
 class TestFailures:
@@ -279,7 +271,7 @@ class TestFailures:
 
         status, head, body = await raw_exchange(gw.port, get("/x", "Accept: application/json", "Connection: close"))
 
-        assert (502, 1.0) == (status, lane_count(metrics, "fast"))
+        assert 502 == status
         assert b'"upstream-connect"' in body
         assert b"X-Request-Id: " in head
         assert 1.0 == metrics.registry.get_sample_value("gatehouse_upstream_errors_total", {"route": "app", "kind": "connect"})
@@ -304,17 +296,28 @@ class TestFailures:
         finally:
             server.close()
 
-        assert (502, 1.0) == (status, lane_count(metrics, "fast"))
+        assert 502 == status
         assert b'"upstream-connect"' in body
         assert b"GET" not in b"".join(received)
 
-    async def test_read_timeout_is_504(self, make_gateway: MakeGateway, upstream_url: str, metrics: Metrics) -> None:
+    async def test_read_timeout_is_504(self, make_gateway: MakeGateway, upstream_url: str) -> None:
         gw = await make_gateway([_route(upstream_url, read_timeout_s=0.2)])
 
         status, _, body = await raw_exchange(gw.port, get("/hang", "Accept: text/html", "Connection: close"))
 
-        assert (504, 1.0) == (status, lane_count(metrics, "fast"))
+        assert 504 == status
         assert b"did not answer in time" in body
+
+    async def test_a_request_body_that_stops_arriving_is_408(self, make_gateway: MakeGateway, upstream_url: str, recorder: Recorder) -> None:
+        """A client that sends part of its body and then nothing more is the client's timeout (408), not the upstream's (504)."""
+        gw = await make_gateway([_route(upstream_url, read_timeout_s=0.2)])
+        head = b"POST /upload HTTP/1.1\r\nHost: svc\r\nContent-Length: 10\r\nAccept: application/json\r\n\r\nabc"
+
+        status, head_bytes, body = await raw_exchange(gw.port, head)
+
+        assert 408 == status
+        assert b"Connection: close" in head_bytes
+        assert b"stopped arriving" in body and b"read_timeout_s" in body
 
     async def test_malformed_upstream_response_is_502(self, make_gateway: MakeGateway, raw_upstream: Any, metrics: Metrics) -> None:
         _, url = await raw_upstream(lambda head, _: b"HTTP/1.1 abc nonsense\r\n\r\n")
@@ -367,11 +370,11 @@ class TestFailures:
         writer.write(get(f"/big?n={256 * 1024 * 1024}"))
         await reader.readuntil(b"\r\n\r\n")
         writer.transport.abort()
-        lane = gw.server.lane  # type: ignore[attr-defined]
-        while lane.active:
-            await asyncio.sleep(0)  # yield until the lane has seen the connection go (no time passes by design)
+        async with asyncio.timeout(10):
+            while not (client_errors := metrics.registry.get_sample_value("gatehouse_requests_total", {"route": "app", "code_class": "4xx"})):
+                await asyncio.sleep(0.01)  # polls until the request is counted; no timeout is waited out
 
-        assert 1.0 == metrics.registry.get_sample_value("gatehouse_requests_total", {"route": "app", "code_class": "4xx"})
+        assert 1.0 == client_errors
 
     async def test_head_timeout_closes_a_slow_head(self, make_gateway: MakeGateway, upstream_url: str) -> None:
         gw = await make_gateway([_route(upstream_url)], header_read_timeout_s=0.3)
@@ -437,27 +440,24 @@ async def ingest(base: str, item: dict[str, Any]) -> None:
 
 
 class TestWithTheGate:
-    async def test_first_request_with_a_new_token_stays_in_the_lane(self, gatehouse: FullStack) -> None:
-        """A token not yet verified is verified once (prepare) and the request is served by the lane; a denial is handed over."""
-        base, keys, clock, registry, _ = gatehouse
+    async def test_a_new_tokens_first_request_is_allowed_and_an_unknown_device_denied(self, gatehouse: FullStack) -> None:
+        """A token not yet verified is verified on its first request, which is allowed with the verified email; an unknown device is denied."""
+        base, keys, clock, _, _ = gatehouse
         await ingest(base, mac_item("C02ALICE0001", at=clock()))
         token = keys.token("alice@example.com", device="C02ALICE0001", now=clock())
         async with fresh_session() as session, session.get(f"{base}/public/x", headers={"Authorization": f"Bearer {token}"}) as allowed:
             allowed_body = await allowed.json()
-        fast_after_allow = lane_count(registry, "fast")
 
         denied = await status_of(base, "/public/x", keys.token("bob@example.com", device="C02UNKNOWN01", now=clock()))
 
         assert (200, "alice@example.com") == (allowed.status, allowed_body["user"])
-        assert 1.0 == fast_after_allow
         assert 403 == denied
-        assert 2.0 == lane_count(registry, "handed-over")  # the ingest POST and the denial
 
 
 class TestLogLine:
-    async def test_the_lanes_line_carries_what_the_full_paths_does(self, gatehouse: FullStack) -> None:
-        """One request.completed per fast-lane request, with user, device, decision, route and tier, never the query."""
-        base, keys, clock, registry, _ = gatehouse
+    async def test_one_line_with_user_device_decision_route_and_tier_never_the_query(self, gatehouse: FullStack) -> None:
+        """One request.completed per request of a kept token, with user, device, decision, route and tier, never the query."""
+        base, keys, clock, _, _ = gatehouse
         await ingest(base, mac_item("C02LOGS0001", at=clock()))
         token = keys.token("alice@example.com", device="C02LOGS0001", now=clock())
         await status_of(base, "/public/", token)  # verifies the token: the next request is decided at once
@@ -475,7 +475,6 @@ class TestLogLine:
         }.items() <= completed[0].items()
         assert completed[0]["bytes_out"] > 0
         assert all("s3cret" not in str(value) for event in logs for value in event.values())
-        assert 2.0 == lane_count(registry, "fast")
 
 
 class TestRememberedAdmissions:
@@ -547,24 +546,22 @@ class TestLimits:
 
         assert (200, b"ok") == (status, body)
 
-    async def test_bare_lf_heads_are_judged_by_the_full_path(self, make_gateway: MakeGateway, upstream_url: str, metrics: Metrics) -> None:
-        """A head whose lines end in a bare LF is not left waiting for a CRLF CRLF that never comes: aiohttp refuses it."""
+    async def test_bare_lf_heads_are_refused(self, make_gateway: MakeGateway, upstream_url: str) -> None:
+        """A head whose lines end in a bare LF is not left waiting for a CRLF CRLF that never comes: it is refused with 400."""
         gw = await make_gateway([_route(upstream_url)])
 
         status, _, _ = await raw_exchange(gw.port, b"GET /x HTTP/1.1\nHost: svc\nConnection: close\n\n")
 
         assert 400 == status
-        assert 1.0 == lane_count(metrics, "handed-over")
 
 
 class TestServerHeader:
-    @pytest.mark.parametrize("lane", ["fast", "full"])
-    async def test_no_version_is_named_and_the_upstreams_own_is_kept(self, make_gateway: MakeGateway, raw_upstream: Any, lane: str) -> None:
-        """Responses without an upstream `Server` say `Server: Gatehouse` in both lanes; an upstream's is kept."""
+    @pytest.mark.parametrize("method", ["GET", "POST"])
+    async def test_no_version_is_named_and_the_upstreams_own_is_kept(self, make_gateway: MakeGateway, raw_upstream: Any, method: str) -> None:
+        """Responses without an upstream `Server` say `Server: Gatehouse`; an upstream's is kept."""
         _, bare = await raw_upstream(lambda head, _: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         _, named = await raw_upstream(lambda head, _: b"HTTP/1.1 200 OK\r\nServer: wiki/2\r\nContent-Length: 2\r\n\r\nok")
         gw = await make_gateway([_route(bare, path_prefix="/bare"), _route(named, id="named", path_prefix="/named")])
-        method = "GET" if lane == "fast" else "DELETE"  # DELETE takes the full path
 
         servers = []
         for path in ("/bare", "/named", "/.gatehouse/healthz"):
@@ -574,17 +571,17 @@ class TestServerHeader:
         assert [[b"Gatehouse"], [b"wiki/2"], [b"Gatehouse"]] == servers
 
     @pytest.mark.parametrize("request_bytes", [b"GARBAGE\r\n\r\n", b"GET /x HTTP/1.1\r\nHost: svc\r\nX-Long: " + b"v" * 9000 + b"\r\n\r\n"])
-    async def test_aiohttps_own_refusals_name_no_version_either(self, make_gateway: MakeGateway, upstream_url: str, request_bytes: bytes) -> None:
+    async def test_refusals_name_no_version_either(self, make_gateway: MakeGateway, upstream_url: str, request_bytes: bytes) -> None:
         gw = await make_gateway([_route(upstream_url)], max_header_bytes=8190)
 
         status, head, _ = await raw_exchange(gw.port, request_bytes, read_until_close=False)
 
-        assert 400 == status
+        assert status in (400, 431)
         assert [b"Server: Gatehouse"] == [line for line in head.split(b"\r\n") if line.lower().startswith(b"server:")]
 
 
 class TestHeadSizeLimit:
-    """`server.max_head_bytes` bounds the whole request head on both paths (a session-1 leftover)."""
+    """`server.max_head_bytes` bounds the whole request head (a session-1 leftover)."""
 
     @staticmethod
     def head_of(total: int, *, method: str = "GET") -> bytes:
@@ -593,14 +590,14 @@ class TestHeadSizeLimit:
             lines.append(f"X-Filler-{len(lines)}: " + "v" * 960)
         return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
-    @pytest.mark.parametrize("method", ["GET", "DELETE"])  # the fast lane, and aiohttp from the first byte
+    @pytest.mark.parametrize("method", ["GET", "POST"])
     async def test_a_head_over_the_limit_is_431(self, make_gateway: MakeGateway, upstream_url: str, recorder: Recorder, method: str) -> None:
         gw = await make_gateway([_route(upstream_url)], max_head_bytes=12_000, max_header_count=100)
 
         status, head, body = await raw_exchange(gw.port, self.head_of(20_000, method=method))
 
         assert (431, []) == (status, recorder.seen)
-        assert b"request head over 12000 bytes" in body
+        assert b"the request head is longer than 12000 bytes (server.max_head_bytes)" in body
         assert b"Server: Gatehouse" in head
 
     async def test_a_head_arriving_in_pieces_is_counted_across_them(self, make_gateway: MakeGateway, upstream_url: str, recorder: Recorder) -> None:

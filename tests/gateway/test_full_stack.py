@@ -36,7 +36,7 @@ class Upstream:
 @pytest.fixture(params=["fresh-connections", "kept-connection"])
 async def stack(request: pytest.FixtureRequest, aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path) -> AsyncIterator[tuple[TestClient, Upstream, Keys, MovableClock, CollectorRegistry]]:
     """A full Gatehouse in front of a recording upstream, twice: a new connection per request (every
-    GET is decided in the fast lane, whose admissions are memoised) and one kept connection (after
+    GET is decided from memory, whose admissions are kept) and one kept connection (after
     the first ingest POST, aiohttp serves everything on it)."""
     upstream = Upstream()
     up_app = web.Application()

@@ -242,7 +242,7 @@ OwnedStack = tuple[TestClient, Recorded, Keys, MovableClock, CollectorRegistry]
 
 @pytest.fixture
 async def owned_stack(aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path) -> AsyncIterator[OwnedStack]:
-    """A full Gatehouse on its own listener, a new connection per request: GETs are decided in the fast lane, POSTs on the full path."""
+    """A full Gatehouse on its own listener, a new connection per request."""
     upstream = Recorded()
     up_app = web.Application()
     up_app.router.add_route("*", "/{tail:.*}", upstream.handle)
@@ -280,8 +280,9 @@ async def ingest_owned(client: TestClient, clock: MovableClock, owner: str) -> N
     assert 200 == bound.status, await bound.text()
 
 
-def lane_count(registry: CollectorRegistry, lane: str) -> float:
-    return registry.get_sample_value("gatehouse_lane_requests_total", {"lane": lane}) or 0.0
+def gate_path_count(registry: CollectorRegistry, path: str) -> float:
+    """Requests the gate decided from memory (``memory``) or on its awaited path (``awaited``)."""
+    return registry.get_sample_value("gatehouse_gate_paths_total", {"path": path}) or 0.0
 
 
 class TestOwnerBindingThroughTheListener:
@@ -317,19 +318,19 @@ class TestOwnerBindingThroughTheListener:
         assert [(403, DEVICE_NOT_OWNED)] * 2 == [(r.status, r.headers["X-Gatehouse-Denied-Reason"]) for r in (got, posted)]
         assert [] == upstream.paths
 
-    async def test_device_of_the_user_is_allowed_in_the_lane_and_on_the_full_path(self, owned_stack: OwnedStack) -> None:
-        """The registered owner (email in any case) gets through, a GET in the fast lane and a POST on the full path."""
+    async def test_device_of_the_user_is_allowed_to_get_and_post(self, owned_stack: OwnedStack) -> None:
+        """The registered owner (email in any case) gets through, a GET (its token verified first) and a POST (decided from memory)."""
         client, upstream, keys, clock, registry = owned_stack
         await ingest_owned(client, clock, "Alice@Example.com")
         headers = {"Authorization": f"Bearer {keys.token('alice@example.com', device=SERIAL, now=clock())}"}
-        fast_before = lane_count(registry, "fast")
+        fast_before = gate_path_count(registry, "memory")
 
         got = await client.get("/owned/", headers=headers)
         posted = await client.post("/owned/", headers=headers, data=b"x=1")
 
         assert (200, 200) == (got.status, posted.status)
         assert ["GET /owned/", "POST /owned/"] == upstream.paths
-        assert 1.0 == lane_count(registry, "fast") - fast_before
+        assert 1.0 == gate_path_count(registry, "memory") - fast_before
 
 
 def policy_with_lobby(path: Path) -> Path:
@@ -407,11 +408,11 @@ async def completed_lines(log_lines: LogLines, count: int) -> list[dict[str, Any
 
 class TestIdentityOnlyThroughTheListener:
     async def test_no_device_is_allowed_logged_and_counted_as_identity_only(self, lobby_stack: LobbyStack, log_lines: LogLines) -> None:
-        """No device at a `device: optional` tier: a GET in the fast lane and a POST on the full path reach the
+        """No device at a `device: optional` tier: a GET and a POST reach the
         upstream, and the log line, the decisions metric and the access ledger say identity-only."""
         client, upstream, keys, clock, registry = lobby_stack
         headers = {"Authorization": f"Bearer {keys.token('alice@example.com', now=clock())}"}
-        fast_before = lane_count(registry, "fast")
+        fast_before = gate_path_count(registry, "memory")
 
         got = await client.get("/lobby/", headers=headers)
         posted = await client.post("/lobby/", headers=headers, data=b"x=1")
@@ -423,7 +424,7 @@ class TestIdentityOnlyThroughTheListener:
 
         assert (200, 200) == (got.status, posted.status)
         assert ["GET /lobby/", "POST /lobby/"] == upstream.paths
-        assert 1.0 == lane_count(registry, "fast") - fast_before
+        assert 1.0 == gate_path_count(registry, "memory") - fast_before
         assert [("GET", "allow", "identity-only", None, "alice@example.com"), ("POST", "allow", "identity-only", None, "alice@example.com")] == [
             (line["method"], line["decision"], line["reason"], line.get("device"), line["user"]) for line in lines
         ]

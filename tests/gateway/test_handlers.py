@@ -4,7 +4,7 @@ import contextvars
 
 import structlog
 
-from gateway.handlers import log_context_var
+from gateway.logging import log_context_var
 
 
 class TestLogContextVar:

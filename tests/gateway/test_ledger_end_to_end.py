@@ -60,8 +60,8 @@ class Gateway:
         return {"Authorization": f"Bearer {self.keys.token(ALICE, device=device, now=self.clock())}", "Accept": "application/json"}
 
     async def send(self, rounds: int, sent: Counter[Key]) -> None:
-        """Send every request of the plan ``rounds`` times: odd rounds each on a new connection (the fast lane serves
-        the allowed ones), even rounds on one kept connection (aiohttp serves it after the first handover)."""
+        """Send every request of the plan ``rounds`` times: odd rounds each on a new connection, even rounds on one
+        kept connection (the gate decides the allowed ones from memory after the first)."""
         headers = {device: self.headers(device) for _, device, *_ in PLAN}
         for number in range(rounds):
             extra = {"Connection": "close"} if number % 2 == 0 else {}
@@ -128,7 +128,7 @@ async def upstream(aiohttp_server: Any) -> str:
 
 
 class TestLedgerEndToEnd:
-    async def test_sqlite_ledger_counts_equal_the_requests_sent_on_both_lanes(self, aiohttp_client: Any, upstream: str, tmp_path: Path) -> None:
+    async def test_sqlite_ledger_counts_equal_the_requests_sent(self, aiohttp_client: Any, upstream: str, tmp_path: Path) -> None:
         """Every verdict (allowed, in grace, nudged, break-glass, monitored, denied, unauthenticated) is counted once per request."""
         keys, clock = Keys(tmp_path / "keys"), MovableClock()
         settings = gatehouse_settings(keys, store=f"sqlite:///{tmp_path}/gatehouse.db", upstream=upstream)
@@ -141,11 +141,11 @@ class TestLedgerEndToEnd:
 
         assert True is flushed
         assert sent == await ledger_counts(settings.store.reveal())
-        assert 0 < gateway.metric("gatehouse_lane_requests_total", lane="fast")
-        assert 0 < gateway.metric("gatehouse_lane_requests_total", lane="handed-over")
+        assert 0 < gateway.metric("gatehouse_gate_paths_total", path="memory")
+        assert 0 < gateway.metric("gatehouse_gate_paths_total", path="awaited")
         assert 0 == gateway.metric("gatehouse_ledger_rows_pending")
 
-    async def test_kept_fast_lane_admissions_are_counted_exactly_across_flushes_and_hours(
+    async def test_kept_admissions_are_counted_exactly_across_flushes_and_hours(
         self, aiohttp_client: Any, upstream: str, tmp_path: Path,
     ) -> None:
         """The same allowed request again and again (a kept admission) is counted once each, in its hour, with flushes in between."""
@@ -153,7 +153,7 @@ class TestLedgerEndToEnd:
         settings = gatehouse_settings(keys, store=f"sqlite:///{tmp_path}/gatehouse.db", upstream=upstream)
         gateway = await start(aiohttp_client, settings, keys, clock)
         await prepare_fleet(gateway)
-        headers = {**gateway.headers("C02OK"), "Connection": "close"}  # each on a new connection: the fast lane
+        headers = {**gateway.headers("C02OK"), "Connection": "close"}  # each on a new connection, decided from memory
         hour = clock.now.replace(minute=0, second=0, microsecond=0)
 
         for sends, step in ((3, timedelta(minutes=10)), (4, timedelta(minutes=49, seconds=59)), (2, timedelta(seconds=2)), (5, timedelta(0))):
@@ -166,7 +166,7 @@ class TestLedgerEndToEnd:
         rows = [(r.hour, r.count) async for r in store.iter_access(since=hour) if r.device == "C02OK" and r.route == "public"]
 
         assert [(hour, 9), (hour + timedelta(hours=1), 5)] == rows
-        assert 13 <= gateway.metric("gatehouse_lane_requests_total", lane="fast")  # all but the first, which verifies the token
+        assert 13 <= gateway.metric("gatehouse_gate_paths_total", path="memory")  # all but the first, which verifies the token
 
     @pytest.mark.postgres
     async def test_two_gateways_on_postgresql_count_every_request_once_across_an_outage(

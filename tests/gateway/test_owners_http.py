@@ -17,7 +17,7 @@ def reasons(*responses: object) -> list[tuple[int, str]]:
 
 class TestOwnerApi:
     async def test_assigning_an_osquery_device_lets_its_owner_in_and_unassigning_shuts_it_again(self, owned_stack: OwnedStack) -> None:
-        """PUT binds the owner (allowed, fast lane too); others are not-owned; DELETE makes it unowned at once, kept admission or not."""
+        """PUT binds the owner (allowed, from memory too); others are not-owned; DELETE makes it unowned at once, kept admission or not."""
         client, upstream, keys, clock, _ = owned_stack
         await enroll_healthy_osquery_laptop(client)
         alice = {"Authorization": f"Bearer {keys.token('alice@example.com', device=SERIAL, now=clock())}"}

@@ -1,8 +1,8 @@
-"""Upstream responses through the production listener: the fast lane and the full path answer alike.
+"""Upstream responses through the production listener, for requests with and without a body.
 
-The same upstream answer is fetched with a GET (served by the fast lane) and with a POST, a HEAD or a
-GET on a connection already handed to aiohttp (the full path): bodies that end when the upstream
-closes, the limits on a response head, the read timeout under a slow client, the request record.
+The same upstream answer is fetched with a GET and with a POST (a HEAD, and a GET after a POST on one
+connection, where it matters): bodies that end when the upstream closes, the limits on a response
+head, the read timeout under a slow client, the request record.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from tests.conftest import LogLines
 from tests.gateway.conftest import MakeGateway
 from tests.gateway.fullstack import mac_item
 from tests.gateway.test_fastlane import (  # noqa: F401  (gatehouse and raw_upstream are fixtures)
-    FullStack, fresh_session, gatehouse, get, ingest, lane_count, raw_upstream, read_response,
+    FullStack, fresh_session, gatehouse, get, ingest, raw_upstream, read_response,
 )
 
 CLOSE_DELIMITED = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n"
@@ -40,10 +40,10 @@ def close_delimited(head: bytes, _: int) -> bytes:
 
 
 class TestBodyEndedByClose:
-    async def test_post_and_then_a_get_on_the_handed_connection_get_the_whole_body(
-        self, make_gateway: MakeGateway, raw_upstream: Callable[..., Any], metrics: Metrics,
+    async def test_a_post_and_then_a_get_on_one_connection_get_the_whole_body(
+        self, make_gateway: MakeGateway, raw_upstream: Callable[..., Any],
     ) -> None:
-        """A body the upstream ends by closing reaches the client in full on the full path, for a POST and the GET after it."""
+        """A body the upstream ends by closing reaches the client in full, for a POST and the GET after it on the same connection."""
         _, url = await raw_upstream(close_delimited, close=True)
         gw = await make_gateway([_route(url)])
         reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
@@ -56,7 +56,6 @@ class TestBodyEndedByClose:
 
         assert (200, len(BODY)) == (first[0], len(first[2]))
         assert (200, len(BODY)) == (second[0], len(second[2]))
-        assert (0.0, 1.0) == (lane_count(metrics, "fast"), lane_count(metrics, "handed-over"))
 
     async def test_head_gets_no_body_and_the_connection_goes_on(self, make_gateway: MakeGateway, raw_upstream: Callable[..., Any]) -> None:
         """A HEAD answered without a length has no body; the next request on the connection is answered cleanly."""
@@ -73,8 +72,8 @@ class TestBodyEndedByClose:
         assert head.startswith(b"HTTP/1.1 200 ")
         assert (200, len(BODY)) == (second[0], len(second[2]))
 
-    async def test_get_in_the_fast_lane_gets_the_whole_body(self, make_gateway: MakeGateway, raw_upstream: Callable[..., Any], metrics: Metrics) -> None:
-        """The fast lane's answer to the same upstream response, for comparison: the whole body."""
+    async def test_a_get_on_a_new_connection_gets_the_whole_body(self, make_gateway: MakeGateway, raw_upstream: Callable[..., Any]) -> None:
+        """A GET as the first request of its connection gets the whole body too."""
         _, url = await raw_upstream(close_delimited, close=True)
         gw = await make_gateway([_route(url)])
         reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
@@ -84,15 +83,14 @@ class TestBodyEndedByClose:
         writer.close()
 
         assert (200, len(BODY)) == (status, len(body))
-        assert 1.0 == lane_count(metrics, "fast")
 
 
-LANES = pytest.mark.parametrize("lane", ["fast", "full"])
-"""``fast``: a GET the fast lane serves; ``full``: a POST, which aiohttp serves."""
+GET_AND_POST = pytest.mark.parametrize("method", ["GET", "POST"])
+"""A request without a body and one with (an empty) one: one proxy, the same answers."""
 
 
-def ask(lane: str, path: str, *extra: str) -> bytes:
-    return get(path, *extra) if lane == "fast" else post(path, *extra)
+def ask(method: str, path: str, *extra: str) -> bytes:
+    return get(path, *extra) if method == "GET" else post(path, *extra)
 
 
 def answer_with(head_lines: bytes) -> Callable[[bytes, int], bytes]:
@@ -100,7 +98,7 @@ def answer_with(head_lines: bytes) -> Callable[[bytes, int], bytes]:
 
 
 class TestResponseHeadLimits:
-    @LANES
+    @GET_AND_POST
     @pytest.mark.parametrize(
         "lines",
         [
@@ -112,22 +110,21 @@ class TestResponseHeadLimits:
         ],
         ids=["one-9000-byte-header", "130-headers", "a-16-KiB-line", "256-headers", "a-48-KiB-head"],
     )
-    async def test_heads_within_the_limits_pass_on_both_lanes(
-        self, make_gateway: MakeGateway, raw_upstream: Callable[..., Any], metrics: Metrics, lane: str, lines: bytes,
+    async def test_heads_within_the_limits_pass(
+        self, make_gateway: MakeGateway, raw_upstream: Callable[..., Any], method: str, lines: bytes,
     ) -> None:
-        """A response head within every limit is forwarded, whichever lane serves the request."""
+        """A response head within every limit is forwarded."""
         _, url = await raw_upstream(answer_with(lines))
         gw = await make_gateway([_route(url)])
         reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
 
-        writer.write(ask(lane, "/x"))
+        writer.write(ask(method, "/x"))
         status, _, body = await read_response(reader)
         writer.close()
 
         assert (200, b"ok") == (status, body)
-        assert 1.0 == lane_count(metrics, "fast" if lane == "fast" else "handed-over")
 
-    @LANES
+    @GET_AND_POST
     @pytest.mark.parametrize(
         ("lines", "limit", "text"),
         [
@@ -137,16 +134,16 @@ class TestResponseHeadLimits:
         ],
         ids=["line", "headers", "head"],
     )
-    async def test_heads_over_a_limit_are_502_on_both_lanes(
+    async def test_heads_over_a_limit_are_502(
         self, log_lines: LogLines, make_gateway: MakeGateway, raw_upstream: Callable[..., Any],
-        metrics: Metrics, lane: str, lines: bytes, limit: str, text: str,
+        metrics: Metrics, method: str, lines: bytes, limit: str, text: str,
     ) -> None:
-        """A response head over a limit is a 502 on either lane, counted as a protocol error and logged with the limit's text."""
+        """A response head over a limit is a 502, counted as a protocol error and logged with the limit's text."""
         _, url = await raw_upstream(answer_with(lines))
         gw = await make_gateway([_route(url)])
         reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
 
-        writer.write(ask(lane, "/x", "Accept: application/json"))
+        writer.write(ask(method, "/x", "Accept: application/json"))
         status, _, body = await read_response(reader)
         writer.close()
 
@@ -157,8 +154,8 @@ class TestResponseHeadLimits:
 
 
 class TestReadTimeoutUnderBackPressure:
-    @LANES
-    async def test_a_slow_client_is_served_in_full(self, make_gateway: MakeGateway, lane: str, metrics: Metrics) -> None:
+    @GET_AND_POST
+    async def test_a_slow_client_is_served_in_full(self, make_gateway: MakeGateway, method: str, metrics: Metrics) -> None:
         """The read timeout never fires while the upstream waits for a client that reads slowly: the whole body arrives."""
         total, piece = 32 * 1024 * 1024, 64 * 1024
         sent = 0
@@ -186,7 +183,7 @@ class TestReadTimeoutUnderBackPressure:
         await asyncio.get_running_loop().sock_connect(client, ("127.0.0.1", gw.port))
         reader, writer = await asyncio.open_connection(sock=client, limit=piece)
         try:
-            writer.write(ask(lane, "/download", "Connection: close"))
+            writer.write(ask(method, "/download", "Connection: close"))
             await asyncio.sleep(0.5)  # five read timeouts without reading: a real wait, as the timeouts run on the loop's clock
             sent_while_paused = sent
             client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)  # then a large window, to read quickly
@@ -201,30 +198,29 @@ class TestReadTimeoutUnderBackPressure:
 
 
 class TestRequestRecord:
-    async def test_monitored_requests_log_the_same_fields_with_their_reason_on_both_lanes(
+    async def test_monitored_requests_log_the_same_fields_with_their_reason_for_get_and_post(
         self, log_lines: LogLines, gatehouse: FullStack,
     ) -> None:
-        """A monitor-mode route lets a failing device through; both lanes' request.completed lines carry the same fields and the would-deny reason."""
-        base, keys, clock, registry, _ = gatehouse
+        """A monitor-mode route lets a failing device through; a GET's and a POST's request.completed lines carry the same fields and the would-deny reason."""
+        base, keys, clock, _, _ = gatehouse
         await ingest(base, mac_item("C02SHADOW01", at=clock(), sip_enabled=False))
         auth = {"Authorization": f"Bearer {keys.token('alice@example.com', device='C02SHADOW01', now=clock())}"}
 
         async with fresh_session() as session:
-            async with session.get(f"{base}/shadow/x", headers=auth) as fast:
-                await fast.read()
-            async with session.post(f"{base}/shadow/x", headers=auth) as full:
-                await full.read()
+            async with session.get(f"{base}/shadow/x", headers=auth) as got:
+                await got.read()
+            async with session.post(f"{base}/shadow/x", headers=auth) as posted:
+                await posted.read()
 
         lines = {line["request_id"]: line for line in log_lines.events("request.completed")}
-        fast_line, full_line = lines[fast.headers["X-Request-Id"]], lines[full.headers["X-Request-Id"]]
-        assert (200, 200) == (fast.status, full.status)
-        assert (1.0, 2.0) == (lane_count(registry, "fast"), lane_count(registry, "handed-over"))  # the ingest POST, then this POST
-        assert sorted(fast_line) == sorted(full_line)
-        assert ("would-deny", "checks-failed") == (fast_line["decision"], fast_line["reason"])
-        assert ("would-deny", "checks-failed") == (full_line["decision"], full_line["reason"])
+        get_line, post_line = lines[got.headers["X-Request-Id"]], lines[posted.headers["X-Request-Id"]]
+        assert (200, 200) == (got.status, posted.status)
+        assert sorted(get_line) == sorted(post_line)
+        assert ("would-deny", "checks-failed") == (get_line["decision"], get_line["reason"])
+        assert ("would-deny", "checks-failed") == (post_line["decision"], post_line["reason"])
 
     def test_the_duration_metrics_say_where_they_start_and_end(self, metrics: Metrics) -> None:
-        """The help of both duration histograms names their start and end points, the same on both lanes."""
+        """The help of both duration histograms names their start and end points."""
         helps = {m.name: m.documentation for m in metrics.registry.collect()}
 
         assert "head has been read" in helps["gatehouse_request_duration_seconds"]

@@ -1,6 +1,6 @@
 """The built-in OpenID Connect login, end to end against the real `oidc-provider` (npm) from tests/oidc.
 
-Gatehouse runs as `gatehouse serve` runs it (``start_gateway``: its listener, fast lane and policy
+Gatehouse runs as `gatehouse serve` runs it (``start_gateway``: its listener, proxy and policy
 gate) in front of an upstream that echoes the identity it receives. Prepare the provider with
 `npm ci --prefix tests/oidc`. Outside CI the tests skip when Node.js or the package is missing; in
 CI (`CI` set) they fail instead. The Chromium tests drive the provider's own pages as a user would.

@@ -1,7 +1,7 @@
 """Fixtures for the ingest tests: a full Gatehouse with a SQLite store in tmp_path and a fake clock, on 127.0.0.1.
 
 The app is served by ``aiohttp_client`` (tests/conftest.py), that is by Gatehouse's own listener
-with the fast lane and the handler settings of ``gatehouse serve``.
+with the proxy and the handler settings of ``gatehouse serve``.
 """
 
 from __future__ import annotations
