@@ -10,7 +10,8 @@ bounds the request line (414 beyond it) and each header line (431), ``server.max
 number of header lines (431), ``server.max_head_bytes`` the whole head (431, counted as the bytes
 arrive, so an endless head is refused without being buffered). Anything httptools (llhttp, strict)
 refuses is 400 with its reason: bare LF line ends, a ``Content-Length`` next to ``Transfer-Encoding``,
-duplicate lengths, invalid characters, an unknown method. HTTP versions other than 1.0 and 1.1 are 505.
+duplicate lengths, invalid characters, an unknown method. HTTP versions other than 1.0 and 1.1 are 505; a
+transfer coding other than ``chunked`` alone is 501.
 
 Bodies are framed by httptools (``Content-Length`` or chunked); their pieces wait in the Message
 until the lane passes them on (so a pipelined request's head may be parsed while the one before is
@@ -185,7 +186,11 @@ class RequestParser:
         )
         lengths = headers.getall("Content-Length", ())
         content_length = int(lengths[0]) if lengths else None  # llhttp refused duplicates, non-digits and mixed framings
-        chunked = "Transfer-Encoding" in headers
+        codings = [c.strip().lower() for v in headers.getall("Transfer-Encoding", ()) for c in v.split(",") if c.strip()]
+        chunked = bool(codings)
+        if codings and codings != ["chunked"]:  # llhttp accepted it, so chunked is last; what comes before it is not ours to undo
+            self.refused = Refusal(501, f"transfer coding `{', '.join(codings)}` is not served; send the body with `chunked` alone or a Content-Length")
+            raise self.refused
         method = parser.get_method().decode("ascii", "replace")
         current.head = RequestHead(
             method, self._url.decode("utf-8", "surrogateescape"), headers, pairs, self._peer, parser.should_keep_alive(),

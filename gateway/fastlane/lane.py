@@ -100,12 +100,14 @@ _NO_BODY_STATUSES = frozenset({204, 304})
 _REASONS = {
     400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found", 405: b"Method Not Allowed",
     408: b"Request Timeout", 413: b"Content Too Large", 414: b"URI Too Long", 417: b"Expectation Failed",
-    431: b"Request Header Fields Too Large", 500: b"Internal Server Error", 502: b"Bad Gateway", 503: b"Service Unavailable",
+    431: b"Request Header Fields Too Large", 500: b"Internal Server Error", 501: b"Not Implemented", 502: b"Bad Gateway", 503: b"Service Unavailable",
     504: b"Gateway Timeout", 505: b"HTTP Version Not Supported",
 }
 _SERVER_LINE = f"Server: {SERVER_NAME}\r\n".encode()
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_REFUSAL_CODES = {400: "bad-request", 414: "uri-too-long", 431: "headers-too-large", 505: "http-version-not-supported"}
+_REFUSAL_CODES = {
+    400: "bad-request", 414: "uri-too-long", 431: "headers-too-large", 501: "transfer-coding-not-served", 505: "http-version-not-supported",
+}
 
 # Phases of a connection's request in service
 _IDLE, _DECIDING, _PROXYING, _TUNNEL, _OWN = range(5)
@@ -362,19 +364,23 @@ class LaneConnection(asyncio.Protocol):
         parser = self.parser
         if parser is None or self.transport is None:
             return
+        refused = parser.refused
         if self.phase == _IDLE:
             messages = parser.messages
-            if messages and messages[0].head is not None:
+            if messages and messages[0].head is not None and (refused is None or messages[0].ended):
                 self._start(messages[0])
-            elif parser.refused is not None and not (messages and messages[0].ended):
-                self._refuse(parser.refused)
+            elif refused is not None:
+                self._refuse(refused)
                 return
+        elif refused is not None and self.message is not None and not self.message.ended:
+            self._abandon(refused)  # the body of the request in service cannot be read
+            return
         message = self.message
         if message is not None and message.body and (self.phase == _PROXYING or self.phase == _OWN):
             self._pass_body(message)
         elif message is not None and message.ended and not self.body_done and self.phase in (_PROXYING, _OWN):
             self._pass_body(message)
-        buffered = sum(m.buffered for m in parser.messages)
+        buffered = sum(m.buffered + (len(m.rest) if m.rest else 0) for m in parser.messages)
         if buffered > PIPELINE_MAX_BYTES or self.upstream_paused or len(parser.messages) > 16:
             if not self.read_paused:
                 self.read_paused = True
@@ -900,6 +906,25 @@ class LaneConnection(asyncio.Protocol):
         _log.info("request.malformed", status=refusal.status, reason=refusal.text)
         self._answer(error_response(
             "", status=refusal.status, code=_REFUSAL_CODES.get(refusal.status, "bad-request"), detail=refusal.text,
+            request_id=self.request_id,
+        ), close=True)
+
+    def _abandon(self, refusal: Refusal) -> None:
+        """The parser refused the body of the request in service: give it up, answer when nothing was sent yet, and close."""
+        _log.info("request.malformed", status=refusal.status, reason=refusal.text)
+        self.close_after = True
+        if self.deciding is not None:
+            task, self.deciding = self.deciding, None
+            task.cancel()
+        self._drop_upstream()
+        if self.phase == _OWN or self.head_sent:
+            if self.transport is not None:
+                self.transport.abort()
+            if self.phase != _OWN:
+                self._complete(refusal.status)
+            return
+        self._answer(error_response(
+            self._accept(), status=refusal.status, code=_REFUSAL_CODES.get(refusal.status, "bad-request"), detail=refusal.text,
             request_id=self.request_id,
         ), close=True)
 
