@@ -42,7 +42,7 @@ from prometheus_client import CollectorRegistry
 
 from breakglass import BreakglassService
 from gateway.enroll.ca import DeviceCA, DeviceCaError
-from gateway.breakglass_http import BreakglassWeb, add_breakglass_routes, breakglass_maintenance_ctx
+from gateway.web.breakglass import BreakglassWeb, add_breakglass_routes, breakglass_maintenance_ctx
 from gateway.enroll.api import add_enroll_routes
 from gateway.errors import ConfigError, Problem, RouteNotFound
 from gateway.handlers import Gate

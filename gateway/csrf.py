@@ -11,7 +11,7 @@ The scheme
   It is valid for the verified user it was issued to (the ``sub`` of the verified token) and for
   ``max_age`` after ``issued``. No server-side state: any page that renders a form for a user
   calls ``protector.issue(subject, now=now)`` and puts the result in a hidden ``csrf_token``
-  field (the deny page gets it through ``gateway.breakglass_http.csrf_token_for(request)``).
+  field (the deny page gets it through ``gateway.web.breakglass.csrf_token_for(request)``).
   The secret is configured (``breakglass.csrf_secret``, needed when replicas serve one user) or
   drawn per process. A forged request from another site cannot know a token for the victim.
 - **Fetch metadata and Origin.** Every state-changing request is refused when the browser says it

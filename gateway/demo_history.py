@@ -52,7 +52,7 @@ from prometheus_client import CollectorRegistry
 from breakglass import BreakglassService, GrantRequest, Scope
 from gateway.app import ComplianceFromPolicy
 from gateway.breakglass_config import tier_rule
-from gateway.breakglass_http import failing_checks_of
+from gateway.web.breakglass import failing_checks_of
 from gateway.demo import DEMO_DEVICES, DEMO_HISTORY_DAYS, DEMO_ISSUER, demo_snapshots
 from gateway.gate import GateOutcome, Verdict, decide
 from gateway.identity.model import DeviceId, Identity

@@ -85,9 +85,9 @@ DEVICE: web.RequestKey[DeviceId] = web.RequestKey("device")
 OUTCOME: web.RequestKey[GateOutcome] = web.RequestKey("outcome")
 """The gate's decision for this request, once made."""
 
-# --- Break-glass pages and API (breakglass_http.py, csrf.py, webhook.py) ---
+# --- Break-glass pages and API (web/breakglass/, csrf.py, webhook.py) ---
 if TYPE_CHECKING:
-    from gateway.breakglass_http import BreakglassWeb
+    from gateway.web.breakglass.context import BreakglassWeb
     from gateway.csrf import CsrfProtector
     from gateway.webhook import WebhookNotifier
 

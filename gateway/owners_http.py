@@ -9,8 +9,8 @@ Callers authenticate like the snapshot ingest API: ``Authorization: Bearer`` wit
 ``DELETE`` removes every owner, or only ``?owner=a@corp.example``. Entries are recorded with source
 ``api`` and ``set_by`` ``api:<set_by>`` (``api:ingest-token`` without one). The answer is the
 entry after the change, once it is committed; this replica's cache has it before the answer is
-sent, other replicas and workers on their next refresh (PostgreSQL: at once). Errors are
-problem+json naming the field and what is expected.
+sent, other replicas and workers on their next refresh (PostgreSQL: at once). Errors are the one
+problem+json of ``gateway.web.problem``, naming the field and what is expected.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from gateway.ingest.http import ingest_caller_authorized
 from gateway.ingest.snapshot_parse import serial_problem
 from gateway.keys import CLOCK, INGEST_SETTINGS, REQUEST_ID, SNAPSHOT_CACHE, STORE
 from gateway.owners import clean_owner_emails
-from gateway.pages import error_response
 from gateway.store.base import OwnerEdit, OwnerEditMode, OwnerRecord, OwnerSource, StoreError
+from gateway.web.problem import problem_response
 
 _log = structlog.get_logger("gateway.owners")
 
@@ -37,10 +37,8 @@ _JSON = "application/json"
 
 
 def _problem(request: web.Request, status: int, code: str, detail: str) -> web.Response:
-    response = error_response(_JSON, status=status, code=code, detail=detail, request_id=request.get(REQUEST_ID))
-    if status == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="gatehouse-ingest"'
-    return response
+    headers = {"WWW-Authenticate": 'Bearer realm="gatehouse-ingest"'} if status == 401 else None
+    return problem_response(status, code, detail, request_id=request.get(REQUEST_ID), headers=headers)
 
 
 def _record_json(record: OwnerRecord) -> web.Response:

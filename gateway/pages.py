@@ -1,67 +1,26 @@
-"""Rendering of Gatehouse's own pages: HTML for browsers, problem+json for everything else.
+"""Gatehouse's error pages: HTML for browsers, problem+json for everything else.
 
-Owns: the base layout (templates/layout.html + templates/style.css), content negotiation, the
-security headers of every page, error pages for GatewayError and HTTP errors (a handler's own text
-on an HTTP error is shown, escaped; aiohttp's stock ``403: Forbidden`` is replaced by the generic page).
+Owns: content negotiation (``wants_html``), and the error page or problem document for a status
+and code (``error_response``), a GatewayError (``gateway_error_response``) and an HTTP error a
+handler raised (``http_error_response``; its own text is shown, escaped; aiohttp's stock
+``403: Forbidden`` is replaced by the generic text).
 Must not import: app, handlers, proxy (no decision logic; callers pass what to show).
 
-The deny and login pages reuse the same pieces: ``wants_html(accept)``, ``html_page(title, body)``
-(``body`` is trusted HTML the caller built with ``escape``), ``problem_json(...)`` and
-``page_response(...)``, which sets the strict Content-Security-Policy. Every value that comes from a
-request, a device or a user goes through ``escape`` (or orjson) before it reaches a page.
+The HTML page is the one page shell of ``gateway.views.layout`` (its stylesheet, CSP and security
+headers); the JSON is the one problem document of ``gateway.web.problem``. Every value that comes
+from a request goes through the shell's escaping (or orjson) before it reaches a page.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import html
 from collections.abc import Mapping
-from importlib.resources import files
-from string import Template
 
-import orjson
 from aiohttp import web
 
 from gateway.errors import GatewayError
-
-_TEMPLATES = files("gateway") / "templates"
-_LAYOUT = Template(_TEMPLATES.joinpath("layout.html").read_text(encoding="utf-8"))
-_STYLE = _TEMPLATES.joinpath("style.css").read_text(encoding="utf-8").strip()
-_STYLE_HASH = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
-
-CONTENT_SECURITY_POLICY = (
-    f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; img-src 'self'; "
-    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-)
-"""No scripts, no external assets; the one inline stylesheet is allowed by its hash."""
-
-SECURITY_HEADERS: Mapping[str, str] = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-    "Cache-Control": "no-store",
-}
-
-_TITLES = {
-    400: "Bad request",
-    401: "Sign-in required",
-    403: "Access denied",
-    404: "Not found",
-    405: "Method not allowed",
-    413: "Request body too large",
-    431: "Request headers too large",
-    500: "Something went wrong",
-    502: "Service unreachable",
-    503: "Not ready",
-    504: "Service did not answer in time",
-}
-
-_CODE_TITLES = {
-    "device-certificate-revoked": "This laptop's device certificate was revoked",
-    "device-certificate-expired": "This laptop's device certificate has expired",
-}
+from gateway.views.html import el
+from gateway.views.layout import html_response
+from gateway.web.problem import problem, title_for
 
 _DETAILS = {
     "bad-request-target": "Gatehouse refused this address because a service could read it differently.",
@@ -72,11 +31,6 @@ _DETAILS = {
     "upstream-protocol": "The service broke off its answer. Try again in a moment.",
     "internal-error": "Gatehouse failed to handle this request. Try again, and quote the request id if you ask for help.",
 }
-
-
-def escape(value: object) -> str:
-    """HTML-escape any value (quotes included) for use in text or attributes."""
-    return html.escape(str(value), quote=True)
 
 
 def wants_html(accept: str) -> bool:
@@ -100,54 +54,25 @@ def wants_html(accept: str) -> bool:
     return best_html > 0 and best_html >= best_json
 
 
-def html_page(title: str, body: str) -> str:
-    """The full HTML document: the escaped title and a trusted body inside the base layout."""
-    return _LAYOUT.substitute(title=escape(title), style=_STYLE, body=body)
-
-
-def problem_json(*, status: int, code: str, title: str, detail: str, request_id: str | None, **extra: object) -> bytes:
-    """An RFC 9457 problem document."""
-    doc: dict[str, object] = {"type": f"urn:gatehouse:problem:{code}", "title": title, "status": status, "code": code, "detail": detail}
-    if request_id:
-        doc["request_id"] = request_id
-    doc.update(extra)
-    return orjson.dumps(doc)
-
-
-def page_response(*, status: int, html_body: str | None = None, json_body: bytes | None = None, headers: Mapping[str, str] | None = None) -> web.Response:
-    """A response carrying a page (HTML) or a problem document (JSON), with the security headers."""
-    if html_body is not None:
-        response = web.Response(status=status, text=html_body, content_type="text/html", charset="utf-8")
-    else:
-        response = web.Response(status=status, body=json_body or b"{}", content_type="application/problem+json")
-    response.headers.update(SECURITY_HEADERS)
-    if headers:
-        response.headers.update(headers)
-    return response
-
-
 def error_response(
     accept: str, *, status: int, code: str, detail: str | None = None, request_id: str | None = None,
     extra: Mapping[str, object] | None = None,
 ) -> web.Response:
     """The error page (browser) or problem document (API, with ``extra`` members) for a status and error code."""
-    title = _CODE_TITLES.get(code) or _TITLES.get(status, "Error")
+    title = title_for(status, code)
     explanation = _DETAILS.get(code, title + ".")
     if wants_html(accept):
-        rows = f"<dt>Status</dt><dd>{status}</dd><dt>Code</dt><dd><code>{escape(code)}</code></dd>"
-        if request_id:
-            rows += f"<dt>Request id</dt><dd><code>{escape(request_id)}</code></dd>"
-        body = f"<h1>{escape(title)}</h1>\n"
-        if not detail or code in _DETAILS:  # a specific text replaces the generic "Access denied."
-            body += f"<p>{escape(explanation)}</p>\n"
-        if detail:
-            body += f"<p>{escape(detail)}</p>\n"
-        body += f"<dl>{rows}</dl>"
-        return page_response(status=status, html_body=html_page(title, body))
-    return page_response(
-        status=status,
-        json_body=problem_json(status=status, code=code, title=title, detail=detail or explanation, request_id=request_id, **(extra or {})),
-    )
+        content = el(
+            "div",
+            el("h1", title),
+            el("p", explanation, class_="lead") if not detail or code in _DETAILS else None,  # a specific text replaces the generic "Access denied."
+            el("p", detail) if detail else None,
+            el("dl", el("dt", "Status"), el("dd", status), el("dt", "Code"), el("dd", el("code", code)),
+               [el("dt", "Request id"), el("dd", el("code", request_id))] if request_id else None, class_="facts"),
+            class_="card bad" if status < 500 else "card warn",
+        )
+        return html_response(status, title, content).response()
+    return problem(status, code, detail or explanation, title=title, request_id=request_id, extra=extra).response()
 
 
 def gateway_error_response(accept: str, error: GatewayError, *, request_id: str | None) -> web.Response:

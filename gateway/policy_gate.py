@@ -23,7 +23,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from gateway.breakglass_http import csrf_token_for, deny_page_offer, note_use
+from gateway.web.breakglass import csrf_token_for, deny_page_offer, note_use
 from gateway.errors import ConfigError
 from gateway.gate import OWNER_REASONS, GateOutcome, Verdict, decide
 from gateway.handlers import Admission

@@ -24,7 +24,7 @@ import structlog
 from aiohttp import web
 
 from breakglass import GrantFilter, GrantStatus
-from gateway.breakglass_http import csrf_token_for, grant_page_href
+from gateway.web.breakglass import csrf_token_for, grant_page_href
 from gateway.csrf import CsrfRefused, check_form
 from gateway.errors import BadRequestTarget
 from gateway.gate import decide

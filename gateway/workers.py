@@ -68,7 +68,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from gateway.breakglass_http import API_PATH, FORM_PATH, REVIEW_API_PATH, REVIEW_PATH
+from gateway.web.breakglass import API_PATH, FORM_PATH, REVIEW_API_PATH, REVIEW_PATH
 from gateway.enroll.api import ADMIN_PATH as ENROLL_ADMIN_PATH, RENEW_PATH
 from gateway.ingest.http import OSQUERY_PREFIX, SNAPSHOTS_PATH
 from gateway.keys import BREAKGLASS, SNAPSHOT_CACHE

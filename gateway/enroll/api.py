@@ -34,15 +34,15 @@ from gateway.identity.device import certificate_refusal
 from gateway.identity.errors import AuthenticationError
 from gateway.identity.model import Identity
 from gateway.keys import (
-    BREAKGLASS_WEB, CLOCK, CONFIG, CSRF, DEVICE_CA, ENROLL_RUNTIME, IDENTITY, METRICS, OSQUERY_ANSWERS, SNAPSHOT_CACHE,
-    STORE, USER,
+    BREAKGLASS_WEB, CLOCK, CONFIG, CSRF, DEVICE_CA, ENROLL_RUNTIME, IDENTITY, METRICS, OSQUERY_ANSWERS, REQUEST_ID,
+    SNAPSHOT_CACHE, STORE, USER,
 )
-from gateway.pages import problem_json, page_response
 from gateway.store.base import (
     CertificateRecord, Enrollment, EnrollmentRequest, EnrollmentStatus, EnrollSession, OwnerEdit, OwnerEditMode, OwnerSource, PendingQuery,
     StoreError,
 )
 from gateway.views import enrollments as views
+from gateway.web.problem import FieldError, problem_response
 
 _log = structlog.get_logger("gateway.enroll")
 
@@ -95,19 +95,14 @@ def add_enroll_routes(app: web.Application) -> None:
 
 # -- responses -------------------------------------------------------------------------------------
 
-_TITLES = {400: "Bad request", 401: "Sign-in required", 403: "Forbidden", 404: "Not found", 409: "Conflict",
-           410: "Gone", 413: "Body too large", 428: "Not confirmed yet", 429: "Too many requests", 503: "Not available"}
-
-
 def _json(status: int, doc: Mapping[str, object]) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(doc), content_type="application/json",
                         headers={"Cache-Control": "no-store"})
 
 
-def _problem(request: web.Request, status: int, code: str, detail: str, **extra: object) -> web.Response:
-    body = problem_json(status=status, code=code, title=_TITLES.get(status, "Error"), detail=detail,
-                        request_id=request.get("request_id"), **extra)
-    return page_response(status=status, json_body=body)
+def _problem(request: web.Request, status: int, code: str, detail: str, *, errors: Sequence[FieldError] = (),
+             headers: Mapping[str, str] | None = None) -> web.Response:
+    return problem_response(status, code, detail, request_id=request.get(REQUEST_ID), errors=errors, headers=headers)
 
 
 def _disabled(request: web.Request) -> web.Response:
@@ -170,11 +165,10 @@ async def create_session(request: web.Request) -> web.Response:
     wait = app[ENROLL_RUNTIME].allow(request.remote or "", now=now)
     if wait is not None:
         _log.warning("enrollment.session_rate_limited", address=request.remote)
-        response = _problem(request, 429, "rate-limited",
-                            f"this address started {SESSION_LIMIT} enrollment sign-ins in the last "
-                            f"{int(SESSION_WINDOW.total_seconds() // 60)} minutes; try again in {wait} s")
-        response.headers["Retry-After"] = str(wait)
-        return response
+        return _problem(request, 429, "rate-limited",
+                        f"this address started {SESSION_LIMIT} enrollment sign-ins in the last "
+                        f"{int(SESSION_WINDOW.total_seconds() // 60)} minutes; try again in {wait} s",
+                        headers={"Retry-After": str(wait)})
     session_id = flow.new_session_id()
     try:
         for _attempt in range(3):  # a user code already in use (1 in 20^8) is drawn again
@@ -328,7 +322,7 @@ async def create_enrollment(request: web.Request) -> web.Response:
             entered = flow.validate_enrollment(body, home_roots=_home_roots(request))
         except flow.EnrollmentInvalid as exc:
             _log.info("enrollment.invalid", user=user, code=exc.code)
-            return _problem(request, 400, exc.code, str(exc), errors=[p.to_dict() for p in exc.problems])
+            return _problem(request, 400, exc.code, str(exc), errors=[FieldError(p.field, p.problem, p.expected, code=p.code) for p in exc.problems])
         request_id = flow.new_enrollment_id()
         if session is not None and not await store.swap_enroll_session(session, replace(session, enrollment_id=request_id)):
             return _problem(request, 409, "enroll-token-used", "this enrollment token was just used; run the enrollment program again")

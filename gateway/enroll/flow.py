@@ -77,21 +77,19 @@ class CertificateIssuer(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class FieldProblem:
-    """One thing wrong in an enrollment request body."""
+    """One thing wrong in an enrollment request body: the field, its code, what is wrong, what is expected."""
 
     field: str
     code: str
-    message: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"field": self.field, "code": self.code, "message": self.message}
+    problem: str
+    expected: str
 
 
 class EnrollmentInvalid(ValueError):
     """An enrollment request body is wrong; ``problems`` lists every problem, the first names the answer's code."""
 
     def __init__(self, problems: Sequence[FieldProblem]) -> None:
-        super().__init__("; ".join(f"{p.field}: {p.message}" for p in problems))
+        super().__init__("; ".join(f"{p.field}: {p.problem}, expected {p.expected}" for p in problems))
         self.problems = tuple(problems)
 
     @property
@@ -124,17 +122,23 @@ def nonce_path_problem(path: object, *, home_roots: Sequence[str] = ()) -> str |
     so the agent is never asked to hash a system file and a service account without a home cannot
     place the nonce.
     """
+    found = _nonce_path_problem(path, home_roots)
+    return f"{found[0]}; expected {found[1]}" if found is not None else None
+
+
+def _nonce_path_problem(path: object, home_roots: Sequence[str]) -> tuple[str, str] | None:
+    """What is wrong with ``path`` and what is expected instead (``nonce_path_problem``), or None."""
     if not isinstance(path, str) or not path:
-        return "expected the absolute path of a file under your home directory"
+        return "is missing or not a string", "the absolute path of a file under your home directory"
     if len(path) > _MAX_NONCE_PATH:
-        return f"is {len(path)} characters; at most {_MAX_NONCE_PATH}"
+        return f"is {len(path)} characters", f"at most {_MAX_NONCE_PATH}"
     if _FORBIDDEN_IN_PATH & set(path) or any(ord(c) < 32 or ord(c) == 127 for c in path):
-        return "contains quotes or control characters; choose a plain path"
+        return "contains quotes or control characters", "a plain path"
     if ".." in re.split(r"[\\/]", path):
-        return "contains `..`; give the path without it"
+        return "contains `..`", "the path without it"
     if not _HOME_PATH.match(path) and not any(_under_home_root(path, root) for root in home_roots):
         extra = "".join(f", `{root.rstrip('/')}/<name>/…`" for root in home_roots)
-        return f"is not under a home directory; expected `/Users/<name>/…`, `/home/<name>/…`{extra} or `C:\\Users\\<name>\\…`"
+        return "is not under a home directory", f"`/Users/<name>/…`, `/home/<name>/…`{extra} or `C:\\Users\\<name>\\…`"
     return None
 
 
@@ -157,41 +161,45 @@ def validate_enrollment(body: Mapping[str, object], *, home_roots: Sequence[str]
     problem = serial_problem(serial)
     if isinstance(serial, str) and serial.strip() and placeholder_serial(serial):
         problems.append(FieldProblem("serial", "serial-placeholder",
-                                     f"`{serial[:80]}` is a placeholder the firmware ships, not this laptop's serial; "
-                                     "enroll a laptop whose hardware serial is set"))
+                                     f"`{serial[:80]}` is a placeholder the firmware ships, not this laptop's serial",
+                                     "the serial of a laptop whose hardware serial is set"))
     elif problem is not None or not isinstance(serial, str):
-        problems.append(FieldProblem("serial", "serial-invalid", f"expected {problem}"))
+        problems.append(FieldProblem("serial", "serial-invalid",
+                                     "the serial is not usable" if isinstance(serial, str) else "`serial` is missing or not a string",
+                                     problem or "the laptop's hardware serial number"))
     platform = body.get("platform")
     if platform not in PLATFORMS:
-        problems.append(FieldProblem("platform", "platform-invalid",
-                                     f"`{str(platform)[:40]}` is not a platform; expected one of `darwin`, `linux`, `windows`"))
+        problems.append(FieldProblem("platform", "platform-invalid", f"`{str(platform)[:40]}` is not a platform",
+                                     "one of `darwin`, `linux`, `windows`"))
     hostname = body.get("hostname", "")
     if not isinstance(hostname, str) or len(hostname) > 255 or any(ord(c) < 32 or ord(c) == 127 for c in hostname):
-        problems.append(FieldProblem("hostname", "hostname-invalid", "expected the laptop's host name, at most 255 plain characters"))
+        problems.append(FieldProblem("hostname", "hostname-invalid", "the host name is not plain text of at most 255 characters",
+                                     "the laptop's host name, at most 255 plain characters"))
     csr = body.get("csr")
     csr_problem = _csr_problem(csr)
     if csr_problem is not None:
-        problems.append(FieldProblem("csr", "csr-invalid", csr_problem))
-    path_problem = nonce_path_problem(body.get("nonce_path"), home_roots=home_roots)
+        problems.append(FieldProblem("csr", "csr-invalid", f"the CSR {csr_problem[0]}", csr_problem[1]))
+    path_problem = _nonce_path_problem(body.get("nonce_path"), home_roots)
     if path_problem is not None:
-        problems.append(FieldProblem("nonce_path", "nonce-path-invalid", path_problem))
+        problems.append(FieldProblem("nonce_path", "nonce-path-invalid", f"the path {path_problem[0]}", path_problem[1]))
     if problems:
         raise EnrollmentInvalid(problems)
     return EnrollmentInput(serial=str(serial).strip(), platform=str(platform), hostname=str(hostname),
                            csr_pem=str(csr), nonce_path=str(body["nonce_path"]))
 
 
-def _csr_problem(csr: object) -> str | None:
+def _csr_problem(csr: object) -> tuple[str, str] | None:
+    """What is wrong with the CSR and what is expected instead, or None when it can be signed."""
     if not isinstance(csr, str) or "-----BEGIN CERTIFICATE REQUEST-----" not in csr:
-        return "expected a PEM certificate signing request (`-----BEGIN CERTIFICATE REQUEST-----`)"
+        return "is not a PEM certificate signing request", "a PEM certificate signing request (`-----BEGIN CERTIFICATE REQUEST-----`)"
     if len(csr) > _MAX_CSR_CHARS:
-        return f"is {len(csr)} characters; at most {_MAX_CSR_CHARS}"
+        return f"is {len(csr)} characters", f"at most {_MAX_CSR_CHARS}"
     try:
         request = x509.load_pem_x509_csr(csr.encode())
     except ValueError as exc:
-        return f"cannot be read ({exc}); send the PEM the enrollment client made"
+        return f"cannot be read ({exc})", "the PEM the enrollment client made"
     if not request.is_signature_valid:
-        return "its signature does not match its key; make the CSR again"
+        return "has a signature that does not match its key", "a CSR made again by the enrollment client"
     return None
 
 

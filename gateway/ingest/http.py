@@ -8,6 +8,11 @@ Handlers read their dependencies from the app: STORE, SNAPSHOT_CACHE, INGEST_SET
 and optionally METRICS and COMPLIANCE_RECORDER (gateway/keys.py). A 200 is sent only after the
 store committed what it acknowledges; a store failure answers 503 so senders retry.
 
+HTTP-level errors (no token, a body too large, not JSON, not decompressible, a store outage) are
+the one problem document of ``gateway.web.problem``. What osqueryd reads stays osquery's own:
+``{"node_invalid": true}`` for an unknown node, and the per-item results of the snapshot API
+(``{"index", "outcome", "errors": [{field, expected}]}``) are answers, not errors of the request.
+
 Wiring in create_app (the store's own cleanup_ctx first)::
 
     add_ingest_routes(app)
@@ -32,9 +37,12 @@ from gateway.ingest.config import IngestSettings
 from gateway.ingest.pipeline import HistoryThrottle, Ingestor, pause_between_chunks, run_history_prune
 from gateway.ingest.snapshot_parse import ItemError, parse_snapshot_item, serial_problem
 from gateway.ingest.stethoscope import is_stethoscope_item, parse_stethoscope_item
-from gateway.keys import CLOCK, COMPLIANCE_RECORDER, INGEST_RUNTIME, INGEST_SETTINGS, METRICS, OSQUERY_ANSWERS, SNAPSHOT_CACHE, STORE
+from gateway.keys import (
+    CLOCK, COMPLIANCE_RECORDER, INGEST_RUNTIME, INGEST_SETTINGS, METRICS, OSQUERY_ANSWERS, REQUEST_ID, SNAPSHOT_CACHE, STORE,
+)
 from gateway.snapshots import run_cache_refresh
 from gateway.store.base import Enrollment, OsqueryConflict, PendingQuery, PutOutcome, StoreError
+from gateway.web.problem import problem_response
 from policy_engine.model import DeviceSnapshot
 
 _log = structlog.get_logger(__name__)
@@ -86,9 +94,11 @@ RETRY_AFTER_S = 5
 """What a 503 asks senders to wait before retrying (agents also back off by themselves)."""
 
 
-def _error(status: int, code: str, message: str) -> web.Response:
-    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
-    return web.Response(status=status, body=orjson.dumps({"error": code, "message": message}), content_type=_JSON, headers=headers)
+def _error(request: web.Request, status: int, code: str, detail: str, *, headers: Mapping[str, str] | None = None) -> web.Response:
+    """An HTTP-level error as the one problem document (``gateway.web.problem``); a 503 asks senders to retry."""
+    if status == 503:
+        headers = {"Retry-After": str(RETRY_AFTER_S), **(headers or {})}
+    return problem_response(status, code, detail, request_id=request.get(REQUEST_ID), headers=headers)
 
 
 def _json(payload: bytes) -> web.Response:
@@ -105,9 +115,9 @@ _GZIP = zlib.MAX_WBITS | 16
 """zlib's window bits for a gzip stream (header and trailer checked)."""
 
 
-def _too_large(limit: int) -> _Refused:
+def _too_large(request: web.Request, limit: int) -> _Refused:
     return _Refused(
-        _error(413, "body-too-large", f"the body is larger than `ingest.max_body_bytes` ({limit} bytes) after decompression; send smaller batches")
+        _error(request, 413, "body-too-large", f"the body is larger than `ingest.max_body_bytes` ({limit} bytes) after decompression; send smaller batches")
     )
 
 
@@ -126,7 +136,7 @@ def _body_decoder(request: web.Request) -> zlib._Decompress | None:
     if encoding in ("gzip", "x-gzip"):
         return zlib.decompressobj(_GZIP)
     raise _Refused(
-        _error(415, "unsupported-encoding", f"`Content-Encoding: {encoding[:40]}` is not supported; send `gzip` or `identity`")
+        _error(request, 415, "unsupported-encoding", f"`Content-Encoding: {encoding[:40]}` is not supported; send `gzip` or `identity`")
     )
 
 
@@ -138,7 +148,7 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
     """
     decoder = _body_decoder(request)
     if request.content_length is not None and request.content_length > limit:
-        raise _too_large(limit)
+        raise _too_large(request, limit)
     body = bytearray()
     try:
         async for chunk in request.content.iter_chunked(_READ_CHUNK):
@@ -153,12 +163,12 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
                     break
                 chunk = decoder.unused_data
             if len(body) > limit:
-                raise _too_large(limit)
+                raise _too_large(request, limit)
         if decoder is not None and not decoder.eof:
             raise zlib.error("the gzip stream ends early")
     except (zlib.error, ValueError, web.RequestPayloadError, HttpProcessingError) as exc:
         raise _Refused(
-            _error(400, "bad-encoding", f"the body could not be read ({exc}); send valid gzip, or no Content-Encoding")
+            _error(request, 400, "bad-encoding", f"the body could not be read ({exc}); send valid gzip, or no Content-Encoding")
         ) from None
     return bytes(body)
 
@@ -173,7 +183,7 @@ async def _read_json(request: web.Request, limit: int) -> object:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise _Refused(_error(400, "bad-json", f"the body is not JSON: {exc}")) from None
+        raise _Refused(_error(request, 400, "bad-json", f"the body is not JSON ({exc}); send a JSON document")) from None
 
 
 def _ingestor(app: web.Application) -> Ingestor:
@@ -255,7 +265,7 @@ async def handle_enroll(request: web.Request) -> web.StreamResponse:
         if metrics is not None:
             metrics.enrollments.labels(outcome="store-error").inc()
             metrics.store_errors.labels(operation="create_enrollment").inc()
-        return _error(503, "store-unavailable", "the store is unavailable; the agent will retry")
+        return _error(request, 503, "store-unavailable", "the store is unavailable; the agent will retry")
     _log.info("osquery.enrolled", platform=enroll.details.platform)
     if metrics is not None:
         metrics.enrollments.labels(outcome="enrolled").inc()
@@ -289,7 +299,7 @@ async def handle_config(request: web.Request) -> web.StreamResponse:
     except _Refused as refused:
         return refused.response
     except StoreError:
-        return _error(503, "store-unavailable", "the store is unavailable; the agent will retry")
+        return _error(request, 503, "store-unavailable", "the store is unavailable; the agent will retry")
     return _json(osquery.config_document(request.app[INGEST_SETTINGS]))
 
 
@@ -302,11 +312,11 @@ async def handle_log(request: web.Request) -> web.StreamResponse:
     except _Refused as refused:
         return refused.response
     except StoreError:
-        return _error(503, "store-unavailable", "the store is unavailable; the agent will retry")
+        return _error(request, 503, "store-unavailable", "the store is unavailable; the agent will retry")
     if enrollment is None:
         return _json(_NODE_INVALID)
     if not isinstance(body, dict) or not isinstance(body.get("data"), list):
-        return _error(400, "bad-log", "a log request needs `log_type` and a `data` list")
+        return _error(request, 400, "bad-log", "a log request needs `log_type` and a `data` list")
     log_type = body.get("log_type")
     if log_type == "status":
         _log_status(body["data"], enrollment)
@@ -332,7 +342,7 @@ async def handle_log(request: web.Request) -> web.StreamResponse:
         await _apply_osquery_items(app, enrollment, items, now=now)
     except StoreError as exc:
         _log.error("osquery.log_failed", error=str(exc))
-        return _error(503, "store-unavailable", "the store is unavailable; the agent will retry")
+        return _error(request, 503, "store-unavailable", "the store is unavailable; the agent will retry")
     return _json(_OK)
 
 
@@ -374,7 +384,7 @@ async def handle_distributed_read(request: web.Request) -> web.StreamResponse:
     except _Refused as refused:
         return refused.response
     except StoreError:
-        return _error(503, "store-unavailable", "the store is unavailable; the agent will retry")
+        return _error(request, 503, "store-unavailable", "the store is unavailable; the agent will retry")
     answer: dict[str, object] = {"queries": {q.query_id: q.sql for q in pending}, "node_invalid": False}
     accelerate = app[INGEST_SETTINGS].osquery_intervals.accelerate_s
     if pending and accelerate:
@@ -392,7 +402,7 @@ async def handle_distributed_write(request: web.Request) -> web.StreamResponse:
         if enrollment is None:
             return _json(_NODE_INVALID)
         if not isinstance(body, dict):
-            return _error(400, "bad-write", "a distributed write needs `queries` and `statuses` objects")
+            return _error(request, 400, "bad-write", "a distributed write needs `queries` and `statuses` objects")
         now = _now(app)
         pending = await store.pending_queries(enrollment.serial)
         handlers = app[OSQUERY_ANSWERS]
@@ -408,9 +418,9 @@ async def handle_distributed_write(request: web.Request) -> web.StreamResponse:
     except _Refused as refused:
         return refused.response
     except osquery.OsqueryRequestError as exc:
-        return _error(400, "bad-write", str(exc))
+        return _error(request, 400, "bad-write", str(exc))
     except StoreError:
-        return _error(503, "store-unavailable", "the store is unavailable; the agent will retry")
+        return _error(request, 503, "store-unavailable", "the store is unavailable; the agent will retry")
     return _json(_OK)
 
 
@@ -431,9 +441,8 @@ async def handle_snapshots(request: web.Request) -> web.StreamResponse:
     app = request.app
     settings = app[INGEST_SETTINGS]
     if not ingest_caller_authorized(request, settings):
-        response = _error(401, "unauthenticated", "send `Authorization: Bearer <ingest token>` with a token from `ingest.api_tokens`")
-        response.headers["WWW-Authenticate"] = 'Bearer realm="gatehouse-ingest"'
-        return response
+        return _error(request, 401, "unauthenticated", "send `Authorization: Bearer <ingest token>` with a token from `ingest.api_tokens`",
+                      headers={"WWW-Authenticate": 'Bearer realm="gatehouse-ingest"'})
     try:
         body = await _read_json(request, settings.max_body_bytes)
     except _Refused as refused:
@@ -445,9 +454,9 @@ async def handle_snapshots(request: web.Request) -> web.StreamResponse:
     else:
         raw_items = body
     if not isinstance(raw_items, list):
-        return _error(400, "bad-batch", 'send `{"snapshots": [...]}` or a JSON array of snapshot items')
+        return _error(request, 400, "bad-batch", 'the body holds no list of snapshots; send `{"snapshots": [...]}` or a JSON array of snapshot items')
     if len(raw_items) > settings.max_batch_items:
-        return _error(413, "batch-too-large", f"{len(raw_items)} items; send at most {settings.max_batch_items} per request")
+        return _error(request, 413, "batch-too-large", f"the batch has {len(raw_items)} items; send at most {settings.max_batch_items} per request")
     now = _now(app)
     skew = timedelta(seconds=settings.max_future_skew_s)
     results: list[dict[str, object]] = [{} for _ in raw_items]
@@ -473,7 +482,7 @@ async def handle_snapshots(request: web.Request) -> web.StreamResponse:
         outcomes = await ingestor.ingest([s for _, s in good])
     except StoreError as exc:
         _log.error("ingest.store_failed", error=str(exc))
-        return _error(503, "store-unavailable", "nothing from this request was stored; retry later")
+        return _error(request, 503, "store-unavailable", "nothing from this request was stored; retry later")
     stored = 0
     for (index, snapshot), outcome in zip(good, outcomes, strict=True):
         stored += outcome is PutOutcome.STORED

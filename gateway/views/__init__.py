@@ -4,26 +4,30 @@ Pure renderers: plain data in, ``Rendered(status, headers, body)`` out (``.respo
 aiohttp response). No decision logic, no clock, no I/O; handlers evaluate and pass Decisions in.
 Every HTML page carries a strict Content-Security-Policy (the one inline stylesheet by hash), no
 scripts and no external assets.
+
+Public names load lazily (as in ``gateway.identity``), so importing one renderer, or
+``gateway.web.problem`` (which builds on ``gateway.views.layout``), does not import every page.
 """
 
 from __future__ import annotations
 
-from gateway.views.deny import (
-    DEFAULT_AGENT_HELP,
-    DEFAULT_ENROLL_HELP,
-    BreakglassOffer,
-    DenyView,
-    SourceRefresh,
-    platform_from_user_agent,
-    render_deny,
-)
-from gateway.views.fleet import FleetFilter, FleetRow, FleetView, filter_rows, render_fleet
-from gateway.views.layout import CONTENT_SECURITY_POLICY, Rendered
-from gateway.views.markdown import render_markdown
-from gateway.views.privacy import FactUse, PrivacyView, render_privacy
-from gateway.views.signin import SignInProblem, render_sign_in_problem, render_signed_out
-from gateway.views.status import CheckRef, DeviceStatus, ServiceLink, StatusView, render_status
+import importlib
+from typing import TYPE_CHECKING
 
+_EXPORTS = {
+    "deny": ("DEFAULT_AGENT_HELP", "DEFAULT_ENROLL_HELP", "BreakglassOffer", "DenyView", "SourceRefresh",
+             "platform_from_user_agent", "render_deny"),
+    "fleet": ("FleetFilter", "FleetRow", "FleetView", "filter_rows", "render_fleet"),
+    "layout": ("CONTENT_SECURITY_POLICY", "Rendered"),
+    "markdown": ("render_markdown",),
+    "privacy": ("FactUse", "PrivacyView", "render_privacy"),
+    "signin": ("SignInProblem", "render_sign_in_problem", "render_signed_out"),
+    "status": ("CheckRef", "DeviceStatus", "ServiceLink", "StatusView", "render_status"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+# Written out (not computed) so that checkers see the public names; a test keeps it equal to
+# sorted(_MODULE_OF).
 __all__ = [
     "CONTENT_SECURITY_POLICY",
     "DEFAULT_AGENT_HELP",
@@ -52,3 +56,30 @@ __all__ = [
     "render_signed_out",
     "render_status",
 ]
+
+
+def __getattr__(name: str) -> object:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module `gateway.views` has no attribute `{name}`")
+    value = getattr(importlib.import_module(f"gateway.views.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:
+    from gateway.views.deny import (
+        DEFAULT_AGENT_HELP,
+        DEFAULT_ENROLL_HELP,
+        BreakglassOffer,
+        DenyView,
+        SourceRefresh,
+        platform_from_user_agent,
+        render_deny,
+    )
+    from gateway.views.fleet import FleetFilter, FleetRow, FleetView, filter_rows, render_fleet
+    from gateway.views.layout import CONTENT_SECURITY_POLICY, Rendered
+    from gateway.views.markdown import render_markdown
+    from gateway.views.privacy import FactUse, PrivacyView, render_privacy
+    from gateway.views.signin import SignInProblem, render_sign_in_problem, render_signed_out
+    from gateway.views.status import CheckRef, DeviceStatus, ServiceLink, StatusView, render_status

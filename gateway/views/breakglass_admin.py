@@ -4,7 +4,7 @@ Owns: RequestFormView, render_request_form, GrantPageView, render_grant_page, re
 ReviewQuery, ReviewRow, ReviewListView, render_review_list, ReviewDetailView, render_review_detail,
 the paths of these pages.
 Must not import: aiohttp, the clock, the store or any decision logic; handlers in
-``gateway/breakglass_http.py`` compute each grant's status at ``now`` and pass plain values in.
+``gateway/web/breakglass/`` compute each grant's status at ``now`` and pass plain values in.
 
 Every value from a user (reasons, comments, names) goes through ``gateway.views.html`` escaping.
 State-changing forms carry the ``csrf_token`` the handler issued for the viewer.

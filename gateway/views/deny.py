@@ -4,10 +4,12 @@ Owns: DenyView, BreakglassOffer, SourceRefresh, render_deny, platform_from_user_
 DEFAULT_AGENT_HELP, REGISTER_HELP, NO_DEVICE_HELP.
 Must not import: decision logic (it renders a Decision, it never makes one), the clock, I/O.
 
-Content negotiation is ``gateway.pages.wants_html``, the same as the error pages: a browser
-(``text/html`` listed explicitly, preferred at least as much as JSON) gets HTML; ``*/*`` alone (curl's
-default), no Accept header, ``application/json`` or ``application/problem+json`` get problem+json,
-because a command-line client reads fields better than markup.
+The problem+json is ``gateway.web.problem``'s one document (``urn:gatehouse:problem:<reason>``, with
+the page's content as extension members). Content negotiation is ``gateway.pages.wants_html``, the
+same as the error pages: a browser (``text/html`` listed explicitly, preferred at least as much as
+JSON) gets HTML; ``*/*`` alone (curl's default), no Accept header, ``application/json`` or
+``application/problem+json`` get problem+json, because a command-line client reads fields better
+than markup.
 
 ``device-unknown`` has three cases, each with its own help: the request names no device and
 Gatehouse enrolls laptops (``DenyView.enroll_origin`` set: the enrollment commands for the browser's
@@ -28,21 +30,18 @@ from breakglass.model import TierMode, TierRule
 from gateway.pages import wants_html
 from gateway.views.common import device_facts, finding_card, finding_data
 from gateway.views.enroll import enroll_card, enroll_data
-import orjson
-
 from gateway.views.html import Markup, el, join
 from gateway.views.layout import (
-    PROBLEM_JSON,
     Rendered,
     format_duration,
     format_relative,
     html_response,
     platform_name,
-    respond,
     time_el,
 )
 from gateway.views.markdown import render_markdown
 from gateway.views.phrasing import describe_source
+from gateway.web.problem import ProblemDetails, problem
 from policy_engine.decision import Decision, Reason
 from policy_engine.defaults import DEFAULT_REMEDIATION
 from policy_engine.evaluate import TierInfo
@@ -52,8 +51,6 @@ from policy_engine.remediation import Remediation
 RECHECK_PATH = "/.gatehouse/recheck"
 BREAK_GLASS_PATH = "/.gatehouse/break-glass"
 BREAK_GLASS_API_PATH = "/.gatehouse/api/v1/break-glass"
-PROBLEM_TYPE_BASE = "urn:gatehouse:problem:"
-"""RFC 9457 ``type`` prefix, as in ``gateway.pages.problem_json``; the reason code completes it."""
 
 HelpText = Union[str, Mapping[OsFamily, str]]
 """Markdown shown on the page: one text for every platform, or one per platform."""
@@ -513,8 +510,8 @@ def _extra(view: DenyView) -> dict[str, str]:
     return {"X-Gatehouse-Denied-Reason": view.decision.reason.value, "Vary": "Accept"}
 
 
-def problem_document(view: DenyView) -> dict[str, object]:
-    """The RFC 9457 problem details object, with the page's content as extension fields."""
+def deny_problem(view: DenyView) -> ProblemDetails:
+    """The problem document of the denial (``gateway.web.problem``), with the page's content as extension members."""
     d, snapshot, now = view.decision, view.snapshot, _now(view)
     title, detail = _title_and_detail(view)
     catalog = view.remediation
@@ -535,12 +532,7 @@ def problem_document(view: DenyView) -> dict[str, object]:
                 "reported_by": describe_source(snapshot, now=now),
             })
     doc: dict[str, object] = {
-        "type": PROBLEM_TYPE_BASE + d.reason.value,
-        "title": title,
-        "status": 403,
-        "detail": detail,
         "instance": view.return_to,
-        "code": d.reason.value,
         "reason": d.reason.value,
         "service": {"route": view.route_id, "name": _service(view)},
         "tier": {
@@ -573,8 +565,6 @@ def problem_document(view: DenyView) -> dict[str, object]:
         doc["help"] = REGISTER_HELP
     if d.detail:
         doc["error_detail"] = d.detail
-    if view.request_id:
-        doc["request_id"] = view.request_id
     if view.breakglass is not None and view.device_serial:
         offer = view.breakglass
         doc["break_glass"] = {
@@ -584,7 +574,12 @@ def problem_document(view: DenyView) -> dict[str, object]:
             "default_duration_s": int(offer.default_duration.total_seconds()) if offer.default_duration else None,
             "needs_approval": offer.needs_approval,
         }
-    return doc
+    return problem(403, d.reason.value, detail, title=title, request_id=view.request_id, extra=doc)
+
+
+def problem_document(view: DenyView) -> dict[str, object]:
+    """The denial's RFC 9457 problem document as plain data."""
+    return deny_problem(view).document()
 
 
 def _source_data(view: DenyView) -> dict[str, object] | None:
@@ -599,5 +594,4 @@ def render_deny(view: DenyView, *, accept: str | None) -> Rendered:
     """The 403 for a denied request: HTML for browsers, problem+json for everything else."""
     if wants_html(accept or ""):
         return _html(view)
-    body = orjson.dumps(problem_document(view), option=orjson.OPT_INDENT_2)
-    return respond(403, PROBLEM_JSON, body, _extra(view))
+    return deny_problem(view).rendered(_extra(view), indent=True)

@@ -5,8 +5,8 @@ Must not import: aiohttp, identity or any decision logic; callers pass a problem
 closed set below and the address that starts a new sign-in.
 
 Browsers (``gateway.pages.wants_html``, as every other page) get a page in Gatehouse's layout that
-says what happened and offers "Sign in again"; API clients get the RFC 9457 document of
-``gateway.pages.problem_json`` with ``reason`` (the same closed-set code) and, when there is one,
+says what happened and offers "Sign in again"; API clients get the one problem document of
+``gateway.web.problem`` with ``reason`` (the same closed-set code) and, when there is one,
 ``login_url``. Nothing a request carries reaches these pages except the provider's error code,
 which is shown only when it is a plain token.
 """
@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Mapping
 
-from gateway.pages import problem_json, wants_html
+from gateway.pages import wants_html
 from gateway.views.html import el
-from gateway.views.layout import PROBLEM_JSON, Rendered, html_response, respond
+from gateway.views.layout import Rendered, html_response, respond
+from gateway.web.problem import problem as problem_document
 
 _PROVIDER_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _AGAIN = "If this keeps happening, tell IT and quote the request id below."
@@ -82,9 +83,8 @@ def render_sign_in_problem(problem: SignInProblem, *, accept: str | None, extra:
             more["login_url"] = problem.login_url
         if provider_code is not None:
             more["provider_error"] = provider_code
-        body = problem_json(status=problem.status, code=problem.code, title=title, detail=detail,
-                            request_id=problem.request_id, **more)
-        return respond(problem.status, PROBLEM_JSON, body, extra)
+        return problem_document(problem.status, problem.code, detail, title=title, request_id=problem.request_id,
+                                extra=more).rendered(extra)
     content = el(
         "div",
         el("h1", title),

@@ -14,10 +14,10 @@ import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
-from gateway.breakglass_http import csrf_token_for, deny_page_offer, note_use
+from gateway.web.breakglass import csrf_token_for, deny_page_offer, note_use
 from gateway.views import render_deny
 from tests.browser.conftest import screenshot
-from tests.gateway.breakglass_http.support import ROUTES, FakeClock, Harness, build_app, policies
+from tests.gateway.web.breakglass.support import ROUTES, FakeClock, Harness, build_app, policies
 from tests.gateway.views import samples
 
 pytestmark = pytest.mark.browser

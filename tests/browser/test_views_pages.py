@@ -13,12 +13,23 @@ import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
+from gateway.errors import BadRequestTarget
+from gateway.pages import gateway_error_response
 from gateway.views import FleetFilter, Rendered, render_deny, render_fleet, render_privacy, render_status
 from policy_engine.model import OsFamily
 from tests.browser.conftest import screenshot
 from tests.gateway.views import samples
 
+def error_page(accept: str) -> Rendered:
+    """The error page of a refused address (gateway/pages.py), as the proxy answers it."""
+    response = gateway_error_response(accept, BadRequestTarget("`/admin./x` ends a segment with a dot, which some servers drop"),
+                                      request_id="r-7f3a")
+    assert isinstance(response.body, bytes)
+    return Rendered(status=response.status, headers=dict(response.headers), body=response.body)
+
+
 PAGES: dict[str, Callable[[str], Rendered]] = {
+    "error-bad-target": error_page,
     "deny-checks-failed": lambda accept: render_deny(samples.deny_view(), accept=accept),
     "deny-unknown-device": lambda accept: render_deny(
         samples.deny_view(None, serial="C02UNKNOWN99", platform_hint=OsFamily.DARWIN), accept=accept),
@@ -34,6 +45,7 @@ PAGES: dict[str, Callable[[str], Rendered]] = {
 }
 
 KEY_TEXTS = {
+    "error-bad-target": ["Bad request", "ends a segment with a dot", "bad-request-target", "r-7f3a"],
     "deny-checks-failed": ["Your macOS is 13.2.1; this service needs at least 14.4",
                            "Your firewall is off; this service needs it on",
                            "Your screen locks after 15 minutes; this service needs 10 minutes or less",

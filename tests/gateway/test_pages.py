@@ -10,7 +10,8 @@ import orjson
 import pytest
 
 from gateway.errors import BadRequestTarget, UpstreamError
-from gateway.pages import error_response, gateway_error_response, html_page, wants_html
+from gateway.pages import error_response, gateway_error_response, wants_html
+from gateway.views.layout import BASE_HEADERS
 
 
 class TestNegotiation:
@@ -35,6 +36,7 @@ class TestErrorPages:
         doc = orjson.loads(response.body)  # type: ignore[arg-type]
         assert "application/problem+json" == response.content_type
         assert (504, "upstream-timeout", "r1") == (doc["status"], doc["code"], doc["request_id"])
+        assert "urn:gatehouse:problem:upstream-timeout" == doc["type"]
 
     def test_html_page_escapes_every_value_and_has_strict_csp(self) -> None:
         """Interpolated values are escaped and the CSP allows no script and no external asset."""
@@ -51,16 +53,17 @@ class TestErrorPages:
         assert "script-src" not in csp and "http" not in csp
         assert "nosniff" == response.headers["X-Content-Type-Options"]
 
-    def test_inline_style_is_allowed_by_its_hash(self) -> None:
-        """The one inline stylesheet matches the CSP hash, so the page renders styled."""
-        page = html_page("t", "<p>x</p>")
-        style = re.search(r"<style>(.*?)</style>", page, re.S)
+    def test_error_page_is_the_one_page_shell(self) -> None:
+        """The error page is views/layout.py's shell: its stylesheet matches the CSP hash, its headers are every page's."""
         response = error_response("text/html", status=404, code="no-route")
+        page = response.text or ""
+        style = re.search(r"<style>(.*?)</style>", page, re.S)
 
         assert style is not None
         digest = base64.b64encode(hashlib.sha256(style.group(1).encode()).digest()).decode()
         assert f"'sha256-{digest}'" in response.headers["Content-Security-Policy"]
-        assert '<meta name="viewport"' in page
+        assert '<meta name="viewport"' in page and '<header class="bar">' in page
+        assert dict(BASE_HEADERS) == {k: response.headers[k] for k in BASE_HEADERS}
 
     def test_upstream_details_are_not_shown(self) -> None:
         """Only 400 messages are shown; upstream error details stay in the logs."""

@@ -162,8 +162,8 @@ class TestPostgresOutage:
         assert (200, [], ["store"], False) == (ready_during[0], ready_during[1]["not_ready"], ready_during[1]["degraded"], ready_during[1]["checks"]["store"])
         assert (503, ["store"]) == (strict_during[0], strict_during[1]["not_ready"])
         assert readiness_s < 2.0
-        assert (503, "store-unavailable") == (ingest_during[0], ingest_during[1]["error"])
-        assert "nothing from this request was stored" in ingest_during[1]["message"]
+        assert (503, "store-unavailable") == (ingest_during[0], ingest_during[1]["code"])
+        assert "nothing from this request was stored" in ingest_during[1]["detail"]
         assert (503, "audit-unavailable") == (grant_during[0], grant_during[1]["code"])
         assert "no grant was given" in grant_during[1]["detail"]
         assert (200, "") == still_allowed

@@ -247,7 +247,7 @@ class TestLimits:
 
         assert len(bomb) < 10_000
         assert 413 == response.status
-        assert "`ingest.max_body_bytes` (262144 bytes)" in (await response.json())["message"]
+        assert "`ingest.max_body_bytes` (262144 bytes)" in (await response.json())["detail"]
 
     async def test_gzip_bomb_is_never_inflated_in_memory(self, ingest: Ingest) -> None:
         """A bomb inflating to 64 MiB is refused after at most the limit is inflated: memory stays far below its size."""
@@ -284,7 +284,7 @@ class TestLimits:
         response = await ingest.client.post(PATH, data=orjson.dumps([item()]), headers={**AUTH, "Content-Encoding": encoding})
 
         assert 415 == response.status
-        assert "send `gzip` or `identity`" in (await response.json())["message"]
+        assert "send `gzip` or `identity`" in (await response.json())["detail"]
         assert 0 == len(ingest.cache)
 
     async def test_identity_encoding_is_a_plain_body(self, ingest: Ingest) -> None:
@@ -307,7 +307,7 @@ class TestLimits:
         response = await ingest.client.post(PATH, data=data, headers={**AUTH, "Content-Type": "application/json"})
 
         assert 400 == response.status
-        assert "message" in await response.json()
+        assert "send" in (await response.json())["detail"]
 
 
 async def largest_step(ingest: Ingest, batch: list[dict[str, Any]], outcome: str) -> tuple[int, float]:
@@ -472,7 +472,7 @@ class TestStoreFailure:
         response = await ingest.client.post(PATH, json=[item()], headers=AUTH)
 
         assert (503, "5") == (response.status, response.headers.get("Retry-After"))
-        assert "retry" in (await response.json())["message"]
+        assert "retry" in (await response.json())["detail"]
         assert None is ingest.cache.get("C02XK0AAJGH6")
         assert 1.0 == ingest.metrics.registry.get_sample_value("gatehouse_store_errors_total", {"operation": "put_snapshots"})
 
@@ -490,5 +490,5 @@ class TestCorruptBodies:
 
         response = await ingest.client.post(PATH, data=body[: len(body) // 2], headers={**AUTH, "Content-Encoding": "gzip"})
 
-        assert (400, "bad-encoding") == (response.status, (await response.json())["error"])
+        assert (400, "bad-encoding") == (response.status, (await response.json())["code"])
         assert 0 == len(ingest.cache)

@@ -284,7 +284,7 @@ class TestResultLogs:
         response = await ingest.client.post("/.gatehouse/osquery/log", data=bomb, headers={"Content-Encoding": "gzip"})
 
         assert 413 == response.status
-        assert "`ingest.max_body_bytes`" in (await response.json())["message"]
+        assert "`ingest.max_body_bytes`" in (await response.json())["detail"]
 
     async def test_status_log_is_acknowledged_and_warnings_logged(self, ingest: Ingest) -> None:
         """Status lines are acknowledged; warnings and errors are logged, info lines are not."""

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
+from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 
 from breakglass import AuditEntry, AuditSink, BreakglassService, ChainHead, InMemoryAuditSink
 from gateway.breakglass_config import BreakglassSettings
-from gateway.breakglass_http import BreakglassWeb, DecisionSource, add_breakglass_routes
+from gateway.web.breakglass import BreakglassWeb, DecisionSource, add_breakglass_routes
 from gateway.identity.model import DeviceId, Identity
 from gateway.keys import BREAKGLASS, CLOCK, DEVICE, METRICS, USER, WEBHOOK
 from gateway.metrics import Metrics
@@ -32,6 +33,7 @@ APPROVER = "carol;sre-leads"
 REVIEWER = "rita;security-review"
 BOTH = "boss;sre-leads,security-review"
 CLIENT = {"X-Gatehouse-Client": "tests"}
+API = "/.gatehouse/api/v1/break-glass"
 
 _POLICIES: list[CompiledPolicySet] = []
 
@@ -163,3 +165,10 @@ class FailingSink:
 
     async def head(self) -> ChainHead:
         return await self._inner.head()
+
+
+async def ask(client: TestClient, user: str = "alice", device: str | None = "SER-A", **body: object) -> tuple[int, dict]:  # type: ignore[type-arg]
+    """POST a JSON request as ``user`` on ``device``; returns status and JSON body."""
+    doc = {"route": "wiki", "reason": REASON, "duration_s": 1800, **body}
+    response = await client.post(API, json=doc, headers=as_user(user, device, **CLIENT))
+    return response.status, await response.json(content_type=None)

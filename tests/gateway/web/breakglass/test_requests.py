@@ -12,30 +12,24 @@ from pytest_aiohttp import AiohttpClient
 from structlog.testing import capture_logs
 
 from breakglass import BreakglassService, EventKind, GrantStatus, InMemoryAuditSink
-from gateway.breakglass_http import failing_checks_of, note_use, run_maintenance
 from gateway.gate import GateOutcome, Verdict
 from gateway.keys import OUTCOME
-from tests.gateway.breakglass_http.support import (
+from gateway.web.breakglass import failing_checks_of
+from tests.gateway.web.breakglass.support import (
+    API,
     APPROVER,
     CLIENT,
     REASON,
     FailingSink,
     Harness,
     as_user,
+    ask,
     build_app,
     make_settings,
 )
 from tests.gateway.views import samples
 
-API = "/.gatehouse/api/v1/break-glass"
 ADMIN_API = "/.gatehouse/api/v1/admin/break-glass"
-
-
-async def ask(client: TestClient, user: str = "alice", device: str | None = "SER-A", **body: object) -> tuple[int, dict]:  # type: ignore[type-arg]
-    """POST a JSON request as ``user`` on ``device``; returns status and JSON body."""
-    doc = {"route": "wiki", "reason": REASON, "duration_s": 1800, **body}
-    response = await client.post(API, json=doc, headers=as_user(user, device, **CLIENT))
-    return response.status, await response.json(content_type=None)
 
 
 class TestTierRules:
@@ -300,19 +294,6 @@ class TestAuditFailure:
         assert None is harness.service.active_for("alice", "SER-A", "wiki", "low", now=harness.clock())
         assert "grant.audit_failed" in [e["event"] for e in logs]
 
-    async def test_form_tells_the_user_no_access_was_given(self, aiohttp_client: AiohttpClient) -> None:
-        """The form path shows a page saying the request could not be recorded and nothing was granted."""
-        harness = build_app(sink=FailingSink())
-        client = await aiohttp_client(harness.app)
-
-        response = await client.post("/.gatehouse/break-glass", data={
-            "csrf_token": harness.token("alice"), "route": "wiki", "reason": REASON, "duration": "1800",
-            "return_to": "/wiki/page"}, headers=as_user("alice"), allow_redirects=False)
-        text = await response.text()
-
-        assert 503 == response.status
-        assert "No access was given" in text
-        assert "could not record your request in the audit log" in text
 
 
 class TestFailingChecks:
@@ -345,34 +326,6 @@ class TestFailingChecks:
         assert [{"name": "device-unknown", "detail": "device unknown"}] == body["failing_checks"]
 
 
-class TestNoteUse:
-    async def test_uses_are_counted_and_the_first_is_audited(self, client: TestClient, harness: Harness) -> None:  # type: ignore[type-arg]
-        """Each request under a grant is counted per route; only the first is written to the log."""
-        _, body = await ask(client)
-        grant = harness.service.get(body["id"])
-
-        results = [await note_use(harness.app, grant, route, now=harness.clock()) for route in ("wiki", "wiki", "chat")]
-
-        assert [True, True, True] == results
-        assert {"wiki": 2, "chat": 1} == dict(harness.service.usage(grant.id))
-        assert 1 == [e.kind for e in harness.service.events_for(grant.id)].count(EventKind.FIRST_USE)
-        assert 2.0 == harness.count("gatehouse_breakglass_requests_total", route="wiki")
-
-    async def test_unrecorded_first_use_refuses_the_request(self, aiohttp_client: AiohttpClient) -> None:
-        """When the first use cannot be written, note_use says no and nothing is counted."""
-        sink = FailingSink()
-        sink.fail = False
-        harness = build_app(sink=sink)
-        client = await aiohttp_client(harness.app)
-        _, body = await ask(client)
-        sink.fail = True
-
-        ok = await note_use(harness.app, harness.service.get(body["id"]), "wiki", now=harness.clock())
-
-        assert False is ok
-        assert 0.0 == harness.count("gatehouse_breakglass_requests_total", route="wiki")
-
-
 @pytest.mark.parametrize("reason", ["<script>alert(1)</script> paged for the outage", "=cmd|' /C calc'!A0 outage on call"])
 async def test_hostile_reasons_are_kept_verbatim_in_json(client: TestClient, reason: str) -> None:  # type: ignore[type-arg]
     """Reasons are returned exactly as written (JSON escapes them; pages escape them as HTML)."""
@@ -380,72 +333,3 @@ async def test_hostile_reasons_are_kept_verbatim_in_json(client: TestClient, rea
 
     assert 201 == status
     assert reason == body["reason"]
-
-
-class TestFormFlow:
-    async def test_pending_form_request_lands_on_its_page_and_can_be_withdrawn(self, client: TestClient,  # type: ignore[type-arg]
-                                                                               harness: Harness) -> None:
-        """A form request that needs approval redirects to its page; the withdraw form ends it."""
-        response = await client.post("/.gatehouse/break-glass", data={
-            "csrf_token": harness.token("alice"), "route": "source", "reason": REASON, "duration": "1800",
-            "return_to": "/src/"}, headers=as_user("alice"), allow_redirects=False)
-        location = response.headers["Location"]
-        page = await client.get(location, headers=as_user("alice"))
-        grant_id = location.split("?")[0].rsplit("/", 1)[1]
-
-        withdrawn = await client.post(f"/.gatehouse/break-glass/{grant_id}/end", allow_redirects=False,
-                                      data={"csrf_token": harness.token("alice"), "return_to": "/src/"},
-                                      headers=as_user("alice"))
-
-        assert 303 == response.status
-        assert "Waiting for an approver" in await page.text()
-        assert 303 == withdrawn.status
-        assert GrantStatus.ENDED is harness.service.get(grant_id).status
-
-    async def test_invalid_form_shows_the_form_again_with_the_reason_kept(self, client: TestClient,  # type: ignore[type-arg]
-                                                                          harness: Harness) -> None:
-        """A too-short reason re-renders the form (400) with the message and what was typed."""
-        response = await client.post("/.gatehouse/break-glass", data={
-            "csrf_token": harness.token("alice"), "route": "wiki", "reason": "urgent <now>", "duration": "1800",
-            "return_to": "/wiki/"}, headers=as_user("alice"), allow_redirects=False)
-        text = await response.text()
-
-        assert 400 == response.status
-        assert "the reason has 12 characters; write at least 20" in text
-        assert "urgent &lt;now&gt;</textarea>" in text
-
-    async def test_someone_elses_grant_page_is_not_found(self, client: TestClient) -> None:  # type: ignore[type-arg]
-        """Another user's grant page answers 404, not a hint that it exists."""
-        status, body = await ask(client)
-
-        response = await client.get(f"/.gatehouse/break-glass/{body['id']}", headers=as_user("mallory"))
-
-        assert 404 == response.status
-
-
-async def test_maintenance_writes_expiries_and_sets_the_gauge(client: TestClient, harness: Harness) -> None:  # type: ignore[type-arg]
-    """One maintenance pass after expiry writes `expired` to the log and sets the active gauge to zero."""
-    await ask(client)
-    assert 1.0 == harness.count("gatehouse_breakglass_active_grants")
-    harness.clock.advance(minutes=30)
-
-    await run_maintenance(harness.app)
-
-    grant = harness.service.list_grants(now=harness.clock())[0]
-    assert EventKind.EXPIRED is harness.service.events_for(grant.id)[-1].kind
-    assert 0.0 == harness.count("gatehouse_breakglass_active_grants")
-
-
-async def test_maintenance_sets_the_oldest_unreviewed_grant_age(client: TestClient, harness: Harness) -> None:  # type: ignore[type-arg]
-    """The gauge is the age of the oldest granted grant no reviewer has reviewed yet, and 0 once it is reviewed."""
-    _, body = await ask(client)
-    harness.clock.advance(hours=25)
-    await run_maintenance(harness.app)
-    unreviewed = harness.count("gatehouse_breakglass_oldest_unreviewed_age_seconds")
-    await harness.service.mark_reviewed(body["id"], reviewer="rita", reviewer_groups=frozenset({"security-review"}),
-                                        comment="paged incident, fine", now=harness.clock())
-
-    await run_maintenance(harness.app)
-
-    assert 25 * 3600.0 == unreviewed
-    assert 0.0 == harness.count("gatehouse_breakglass_oldest_unreviewed_age_seconds")

@@ -1,15 +1,12 @@
-"""CSRF: every state-changing form and API call is refused without proof it came from Gatehouse's own page."""
+"""The break-glass CSRF glue: every state-changing form and API call is refused without proof it came from Gatehouse's own page."""
 
 from __future__ import annotations
-
-from datetime import timedelta
 
 import pytest
 from aiohttp.test_utils import TestClient
 from structlog.testing import capture_logs
 
-from gateway.csrf import CsrfProtector, CsrfRefused, check_origin
-from tests.gateway.breakglass_http.support import CLIENT, NOW, REASON, REVIEWER, Harness, as_user
+from tests.gateway.web.breakglass.support import CLIENT, REASON, REVIEWER, Harness, as_user
 
 FORM = "/.gatehouse/break-glass"
 API = "/.gatehouse/api/v1/break-glass"
@@ -135,32 +132,6 @@ class TestJsonApi:
 
         assert 403 == response.status
         assert [] == list(await harness.sink.entries())
-
-
-class TestProtector:
-    def test_token_round_trips_for_its_user(self) -> None:
-        """A token checks for the user it was issued to until its maximum age."""
-        protector = CsrfProtector(b"k" * 32, max_age=timedelta(hours=1))
-        token = protector.issue("alice", now=NOW)
-
-        protector.check_token(token, "alice", now=NOW + timedelta(hours=1))
-
-        with pytest.raises(CsrfRefused):
-            protector.check_token(token, "alice", now=NOW + timedelta(hours=1, seconds=1))
-
-    def test_another_secret_refuses_the_token(self) -> None:
-        """A token from another process (another random secret) is refused."""
-        token = CsrfProtector.with_random_secret().issue("alice", now=NOW)
-
-        with pytest.raises(CsrfRefused) as info:
-            CsrfProtector.with_random_secret().check_token(token, "alice", now=NOW)
-
-        assert "csrf-invalid" == info.value.code
-
-    def test_configured_other_origin_is_allowed(self) -> None:
-        """An origin listed in `allowed_origins` may post; its path and case do not matter."""
-        check_origin({"Origin": "HTTPS://Admin.Corp.Example"}, host="gatehouse.corp.example",
-                     allowed_origins=frozenset({"https://admin.corp.example"}))
 
 
 @pytest.mark.parametrize("return_to", ["https://evil.example/", "//evil.example/x", "/\\evil.example", "javascript:alert(1)"])

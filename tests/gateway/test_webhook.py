@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 from breakglass import Grant, GrantStatus, Scope
 from gateway.secret import Secret
 from gateway.webhook import WebhookNotifier, backoff_delays, describe, webhook_ctx
-from tests.gateway.breakglass_http.support import CLIENT, NOW, REASON, as_user, build_app, make_settings
+from tests.gateway.web.breakglass.support import CLIENT, NOW, REASON, as_user, build_app, make_settings
 
 
 @dataclass

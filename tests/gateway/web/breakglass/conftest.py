@@ -6,7 +6,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
-from tests.gateway.breakglass_http.support import Harness, build_app
+from tests.gateway.web.breakglass.support import Harness, build_app
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from aiohttp.test_utils import TestClient
 from structlog.testing import capture_logs
 
 from breakglass import EventKind
-from gateway.breakglass_http import note_use
-from tests.gateway.breakglass_http.support import APPROVER, BOTH, CLIENT, REASON, REVIEWER, Harness, as_user
+from gateway.web.breakglass import note_use
+from tests.gateway.web.breakglass.support import APPROVER, BOTH, CLIENT, REASON, REVIEWER, Harness, as_user
 
 API = "/.gatehouse/api/v1/break-glass"
 REVIEW = "/.gatehouse/admin/break-glass"

@@ -1,6 +1,6 @@
 """The process the kill -9 test kills: the break-glass routes over the SQLite audit log, on 127.0.0.1.
 
-Run as ``python -m tests.gateway.breakglass_http.killee DB_PATH``; prints ``listening PORT`` once
+Run as ``python -m tests.gateway.web.breakglass.killee DB_PATH``; prints ``listening PORT`` once
 it accepts requests, then serves until killed. Identity comes from the test headers (see support).
 """
 
@@ -14,7 +14,7 @@ from aiohttp import web
 
 from breakglass import BreakglassService
 from gateway.store.sqlite_audit import SqliteAuditSink
-from tests.gateway.breakglass_http.support import FakeClock, build_app, make_settings
+from tests.gateway.web.breakglass.support import FakeClock, build_app, make_settings
 
 
 async def main(path: str) -> None:

@@ -1,19 +1,15 @@
-"""The `break_glass:` settings section, tier-rule mapping, route-set checks and the deny page's helpers."""
+"""The `break_glass:` settings section, tier-rule mapping and route-set checks."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 from pydantic import ValidationError
-from pytest_aiohttp import AiohttpClient
 
 from breakglass import TierMode
 from gateway.breakglass_config import BreakglassSettings, route_set_problems, tier_rule
-from gateway.breakglass_http import csrf_token_for, deny_page_offer
-from tests.gateway.breakglass_http.support import Harness, as_user, build_app, make_settings, policies
+from tests.gateway.web.breakglass.support import make_settings, policies
 
 
 class TestSettings:
@@ -60,44 +56,3 @@ class TestTierRule:
             rules["low"].mode, rules["low"].max_duration, rules["low"].default_duration)
         assert (TierMode.APPROVAL, timedelta(hours=4)) == (rules["medium"].mode, rules["medium"].max_duration)
         assert TierMode.NEVER is rules["high"].mode
-
-
-class TestDenyPageHelpers:
-    @pytest.fixture
-    async def probe(self, aiohttp_client: AiohttpClient) -> tuple[Harness, TestClient]:  # type: ignore[type-arg]
-        async def handle(request: web.Request) -> web.Response:
-            offer = deny_page_offer(request, request.query["tier"])
-            return web.json_response({
-                "token": csrf_token_for(request),
-                "offer": None if offer is None else {"approval": offer.needs_approval,
-                                                     "max_s": int(offer.durations[-1].total_seconds())},
-            })
-
-        harness = build_app(extra_routes=lambda app: app.router.add_get("/probe", handle))
-        return harness, await aiohttp_client(harness.app)
-
-    async def test_offer_follows_the_tier_rule(self, probe: tuple[Harness, TestClient]) -> None:  # type: ignore[type-arg]
-        """The deny page offers break-glass for allowed and approval tiers, never for `never`."""
-        _, client = probe
-
-        offers = {tier: (await (await client.get(f"/probe?tier={tier}", headers=as_user("alice"))).json())["offer"]
-                  for tier in ("low", "medium", "high")}
-
-        assert {"low": {"approval": False, "max_s": 8 * 3600}, "medium": {"approval": True, "max_s": 4 * 3600},
-                "high": None} == offers
-
-    async def test_no_offer_without_an_identified_device(self, probe: tuple[Harness, TestClient]) -> None:  # type: ignore[type-arg]
-        """Without a verified device the form is not offered."""
-        _, client = probe
-
-        body = await (await client.get("/probe?tier=low", headers=as_user("alice", None))).json()
-
-        assert None is body["offer"]
-
-    async def test_token_is_for_the_signed_in_user(self, probe: tuple[Harness, TestClient]) -> None:  # type: ignore[type-arg]
-        """The token handed to the deny page checks for this user."""
-        harness, client = probe
-
-        body = await (await client.get("/probe?tier=low", headers=as_user("alice"))).json()
-
-        harness.context.csrf.check_token(body["token"], "alice", now=harness.clock())

@@ -20,9 +20,9 @@ import pytest
 
 from breakglass import EventKind, verify_sink
 from gateway.store.sqlite_audit import SqliteAuditSink
-from tests.gateway.breakglass_http.support import CLIENT, REASON, as_user
+from tests.gateway.web.breakglass.support import CLIENT, REASON, as_user
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[4]
 
 
 class Killee:
@@ -35,7 +35,7 @@ class Killee:
     @classmethod
     async def start(cls, db: Path) -> Killee:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.gateway.breakglass_http.killee", str(db), cwd=REPO,
+            sys.executable, "-m", "tests.gateway.web.breakglass.killee", str(db), cwd=REPO,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
             env={**os.environ, "PYTHONWARNINGS": "error"},
         )

@@ -24,7 +24,7 @@ from breakglass import (
     verify,
 )
 from gateway.audit_cli import export_audit, list_grants, parse_since, verify_audit
-from tests.gateway.breakglass_http.support import NOW, REASON, make_settings
+from tests.gateway.web.breakglass.support import NOW, REASON, make_settings
 
 ALLOWED = TierRule(TierMode.ALLOWED, max_duration=timedelta(hours=4))
 

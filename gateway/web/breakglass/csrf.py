@@ -1,0 +1,51 @@
+"""The CSRF glue of the break-glass forms and JSON API (``gateway.csrf`` does the checking).
+
+Owns: form_csrf_refusal, json_csrf_refusal, log_csrf_refused.
+Must not import: the handlers of this package.
+
+Every POST passes ``gateway.csrf``: forms with their ``csrf_token`` field; JSON with a JSON
+content type plus the ``X-Gatehouse-CSRF`` token or an ``X-Gatehouse-Client`` header. A refusal
+is logged as ``breakglass.csrf_refused``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+import structlog
+from aiohttp import web
+
+from gateway.csrf import CsrfRefused, check_form, check_json
+from gateway.identity.model import Identity
+from gateway.keys import BREAKGLASS_WEB
+from gateway.web.breakglass.http import host_of, problem_answer
+
+_log = structlog.get_logger("gateway.breakglass")
+
+
+def form_csrf_refusal(request: web.Request, form: Mapping[str, str], identity: Identity, now: datetime) -> CsrfRefused | None:
+    """The refusal of a form POST that fails the CSRF checks (logged), or None when it passes."""
+    try:
+        check_form(request.config_dict[BREAKGLASS_WEB].csrf, form, request.headers, host=host_of(request),
+                   subject=identity.subject, now=now)
+    except CsrfRefused as exc:
+        log_csrf_refused(request, exc, identity)
+        return exc
+    return None
+
+
+def json_csrf_refusal(request: web.Request, identity: Identity, now: datetime) -> web.Response | None:
+    """The problem response for a JSON API call that fails the CSRF checks (logged), or None when it passes."""
+    try:
+        check_json(request.config_dict[BREAKGLASS_WEB].csrf, request.headers, host=host_of(request), subject=identity.subject, now=now)
+    except CsrfRefused as exc:
+        log_csrf_refused(request, exc, identity)
+        return problem_answer(request, 415 if exc.code == "content-type" else 403, exc.code, str(exc))
+    return None
+
+
+def log_csrf_refused(request: web.Request, exc: CsrfRefused, identity: Identity) -> None:
+    """Log one refused POST: who, which check, where from."""
+    _log.warning("breakglass.csrf_refused", user=identity.subject, code=exc.code, path=request.path,
+                 origin=request.headers.get("Origin"), fetch_site=request.headers.get("Sec-Fetch-Site"))
