@@ -59,7 +59,8 @@ from gateway.keys import (
 )
 from gateway.ledger import AccessLedger, ledger_ctx
 from gateway.policy_file import route_tier_problems
-from gateway.policy_gate import PolicyGate, PolicyHolder, reserved_identity
+from gateway.policy_gate import PolicyGate, PolicyHolder
+from gateway.web.gate_pages import GatePages, reserved_identity
 from gateway.portal import add_portal_routes
 from gateway.snapshots import SnapshotCache
 from gateway.store import open_store, sqlite_file
@@ -236,7 +237,7 @@ def wire_gatehouse(app: web.Application, settings: Settings) -> Gate:
     add_portal_routes(app)
     add_enroll_routes(app)
     add_breakglass_routes(app, BreakglassWeb.from_settings(settings.breakglass, policies=lambda: holder.current, evaluate=_device_decision(holder)))
-    return PolicyGate(holder, ledger=ledger)
+    return PolicyGate(holder, answers=GatePages(), ledger=ledger)
 
 
 def _device_decision(holder: PolicyHolder) -> Callable[[web.Request, str | None, str], Decision]:

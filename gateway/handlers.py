@@ -1,6 +1,6 @@
 """The gate seam: what the proxy asks about each routed request, and what it gets back.
 
-Owns: Gate and FastGate (Protocols), Admission, OpenGate.
+Owns: Gate, FastGate and GateAnswers (Protocols), Admission, OpenGate.
 Must not import: app, server, the proxy (the proxy calls these; the gate implements them).
 """
 
@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Protocol
+from datetime import datetime
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -85,6 +86,20 @@ class FastGate(Gate, Protocol):
 
         No side effects beyond caches: a failure here is answered by ``admit``.
         """
+
+
+class GateAnswers(Protocol):
+    """What a gate answers instead of proxying, rendered outside the gate (``gateway.web.gate_pages.GatePages``).
+
+    The gate decides; these build the responses (pages for browsers, problem+json for API clients),
+    so that the gate never imports pages.
+    """
+
+    def denied(self, request: RequestLike, outcome: Any, route: Route, policies: Any, *, now: datetime) -> web.StreamResponse:
+        """The 403 for a denied request (``outcome`` is the gate's GateOutcome, ``policies`` the CompiledPolicySet in force)."""
+
+    def audit_unavailable(self, request: RequestLike) -> web.StreamResponse:
+        """The 503 for a break-glass request whose use could not be recorded."""
 
 
 class OpenGate:

@@ -1,10 +1,10 @@
 """The gate on the request path: verified user → verified device → snapshot from memory → decision.
 
 Owns: PolicyHolder (the policy in force, reloaded on SIGHUP, last good kept), PolicyGate (the
-Gate that app.py installs for a full Gatehouse), reserved_identity (the middleware that identifies
-users on Gatehouse's own pages), deny_response (the denial, content-negotiated), enroll_origin
-(the address the enrollment commands name).
-Must not import: app, server, cli.
+Gate that app.py installs for a full Gatehouse), device_owners, note_use (a break-glass use, on
+record before the request is served).
+Must not import: app, server, cli, pages or views (what the gate answers instead of proxying is
+rendered by its ``answers``, ``gateway.web.gate_pages.GatePages``).
 
 Nothing here touches the store: snapshots come from the in-memory cache, grants from the
 break-glass service's in-memory index, decisions from the memo or the compiled policy. A failure
@@ -13,9 +13,8 @@ anywhere in the gate raises, and the middleware answers 500 without proxying: it
 
 from __future__ import annotations
 
-import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,25 +22,21 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from gateway.web.breakglass import csrf_token_for, deny_page_offer, note_use
+from breakglass import AuditWriteError, Grant, GrantNotFound
 from gateway.errors import ConfigError
-from gateway.gate import OWNER_REASONS, GateOutcome, Verdict, decide
-from gateway.handlers import Admission
+from gateway.gate import GateOutcome, Verdict, decide
+from gateway.handlers import Admission, GateAnswers
 from gateway.logging import log_context_var
 from gateway.identity.errors import AuthenticationError
 from gateway.identity.model import DeviceId, Identity, PostureSummary
 from gateway.identity.resolver import IdentityResolver
-from gateway.ingest.connectors import connector_for_source
 from gateway.request import RequestHead, RequestLike
-from gateway.keys import BREAKGLASS, CLOCK, CONFIG, DEVICE, IDENTITY, METRICS, OUTCOME, REQUEST_ID, SNAPSHOT_CACHE, USER
+from gateway.keys import BREAKGLASS, CLOCK, CONFIG, DEVICE, IDENTITY, METRICS, OUTCOME, SNAPSHOT_CACHE, USER
 from gateway.ledger import DENIED, AccessLedger, LedgerRow, ledger_entry
 from gateway.metrics import Metrics
-from gateway.pages import error_response
 from gateway.policy_file import load_policy
 from gateway.routing import Route
-from gateway.views.deny import DenyView, SourceRefresh, platform_from_user_agent, render_deny
 from gateway.store.base import AccessVerdict
-from gateway.views.layout import Rendered
 from policy_engine import CompiledPolicySet, DecisionMemo, DeviceSnapshot
 
 _log = structlog.get_logger("gateway.gate")
@@ -94,68 +89,6 @@ def device_owners(app: Mapping[Any, Any], serial: str) -> tuple[str, ...]:
     return tuple(app[SNAPSHOT_CACHE].owners_of(serial, trust_reported=trust))
 
 
-_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
-"""An origin safe to put in a shell command the user copies: scheme, host name or address, port."""
-
-
-def enroll_origin(request: RequestLike) -> str | None:
-    """Gatehouse's address for the enrollment commands; None when Gatehouse does not enroll laptops.
-
-    Enrollment is on when ``identity.device.ca`` (Gatehouse's device CA) is configured. The address is
-    ``identity.oidc.external_url`` when set (the browser's own origin for a login), else the origin
-    this request reached, which is the host the browser must present its certificate to.
-    """
-    identity = request.config_dict[CONFIG].current.settings.identity
-    # INVARIANT: `ca` is the device CA section of identity.device; absent or None means enrollment is off.
-    if identity is None or identity.device.ca is None:
-        return None
-    origin = identity.oidc.external_url if identity.oidc is not None else f"{request.scheme}://{request.host}"
-    origin = origin.rstrip("/")
-    return origin if _ORIGIN.fullmatch(origin) else None
-
-
-def rendered_response(rendered: Rendered) -> web.Response:
-    """An aiohttp response from a view's rendered output."""
-    return web.Response(status=rendered.status, headers=dict(rendered.headers), body=rendered.body)
-
-
-def deny_response(
-    request: RequestLike, outcome: GateOutcome, route: Route, policies: CompiledPolicySet, *,
-    now: datetime, refresh_eta_s: int | None = None, return_to: str | None = None, source_refresh: SourceRefresh | None = None,
-) -> web.Response:
-    """The 403 denial for ``outcome``: a page for browsers, problem+json for API clients.
-
-    ``source_refresh`` is what "check again" got from a connector-fed device's vendor; without it, a
-    connector-fed device's denial still names the vendor and how soon its data changes.
-    """
-    device = request.get(DEVICE)
-    serial = device.serial if device is not None else None
-    snapshot = request.config_dict[SNAPSHOT_CACHE].get(serial) if serial else None
-    if source_refresh is None and snapshot is not None and (runner := connector_for_source(request.app, snapshot.source)):
-        source_refresh = SourceRefresh(runner.connector.label, runner.connector.refresh_hint)
-    user = request.get(USER)
-    view = DenyView(
-        decision=outcome.decision,
-        snapshot=snapshot,
-        owners=device_owners(request.config_dict, serial) if serial and outcome.reason in OWNER_REASONS else (),
-        device_serial=serial,
-        route_id=route.id,
-        tier=policies.tier(route.tier),
-        return_to=return_to if return_to is not None else request.raw_path,
-        csrf_token=csrf_token_for(request),
-        now=now,
-        remediation=policies.remediation,
-        breakglass=deny_page_offer(request, route.tier) if outcome.reason not in OWNER_REASONS else None,
-        refresh_eta_s=refresh_eta_s,
-        source_refresh=source_refresh,
-        user=user.email if user is not None else "",
-        request_id=request.get(REQUEST_ID) or "",
-        platform_hint=platform_from_user_agent(request.headers.get("User-Agent", "")),
-        enroll_origin=enroll_origin(request) if serial is None else None,
-    )
-    return rendered_response(render_deny(view, accept=request.headers.get("Accept")))
-
-
 _ADMITTED_MAX = 10_000
 """Admissions kept for ``admit_now`` before the memo starts over."""
 
@@ -184,8 +117,10 @@ class _Admitted:
 class PolicyGate:
     """The Gate of a full Gatehouse: identity, device, snapshot, policy, break-glass, upstream headers."""
 
-    def __init__(self, holder: PolicyHolder, *, ledger: AccessLedger | None = None) -> None:
+    def __init__(self, holder: PolicyHolder, *, answers: GateAnswers, ledger: AccessLedger | None = None) -> None:
         self.holder = holder
+        self.answers = answers
+        """Renders what the gate answers instead of proxying (``gateway.web.gate_pages.GatePages``)."""
         self.ledger = ledger
         """Counts every decision (``_account``) and every refused identity; None counts nothing."""
         self._admitted: dict[tuple[int, int, str | None, str | None], _Admitted] = {}
@@ -245,16 +180,11 @@ class PolicyGate:
         _REASON_VAR.set(outcome.reason)
         if outcome.verdict is Verdict.DENY:
             self._account(metrics, route, outcome, took, now, identity.email, serial)
-            return Admission.refuse(deny_response(request, outcome, route, policies, now=now))
+            return Admission.refuse(self.answers.denied(request, outcome, route, policies, now=now))
         if outcome.verdict is Verdict.BREAK_GLASS and outcome.grant is not None:
-            if not await note_use(request.app, outcome.grant, route.id, now=now):
+            if not await note_use(app, outcome.grant, route.id, now=now):
                 self._account(metrics, route, outcome, took, now, identity.email, serial, entry=(DENIED, "audit-unavailable"))
-                return Admission.refuse(error_response(
-                    request.headers.get("Accept", ""), status=503, code="audit-unavailable",
-                    detail="your break-glass grant is valid, but its use could not be recorded in the audit log, "
-                    "so this request is refused; try again in a minute",
-                    request_id=request.get(REQUEST_ID),
-                ))
+                return Admission.refuse(self.answers.audit_unavailable(request))
         self._account(metrics, route, outcome, took, now, identity.email, serial)
         return Admission.allow(
             self._upstream_headers(resolver, identity, device, route, outcome, now), strip=resolver.strip_names, drop_cookies=resolver.drop_cookies,
@@ -365,35 +295,20 @@ class PolicyGate:
         return row
 
 
-# Gatehouse's own pages that act for a signed-in user. Everything else under /.gatehouse/ is either
-# public (health, login, keys) or authenticates its own way (osquery node keys, ingest tokens).
-USER_AREAS = (
-    "/.gatehouse/break-glass", "/.gatehouse/api/v1/break-glass", "/.gatehouse/admin/",
-    "/.gatehouse/api/v1/admin/", "/.gatehouse/recheck", "/.gatehouse/me", "/.gatehouse/enroll/confirm",
-)
+async def note_use(app: web.Application, grant: Grant, route_id: str, *, now: datetime) -> bool:
+    """Count one request let through by ``grant`` (the gate's ``BREAK_GLASS`` verdict) before proxying.
 
-
-def needs_user(path: str) -> bool:
-    """True for Gatehouse pages that need a verified user (the status page ``/.gatehouse/`` included)."""
-    return path == "/.gatehouse/" or path.startswith(USER_AREAS)
-
-
-@web.middleware
-async def reserved_identity(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-    """Identify the user (and device) on Gatehouse's own user pages; 401 or login redirect otherwise."""
-    if not needs_user(request.path):
-        return await handler(request)
-    resolver = request.config_dict[IDENTITY]
+    The first use is written to the audit log. Returns False when it could not be written: the
+    caller must refuse the request (503), because a use that is not on record must not happen.
+    Binds ``break_glass=True`` and ``grant_id`` for the ``request.completed`` line.
+    """
+    structlog.contextvars.bind_contextvars(break_glass=True, grant_id=grant.id)
     try:
-        identity = await resolver.authenticate(request, now=request.config_dict[CLOCK]())
-    except AuthenticationError as err:
-        return await resolver.challenge(request, err)
-    request[USER] = identity
-    try:
-        device = resolver.device(request, identity)
-    except AuthenticationError as err:
-        return await resolver.challenge(request, err)
-    if device is not None:
-        request[DEVICE] = device
-    structlog.contextvars.bind_contextvars(user=identity.email, device=device.serial if device else None)
-    return await handler(request)
+        await app[BREAKGLASS].record_use(grant.id, route_id=route_id, now=now)
+    except (AuditWriteError, GrantNotFound) as exc:
+        _log.error("grant.use_refused", grant_id=grant.id, route=route_id, error=str(exc))
+        return False
+    metrics = app.get(METRICS)
+    if metrics is not None:
+        metrics.breakglass_requests.labels(route=route_id).inc()
+    return True

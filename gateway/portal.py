@@ -5,7 +5,7 @@ Owns: the handlers of ``/.gatehouse/`` (status), ``/.gatehouse/recheck``, ``/.ga
 ``/.gatehouse/enroll/gatehouse_enroll.py`` (the one-file enrollment client), and add_portal_routes.
 Must not import: app, server, cli. Rendering lives in gateway.views; decisions in gateway.gate.
 
-``reserved_identity`` (policy_gate.py) has already verified the user on every path here but the
+``reserved_identity`` (web/gate_pages.py) has already verified the user on every path here but the
 privacy page and the enrollment client, which are public: the privacy page describes what Gatehouse
 collects before anyone signs in, and the client is downloaded with ``curl`` before the laptop has
 any credential (it signs the user in itself).
@@ -38,7 +38,8 @@ from gateway.keys import (
     SNAPSHOT_CACHE, STORE, USER,
 )
 from gateway.pages import error_response
-from gateway.policy_gate import PolicyHolder, deny_response, device_owners, enroll_origin
+from gateway.policy_gate import PolicyHolder, device_owners
+from gateway.web.gate_pages import deny_response, enroll_origin
 from gateway.report import COMPLIANCE_PATH, DeviceInfo, build_report, report_response
 from gateway.store.base import LedgerStore, StoreError
 from gateway.target import canonicalise

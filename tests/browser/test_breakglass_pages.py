@@ -14,7 +14,8 @@ import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
-from gateway.web.breakglass import csrf_token_for, deny_page_offer, note_use
+from gateway.policy_gate import note_use
+from gateway.web.breakglass import csrf_token_for, deny_page_offer
 from gateway.views import render_deny
 from tests.browser.conftest import screenshot
 from tests.gateway.web.breakglass.support import ROUTES, FakeClock, Harness, build_app, policies

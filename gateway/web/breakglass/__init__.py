@@ -7,7 +7,7 @@ Owns: the break-glass web package, split by concern:
     requests.py     the requester's JSON API, and submit_request (one request: audit, log, count, notify)
     pages.py        the request form, the grant page, ending a grant from it
     review.py       the managers' review pages and their JSON API
-    offer.py        what the request path asks: deny_page_offer, csrf_token_for, note_use
+    offer.py        what the deny page asks: deny_page_offer, csrf_token_for
     maintenance.py  the background pass: other replicas' entries, expiries, gauges
     scope.py        a request's scope and the tier rule that applies to it
     documents.py    grant_json, failing_checks_of (plain data)
@@ -43,7 +43,7 @@ from __future__ import annotations
 from gateway.web.breakglass.context import API_PATH, FORM_PATH, REVIEW_API_PATH, REVIEW_PATH, BreakglassWeb, DecisionSource
 from gateway.web.breakglass.documents import failing_checks_of, grant_json
 from gateway.web.breakglass.maintenance import breakglass_maintenance_ctx, run_maintenance
-from gateway.web.breakglass.offer import csrf_token_for, deny_page_offer, note_use
+from gateway.web.breakglass.offer import csrf_token_for, deny_page_offer
 from gateway.web.breakglass.pages import grant_page_href
 from gateway.web.breakglass.routes import add_breakglass_routes
 
@@ -61,6 +61,5 @@ __all__ = [
     "failing_checks_of",
     "grant_json",
     "grant_page_href",
-    "note_use",
     "run_maintenance",
 ]
