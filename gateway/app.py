@@ -63,8 +63,8 @@ from gateway.policy_gate import PolicyGate, PolicyHolder
 from gateway.web.gate_pages import GatePages, reserved_identity
 from gateway.portal import add_portal_routes
 from gateway.snapshots import SnapshotCache
-from gateway.store import open_store, sqlite_file
-from gateway.store.sqlite_audit import SqliteAuditSink
+from gateway.store import open_store
+from gateway.store.base import ChangeNotice
 from gateway.webhook import webhook_ctx
 from policy_engine import Decision, DeviceSnapshot
 from gateway.metrics import Metrics
@@ -274,15 +274,11 @@ def _store_ctx(settings: Settings) -> Callable[[web.Application], AsyncIterator[
         cache = app[SNAPSHOT_CACHE]
         app[ENROLLED_CERTIFICATES] = cache  # the status page lists a user's enrolled laptops from memory
         app[READINESS].add("snapshots", lambda: cache.loaded)
-        health = getattr(store, "health", None)
         # The store degrades rather than fails readiness: with the cache loaded, requests are still
         # decided correctly from memory; taking every replica out of the load balancer during a
         # database outage would turn it into a full outage. `/readyz?strict=1` counts it as not ready.
-        if health is None:
-            app[READINESS].add("store", lambda: True, degrades=True)
-        else:
-            # INVARIANT: bounded well under a probe's timeout, so a silent database reads as failing, never a hang.
-            app[READINESS].add("store", lambda: health(timeout_s=STORE_READY_TIMEOUT_S), degrades=True)
+        # INVARIANT: bounded well under a probe's timeout, so a silent database reads as failing, never a hang.
+        app[READINESS].add("store", lambda: store.health(timeout_s=STORE_READY_TIMEOUT_S), degrades=True)
         try:
             yield
         finally:
@@ -299,36 +295,23 @@ async def _revocations_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def _breakglass_ctx(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        store = app[STORE]
-        path = sqlite_file(settings.store.reveal())
-        sink: Any
-        if path is not None:
-            sink = await SqliteAuditSink.open(path)
-        else:
-            sink = store.audit_sink()  # type: ignore[attr-defined]
-        try:
-            app[BREAKGLASS] = await BreakglassService.open(sink, config=settings.breakglass.to_config())
-            yield
-        finally:
-            if isinstance(sink, SqliteAuditSink):
-                await sink.close()
+        sink = await app[STORE].audit_sink()  # closed with the store, whose context outlives this one
+        app[BREAKGLASS] = await BreakglassService.open(sink, config=settings.breakglass.to_config())
+        yield
 
     return ctx
 
 
 async def _change_feed_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Follow other replicas' writes at once where the store announces them (PostgreSQL NOTIFY).
+    """Follow other processes' writes at once where the store announces them (PostgreSQL NOTIFY).
 
     One follower per kind of change (snapshots, the owner inventory and device certificates; the audit log) catches up whenever a notice arrives;
     notices arriving while it works are folded into one more catch-up, so a burst of writes costs a
     few reads, not one per write. A ``resync`` notice (the listener (re)connected, for example after
     a database outage) wakes both. A failed catch-up is retried with backoff until it succeeds or
     newer notices arrive; the periodic cache refresh and break-glass maintenance remain the safety net.
+    A ``local`` notice (SQLite: this process's own write, already applied here) wakes nobody.
     """
-    subscribe = getattr(app[STORE], "subscribe", None)
-    if subscribe is None:
-        yield
-        return
     cache = app[SNAPSHOT_CACHE]
     service = app[BREAKGLASS]
     log = structlog.get_logger("gateway.app")
@@ -352,7 +335,9 @@ async def _change_feed_ctx(app: web.Application) -> AsyncIterator[None]:
             else:
                 delay = _FEED_RETRY_MIN_S
 
-    def on_notice(notice: Any) -> None:
+    def on_notice(notice: ChangeNotice) -> None:
+        if notice.local:
+            return
         kind = str(notice.kind.value)
         kind = "snapshot" if kind in ("owners", "certificates") else kind  # the cache's refresh follows owners and certificates too
         for name, event in wake.items():
@@ -363,7 +348,7 @@ async def _change_feed_ctx(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(follow("snapshot", cache.refresh), name="change-feed-snapshots"),
         asyncio.create_task(follow("audit", service.refresh), name="change-feed-audit"),
     ]
-    unsubscribe = subscribe(on_notice)
+    unsubscribe = app[STORE].subscribe(on_notice)
     try:
         yield
     finally:

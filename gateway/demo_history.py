@@ -60,9 +60,8 @@ from gateway.ledger import AccessLedger, ledger_entry
 from gateway.metrics import Metrics
 from gateway.policy_gate import PolicyHolder
 from gateway.settings import RouteSettings, Settings
-from gateway.store import open_store, sqlite_file
+from gateway.store import open_store
 from gateway.store.base import HistoryEntry, Store
-from gateway.store.sqlite_audit import SqliteAuditSink
 from policy_engine import DeviceSnapshot, Version
 
 _log = structlog.get_logger("gateway.demo")
@@ -149,14 +148,8 @@ async def seed_demo_history(settings: Settings, *, now: datetime) -> SeededHisto
     try:
         async for _ in store.iter_history(since=datetime(1970, 1, 1, tzinfo=UTC)):
             return None
-        path = sqlite_file(settings.store.reveal())
-        sink = await SqliteAuditSink.open(path) if path is not None else store.audit_sink()  # type: ignore[attr-defined]
-        try:
-            service = await BreakglassService.open(sink, config=settings.breakglass.to_config())
-            return await _record(store, service, settings, today=now.astimezone(UTC).date())
-        finally:
-            if isinstance(sink, SqliteAuditSink):
-                await sink.close()
+        service = await BreakglassService.open(await store.audit_sink(), config=settings.breakglass.to_config())
+        return await _record(store, service, settings, today=now.astimezone(UTC).date())
     finally:
         await store.close()
 

@@ -130,26 +130,9 @@ async def opened_store(settings: Settings, config: Path, *, create: bool = False
 
 @asynccontextmanager
 async def opened_audit_sink(settings: Settings, config: Path) -> AsyncIterator[AuditSink]:
-    """The break-glass audit log the gateway writes for this configuration (as ``gateway.app`` picks it).
-
-    SQLite: the audit tables in the store's own file. PostgreSQL: ``store.audit_sink()`` on the store's pool.
-    """
-    _require_sqlite_file(settings, config, f"point `store:` at the gateway's store, then run `gatehouse check-config {config}`")
-    path = sqlite_file(settings.store.reveal())
-    if path is not None:
-        from gateway.store.sqlite_audit import SqliteAuditSink
-
-        try:
-            sink = await SqliteAuditSink.open(path)
-        except (StoreError, OSError) as exc:
-            raise Refused(f"cannot open the audit log: {exc}\ncheck `store:` in {config}, then run `gatehouse check-config {config}`") from None
-        try:
-            yield sink
-        finally:
-            await sink.close()
-        return
-    async with opened_store(settings, config) as store:
-        yield store.audit_sink()  # type: ignore[attr-defined]
+    """The break-glass audit log the gateway writes for this configuration: its store's ``audit_sink()``."""
+    async with opened_store(settings, config, fix=f"point `store:` at the gateway's store, then run `gatehouse check-config {config}`") as store:
+        yield await store.audit_sink()
 
 
 def check_period(since: datetime, until: datetime | None, example: str) -> None:

@@ -3,7 +3,8 @@
 Owns: the Store Protocol and its parts (SnapshotStore, EnrollmentStore, OsqueryStateStore, LedgerStore (AccessRollup, AccessVerdict),
 HistoryStore, DistributedQueryStore, OwnerStore (OwnerRecord, OwnerEdit, OwnerSource)), ConnectorStateStore (ConnectorState,
 ConnectorClaim), CertificateStore (CertificateRecord, CertificateChanges), EnrollmentRequestStore (EnrollSession,
-EnrollmentRequest, OsqueryConflict), RecordFeed (one page of the owner and certificate change feeds), the values they exchange, StoreError.
+EnrollmentRequest, OsqueryConflict), RecordFeed (one page of the owner and certificate change feeds), the change
+notices (ChangeKind, ChangeNotice, ChangeCallback, Subscribers), the values they exchange, StoreError.
 Must not import: aiohttp, sqlite3, asyncpg, gateway.ingest (backends import this, not the reverse).
 
 Every method is a coroutine and every write is durable (committed) when it returns: ingest
@@ -27,17 +28,29 @@ which continues from the stored cursor.
 
 The device certificates Gatehouse's CA issued (``CertificateStore``) too: recording or revoking one
 gives its row a new ``seq``, and ``certificate_changes_since(cursor)`` returns those rows in seq order.
+
+Change notices: ``subscribe(callback)`` calls back after every committed write that other processes
+hold in memory (snapshots, owners, certificates, audit entries). PostgreSQL tells every process
+through NOTIFY (``local=False``, the writer included); SQLite has no channel between processes, so it
+tells only the writing process (``local=True``), and the worker supervisor's link forwards those to
+the sibling workers. A notice is a hint to call the feed (``changes_since`` and its kin), never data.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Generic, Protocol, TypeVar, runtime_checkable
 
+import structlog
+
+from breakglass.audit import AuditSink
 from policy_engine.model import DeviceSnapshot
+
+_log = structlog.get_logger("gateway.store")
 
 
 class StoreError(RuntimeError):
@@ -630,12 +643,99 @@ class EnrollmentRequestStore(Protocol):
         ...
 
 
+class ChangeKind(StrEnum):
+    """What a change notice is about."""
+
+    SNAPSHOT = "snapshot"
+    """Snapshots were stored; ``seq`` is the newest: call ``changes_since(cursor)``."""
+    OWNERS = "owners"
+    """The owner inventory changed; ``seq`` is the newest: call ``owner_changes_since(cursor)``."""
+    CERTIFICATES = "certificates"
+    """A device certificate was recorded or revoked; ``seq`` is the newest: call ``certificate_changes_since(cursor)``."""
+    AUDIT = "audit"
+    """Audit entries (grant changes) were appended; ``seq`` is the new head's."""
+    RESYNC = "resync"
+    """The listener (re)connected and may have missed notices: catch up on everything."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeNotice:
+    """One notice that something other processes hold in memory was stored."""
+
+    kind: ChangeKind
+    seq: int
+    local: bool = False
+    """True when only this process was told (SQLite): the writer already applied its own write, and
+    other processes on the same store learn of it only if something forwards the notice (the worker
+    link does). False when the backend told every process (PostgreSQL NOTIFY), the writer included."""
+
+
+ChangeCallback = Callable[[ChangeNotice], None]
+"""Called on the event loop for each notice; must not block (set an event, schedule a task)."""
+
+
+class Subscribers:
+    """The callbacks a backend calls with its change notices; one failing callback never stops the others."""
+
+    __slots__ = ("_callbacks",)
+
+    def __init__(self) -> None:
+        self._callbacks: list[ChangeCallback] = []
+
+    def __bool__(self) -> bool:
+        return bool(self._callbacks)
+
+    def add(self, callback: ChangeCallback) -> Callable[[], None]:
+        """Call ``callback`` for every notice until the returned function is called."""
+        self._callbacks.append(callback)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._callbacks.remove(callback)
+
+        return remove
+
+    def clear(self) -> None:
+        """Forget every callback (the store is closing)."""
+        self._callbacks.clear()
+
+    def dispatch(self, notice: ChangeNotice) -> None:
+        """Call every callback with ``notice``; a callback that raises is logged and skipped."""
+        for callback in tuple(self._callbacks):
+            try:
+                callback(notice)
+            except Exception:
+                _log.exception("store.change_callback_failed", kind=notice.kind.value)
+
+
 class Store(
     SnapshotStore, EnrollmentStore, OsqueryStateStore, HistoryStore, DistributedQueryStore, OwnerStore, LedgerStore,
     ConnectorStateStore, CertificateStore, EnrollmentRequestStore, Protocol,
 ):
-    """Everything the snapshot subsystem keeps durably; ``close`` releases connections."""
+    """Everything the snapshot subsystem keeps durably, its change notices and the audit sink; ``close`` releases connections."""
+
+    async def health(self, *, timeout_s: float = 1.0) -> bool:
+        """True when the store answers a trivial read within ``timeout_s`` (for readiness); never raises."""
+        ...
+
+    def subscribe(self, callback: ChangeCallback) -> Callable[[], None]:
+        """Call ``callback`` with a ``ChangeNotice`` after every committed write other processes cache, until the returned function is called.
+
+        Must be called on the running loop. See the module docstring for which processes hear of which writes.
+
+        Raises:
+            StoreError: the store is closed.
+        """
+        ...
+
+    async def audit_sink(self) -> AuditSink:
+        """The break-glass audit log kept with this store (opened on first call, closed with the store); its appends are announced as ``ChangeKind.AUDIT``.
+
+        Raises:
+            StoreError: the store is closed, or the audit log cannot be opened.
+        """
+        ...
 
     async def close(self) -> None:
-        """Finish pending work and release the backend's connections."""
+        """Finish pending work and release the backend's connections (the audit sink's too)."""
         ...

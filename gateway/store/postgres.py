@@ -1,6 +1,6 @@
 """The shared store for several replicas: PostgreSQL through an asyncpg connection pool.
 
-Owns: PostgresStore, PostgresAuditSink, open_postgres_store, ChangeKind, ChangeNotice, the
+Owns: PostgresStore, PostgresAuditSink, open_postgres_store, the
 PostgreSQL schema (MIGRATIONS) and its migration.
 Must not import: aiohttp, gateway.ingest, gateway.app.
 
@@ -38,9 +38,7 @@ import hashlib
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -54,6 +52,9 @@ from gateway.store.base import (
     CertificateChanges,
     CertificateRecord,
     AccessVerdict,
+    ChangeCallback,
+    ChangeKind,
+    ChangeNotice,
     Changes,
     ConnectorClaim,
     ConnectorState,
@@ -72,6 +73,7 @@ from gateway.store.base import (
     PutOutcome,
     QueryResult,
     StoreError,
+    Subscribers,
     edited_owners,
 )
 from gateway.store.codec import SnapshotDecoder, encode_snapshot
@@ -253,33 +255,6 @@ _UNREACHABLE: tuple[type[BaseException], ...] = (
 )
 
 
-class ChangeKind(StrEnum):
-    """What a change notice is about."""
-
-    SNAPSHOT = "snapshot"
-    """Snapshots were stored; ``seq`` is the newest: call ``changes_since(cursor)``."""
-    OWNERS = "owners"
-    """The owner inventory changed; ``seq`` is the newest: call ``owner_changes_since(cursor)``."""
-    CERTIFICATES = "certificates"
-    """A device certificate was recorded or revoked; ``seq`` is the newest: call ``certificate_changes_since(cursor)``."""
-    AUDIT = "audit"
-    """Audit entries (grant changes) were appended; ``seq`` is the new head's."""
-    RESYNC = "resync"
-    """The listener (re)connected and may have missed notices: catch up on everything."""
-
-
-@dataclass(frozen=True, slots=True)
-class ChangeNotice:
-    """One notice from another replica (or this one) that something was stored."""
-
-    kind: ChangeKind
-    seq: int
-
-
-ChangeCallback = Callable[[ChangeNotice], None]
-"""Called on the event loop for each notice; must not block (set an event, schedule a task)."""
-
-
 async def open_postgres_store(
     dsn: str,
     *,
@@ -336,7 +311,7 @@ class PostgresStore:
         self.where = describe_dsn(dsn)
         """``host:port/database``, safe to log."""
         self._closed = False
-        self._subscribers: list[ChangeCallback] = []
+        self._subscribers = Subscribers()
         self._listener: asyncio.Task[None] | None = None
         self.listening = False
         """True while the change listener holds a live connection with LISTEN in place."""
@@ -518,8 +493,14 @@ class PostgresStore:
         self._thread_decoder.forget_devices()  # the batch shares owner tuples and times; later ones need not
         return snapshots
 
-    def audit_sink(self) -> PostgresAuditSink:
-        """The break-glass audit sink on this store's pool."""
+    async def audit_sink(self) -> PostgresAuditSink:
+        """The break-glass audit sink on this store's pool (nothing to open: it shares the pool).
+
+        Raises:
+            StoreError: the store is closed.
+        """
+        if self._closed:
+            raise StoreError(f"cannot open the audit log: the PostgreSQL store `{self.where}` is closed")
         return PostgresAuditSink(self)
 
     # -- change notices ----------------------------------------------------------------------
@@ -536,13 +517,12 @@ class PostgresStore:
         """
         if self._closed:
             raise StoreError(f"cannot subscribe: the PostgreSQL store `{self.where}` is closed")
-        self._subscribers.append(callback)
+        remove = self._subscribers.add(callback)
         if self._listener is None or self._listener.done():
             self._listener = asyncio.get_running_loop().create_task(self._listen(), name="gatehouse-pg-listener")
 
         def unsubscribe() -> None:
-            with contextlib.suppress(ValueError):
-                self._subscribers.remove(callback)
+            remove()
             if not self._subscribers and self._listener is not None:
                 self._listener.cancel()
                 self._listener = None
@@ -558,13 +538,6 @@ class PostgresStore:
             if not done:
                 _log.warning("store.listener_stop_timed_out", timeout_s=self._connect_timeout_s)
 
-    def _dispatch(self, notice: ChangeNotice) -> None:
-        for callback in tuple(self._subscribers):
-            try:
-                callback(notice)
-            except Exception:
-                _log.exception("store.change_callback_failed", kind=notice.kind.value)
-
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         try:
             data = orjson.loads(payload)
@@ -572,7 +545,7 @@ class PostgresStore:
         except (ValueError, KeyError, TypeError):
             _log.warning("store.change_notice_unreadable", payload=payload[:80])
             notice = ChangeNotice(ChangeKind.RESYNC, 0)
-        self._dispatch(notice)
+        self._subscribers.dispatch(notice)
 
     async def _listen(self) -> None:
         delay = 0.05
@@ -589,7 +562,7 @@ class PostgresStore:
                 self.listening = True
                 delay = 0.05
                 _log.info("store.listener_connected", store=self.where)
-                self._dispatch(ChangeNotice(ChangeKind.RESYNC, 0))
+                self._subscribers.dispatch(ChangeNotice(ChangeKind.RESYNC, 0))
                 idle = 0.0
                 while not conn.is_closed():
                     await asyncio.sleep(0.25)

@@ -7,7 +7,9 @@ Every call runs on one worker thread that owns the connection, so the event loop
 disk and writes are serialised. ``synchronous=FULL``: a transaction is on disk when its COMMIT
 returns, and every write method returns only after COMMIT. Several processes may open the same
 file (WAL readers never block the writer); each sees the others' snapshots through
-``changes_since``.
+``changes_since``. Change notices (``subscribe``) reach only the writing process (``local=True``):
+SQLite has no channel between processes, so the worker supervisor forwards them to its workers.
+The audit sink (``audit_sink()``) is the break-glass log in the same file, on its own connection.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ from gateway.store.base import (
     OsqueryConflict,
     AccessRollup,
     AccessVerdict,
+    ChangeCallback,
+    ChangeKind,
+    ChangeNotice,
     HistoryEntry,
     HostDetails,
     OwnerChanges,
@@ -47,9 +52,11 @@ from gateway.store.base import (
     PutOutcome,
     QueryResult,
     StoreError,
+    Subscribers,
     edited_owners,
 )
 from gateway.store.codec import SnapshotDecoder, encode_snapshot, from_micros, to_micros
+from gateway.store.sqlite_audit import SqliteAuditSink
 from gateway.store.enroll_codec import (
     decode_conflict, decode_request, decode_session, encode_conflict, encode_request, encode_session,
 )
@@ -216,6 +223,9 @@ class SqliteStore:
         self._conn = conn
         self._closed = False
         self._decoder = SnapshotDecoder()  # INVARIANT: used only on the worker thread
+        self._subscribers = Subscribers()
+        self._audit: SqliteAuditSink | None = None
+        self._audit_opening = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: Path | str) -> SqliteStore:
@@ -244,13 +254,53 @@ class SqliteStore:
             raise StoreError(f"sqlite store `{self.path}`: {exc}") from exc
 
     async def close(self) -> None:
-        """Close the connection; later calls raise StoreError."""
+        """Close the connection (and the audit sink's); later calls raise StoreError."""
         if self._closed:
             return
+        self._subscribers.clear()
+        if self._audit is not None:
+            await self._audit.close()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._conn.close)
         self._closed = True
         self._executor.shutdown(wait=True)
+
+    async def health(self, *, timeout_s: float = 1.0) -> bool:
+        """True when the store's thread answers a trivial read within ``timeout_s`` (for readiness); never raises."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
+        except (StoreError, TimeoutError):
+            return False
+        return True
+
+    def subscribe(self, callback: ChangeCallback) -> Callable[[], None]:
+        """Call ``callback`` after each of this store's own committed writes that others cache, until the returned function is called.
+
+        Notices are ``local``: writes by other processes on the same file are not announced here.
+
+        Raises:
+            StoreError: the store is closed.
+        """
+        if self._closed:
+            raise StoreError(f"cannot subscribe: the store `{self.path}` is closed")
+        return self._subscribers.add(callback)
+
+    def _announce(self, kind: ChangeKind, seq: int) -> None:
+        self._subscribers.dispatch(ChangeNotice(kind, seq, local=True))
+
+    async def audit_sink(self) -> SqliteAuditSink:
+        """The break-glass audit log in this store's file (its own connection, opened once, closed with the store).
+
+        Raises:
+            StoreError: the store is closed, or the audit tables cannot be opened.
+        """
+        async with self._audit_opening:
+            if self._closed:
+                raise StoreError(f"cannot open the audit log: the store `{self.path}` is closed")
+            if self._audit is None:
+                self._audit = await SqliteAuditSink.open(self.path, on_append=lambda seq: self._announce(ChangeKind.AUDIT, seq))
+            return self._audit
 
     # -- snapshots ---------------------------------------------------------------------------
 
@@ -283,11 +333,16 @@ class SqliteStore:
                     outcomes.append(PutOutcome.STORED)
                 if seq != start:
                     conn.execute("UPDATE counters SET value = ? WHERE name = 'snapshot_seq'", (seq,))
+                    taken.append(seq)
             return tuple(outcomes)
 
         if not snapshots:
             return ()
-        return await self._run(work)
+        taken: list[int] = []
+        outcomes = await self._run(work)
+        if taken:
+            self._announce(ChangeKind.SNAPSHOT, taken[-1])
+        return outcomes
 
     async def latest(self, serial: str) -> DeviceSnapshot | None:
         """The device's newest stored snapshot."""
@@ -780,11 +835,16 @@ class SqliteStore:
                     out.append(OwnerRecord(edit.serial, owners, edit.set_by, edit.set_at, edit.source))
                 if seq != start:
                     conn.execute("UPDATE counters SET value = ? WHERE name = 'owner_seq'", (seq,))
+                    taken.append(seq)
             return tuple(out)
 
         if not edits:
             return ()
-        return await self._run(work)
+        taken: list[int] = []
+        records = await self._run(work)
+        if taken:
+            self._announce(ChangeKind.OWNERS, taken[-1])
+        return records
 
     async def owners(self, serial: str) -> OwnerRecord | None:
         """The serial's inventory entry; None when it has none (never assigned, or unassigned)."""
@@ -867,6 +927,7 @@ class SqliteStore:
                 if conn.execute("SELECT 1 FROM device_certificates WHERE fingerprint = ?", (cert.fingerprint,)).fetchone():
                     return
                 seq = _next_certificate_seq(conn)
+                taken.append(seq)
                 conn.execute(
                     "INSERT INTO device_certificates (fingerprint, serial, owner, not_before, not_after, issued_at, revoked_at,"
                     " revoked_by, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -874,7 +935,10 @@ class SqliteStore:
                      to_micros(cert.issued_at), None if cert.revoked_at is None else to_micros(cert.revoked_at), cert.revoked_by, seq),
                 )
 
+        taken: list[int] = []
         await self._run(work)
+        if taken:
+            self._announce(ChangeKind.CERTIFICATES, taken[-1])
 
     async def revoke_certificate(self, fingerprint: str, *, at: datetime, by: str) -> CertificateRecord | None:
         """Revoke one certificate; returns its record (unchanged when it was revoked already), None when unknown."""
@@ -887,13 +951,18 @@ class SqliteStore:
                 record = _certificate_row(row)
                 if record.revoked_at is not None:
                     return record
+                taken.append(_next_certificate_seq(conn))
                 conn.execute(
                     "UPDATE device_certificates SET revoked_at = ?, revoked_by = ?, seq = ? WHERE fingerprint = ?",
-                    (to_micros(at), by, _next_certificate_seq(conn), fingerprint),
+                    (to_micros(at), by, taken[-1], fingerprint),
                 )
                 return _certificate_row(conn.execute(_CERT_SELECT + " WHERE fingerprint = ?", (fingerprint,)).fetchone())
 
-        return await self._run(work)
+        taken: list[int] = []
+        revoked = await self._run(work)
+        if taken:
+            self._announce(ChangeKind.CERTIFICATES, taken[-1])
+        return revoked
 
     async def revoke_certificates_of(self, serial: str, *, at: datetime, by: str) -> tuple[CertificateRecord, ...]:
         """Revoke every unrevoked certificate naming ``serial``; returns those it revoked."""
@@ -902,15 +971,20 @@ class SqliteStore:
             with _transaction(conn):
                 rows = conn.execute(_CERT_SELECT + " WHERE serial = ? AND revoked_at IS NULL ORDER BY issued_at, seq", (serial,)).fetchall()
                 for row in rows:
+                    taken.append(_next_certificate_seq(conn))
                     conn.execute(
                         "UPDATE device_certificates SET revoked_at = ?, revoked_by = ?, seq = ? WHERE fingerprint = ?",
-                        (to_micros(at), by, _next_certificate_seq(conn), row[0]),
+                        (to_micros(at), by, taken[-1], row[0]),
                     )
                 return tuple(
                     _certificate_row(conn.execute(_CERT_SELECT + " WHERE fingerprint = ?", (row[0],)).fetchone()) for row in rows
                 )
 
-        return await self._run(work)
+        taken: list[int] = []
+        revoked = await self._run(work)
+        if taken:
+            self._announce(ChangeKind.CERTIFICATES, taken[-1])
+        return revoked
 
     async def certificates_of(self, serial: str) -> tuple[CertificateRecord, ...]:
         """Every certificate recorded for a serial, revoked and expired ones included, oldest issued first."""

@@ -9,7 +9,8 @@ on its own worker thread, so the event loop never waits on disk. ``append`` is o
 IMMEDIATE`` transaction: read the head row, compare, insert, move the head, COMMIT. SQLite admits
 one writer at a time across every process that opens the file, so two replicas (or two sinks)
 racing for the same seq cannot fork the chain: the second one sees the moved head and gets
-``AuditConflict``. The sink leaves the store's ``PRAGMA user_version`` alone.
+``AuditConflict``. The sink leaves the store's ``PRAGMA user_version`` alone. ``SqliteStore.audit_sink()``
+opens it with ``on_append``, so the store announces appends to its subscribers.
 """
 
 from __future__ import annotations
@@ -46,17 +47,23 @@ _SCHEMA = (
 class SqliteAuditSink:
     """The ``AuditSink`` in a SQLite file; open with ``await SqliteAuditSink.open(path)``."""
 
-    def __init__(self, path: Path, executor: ThreadPoolExecutor, conn: sqlite3.Connection) -> None:
+    def __init__(
+        self, path: Path, executor: ThreadPoolExecutor, conn: sqlite3.Connection, *, on_append: Callable[[int], None] | None = None,
+    ) -> None:
         self.path = path
         self._executor = executor
         self._conn = conn
         self._closed = False
+        self._on_append = on_append
 
     @classmethod
-    async def open(cls, path: Path | str, *, busy_timeout_s: float = 10.0) -> SqliteAuditSink:
+    async def open(
+        cls, path: Path | str, *, busy_timeout_s: float = 10.0, on_append: Callable[[int], None] | None = None,
+    ) -> SqliteAuditSink:
         """Open (creating the file and the audit tables if needed) the audit log in ``path``.
 
-        ``busy_timeout_s`` bounds how long an append waits for another process's write.
+        ``busy_timeout_s`` bounds how long an append waits for another process's write;
+        ``on_append(seq)`` is called on the loop after each committed append with the new head's seq.
 
         Raises:
             StoreError: the file cannot be opened, or its audit schema is newer than this code.
@@ -69,7 +76,7 @@ class SqliteAuditSink:
         except BaseException:
             executor.shutdown(wait=False)
             raise
-        return cls(path, executor, conn)
+        return cls(path, executor, conn, on_append=on_append)
 
     async def _run(self, what: str, fn: Callable[[sqlite3.Connection], T], *, write: bool = False) -> T:
         if self._closed:
@@ -117,6 +124,8 @@ class SqliteAuditSink:
                 raise
 
         await self._run(f"append audit entries from {entries[0].seq}", work, write=True)
+        if self._on_append is not None:
+            self._on_append(last.seq)
 
     async def entries(self, *, after_seq: int = 0) -> Sequence[AuditEntry]:
         """Every stored entry with ``seq > after_seq``, in ascending order, unmodified."""

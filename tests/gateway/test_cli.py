@@ -929,7 +929,7 @@ class TestOnPostgres:
         async def grant() -> None:
             store = await PostgresStore.open(postgres_dsn, max_connections=2)
             try:
-                service = await BreakglassService.open(store.audit_sink(), config=BreakglassSettings().to_config())
+                service = await BreakglassService.open(await store.audit_sink(), config=BreakglassSettings().to_config())
                 await service.request(GrantRequest(user="bob", user_email="bob@example.com", device_serial="DEB1",
                                                    scope=Scope.for_tier("low"), reason=REASON, duration=timedelta(minutes=30)),
                                       rule=allowed, now=NOW - timedelta(minutes=10))

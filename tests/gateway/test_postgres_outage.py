@@ -208,7 +208,7 @@ async def _write_as_another_replica(dsn: str, item: dict[str, Any], stack: Stack
     store = await open_postgres_store(dsn, max_connections=2)
     try:
         await store.put_snapshots([snapshot])
-        service = await BreakglassService.open(store.audit_sink(), config=make_config())
+        service = await BreakglassService.open(await store.audit_sink(), config=make_config())
         grant = await service.request(
             make_request(user="bob", user_email=BOB, device_serial=snapshot.serial, scope=Scope.for_tier("low")),
             rule=ALLOWED, now=now,

@@ -53,7 +53,7 @@ class TestPostgresSinkContract(AuditSinkContract):
     @pytest.fixture
     async def sink(self, postgres_dsn: str) -> AsyncIterator[PostgresAuditSink]:
         store = await open_postgres_store(postgres_dsn, max_connections=4)
-        yield store.audit_sink()
+        yield await store.audit_sink()
         await store.close()
 
 
@@ -87,7 +87,7 @@ def shared(request: pytest.FixtureRequest, tmp_path: Path) -> Shared:
 
     async def open_pg() -> tuple[AuditSink, Callable[[], Awaitable[None]]]:
         store = await PostgresStore.open(dsn, max_connections=3)
-        return store.audit_sink(), store.close
+        return await store.audit_sink(), store.close
 
     async def tamper_pg(sql: str) -> None:
         conn = await asyncpg.connect(dsn)
@@ -291,7 +291,7 @@ async def main(kind, target):
         sink = await SqliteAuditSink.open(target)
     else:
         from gateway.store.postgres import open_postgres_store
-        sink = (await open_postgres_store(target)).audit_sink()
+        sink = await (await open_postgres_store(target)).audit_sink()
     i = 0
     while True:
         i += 1

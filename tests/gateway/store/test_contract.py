@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+from collections.abc import Callable, Iterable
 from datetime import timedelta, timezone
 
 import pytest
 
 from gateway.store import HistoryEntry, HostDetails, PendingQuery, PutOutcome, QueryResult, Store, StoreError
-from gateway.store.base import CertificateRecord
+from gateway.store.base import CertificateRecord, ChangeKind, ChangeNotice, OwnerEdit, OwnerEditMode, OwnerSource
 from gateway.store.sqlite import hash_node_key
 from policy_engine.model import DeviceSnapshot
+from tests.breakglass.factories import make_chain
 from tests.gateway.store.conftest import Backend
 from tests.gateway.store.snapshots import T0, make_snapshot
 
@@ -419,3 +421,69 @@ class TestCertificates:
         assert ["b" * 64] == [r.fingerprint for r in revoked]
         assert [("a" * 64, "first"), ("b" * 64, "device-removed:cli:root")] == [(r.fingerprint, r.revoked_by) for r in held]
         assert (None,) == tuple(r.revoked_at for r in await store.certificates_of("OTHER1"))
+
+
+class TestSeams:
+    """What callers use beyond the data: health, change notices and the audit sink, on every backend alike."""
+
+    async def test_health_is_true_while_open_and_false_once_closed(self, backend: Backend) -> None:
+        """health() answers True on an open store and False (never raising) after close."""
+        store = await backend.open()
+        healthy = await store.health(timeout_s=2)
+        await store.close()
+
+        assert (True, False) == (healthy, await store.health(timeout_s=2))
+
+    async def test_each_write_others_cache_is_announced_after_commit(self, store: Store, backend: Backend) -> None:
+        """Stored snapshots, owner edits, certificates and audit appends each announce their kind; SQLite's notices are local."""
+        wanted = {ChangeKind.SNAPSHOT, ChangeKind.OWNERS, ChangeKind.CERTIFICATES, ChangeKind.AUDIT}
+        heard: list[ChangeNotice] = []
+        all_heard = asyncio.Event()
+
+        def hear(notice: ChangeNotice) -> None:
+            heard.append(notice)
+            if wanted <= {n.kind for n in heard}:
+                all_heard.set()
+
+        unsubscribe = store.subscribe(hear)
+        if backend.name == "postgresql":  # the listener's first (re)connect notice: only then is LISTEN in place
+            await _heard(heard, lambda: any(n.kind is ChangeKind.RESYNC for n in heard))
+        await store.put_snapshots([make_snapshot()])
+        await store.edit_owners([OwnerEdit("C02A", ("bob@example.com",), OwnerEditMode.REPLACE, "cli:ops", T0, OwnerSource.CLI)])
+        await store.record_certificate(TestCertificates.record("a" * 64))
+        await (await store.audit_sink()).append(make_chain(1))
+        async with asyncio.timeout(5):
+            await all_heard.wait()
+        unsubscribe()
+
+        local = backend.name == "sqlite"
+        assert {(kind, local) for kind in wanted} == {(n.kind, n.local) for n in heard if n.kind is not ChangeKind.RESYNC}
+
+    async def test_the_audit_sink_is_opened_once_and_closed_with_the_store(self, backend: Backend) -> None:
+        """audit_sink() returns the same working sink each time; after close the store refuses to hand it out or use it."""
+        store = await backend.open()
+        sink = await store.audit_sink()
+        await sink.append(make_chain(2))
+        again = await store.audit_sink()
+        head = await again.head()
+        await store.close()
+
+        assert (2, make_chain(2)[-1].hash) == (head.seq, head.hash)
+        with pytest.raises(StoreError, match="closed"):
+            await store.audit_sink()
+        with pytest.raises(StoreError, match="closed"):
+            await sink.entries()
+
+    async def test_subscribing_to_a_closed_store_is_refused(self, backend: Backend) -> None:
+        """subscribe() on a closed store raises StoreError naming the store."""
+        store = await backend.open()
+        await store.close()
+
+        with pytest.raises(StoreError, match="cannot subscribe"):
+            store.subscribe(lambda notice: None)
+
+
+async def _heard(heard: list[ChangeNotice], condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(5):
+        while not condition():
+            await asyncio.sleep(0.01)

@@ -15,10 +15,9 @@ import pytest
 
 from breakglass import AuditConflict, AuditWriteError, BreakglassService, seal, verify
 from gateway.store import HostDetails, PutOutcome, StoreError, open_store
+from gateway.store.base import ChangeKind, ChangeNotice
 from gateway.store.postgres import (
     SCHEMA_VERSION,
-    ChangeKind,
-    ChangeNotice,
     PostgresStore,
     describe_dsn,
     open_postgres_store,
@@ -108,12 +107,12 @@ class TestChangeNotices:
         try:
             await _eventually(lambda: replica_b.listening, within_s=5)
             chain = make_chain(3)
-            await replica_a.audit_sink().append(chain[:2])
+            await (await replica_a.audit_sink()).append(chain[:2])
             with pytest.raises(AuditConflict):
-                await replica_a.audit_sink().append(chain[:1])
+                await (await replica_a.audit_sink()).append(chain[:1])
             await replica_a.put_snapshots([make_snapshot()])
             await replica_a.put_snapshots([make_snapshot()])
-            await replica_a.audit_sink().append(chain[2:])
+            await (await replica_a.audit_sink()).append(chain[2:])
 
             await _eventually(lambda: ChangeNotice(ChangeKind.AUDIT, 3) in heard, within_s=1)
 
@@ -234,7 +233,7 @@ class TestOutage:
         store = await open_postgres_store(cluster.dsn, max_connections=4, connect_timeout_s=1.0, command_timeout_s=2.0)
         heard: list[ChangeNotice] = []
         unsubscribe = store.subscribe(heard.append)
-        service = await BreakglassService.open(store.audit_sink(), config=make_config())
+        service = await BreakglassService.open(await store.audit_sink(), config=make_config())
         try:
             acknowledged = [make_snapshot(f"SER{i}", minutes=i) for i in range(10)]
             await store.put_snapshots(acknowledged)
@@ -252,7 +251,7 @@ class TestOutage:
             with pytest.raises(AuditWriteError):
                 await service.request(make_request(user="bob"), rule=ALLOWED, now=NOW)
             with pytest.raises(StoreError):
-                await store.audit_sink().append(seal([make_event(grant_id="x")], head=service.head))
+                await (await store.audit_sink()).append(seal([make_event(grant_id="x")], head=service.head))
             healthy_while_down = await store.health(timeout_s=0.5)
             await _eventually(lambda: not store.listening, within_s=2)
 
@@ -270,7 +269,7 @@ class TestOutage:
 
             after = await store.put_snapshots([make_snapshot("AFTER")])
             again = await service.request(make_request(user="carol"), rule=ALLOWED, now=NOW)
-            head, entries = await store.audit_sink().snapshot()
+            head, entries = await (await store.audit_sink()).snapshot()
 
             assert (PutOutcome.STORED,) == after
             assert acknowledged == [await store.latest(s.serial) for s in acknowledged]
@@ -330,7 +329,7 @@ class TestOpenStore:
         """The configured `store: postgresql://...` DSN opens this backend through open_store."""
         store = await open_store(postgres_dsn)
         try:
-            assert (True, True) == (isinstance(store, PostgresStore), await store.health())  # type: ignore[attr-defined]
+            assert (True, True) == (isinstance(store, PostgresStore), await store.health())
         finally:
             await store.close()
 

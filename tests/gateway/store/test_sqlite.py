@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import AsyncIterator
 
 import pytest
+from structlog.testing import capture_logs
 
 from gateway.store import HistoryEntry, HostDetails, PendingQuery, PutOutcome, QueryResult, Store, StoreError, open_store
+from gateway.store.base import ChangeKind, ChangeNotice
 from gateway.store.sqlite import SCHEMA_VERSION, SqliteStore, hash_node_key
 from tests.gateway.store.snapshots import T0, make_snapshot
 
@@ -139,6 +141,37 @@ class TestSnapshots:
     async def test_sqlite_store_satisfies_the_protocol(self, store: SqliteStore) -> None:
         """The SQLite backend is a Store."""
         assert isinstance(store, Store)
+
+
+class TestChangeNotices:
+    async def test_only_writes_that_change_something_are_announced_at_once_and_locally(self, store: SqliteStore) -> None:
+        """Notices come before the write returns, local, one per write that took a seq; none after unsubscribing."""
+        await store.put_snapshots([make_snapshot()])
+        heard: list[ChangeNotice] = []
+        unsubscribe = store.subscribe(heard.append)
+
+        await store.put_snapshots([make_snapshot()])  # a duplicate: nothing changed
+        await store.put_snapshots([make_snapshot(minutes=1), make_snapshot("OTHER1")])
+        await store.revoke_certificate("f" * 64, at=T0, by="cli:ops")  # unknown: nothing changed
+        unsubscribe()
+        await store.put_snapshots([make_snapshot(minutes=2)])
+
+        assert [ChangeNotice(ChangeKind.SNAPSHOT, 3, local=True)] == heard
+
+    async def test_a_failing_subscriber_does_not_stop_the_others_or_the_write(self, store: SqliteStore) -> None:
+        """A callback that raises is logged; the next one still hears the notice and the write stands."""
+        heard: list[ChangeNotice] = []
+
+        def broken(notice: ChangeNotice) -> None:
+            raise RuntimeError("boom")
+
+        store.subscribe(broken)
+        store.subscribe(heard.append)
+        with capture_logs() as logs:
+            outcomes = await store.put_snapshots([make_snapshot()])
+
+        assert ((PutOutcome.STORED,), [ChangeKind.SNAPSHOT]) == (outcomes, [n.kind for n in heard])
+        assert ["store.change_callback_failed"] == [e["event"] for e in logs]
 
 
 class TestOpenStore:
