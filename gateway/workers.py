@@ -26,13 +26,15 @@ Must not import: cli.
   from a ``MultiProcessCollector``, and calls ``mark_process_dead`` for every worker that exits.
   Workers never serve metrics. Without a metrics address there is no directory.
 - State shared through the store: each worker has its own store connection and snapshot cache (WAL
-  lets several processes use one SQLite file). A worker that answered a write siblings cache
-  (snapshot ingest, osquery results (an enrollment's proof issues a device certificate there), break-glass
-  requests and reviews, owner edits, certificate revocations, enrollment approvals and renewals) tells the supervisor, which
-  tells every other worker to refresh its snapshot cache and break-glass state from the store at
-  once, so an ingest through one worker is seen by the others within milliseconds. The periodic
-  refresh stays as the safety net (writes from other processes); with an SQLite store and no
-  ``ingest.cache_refresh_s`` in the file it runs every second instead of every 30 s.
+  lets several processes use one SQLite file). The store announces every write other processes hold
+  in memory (snapshots, owners, device certificates, audit entries: ``Store.subscribe``). PostgreSQL
+  tells every worker itself; an SQLite notice is ``local`` (only the writing worker hears it), so the
+  worker's link forwards it to the supervisor, which tells every other worker to refresh its snapshot
+  cache and break-glass state from the store at once: an ingest through one worker is seen by the
+  others within milliseconds. The supervisor learns of writes only through these notices, never from
+  requests or URL paths. The periodic refresh stays as the safety net (writes from other processes,
+  such as the command line); with an SQLite store and no ``ingest.cache_refresh_s`` in the file it
+  runs every second instead of every 30 s.
 - Break-glass forms carry a CSRF token whose secret is per process unless
   ``breakglass.csrf_secret`` is configured; the supervisor gives its workers one shared random
   secret instead, so a form served by one worker is accepted by another.
@@ -68,18 +70,13 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from gateway.web.breakglass import API_PATH, FORM_PATH, REVIEW_API_PATH, REVIEW_PATH
-from gateway.enroll.api import ADMIN_PATH as ENROLL_ADMIN_PATH, RENEW_PATH
-from gateway.ingest.http import OSQUERY_PREFIX, SNAPSHOTS_PATH
-from gateway.keys import BREAKGLASS, SNAPSHOT_CACHE
+from gateway.keys import BREAKGLASS, SNAPSHOT_CACHE, STORE
 from gateway.logging import configure_logging
-from gateway.owners_http import OWNERS_PREFIX
-from gateway.views.fleet import FLEET_REVOKE_PATH
 from gateway.secret import Secret
 from gateway.server import _metrics_endpoint, exit_code, loop_factory, serve
 from gateway.settings import Settings, load_settings
 from gateway.store import open_store, sqlite_file
-from gateway.store.base import StoreError
+from gateway.store.base import ChangeNotice, StoreError
 
 _log = structlog.get_logger("gateway.workers")
 
@@ -91,12 +88,6 @@ _HEALTHY_AFTER_S = 30.0
 _KILL_AFTER_GRACE_S = 10.0
 _BARRIER_WAIT_S = 2.0
 _MULTIWORKER_CACHE_REFRESH_S = 1.0
-_WRITES_SIBLINGS_CACHE = (
-    SNAPSHOTS_PATH, f"{OSQUERY_PREFIX}/log", f"{OSQUERY_PREFIX}/distributed/write",
-    FORM_PATH, API_PATH, REVIEW_PATH, REVIEW_API_PATH, OWNERS_PREFIX, FLEET_REVOKE_PATH, ENROLL_ADMIN_PATH, RENEW_PATH,
-)
-"""Paths whose successful POSTs store something other workers hold in memory."""
-_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _BOOTSTRAP = (
     "import json, sys\n"
     "spec = json.load(sys.stdin)\n"
@@ -200,15 +191,13 @@ class _Supervisor:
         locked"; once the file is in WAL mode (which persists) opening it concurrently is safe.
         """
         dsn = self._settings.store.reveal()
-        path = sqlite_file(dsn)
-        if path is None:
+        if sqlite_file(dsn) is None:
             return  # PostgreSQL migrates under an advisory lock
-        from gateway.store.sqlite_audit import SqliteAuditSink
-
         store = await open_store(dsn)
-        await store.close()
-        sink = await SqliteAuditSink.open(path)
-        await sink.close()
+        try:
+            await store.audit_sink()  # creates the audit tables too
+        finally:
+            await store.close()
 
     def _reserve_ports(self) -> list[tuple[str, str]]:
         """(configured, bound) address of every listener; port 0 becomes a port every worker can share."""
@@ -423,7 +412,7 @@ def worker_settings(settings: Settings, spec: Mapping[str, Any]) -> Settings:
 
 
 class WorkerLink:
-    """A worker's end of its control socket: tells siblings about writes, follows theirs, the stop barrier."""
+    """A worker's end of its control socket: forwards its store's local change notices, follows its siblings', the stop barrier."""
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
@@ -433,8 +422,7 @@ class WorkerLink:
         self._stopping = False
 
     def prepare(self, app: web.Application) -> None:
-        """Notice writes siblings cache, and follow the control socket while the app runs."""
-        app.on_response_prepare.append(self._on_response)
+        """Forward the store's local change notices, and follow the control socket, while the app runs."""
         app.cleanup_ctx.append(self._control)
 
     def started(self) -> None:
@@ -454,12 +442,14 @@ class WorkerLink:
         if self._writer is not None and not self._writer.is_closing():
             self._writer.write(message + b"\n")
 
-    async def _on_response(self, request: web.Request, response: web.StreamResponse) -> None:
-        if request.method not in _SAFE_METHODS and response.status < 400 and request.path.startswith(_WRITES_SIBLINGS_CACHE):
+    def _on_change(self, notice: ChangeNotice) -> None:
+        if notice.local:  # the siblings did not hear of it; a shared store's notices reach them by themselves
             self._send(b"changed")
 
     async def _control(self, app: web.Application) -> AsyncIterator[None]:
         reader, self._writer = await asyncio.open_unix_connection(sock=self._sock)
+        store = app.get(STORE)  # INVARIANT: prepare() runs after create_app, so the store's context opened first
+        unsubscribe = store.subscribe(self._on_change) if store is not None else None
         tasks = [
             asyncio.create_task(self._read(reader), name="worker-control"),
             asyncio.create_task(self._follow_siblings(app), name="worker-sibling-refresh"),
@@ -467,6 +457,8 @@ class WorkerLink:
         try:
             yield
         finally:
+            if unsubscribe is not None:
+                unsubscribe()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

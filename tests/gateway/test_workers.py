@@ -19,13 +19,18 @@ import aiohttp
 import orjson
 import pytest
 import yaml
+from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.keys import STORE
 from gateway.server import run
 from gateway.settings import parse_settings
-from gateway.workers import worker_settings
+from gateway.store.sqlite import SqliteStore
+from gateway.workers import WorkerLink, worker_settings
+from tests.breakglass.factories import make_chain
 from tests.gateway.conftest import Recorder
 from tests.gateway.fullstack import Keys, gatehouse_config, ingest_headers, mac_item
+from tests.gateway.store.snapshots import make_snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
 ALICE = "alice@example.com"
@@ -295,6 +300,31 @@ class TestWorkers:
         assert 1 == exit_code
         assert gatehouse.named("gateway.start_failed")
         assert [] == gatehouse.named("supervisor.started")
+
+
+class TestWorkerLink:
+    async def test_the_store_s_local_notices_are_forwarded_to_the_supervisor(self, tmp_path: Path) -> None:
+        """Each write the worker's SQLite store announces (snapshots, audit) reaches the supervisor as `changed`; a write that changes nothing does not."""
+        ours, theirs = socket.socketpair()
+        store = await SqliteStore.open(tmp_path / "gatehouse.db")
+        app = web.Application()
+        app[STORE] = store
+        WorkerLink(theirs).prepare(app)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        reader, writer = await asyncio.open_unix_connection(sock=ours)
+        try:
+            await store.put_snapshots([make_snapshot()])
+            await store.put_snapshots([make_snapshot()])  # a duplicate: nothing changed
+            await (await store.audit_sink()).append(make_chain(1))
+            lines = [await asyncio.wait_for(reader.readline(), 5) for _ in range(2)]
+        finally:
+            await runner.cleanup()  # before our end closes: an orphaned link would stop this process
+            await store.close()
+        rest = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+
+        assert ([b"changed\n", b"changed\n"], b"") == (lines, rest)
 
 
 class TestWorkerSettings:
