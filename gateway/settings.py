@@ -25,7 +25,7 @@ from gateway.identity.config import IdentitySettings
 from gateway.ingest.config import IngestSettings
 from gateway.secret import Secret, SecretValue
 from gateway.section import Section, checked_networks
-from gateway.store.dsn import sqlite_file
+from gateway.store.dsn import refuse_moved_store, sqlite_file
 
 
 def _split_address(value: str) -> tuple[str, int]:
@@ -227,7 +227,7 @@ class Settings(Section):
             raise ValueError(f"{exc} (a DSN may also be `{{env: NAME}}`)") from None
         if path is None:
             return value
-        _refuse_moved_store(value.reveal(), path, base_dir)
+        refuse_moved_store(value.reveal(), path, base_dir)
         return Secret(f"sqlite://{path}")
 
     @model_validator(mode="after")
@@ -253,25 +253,6 @@ class Settings(Section):
                     "device certificates, or Gatehouse's own device CA under `identity.device.ca`"
                 )
         return self
-
-
-def _refuse_moved_store(dsn: str, path: Path, base_dir: Path) -> None:
-    """Refuse ``sqlite:///x`` when ``/x`` is missing but the configuration's ``x`` exists.
-
-    Earlier versions read three slashes relative to the configuration's folder; starting on an empty
-    store at the absolute path would look like lost data, so the choice is left to the operator.
-
-    Raises:
-        ValueError: the store file is not at the absolute path but is at the old relative one.
-    """
-    old = (base_dir / str(path).lstrip("/")).resolve()
-    three_slashes = dsn.startswith("sqlite:///") and not dsn.startswith("sqlite:////")  # four were always absolute
-    if three_slashes and old != path and not path.exists() and old.exists():
-        raise ValueError(
-            f"`{dsn}` names `{path}`, which does not exist, but `{old}` does (three slashes mean an absolute path; "
-            f"earlier versions read it relative to the configuration); write `sqlite:{str(path).lstrip('/')}` to keep "
-            f"using `{old}`, or move the file to `{path}`"
-        )
 
 
 def _location(loc: tuple[int | str, ...]) -> str:

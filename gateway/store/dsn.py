@@ -1,6 +1,6 @@
 """The one reading of a store DSN: which SQLite file it names, or that it is a PostgreSQL DSN.
 
-Owns: sqlite_file, SQLITE_FORMS.
+Owns: sqlite_file, refuse_moved_store (the old reading of three slashes), SQLITE_FORMS.
 Must not import: anything from gateway (settings, the store backends, the commands and the worker
 supervisor all call this; it is a leaf on the standard library).
 
@@ -55,3 +55,22 @@ def sqlite_file(dsn: str, *, base_dir: Path | None = None) -> Path | None:
     if base_dir is None:
         raise ValueError(f"store `{dsn}` is relative, and no configuration folder is known here; write `sqlite:///absolute/path/gatehouse.db`")
     return (base_dir / file).resolve()
+
+
+def refuse_moved_store(dsn: str, path: Path, base_dir: Path) -> None:
+    """Refuse ``sqlite:///x`` when ``/x`` is missing but the configuration's ``x`` exists.
+
+    Earlier versions read three slashes relative to the configuration's folder; starting on an empty
+    store at the absolute path would look like lost data, so the choice is left to the operator.
+
+    Raises:
+        ValueError: the store file is not at the absolute path but is at the old relative one.
+    """
+    old = (base_dir / str(path).lstrip("/")).resolve()
+    three_slashes = dsn.startswith("sqlite:///") and not dsn.startswith("sqlite:////")  # four were always absolute
+    if three_slashes and old != path and not path.exists() and old.exists():
+        raise ValueError(
+            f"`{dsn}` names `{path}`, which does not exist, but `{old}` does (three slashes mean an absolute path; "
+            f"earlier versions read it relative to the configuration); write `sqlite:{str(path).lstrip('/')}` to keep "
+            f"using `{old}`, or move the file to `{path}`"
+        )
