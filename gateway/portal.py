@@ -40,7 +40,8 @@ from gateway.keys import (
 from gateway.pages import error_response
 from gateway.policy_gate import PolicyHolder, device_owners
 from gateway.web.gate_pages import deny_response, enroll_origin
-from gateway.report import COMPLIANCE_PATH, DeviceInfo, build_report, report_response
+from gateway.report import DeviceInfo, build_report
+from gateway.report.render import COMPLIANCE_PATH, report_response
 from gateway.store.base import LedgerStore, StoreError
 from gateway.target import canonicalise
 from gateway.views.fleet import FLEET_REVOKE_PATH, FleetFilter, FleetRow, FleetView, filter_rows, render_fleet

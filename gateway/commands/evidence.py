@@ -20,7 +20,7 @@ from gateway.commands.common import (
 from gateway.errors import ConfigError
 from gateway.evidence_bundle import BundleSources, verify_bundle, write_bundle
 from gateway.commands.report import configured_report
-from gateway.report import render_report
+from gateway.report.render import render_report
 from gateway.identity.assertion import SigningKeys, jwks_document, load_signing_keys
 from gateway.identity.errors import KeyFileError
 from gateway.identity.jwks import KeySet, load_key_file

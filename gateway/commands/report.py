@@ -18,7 +18,8 @@ from gateway.commands.common import (
     EXIT_OK, EXIT_USAGE, Refused, check_period, command, load_config, opened_audit_sink, opened_store, output_to,
 )
 from gateway.errors import ConfigError
-from gateway.report import REPORT_FORMATS, ComplianceReport, DeviceInfo, build_report, render_report
+from gateway.report import ComplianceReport, DeviceInfo, build_report
+from gateway.report.render import REPORT_FORMATS, render_report
 from gateway.settings import Settings
 from gateway.store.base import LedgerStore
 

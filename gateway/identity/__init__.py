@@ -13,19 +13,19 @@ import importlib
 from typing import TYPE_CHECKING
 
 _EXPORTS = {
-    "assertion": (
+    "gateway.identity.assertion": (
         "SigningKeys", "UnsafeHeaderValue", "encode_groups", "encode_header_value", "identity_headers",
         "jwks_document", "load_signing_keys", "sign_assertion",
     ),
-    "config": ("IdentitySettings",),
-    "device": ("DeviceEvidence", "device_serial", "serial_from_peercert", "verify_device_assertion"),
-    "errors": ("AmbiguousDeviceCertificate", "AuthReason", "AuthenticationError", "DeviceAssertionError", "KeyFileError"),
-    "jwks": ("JwksCache", "KeySet", "StaticKeys", "load_key_file", "load_key_files"),
-    "model": ("DeviceId", "Identity", "PostureSummary"),
-    "resolver": ("IdentityResolver", "check_identity_files", "identity_cleanup_ctx", "unauthenticated_response"),
-    "routes": ("add_identity_routes",),
-    "session": ("SessionCodec", "safe_return_path"),
-    "tokens": ("ClaimNames", "UnknownKeyId", "VerifiedTokenCache", "verify_token"),
+    "gateway.identity.config": ("IdentitySettings",),
+    "gateway.identity.device": ("DeviceEvidence", "device_serial", "serial_from_peercert", "verify_device_assertion"),
+    "gateway.identity.errors": ("AmbiguousDeviceCertificate", "AuthReason", "AuthenticationError", "DeviceAssertionError", "KeyFileError"),
+    "gateway.identity.jwks": ("JwksCache", "KeySet", "StaticKeys", "load_key_file", "load_key_files"),
+    "gateway.identity.model": ("DeviceId", "Identity", "PostureSummary"),
+    "gateway.identity.resolver": ("IdentityResolver", "check_identity_files", "identity_cleanup_ctx", "unauthenticated_response"),
+    "gateway.identity.routes": ("add_identity_routes",),
+    "gateway.identity.session": ("SessionCodec", "safe_return_path"),
+    "gateway.identity.tokens": ("ClaimNames", "UnknownKeyId", "VerifiedTokenCache", "verify_token"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
@@ -45,7 +45,7 @@ def __getattr__(name: str) -> object:
     module = _MODULE_OF.get(name)
     if module is None:
         raise AttributeError(f"module `gateway.identity` has no attribute `{name}`")
-    value = getattr(importlib.import_module(f"gateway.identity.{module}"), name)
+    value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 
