@@ -1,6 +1,7 @@
 """The aiohttp application: wires settings, metrics, the gate, middlewares, resources and routes.
 
-Owns: create_app, Clock/utc_now, LiveConfig, ConfigHolder.
+Owns: create_app, wire_gatehouse, the cleanup contexts that wire the parts together (Clock/utc_now live in
+gateway.clock, LiveConfig/ConfigHolder/ReloadHook in gateway.live; re-exported here).
 Must not import: server, cli (the app knows nothing about sockets, signals or files).
 
 Seams for the rest of the gateway:
@@ -30,10 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -46,7 +44,7 @@ from gateway.web.breakglass import BreakglassWeb, add_breakglass_routes, breakgl
 from gateway.enroll.api import add_enroll_routes
 from gateway.errors import ConfigError, Problem, RouteNotFound
 from gateway.handlers import Gate
-from gateway.health import Readiness, healthz, readyz
+from gateway.health import Readiness, healthz, readyz_handler
 from gateway.identity import add_identity_routes, identity_cleanup_ctx
 from gateway.fastlane.record import RequestRecorder
 from gateway.ingest.connectors import connectors_ctx
@@ -55,71 +53,28 @@ from gateway.owners_http import add_owner_routes
 from gateway.keys import (
     ENROLLED_CERTIFICATES,
     BREAKGLASS, CLOCK, COMPLIANCE_RECORDER, CONFIG, DEVICE, DEVICE_CA, GATE, IDENTITY, INGEST_SETTINGS, LEDGER, METRICS, POLICY, READINESS,
-    RECORDER, RELOAD_HOOKS, SNAPSHOT_CACHE, STORE,
+    RECORDER, RELOAD_HOOKS, SNAPSHOT_CACHE, STORE, WEBHOOK,
 )
 from gateway.ledger import AccessLedger, ledger_ctx
-from gateway.policy_file import route_tier_problems
-from gateway.policy_gate import PolicyGate, PolicyHolder
+from gateway.policy_file import PolicyHolder, route_tier_problems
+from gateway.policy_gate import PolicyGate
 from gateway.web.gate_pages import GatePages, reserved_identity
 from gateway.portal import add_portal_routes
 from gateway.snapshots import SnapshotCache
 from gateway.store import open_store
 from gateway.store.base import ChangeNotice
-from gateway.webhook import webhook_ctx
+from gateway.webhook import WebhookNotifier, webhook_ctx
 from policy_engine import Decision, DeviceSnapshot
 from gateway.metrics import Metrics
 from gateway.middleware import add_response_headers, request_context, request_context_with
-from gateway.proxy import peer_is_trusted
-from gateway.routing import RouteTable
+from gateway.clock import Clock, utc_now
+from gateway.live import ConfigHolder, LiveConfig, ReloadHook
 from gateway.settings import ServerSettings, Settings
-
-Clock = Callable[[], datetime]
-ReloadHook = Callable[[Settings], Awaitable[None]]
 
 STORE_READY_TIMEOUT_S = 0.5
 """How long readiness waits for the store's health check: under the 1 s a probe usually allows."""
 _FEED_RETRY_MIN_S = 0.25
 _FEED_RETRY_MAX_S = 5.0
-
-
-def utc_now() -> datetime:
-    """The current time, timezone-aware UTC."""
-    return datetime.now(UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class LiveConfig:
-    """One consistent configuration: settings, the route table built from them, trusted networks."""
-
-    settings: Settings
-    routes: RouteTable
-    trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
-    loaded_at: datetime
-
-    @classmethod
-    def build(cls, settings: Settings, *, now: datetime) -> LiveConfig:
-        """Precompute everything a request needs from the settings."""
-        routes = RouteTable.from_settings(settings.routes, default_max_body_bytes=settings.server.default_max_body_bytes)
-        return cls(settings=settings, routes=routes, trusted=settings.server.trusted_networks(), loaded_at=now)
-
-    def trusts(self, remote: str | None) -> bool:
-        """True when the peer is a configured trusted proxy."""
-        return peer_is_trusted(remote, self.trusted)
-
-
-class ConfigHolder:
-    """The one swappable slot holding the live configuration; read once per request."""
-
-    __slots__ = ("current",)
-
-    def __init__(self, live: LiveConfig) -> None:
-        self.current = live
-
-    def swap(self, settings: Settings, *, now: datetime) -> LiveConfig:
-        """Make ``settings`` the configuration for every request that starts from now on."""
-        live = LiveConfig.build(settings, now=now)
-        self.current = live  # INVARIANT: a single reference assignment; requests never see a mix
-        return live
 
 
 def handler_kwargs(server: ServerSettings) -> dict[str, Any]:
@@ -173,7 +128,7 @@ def create_app(
     app[RELOAD_HOOKS] = []
     app.on_response_prepare.append(add_response_headers)
     app.router.add_get("/.gatehouse/healthz", healthz, allow_head=True)
-    app.router.add_get("/.gatehouse/readyz", readyz, allow_head=True)
+    app.router.add_get("/.gatehouse/readyz", readyz_handler(readiness), allow_head=True)
     if gate is None:
         app[GATE] = wire_gatehouse(app, settings)
     else:
@@ -222,14 +177,18 @@ def wire_gatehouse(app: web.Application, settings: Settings) -> Gate:
     ledger: AccessLedger | None = None
     if settings.evidence.ledger_enabled:
         ledger = app[LEDGER] = AccessLedger(max_pending_rows=settings.evidence.ledger_max_pending_rows, metrics=metrics)
-        app.cleanup_ctx.append(ledger_ctx(settings.evidence))  # after the store's: its last flush runs before the store closes
+        # after the store's: its last flush runs before the store closes
+        app.cleanup_ctx.append(ledger_ctx(settings.evidence, ledger, store=lambda: app[STORE], clock=app[CLOCK]))
     else:
         structlog.get_logger("gateway.app").warning("ledger.disabled", detail="evidence.ledger_enabled is false: no request is counted in the access ledger (for benchmarking only)")
     app.cleanup_ctx.append(ingest_background)
     app.cleanup_ctx.append(connectors_ctx)
     app.cleanup_ctx.append(_breakglass_ctx(settings))
     app.cleanup_ctx.append(breakglass_maintenance_ctx)
-    app.cleanup_ctx.append(webhook_ctx)
+    notifier = WebhookNotifier.from_settings(settings.breakglass.webhook) if settings.breakglass.webhook is not None else None
+    if notifier is not None:
+        app[WEBHOOK] = notifier
+    app.cleanup_ctx.append(webhook_ctx(notifier))
     app.cleanup_ctx.append(_change_feed_ctx)
     add_identity_routes(app)
     add_ingest_routes(app)

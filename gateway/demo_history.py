@@ -58,7 +58,7 @@ from gateway.gate import GateOutcome, Verdict, decide
 from gateway.identity.model import DeviceId, Identity
 from gateway.ledger import AccessLedger, ledger_entry
 from gateway.metrics import Metrics
-from gateway.policy_gate import PolicyHolder
+from gateway.policy_file import PolicyHolder
 from gateway.settings import RouteSettings, Settings
 from gateway.store import open_store
 from gateway.store.base import HistoryEntry, Store

@@ -1,7 +1,8 @@
 """Liveness and readiness: /.gatehouse/healthz and /.gatehouse/readyz, and the checks behind readiness.
 
-Owns: Readiness, healthz, readyz.
-Must not import: app, server (app.py mounts these handlers; they read what they need from app keys).
+Owns: Readiness, Check, healthz, readyz_handler.
+Must not import: gateway.keys, app, server (keys.py names Readiness, so this module stays below it: the
+readiness handler gets its Readiness as a value, never from an app key).
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from dataclasses import dataclass, field
 
 import orjson
 from aiohttp import web
-
-from gateway.keys import READINESS
 
 Check = Callable[[], bool | Awaitable[bool]]
 
@@ -63,19 +62,22 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"}, headers={"Cache-Control": "no-store"})
 
 
-async def readyz(request: web.Request) -> web.Response:
-    """Readiness: 200 while every critical check passes (degraded ones listed), else 503 naming what is not ready."""
-    readiness = request.config_dict[READINESS]
-    states = await readiness.evaluate()
-    strict = request.query.get("strict") in ("1", "true")
-    failing = sorted(name for name, ok in states.items() if not ok)
-    degraded = [] if strict else [name for name in failing if name in readiness.degradable]
-    not_ready = [name for name in failing if name not in degraded]
-    body = {"ready": not not_ready, "checks": states, "not_ready": not_ready, "degraded": degraded}
-    return web.Response(
-        status=503 if not_ready else 200, body=orjson.dumps(body), content_type="application/json",
-        headers={"Cache-Control": "no-store"},
-    )
+def readyz_handler(readiness: Readiness) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The readiness handler for ``readiness``: 200 while every critical check passes (degraded ones listed), else 503 naming what is not ready."""
+
+    async def readyz(request: web.Request) -> web.Response:
+        states = await readiness.evaluate()
+        strict = request.query.get("strict") in ("1", "true")
+        failing = sorted(name for name, ok in states.items() if not ok)
+        degraded = [] if strict else [name for name in failing if name in readiness.degradable]
+        not_ready = [name for name in failing if name not in degraded]
+        body = {"ready": not not_ready, "checks": states, "not_ready": not_ready, "degraded": degraded}
+        return web.Response(
+            status=503 if not_ready else 200, body=orjson.dumps(body), content_type="application/json",
+            headers={"Cache-Control": "no-store"},
+        )
+
+    return readyz
 
 
-__all__ = ["Readiness", "healthz", "readyz"]
+__all__ = ["Check", "Readiness", "healthz", "readyz_handler"]

@@ -2,8 +2,10 @@
 
 Owns: AppKey / RequestKey constants only. Append your own keys at the end, under a comment naming
 the part of the gateway that owns them.
-Must not import: anything at run time except aiohttp (the value types are imported for type checking
-only, so every module may import this one without cycles).
+Must not import: anything at run time except aiohttp. The value types are imported for type checking
+only, each from a module that never imports this one, directly or through others (no cycle, not even a
+type-only one: tests/test_layering.py checks it); a module that reads keys keeps its keys' value types
+in a module of its own (``gateway.live``, ``gateway.health``, ``gateway.ingest.runtime``...).
 """
 
 from __future__ import annotations
@@ -13,16 +15,17 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from gateway.app import Clock, ConfigHolder, LiveConfig, ReloadHook
+    from gateway.clock import Clock
     from gateway.handlers import Gate
     from gateway.health import Readiness
+    from gateway.live import ConfigHolder, LiveConfig, ReloadHook
     from gateway.fastlane.record import RequestRecorder
     from gateway.metrics import Metrics
     from gateway.proxy import Exchange
     from gateway.routing import Route
     from gateway.target import Target
 
-# --- Request path and server (app.py, middleware.py, handlers.py, proxy.py) ---
+# --- Request path and server (app.py, clock.py, live.py, middleware.py, handlers.py, health.py, proxy.py) ---
 CONFIG: web.AppKey[ConfigHolder] = web.AppKey("config")
 """The live settings and route table; swapped as a whole on reload, read once per request."""
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
@@ -55,7 +58,7 @@ IDENTITY: web.AppKey[IdentityResolver] = web.AppKey("identity")
 # --- Snapshots and ingest (store/, snapshots.py, ingest/) ---
 if TYPE_CHECKING:
     from gateway.ingest.config import IngestSettings
-    from gateway.ingest.http import IngestRuntime
+    from gateway.ingest.runtime import IngestRuntime
     from gateway.ingest.pipeline import ComplianceRecorder
     from gateway.snapshots import SnapshotCache
     from gateway.store.base import Store
@@ -98,7 +101,7 @@ CSRF: web.AppKey[CsrfProtector] = web.AppKey("csrf")
 WEBHOOK: web.AppKey[WebhookNotifier] = web.AppKey("breakglass_webhook")
 """Optional: break-glass notifications; started and stopped by ``webhook_ctx``."""
 if TYPE_CHECKING:
-    from gateway.policy_gate import PolicyHolder
+    from gateway.policy_file import PolicyHolder
 
 POLICY: web.AppKey[PolicyHolder] = web.AppKey("policy")
 """The compiled policy in force (``.current``) and the decision memo; reloaded on SIGHUP."""
@@ -126,8 +129,8 @@ DEVICE_CA: web.AppKey[DeviceCA] = web.AppKey("device_ca")
 
 # --- Laptop enrollment (gateway/enroll/) ---
 if TYPE_CHECKING:
-    from gateway.enroll.api import EnrollRuntime
-    from gateway.ingest.http import AnswerHandler
+    from gateway.enroll.limits import EnrollRuntime
+    from gateway.ingest.runtime import AnswerHandler
 
 ENROLL_RUNTIME: web.AppKey[EnrollRuntime] = web.AppKey("enroll_runtime")
 """Per-process enrollment state (the session rate limit); set by ``add_enroll_routes``."""

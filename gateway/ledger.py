@@ -1,7 +1,8 @@
 """The access ledger's recorder: every decision counted in memory, written to the store in the background.
 
 Owns: AccessLedger, ledger_entry (a gate outcome as the ledger counts it), run_ledger and ledger_ctx (the background writer).
-Must not import: app, server, handlers, policy_gate (the gate calls ``AccessLedger.count``; app.py wires it).
+Must not import: gateway.keys, app, server, handlers, policy_gate (the gate calls ``AccessLedger.count``; app.py wires it
+and hands ``ledger_ctx`` the ledger, the store and the clock as values: keys.py names AccessLedger).
 
 Counting: ``count`` runs on the request path for every decided request, on both lanes. It adds one
 to an in-memory row keyed by hour, route, tier, user, device, verdict and reason (a dict update;
@@ -52,7 +53,6 @@ from aiohttp import web
 
 from gateway.evidence_config import EvidenceSettings
 from gateway.gate import GateOutcome, Verdict
-from gateway.keys import CLOCK, LEDGER, STORE
 from gateway.metrics import Metrics
 from gateway.store.base import AccessRollup, AccessVerdict, LedgerStore, StoreError
 from policy_engine import Reason
@@ -271,15 +271,18 @@ async def run_ledger(
             _log.exception("ledger.round_failed", error=f"{type(exc).__name__}: {exc}")
 
 
-def ledger_ctx(settings: EvidenceSettings) -> Callable[[web.Application], AsyncIterator[None]]:
-    """cleanup_ctx: flush ``app[LEDGER]`` to ``app[STORE]`` in the background, and once more at shutdown.
+def ledger_ctx(
+    settings: EvidenceSettings, ledger: AccessLedger, *, store: Callable[[], LedgerStore], clock: Callable[[], datetime],
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """cleanup_ctx: flush ``ledger`` to ``store()`` (read at startup) in the background, and once more at shutdown.
 
-    Register it after the store's own cleanup_ctx, so the last flush runs before the store closes.
+    Register it after the store's own cleanup_ctx, so the store is open when it starts and the last
+    flush runs before the store closes.
     """
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        ledger, store = app[LEDGER], app[STORE]
-        task = asyncio.create_task(run_ledger(ledger, store, settings, clock=app[CLOCK]), name="access-ledger")
+        opened = store()
+        task = asyncio.create_task(run_ledger(ledger, opened, settings, clock=clock), name="access-ledger")
         try:
             yield
         finally:
@@ -289,7 +292,7 @@ def ledger_ctx(settings: EvidenceSettings) -> Callable[[web.Application], AsyncI
             stored = False
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(SHUTDOWN_FLUSH_S):
-                    stored = await ledger.flush(store)
+                    stored = await ledger.flush(opened)
             if not stored:
                 _log.error("ledger.unflushed_at_shutdown", rows=ledger.rows_pending, requests=ledger.requests_pending)
 

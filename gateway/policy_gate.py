@@ -1,7 +1,7 @@
 """The gate on the request path: verified user → verified device → snapshot from memory → decision.
 
-Owns: PolicyHolder (the policy in force, reloaded on SIGHUP, last good kept), PolicyGate (the
-Gate that app.py installs for a full Gatehouse), device_owners, note_use (a break-glass use, on
+Owns: PolicyGate (the Gate that app.py installs for a full Gatehouse; the policy in force is
+gateway.policy_file's PolicyHolder), device_owners, note_use (a break-glass use, on
 record before the request is served).
 Must not import: app, server, cli, pages or views (what the gate answers instead of proxying is
 rendered by its ``answers``, ``gateway.web.gate_pages.GatePages``).
@@ -16,14 +16,12 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import structlog
 from aiohttp import web
 
 from breakglass import AuditWriteError, Grant, GrantNotFound
-from gateway.errors import ConfigError
 from gateway.gate import GateOutcome, Verdict, decide
 from gateway.handlers import Admission, GateAnswers
 from gateway.logging import log_context_var
@@ -34,53 +32,15 @@ from gateway.request import RequestHead, RequestLike
 from gateway.keys import BREAKGLASS, CLOCK, CONFIG, DEVICE, IDENTITY, METRICS, OUTCOME, SNAPSHOT_CACHE, USER
 from gateway.ledger import DENIED, AccessLedger, LedgerRow, ledger_entry
 from gateway.metrics import Metrics
-from gateway.policy_file import load_policy
+from gateway.policy_file import PolicyHolder
 from gateway.routing import Route
 from gateway.store.base import AccessVerdict
-from policy_engine import CompiledPolicySet, DecisionMemo, DeviceSnapshot
+from policy_engine import CompiledPolicySet, DeviceSnapshot
 
 _log = structlog.get_logger("gateway.gate")
 _USER_VAR, _DEVICE_VAR, _TIER_VAR, _DECISION_VAR, _REASON_VAR = (
     log_context_var(name) for name in ("user", "device", "tier", "decision", "reason")
 )
-
-
-class PolicyHolder:
-    """The compiled policy in force; ``reload`` compiles the new file first and keeps the old on failure."""
-
-    __slots__ = ("current", "path", "memo", "_metrics")
-
-    def __init__(self, path: Path, policies: CompiledPolicySet, *, metrics: Metrics | None = None, memo_size: int = 200_000) -> None:
-        self.path = path
-        self.current = policies
-        self.memo = DecisionMemo(memo_size)
-        self._metrics = metrics
-
-    @classmethod
-    def load(cls, path: Path, *, metrics: Metrics | None = None) -> PolicyHolder:
-        """Load the policy for a starting gateway.
-
-        Raises:
-            ConfigError: the policy file has problems (every one listed).
-        """
-        return cls(path, load_policy(path), metrics=metrics)
-
-    def reload(self, path: Path | None = None) -> bool:
-        """Compile ``path`` (default: the same file) and swap it in; on failure keep the old one."""
-        path = path or self.path
-        try:
-            policies = load_policy(path)
-        except ConfigError as exc:
-            _log.error("policy.reload_failed", source=exc.source, problems=[str(p) for p in exc.problems], kept=self.current.version)
-            if self._metrics is not None:
-                self._metrics.config_reloads.labels(what="policy", outcome="failure").inc()
-            return False
-        previous = self.current.version
-        self.path, self.current = path, policies  # INVARIANT: one reference swap; memo keys carry the version
-        _log.info("policy.reloaded", source=str(path), version=policies.version, previous=previous, tiers=list(policies.tier_names))
-        if self._metrics is not None:
-            self._metrics.config_reloads.labels(what="policy", outcome="success").inc()
-        return True
 
 
 def device_owners(app: Mapping[Any, Any], serial: str) -> tuple[str, ...]:

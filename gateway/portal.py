@@ -38,7 +38,8 @@ from gateway.keys import (
     SNAPSHOT_CACHE, STORE, USER,
 )
 from gateway.pages import error_response
-from gateway.policy_gate import PolicyHolder, device_owners
+from gateway.policy_file import PolicyHolder
+from gateway.policy_gate import device_owners
 from gateway.web.gate_pages import deny_response, enroll_origin
 from gateway.report import DeviceInfo, build_report
 from gateway.report.render import COMPLIANCE_PATH, report_response

@@ -1,7 +1,7 @@
 """Break-glass notifications to a Slack-compatible incoming webhook, sent in the background.
 
 Owns: WebhookNotifier, webhook_ctx, describe (the message text), backoff_delays.
-Must not import: gateway.app, handlers.
+Must not import: gateway.keys, gateway.app, handlers (keys.py names WebhookNotifier, so this module stays below it).
 
 ``notify(text)`` only puts the message on a bounded queue and returns at once: a slow, failing or
 unreachable webhook can never block or delay a grant. One worker task sends ``{"text": ...}``
@@ -25,7 +25,7 @@ import structlog
 from aiohttp import web
 
 from breakglass import Grant
-from gateway.keys import BREAKGLASS_WEB, WEBHOOK
+from gateway.breakglass_config import WebhookSettings
 from gateway.secret import Secret
 
 _log = structlog.get_logger(__name__)
@@ -109,6 +109,15 @@ class WebhookNotifier:
         self._task: asyncio.Task[None] | None = None
         self.counts: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
         """Delivery outcomes since start, for tests and until ``gateway/metrics.py`` has a counter."""
+
+    @classmethod
+    def from_settings(cls, hook: WebhookSettings) -> WebhookNotifier:
+        """The notifier ``breakglass.webhook`` describes."""
+        return cls(
+            hook.url, public_url=hook.public_url, max_attempts=hook.max_attempts,
+            backoff_initial_s=hook.backoff_initial_s, backoff_max_s=hook.backoff_max_s,
+            timeout_s=hook.timeout_s, queue_size=hook.queue_size,
+        )
 
     def _count(self, outcome: str) -> None:
         self.counts[outcome] += 1
@@ -203,28 +212,22 @@ class WebhookNotifier:
             await self._sleep(delay)
 
 
-async def webhook_ctx(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: start the notifier (``app[WEBHOOK]`` if already set, else from the settings).
+def webhook_ctx(notifier: WebhookNotifier | None) -> Callable[[web.Application], AsyncIterator[None]]:
+    """cleanup_ctx: start ``notifier`` with the app and stop it with the app; without one, nothing runs.
 
-    Without ``breakglass.webhook`` in the settings and no notifier set, nothing is started and
-    break-glass works without notifications.
+    app.py builds the notifier from ``breakglass.webhook`` (``WebhookNotifier.from_settings``) and
+    stores it as ``app[WEBHOOK]``, where the break-glass handlers find it; without a webhook in the
+    settings break-glass works without notifications.
     """
-    notifier = app.get(WEBHOOK)
-    if notifier is None:
-        context = app.get(BREAKGLASS_WEB)
-        hook = context.settings.webhook if context is not None else None
-        if hook is not None:
-            notifier = WebhookNotifier(
-                hook.url, public_url=hook.public_url, max_attempts=hook.max_attempts,
-                backoff_initial_s=hook.backoff_initial_s, backoff_max_s=hook.backoff_max_s,
-                timeout_s=hook.timeout_s, queue_size=hook.queue_size,
-            )
-            app[WEBHOOK] = notifier
-    if notifier is None:
-        yield
-        return
-    await notifier.start()
-    try:
-        yield
-    finally:
-        await notifier.stop()
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        if notifier is None:
+            yield
+            return
+        await notifier.start()
+        try:
+            yield
+        finally:
+            await notifier.stop()
+
+    return ctx

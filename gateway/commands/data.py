@@ -46,7 +46,7 @@ async def import_snapshots(
     recorder = None
     if settings.policy is not None:
         from gateway.app import ComplianceFromPolicy
-        from gateway.policy_gate import PolicyHolder
+        from gateway.policy_file import PolicyHolder
 
         try:
             recorder = ComplianceFromPolicy(PolicyHolder.load(settings.policy))

@@ -66,7 +66,7 @@ async def configured_report(settings: Settings, config: Path, *, since: datetime
     if settings.policy is None:
         raise Refused(f"{config} names no `policy:`; the report needs the policy for its checks and controls\n"
                       f"add `policy: FILE`, then run `gatehouse check-config {config}`")
-    from gateway.policy_gate import PolicyHolder
+    from gateway.policy_file import PolicyHolder
 
     try:
         policies = PolicyHolder.load(settings.policy).current

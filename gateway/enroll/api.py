@@ -1,6 +1,6 @@
 """The laptop enrollment API and pages: sign-in by one-time code, enrollment requests, the osquery proof, approvals.
 
-Owns: add_enroll_routes, EnrollRuntime (the per-address session rate limit), the handlers of
+Owns: add_enroll_routes (with an EnrollRuntime: gateway.enroll.limits), the handlers of
 ``/.gatehouse/api/v1/enroll/sessions``, ``/.gatehouse/enroll/confirm``, ``/.gatehouse/api/v1/enrollments``
 (and its ``/renew``) and ``/.gatehouse/admin/enrollments``, the answer handler for the reserved osquery proof
 query, and issuing (certificate recorded before it is handed out, owner binding, log, count).
@@ -19,10 +19,9 @@ groups), and ``DEVICE_CA`` (the device CA); without ``DEVICE_CA`` every enrollme
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import orjson
 import structlog
@@ -30,6 +29,7 @@ from aiohttp import ChainMapProxy, web
 
 from gateway.csrf import CsrfRefused, check_form
 from gateway.enroll import flow
+from gateway.enroll.limits import SESSION_LIMIT, SESSION_WINDOW, EnrollRuntime
 from gateway.identity.device import certificate_refusal
 from gateway.identity.errors import AuthenticationError
 from gateway.identity.model import Identity
@@ -52,30 +52,6 @@ ENROLLMENTS_PATH = "/.gatehouse/api/v1/enrollments"
 RENEW_PATH = ENROLLMENTS_PATH + "/renew"
 ADMIN_PATH = views.ADMIN_PATH
 MAX_BODY_BYTES = 64 * 1024
-SESSION_LIMIT = 10
-"""Sign-in sessions one client address may start per ``SESSION_WINDOW`` (the endpoint needs no credentials)."""
-SESSION_WINDOW = timedelta(minutes=10)
-
-
-class EnrollRuntime:
-    """Per-process state: when each client address last started sessions (a sliding window)."""
-
-    def __init__(self) -> None:
-        self._starts: dict[str, collections.deque[datetime]] = {}
-
-    def allow(self, address: str, *, now: datetime) -> int | None:
-        """None when ``address`` may start a session now (and counts it), else the seconds to wait."""
-        starts = self._starts.setdefault(address, collections.deque())
-        while starts and now - starts[0] >= SESSION_WINDOW:
-            starts.popleft()
-        if len(starts) >= SESSION_LIMIT:
-            return max(1, int((starts[0] + SESSION_WINDOW - now).total_seconds()) + 1)
-        starts.append(now)
-        if len(self._starts) > 100_000:  # INVARIANT: bounded memory; forget the addresses with no recent start
-            self._starts = {a: d for a, d in self._starts.items() if d and now - d[-1] < SESSION_WINDOW}
-        return None
-
-
 def add_enroll_routes(app: web.Application) -> None:
     """Mount the enrollment API, the confirm page and the approvals page; route the proof query's answers here."""
     app[ENROLL_RUNTIME] = EnrollRuntime()

@@ -22,8 +22,8 @@ _EXPORTS = {
     "gateway.identity.errors": ("AmbiguousDeviceCertificate", "AuthReason", "AuthenticationError", "DeviceAssertionError", "KeyFileError"),
     "gateway.identity.jwks": ("JwksCache", "KeySet", "StaticKeys", "load_key_file", "load_key_files"),
     "gateway.identity.model": ("DeviceId", "Identity", "PostureSummary"),
-    "gateway.identity.resolver": ("IdentityResolver", "check_identity_files", "identity_cleanup_ctx", "unauthenticated_response"),
-    "gateway.identity.routes": ("add_identity_routes",),
+    "gateway.identity.resolver": ("IdentityResolver", "check_identity_files", "unauthenticated_response"),
+    "gateway.identity.routes": ("add_identity_routes", "identity_cleanup_ctx"),
     "gateway.identity.session": ("SessionCodec", "safe_return_path"),
     "gateway.identity.tokens": ("ClaimNames", "UnknownKeyId", "VerifiedTokenCache", "verify_token"),
 }
@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     from gateway.identity.errors import AmbiguousDeviceCertificate, AuthenticationError, AuthReason, DeviceAssertionError, KeyFileError
     from gateway.identity.jwks import JwksCache, KeySet, StaticKeys, load_key_file, load_key_files
     from gateway.identity.model import DeviceId, Identity, PostureSummary
-    from gateway.identity.resolver import IdentityResolver, check_identity_files, identity_cleanup_ctx, unauthenticated_response
-    from gateway.identity.routes import add_identity_routes
+    from gateway.identity.resolver import IdentityResolver, check_identity_files, unauthenticated_response
+    from gateway.identity.routes import add_identity_routes, identity_cleanup_ctx
     from gateway.identity.session import SessionCodec, safe_return_path
     from gateway.identity.tokens import ClaimNames, UnknownKeyId, VerifiedTokenCache, verify_token

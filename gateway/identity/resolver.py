@@ -1,8 +1,9 @@
 """IdentityResolver: turns a request into a verified user and device, and both into upstream headers.
 
-Owns: IdentityResolver, identity_cleanup_ctx, check_identity_files, the 401/503 rendering (unauthenticated_response), the
+Owns: IdentityResolver, check_identity_files, the 401/503 rendering (unauthenticated_response), the
 refused device certificate's 403 (certificate_refused_response).
-Must not import: gate, policy_engine, breakglass (no policy here: identity only).
+Must not import: gateway.keys, gate, policy_engine, breakglass (no policy here: identity only; keys.py names
+IdentityResolver, so the request id comes in through a reader: ``request_id=``).
 
 User sources are tried in the configured order and the first credential present decides: an invalid
 bearer token is not rescued by a cookie. Device sources are tried in their own configured order.
@@ -16,7 +17,7 @@ happened, "Sign in again") and problem+json for API clients, both with ``WWW-Aut
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlencode
@@ -43,7 +44,6 @@ from gateway.identity.oidc import OidcClient
 from gateway.identity.session import SessionCodec, cookie_attributes, safe_return_path
 from gateway.identity.tokens import ClaimNames, UnknownKeyId, VerifiedTokenCache, verify_token
 from gateway.request import RequestHead, RequestLike
-from gateway.keys import IDENTITY, REQUEST_ID
 from gateway.metrics import Metrics
 from gateway.pages import error_response, wants_html
 from gateway.views.signin import SignInProblem, render_sign_in_problem
@@ -67,14 +67,16 @@ class IdentityResolver:
         session: aiohttp.ClientSession,
         clock: Clock,
         metrics: Metrics | None = None,
+        request_id: Callable[[RequestLike], str | None] = lambda request: None,
     ) -> None:
-        """Load every key file named in the settings.
+        """Load every key file named in the settings; ``request_id`` reads a request's id for the error bodies.
 
         Raises:
             KeyFileError: a key file is unreadable or unusable.
         """
         self.settings = settings
         self._clock = clock
+        self._request_id = request_id
         self._metrics = metrics
         self.revoked_at: RevokedAt | None = None
         """Revocations of Gatehouse-issued device certificates by fingerprint (the snapshot cache's, set by the app)."""
@@ -426,13 +428,13 @@ class IdentityResolver:
         A refused device certificate (revoked, expired) is not a sign-in problem: its 403 says what happened and how to enroll again.
         """
         if isinstance(error, DeviceCertificateRefused):
-            return certificate_refused_response(request, error, origin=self.public_origin(request))
+            return certificate_refused_response(request, error, origin=self.public_origin(request), request_id=self._request_id(request))
         if error.login and self.oidc is not None:
             try:
                 return await self.login_redirect(request, request.raw_path)
             except AuthenticationError as exc:
                 error = exc
-        return unauthenticated_response(request, error, login_url=self.login_url(request.raw_path))
+        return unauthenticated_response(request, error, login_url=self.login_url(request.raw_path), request_id=self._request_id(request))
 
     def public_origin(self, request: RequestLike) -> str:
         """Gatehouse's public origin for instructions: the OIDC `external_url` when configured, else this request's."""
@@ -475,6 +477,7 @@ def _single(request: RequestLike, name: str) -> str | None:
 
 def unauthenticated_response(
     request: RequestLike, error: AuthenticationError, *, login_url: str | None, provider_error: str | None = None,
+    request_id: str | None = None,
 ) -> web.Response:
     """The 401 (or 503 when the provider or its keys are unreachable): a sign-in page or problem+json.
 
@@ -497,12 +500,14 @@ def unauthenticated_response(
         headers = {"WWW-Authenticate": challenge}
     problem = SignInProblem(
         status=error.status, code=code, reason=reason, login_url=login_url,
-        request_id=request.get(REQUEST_ID), provider_error=provider_error,
+        request_id=request_id, provider_error=provider_error,
     )
     return render_sign_in_problem(problem, accept=request.headers.get("Accept", ""), extra=headers).response()
 
 
-def certificate_refused_response(request: RequestLike, error: DeviceCertificateRefused, *, origin: str) -> web.Response:
+def certificate_refused_response(
+    request: RequestLike, error: DeviceCertificateRefused, *, origin: str, request_id: str | None = None,
+) -> web.Response:
     """The 403 for a revoked or expired device certificate: when, and the one command that enrolls this laptop again."""
     when = error.at.strftime("%Y-%m-%d %H:%M UTC")
     command = f"gatehouse-enroll {origin}"
@@ -515,24 +520,7 @@ def certificate_refused_response(request: RequestLike, error: DeviceCertificateR
                   f"on the laptop, so it may have been switched off or offline. Enroll it again by running `{command}` "
                   "and confirming the code in your browser, then reload this page.")
     return error_response(
-        request.headers.get("Accept", ""), status=403, code=error.reason.value, detail=detail, request_id=request.get(REQUEST_ID),
+        request.headers.get("Accept", ""), status=403, code=error.reason.value, detail=detail, request_id=request_id,
         extra={"at": error.at.isoformat(), "enroll_command": command},
     )
 
-
-def identity_cleanup_ctx(
-    settings: IdentitySettings, *, clock: Clock, metrics: Metrics | None = None, session: aiohttp.ClientSession | None = None
-) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A cleanup_ctx that builds the IdentityResolver at startup as ``app[IDENTITY]`` (own IdP session unless given)."""
-
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        own = session is None
-        client = session or aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)
-        try:
-            app[IDENTITY] = IdentityResolver(settings, session=client, clock=clock, metrics=metrics)
-            yield
-        finally:
-            if own:
-                await client.close()
-
-    return ctx

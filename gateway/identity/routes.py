@@ -1,6 +1,6 @@
 """Thin aiohttp handlers for the identity endpoints; each reads the request and calls the resolver.
 
-Owns: add_identity_routes and the handlers of /.gatehouse/login, /.gatehouse/callback,
+Owns: identity_cleanup_ctx (builds ``app[IDENTITY]``), add_identity_routes and the handlers of /.gatehouse/login, /.gatehouse/callback,
 /.gatehouse/logout, /.gatehouse/signed-out and /.well-known/gatehouse/jwks.json.
 Must not import: gate, policy_engine, breakglass.
 
@@ -14,14 +14,19 @@ provider's session ends too; the provider sends it back to /.gatehouse/signed-ou
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
 import structlog
 from aiohttp import web
 
-from gateway.identity.config import CALLBACK_PATH, JWKS_PATH, LOGIN_PATH, LOGOUT_PATH, SIGNED_OUT_PATH
+from gateway.identity.config import CALLBACK_PATH, JWKS_PATH, LOGIN_PATH, LOGOUT_PATH, SIGNED_OUT_PATH, IdentitySettings
 from gateway.identity.errors import AuthenticationError, LoginFailed, LoginFailure
-from gateway.identity.resolver import LOGIN_COOKIE, LOGOUT_COOKIE, IdentityResolver, unauthenticated_response
+from gateway.identity.resolver import LOGIN_COOKIE, LOGOUT_COOKIE, Clock, IdentityResolver, unauthenticated_response
 from gateway.identity.session import cookie_attributes
-from gateway.keys import IDENTITY
+from gateway.keys import IDENTITY, REQUEST_ID
+from gateway.metrics import Metrics
+from gateway.request import RequestLike
 from gateway.pages import wants_html
 from gateway.views.signin import render_signed_out
 
@@ -48,7 +53,7 @@ async def handle_login(request: web.Request) -> web.StreamResponse:
     try:
         return await resolver.login_redirect(request, return_to)
     except AuthenticationError as exc:
-        return unauthenticated_response(request, exc, login_url=resolver.login_url(return_to))
+        return unauthenticated_response(request, exc, login_url=resolver.login_url(return_to), request_id=request.get(REQUEST_ID))
 
 
 async def handle_callback(request: web.Request) -> web.StreamResponse:
@@ -78,7 +83,7 @@ async def handle_callback(request: web.Request) -> web.StreamResponse:
         log.info("login.failed", failure=exc.failure.value)
         response = unauthenticated_response(
             request, exc, login_url=resolver.login_url(login.return_to if login is not None else None),
-            provider_error=provider_error if exc.failure is LoginFailure.PROVIDER_ERROR else None,
+            provider_error=provider_error if exc.failure is LoginFailure.PROVIDER_ERROR else None, request_id=request.get(REQUEST_ID),
         )
         response.del_cookie(LOGIN_COOKIE, path="/")
         return response
@@ -136,3 +141,25 @@ async def handle_jwks(request: web.Request) -> web.StreamResponse:
     """Gatehouse's assertion verification keys (current and still-published older ones)."""
     document = request.app[IDENTITY].jwks_document()
     return web.json_response(document, headers={"Cache-Control": "public, max-age=300"})
+
+
+def _request_id(request: RequestLike) -> str | None:
+    return request.get(REQUEST_ID)
+
+
+def identity_cleanup_ctx(
+    settings: IdentitySettings, *, clock: Clock, metrics: Metrics | None = None, session: aiohttp.ClientSession | None = None
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup_ctx that builds the IdentityResolver at startup as ``app[IDENTITY]`` (own IdP session unless given)."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        own = session is None
+        client = session or aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)
+        try:
+            app[IDENTITY] = IdentityResolver(settings, session=client, clock=clock, metrics=metrics, request_id=_request_id)
+            yield
+        finally:
+            if own:
+                await client.close()
+
+    return ctx

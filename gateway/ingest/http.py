@@ -1,7 +1,7 @@
 """aiohttp handlers of the ingest endpoints: the osquery TLS remote API and the JSON snapshot API.
 
-Owns: add_ingest_routes and the handlers it registers, body reading (size limit after decompression,
-its own gzip decoding, JSON).
+Owns: add_ingest_routes and the handlers it registers (with an IngestRuntime: gateway.ingest.runtime),
+body reading (size limit after decompression, its own gzip decoding, JSON).
 Must not import: gateway.app (app.py calls add_ingest_routes).
 
 Handlers read their dependencies from the app: STORE, SNAPSHOT_CACHE, INGEST_SETTINGS, CLOCK,
@@ -22,9 +22,8 @@ Wiring in create_app (the store's own cleanup_ctx first)::
 from __future__ import annotations
 
 import asyncio
-import weakref
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime, timedelta
 
 import orjson
@@ -34,14 +33,15 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway.ingest import osquery
 from gateway.ingest.config import IngestSettings
-from gateway.ingest.pipeline import HistoryThrottle, Ingestor, pause_between_chunks, run_history_prune
+from gateway.ingest.pipeline import Ingestor, pause_between_chunks, run_history_prune
+from gateway.ingest.runtime import IngestRuntime
 from gateway.ingest.snapshot_parse import ItemError, parse_snapshot_item, serial_problem
 from gateway.ingest.stethoscope import is_stethoscope_item, parse_stethoscope_item
 from gateway.keys import (
     CLOCK, COMPLIANCE_RECORDER, INGEST_RUNTIME, INGEST_SETTINGS, METRICS, OSQUERY_ANSWERS, REQUEST_ID, SNAPSHOT_CACHE, STORE,
 )
 from gateway.snapshots import run_cache_refresh
-from gateway.store.base import Enrollment, OsqueryConflict, PendingQuery, PutOutcome, StoreError
+from gateway.store.base import Enrollment, OsqueryConflict, PutOutcome, StoreError
 from gateway.web.problem import problem_response
 from policy_engine.model import DeviceSnapshot
 
@@ -52,27 +52,6 @@ SNAPSHOTS_PATH = "/.gatehouse/api/v1/snapshots"
 _NODE_INVALID = orjson.dumps({"node_invalid": True})
 _OK = orjson.dumps({"node_invalid": False})
 _JSON = "application/json"
-
-AnswerHandler = Callable[[web.Application, Enrollment, PendingQuery, Sequence[Mapping[str, str]] | None, datetime], Awaitable[None]]
-"""Receives the rows a device's agent answered to a reserved distributed query (None when the agent
-reported the query failed); registered in ``app[OSQUERY_ANSWERS]`` under the query name prefix."""
-
-
-class IngestRuntime:
-    """Per-app ingest state: one lock per device so two requests never interleave its query rows,
-    and the history throttle."""
-
-    def __init__(self) -> None:
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        self.throttle = HistoryThrottle()
-
-    def device_lock(self, serial: str) -> asyncio.Lock:
-        lock = self._locks.get(serial)
-        if lock is None:
-            lock = asyncio.Lock()
-            self._locks[serial] = lock
-        return lock
-
 
 def add_ingest_routes(app: web.Application) -> None:
     """Register the osquery and snapshot API endpoints; the app must hold STORE, SNAPSHOT_CACHE, INGEST_SETTINGS and CLOCK."""

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from gateway.metrics import Metrics
 from gateway.middleware import GUARDED_PREFIX
-from gateway.policy_gate import PolicyHolder
+from gateway.policy_file import PolicyHolder
 from gateway.web.gate_pages import USER_AREAS, needs_user
 
 POLICY = Path(__file__).resolve().parents[2] / "deploy" / "policy.yaml"

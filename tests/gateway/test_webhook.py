@@ -191,12 +191,14 @@ async def test_request_approval_and_rejection_are_notified(aiohttp_server: Aioht
 
 async def test_webhook_ctx_starts_and_stops_the_notifier(aiohttp_server: AiohttpServer,
                                                          aiohttp_client: AiohttpClient) -> None:
-    """The cleanup context builds the notifier from the settings and stops it with the app."""
+    """The cleanup context starts the notifier built from the settings and stops it with the app."""
     hook = Hook()
     server = await aiohttp_server(hook.app())
     settings = make_settings(webhook={"url": {"value": str(server.make_url("/hook"))}})
-    harness = build_app(settings=settings)
-    harness.app.cleanup_ctx.append(webhook_ctx)
+    assert settings.webhook is not None
+    notifier = WebhookNotifier.from_settings(settings.webhook)
+    harness = build_app(settings=settings, notifier=notifier)
+    harness.app.cleanup_ctx.append(webhook_ctx(notifier))
     client = await aiohttp_client(harness.app)
 
     await client.post("/.gatehouse/api/v1/break-glass", json={"route": "wiki", "reason": REASON},

@@ -22,7 +22,7 @@ Wiring (in app.py)::
     app[BREAKGLASS] = await BreakglassService.open(sink, config=settings.breakglass.to_config())
     add_breakglass_routes(app, BreakglassWeb.from_settings(settings.break_glass,
                           policies=lambda: holder.current, evaluate=reevaluate))
-    app.cleanup_ctx.append(webhook_ctx)                  # optional notifications
+    app.cleanup_ctx.append(webhook_ctx(notifier))        # optional notifications (app[WEBHOOK] = notifier)
     app.cleanup_ctx.append(breakglass_maintenance_ctx)   # expiries, other replicas, gauge
 
 Needs on the app: ``BREAKGLASS`` (the service), ``CLOCK``, ``METRICS`` (optional), and either
