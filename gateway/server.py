@@ -1,14 +1,10 @@
 """Running Gatehouse for real: listeners (plain and TLS), the metrics listener, signals, reload.
 
-Owns: run (blocking, for the CLI), serve (async, until stopped), start_gateway / Gateway (in-process
+Owns: serve (async, until stopped), start_gateway / Gateway (in-process
 handle for tests and embedding), tls_context, certificate_expiry (the TLS expiry gauge), GatewaySite, WorkerHooks (the seam the
-worker processes of ``gateway.workers`` plug into).
-Must not import: cli (the CLI calls ``run``); gateway.workers only inside ``run``.
-
-- ``run(path, workers=N)``: N defaults to the CPUs this process may run on (``default_workers()``). 1 is the single
-  process described below. More than 1 starts a supervisor process that runs N worker processes,
-  each the full app on the same ports (``SO_REUSEPORT``), with metrics served once, aggregated; see
-  ``gateway.workers`` for what changes between processes (snapshot propagation, CSRF secret).
+worker processes of ``gateway.workers`` plug into), loop_factory, exit_code.
+Must not import: cli, gateway.workers (the CLI calls ``gateway.workers.run``, which runs ``serve`` in
+one process or under a supervisor; the workers build on this module, never the reverse).
 
 - Every accepted connection is served by the proxy (``gateway.fastlane.Lane``, one per listener),
   which parses every request, applies the limits and timeouts of the HTTP front, and forwards every
@@ -46,12 +42,10 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import os
 import signal
 import ssl
 import time
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Callable
 from typing import Protocol
 
 import structlog
@@ -59,14 +53,15 @@ from aiohttp import web
 from cryptography import x509
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from gateway.app import Clock, create_app, handler_kwargs, utc_now
+from gateway.app import create_app, handler_kwargs
+from gateway.clock import Clock, utc_now
 from gateway.errors import ConfigError
 from gateway.fastlane.lane import Lane
 from gateway.fastlane.pool import UpstreamPool
 from gateway.handlers import Gate
 from gateway.keys import CONFIG, DEVICE_CA, METRICS, RELOAD_HOOKS
 from gateway.metrics import Metrics
-from gateway.settings import ServerSettings, Settings, TlsSettings, load_settings
+from gateway.settings import ServerSettings, Settings, TlsSettings
 
 SettingsLoader = Callable[[], Settings]
 _log = structlog.get_logger("gateway.server")
@@ -386,46 +381,6 @@ async def serve(
             task.cancel()
         await gateway.stop()
     return 0
-
-
-def default_workers() -> int:
-    """One worker per CPU this process may run on (pinning with taskset or a cpuset counts)."""
-    try:
-        return max(len(os.sched_getaffinity(0)), 1)
-    except AttributeError:  # platforms without sched_getaffinity
-        return os.cpu_count() or 1
-
-
-def run(config_path: Path | str, *, environ: Mapping[str, str] | None = None, workers: int | None = None) -> int:
-    """Serve the configuration file until SIGTERM (blocking); the exit code for the CLI.
-
-    ``workers`` is how many processes serve; None means one per CPU this process may run on (``default_workers()``: respects taskset and cpusets). 1 is a
-    single process; more run under a supervisor (``gateway.workers.supervise``) that shares the
-    listener ports between them, serves metrics once and restarts a worker that dies.
-
-    Returns 0 after a graceful stop, 1 when the initial configuration is invalid (problems logged as
-    ``config.load_failed``) or a listener cannot start.
-
-    Raises:
-        ValueError: ``workers`` is less than 1.
-    """
-    path = Path(config_path)
-    count = workers if workers is not None else default_workers()
-    if count < 1:
-        raise ValueError(f"`workers` is {count}; give 1 or more")
-    if count > 1:
-        from gateway.workers import supervise  # the supervisor builds on this module
-
-        return exit_code(lambda: supervise(path, environ=environ, workers=count))
-
-    def loader() -> Settings:
-        return load_settings(path, environ)
-
-    def main() -> int:
-        with asyncio.Runner(loop_factory=loop_factory()) as runner:
-            return runner.run(serve(loader))
-
-    return exit_code(main)
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

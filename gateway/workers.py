@@ -1,8 +1,14 @@
 """Gatehouse on every core: a supervisor process and N worker processes serving the same ports.
 
-Owns: supervise (the supervisor, called by ``gateway.server.run`` when ``workers > 1``), worker_main
-(a worker process's entry point), WorkerLink (the worker's end of its control socket).
-Must not import: cli.
+Owns: run (blocking, for the CLI: one process, or a supervisor when ``workers > 1``), default_workers,
+supervise (the supervisor), worker_main (a worker process's entry point), WorkerLink (the worker's end
+of its control socket).
+Must not import: cli (the CLI calls ``run``).
+
+- ``run(path, workers=N)``: N defaults to the CPUs this process may run on (``default_workers()``). 1 is
+  a single process (``gateway.server.serve``). More than 1 starts a supervisor process that runs N worker
+  processes, each the full app on the same ports (``SO_REUSEPORT``), with metrics served once, aggregated;
+  what changes between processes (snapshot propagation, CSRF secret) is below.
 
 - The supervisor loads the configuration once (an invalid one exits 1 before anything starts),
   creates and migrates an SQLite store once (so the workers never race to create the file), reserves a concrete port for every listener configured with port 0 (so every worker binds the same
@@ -95,6 +101,47 @@ _BOOTSTRAP = (
     "from gateway.workers import worker_main\n"
     "sys.exit(worker_main(spec))\n"
 )
+
+
+# -- one process or many -------------------------------------------------------------------------
+
+
+def default_workers() -> int:
+    """One worker per CPU this process may run on (pinning with taskset or a cpuset counts)."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # platforms without sched_getaffinity
+        return os.cpu_count() or 1
+
+
+def run(config_path: Path | str, *, environ: Mapping[str, str] | None = None, workers: int | None = None) -> int:
+    """Serve the configuration file until SIGTERM (blocking); the exit code for the CLI.
+
+    ``workers`` is how many processes serve; None means one per CPU this process may run on (``default_workers()``: respects taskset and cpusets). 1 is a
+    single process (``gateway.server.serve``); more run under a supervisor (``supervise``) that shares the
+    listener ports between them, serves metrics once and restarts a worker that dies.
+
+    Returns 0 after a graceful stop, 1 when the initial configuration is invalid (problems logged as
+    ``config.load_failed``) or a listener cannot start.
+
+    Raises:
+        ValueError: ``workers`` is less than 1.
+    """
+    path = Path(config_path)
+    count = workers if workers is not None else default_workers()
+    if count < 1:
+        raise ValueError(f"`workers` is {count}; give 1 or more")
+    if count > 1:
+        return exit_code(lambda: supervise(path, environ=environ, workers=count))
+
+    def loader() -> Settings:
+        return load_settings(path, environ)
+
+    def main() -> int:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            return runner.run(serve(loader))
+
+    return exit_code(main)
 
 
 # -- the supervisor ------------------------------------------------------------------------------
@@ -492,4 +539,4 @@ class WorkerLink:
                 _log.warning("worker.refresh_failed", error=f"{type(exc).__name__}: {exc}")
 
 
-__all__ = ["WorkerLink", "supervise", "worker_main", "worker_settings"]
+__all__ = ["WorkerLink", "default_workers", "run", "supervise", "worker_main", "worker_settings"]

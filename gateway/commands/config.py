@@ -6,7 +6,6 @@ Must not import: argparse, cli.
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -69,19 +68,14 @@ def cross_check(settings: Settings) -> list[str]:
 def serve(config: Path, *, workers: int | None = None, environ: Mapping[str, str] | None = None, err: TextIO | None = None) -> int:
     """Configure logging from the file, then serve it until SIGTERM (blocking); the exit code.
 
-    ``workers`` is passed to ``gateway.server.run`` only when given. ``err`` gets the refusals.
+    ``workers`` is passed to ``gateway.workers.run`` (None: one per CPU). ``err`` gets the refusals.
     """
-    from gateway import server
     from gateway.logging import configure_logging
+    from gateway.workers import run
 
     settings = load_config(config, environ)
-    extra: dict[str, int] = {}
-    if workers is not None:
-        if workers < 1:
-            raise Refused(f"--workers: `{workers}` is not a number of processes; give 1 or more\n"
-                          f"  gatehouse serve --config {config} --workers 2", EXIT_USAGE)
-        if "workers" not in inspect.signature(server.run).parameters:
-            raise Refused(f"this gatehouse runs one worker only; leave out `--workers`\n  gatehouse serve --config {config}", EXIT_USAGE)
-        extra["workers"] = workers
+    if workers is not None and workers < 1:
+        raise Refused(f"--workers: `{workers}` is not a number of processes; give 1 or more\n"
+                      f"  gatehouse serve --config {config} --workers 2", EXIT_USAGE)
     configure_logging(settings.logging.level, settings.logging.format)
-    return server.run(config, environ=environ, **extra)
+    return run(config, environ=environ, workers=workers)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
-import inspect
 import io
 import re
 import signal
@@ -24,7 +23,6 @@ import pytest
 import yaml
 
 from breakglass import BreakglassService, GrantRequest, Scope, TierMode, TierRule
-from gateway import server
 from gateway.breakglass_config import BreakglassSettings
 from gateway.cli import main
 from gateway.commands import (
@@ -336,16 +334,13 @@ class TestServe:
     @pytest.mark.parametrize("workers", ["1", "2"])
     def test_serves_until_sigterm_then_exits_0(self, tmp_path: Path, workers: str) -> None:
         """`gatehouse serve --workers N` starts the full gateway in N processes, logs gateway.started, and exits 0 on SIGTERM."""
-        supported = "workers" in inspect.signature(server.run).parameters
-        if workers != "1" and not supported:
-            pytest.skip("gateway.server.run takes no `workers` yet")
         jwks = ensure_demo_key(tmp_path / "keys").parent / "demo-user-jwks.json"
         port = free_port()
         config = write_config(tmp_path, listeners=[{"address": f"127.0.0.1:{port}"}], logging={"format": "json"},
                               metrics={"address": f"127.0.0.1:{free_port()}"},  # never the default 9090 a demo may hold
                               identity={"jwt": {"issuers": ["https://idp.test"], "audiences": ["gatehouse"], "key_files": [str(jwks)]}})
         script = Path(sys.executable).parent / "gatehouse"
-        with subprocess.Popen([str(script), "serve", "--config", str(config), *(["--workers", workers] if supported else [])], stdout=subprocess.PIPE,
+        with subprocess.Popen([str(script), "serve", "--config", str(config), "--workers", workers], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) as proc:
             try:
                 assert proc.stdout is not None

@@ -312,7 +312,7 @@ class TestReload:
 _CHILD = """
 import sys
 from gateway.logging import configure_logging
-from gateway.server import run
+from gateway.workers import run
 configure_logging(fmt="json")
 sys.exit(run(sys.argv[1], environ={}))
 """

@@ -23,10 +23,9 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.keys import STORE
-from gateway.server import run
 from gateway.settings import parse_settings
 from gateway.store.sqlite import SqliteStore
-from gateway.workers import WorkerLink, worker_settings
+from gateway.workers import WorkerLink, run, worker_settings
 from tests.breakglass.factories import make_chain
 from tests.gateway.conftest import Recorder
 from tests.gateway.fullstack import Keys, gatehouse_config, ingest_headers, mac_item
@@ -40,7 +39,7 @@ Events = list[dict[str, Any]]
 _CHILD = """
 import sys
 from gateway.logging import configure_logging
-from gateway.server import run
+from gateway.workers import run
 configure_logging(fmt="json")
 sys.exit(run(sys.argv[1], environ={}, workers=int(sys.argv[2])))
 """
