@@ -3,7 +3,7 @@
 Owns: demo key generation under the demo's var directory, demo token minting, the demo fleet, the
 demo upstream app, the demo's configuration (with a Fleet connector polling gateway/demo_fleet.py's
 stand-in server). The fleet's 90-day past (compliance history, access ledger, break-glass) is
-gateway.demo_history's; ``run_demo`` records it before Gatehouse starts. Nothing here is used by a non-demo configuration: the demo identity settings
+gateway.demo_history's; ``run_demo`` records it (``seed=``) before Gatehouse starts. Nothing here is used by a non-demo configuration: the demo identity settings
 point at the demo key's JWKS file only when the configuration says ``demo: true``.
 """
 
@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 import jwt
@@ -26,6 +27,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.demo_fleet import DEMO_FLEET_HOSTS, DEMO_FLEET_POLICY_MAP, DEMO_FLEET_TOKEN, demo_fleet_app
 from policy_engine import DeviceSnapshot, OsFamily, Version
+
+if TYPE_CHECKING:
+    from gateway.settings import Settings
 
 DEMO_ISSUER = "https://demo-idp.gatehouse.invalid"
 DEMO_AUDIENCE = "gatehouse-demo"
@@ -298,20 +302,22 @@ class DemoAgent:
             await self.post(session, items)
 
 
-def run_demo(var: Path) -> int:
-    """Run the whole demo (blocking): demo upstream, demo Fleet server, Gatehouse, demo fleet; Ctrl-C stops it."""
+def run_demo(var: Path, *, seed: Callable[[Settings], Awaitable[object]]) -> int:
+    """Run the whole demo (blocking): demo upstream, demo Fleet server, Gatehouse, demo fleet; Ctrl-C stops it.
+
+    ``seed(settings)`` runs first: it records the demo's past into the store (the command passes
+    ``gateway.demo_history``'s; that module builds on this one, so it comes in as a value).
+    """
     from gateway.keys import SNAPSHOT_CACHE
     from gateway.logging import configure_logging
     from gateway.server import Gateway, serve
     from gateway.settings import load_settings
 
-    from gateway.demo_history import seed_demo_history
-
     config = write_demo_files(var)
     configure_logging("info", "auto")
 
     async def main() -> int:
-        await seed_demo_history(load_settings(config), now=datetime.now(UTC))
+        await seed(load_settings(config))
         upstream = web.AppRunner(demo_upstream_app(), access_log=None)
         await upstream.setup()
         await web.TCPSite(upstream, *DEMO_UPSTREAM).start()

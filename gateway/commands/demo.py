@@ -7,18 +7,27 @@ Must not import: argparse, cli. The demo itself is gateway.demo's.
 from __future__ import annotations
 
 import sys
-from datetime import datetime
+from collections.abc import Awaitable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from gateway import demo
 from gateway.commands.common import EXIT_OK, EXIT_USAGE, Refused, command
+
+if TYPE_CHECKING:
+    from gateway.settings import Settings
 
 
 @command
 def demo_run(var: Path) -> int:
     """Run the demo (Gatehouse, a demo upstream and demo devices, state under ``var``) until Ctrl-C."""
-    return demo.run_demo(var)
+    from gateway.demo_history import seed_demo_history
+
+    def seed(settings: Settings) -> Awaitable[object]:
+        return seed_demo_history(settings, now=datetime.now(UTC))
+
+    return demo.run_demo(var, seed=seed)
 
 
 @command
