@@ -1,6 +1,6 @@
 """The one middleware around every request to Gatehouse's own endpoints: id, target check, log line, metrics, error pages.
 
-Owns: request_context (middleware) and request_context_with (the same, folding in a guard for Gatehouse's pages), add_response_headers (on_response_prepare), request id rules.
+Owns: request_context (middleware) and request_context_with (the same, folding in a guard for Gatehouse's pages), add_response_headers (on_response_prepare). The request id rule and SERVER_NAME are the proxy's (``gateway.proxy``).
 Must not import: app, server.
 
 The proxy (``gateway.fastlane``) gives aiohttp one request at a time, on the client's connection;
@@ -22,8 +22,6 @@ Durations follow ``metrics.RequestTimer``'s points, as in the proxy.
 from __future__ import annotations
 
 import asyncio
-import os
-import re
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -35,38 +33,11 @@ from gateway.errors import GatewayError
 from gateway.routing import is_reserved
 from gateway.keys import CONFIG, EXCHANGE, LIVE, RECORDER, REQUEST_ID, TARGET
 from gateway.pages import error_response, gateway_error_response, http_error_response
-from gateway.proxy import CLIENT_CLOSED_REQUEST, Exchange, client_left
+from gateway.proxy import CLIENT_CLOSED_REQUEST, SERVER_NAME, Exchange, choose_request_id, client_left
 from gateway.target import canonicalise
 
-_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 _log = structlog.get_logger("gateway.request")
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-_ID_BATCH = 256
-_ids: list[str] = []
-
-
-def new_request_id() -> str:
-    """A fresh random request id (32 hex characters, 128 random bits from ``os.urandom``).
-
-    Drawn 256 at a time: one ``getrandom`` call per 256 requests instead of one each (on some
-    virtual machines the call alone cost more than the rest of a proxied request's identity work).
-    """
-    if not _ids:
-        blob = os.urandom(16 * _ID_BATCH).hex()
-        _ids.extend(blob[i:i + 32] for i in range(0, len(blob), 32))
-    return _ids.pop()
-
-
-os.register_at_fork(after_in_child=_ids.clear)  # a forked child never repeats its parent's ids
-
-
-def choose_request_id(incoming: str | None, *, trusted: bool) -> str:
-    """The caller's id when the peer is trusted and the id is short and safe, else a new one."""
-    if trusted and incoming and _REQUEST_ID.fullmatch(incoming):
-        return incoming
-    return new_request_id()
 
 
 _Guard = Callable[[web.Request, _Handler], Awaitable[web.StreamResponse]]
@@ -147,10 +118,6 @@ def request_context_with(guard: _Guard | None) -> Middleware:
 
 
 request_context = request_context_with(None)
-
-
-SERVER_NAME = "Gatehouse"
-"""The ``Server`` header of every response that has none from an upstream: no software or version is named."""
 
 
 async def add_response_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:

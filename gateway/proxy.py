@@ -1,7 +1,7 @@
 """The proxy's rules, written once: request header rules, upstream error kinds and their texts.
 
 Owns: header rules (hop-by-hop, X-Forwarded-*/Forwarded, identity-header stripping and injection:
-``upstream_header_lines``), HOP_BY_HOP (also what the lane drops from responses), upstream_error
+``upstream_header_lines``), the request id rule (``choose_request_id``, ``new_request_id``), SERVER_NAME, HOP_BY_HOP (also what the lane drops from responses), upstream_error
 (the one text per upstream failure kind), CLIENT_CLOSED_REQUEST, peer_is_trusted, Exchange (the
 accounting of a request to Gatehouse's own endpoints).
 Must not import: app, handlers, the lane (the lane applies these rules; see ``gateway.fastlane.lane``
@@ -42,6 +42,8 @@ error or a 5xx.
 from __future__ import annotations
 
 import ipaddress
+import os
+import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -207,6 +209,37 @@ def without_cookies(header: str, names: Collection[str]) -> str:
     """A `Cookie` header value without the cookies called ``names`` (the others kept in order)."""
     encoded = _without_cookies(header.encode("utf-8", "surrogateescape"), frozenset(n.encode() for n in names))
     return encoded.decode("utf-8", "surrogateescape")
+
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+_ID_BATCH = 256
+_ids: list[str] = []
+
+
+def new_request_id() -> str:
+    """A fresh random request id (32 hex characters, 128 random bits from ``os.urandom``).
+
+    Drawn 256 at a time: one ``getrandom`` call per 256 requests instead of one each (on some
+    virtual machines the call alone cost more than the rest of a proxied request's identity work).
+    """
+    if not _ids:
+        blob = os.urandom(16 * _ID_BATCH).hex()
+        _ids.extend(blob[i:i + 32] for i in range(0, len(blob), 32))
+    return _ids.pop()
+
+
+os.register_at_fork(after_in_child=_ids.clear)  # a forked child never repeats its parent's ids
+
+
+def choose_request_id(incoming: str | None, *, trusted: bool) -> str:
+    """The caller's id when the peer is trusted and the id is short and safe, else a new one."""
+    if trusted and incoming and _REQUEST_ID.fullmatch(incoming):
+        return incoming
+    return new_request_id()
+
+
+SERVER_NAME = "Gatehouse"
+"""The ``Server`` header of every response that has none from an upstream: no software or version is named."""
 
 
 CLIENT_CLOSED_REQUEST = 499

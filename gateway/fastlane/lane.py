@@ -79,9 +79,8 @@ from gateway.handlers import Admission
 from gateway.fastlane.record import info_enabled
 from gateway.keys import CONFIG, GATE, LIVE, METRICS, RECORDER, REQUEST_ID, ROUTE, TARGET
 from gateway.metrics import RequestTimer
-from gateway.middleware import SERVER_NAME, choose_request_id
 from gateway.pages import error_response, gateway_error_response
-from gateway.proxy import CLIENT_CLOSED_REQUEST, HOP_BY_HOP, upstream_error, upstream_header_lines
+from gateway.proxy import CLIENT_CLOSED_REQUEST, HOP_BY_HOP, SERVER_NAME, choose_request_id, upstream_error, upstream_header_lines
 from gateway.request import Peer, RequestHead
 from gateway.routing import Route, is_reserved
 from gateway.settings import ServerSettings
