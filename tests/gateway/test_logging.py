@@ -13,7 +13,7 @@ import structlog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.logging import configure_logging, iso_utc
+from gateway.logging import EventWriter, configure_logging, iso_utc
 
 _REFERENCE_CHAIN: list[Any] = [
     structlog.contextvars.merge_contextvars,
@@ -112,3 +112,50 @@ class TestIsoUtc:
         texts = [iso_utc(second), iso_utc(second + 10**9), iso_utc(second + 1_500), iso_utc(second)]
 
         assert ["2025-12-31T23:59:59Z", "2026-01-01T00:00:00Z", "2025-12-31T23:59:59.000001Z", "2025-12-31T23:59:59Z"] == texts
+
+
+class TestEventWriter:
+    def test_writes_the_line_the_logger_writes(self, restore_structlog: None) -> None:
+        """A writer's line has the fields, order and values of get_logger().info's, context variables included."""
+        out = io.BytesIO()
+        configure_logging("info", "json", stream=out)  # type: ignore[arg-type]
+        writer = EventWriter("request.completed", logger="gateway.request")
+        structlog.contextvars.bind_contextvars(worker=2)
+        fields = {"request_id": "r1", "route": "bench", "reason": None, "status": 200, "duration_s": 0.0008}
+
+        writer(**fields)
+        structlog.get_logger("gateway.request").info("request.completed", **fields)
+
+        written, logged = _lines(out.getvalue())
+        assert True is writer.enabled
+        assert list(logged) == list(written)
+        assert {k: v for k, v in logged.items() if k != "timestamp"} == {k: v for k, v in written.items() if k != "timestamp"}
+
+    def test_writes_nothing_below_the_configured_level(self, restore_structlog: None) -> None:
+        """At level warning an info writer is not enabled and a call writes nothing."""
+        out = io.BytesIO()
+        configure_logging("warning", "json", stream=out)  # type: ignore[arg-type]
+        writer = EventWriter("request.completed", logger="gateway.request")
+
+        writer(status=200)
+
+        assert (False, b"") == (writer.enabled, out.getvalue())
+
+    def test_capture_logs_sees_its_events(self, restore_structlog: None) -> None:
+        """capture_logs edits the configured processor list in place, so a writer made before it is captured too."""
+        configure_logging("info", "json", stream=io.BytesIO())  # type: ignore[arg-type]
+        writer = EventWriter("request.completed", logger="gateway.request")
+
+        with structlog.testing.capture_logs() as captured:
+            writer(status=200)
+
+        assert [{"status": 200, "event": "request.completed", "log_level": "info"}] == captured
+
+    def test_console_format_gets_the_console_line(self, restore_structlog: None) -> None:
+        """With the console format the writer's line is the console renderer's, as the logger's is."""
+        out = io.StringIO()
+        configure_logging("info", "console", stream=out)
+
+        EventWriter("request.completed", logger="gateway.request")(status=200)
+
+        assert "request.completed" in out.getvalue() and "status=200" in out.getvalue()
