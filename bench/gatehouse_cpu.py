@@ -17,6 +17,7 @@ named by the OS (Python's thread names are not: the SQLite store's thread shows 
 ``--spy FILE`` records a py-spy profile (raw folded stacks) of the measured runs (of the
 ledger-on server with ``--ledger both``); ``--spy-gil`` samples only while the GIL is held, which
 leaves out time blocked in send/recv.
+``--log-level info`` serves with ``request.completed`` logged per request, as make bench's logs-on rows.
 ``--command`` runs another build, e.g. a checkout of an older commit.
 
 Run: ``.venv/bin/python bench/gatehouse_cpu.py --runs 3 --duration 4`` (about 30 s); the ledger's
@@ -93,6 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--many-users", action="store_true", help="make bench's many-users traffic (1,000 users' tokens in turn)")
     parser.add_argument("--ledger", choices=("on", "off", "both"), default="on", help="both: alternate runs with the access ledger on and off")
     parser.add_argument("--threads", action="store_true", help="also print CPU per request by thread name")
+    parser.add_argument(
+        "--log-level", default="warning", choices=("debug", "info", "warning", "error"),
+        help="Gatehouse's logging.level: info writes make bench's logs-on request.completed line per request (to a file)",
+    )
     parser.add_argument("--spy", default="", help="write a py-spy raw profile of the measured runs here")
     parser.add_argument("--spy-gil", action="store_true", help="py-spy samples only while the GIL is held")
     parser.add_argument("--command", type=shlex.split, default=None, help="how to run the gatehouse CLI (default: python -m gateway)")
@@ -118,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for ledger in ("on", "off") if args.ledger == "both" else (args.ledger,):
             targets[ledger] = gatehouse_target.start_gatehouse(
                 workdir, f"http://127.0.0.1:{port}", keys=keys, token=token, core=args.server_core, devices=args.devices,
-                command=args.command, ledger=ledger == "on", name=f"gatehouse-ledger-{ledger}",
+                command=args.command, ledger=ledger == "on", name=f"gatehouse-ledger-{ledger}", log_level=args.log_level,
             )
         for target in targets.values():
             run_wrk(target, seconds=2, connections=args.connections, client_core=args.client_core, script=script)  # warm-up

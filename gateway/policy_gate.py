@@ -14,7 +14,7 @@ anywhere in the gate raises, and the middleware answers 500 without proxying: it
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -34,6 +34,7 @@ from gateway.ledger import DENIED, AccessLedger, LedgerRow, ledger_entry
 from gateway.metrics import Metrics
 from gateway.policy_file import PolicyHolder
 from gateway.routing import Route
+from gateway.snapshots import SnapshotCache
 from gateway.store.base import AccessVerdict
 from policy_engine import CompiledPolicySet, DeviceSnapshot
 
@@ -53,14 +54,20 @@ _ADMITTED_MAX = 10_000
 """Admissions kept for ``admit_now`` before the memo starts over."""
 
 
-class _Admitted:
-    """An allowed request's inputs (compared by identity), the Admission given for them and the ledger row they count into."""
+_Tallied = tuple[tuple[Any, ...], float | None]
+"""What ``_account`` adds to the metrics for an outcome: the counter children (decisions, failing checks,
+would-deny), and the snapshot age observed (None: no snapshot). Worked out once per kept admission."""
 
-    __slots__ = ("identity", "route", "policies", "snapshot", "inventory", "valid_until", "outcome", "admission", "ledger_row")
+
+class _Admitted:
+    """An allowed request's inputs (compared by identity), the Admission given for them and what each request counts."""
+
+    __slots__ = ("identity", "route", "policies", "snapshot", "inventory", "valid_until", "outcome", "admission", "ledger_row", "tallied")
 
     def __init__(
         self, identity: Identity, route: Route, policies: CompiledPolicySet, snapshot: DeviceSnapshot, inventory: object,
         valid_until: datetime | None, outcome: GateOutcome, admission: Admission | None, ledger_row: LedgerRow | None,
+        tallied: _Tallied,
     ) -> None:
         self.identity = identity
         self.route = route
@@ -72,6 +79,7 @@ class _Admitted:
         self.admission = admission
         self.ledger_row = ledger_row
         """Where the ledger last counted these inputs (``AccessLedger.recount``); replaced when it stops collecting."""
+        self.tallied = tallied
 
 
 class PolicyGate:
@@ -84,6 +92,8 @@ class PolicyGate:
         self.ledger = ledger
         """Counts every decision (``_account``) and every refused identity; None counts nothing."""
         self._admitted: dict[tuple[int, int, str | None, str | None], _Admitted] = {}
+        self._parts: tuple[web.Application, IdentityResolver, Callable[[], datetime], SnapshotCache, Metrics] | None = None
+        """``admit_now``'s app, and what it reads of it on every request (each is set once, at startup)."""
 
     def _judge(
         self, app: web.Application, identity: Identity, device: DeviceId | None, route: Route, now: datetime,
@@ -161,8 +171,12 @@ class PolicyGate:
         (the signed assertion has its own reuse rule). Monitored requests are never kept: an active
         break-glass grant must be looked up, and its use recorded, on each of them.
         """
-        resolver = app[IDENTITY]
-        now = app[CLOCK]()
+        parts = self._parts
+        if parts is None or parts[0] is not app:
+            # INVARIANT: identity, clock, snapshot cache and metrics are set once per app, before it serves.
+            parts = self._parts = (app, app[IDENTITY], app[CLOCK], app[SNAPSHOT_CACHE], app[METRICS])
+        _, resolver, clock, cache, metrics = parts
+        now = clock()
         identity = resolver.identity_at_hand(head, now=now)
         if identity is None:
             return None
@@ -171,28 +185,28 @@ class PolicyGate:
             device = resolver.device(head, identity, now=now, quiet=True)
         except AuthenticationError:
             return None  # ``admit`` refuses it, logs and counts
-        key = (id(identity), id(route), device.serial if device else None, device.source if device else None)
-        held = self._admitted.get(key)
-        if held is not None and held.identity is identity and held.route is route and held.policies is self.holder.current and (
-            held.valid_until is None or now < held.valid_until
-        ) and device is not None and app[SNAPSHOT_CACHE].get(device.serial) is held.snapshot and (
-            app[SNAPSHOT_CACHE].inventory(device.serial) is held.inventory
-        ):
-            outcome = held.outcome
-            admission = held.admission or self._admission(resolver, identity, device, route, outcome, now)
-            self._account(app[METRICS], route, outcome, time.perf_counter() - started, now, identity.email, device.serial, held=held)
-            return admission
+        if device is not None:
+            serial = device.serial
+            held = self._admitted.get((id(identity), id(route), serial, device.source))
+            if held is not None and held.identity is identity and held.route is route and held.policies is self.holder.current and (
+                held.valid_until is None or now < held.valid_until
+            ) and cache.get(serial) is held.snapshot and cache.inventory(serial) is held.inventory:
+                admission = held.admission or self._admission(resolver, identity, device, route, held.outcome, now)
+                self._account(metrics, route, held.outcome, time.perf_counter() - started, now, identity.email, serial, held=held)
+                return admission
         outcome, policies, snapshot = self._judge(app, identity, device, route, now)
         if outcome.verdict is not Verdict.ALLOW and outcome.verdict is not Verdict.MONITOR:
             return None  # denials and break-glass are ``admit``'s, which records and explains them
         admission = self._admission(resolver, identity, device, route, outcome, now)
-        row = self._account(app[METRICS], route, outcome, time.perf_counter() - started, now, identity.email, device.serial if device else "")
+        tallied = self._tallied(metrics, route, outcome)
+        row = self._account(metrics, route, outcome, time.perf_counter() - started, now, identity.email, device.serial if device else "", tallied=tallied)
         if outcome.verdict is Verdict.ALLOW and device is not None and snapshot is not None:
             if len(self._admitted) >= _ADMITTED_MAX:
                 self._admitted.clear()
             reusable = admission if resolver.signing_keys is None else None
-            inventory = app[SNAPSHOT_CACHE].inventory(device.serial)
-            self._admitted[key] = _Admitted(identity, route, policies, snapshot, inventory, outcome.decision.valid_until, outcome, reusable, row)
+            self._admitted[(id(identity), id(route), device.serial, device.source)] = _Admitted(
+                identity, route, policies, snapshot, cache.inventory(device.serial), outcome.decision.valid_until, outcome, reusable, row, tallied,
+            )
         return admission
 
     def _admission(
@@ -222,15 +236,28 @@ class PolicyGate:
         )
         return resolver.upstream_headers(identity, device, posture, now=now)
 
+    @staticmethod
+    def _tallied(metrics: Metrics, route: Route, outcome: GateOutcome) -> _Tallied:
+        """The counter children and snapshot age ``_account`` adds for ``outcome`` on ``route``."""
+        decision = outcome.decision
+        counters = [metrics.child(metrics.decisions, route.tier, outcome.verdict.value, outcome.reason)]
+        counters += [metrics.child(metrics.failing_checks, route.tier, finding.check) for finding in decision.failing]
+        if outcome.verdict is Verdict.MONITOR:
+            counters.append(metrics.child(metrics.would_deny, route.id, outcome.reason))
+        age = max(decision.snapshot_age.total_seconds(), 0.0) if decision.snapshot_age is not None else None
+        return tuple(counters), age
+
     def _account(
         self, metrics: Metrics, route: Route, outcome: GateOutcome, took: float, now: datetime, user: str, device: str,
-        entry: tuple[AccessVerdict, str] | None = None, held: _Admitted | None = None,
+        entry: tuple[AccessVerdict, str] | None = None, held: _Admitted | None = None, tallied: _Tallied | None = None,
     ) -> LedgerRow | None:
         """Count the decision in the metrics (batched through ``metrics.tally``) and the access ledger; runs for every decided request.
 
         ``entry`` overrides what the ledger counts (a break-glass request refused for want of an audit record).
         ``held`` is the kept admission given again: its ledger row is counted into directly while it
-        collects, else counted as usual and kept. Returns the ledger row counted into (None: no ledger, or dropped).
+        collects, else counted as usual and kept; its metrics are the ones worked out when it was
+        kept (``tallied``, also given for a fresh outcome already worked out). Returns the ledger row
+        counted into (None: no ledger, or dropped).
         """
         ledger = self.ledger
         row = None
@@ -242,16 +269,13 @@ class PolicyGate:
                 row = ledger.count(now, route.id, route.tier, user, device, verdict, reason)
                 if held is not None:
                     held.ledger_row = row
+        counters, age = held.tallied if held is not None else tallied if tallied is not None else self._tallied(metrics, route, outcome)
         tally = metrics.tally
-        decision = outcome.decision
         tally.observe(metrics.decision_duration, took)
-        tally.add(metrics.child(metrics.decisions, route.tier, outcome.verdict.value, outcome.reason))
-        for finding in decision.failing:
-            tally.add(metrics.child(metrics.failing_checks, route.tier, finding.check))
-        if outcome.verdict is Verdict.MONITOR:
-            tally.add(metrics.child(metrics.would_deny, route.id, outcome.reason))
-        if decision.snapshot_age is not None:
-            tally.observe(metrics.snapshot_age, max(decision.snapshot_age.total_seconds(), 0.0))
+        for child in counters:
+            tally.add(child)
+        if age is not None:
+            tally.observe(metrics.snapshot_age, age)
         return row
 
 

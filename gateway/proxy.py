@@ -131,10 +131,49 @@ def _folded(names: frozenset[str] | tuple[str, ...]) -> frozenset[bytes]:
     return frozenset(_fold(name.encode("utf-8", "surrogateescape")) for name in names)
 
 
+_PLAIN, _DROP, _FORWARDING, _FORWARDING_MISSPELT, _MERGED_KIND, _COOKIE = range(6)
+"""What a header name is to the rules, whatever the request (``_name_kind``)."""
+_NAMES_MAX = 4096
+"""Header names whose folding and kind are kept (``_NAMES``) before the memo starts over."""
+_NAME_KEPT_BYTES = 64
+"""Longer names are classified every time, never kept (the memo stays under 4096 x 64 bytes of names)."""
+_NAMES: dict[bytes, tuple[bytes, int]] = {}
+"""Header name as sent -> (folded name, kind): clients send the same few dozen names on every request."""
+
+
+def _name_kind(name: bytes) -> tuple[bytes, int]:
+    """(folded name, kind) of a header name as sent, remembered in ``_NAMES``."""
+    lower = name.lower()
+    folded = lower.translate(_FOLD)
+    if folded in _DROPPED_B or folded.startswith(_DROPPED_PREFIXES_B):
+        kind = _DROP
+    elif folded in _FORWARDING_B or folded.startswith(_FORWARDING_PREFIX_B):
+        kind = _FORWARDING_MISSPELT if folded != lower else _MERGED_KIND if folded in _MERGED_B else _FORWARDING
+    elif lower == b"cookie":
+        kind = _COOKIE
+    else:
+        kind = _PLAIN
+    found = (folded, kind)
+    if len(name) <= _NAME_KEPT_BYTES:
+        if len(_NAMES) >= _NAMES_MAX:
+            _NAMES.clear()
+        _NAMES[name] = found
+    return found
+
+
 @lru_cache(maxsize=64)
 def _injected_outside_prefixes(names: tuple[str, ...]) -> frozenset[bytes]:
     """The folded injected names that the reserved prefixes do not already drop (usually none)."""
     return frozenset(name for name in _folded(names) if not name.startswith(_DROPPED_PREFIXES_B))
+
+
+@lru_cache(maxsize=1024)
+def _forwarding_block(node: str, scheme: str, host: str) -> bytes:
+    """Gatehouse's own forwarding headers for a request from an untrusted peer (nothing of the client's kept)."""
+    return (
+        f"X-Forwarded-For: {node}\r\nX-Forwarded-Proto: {scheme}\r\nX-Forwarded-Host: {host}\r\n"
+        f"Forwarded: for={_quote_node(node)};proto={scheme};host=\"{host}\"\r\n"
+    ).encode("utf-8", "surrogateescape")
 
 
 def upstream_header_lines(
@@ -149,53 +188,66 @@ def upstream_header_lines(
     strip: Collection[str] = (),
     drop_cookies: Collection[str] = (),
 ) -> list[bytes]:
-    """The header lines (``b"Name: value\\r\\n"``) to send upstream for a request's raw headers (see the module docstring).
+    """The header lines to send upstream for a request's raw headers (see the module docstring), in pieces of whole lines (``b"Name: value\\r\\n"``).
 
-    The one implementation of the rules; the lane writes the lines as they are.
+    The one implementation of the rules; the lane writes the lines as they are. What a header name is to the rules
+    (``_name_kind``) and an untrusted peer's forwarding lines are remembered, not worked out again
+    for every request.
     """
-    named: frozenset[bytes] | tuple[()] = ()
-    for name, _value in raw:
-        if name.lower() == b"connection":
-            named = frozenset(_fold(t.strip()) for v in (v for n, v in raw if n.lower() == b"connection") for t in v.split(b",")) - {b""}
-            break
     stripped = _folded(strip if isinstance(strip, frozenset) else frozenset(strip)) if strip else ()
     injected = _injected_outside_prefixes(tuple(inject)) if inject else ()
     cookies = _lowered(drop_cookies if isinstance(drop_cookies, frozenset) else frozenset(drop_cookies)) if drop_cookies else ()
+    names = _NAMES
     prior: dict[bytes, list[bytes]] = {}
     out: list[bytes] = []
+    kept: list[bytes] = []
+    """The folded name of each line in ``out``, for the names listed in Connection."""
+    connection: list[bytes] = []
     for name, value in raw:
-        lower = name.lower()
-        folded = lower.translate(_FOLD)
-        if folded in _DROPPED_B or folded.startswith(_DROPPED_PREFIXES_B) or folded in stripped or folded in named or (injected and folded in injected):
+        folded, kind = names.get(name) or _name_kind(name)
+        if kind == _DROP:
+            if folded == b"connection":
+                connection.append(value)
             continue
-        if folded in _FORWARDING_B or folded.startswith(_FORWARDING_PREFIX_B):
-            if not trusted or folded != lower:
-                continue
-            if folded in _MERGED_B:
-                prior.setdefault(folded, []).append(value)
-                continue
-        if cookies and lower == b"cookie":
-            value = _without_cookies(value, cookies)
-            if not value:
-                continue
+        if folded in stripped or (injected and folded in injected):
+            continue
+        if kind == _PLAIN:
+            pass
+        elif kind == _COOKIE:
+            if cookies:
+                value = _without_cookies(value, cookies)
+                if not value:
+                    continue
+        elif not trusted or kind == _FORWARDING_MISSPELT:
+            continue
+        elif kind == _MERGED_KIND:
+            prior.setdefault(folded, []).append(value)
+            continue
         out.append(name + b": " + value + b"\r\n")
+        kept.append(folded)
+    if connection:
+        named = frozenset(_fold(t.strip()) for v in connection for t in v.split(b",")) - {b""}
+        if named:
+            out = [line for line, folded in zip(out, kept) if folded not in named]
+            prior = {folded: values for folded, values in prior.items() if folded not in named}
     node = peer or "unknown"
-    ours = f"for={_quote_node(node)};proto={scheme};host=\"{host}\""
     if trusted:
+        ours = f"for={_quote_node(node)};proto={scheme};host=\"{host}\""
         prior_for = ", ".join(v.decode("utf-8", "surrogateescape") for v in prior.get(b"x-forwarded-for", ()))
         prior_fwd = ", ".join(v.decode("utf-8", "surrogateescape") for v in prior.get(b"forwarded", ()))
         proto = prior[b"x-forwarded-proto"][0].decode("utf-8", "surrogateescape") if b"x-forwarded-proto" in prior else scheme
         fwd_host = prior[b"x-forwarded-host"][0].decode("utf-8", "surrogateescape") if b"x-forwarded-host" in prior else host
         forwarded_for = f"{prior_for}, {node}" if prior_for else node
         forwarded = f"{prior_fwd}, {ours}" if prior_fwd else ours
+        out.append((
+            f"X-Forwarded-For: {forwarded_for}\r\nX-Forwarded-Proto: {proto}\r\nX-Forwarded-Host: {fwd_host}\r\n"
+            f"Forwarded: {forwarded}\r\n"
+        ).encode("utf-8", "surrogateescape"))
     else:
-        proto, fwd_host, forwarded_for, forwarded = scheme, host, node, ours
-    tail = (
-        f"X-Forwarded-For: {forwarded_for}\r\nX-Forwarded-Proto: {proto}\r\nX-Forwarded-Host: {fwd_host}\r\n"
-        f"Forwarded: {forwarded}\r\nX-Request-Id: {request_id}\r\n"
-    )
+        out.append(_forwarding_block(node, scheme, host))
+    tail = f"X-Request-Id: {request_id}\r\n"
     if inject:
-        tail += "".join(f"{name}: {value}\r\n" for name, value in inject.items())
+        tail += "".join([f"{name}: {value}\r\n" for name, value in inject.items()])
     out.append(tail.encode("utf-8", "surrogateescape"))
     return out
 

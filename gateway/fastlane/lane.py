@@ -76,7 +76,6 @@ from gateway.errors import GatewayError
 from gateway.fastlane.head import Message, Refusal, RequestParser
 from gateway.fastlane.pool import UpstreamConnection, UpstreamPool, upstream_address
 from gateway.handlers import Admission
-from gateway.fastlane.record import info_enabled
 from gateway.keys import CONFIG, GATE, LIVE, METRICS, RECORDER, REQUEST_ID, ROUTE, TARGET
 from gateway.metrics import RequestTimer
 from gateway.pages import error_response, gateway_error_response
@@ -165,7 +164,7 @@ class Lane:
         self._timer: asyncio.TimerHandle | None = self.loop.call_later(LANE_SWEEP_S, self._sweep)
         self.tally = metrics.tally
         self.recorder = recorder = app[RECORDER]
-        recorder.log_requests = info_enabled()  # the log level is set once, before the listeners start
+        recorder.refresh()  # logging is configured once, before the listeners start
         self.from_memory = metrics.child(metrics.gate_paths, "memory")
         self.awaited = metrics.child(metrics.gate_paths, "awaited")
 

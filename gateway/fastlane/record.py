@@ -16,11 +16,9 @@ Updates go through ``Metrics.tally`` (plain dict updates, flushed at each scrape
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-import structlog
-
+from gateway.logging import EventWriter
 from gateway.metrics import Metrics
 
 RECORD_FIELDS = (
@@ -29,35 +27,27 @@ RECORD_FIELDS = (
 )
 """The fields of every ``request.completed`` line, in order."""
 
-_log = structlog.get_logger("gateway.request")
 _CODE_CLASSES = {n: f"{n}xx" for n in range(1, 6)}
-_LEVELS: dict[object, int] = {}
-
-
-def info_enabled() -> bool:
-    """False when the configured structlog wrapper drops ``info`` events (then the line is skipped)."""
-    wrapper = structlog.get_config()["wrapper_class"]
-    level = _LEVELS.get(wrapper)
-    if level is None:
-        try:  # make_filtering_bound_logger's classes know their level without an instance
-            level = int(wrapper.get_effective_level(None))
-        except Exception:  # any other wrapper: assume it logs everything
-            level = 0
-        _LEVELS[wrapper] = level
-    return level <= logging.INFO
 
 
 class RequestRecorder:
     """Records finished requests into one app's metrics and the log."""
 
-    __slots__ = ("metrics", "tally", "log_requests", "_series")
+    __slots__ = ("metrics", "tally", "log_requests", "_series", "_write")
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
         self.tally = metrics.tally
-        self.log_requests = info_enabled()
-        """Whether ``request.completed`` lines are written (the log level is set once, at start)."""
         self._series: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
+        self.log_requests = False
+        """Whether ``request.completed`` lines are written (read from the logging configuration by ``refresh``)."""
+        self._write = EventWriter("request.completed", logger="gateway.request")
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Read the logging configuration again (the proxy calls it when its listener starts, after logging is set up)."""
+        self._write = EventWriter("request.completed", logger="gateway.request")
+        self.log_requests = self._write.enabled
 
     def series(self, route_id: str, code_class: str) -> tuple[Any, Any, Any]:
         """The (requests, request_duration, upstream_duration) children for a route id and status class."""
@@ -90,8 +80,7 @@ class RequestRecorder:
         tally.add(requests)
         tally.observe(request_duration, duration)
         if self.log_requests:
-            _log.info(
-                "request.completed",
+            self._write(
                 request_id=request_id, method=method, path=path, route=route, tier=tier, decision=decision, user=user, device=device,
                 reason=reason, status=status, upstream_status=upstream_status, bytes_in=bytes_in, bytes_out=bytes_out,
                 duration_s=round(duration, 6),

@@ -54,6 +54,8 @@ LOGOUT_COOKIE = "gatehouse_logout"
 """Keeps the provider's ID token for the logout hint; sent only to the logout path."""
 _MEMO_MAX = 10_000
 """Entries kept per memo (encoded identity headers, signed assertions) before it starts over."""
+_NO_EVIDENCE = DeviceEvidence()
+"""What a request offers about its device when no configured source reads it."""
 Clock = Callable[[], datetime]
 
 
@@ -143,6 +145,12 @@ class IdentityResolver:
         self.drop_cookies: frozenset[str] = frozenset(cookies)
         """Cookies removed from the `Cookie` header sent upstream: Gatehouse's own, and token cookies unless ``forward_credentials``."""
         self._needs_peer = "mtls" in dev.sources or "header" in dev.sources
+        self._evidence_free = not self._needs_peer and dev.assertion is None and dev.header is None
+        """No configured device source reads the request itself (only ``claim``, or none): the device follows from the identity."""
+        self._devices: dict[int, tuple[Identity | None, DeviceId | None]] = {}
+        """With ``_evidence_free``: the device each identity object proves, by ``id`` (the object is kept and compared)."""
+        self._max_token_bytes = jwt_settings.max_token_bytes if jwt_settings is not None and self._token_keys is not None else 0
+        """The longest token ``_cached_jwt`` looks up; 0 without JWT settings (nothing is looked up)."""
         self._headers_memo: dict[tuple[str, str, tuple[str, ...], str | None], dict[str, str]] = {}
         self._assertions: dict[tuple[object, ...], tuple[str, datetime]] = {}
 
@@ -247,8 +255,7 @@ class IdentityResolver:
 
     def _cached_jwt(self, raw: str, kind: str, *, now: datetime) -> Identity | None:
         """The identity cached for this acceptable-looking token, else None (then ``_verify_jwt`` decides)."""
-        jwt_settings = self.settings.jwt
-        if jwt_settings is None or self._token_keys is None or not raw or len(raw) > jwt_settings.max_token_bytes:
+        if not raw or len(raw) > self._max_token_bytes:
             return None
         return self._cache.get(raw, scope="jwt", source=kind, now=now)  # type: ignore[arg-type]
 
@@ -301,12 +308,24 @@ class IdentityResolver:
         """The verified hardware serial of the requesting device, or None (unknown device).
 
         ``quiet`` (``admit_now``) raises without logging or counting: the gate's ``admit``, which the
-        request then takes, refuses it and does both.
+        request then takes, refuses it and does both. When no configured source reads the request
+        (``claim`` only), the device is a function of the identity object: it is worked out once per
+        identity (the verified-token cache gives one object per token) and remembered.
 
         Raises:
             AmbiguousDeviceCertificate: the client certificate names several serials (the caller answers 401).
             DeviceCertificateRefused: the client certificate is expired, not yet valid or revoked (the caller answers 403).
         """
+        if self._evidence_free:
+            held = self._devices.get(id(identity))
+            if held is not None and held[0] is identity:
+                return held[1]
+            # INVARIANT: without a certificate, assertion or header, device_serial neither raises nor reads the clock.
+            found = device_serial(_NO_EVIDENCE, identity, self._device_trust, now=now or self._clock(), revoked_at=self.revoked_at)
+            if len(self._devices) >= _MEMO_MAX:
+                self._devices.clear()
+            self._devices[id(identity)] = (identity, found)
+            return found
         try:
             return device_serial(self.evidence(request), identity, self._device_trust, now=now or self._clock(), revoked_at=self.revoked_at)
         except AmbiguousDeviceCertificate as exc:

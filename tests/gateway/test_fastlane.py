@@ -32,6 +32,11 @@ from tests.gateway.test_proxy import _rss_bytes
 from tests.serving import GatehouseTestServer
 
 
+def gate_paths(registry: CollectorRegistry, path: str) -> float:
+    """Routed requests the gate decided from memory (``memory``) or on its awaited path (``awaited``)."""
+    return registry.get_sample_value("gatehouse_gate_paths_total", {"path": path}) or 0.0
+
+
 def _route(upstream: str, **extra: object) -> dict[str, object]:
     return {"id": "app", "upstream": upstream, "tier": "low", **extra}
 
@@ -492,6 +497,34 @@ class TestRememberedAdmissions:
 
         assert (200, 200, 403) == (first, second, after)
         assert 2.0 == registry.get_sample_value("gatehouse_decisions_total", {"tier": "low", "outcome": "allow", "reason": "ok"})
+
+    async def test_a_kept_admission_counts_every_metric_a_decision_counts(self, gatehouse: FullStack) -> None:
+        """Each request given a kept admission counts its decision, snapshot age and decision time, as the first did."""
+        base, keys, clock, registry, _ = gatehouse
+        await ingest(base, mac_item("C02MEMO0009", at=clock()))
+        token = keys.token("alice@example.com", device="C02MEMO0009", now=clock())
+
+        statuses = [await status_of(base, "/admin/", token) for _ in range(3)]
+
+        assert [200, 200, 200] == statuses
+        assert (2.0, 1.0) == (gate_paths(registry, "memory"), gate_paths(registry, "awaited"))  # the first verified its token
+        assert 3.0 == registry.get_sample_value("gatehouse_decisions_total", {"tier": "high", "outcome": "allow", "reason": "ok"})
+        assert 3.0 == registry.get_sample_value("gatehouse_snapshot_age_seconds_count")
+        assert 3.0 == registry.get_sample_value("gatehouse_decision_duration_seconds_count")
+
+    async def test_a_monitored_request_counts_its_failing_checks_and_would_deny_each_time(self, gatehouse: FullStack) -> None:
+        """A monitor-mode request is never kept: each one counts the decision, every failing check and would-deny."""
+        base, keys, clock, registry, _ = gatehouse
+        await ingest(base, mac_item("C02MEMO0010", at=clock(), disk_encrypted=False))
+        token = keys.token("alice@example.com", device="C02MEMO0010", now=clock())
+
+        statuses = [await status_of(base, "/shadow/", token) for _ in range(2)]
+
+        assert [200, 200] == statuses
+        assert (1.0, 1.0) == (gate_paths(registry, "memory"), gate_paths(registry, "awaited"))
+        assert 2.0 == registry.get_sample_value("gatehouse_decisions_total", {"tier": "high", "outcome": "would-deny", "reason": "checks-failed"})
+        assert 2.0 == registry.get_sample_value("gatehouse_failing_checks_total", {"tier": "high", "check": "disk_encryption"})
+        assert 2.0 == registry.get_sample_value("gatehouse_would_deny_total", {"route": "shadow", "reason": "checks-failed"})
 
     async def test_time_passing_the_decisions_validity_denies(self, gatehouse: FullStack) -> None:
         base, keys, clock, _, _ = gatehouse

@@ -12,6 +12,8 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.handlers import Admission
 from gateway.metrics import Metrics
@@ -561,3 +563,96 @@ class TestCookieRemoval:
         )
 
         assert b"cookie:" not in b"".join(lines).lower()
+
+
+_FOLD_REFERENCE = bytes.maketrans(b"_.", b"--")
+
+
+def _reference_header_lines(
+    raw: list[tuple[bytes, bytes]], *, peer: str | None, trusted: bool, scheme: str, host: str, request_id: str,
+    inject: dict[str, str], strip: frozenset[str], drop_cookies: frozenset[str],
+) -> bytes:
+    """The module docstring's header rules applied one header at a time, nothing remembered (the implementation before its memos)."""
+    from gateway.proxy import _DROPPED_B, _DROPPED_PREFIXES_B, _FORWARDING_B, _FORWARDING_PREFIX_B, _MERGED_B, _quote_node
+
+    def fold(name: bytes) -> bytes:
+        return name.lower().translate(_FOLD_REFERENCE)
+
+    named = frozenset(fold(t.strip()) for n, v in raw if n.lower() == b"connection" for t in v.split(b",")) - {b""}
+    stripped = frozenset(fold(n.encode()) for n in strip)
+    injected = frozenset(fold(n.encode()) for n in inject)
+    cookies = frozenset(c.lower().encode() for c in drop_cookies)
+    prior: dict[bytes, list[bytes]] = {}
+    out = []
+    for name, value in raw:
+        lower, folded = name.lower(), fold(name)
+        if folded in _DROPPED_B or folded.startswith(_DROPPED_PREFIXES_B) or folded in stripped or folded in named or folded in injected:
+            continue
+        if folded in _FORWARDING_B or folded.startswith(_FORWARDING_PREFIX_B):
+            if not trusted or folded != lower:
+                continue
+            if folded in _MERGED_B:
+                prior.setdefault(folded, []).append(value)
+                continue
+        if cookies and lower == b"cookie":
+            value = b"; ".join(p.strip() for p in value.split(b";") if p.strip() and p.strip().partition(b"=")[0].strip() not in cookies)
+            if not value:
+                continue
+        out.append(name + b": " + value + b"\r\n")
+    node = peer or "unknown"
+    ours = f"for={_quote_node(node)};proto={scheme};host=\"{host}\""
+    proto, fwd_host, forwarded_for, forwarded = scheme, host, node, ours
+    if trusted:
+        def joined(key: bytes) -> str:
+            return ", ".join(v.decode("utf-8", "surrogateescape") for v in prior.get(key, ()))
+
+        proto = prior[b"x-forwarded-proto"][0].decode("utf-8", "surrogateescape") if b"x-forwarded-proto" in prior else scheme
+        fwd_host = prior[b"x-forwarded-host"][0].decode("utf-8", "surrogateescape") if b"x-forwarded-host" in prior else host
+        forwarded_for = f"{joined(b'x-forwarded-for')}, {node}" if joined(b"x-forwarded-for") else node
+        forwarded = f"{joined(b'forwarded')}, {ours}" if joined(b"forwarded") else ours
+    tail = (
+        f"X-Forwarded-For: {forwarded_for}\r\nX-Forwarded-Proto: {proto}\r\nX-Forwarded-Host: {fwd_host}\r\n"
+        f"Forwarded: {forwarded}\r\nX-Request-Id: {request_id}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in inject.items())
+    )
+    return b"".join(out) + tail.encode("utf-8", "surrogateescape")
+
+
+_NAMES = st.sampled_from([
+    b"Host", b"Accept", b"Cookie", b"cookie", b"Connection", b"connection", b"Keep-Alive", b"Upgrade", b"Transfer-Encoding",
+    b"Proxy-Authorization", b"X-Gatehouse-User", b"X_Gatehouse_User", b"x.gatehouse.email", b"Authorization",
+    b"X-Forwarded-For", b"x-forwarded-for", b"X_Forwarded_For", b"X-Forwarded-Proto", b"X-Forwarded-Host", b"Forwarded",
+    b"X-Forwarded-Port", b"Front-End-Https", b"X-Url-Scheme", b"X-Request-Id", b"X-Real-IP", b"X-Original-URL",
+    b"Sec-WebSocket-Key", b"sec_websocket_protocol", b"X-Custom", b"x-custom", b"X-Device-Assertion", b"Expect", b"TE",
+])
+_VALUES = st.sampled_from([
+    b"1", b"a, b", b"keep-alive, X-Custom", b"X-Forwarded-For, forwarded, cookie", b"close, x_custom, Accept", b"upgrade", b"10.0.0.9", b"for=10.0.0.9",
+    b"a=1; gatehouse_session=x; b=2", b"gatehouse_session=x", b"https", b"caf\xc3\xa9",
+])
+
+
+class TestHeaderLines:
+    @settings(max_examples=400, deadline=None)
+    @given(
+        raw=st.lists(st.tuples(_NAMES, _VALUES), max_size=12),
+        trusted=st.booleans(),
+        peer=st.sampled_from([None, "10.0.0.1", "::1"]),
+        inject=st.sampled_from([{}, {"X-Gatehouse-User": "u", "X-Gatehouse-Email": "u@x"}, {"X-Custom": "ours"}]),
+        strip=st.sampled_from([frozenset(), frozenset({"authorization", "x-device-assertion"})]),
+        drop_cookies=st.sampled_from([frozenset(), frozenset({"gatehouse_session"})]),
+    )
+    def test_same_lines_as_the_rules_one_header_at_a_time(
+        self, raw: list[tuple[bytes, bytes]], trusted: bool, peer: str | None, inject: dict[str, str],
+        strip: frozenset[str], drop_cookies: frozenset[str],
+    ) -> None:
+        """The remembered name kinds and forwarding lines give byte for byte what the rules applied afresh give."""
+        expected = _reference_header_lines(
+            raw, peer=peer, trusted=trusted, scheme="https", host="svc.example", request_id="rid", inject=inject, strip=strip,
+            drop_cookies=drop_cookies,
+        )
+
+        got = b"".join(upstream_header_lines(
+            raw, peer=peer, trusted=trusted, scheme="https", host="svc.example", request_id="rid", inject=inject, strip=strip,
+            drop_cookies=drop_cookies,
+        ))
+
+        assert expected == got

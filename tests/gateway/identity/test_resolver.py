@@ -156,6 +156,28 @@ class TestRejections:
         assert 503 == resp.status
 
 
+class TestDeviceFromClaim:
+    async def test_each_token_names_its_own_device_on_every_request(self, aiohttp_client, jwks_server: JwksServer) -> None:  # type: ignore[no-untyped-def]
+        """With the token's claim the only device source, each request gets the serial its own token names; an unusable one, none."""
+        built = build_app(settings({
+            "sources": [{"kind": "bearer"}], "jwt": jwt_section(jwks_url=jwks_server.url, claims={"device_serial": "device_serial"}),
+            "device": {"sources": ["claim"]},
+        }))
+        client = await aiohttp_client(built.app)
+        tokens = {
+            "a": mint(sub="user-a", device_serial="C02AAAA0001"), "b": mint(sub="user-b", device_serial="C02BBBB0002"),
+            "bad": mint(sub="user-c", device_serial="not a serial!"), "none": mint(sub="user-d"),
+        }
+
+        seen = []
+        for name in ("a", "b", "a", "bad", "none", "bad", "b"):
+            resp = await client.get("/x", headers={"Authorization": f"Bearer {tokens[name]}"})
+            seen.append((await resp.json())["device"])
+
+        a, b = {"serial": "C02AAAA0001", "source": "claim"}, {"serial": "C02BBBB0002", "source": "claim"}
+        assert [a, b, a, None, None, None, b] == seen
+
+
 class TestUpstreamHeaders:
     async def test_identity_headers_encode_groups(self, aiohttp_client, app_for) -> None:  # type: ignore[no-untyped-def]
         """A group named `a,admins` stays one group in X-Gatehouse-Groups."""
