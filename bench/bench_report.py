@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from gateway.report import DeviceInfo, compute_report
-from gateway.report.render import render_report
+from gateway.web.views.report import render_report
 from gateway.report.synthetic import generate_fleet_history
 from policy_engine import compile_policy_set, parse_policy_document
 

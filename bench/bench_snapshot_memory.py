@@ -93,7 +93,7 @@ async def measure(db: Path, *, traced: bool, breakdown: bool) -> dict[str, objec
     """Load the store into a fresh SnapshotCache; RSS (or traced heap) before and after."""
     import tracemalloc
 
-    from gateway.snapshots import SnapshotCache
+    from gateway.store.snapshots import SnapshotCache
     from gateway.store import open_store
 
     store = await open_store(f"sqlite:///{db}")

@@ -33,8 +33,8 @@ if str(ROOT) not in sys.path:
 
 from prometheus_client import CollectorRegistry  # noqa: E402
 
-from gateway.gate import GateOutcome, Verdict  # noqa: E402
-from gateway.ledger import AccessLedger, ledger_entry  # noqa: E402
+from gateway.gate.decide import GateOutcome, Verdict  # noqa: E402
+from gateway.gate.ledger import AccessLedger, ledger_entry  # noqa: E402
 from gateway.metrics import Metrics  # noqa: E402
 from policy_engine import Decision, Reason  # noqa: E402
 from policy_engine.decision import Finding  # noqa: E402

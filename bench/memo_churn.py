@@ -78,7 +78,7 @@ async def measure(devices: int, rounds: int) -> None:
     from gateway.app import create_app
     from gateway.identity.model import DeviceId, Identity
     from gateway.keys import CONFIG, GATE, POLICY, SNAPSHOT_CACHE
-    from gateway.settings import load_settings
+    from gateway.config.settings import load_settings
     from proxy_targets.gatehouse import bench_fleet
 
     start = datetime.now(UTC)

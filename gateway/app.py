@@ -1,20 +1,20 @@
 """The aiohttp application: wires settings, metrics, the gate, middlewares, resources and routes.
 
 Owns: create_app, wire_gatehouse, the cleanup contexts that wire the parts together (Clock/utc_now live in
-gateway.clock, LiveConfig/ConfigHolder/ReloadHook in gateway.live; re-exported here).
+gateway.config.clock, LiveConfig/ConfigHolder/ReloadHook in gateway.proxy.live; re-exported here).
 Must not import: server, cli (the app knows nothing about sockets, signals or files).
 
 Seams for the rest of the gateway:
 
 - ``create_app(settings, *, clock=utc_now, metrics=None, gate=None)``; ``app[GATE]`` may also be
-  replaced before the app starts. The gate (``gateway.handlers.Gate``) is called for every routed,
+  replaced before the app starts. The gate (``gateway.gate.admission.Gate``) is called for every routed,
   non-reserved request and returns an ``Admission``.
 - Readiness: ``app[READINESS].add("store", check)``; a check is a cheap sync or async callable
   returning bool. ``config`` is registered here. Register a placeholder (``lambda: False``) at wiring
   time for anything that must be loaded before traffic, and replace it when it is.
 - Reserved routes: mount handlers under ``/.gatehouse/`` or ``/.well-known/gatehouse/`` with plain
   ``app.router.add_get("/.gatehouse/callback", handler)`` (or ``add_subapp`` for a whole area), any
-  time before the app starts. The proxy (``gateway.fastlane``) gives aiohttp only requests under the
+  time before the app starts. The proxy (``gateway.proxy``) gives aiohttp only requests under the
   reserved prefixes; aiohttp's catch-all (``not_served``) answers 404 for a reserved path nobody
   serves. Requests to reserved routes pass through the middleware (request id, 400 on ambiguous
   targets, log line), and aiohttp closes the connection after answering each.
@@ -39,37 +39,37 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from breakglass import BreakglassService
-from gateway.enroll.ca import DeviceCA, DeviceCaError
+from gateway.identity.device_ca import DeviceCA, DeviceCaError
 from gateway.web.breakglass import BreakglassWeb, add_breakglass_routes, breakglass_maintenance_ctx
-from gateway.enroll.api import add_enroll_routes
+from gateway.web.enroll import add_enroll_routes
 from gateway.errors import ConfigError, Problem, RouteNotFound
-from gateway.handlers import Gate
-from gateway.health import Readiness, healthz, readyz_handler
+from gateway.gate.admission import Gate
+from gateway.web.health import Readiness, healthz, readyz_handler
 from gateway.identity import add_identity_routes, identity_cleanup_ctx
-from gateway.fastlane.record import RequestRecorder
+from gateway.proxy.record import RequestRecorder
 from gateway.ingest.connectors import connectors_ctx
 from gateway.ingest.http import add_ingest_routes, ingest_background
-from gateway.owners_http import add_owner_routes
+from gateway.web.owners import add_owner_routes
 from gateway.keys import (
     ENROLLED_CERTIFICATES,
     BREAKGLASS, CLOCK, COMPLIANCE_RECORDER, CONFIG, DEVICE, DEVICE_CA, GATE, IDENTITY, INGEST_SETTINGS, LEDGER, METRICS, POLICY, READINESS,
     RECORDER, RELOAD_HOOKS, SNAPSHOT_CACHE, STORE, WEBHOOK,
 )
-from gateway.ledger import AccessLedger, ledger_ctx
-from gateway.policy_file import PolicyHolder, route_tier_problems
-from gateway.policy_gate import PolicyGate
+from gateway.gate.ledger import AccessLedger, ledger_ctx
+from gateway.config.policy_file import PolicyHolder, route_tier_problems
+from gateway.gate.policy_gate import PolicyGate
 from gateway.web.gate_pages import GatePages, reserved_identity
-from gateway.portal import add_portal_routes
-from gateway.snapshots import SnapshotCache
+from gateway.web.portal import add_portal_routes
+from gateway.store.snapshots import SnapshotCache
 from gateway.store import open_store
 from gateway.store.base import ChangeNotice
-from gateway.webhook import WebhookNotifier, webhook_ctx
+from gateway.web.webhook import WebhookNotifier, webhook_ctx
 from policy_engine import Decision, DeviceSnapshot
 from gateway.metrics import Metrics
-from gateway.middleware import add_response_headers, request_context, request_context_with
-from gateway.clock import Clock, utc_now
-from gateway.live import ConfigHolder, LiveConfig, ReloadHook
-from gateway.settings import ServerSettings, Settings
+from gateway.web.middleware import add_response_headers, request_context, request_context_with
+from gateway.config.clock import Clock, utc_now
+from gateway.proxy.live import ConfigHolder, LiveConfig, ReloadHook
+from gateway.config.settings import ServerSettings, Settings
 
 STORE_READY_TIMEOUT_S = 0.5
 """How long readiness waits for the store's health check: under the 1 s a probe usually allows."""

@@ -5,7 +5,7 @@ the part of the gateway that owns them.
 Must not import: anything at run time except aiohttp. The value types are imported for type checking
 only, each from a module that never imports this one, directly or through others (no cycle, not even a
 type-only one: tests/test_layering.py checks it); a module that reads keys keeps its keys' value types
-in a module of its own (``gateway.live``, ``gateway.health``, ``gateway.ingest.runtime``...).
+in a module of its own (``gateway.proxy.live``, ``gateway.web.health``, ``gateway.ingest.runtime``...).
 """
 
 from __future__ import annotations
@@ -15,15 +15,15 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from gateway.clock import Clock
-    from gateway.handlers import Gate
-    from gateway.health import Readiness
-    from gateway.live import ConfigHolder, LiveConfig, ReloadHook
-    from gateway.fastlane.record import RequestRecorder
+    from gateway.config.clock import Clock
+    from gateway.gate.admission import Gate
+    from gateway.web.health import Readiness
+    from gateway.proxy.live import ConfigHolder, LiveConfig, ReloadHook
+    from gateway.proxy.record import RequestRecorder
     from gateway.metrics import Metrics
-    from gateway.proxy import Exchange
-    from gateway.routing import Route
-    from gateway.target import Target
+    from gateway.proxy.rules import Exchange
+    from gateway.proxy.routing import Route
+    from gateway.proxy.target import Target
 
 # --- Request path and server (app.py, clock.py, live.py, middleware.py, handlers.py, health.py, proxy.py) ---
 CONFIG: web.AppKey[ConfigHolder] = web.AppKey("config")
@@ -57,10 +57,10 @@ IDENTITY: web.AppKey[IdentityResolver] = web.AppKey("identity")
 
 # --- Snapshots and ingest (store/, snapshots.py, ingest/) ---
 if TYPE_CHECKING:
-    from gateway.ingest.config import IngestSettings
+    from gateway.config.ingest import IngestSettings
     from gateway.ingest.runtime import IngestRuntime
     from gateway.ingest.pipeline import ComplianceRecorder
-    from gateway.snapshots import SnapshotCache
+    from gateway.store.snapshots import SnapshotCache
     from gateway.store.base import Store
 
 STORE: web.AppKey[Store] = web.AppKey("store")
@@ -76,7 +76,7 @@ INGEST_RUNTIME: web.AppKey[IngestRuntime] = web.AppKey("ingest_runtime")
 # --- The gate (gate.py, the lead's wiring in app.py) ---
 if TYPE_CHECKING:
     from breakglass import BreakglassService
-    from gateway.gate import GateOutcome
+    from gateway.gate.decide import GateOutcome
     from gateway.identity.model import DeviceId, Identity
 
 BREAKGLASS: web.AppKey[BreakglassService] = web.AppKey("breakglass")
@@ -91,8 +91,8 @@ OUTCOME: web.RequestKey[GateOutcome] = web.RequestKey("outcome")
 # --- Break-glass pages and API (web/breakglass/, csrf.py, webhook.py) ---
 if TYPE_CHECKING:
     from gateway.web.breakglass.context import BreakglassWeb
-    from gateway.csrf import CsrfProtector
-    from gateway.webhook import WebhookNotifier
+    from gateway.web.csrf import CsrfProtector
+    from gateway.web.webhook import WebhookNotifier
 
 BREAKGLASS_WEB: web.AppKey[BreakglassWeb] = web.AppKey("breakglass_web")
 """Settings, policy source and device re-evaluation used by the break-glass handlers; set by ``add_breakglass_routes``."""
@@ -101,14 +101,14 @@ CSRF: web.AppKey[CsrfProtector] = web.AppKey("csrf")
 WEBHOOK: web.AppKey[WebhookNotifier] = web.AppKey("breakglass_webhook")
 """Optional: break-glass notifications; started and stopped by ``webhook_ctx``."""
 if TYPE_CHECKING:
-    from gateway.policy_file import PolicyHolder
+    from gateway.config.policy_file import PolicyHolder
 
 POLICY: web.AppKey[PolicyHolder] = web.AppKey("policy")
 """The compiled policy in force (``.current``) and the decision memo; reloaded on SIGHUP."""
 
 # --- Access ledger (ledger.py) ---
 if TYPE_CHECKING:
-    from gateway.ledger import AccessLedger
+    from gateway.gate.ledger import AccessLedger
 
 LEDGER: web.AppKey[AccessLedger] = web.AppKey("ledger")
 """Every decision counted into hourly rows, written to the store in the background; set by a full Gatehouse."""
@@ -122,14 +122,14 @@ CONNECTORS: web.AppKey[dict[str, ConnectorRunner]] = web.AppKey("connectors")
 
 # --- Device certificate authority (enroll/ca.py) ---
 if TYPE_CHECKING:
-    from gateway.enroll.ca import DeviceCA
+    from gateway.identity.device_ca import DeviceCA
 
 DEVICE_CA: web.AppKey[DeviceCA] = web.AppKey("device_ca")
 """Gatehouse's device CA; present only when ``identity.device.ca`` is configured (enrollment enabled)."""
 
 # --- Laptop enrollment (gateway/enroll/) ---
 if TYPE_CHECKING:
-    from gateway.enroll.limits import EnrollRuntime
+    from gateway.web.enroll_limits import EnrollRuntime
     from gateway.ingest.runtime import AnswerHandler
 
 ENROLL_RUNTIME: web.AppKey[EnrollRuntime] = web.AppKey("enroll_runtime")
@@ -141,7 +141,7 @@ OSQUERY_ANSWERS: web.AppKey[dict[str, AnswerHandler]] = web.AppKey("osquery_answ
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from gateway.views.status import CertificateDirectory
+    from gateway.web.views.status import CertificateDirectory
 
 ENROLL_CLIENT_FILE: web.AppKey[Path] = web.AppKey("enroll_client_file")
 """The one-file enrollment client served at /.gatehouse/enroll/gatehouse_enroll.py; set by ``add_portal_routes``."""

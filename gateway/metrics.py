@@ -12,7 +12,7 @@ request: counts and histogram bucket counts accumulate in plain dicts and are ad
 when the registry is collected (and about once a second), so a request costs dict updates, not
 prometheus-client calls with their locks. A scrape always sees every request recorded before it.
 
-With several worker processes (``gateway.workers``) prometheus-client runs in multiprocess mode:
+With several worker processes (``gateway.serve.workers``) prometheus-client runs in multiprocess mode:
 every value lives in a file per process under ``PROMETHEUS_MULTIPROC_DIR`` whatever registry the
 metric is on, and the supervisor's endpoint aggregates them. Counters and histograms add up (a dead
 worker's counts stay); each gauge names how its workers' values combine (``multiprocess_mode``).

@@ -5,7 +5,7 @@ RequestHead (one parsed request head, with the attributes the gate, identity and
 an aiohttp request), RequestLike (either of the two).
 Must not import: any other gateway module (the proxy builds these; the gate and identity read them).
 
-The gate seam (``gateway.handlers.Gate``) and the identity code take a ``RequestLike``: the proxy
+The gate seam (``gateway.gate.admission.Gate``) and the identity code take a ``RequestLike``: the proxy
 hands them its RequestHead, Gatehouse's own pages (served by aiohttp) their ``web.Request``. A
 RequestHead carries per-request values under the same ``web.RequestKey`` keys an aiohttp request
 does (``head[USER] = identity``), so one implementation serves both.

@@ -3,7 +3,7 @@
 Owns: GatehouseTestServer, serve_for_tests (what the ``aiohttp_client`` override in tests/conftest.py uses).
 
 aiohttp's own TestServer serves an app through aiohttp's RequestHandler only, which would leave the
-proxy (``gateway.fastlane``) untested. Every Gatehouse app a test starts through
+proxy (``gateway.proxy``) untested. Every Gatehouse app a test starts through
 ``aiohttp_client`` or ``make_gateway`` is served by this server instead; apps that are not
 Gatehouse apps (fake identity providers, upstreams) keep aiohttp's.
 """
@@ -16,9 +16,9 @@ from aiohttp import web
 from aiohttp.test_utils import BaseTestServer, TestServer
 from yarl import URL
 
-from gateway.fastlane.lane import Lane
+from gateway.proxy.lane import Lane
 from gateway.keys import CONFIG, GATE
-from gateway.server import GatewaySite
+from gateway.serve.server import GatewaySite
 
 
 def is_gatehouse_app(app: web.Application) -> bool:

@@ -22,7 +22,7 @@ What the target needs from Gatehouse (checked in this order; the first thing mis
    - ``listeners: [{address: 127.0.0.1:<port>}]``, ``metrics.address: 127.0.0.1:<port>``;
    - ``store: sqlite:///<workdir>/gatehouse.db``; ``policy: policy.yaml`` (three tiers ``low``,
      ``medium``, ``high``, each extending the one before; see ``write_policy``);
-   - ``identity:`` (gateway/identity/config.py's IdentitySettings) with ``sources: [{kind: bearer}]``,
+   - ``identity:`` (gateway/config/identity.py's IdentitySettings) with ``sources: [{kind: bearer}]``,
      ``jwt: {issuers: [ISSUER], audiences: [AUDIENCE], key_files: [<jwks.json>], algorithms: [ES256],
      claims: {device_serial: device_serial}}`` and ``device: {sources: [claim]}``: the device serial
      comes from the verified user token's ``device_serial`` claim (no mTLS in the bench, and wrk

@@ -3,7 +3,7 @@
 Owns: the identity package (config, tokens, jwks, session, oidc, device, assertion, resolver, routes).
 Must not import: gate, policy_engine, breakglass (identity carries no policy).
 
-Public names load lazily, so importing ``gateway.identity.model`` or ``gateway.identity.config``
+Public names load lazily, so importing ``gateway.identity.model`` or ``gateway.config.identity``
 (from the gate or the settings) does not pull in aiohttp or the resolver.
 """
 
@@ -17,7 +17,7 @@ _EXPORTS = {
         "SigningKeys", "UnsafeHeaderValue", "encode_groups", "encode_header_value", "identity_headers",
         "jwks_document", "load_signing_keys", "sign_assertion",
     ),
-    "gateway.identity.config": ("IdentitySettings",),
+    "gateway.config.identity": ("IdentitySettings",),
     "gateway.identity.device": ("DeviceEvidence", "device_serial", "serial_from_peercert", "verify_device_assertion"),
     "gateway.identity.errors": ("AmbiguousDeviceCertificate", "AuthReason", "AuthenticationError", "DeviceAssertionError", "KeyFileError"),
     "gateway.identity.jwks": ("JwksCache", "KeySet", "StaticKeys", "load_key_file", "load_key_files"),
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
         SigningKeys, UnsafeHeaderValue, encode_groups, encode_header_value, identity_headers, jwks_document,
         load_signing_keys, sign_assertion,
     )
-    from gateway.identity.config import IdentitySettings
+    from gateway.config.identity import IdentitySettings
     from gateway.identity.device import DeviceEvidence, device_serial, serial_from_peercert, verify_device_assertion
     from gateway.identity.errors import AmbiguousDeviceCertificate, AuthenticationError, AuthReason, DeviceAssertionError, KeyFileError
     from gateway.identity.jwks import JwksCache, KeySet, StaticKeys, load_key_file, load_key_files

@@ -24,7 +24,7 @@ import aiohttp
 import orjson
 import structlog
 
-from gateway.identity.config import CALLBACK_PATH, SIGNED_OUT_PATH, OidcSettings
+from gateway.config.identity import CALLBACK_PATH, SIGNED_OUT_PATH, OidcSettings
 from gateway.identity.errors import AuthenticationError, AuthReason, LoginFailed, LoginFailure
 from gateway.identity.jwks import JwksCache, KeysUnavailable
 from gateway.identity.model import Identity

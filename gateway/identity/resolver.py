@@ -10,7 +10,7 @@ bearer token is not rescued by a cookie. Device sources are tried in their own c
 
 A request without a verified user is answered by ``challenge``: a browser navigation is sent to the
 OpenID provider when Gatehouse has a login of its own; everything else gets
-``unauthenticated_response``, the sign-in page of ``gateway.views.signin`` for browsers (what
+``unauthenticated_response``, the sign-in page of ``gateway.web.views.signin`` for browsers (what
 happened, "Sign in again") and problem+json for API clients, both with ``WWW-Authenticate``.
 """
 
@@ -29,9 +29,9 @@ from aiohttp import web
 from gateway.identity.assertion import (
     SigningKeys, identity_headers, jwks_document, load_signing_keys, sign_assertion,
 )
-from gateway.identity.config import (
-    ASSERTION_HEADER, LOGIN_PATH, BearerSource, CookieSource, HeaderSource, IdentitySettings, UpstreamAssertionSettings,
-    UserSource,
+from gateway.config.identity import (
+    ASSERTION_HEADER, LOGIN_PATH, BearerSource, CookieSource, HeaderSource, IdentitySettings,
+    UpstreamAssertionSettings, UserSource,
 )
 from gateway.identity.device import DeviceEvidence, DeviceTrust, RevokedAt, device_serial
 from gateway.errors import Problem
@@ -45,8 +45,8 @@ from gateway.identity.session import SessionCodec, cookie_attributes, safe_retur
 from gateway.identity.tokens import ClaimNames, UnknownKeyId, VerifiedTokenCache, verify_token
 from gateway.request import RequestHead, RequestLike
 from gateway.metrics import Metrics
-from gateway.pages import error_response, wants_html
-from gateway.views.signin import SignInProblem, render_sign_in_problem
+from gateway.web.pages import error_response, wants_html
+from gateway.web.views.signin import SignInProblem, render_sign_in_problem
 
 log = structlog.get_logger(__name__)
 LOGIN_COOKIE = "gatehouse_login"

@@ -20,15 +20,15 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from gateway.identity.config import CALLBACK_PATH, JWKS_PATH, LOGIN_PATH, LOGOUT_PATH, SIGNED_OUT_PATH, IdentitySettings
+from gateway.config.identity import CALLBACK_PATH, JWKS_PATH, LOGIN_PATH, LOGOUT_PATH, SIGNED_OUT_PATH, IdentitySettings
 from gateway.identity.errors import AuthenticationError, LoginFailed, LoginFailure
 from gateway.identity.resolver import LOGIN_COOKIE, LOGOUT_COOKIE, Clock, IdentityResolver, unauthenticated_response
 from gateway.identity.session import cookie_attributes
 from gateway.keys import IDENTITY, REQUEST_ID
 from gateway.metrics import Metrics
 from gateway.request import RequestLike
-from gateway.pages import wants_html
-from gateway.views.signin import render_signed_out
+from gateway.web.pages import wants_html
+from gateway.web.views.signin import render_signed_out
 
 log = structlog.get_logger(__name__)
 _MAX_CODE = 2048

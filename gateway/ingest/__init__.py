@@ -7,7 +7,7 @@ Must not import: gateway.app (app.py wires these in).
 
 from __future__ import annotations
 
-from gateway.ingest.config import IngestSettings, OsqueryIntervals
+from gateway.config.ingest import IngestSettings, OsqueryIntervals
 from gateway.ingest.http import add_ingest_routes, ingest_background, request_osquery_refresh
 from gateway.ingest.importer import ImportReport, import_files
 from gateway.ingest.pipeline import ComplianceRecorder, HistoryThrottle, Ingestor, prune_history

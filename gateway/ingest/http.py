@@ -32,7 +32,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway.ingest import osquery
-from gateway.ingest.config import IngestSettings
+from gateway.config.ingest import IngestSettings
 from gateway.ingest.pipeline import Ingestor, pause_between_chunks, run_history_prune
 from gateway.ingest.runtime import IngestRuntime
 from gateway.ingest.snapshot_parse import ItemError, parse_snapshot_item, serial_problem
@@ -40,7 +40,7 @@ from gateway.ingest.stethoscope import is_stethoscope_item, parse_stethoscope_it
 from gateway.keys import (
     CLOCK, COMPLIANCE_RECORDER, INGEST_RUNTIME, INGEST_SETTINGS, METRICS, OSQUERY_ANSWERS, REQUEST_ID, SNAPSHOT_CACHE, STORE,
 )
-from gateway.snapshots import run_cache_refresh
+from gateway.store.snapshots import run_cache_refresh
 from gateway.store.base import Enrollment, OsqueryConflict, PutOutcome, StoreError
 from gateway.web.problem import problem_response
 from policy_engine.model import DeviceSnapshot

@@ -29,7 +29,7 @@ from gateway.ingest.pipeline import ComplianceRecorder, HistoryThrottle, Ingesto
 from gateway.ingest.snapshot_parse import ItemError, parse_snapshot_item, serial_problem
 from gateway.ingest.stethoscope import is_stethoscope_item, parse_stethoscope_item
 from gateway.metrics import Metrics
-from gateway.snapshots import SnapshotCache
+from gateway.store.snapshots import SnapshotCache
 from gateway.store.base import Enrollment, HostDetails, PutOutcome, Store
 from policy_engine.model import DeviceSnapshot
 

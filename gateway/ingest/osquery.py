@@ -31,7 +31,7 @@ from typing import Literal
 
 import orjson
 
-from gateway.ingest.config import IngestSettings
+from gateway.config.ingest import IngestSettings
 from gateway.ingest.snapshot_parse import future_problem, parse_platform, parse_time, serial_problem, typed_fact
 from gateway.store.base import Enrollment, HostDetails, PendingQuery, QueryResult
 from policy_engine.model import DeviceSnapshot, Fact, OsFamily, Version

@@ -18,7 +18,7 @@ import structlog
 from gateway.ingest.osquery import ResultItem, apply_results, assemble_snapshot, fact_name, sequence_after
 from gateway.ingest.stethoscope import Disagreement
 from gateway.metrics import Metrics
-from gateway.snapshots import SnapshotCache
+from gateway.store.snapshots import SnapshotCache
 from gateway.store.base import Enrollment, HistoryEntry, PutOutcome, Store, StoreError
 from policy_engine.model import DeviceSnapshot
 

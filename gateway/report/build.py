@@ -2,7 +2,7 @@
 
 Owns: ComplianceReport and its parts, build_report (reads the stores), compute_report (pure), the
 day rule and the remediation buckets.
-Must not import: aiohttp, gateway.app, gateway.views (rendering is gateway.report.render's).
+Must not import: aiohttp, gateway.app, gateway.web.views (rendering is gateway.web.views.report's).
 
 Definitions, as the report's footnotes state them:
 

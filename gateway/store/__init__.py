@@ -23,7 +23,7 @@ from gateway.store.base import (
     Store,
     StoreError,
 )
-from gateway.store.dsn import SQLITE_FORMS, sqlite_file
+from gateway.config.dsn import SQLITE_FORMS, sqlite_file
 
 __all__ = [
     "Changes",

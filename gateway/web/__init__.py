@@ -2,7 +2,7 @@
 
 Owns: the web package: ``problem`` (the ONE problem+json builder and problem-type URI scheme of every
 JSON error Gatehouse answers) and ``breakglass`` (the break-glass pages and API, split by concern).
-Must not import: gateway.app, gateway.server (app.py wires these in; serving knows no URL paths).
+Must not import: gateway.app, gateway.serve.server (app.py wires these in; serving knows no URL paths).
 
 Import from the submodules (``gateway.web.problem``, ``gateway.web.breakglass``); this package
 imports nothing itself, so the builder stays cheap to import for the proxy's error pages.

@@ -18,16 +18,16 @@ from datetime import datetime
 import structlog
 from aiohttp import web
 
-from gateway.gate import OWNER_REASONS, GateOutcome
+from gateway.gate.decide import OWNER_REASONS, GateOutcome
 from gateway.identity.errors import AuthenticationError
 from gateway.ingest.connectors import connector_for_source
 from gateway.keys import CLOCK, CONFIG, DEVICE, IDENTITY, REQUEST_ID, SNAPSHOT_CACHE, USER
-from gateway.pages import error_response
-from gateway.policy_gate import device_owners
+from gateway.web.pages import error_response
+from gateway.gate.policy_gate import device_owners
 from gateway.request import RequestLike
-from gateway.routing import Route
-from gateway.views.deny import DenyView, SourceRefresh, platform_from_user_agent, render_deny
-from gateway.views.layout import Rendered
+from gateway.proxy.routing import Route
+from gateway.web.views.deny import DenyView, SourceRefresh, platform_from_user_agent, render_deny
+from gateway.web.views.layout import Rendered
 from gateway.web.breakglass import csrf_token_for, deny_page_offer
 from policy_engine import CompiledPolicySet
 
@@ -95,7 +95,7 @@ def deny_response(
 
 
 class GatePages:
-    """The gate's answers as pages and problem documents (``gateway.handlers.GateAnswers``)."""
+    """The gate's answers as pages and problem documents (``gateway.gate.admission.GateAnswers``)."""
 
     def denied(
         self, request: RequestLike, outcome: GateOutcome, route: Route, policies: CompiledPolicySet, *, now: datetime,

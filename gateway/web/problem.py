@@ -3,7 +3,7 @@
 Owns: PROBLEM_TYPE_PREFIX (the one problem-type URI scheme), ProblemDetails, FieldError, problem,
 problem_response, problem_type, title_for.
 Must not import: aiohttp at module level (``ProblemDetails.response`` imports it lazily, so the pure
-renderers in gateway.views may build documents), decision logic, the clock, files or the network.
+renderers in gateway.web.views may build documents), decision logic, the clock, files or the network.
 
 The document's members, in this order::
 
@@ -22,7 +22,7 @@ under each operator's own host name, so an ``https`` type would point at a page 
 ``code`` so that clients need not parse the URI.
 
 The body is sent as ``application/problem+json; charset=utf-8`` with the security headers of every
-Gatehouse page (``gateway.views.layout.BASE_HEADERS``: no caching, nosniff, a CSP).
+Gatehouse page (``gateway.web.views.layout.BASE_HEADERS``: no caching, nosniff, a CSP).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from gateway.views.layout import PROBLEM_JSON, Rendered, respond
+from gateway.web.views.layout import PROBLEM_JSON, Rendered, respond
 
 if TYPE_CHECKING:
     from aiohttp import web

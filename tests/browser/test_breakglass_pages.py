@@ -2,7 +2,7 @@
 
 The break-glass routes run on 127.0.0.1 with a fake clock; identity comes from test headers that the
 browser context sends (``X-Test-User``, ``X-Test-Device``) in place of the real identity middleware.
-A ``/denied`` page renders the real deny page (gateway/views) with the real CSRF token and offer, and
+A ``/denied`` page renders the real deny page (gateway/web/views) with the real CSRF token and offer, and
 ``/wiki/page`` stands in for the upstream. Screenshots go to artifacts/screenshots/breakglass-*.png.
 """
 
@@ -14,12 +14,12 @@ import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
-from gateway.policy_gate import note_use
+from gateway.gate.policy_gate import note_use
 from gateway.web.breakglass import csrf_token_for, deny_page_offer
-from gateway.views import render_deny
+from gateway.web.views import render_deny
 from tests.browser.conftest import screenshot
 from tests.gateway.web.breakglass.support import ROUTES, FakeClock, Harness, build_app, policies
-from tests.gateway.views import samples
+from tests.gateway.web.views import samples
 
 pytestmark = pytest.mark.browser
 

@@ -16,7 +16,7 @@ from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
 from gateway.report import DeviceInfo, compute_report
-from gateway.report.render import report_response
+from gateway.web.views.report import report_response
 from gateway.report.synthetic import generate_fleet_history
 from policy_engine import compile_policy_set, parse_policy_document
 from tests.browser.conftest import screenshot

@@ -56,11 +56,11 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from prometheus_client import CollectorRegistry
 
-from gateway.enroll.ca import create_device_ca
+from gateway.identity.device_ca import create_device_ca
 from gateway.keys import SNAPSHOT_CACHE
 from gateway.metrics import Metrics
-from gateway.server import Gateway, start_gateway
-from gateway.settings import parse_settings
+from gateway.serve.server import Gateway, start_gateway
+from gateway.config.settings import parse_settings
 from tests.browser.conftest import CHROMIUM_ARGS, chromium_path, screenshot
 from tests.conftest import free_port, missing_service
 from tests.gateway.fullstack import Keys, gatehouse_config, ingest_headers, mac_item

@@ -16,11 +16,11 @@ from aiohttp.test_utils import TestServer
 from pytest_aiohttp import AiohttpServer
 
 from gateway.app import create_app
-from gateway.views.enroll import enroll_commands
+from gateway.web.views.enroll import enroll_commands
 from policy_engine.model import OsFamily
 from tests.browser.conftest import screenshot
 from tests.gateway.fullstack import Keys, MovableClock
-from tests.gateway.test_enroll_pages import ALICE, enrolling_settings, upstream
+from tests.gateway.web.test_enroll_pages import ALICE, enrolling_settings, upstream
 from tests.serving import serve_for_tests
 
 pytestmark = pytest.mark.browser

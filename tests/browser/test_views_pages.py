@@ -1,6 +1,6 @@
 """The gateway's own pages render in headless Chromium under their strict CSP, with their key texts.
 
-Each page is rendered by the pure renderers in gateway/views, served from a tiny aiohttp app on
+Each page is rendered by the pure renderers in gateway/web/views, served from a tiny aiohttp app on
 127.0.0.1, loaded in Chromium and saved as a screenshot under artifacts/screenshots/views-*.png.
 """
 
@@ -14,14 +14,14 @@ from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
 from gateway.errors import BadRequestTarget
-from gateway.pages import gateway_error_response
-from gateway.views import FleetFilter, Rendered, render_deny, render_fleet, render_privacy, render_status
+from gateway.web.pages import gateway_error_response
+from gateway.web.views import FleetFilter, Rendered, render_deny, render_fleet, render_privacy, render_status
 from policy_engine.model import OsFamily
 from tests.browser.conftest import screenshot
-from tests.gateway.views import samples
+from tests.gateway.web.views import samples
 
 def error_page(accept: str) -> Rendered:
-    """The error page of a refused address (gateway/pages.py), as the proxy answers it."""
+    """The error page of a refused address (gateway/web/pages.py), as the proxy answers it."""
     response = gateway_error_response(accept, BadRequestTarget("`/admin./x` ends a segment with a dot, which some servers drop"),
                                       request_id="r-7f3a")
     assert isinstance(response.body, bytes)

@@ -24,7 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from gateway.ingest.snapshot_parse import PLACEHOLDER_SERIALS
-from gateway.views.enroll import PLATFORMS, enroll_commands
+from gateway.web.views.enroll import PLATFORMS, enroll_commands
 from tests.conftest import missing_service
 from tests.deploy.enroll_contract import DeviceCA, Script, serve
 

@@ -20,9 +20,9 @@ from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
-from gateway.handlers import Gate, OpenGate
+from gateway.gate.admission import Gate, OpenGate
 from gateway.metrics import Metrics
-from gateway.settings import Settings, parse_settings
+from gateway.config.settings import Settings, parse_settings
 from tests.serving import GatehouseTestServer
 
 

@@ -16,7 +16,7 @@ import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from gateway.settings import Settings, parse_settings
+from gateway.config.settings import Settings, parse_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = ROOT / "deploy" / "policy.yaml"

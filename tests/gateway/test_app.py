@@ -6,7 +6,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from gateway.handlers import OpenGate
+from gateway.gate.admission import OpenGate
 from gateway.app import create_app
 from gateway.keys import READINESS
 from gateway.metrics import Metrics

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from gateway.app import create_app
 from gateway.metrics import Metrics
-from gateway.settings import parse_settings
+from gateway.config.settings import parse_settings
 from tests.gateway.fullstack import Keys, MovableClock, gatehouse_config, gatehouse_settings, ingest_headers, mac_item
 
 ALICE = "alice@example.com"

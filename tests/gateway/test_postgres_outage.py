@@ -18,7 +18,7 @@ from breakglass import BreakglassService, Scope
 from gateway.app import create_app
 from gateway.ingest.snapshot_parse import parse_snapshot_item
 from gateway.metrics import Metrics
-from gateway.settings import Settings
+from gateway.config.settings import Settings
 from gateway.store.postgres import open_postgres_store
 from tests.breakglass.factories import ALLOWED, make_config, make_request
 from tests.pgcluster import Cluster

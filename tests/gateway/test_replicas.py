@@ -35,7 +35,7 @@ CLIENT = {"X-Gatehouse-Client": "test"}
 _CHILD = """
 import sys
 from gateway.logging import configure_logging
-from gateway.workers import run
+from gateway.serve.workers import run
 configure_logging(fmt="json")
 sys.exit(run(sys.argv[1], environ={}))
 """
@@ -43,7 +43,7 @@ sys.exit(run(sys.argv[1], environ={}))
 
 @dataclass
 class Replica:
-    """One ``gateway.workers.run`` subprocess, its JSON log events and the tail of its raw output."""
+    """One ``gateway.serve.workers.run`` subprocess, its JSON log events and the tail of its raw output."""
 
     name: str
     child: asyncio.subprocess.Process

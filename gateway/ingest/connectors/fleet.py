@@ -48,9 +48,9 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 from gateway.ingest.connectors.base import ConnectorError, ConnectorRecord, Page, Rejected, Sleep, VendorHttp
-from gateway.ingest.config import FleetConnectorSettings
+from gateway.config.ingest import FleetConnectorSettings
 from gateway.ingest.snapshot_parse import future_problem, parse_platform, parse_time, serial_problem
-from gateway.owners import owner_email_problem
+from gateway.ingest.owners import owner_email_problem
 from policy_engine.facts import CUSTOM_PREFIX
 from policy_engine.model import DeviceSnapshot, Fact, OsFamily, Version
 

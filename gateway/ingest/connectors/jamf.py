@@ -51,10 +51,10 @@ import sys
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
-from gateway.ingest.config import JamfConnectorSettings
+from gateway.config.ingest import JamfConnectorSettings
 from gateway.ingest.connectors.base import ConnectorError, ConnectorRecord, Page, Rejected, Sleep, VendorHttp
 from gateway.ingest.snapshot_parse import future_problem, parse_time, serial_problem
-from gateway.owners import owner_email_problem
+from gateway.ingest.owners import owner_email_problem
 from policy_engine.model import DeviceSnapshot, OsFamily, Version
 
 INVENTORY_SECTIONS = ("GENERAL", "HARDWARE", "OPERATING_SYSTEM", "DISK_ENCRYPTION", "SECURITY", "USER_AND_LOCATION")

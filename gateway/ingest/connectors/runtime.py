@@ -9,7 +9,7 @@ and the lease in the store lets only one of them poll at a time. Readiness gets 
 ``connector:<name>`` per connector: it fails (listed under ``degraded``, never making the replica
 unready) while no complete pass is more recent than the connector's ``stale_after_s``.
 
-"I fixed it, check again" (gateway/portal.py) asks a connector-fed device's vendor for that one
+"I fixed it, check again" (gateway/web/portal.py) asks a connector-fed device's vendor for that one
 device (``refresh_from_connector``) before deciding; a vendor that fails or takes longer than
 ``REFRESH_LIMIT_S`` is reported on the page, and the decision uses the snapshots already stored.
 """
@@ -28,7 +28,7 @@ import structlog
 
 from aiohttp import web
 
-from gateway.ingest.config import ConnectorSettings, FleetConnectorSettings
+from gateway.config.ingest import ConnectorSettings, FleetConnectorSettings
 from gateway.ingest.connectors.base import Clock, Connector, ConnectorError, ConnectorRunner, Sleep
 from gateway.ingest.connectors.fleet import FleetConnector
 from gateway.ingest.connectors.jamf import JamfConnector

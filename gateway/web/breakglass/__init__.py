@@ -31,7 +31,7 @@ Needs on each request: ``USER`` (the verified Identity) and ``DEVICE`` (the veri
 set by the identity middleware upstream of these handlers for ``/.gatehouse/`` paths too;
 ``OUTCOME`` when the gate already decided this request (otherwise ``evaluate`` is called).
 
-Every POST passes ``gateway.csrf``. JSON errors are the one problem document of
+Every POST passes ``gateway.web.csrf``. JSON errors are the one problem document of
 ``gateway.web.problem`` (``urn:gatehouse:problem:<code>``) with ``code``, ``detail``,
 ``request_id`` and ``errors: [{field, problem, expected}]``; ``AuditWriteError`` is 503 "no grant
 was given". Logs: ``grant.*`` events (requests.py, review.py), ``breakglass.review_refused``,

@@ -14,8 +14,8 @@ from typing import Union
 
 from aiohttp import web
 
-from gateway.breakglass_config import BreakglassSettings
-from gateway.csrf import CsrfProtector
+from gateway.config.breakglass import BreakglassSettings
+from gateway.web.csrf import CsrfProtector
 from policy_engine import CompiledPolicySet, Decision
 
 FORM_PATH = "/.gatehouse/break-glass"

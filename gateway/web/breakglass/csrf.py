@@ -1,9 +1,9 @@
-"""The CSRF glue of the break-glass forms and JSON API (``gateway.csrf`` does the checking).
+"""The CSRF glue of the break-glass forms and JSON API (``gateway.web.csrf`` does the checking).
 
 Owns: form_csrf_refusal, json_csrf_refusal, log_csrf_refused.
 Must not import: the handlers of this package.
 
-Every POST passes ``gateway.csrf``: forms with their ``csrf_token`` field; JSON with a JSON
+Every POST passes ``gateway.web.csrf``: forms with their ``csrf_token`` field; JSON with a JSON
 content type plus the ``X-Gatehouse-CSRF`` token or an ``X-Gatehouse-Client`` header. A refusal
 is logged as ``breakglass.csrf_refused``.
 """
@@ -16,7 +16,7 @@ from datetime import datetime
 import structlog
 from aiohttp import web
 
-from gateway.csrf import CsrfRefused, check_form, check_json
+from gateway.web.csrf import CsrfRefused, check_form, check_json
 from gateway.identity.model import Identity
 from gateway.keys import BREAKGLASS_WEB
 from gateway.web.breakglass.http import host_of, problem_answer

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from gateway.identity.model import Identity
 from gateway.keys import BREAKGLASS_WEB, REQUEST_ID, USER
-from gateway.views.layout import BASE_HEADERS, Rendered
+from gateway.web.views.layout import BASE_HEADERS, Rendered
 from gateway.web.breakglass.context import MAX_BODY_BYTES
 from gateway.web.problem import FieldError, problem_response
 

@@ -16,7 +16,7 @@ from aiohttp import web
 from breakglass import BreakglassService, Grant, GrantFilter, GrantStatus
 from gateway.keys import METRICS, WEBHOOK
 from gateway.metrics import Metrics
-from gateway.webhook import describe
+from gateway.web.webhook import describe
 
 LOG_REASON_CHARS = 80
 

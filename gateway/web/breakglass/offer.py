@@ -11,10 +11,10 @@ from datetime import timedelta
 import structlog
 
 from breakglass import TierMode
-from gateway.breakglass_config import tier_rule
+from gateway.config.breakglass import tier_rule
 from gateway.keys import BREAKGLASS_WEB, CLOCK, CSRF, DEVICE, USER
 from gateway.request import RequestLike
-from gateway.views.deny import BreakglassOffer
+from gateway.web.views.deny import BreakglassOffer
 
 _log = structlog.get_logger("gateway.breakglass")
 

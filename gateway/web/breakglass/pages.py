@@ -23,7 +23,7 @@ from aiohttp import web
 from breakglass import AuditWriteError, GrantFilter, GrantNotFound, GrantRejected, GrantStatus, NotAuthorised, TierMode
 from gateway.identity.session import safe_return_path
 from gateway.keys import BREAKGLASS, BREAKGLASS_WEB, CLOCK, DEVICE
-from gateway.views.breakglass_admin import GrantPageView, RequestFormView, render_grant_page, render_message, render_request_form
+from gateway.web.views.breakglass_admin import GrantPageView, RequestFormView, render_grant_page, render_message, render_request_form
 from gateway.web.breakglass.context import FORM_PATH
 from gateway.web.breakglass.csrf import form_csrf_refusal
 from gateway.web.breakglass.http import RequestInvalid, identity_of, page_answer, read_form

@@ -36,7 +36,7 @@ from breakglass import (
     GrantStatus,
     NotAuthorised,
 )
-from gateway.breakglass_config import BreakglassSettings
+from gateway.config.breakglass import BreakglassSettings
 from gateway.identity.model import Identity
 from gateway.keys import BREAKGLASS, BREAKGLASS_WEB, CLOCK, DEVICE, METRICS, OUTCOME
 from gateway.web.breakglass.context import API_PATH, BreakglassWeb

@@ -24,14 +24,8 @@ from aiohttp import web
 from breakglass import AuditWriteError, Grant, GrantNotFound, NotAuthorised
 from gateway.identity.model import Identity
 from gateway.keys import BREAKGLASS, BREAKGLASS_WEB, CLOCK, METRICS
-from gateway.views.breakglass_admin import (
-    ReviewDetailView,
-    ReviewListView,
-    ReviewQuery,
-    ReviewRow,
-    render_message,
-    render_review_detail,
-    render_review_list,
+from gateway.web.views.breakglass_admin import (
+    ReviewDetailView, ReviewListView, ReviewQuery, ReviewRow, render_message, render_review_detail, render_review_list,
 )
 from gateway.web.breakglass.context import REVIEW_ACTIONS, REVIEW_PATH
 from gateway.web.breakglass.csrf import form_csrf_refusal, json_csrf_refusal

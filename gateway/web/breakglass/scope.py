@@ -13,9 +13,9 @@ from datetime import timedelta
 from aiohttp import web
 
 from breakglass import Scope, TierMode, TierRule
-from gateway.breakglass_config import tier_rule
+from gateway.config.breakglass import tier_rule
 from gateway.keys import CONFIG, LIVE
-from gateway.views.deny import BreakglassOffer
+from gateway.web.views.deny import BreakglassOffer
 from gateway.web.breakglass.context import BreakglassWeb
 from gateway.web.breakglass.http import RequestInvalid
 from gateway.web.problem import FieldError

@@ -23,8 +23,8 @@ from aiohttp import web
 from gateway.app import create_app
 from gateway.identity import AmbiguousDeviceCertificate, DeviceAssertionError, KeySet, serial_from_peercert, verify_device_assertion
 from gateway.metrics import Metrics
-from gateway.server import start_gateway
-from gateway.settings import parse_settings
+from gateway.serve.server import start_gateway
+from gateway.config.settings import parse_settings
 from tests.conftest import NOW
 from tests.gateway.fullstack import Keys, MovableClock, gatehouse_config, ingest_headers, mac_item
 from tests.gateway.identity.support import (

@@ -29,9 +29,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from gateway.commands.config import check_config
-from gateway.server import Gateway, start_gateway
-from gateway.settings import parse_settings
+from gateway.cli.commands.config import check_config
+from gateway.serve.server import Gateway, start_gateway
+from gateway.config.settings import parse_settings
 from tests.browser.conftest import browser_page, screenshot  # noqa: F401  (browser_page is a fixture)
 from tests.conftest import free_port, missing_service
 from tests.gateway.identity.support import FakeClock

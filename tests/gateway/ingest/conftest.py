@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient
 from gateway.ingest.pipeline import ComplianceRecorder
 from gateway.keys import SNAPSHOT_CACHE, STORE
 from gateway.metrics import Metrics
-from gateway.snapshots import SnapshotCache
+from gateway.store.snapshots import SnapshotCache
 from gateway.store.base import Store
 from gateway.store.sqlite import SqliteStore
 from tests.gateway.ingest.support import FakeClock, build_ingest_app, gatehouse_for_ingest

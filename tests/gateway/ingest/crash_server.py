@@ -14,7 +14,7 @@ from pathlib import Path
 
 import structlog
 
-from gateway.server import start_gateway
+from gateway.serve.server import start_gateway
 from tests.gateway.ingest.support import gatehouse_for_ingest
 
 

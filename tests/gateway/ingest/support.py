@@ -17,12 +17,12 @@ import orjson
 from aiohttp import web
 
 from gateway.app import create_app
-from gateway.ingest.config import IngestSettings
+from gateway.config.ingest import IngestSettings
 from gateway.ingest.pipeline import ComplianceRecorder
 from gateway.keys import COMPLIANCE_RECORDER
 from gateway.metrics import Metrics
-from gateway.secret import Secret
-from gateway.settings import Settings
+from gateway.config.secret import Secret
+from gateway.config.settings import Settings
 from tests.gateway.fullstack import Keys, gatehouse_settings
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "osquery"

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 from gateway.ingest.http import ingest_background, request_osquery_refresh
 from gateway.ingest.osquery import OsqueryRequestError
 from gateway.keys import INGEST_SETTINGS, SNAPSHOT_CACHE
-from gateway.snapshots import SnapshotCache
+from gateway.store.snapshots import SnapshotCache
 from gateway.store.sqlite import SqliteStore
 from tests.gateway.ingest.conftest import Ingest
 from tests.gateway.ingest.support import FakeClock, build_ingest_app, fixture, gatehouse_for_ingest, ingest_settings, store_path

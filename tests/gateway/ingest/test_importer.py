@@ -10,7 +10,7 @@ import orjson
 
 from gateway.ingest.importer import import_files
 from gateway.metrics import Metrics
-from gateway.snapshots import SnapshotCache
+from gateway.store.snapshots import SnapshotCache
 from gateway.store.sqlite import SqliteStore
 from tests.gateway.ingest.support import FakeClock, fixture
 

@@ -119,7 +119,7 @@ class TestConfig:
         """Posture and OS-version intervals, logger period and distributed interval are configurable."""
         import orjson
 
-        from gateway.ingest.config import OsqueryIntervals
+        from gateway.config.ingest import OsqueryIntervals
 
         settings = ingest_settings(osquery_intervals=OsqueryIntervals(posture_s=120, os_version_s=7200, logger_period_s=5, distributed_interval_s=30))
 

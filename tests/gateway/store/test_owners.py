@@ -6,7 +6,7 @@ import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
-from gateway.snapshots import SnapshotCache
+from gateway.store.snapshots import SnapshotCache
 from gateway.store import Store
 from gateway.store.base import OwnerEdit, OwnerEditMode, OwnerSource
 from gateway.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteStore

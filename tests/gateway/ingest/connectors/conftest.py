@@ -11,11 +11,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from gateway.ingest.config import FleetConnectorSettings, JamfConnectorSettings
+from gateway.config.ingest import FleetConnectorSettings, JamfConnectorSettings
 from gateway.ingest.connectors import ConnectorRunner, FleetConnector, JamfConnector
 from gateway.ingest.pipeline import Ingestor
 from gateway.metrics import Metrics
-from gateway.snapshots import SnapshotCache
+from gateway.store.snapshots import SnapshotCache
 from gateway.store.sqlite import SqliteStore
 from tests.gateway.ingest.connectors.contract import FLEET_TOKEN, JAMF_CLIENT, VendorState, fleet_app, jamf_app
 from tests.gateway.ingest.support import FakeClock

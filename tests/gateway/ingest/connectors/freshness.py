@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from gateway.settings import Settings
+from gateway.config.settings import Settings
 from tests.gateway.fullstack import Keys, gatehouse_settings
 from tests.gateway.ingest.connectors.contract import FLEET_TOKEN, JAMF_CLIENT, load
 

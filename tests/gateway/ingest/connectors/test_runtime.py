@@ -8,7 +8,7 @@ from pathlib import Path
 
 import orjson
 
-from gateway.commands import try_connector
+from gateway.cli.commands import try_connector
 from gateway.keys import CONNECTORS
 from tests.gateway.ingest.conftest import StartIngest
 from tests.gateway.ingest.connectors.conftest import Serve

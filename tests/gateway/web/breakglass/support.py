@@ -16,12 +16,12 @@ from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 
 from breakglass import AuditEntry, AuditSink, BreakglassService, ChainHead, InMemoryAuditSink
-from gateway.breakglass_config import BreakglassSettings
+from gateway.config.breakglass import BreakglassSettings
 from gateway.web.breakglass import BreakglassWeb, DecisionSource, add_breakglass_routes
 from gateway.identity.model import DeviceId, Identity
 from gateway.keys import BREAKGLASS, CLOCK, DEVICE, METRICS, USER, WEBHOOK
 from gateway.metrics import Metrics
-from gateway.webhook import WebhookNotifier
+from gateway.web.webhook import WebhookNotifier
 from policy_engine import CompiledPolicySet
 from tests.policy_engine.factories import deploy_policies
 

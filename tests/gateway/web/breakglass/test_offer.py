@@ -8,7 +8,7 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from breakglass import EventKind
-from gateway.policy_gate import note_use
+from gateway.gate.policy_gate import note_use
 from gateway.web.breakglass import csrf_token_for, deny_page_offer
 from tests.gateway.web.breakglass.support import FailingSink, Harness, as_user, ask, build_app
 

@@ -12,7 +12,7 @@ from pytest_aiohttp import AiohttpClient
 from structlog.testing import capture_logs
 
 from breakglass import BreakglassService, EventKind, GrantStatus, InMemoryAuditSink
-from gateway.gate import GateOutcome, Verdict
+from gateway.gate.decide import GateOutcome, Verdict
 from gateway.keys import OUTCOME
 from gateway.web.breakglass import failing_checks_of
 from tests.gateway.web.breakglass.support import (
@@ -27,7 +27,7 @@ from tests.gateway.web.breakglass.support import (
     build_app,
     make_settings,
 )
-from tests.gateway.views import samples
+from tests.gateway.web.views import samples
 
 ADMIN_API = "/.gatehouse/api/v1/admin/break-glass"
 

@@ -9,7 +9,7 @@ from aiohttp.test_utils import TestClient
 from structlog.testing import capture_logs
 
 from breakglass import EventKind
-from gateway.policy_gate import note_use
+from gateway.gate.policy_gate import note_use
 from tests.gateway.web.breakglass.support import APPROVER, BOTH, CLIENT, REASON, REVIEWER, Harness, as_user
 
 API = "/.gatehouse/api/v1/break-glass"
