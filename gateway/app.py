@@ -2,7 +2,7 @@
 
 Owns: create_app, wire_gatehouse, the cleanup contexts that wire the parts together (Clock/utc_now live in
 gateway.config.clock, LiveConfig/ConfigHolder/ReloadHook in gateway.proxy.live; re-exported here).
-Must not import: server, cli (the app knows nothing about sockets, signals or files).
+Must not import: gateway.serve, cli (the app knows nothing about sockets, signals or files).
 
 Seams for the rest of the gateway:
 

@@ -1,7 +1,7 @@
 """Errors raised inside the gateway, each knowing the HTTP status it becomes.
 
 Owns: GatewayError and its subclasses, Problem.
-Must not import: aiohttp (handlers and middleware turn these into responses).
+Must not import: aiohttp (the proxy and the middleware turn these into responses).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Structured logging: one JSON object per line (orjson) off a terminal, readable colours on one.
 
 Owns: configure_logging, iso_utc (the ``timestamp`` field's text), EventWriter (one event on a hot path).
-Must not import: app, handlers (any module may log through ``structlog.get_logger()``).
+Must not import: app, gateway.gate.admission (any module may log through ``structlog.get_logger()``).
 
 Events are named ``noun.past_verb`` (``request.completed``, ``config.reload_failed``). Tokens,
 secrets and whole snapshots are never logged.

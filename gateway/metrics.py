@@ -2,7 +2,7 @@
 
 Owns: Metrics (one instance per app), the bucket choices, RequestTimer (the timing points of a request,
 the same for every request).
-Must not import: aiohttp, app, handlers.
+Must not import: aiohttp, app, gateway.gate.admission.
 
 Label values come from closed sets only: route ids, tiers, reason codes, check names, sources,
 outcome words. Never a user, a device serial or an address.

@@ -1,7 +1,7 @@
 """The `identity:` section of the settings: who the user is, which device, and what upstreams receive.
 
 Owns: IdentitySettings and its sub-sections.
-Must not import: aiohttp, app, handlers (settings are a leaf).
+Must not import: aiohttp, app, gateway.gate.admission (settings are a leaf).
 
 Relative file paths are resolved against the configuration file's directory (the `base_dir` of the
 validation context), so the values held here are absolute.

@@ -3,7 +3,7 @@
 Owns: load_policy (file → CompiledPolicySet), PolicyHolder (the policy in force, reloaded on SIGHUP,
 last good kept, with its decision memo), route-tier cross-checks (tier defined; no owner binding on a
 device-optional tier).
-Must not import: aiohttp, gateway.keys, app, handlers (keys.py names PolicyHolder, so this module stays below it).
+Must not import: aiohttp, gateway.keys, app, gateway.gate.admission (keys.py names PolicyHolder, so this module stays below it).
 """
 
 from __future__ import annotations

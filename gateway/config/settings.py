@@ -1,7 +1,7 @@
 """Gateway configuration: one YAML (or JSON) file, validated at start with every problem listed.
 
 Owns: Settings and its sections, load_settings, parse_settings.
-Must not import: aiohttp, app, handlers (settings is a leaf the rest of the gateway reads).
+Must not import: aiohttp, app, gateway.gate.admission (settings is a leaf the rest of the gateway reads).
 
 Relative paths in the file are resolved against the file's own directory.
 """

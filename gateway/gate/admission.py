@@ -1,7 +1,7 @@
 """The gate seam: what the proxy asks about each routed request, and what it gets back.
 
 Owns: Gate, FastGate and GateAnswers (Protocols), Admission, OpenGate.
-Must not import: app, server, the proxy (the proxy calls these; the gate implements them).
+Must not import: app, gateway.serve, the proxy (the proxy calls these; the gate implements them).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Owns: decide() and the GateOutcome it returns, the gate-level reason codes, owner binding
 (owner_refusal, the one owner check of the product).
-Must not import: aiohttp (handlers turn outcomes into responses), the store (the request path
+Must not import: aiohttp (the proxy and web turn outcomes into responses), the store (the request path
 reads snapshots from memory only).
 
 Order: the policy decides for the route's tier; a denied request is then let through by an active

@@ -1,7 +1,7 @@
 """The access ledger's recorder: every decision counted in memory, written to the store in the background.
 
 Owns: AccessLedger, ledger_entry (a gate outcome as the ledger counts it), run_ledger and ledger_ctx (the background writer).
-Must not import: gateway.keys, app, server, handlers, policy_gate (the gate calls ``AccessLedger.count``; app.py wires it
+Must not import: gateway.keys, app, gateway.serve, gateway.gate.admission, policy_gate (the gate calls ``AccessLedger.count``; app.py wires it
 and hands ``ledger_ctx`` the ledger, the store and the clock as values: keys.py names AccessLedger).
 
 Counting: ``count`` runs on the request path for every decided request, on both lanes. It adds one

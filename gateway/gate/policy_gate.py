@@ -3,7 +3,7 @@
 Owns: PolicyGate (the Gate that app.py installs for a full Gatehouse; the policy in force is
 gateway.config.policy_file's PolicyHolder), device_owners, note_use (a break-glass use, on
 record before the request is served).
-Must not import: app, server, cli, pages or views (what the gate answers instead of proxying is
+Must not import: app, gateway.serve, cli, pages or views (what the gate answers instead of proxying is
 rendered by its ``answers``, ``gateway.web.gate_pages.GatePages``).
 
 Nothing here touches the store: snapshots come from the in-memory cache, grants from the

@@ -1,7 +1,7 @@
 """Verification keys: parsed key sets, local key files, and the JWKS cache of the identity provider.
 
 Owns: KeySet, VerifyKey, load_key_file, StaticKeys, JwksCache, the KeySource protocol.
-Must not import: app, handlers (aiohttp only for the ClientSession used to fetch).
+Must not import: app, gateway.gate.admission (aiohttp only for the ClientSession used to fetch).
 
 An unknown `kid` triggers at most one refetch per configured interval, and only one fetch is in
 flight at a time, so a flood of tokens with made-up key ids cannot hammer the identity provider.

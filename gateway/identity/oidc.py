@@ -1,7 +1,7 @@
 """OpenID Connect relying party for browsers: discovery, authorization code + PKCE (S256) + state + nonce.
 
 Owns: OidcClient, ProviderMetadata, the RP-initiated logout address.
-Must not import: app, handlers (aiohttp only as an HTTP client).
+Must not import: app, gateway.gate.admission (aiohttp only as an HTTP client).
 
 The provider's ID token is verified like any token (keys from the discovered `jwks_uri`, audience =
 client id, issuer = the discovered issuer) plus the nonce derived from this login's state. Every

@@ -3,7 +3,7 @@
 Owns: RequestParser (httptools over a connection's whole stream), Message (one request as it
 arrives: its head, the body pieces not yet passed on, whether it ended), Refusal (a request the
 parser refuses, with its status and text).
-Must not import: app, server, handlers (pure parsing; the lane decides what to do with the result).
+Must not import: app, gateway.serve, gateway.gate.admission (pure parsing; the lane decides what to do with the result).
 
 Every limit of the HTTP front is applied here, once, for every request: ``server.max_header_bytes``
 bounds the request line (414 beyond it) and each header line (431), ``server.max_header_count`` the

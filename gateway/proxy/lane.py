@@ -2,7 +2,7 @@
 
 Owns: Lane (per listener: connections, timeouts, shutdown; the worker's upstream pool), LaneConnection (one
 client connection), LANE_SWEEP_S.
-Must not import: app, server (server.py builds a Lane per listener; the app's keys give the lane its
+Must not import: app, gateway.serve (gateway.serve.server builds a Lane per listener; the app's keys give the lane its
 config, gate, clock and metrics).
 
 Every accepted connection is served here; its bytes are parsed by ``head.RequestParser`` (which

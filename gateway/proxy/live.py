@@ -1,7 +1,7 @@
 """The live configuration: settings, the route table built from them and the trusted proxy networks, swapped as one.
 
 Owns: LiveConfig, ConfigHolder, ReloadHook.
-Must not import: gateway.keys, app, server (keys.py names these types, so this module stays below it).
+Must not import: gateway.keys, app, gateway.serve (keys.py names these types, so this module stays below it).
 
 ``app[CONFIG]`` is a ConfigHolder; ``holder.swap(settings)`` replaces the settings and route table
 for every request that starts afterwards (a request keeps the snapshot it started with, as

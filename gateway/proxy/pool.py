@@ -3,7 +3,7 @@
 Owns: UpstreamPool (idle connections per upstream, connecting, expiry; one per worker and listener),
 UpstreamConnection (one connection: sends a request head and its body as it streams, parses the
 response with httptools, then tunnels bytes after a ``101``), upstream_address.
-Must not import: app, server, handlers (the lane drives these; they report back to their owner).
+Must not import: app, gateway.serve, gateway.gate.admission (the lane drives these; they report back to their owner).
 
 An UpstreamConnection serves one owner at a time (the lane's client connection whose request it
 carries). It does no I/O decisions of its own: parser callbacks only record what arrived (the head,

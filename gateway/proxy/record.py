@@ -2,7 +2,7 @@
 
 Owns: RequestRecorder (per app: the metric children by route and status class, whether the line is
 written), RECORD_FIELDS.
-Must not import: app, server, the lane (the proxy and the middleware of Gatehouse's own endpoints
+Must not import: app, gateway.serve, the lane (the proxy and the middleware of Gatehouse's own endpoints
 both call this, so every request is recorded the same way).
 
 For every request, proxied or Gatehouse's own, whatever its outcome: ``started`` when its head has

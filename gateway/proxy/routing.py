@@ -1,7 +1,7 @@
 """Which route a request belongs to, decided on the canonical host and path.
 
 Owns: Route, RouteTable (``match_target``: the one route match of the proxy and "check again").
-Must not import: aiohttp, app, handlers (pure; built once per configuration, read per request).
+Must not import: aiohttp, app, gateway.gate.admission (pure; built once per configuration, read per request).
 
 Matching rules:
 

@@ -4,7 +4,7 @@ Owns: header rules (hop-by-hop, X-Forwarded-*/Forwarded, identity-header strippi
 ``upstream_header_lines``), the request id rule (``choose_request_id``, ``new_request_id``), SERVER_NAME, HOP_BY_HOP (also what the lane drops from responses), upstream_error
 (the one text per upstream failure kind), CLIENT_CLOSED_REQUEST, peer_is_trusted, Exchange (the
 accounting of a request to Gatehouse's own endpoints).
-Must not import: app, handlers, the lane (the lane applies these rules; see ``gateway.proxy.lane``
+Must not import: app, gateway.gate.admission, the lane (the lane applies these rules; see ``gateway.proxy.lane``
 for framing and timeouts, ``gateway.proxy.limits`` for the limits on upstream responses).
 
 Headers sent upstream (every incoming name is compared *folded*: lower-cased, with ``_`` and ``.``

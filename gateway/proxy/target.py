@@ -1,7 +1,7 @@
 """The request target, validated and canonicalised once, from the raw request line.
 
 Owns: Target, canonicalise, canonical_path.
-Must not import: aiohttp, app, handlers (pure functions over strings; raises BadRequestTarget).
+Must not import: aiohttp, app, gateway.gate.admission (pure functions over strings; raises BadRequestTarget).
 
 Routing decides on one canonical path, and anything an upstream could read differently from
 Gatehouse is REFUSED with 400 (never guessed at, never "routed as most sensitive": refusing is the

@@ -2,7 +2,7 @@
 
 Owns: CsrfProtector (sign/check tokens), CsrfRefused, check_form, check_json, check_origin,
 CSRF_HEADER, CLIENT_HEADER, FORM_FIELD.
-Must not import: gateway.app, handlers (plain functions over request headers and form values).
+Must not import: gateway.app, gateway.gate.admission (plain functions over request headers and form values).
 
 The scheme
 ----------

@@ -5,7 +5,7 @@ denial, content-negotiated: a page that teaches for browsers, problem+json for A
 what "check again" answers), enroll_origin (the address the enrollment commands name),
 rendered_response, reserved_identity (the middleware that identifies users on Gatehouse's own
 pages), needs_user, USER_AREAS.
-Must not import: app, server, the proxy (the gate calls GatePages through its ``answers``; the gate
+Must not import: app, gateway.serve, the proxy (the gate calls GatePages through its ``answers``; the gate
 itself never imports pages).
 """
 

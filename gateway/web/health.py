@@ -1,7 +1,7 @@
 """Liveness and readiness: /.gatehouse/healthz and /.gatehouse/readyz, and the checks behind readiness.
 
 Owns: Readiness, Check, healthz, readyz_handler.
-Must not import: gateway.keys, app, server (keys.py names Readiness, so this module stays below it: the
+Must not import: gateway.keys, app, gateway.serve (keys.py names Readiness, so this module stays below it: the
 readiness handler gets its Readiness as a value, never from an app key).
 """
 

@@ -1,7 +1,7 @@
 """The one middleware around every request to Gatehouse's own endpoints: id, target check, log line, metrics, error pages.
 
 Owns: request_context (middleware) and request_context_with (the same, folding in a guard for Gatehouse's pages), add_response_headers (on_response_prepare). The request id rule and SERVER_NAME are the proxy's (``gateway.proxy.rules``).
-Must not import: app, server.
+Must not import: app, gateway.serve.
 
 The proxy (``gateway.proxy``) gives aiohttp one request at a time, on the client's connection;
 every answer here closes that connection afterwards (``force_close``), so the next request on it

@@ -4,7 +4,7 @@ Owns: content negotiation (``wants_html``), and the error page or problem docume
 and code (``error_response``), a GatewayError (``gateway_error_response``) and an HTTP error a
 handler raised (``http_error_response``; its own text is shown, escaped; aiohttp's stock
 ``403: Forbidden`` is replaced by the generic text).
-Must not import: app, handlers, proxy (no decision logic; callers pass what to show).
+Must not import: app, gateway.gate.admission, proxy (no decision logic; callers pass what to show).
 
 The HTML page is the one page shell of ``gateway.web.views.layout`` (its stylesheet, CSP and security
 headers); the JSON is the one problem document of ``gateway.web.problem``. Every value that comes

@@ -3,7 +3,7 @@
 Owns: the handlers of ``/.gatehouse/`` (status), ``/.gatehouse/recheck``, ``/.gatehouse/privacy``,
 ``/.gatehouse/admin/devices`` (and its "Revoke certificate" POST), ``/.gatehouse/admin/compliance`` (the compliance report),
 ``/.gatehouse/enroll/gatehouse_enroll.py`` (the one-file enrollment client), and add_portal_routes.
-Must not import: app, server, cli. Rendering lives in gateway.web.views; decisions in gateway.gate.decide.
+Must not import: app, gateway.serve, cli. Rendering lives in gateway.web.views; decisions in gateway.gate.decide.
 
 ``reserved_identity`` (web/gate_pages.py) has already verified the user on every path here but the
 privacy page and the enrollment client, which are public: the privacy page describes what Gatehouse

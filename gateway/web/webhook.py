@@ -1,7 +1,7 @@
 """Break-glass notifications to a Slack-compatible incoming webhook, sent in the background.
 
 Owns: WebhookNotifier, webhook_ctx, describe (the message text), backoff_delays.
-Must not import: gateway.keys, gateway.app, handlers (keys.py names WebhookNotifier, so this module stays below it).
+Must not import: gateway.keys, gateway.app, gateway.gate.admission (keys.py names WebhookNotifier, so this module stays below it).
 
 ``notify(text)`` only puts the message on a bounded queue and returns at once: a slow, failing or
 unreachable webhook can never block or delay a grant. One worker task sends ``{"text": ...}``

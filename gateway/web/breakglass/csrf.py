@@ -1,7 +1,7 @@
 """The CSRF glue of the break-glass forms and JSON API (``gateway.web.csrf`` does the checking).
 
 Owns: form_csrf_refusal, json_csrf_refusal, log_csrf_refused.
-Must not import: the handlers of this package.
+Must not import: the gateway.gate.admission of this package.
 
 Every POST passes ``gateway.web.csrf``: forms with their ``csrf_token`` field; JSON with a JSON
 content type plus the ``X-Gatehouse-CSRF`` token or an ``X-Gatehouse-Client`` header. A refusal

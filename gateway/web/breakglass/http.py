@@ -2,7 +2,7 @@
 
 Owns: RequestInvalid, read_form, read_json, json_answer, problem_answer, page_answer, identity_of, host_of,
 need_user_json, groups_of, is_staff.
-Must not import: the handlers of this package.
+Must not import: the gateway.gate.admission of this package.
 
 Every JSON error is the one problem document of ``gateway.web.problem``: ``code``, ``detail``,
 ``request_id`` and, when the request had several things wrong, ``errors: [{field, problem, expected}]``.

@@ -1,7 +1,7 @@
 """The background pass of break-glass: other replicas' entries, due expiries, the gauges.
 
 Owns: run_maintenance, breakglass_maintenance_ctx.
-Must not import: the handlers of this package.
+Must not import: the gateway.gate.admission of this package.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What a grant change tells besides the audit log: the metrics, the webhook, a log-safe reason.
 
 Owns: count, notify, short, set_active_gauge, LOG_REASON_CHARS.
-Must not import: the handlers of this package.
+Must not import: the gateway.gate.admission of this package.
 
 Reasons are not secrets but are free text: logs carry the first 80 characters (``short``); the
 audit log keeps them whole.

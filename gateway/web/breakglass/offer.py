@@ -1,7 +1,7 @@
 """What the request path asks of break-glass: the deny page's offer and form token, and noting a grant's use.
 
 Owns: deny_page_offer, csrf_token_for.
-Must not import: the handlers of this package (the gate calls these three before any page exists).
+Must not import: the gateway.gate.admission of this package (the gate calls these three before any page exists).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What a break-glass request is for: its scope (a route's tier, a tier, a route set) and the rule that applies.
 
 Owns: Target, resolve_target, combine_rules, route_tiers, offer_for.
-Must not import: the handlers of this package.
+Must not import: the gateway.gate.admission of this package.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Owns: RequestFormView, render_request_form, GrantPageView, render_grant_page, render_message,
 ReviewQuery, ReviewRow, ReviewListView, render_review_list, ReviewDetailView, render_review_detail,
 the paths of these pages.
-Must not import: aiohttp, the clock, the store or any decision logic; handlers in
+Must not import: aiohttp, the clock, the store or any decision logic; gateway.gate.admission in
 ``gateway/web/breakglass/`` compute each grant's status at ``now`` and pass plain values in.
 
 Every value from a user (reasons, comments, names) goes through ``gateway.web.views.html`` escaping.
