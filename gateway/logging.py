@@ -142,7 +142,7 @@ class EventWriter:
     ``writer(**fields)`` writes what ``structlog.get_logger(logger).<level>(event, **fields)`` would
     have written, without making a logger per call: the configured processor list is kept (the same
     list object, so ``structlog.testing.capture_logs``, which edits it in place, still sees every
-    event) and so is the logger. Make it after logging is configured (as the fast lane reads the log
+    event) and so is the logger. Make it after logging is configured (as the proxy reads the log
     level once, at start); ``enabled`` says whether the configured level writes the event at all
     (when not, a call writes nothing).
     """

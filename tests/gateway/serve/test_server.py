@@ -346,7 +346,7 @@ async def _slow_client(port: int, method: str, ready: asyncio.Event, stopping: a
 
 
 class TestShutdown:
-    @pytest.mark.parametrize("method", ["GET", "POST"], ids=["fast-lane", "full-path"])
+    @pytest.mark.parametrize("method", ["GET", "POST"], ids=["get", "post"])
     async def test_stop_writes_out_every_response_in_flight(self, metrics: Metrics, method: str) -> None:
         """Responses still streaming to slow readers when the gateway stops are written out in full before stop() returns."""
 

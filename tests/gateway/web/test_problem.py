@@ -74,7 +74,7 @@ class Stack:
 
 @pytest.fixture
 async def stack(aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path) -> AsyncIterator[Stack]:
-    """A full Gatehouse (the production listener, fast lane included) in front of a real upstream, with one unencrypted laptop."""
+    """A full Gatehouse (the production listener and its proxy) in front of a real upstream, with one unencrypted laptop."""
     async def answer(request: web.Request) -> web.Response:
         return web.json_response({"upstream": "ok"})
 
