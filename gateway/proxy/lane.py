@@ -971,8 +971,10 @@ class LaneConnection(asyncio.Protocol):
         route = self.route
         admission = self.admission
         bound = self.bound
+        grant_id = None
         if bound:
             decision, user, device, reason = bound.get("decision"), bound.get("user"), bound.get("device"), bound.get("reason")
+            grant_id = bound.get("grant_id")
         elif admission is not None:
             decision, user, device, reason = admission.decision, admission.user, admission.device, admission.reason
         else:
@@ -981,7 +983,7 @@ class LaneConnection(asyncio.Protocol):
             request_id=self.request_id, method=head.method if head is not None else "-", path=self.path,
             route=route.id if route is not None else None, tier=route.tier if route is not None else None,
             decision=decision, user=user, device=device, reason=reason, status=status, upstream_status=self.upstream_status,
-            bytes_in=self.bytes_in, bytes_out=self.bytes_out, duration=timer.stop(),
+            bytes_in=self.bytes_in, bytes_out=self.bytes_out, duration=timer.stop(), grant_id=grant_id,
         )
         parser = self.parser
         message = self.message

@@ -67,10 +67,12 @@ class RequestRecorder:
     def completed(
         self, *, request_id: str, method: str, path: str, route: str | None, tier: str | None, decision: str | None, user: str | None,
         device: str | None, reason: str | None, status: int, upstream_status: int | None, bytes_in: int, bytes_out: int,
-        duration: float, metric_route: str | None = None, flush: bool = False,
+        duration: float, metric_route: str | None = None, flush: bool = False, grant_id: str | None = None,
     ) -> None:
         """The request is over: metrics and the ``request.completed`` line (``metric_route`` labels the metrics when not ``route``).
 
+        ``grant_id``: the break-glass grant that let the request through; the line then also says
+        ``break_glass=true`` and the grant (the only fields beyond RECORD_FIELDS).
         ``flush``: hand the tally to prometheus-client now (Gatehouse's own endpoints, whose requests are few:
         with workers, the supervisor's scrape then sees them at once, not after the proxy's next sweep).
         """
@@ -83,7 +85,7 @@ class RequestRecorder:
             self._write(
                 request_id=request_id, method=method, path=path, route=route, tier=tier, decision=decision, user=user, device=device,
                 reason=reason, status=status, upstream_status=upstream_status, bytes_in=bytes_in, bytes_out=bytes_out,
-                duration_s=round(duration, 6),
+                duration_s=round(duration, 6), **({"break_glass": True, "grant_id": grant_id} if grant_id else {}),
             )
         if flush:
             tally.flush()

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from gateway.app import create_app
 from gateway.metrics import Metrics
 from gateway.config.settings import parse_settings
+from tests.conftest import LogLines
 from tests.gateway.fullstack import Keys, MovableClock, gatehouse_config, gatehouse_settings, ingest_headers, mac_item
 
 ALICE = "alice@example.com"
@@ -233,8 +234,8 @@ class TestCheckAgain:
 
 
 class TestBreakglass:
-    async def test_grant_records_the_devices_failing_checks_and_lets_it_through(self, stack: Any) -> None:
-        """A break-glass grant records what failed at request time, and the denied route then opens."""
+    async def test_grant_records_the_devices_failing_checks_and_lets_it_through(self, log_lines: LogLines, stack: Any) -> None:
+        """A break-glass grant records what failed at request time, and the denied route then opens; its log line names the grant."""
         client, upstream, keys, clock, registry = stack
         await ingest(client, mac_item("C02OLD", at=clock(), os_version="12.6"))
         headers = {**bearer(keys, clock, "C02OLD"), "X-Gatehouse-Client": "test"}
@@ -251,6 +252,8 @@ class TestBreakglass:
         assert ["os_supported"] == [c["name"] for c in grant["failing_checks"]]
         assert 1.0 == registry.get_sample_value("gatehouse_breakglass_requests_total", {"route": "public"})
         assert (True, "break-glass") == (posture["break_glass"], posture["decision"])
+        line = [e for e in log_lines.events("request.completed") if e["path"] == "/public/"][-1]
+        assert ("break-glass", True, grant["id"], 200) == (line["decision"], line["break_glass"], line["grant_id"], line["status"])
 
 
 async def test_forward_credentials_sends_the_token_on(aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path) -> None:
