@@ -1,3 +1,3 @@
-"""The decision per request: the gate seam (Admission, Gate), decide (pure), the policy gate and the access ledger."""
+"""The decision per request: the gate seam (Admission, Gate, GateAnswers), decide (pure), the policy gate and the access ledger; never renders a page."""
 
 from __future__ import annotations
