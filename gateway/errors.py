@@ -51,13 +51,6 @@ class RouteNotFound(GatewayError, LookupError):
     code = "no-route"
 
 
-class BodyTooLarge(GatewayError):
-    """The request body is larger than the route allows."""
-
-    status = 413
-    code = "body-too-large"
-
-
 class UpstreamError(GatewayError):
     """The upstream could not be reached (502) or did not answer in time (504)."""
 

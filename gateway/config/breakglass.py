@@ -23,7 +23,7 @@ Example::
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import timedelta
 
 from pydantic import Field, field_validator, model_validator
@@ -174,8 +174,3 @@ def route_set_problems(settings: BreakglassSettings, route_ids: Iterable[str]) -
         for route in routes
         if route not in known
     ]
-
-
-def route_sets_of(settings: BreakglassSettings) -> Mapping[str, frozenset[str]]:
-    """Every configured route set as frozensets."""
-    return {name: frozenset(routes) for name, routes in settings.route_sets.items()}

@@ -19,7 +19,7 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from urllib.parse import quote, unquote, urlsplit
 
 import jwt
@@ -204,7 +204,3 @@ def cookie_attributes(*, secure: bool, max_age: int | None, path: str = "/") -> 
     if max_age is not None:
         attrs["max_age"] = max_age
     return attrs
-
-
-def utc_from_ts(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, tz=UTC)
