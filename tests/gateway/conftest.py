@@ -155,9 +155,14 @@ Respond = Callable[[bytes, asyncio.StreamWriter], Awaitable[bool]]
 
 
 class RawUpstream:
-    """A tiny HTTP/1.1 server on raw sockets that counts connections and records what arrives."""
+    """A tiny HTTP/1.1 server on raw sockets that counts connections and records what arrives.
 
-    def __init__(self, respond: Respond) -> None:
+    Each request body is read by ``Content-Length`` or de-chunked, piece by piece (``_got`` sees each
+    piece), and kept in ``bodies``; ``respond(head, writer)`` answers. Subclasses answer otherwise by
+    overriding ``_answer``.
+    """
+
+    def __init__(self, respond: Respond | None = None) -> None:
         self.respond = respond
         self.connections = 0
         self.heads: list[bytes] = []
@@ -169,21 +174,44 @@ class RawUpstream:
         port = self.server.sockets[0].getsockname()[1]
         return f"http://127.0.0.1:{port}"
 
+    def _got(self, piece: bytes) -> None:
+        """One piece of the current request's body has arrived."""
+
+    async def _read_body(self, reader: asyncio.StreamReader, head: bytes) -> bytes:
+        lowered = head.lower()
+        body = bytearray()
+        if b"transfer-encoding: chunked" in lowered:
+            while True:
+                size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip(), 16)
+                if size == 0:
+                    await reader.readuntil(b"\r\n")  # no trailers: the empty line
+                    break
+                piece = (await reader.readexactly(size + 2))[:-2]
+                body += piece
+                self._got(piece)
+            return bytes(body)
+        length = next((int(line.split(b":", 1)[1]) for line in lowered.split(b"\r\n") if line.startswith(b"content-length:")), 0)
+        while len(body) < length:
+            piece = await reader.read(min(length - len(body), 64 * 1024))
+            if not piece:
+                raise asyncio.IncompleteReadError(bytes(body), length)
+            body += piece
+            self._got(piece)
+        return bytes(body)
+
+    async def _answer(self, head: bytes, body: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        assert self.respond is not None  # INVARIANT: a RawUpstream built without respond overrides _answer
+        return await self.respond(head, writer)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 self.heads.append(head)
-                body = b""
-                if b"transfer-encoding: chunked" in head.lower():
-                    while True:
-                        size = int((await reader.readuntil(b"\r\n")).strip(), 16)
-                        body += await reader.readexactly(size + 2)
-                        if size == 0:
-                            break
+                body = await self._read_body(reader, head)
                 self.bodies.append(body)
-                if not await self.respond(head, writer):
+                if not await self._answer(head, body, reader, writer):
                     break
         except (asyncio.IncompleteReadError, ConnectionError):
             pass

@@ -29,6 +29,7 @@ from aiohttp.test_utils import TestServer
 from gateway.metrics import Metrics
 from gateway.serve.server import Gateway, start_gateway
 from tests.conftest import LogLines
+from tests.gateway.conftest import RawUpstream
 from tests.gateway.fullstack import Keys, MovableClock, gatehouse_settings, ingest_headers, mac_item
 
 ALICE = "alice@example.com"
@@ -90,31 +91,20 @@ SUMMARY = replying(summary)
 """The default answer: 200 with ``METHOD target body-length``."""
 
 
-class Upstream:
-    """An HTTP/1.1 upstream on raw sockets: reads each request whole, records it, answers it.
+class Upstream(RawUpstream):
+    """The shared raw upstream, answering with an ``Answer`` and showing each request body as it streams.
 
-    Request bodies are read by ``Content-Length`` or de-chunked, piece by piece as they arrive
-    (``body_bytes`` counts every body byte received, ``progress`` is set on each piece), so a test
-    can see a body stream and can see that no more than a limit ever arrived.
+    ``body_bytes`` counts every body byte received, ``progress`` is set on each piece, so a test can
+    see a body stream and can see that no more than a limit ever arrived.
     """
 
     def __init__(self, answer: Answer = SUMMARY) -> None:
+        super().__init__()
         self.answer = answer
-        self.connections = 0
         self.arrivals: list[Arrival] = []
-        self.heads: list[bytes] = []
         self.body_bytes = 0
         self.partial = bytearray()
         self.progress = asyncio.Event()
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> str:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
 
     async def until_received(self, size: int) -> None:
         """Wait until ``size`` bytes of the current request's body have arrived."""
@@ -123,45 +113,19 @@ class Upstream:
                 self.progress.clear()
                 await self.progress.wait()
 
-    def _got(self, data: bytes) -> None:
-        self.partial += data
-        self.body_bytes += len(data)
+    def _got(self, piece: bytes) -> None:
+        self.partial += piece
+        self.body_bytes += len(piece)
         self.progress.set()
 
     async def _read_body(self, reader: asyncio.StreamReader, head: bytes) -> bytes:
         self.partial = bytearray()
-        lines = dict(_header_lines(head))
-        if "chunked" in lines.get("transfer-encoding", "").lower():
-            while True:
-                size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip(), 16)
-                if size == 0:
-                    await reader.readuntil(b"\r\n")  # no trailers: the empty line
-                    break
-                self._got((await reader.readexactly(size + 2))[:-2])
-        else:
-            remaining = int(lines.get("content-length", "0"))
-            while remaining:
-                data = await reader.read(min(remaining, 64 * 1024))
-                if not data:
-                    raise asyncio.IncompleteReadError(bytes(self.partial), remaining)
-                self._got(data)
-                remaining -= len(data)
-        return bytes(self.partial)
+        return await super()._read_body(reader, head)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                self.heads.append(head)
-                arrival = Arrival(head, await self._read_body(reader, head))
-                self.arrivals.append(arrival)
-                if not await self.answer(arrival, reader, writer):
-                    break
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+    async def _answer(self, head: bytes, body: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        arrival = Arrival(head, body)
+        self.arrivals.append(arrival)
+        return await self.answer(arrival, reader, writer)
 
 
 async def echo_tunnel(arrival: Arrival, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
