@@ -7,7 +7,6 @@ gateway writes for a configuration and print what comes back.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import TextIO
 
 from breakglass import AuditIntegrityError, AuditWriteError, BreakglassService
 from gateway.cli.audit_cli import export_audit, list_grants, verify_audit
-from gateway.cli.commands.common import EXIT_OK, Refused, command, load_config, opened_audit_sink, output_to
+from gateway.cli.commands.common import EXIT_OK, Refused, command, load_config, opened_audit_sink, output_to, streams
 
 
 @command
@@ -27,8 +26,7 @@ async def audit_verify(
     err: TextIO | None = None,
 ) -> int:
     """Check the whole hash chain against its stored head; exit 1 listing every modified, deleted, inserted or reordered entry."""
-    out = out or sys.stdout
-    err = err or sys.stderr
+    out, err = streams(out, err)
     settings = load_config(config, environ)
     async with opened_audit_sink(settings, config) as sink:
         code, text = await verify_audit(sink)
@@ -49,8 +47,7 @@ async def audit_export(
     err: TextIO | None = None,
 ) -> int:
     """Write the audit entries at or after ``since`` as JSON lines or CSV, to ``output`` or ``out``."""
-    out = out or sys.stdout
-    err = err or sys.stderr
+    out, err = streams(out, err)
     settings = load_config(config, environ)
     async with opened_audit_sink(settings, config) as sink:
         with output_to(output, out) as handle:
@@ -80,8 +77,7 @@ async def break_glass_list(
     err: TextIO | None = None,
 ) -> int:
     """The break-glass grants matching the filters, newest first, as a table (``text``) or JSON lines."""
-    out = out or sys.stdout
-    err = err or sys.stderr
+    out, err = streams(out, err)
     settings = load_config(config, environ)
     async with opened_audit_sink(settings, config) as sink:
         try:

@@ -1,7 +1,7 @@
 """What every command shares: refusing with a fix, dates, the configuration, the store and the audit log.
 
 Owns: Refused, command (turns Refused into printed text and an exit code), parse_moment,
-load_config, opened_store, opened_audit_sink, output_to, Progress.
+load_config, opened_store, opened_gateway_store, opened_audit_sink, streams, output_to, Progress.
 Must not import: argparse, cli (the command modules and cli.py import this).
 """
 
@@ -12,7 +12,7 @@ import inspect
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, ParamSpec, TextIO, TypeVar, cast
@@ -126,6 +126,17 @@ async def opened_store(settings: Settings, config: Path, *, create: bool = False
         raise Refused(f"the store failed: {exc}\ncheck the store, then run the same command again") from None
     finally:
         await store.close()
+
+
+def opened_gateway_store(settings: Settings, config: Path) -> AbstractAsyncContextManager[Store]:
+    """``opened_store`` for what only a running gateway writes (history, the ledger): a missing store is refused, saying so."""
+    return opened_store(settings, config, fix="the store is created when Gatehouse first runs or imports; "
+                        f"check `store:`, then run `gatehouse check-config {config}`")
+
+
+def streams(out: TextIO | None, err: TextIO | None) -> tuple[TextIO, TextIO]:
+    """A command's output and error streams: the ones given (tests), else the process's."""
+    return out or sys.stdout, err or sys.stderr
 
 
 @asynccontextmanager

@@ -6,14 +6,13 @@ Must not import: argparse, cli. The work is gateway.ingest.importer's and gatewa
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal, TextIO
 
 from gateway.cli.commands.common import (
-    EXIT_OK, EXIT_REFUSED, Progress, Refused, check_period, command, load_config, opened_store, output_to,
+    EXIT_OK, EXIT_REFUSED, Progress, Refused, check_period, command, load_config, opened_gateway_store, opened_store, output_to, streams,
 )
 from gateway.errors import ConfigError
 from gateway.report.evidence import export_evidence
@@ -40,8 +39,7 @@ async def import_snapshots(
     With a policy in the configuration, each stored snapshot's checks also go into the compliance
     history (as on ingest), so evidence exports cover back-filled devices.
     """
-    out = out or sys.stdout
-    err = err or sys.stderr
+    out, err = streams(out, err)
     settings = load_config(config, environ)
     recorder = None
     if settings.policy is not None:
@@ -88,12 +86,10 @@ async def export_evidence_to(
     err: TextIO | None = None,
 ) -> int:
     """Write the compliance history recorded in [since, until) as CSV or JSON lines, to ``output`` or ``out``."""
-    out = out or sys.stdout
-    err = err or sys.stderr
+    out, err = streams(out, err)
     check_period(since, until, f"gatehouse evidence export --config {config} --since {since.date()} --format {fmt}")
     settings = load_config(config, environ)
-    async with opened_store(settings, config, fix="the store is created when Gatehouse first runs or imports; "
-                            f"check `store:`, then run `gatehouse check-config {config}`") as store:
+    async with opened_gateway_store(settings, config) as store:
         with output_to(output, out) as handle:
             written = await export_evidence(store, since, fmt, handle, until=until)
     window = f"from {since.isoformat()}" + (f" to {until.isoformat()}" if until else "")

@@ -6,14 +6,13 @@ Must not import: argparse, cli. The demo itself is gateway.cli.demo's.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Awaitable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from gateway.cli import demo
-from gateway.cli.commands.common import EXIT_OK, EXIT_USAGE, Refused, command
+from gateway.cli.commands.common import EXIT_OK, EXIT_USAGE, Refused, command, streams
 
 if TYPE_CHECKING:
     from gateway.config.settings import Settings
@@ -42,8 +41,7 @@ def demo_token(
     err: TextIO | None = None,
 ) -> int:
     """Print a user token signed by the demo key for ``user`` on ``device``; exit 1 when the demo never ran."""
-    out = out or sys.stdout
-    err = err or sys.stderr
+    out, err = streams(out, err)
     if "@" not in user:
         raise Refused(f"--user: `{user}` is not an email address\n"
                       f"  gatehouse demo token --user alice@example.com --device {device or 'C02DEMOMAC1'}", EXIT_USAGE)

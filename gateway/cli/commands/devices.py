@@ -24,7 +24,7 @@ from typing import Literal, TextIO
 
 import orjson
 
-from gateway.cli.commands.common import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Refused, command, load_config, opened_store
+from gateway.cli.commands.common import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Refused, command, load_config, opened_store, streams
 from gateway.ingest.snapshot_parse import serial_problem
 from gateway.ingest.owners import clean_owner_emails, parse_owner_file
 from gateway.store.base import CertificateRecord, OwnerEdit, OwnerEditMode, OwnerRecord, OwnerSource
@@ -186,8 +186,7 @@ async def import_owners(
     environ: Mapping[str, str] | None = None, out: TextIO | None = None, err: TextIO | None = None,
 ) -> int:
     """Set each listed serial's owners to the file's (CSV or JSON); nothing is written when any row has a problem."""
-    out = out or sys.stdout
-    err = err or sys.stderr
+    out, err = streams(out, err)
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:

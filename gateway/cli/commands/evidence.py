@@ -7,7 +7,6 @@ audit log and the keys a configuration names, and print what comes back.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import TextIO
 
 from gateway import __version__
 from gateway.cli.commands.common import (
-    EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Refused, check_period, command, load_config, opened_audit_sink, opened_store,
+    EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Refused, check_period, command, load_config, opened_audit_sink, opened_gateway_store, streams,
 )
 from gateway.errors import ConfigError
 from gateway.report.bundle import BundleSources, verify_bundle, write_bundle
@@ -65,8 +64,7 @@ async def bundle_evidence(
     err: TextIO | None = None,
 ) -> int:
     """Write the period's evidence files and a signed manifest into ``output`` (absent or empty)."""
-    out = out or sys.stdout
-    err = err or sys.stderr
+    out, err = streams(out, err)
     example = f"gatehouse evidence bundle --config {config} --since {since.date()} --until {now.date()} -o {output}"
     check_period(since, until, example)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
@@ -76,8 +74,7 @@ async def bundle_evidence(
     keys = _signing_keys(settings, config)
     fingerprint = _policy_fingerprint(settings, config)
     report = await configured_report(settings, config, since=since, until=until, now=now)
-    async with opened_store(settings, config, fix="the store is created when Gatehouse first runs or imports; "
-                            f"check `store:`, then run `gatehouse check-config {config}`") as store, \
+    async with opened_gateway_store(settings, config) as store, \
             opened_audit_sink(settings, config) as audit:
         sources = BundleSources(since, until, store, audit, store if isinstance(store, LedgerStore) else None,
                                 report=lambda fmt: render_report(report, fmt))
@@ -118,8 +115,7 @@ def verify_evidence(
     err: TextIO | None = None,
 ) -> int:
     """Check a bundle's signature and files; exit 1 naming every changed, missing or added file."""
-    out = out or sys.stdout
-    err = err or sys.stderr
+    out, err = streams(out, err)
     outcome = verify_bundle(directory, _trusted_keys(config, jwks, environ))
     if not outcome.ok:
         for problem in outcome.problems:

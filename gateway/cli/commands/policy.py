@@ -16,7 +16,7 @@ from typing import TextIO
 import orjson
 import yaml
 
-from gateway.cli.commands.common import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Progress, Refused, command, load_config, opened_store, output_to
+from gateway.cli.commands.common import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Progress, Refused, command, load_config, opened_store, output_to, streams
 from gateway.errors import ConfigError
 from gateway.config.policy_file import load_policy
 from policy_engine import (
@@ -79,8 +79,7 @@ async def simulate_policy(
     err: TextIO | None = None,
 ) -> int:
     """Evaluate a candidate policy over every device in the configuration's store, against the policy in force."""
-    out = out or sys.stdout
-    err = err or sys.stderr
+    out, err = streams(out, err)
     _check_format(fmt, f"gatehouse policy simulate {candidate} --config {config}")
     policies = _policy_or_refuse(candidate, f"fix the problems above, then run `gatehouse policy check {candidate}`")
     settings = load_config(config, environ)
@@ -114,8 +113,7 @@ async def explain_device(
     err: TextIO | None = None,
 ) -> int:
     """One device's full decision at every tier of the policy in force; exit 1 when the store has no snapshot of it."""
-    out = out or sys.stdout
-    err = err or sys.stderr
+    out, err = streams(out, err)
     _check_format(fmt, f"gatehouse policy explain {serial} --config {config}")
     settings = load_config(config, environ)
     if settings.policy is None:
@@ -143,8 +141,7 @@ def import_stethoscope(
     err: TextIO | None = None,
 ) -> int:
     """Convert a Stethoscope policy (YAML or JSON) into a Gatehouse policy file, written as YAML."""
-    out = out or sys.stdout
-    err = err or sys.stderr
+    out, err = streams(out, err)
     retry = f"fix the problems above, then run `gatehouse policy import-stethoscope {path}` again"
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))

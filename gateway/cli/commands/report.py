@@ -7,7 +7,6 @@ configuration and writes the rendered report.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import TextIO
 
 from breakglass import AuditIntegrityError, AuditWriteError, BreakglassService
 from gateway.cli.commands.common import (
-    EXIT_OK, EXIT_USAGE, Refused, check_period, command, load_config, opened_audit_sink, opened_store, output_to,
+    EXIT_OK, EXIT_USAGE, Refused, check_period, command, load_config, opened_audit_sink, opened_gateway_store, output_to, streams,
 )
 from gateway.errors import ConfigError
 from gateway.report import ComplianceReport, DeviceInfo, build_report
@@ -38,8 +37,7 @@ async def compliance_report(
     err: TextIO | None = None,
 ) -> int:
     """Write the compliance report for [since, until) as HTML, JSON or CSV, to ``output`` or ``out``."""
-    out = out or sys.stdout
-    err = err or sys.stderr
+    out, err = streams(out, err)
     example = f"gatehouse report --config {config} --since {since.date()} --until {until.date()} --format html"
     if fmt not in REPORT_FORMATS:
         raise Refused(f"--format `{fmt}` is not supported; use html, json or csv\n  {example}", EXIT_USAGE)
@@ -82,8 +80,7 @@ async def configured_report(settings: Settings, config: Path, *, since: datetime
             raise Refused(f"the audit log could not be read: {exc}\n"
                           f"check `store:` in {config}, then run `gatehouse check-config {config}`") from None
     grants = service.list_grants(now=now)
-    async with opened_store(settings, config, fix="the store is created when Gatehouse first runs or imports; "
-                            f"check `store:`, then run `gatehouse check-config {config}`") as store:
+    async with opened_gateway_store(settings, config) as store:
         latest = await store.load_latest()
         devices = {s.serial: DeviceInfo(s.platform.value, min(s.collected_at, s.received_at))
                    for s in latest.snapshots}
