@@ -1,6 +1,6 @@
 """The CSRF glue of the break-glass forms and JSON API (``gateway.web.csrf`` does the checking).
 
-Owns: form_csrf_refusal, json_csrf_refusal, log_csrf_refused.
+Owns: form_csrf_refusal, json_csrf_refusal, checked_json_call, log_csrf_refused.
 Must not import: the gateway.gate.admission of this package.
 
 Every POST passes ``gateway.web.csrf``: forms with their ``csrf_token`` field; JSON with a JSON
@@ -18,7 +18,7 @@ from aiohttp import web
 
 from gateway.web.csrf import CsrfRefused, check_form, check_json
 from gateway.identity.model import Identity
-from gateway.keys import BREAKGLASS_WEB
+from gateway.keys import BREAKGLASS_WEB, CLOCK
 from gateway.web.breakglass.http import host_of, problem_answer
 
 _log = structlog.get_logger("gateway.breakglass")
@@ -43,6 +43,16 @@ def json_csrf_refusal(request: web.Request, identity: Identity, now: datetime) -
         log_csrf_refused(request, exc, identity)
         return problem_answer(request, 415 if exc.code == "content-type" else 403, exc.code, str(exc))
     return None
+
+
+def checked_json_call(request: web.Request, caller: Identity | web.Response) -> tuple[Identity, datetime] | web.Response:
+    """The caller and the time for a JSON API POST, or the answer that refuses it: ``caller``'s own refusal
+    (no user, not staff), else the CSRF checks' (logged)."""
+    if isinstance(caller, web.Response):
+        return caller
+    now = request.config_dict[CLOCK]()
+    refused = json_csrf_refusal(request, caller, now)
+    return refused if refused is not None else (caller, now)
 
 
 def log_csrf_refused(request: web.Request, exc: CsrfRefused, identity: Identity) -> None:

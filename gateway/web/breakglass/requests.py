@@ -40,7 +40,7 @@ from gateway.config.breakglass import BreakglassSettings
 from gateway.identity.model import Identity
 from gateway.keys import BREAKGLASS, BREAKGLASS_WEB, CLOCK, DEVICE, METRICS, OUTCOME
 from gateway.web.breakglass.context import API_PATH, BreakglassWeb
-from gateway.web.breakglass.csrf import json_csrf_refusal
+from gateway.web.breakglass.csrf import checked_json_call
 from gateway.web.breakglass.documents import failing_checks_of, grant_json, iso
 from gateway.web.breakglass.http import RequestInvalid, is_staff, json_answer, need_user_json, problem_answer, read_json
 from gateway.web.breakglass.notify import count, notify, set_active_gauge, short
@@ -217,13 +217,10 @@ async def api_request(request: web.Request) -> web.Response:
     """POST a JSON break-glass request; 201 with the grant when active, 202 when pending."""
     app = request.config_dict
     context = app[BREAKGLASS_WEB]
-    identity = need_user_json(request)
-    if isinstance(identity, web.Response):
-        return identity
-    now = app[CLOCK]()
-    refused = json_csrf_refusal(request, identity, now)
-    if refused is not None:
-        return refused
+    checked = checked_json_call(request, need_user_json(request))
+    if isinstance(checked, web.Response):
+        return checked
+    identity, now = checked
     device = request.get(DEVICE)
     if device is None:
         return problem_answer(request, 403, "device-unidentified",
@@ -275,14 +272,10 @@ async def api_own_grant(request: web.Request) -> web.Response:
 
 async def api_end(request: web.Request) -> web.Response:
     """POST to end the user's own grant (or withdraw a pending request); returns the grant."""
-    identity = need_user_json(request)
-    if isinstance(identity, web.Response):
-        return identity
-    app = request.config_dict
-    now = app[CLOCK]()
-    refused = json_csrf_refusal(request, identity, now)
-    if refused is not None:
-        return refused
+    checked = checked_json_call(request, need_user_json(request))
+    if isinstance(checked, web.Response):
+        return checked
+    identity, now = checked
     try:
         doc = await read_json(request)
         reason = doc.get("reason", "")
@@ -295,4 +288,4 @@ async def api_end(request: web.Request) -> web.Response:
         return problem_answer(request, 403, exc.code, str(exc))
     except AuditWriteError as exc:
         return problem_answer(request, 503, "audit-unavailable", f"the grant is unchanged: {exc}")
-    return json_answer(200, grant_json(grant, status=app[BREAKGLASS].status_at(grant, now=now), now=now))
+    return json_answer(200, grant_json(grant, status=request.config_dict[BREAKGLASS].status_at(grant, now=now), now=now))

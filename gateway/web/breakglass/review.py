@@ -28,7 +28,7 @@ from gateway.web.views.breakglass_admin import (
     ReviewDetailView, ReviewListView, ReviewQuery, ReviewRow, render_message, render_review_detail, render_review_list,
 )
 from gateway.web.breakglass.context import REVIEW_ACTIONS, REVIEW_PATH
-from gateway.web.breakglass.csrf import form_csrf_refusal, json_csrf_refusal
+from gateway.web.breakglass.csrf import checked_json_call, form_csrf_refusal
 from gateway.web.breakglass.documents import grant_json
 from gateway.web.breakglass.http import (
     RequestInvalid,
@@ -235,14 +235,11 @@ async def review_api_detail(request: web.Request) -> web.Response:
 
 async def review_api_action(request: web.Request) -> web.Response:
     """POST approve/reject/revoke/review as JSON (``{"reason": …}`` or ``{"comment": …}``)."""
-    identity = staff_json(request)
-    if isinstance(identity, web.Response):
-        return identity
+    checked = checked_json_call(request, staff_json(request))
+    if isinstance(checked, web.Response):
+        return checked
+    identity, now = checked
     app = request.config_dict
-    now = app[CLOCK]()
-    refused = json_csrf_refusal(request, identity, now)
-    if refused is not None:
-        return refused
     action = request.match_info["action"]
     try:
         doc = await read_json(request)
