@@ -150,11 +150,7 @@ class TestListeners:
 
     async def test_plain_and_tls_listeners_with_client_certificates(self, tmp_path: Path, metrics: Metrics, upstream_url: str, recorder: Recorder) -> None:
         """One gateway listens on plain HTTP and on TLS requiring a client certificate from the CA."""
-        ca = trustme.CA()
-        server_cert = ca.issue_cert("127.0.0.1")
-        server_cert.private_key_pem.write_to_path(tmp_path / "key.pem")
-        server_cert.cert_chain_pems[0].write_to_path(tmp_path / "cert.pem")
-        ca.cert_pem.write_to_path(tmp_path / "ca.pem")
+        ca = _tls_files(tmp_path)
         device = ca.issue_cert("device-1", common_name="SERIAL123")
         base = make_settings([{"id": "app", "upstream": upstream_url, "tier": "low"}])
         settings = base.model_copy(update={"listeners": (
@@ -188,11 +184,7 @@ class TestTlsHandshake:
     async def test_certificate_expiry_is_exported_per_listener(self, tmp_path: Path, metrics: Metrics) -> None:
         """Each TLS listener's certificate notAfter is a gauge, labelled with the listener's configured address."""
         not_after = datetime(2031, 3, 1, 12, 0, tzinfo=UTC)
-        ca = trustme.CA()
-        cert = ca.issue_cert("127.0.0.1", not_after=not_after)
-        cert.private_key_pem.write_to_path(tmp_path / "key.pem")
-        cert.cert_chain_pems[0].write_to_path(tmp_path / "cert.pem")
-        ca.cert_pem.write_to_path(tmp_path / "ca.pem")
+        _tls_files(tmp_path, not_after=not_after)
         base = make_settings([])
         settings = base.model_copy(update={"listeners": (base.listeners[0].model_copy(update={"tls": _tls(tmp_path)}),)})
 
@@ -202,39 +194,15 @@ class TestTlsHandshake:
         assert not_after.timestamp() == metrics.registry.get_sample_value(
             "gatehouse_tls_certificate_expiry_timestamp_seconds", {"listener": settings.listeners[0].address})
 
-    async def test_silent_tls_client_is_dropped_after_header_timeout(self, tmp_path: Path, metrics: Metrics) -> None:
-        """A TCP client that never starts the TLS handshake is dropped after header_read_timeout_s."""
-        ca = trustme.CA()
-        cert = ca.issue_cert("127.0.0.1")
-        cert.private_key_pem.write_to_path(tmp_path / "key.pem")
-        cert.cert_chain_pems[0].write_to_path(tmp_path / "cert.pem")
-        ca.cert_pem.write_to_path(tmp_path / "ca.pem")
-        base = make_settings([], header_read_timeout_s=0.3, keepalive_timeout_s=30)
-        settings = base.model_copy(update={"listeners": (base.listeners[0].model_copy(update={"tls": _tls(tmp_path)}),)})
-        gw = await start_gateway(settings, metrics=metrics, gate=OpenGate())
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", gw.addresses[0][1])
-            started = time.monotonic()
-            data = await asyncio.wait_for(reader.read(), 10)
-            elapsed = time.monotonic() - started
-            writer.close()
-        finally:
-            await gw.stop()
-
-        assert b"" == data
-        assert elapsed < 5
-
-
-    async def test_silent_client_after_the_handshake_is_dropped_after_header_timeout(self, tmp_path: Path, metrics: Metrics) -> None:
-        """A TLS client that completes the handshake and then sends nothing is dropped after header_read_timeout_s."""
-        ca = trustme.CA()
-        cert = ca.issue_cert("127.0.0.1")
-        cert.private_key_pem.write_to_path(tmp_path / "key.pem")
-        cert.cert_chain_pems[0].write_to_path(tmp_path / "cert.pem")
-        ca.cert_pem.write_to_path(tmp_path / "ca.pem")
-        client = ssl.create_default_context()
-        ca.configure_trust(client)
-        ca.issue_cert("device-1", common_name="SERIAL123").configure_cert(client)
+    @pytest.mark.parametrize("handshake", [False, True], ids=["before-the-handshake", "after-the-handshake"])
+    async def test_a_silent_client_is_dropped_after_header_timeout(self, tmp_path: Path, metrics: Metrics, handshake: bool) -> None:
+        """A client that never starts the TLS handshake, or completes it and then sends nothing, is dropped after header_read_timeout_s."""
+        ca = _tls_files(tmp_path)
+        client = None
+        if handshake:
+            client = ssl.create_default_context()
+            ca.configure_trust(client)
+            ca.issue_cert("device-1", common_name="SERIAL123").configure_cert(client)
         base = make_settings([], header_read_timeout_s=0.3, keepalive_timeout_s=30)
         settings = base.model_copy(update={"listeners": (base.listeners[0].model_copy(update={"tls": _tls(tmp_path)}),)})
         gw = await start_gateway(settings, metrics=metrics, gate=OpenGate())
@@ -249,6 +217,16 @@ class TestTlsHandshake:
 
         assert b"" == data
         assert elapsed < 5
+
+
+def _tls_files(tmp_path: Path, **cert: Any) -> trustme.CA:
+    """A CA, and the listener's certificate (for 127.0.0.1), key and client CA written where ``_tls`` reads them."""
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1", **cert)
+    server.private_key_pem.write_to_path(tmp_path / "key.pem")
+    server.cert_chain_pems[0].write_to_path(tmp_path / "cert.pem")
+    ca.cert_pem.write_to_path(tmp_path / "ca.pem")
+    return ca
 
 
 def _tls(tmp_path: Path) -> Any:
