@@ -9,10 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import jwt
 import orjson
+from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -68,6 +70,14 @@ class Keys:
         if device is not None:
             claims["device_serial"] = device
         return jwt.encode(claims, self.idp, algorithm="ES256", headers={"kid": "idp-1"})
+
+
+async def catch_all_upstream(aiohttp_server: Any, handle: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> str:
+    """A real aiohttp upstream on 127.0.0.1 whose every path is answered by ``handle``; its base URL (no trailing slash)."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    server = await aiohttp_server(app)
+    return str(server.make_url("")).rstrip("/")
 
 
 def gatehouse_settings(keys: Keys, *, store: str, upstream: str, extra_routes: list[dict[str, Any]] | None = None, **sections: Any) -> Settings:

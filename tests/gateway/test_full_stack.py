@@ -18,7 +18,7 @@ from gateway.app import create_app
 from gateway.metrics import Metrics
 from gateway.config.settings import parse_settings
 from tests.conftest import LogLines
-from tests.gateway.fullstack import Keys, MovableClock, gatehouse_config, gatehouse_settings, ingest_headers, mac_item
+from tests.gateway.fullstack import catch_all_upstream, Keys, MovableClock, gatehouse_config, gatehouse_settings, ingest_headers, mac_item
 
 ALICE = "alice@example.com"
 
@@ -36,17 +36,15 @@ class Upstream:
 
 @pytest.fixture(params=["fresh-connections", "kept-connection"])
 async def stack(request: pytest.FixtureRequest, aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path) -> AsyncIterator[tuple[TestClient, Upstream, Keys, MovableClock, CollectorRegistry]]:
-    """A full Gatehouse in front of a recording upstream, twice: a new connection per request (every
-    GET is decided from memory, whose admissions are kept) and one kept connection (after
-    the first ingest POST, aiohttp serves everything on it)."""
+    """A full Gatehouse in front of a recording upstream, twice: a new connection per request, and
+    one kept connection for every request (the proxy serves each; a request to Gatehouse's own
+    endpoints ends its connection, and the client opens the next one)."""
     upstream = Upstream()
-    up_app = web.Application()
-    up_app.router.add_route("*", "/{tail:.*}", upstream.handle)
-    server = await aiohttp_server(up_app)
+    server_url = await catch_all_upstream(aiohttp_server, upstream.handle)
     keys = Keys(tmp_path / "keys")
     clock = MovableClock()
     registry = CollectorRegistry()
-    settings = gatehouse_settings(keys, store=f"sqlite:///{tmp_path}/gatehouse.db", upstream=str(server.make_url("")).rstrip("/"))
+    settings = gatehouse_settings(keys, store=f"sqlite:///{tmp_path}/gatehouse.db", upstream=server_url)
     fresh = request.param == "fresh-connections"
     client = await aiohttp_client(
         create_app(settings, clock=clock, metrics=Metrics(registry)),
@@ -259,12 +257,10 @@ class TestBreakglass:
 async def test_forward_credentials_sends_the_token_on(aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path) -> None:
     """With `identity.forward_credentials: true` the bearer token reaches the upstream as sent."""
     upstream = Upstream()
-    up_app = web.Application()
-    up_app.router.add_route("*", "/{tail:.*}", upstream.handle)
-    server = await aiohttp_server(up_app)
+    server_url = await catch_all_upstream(aiohttp_server, upstream.handle)
     keys = Keys(tmp_path / "keys")
     clock = MovableClock()
-    raw = gatehouse_config(keys, store=f"sqlite:///{tmp_path}/g.db", upstream=str(server.make_url("")).rstrip("/"))
+    raw = gatehouse_config(keys, store=f"sqlite:///{tmp_path}/g.db", upstream=server_url)
     raw["identity"]["forward_credentials"] = True
     client = await aiohttp_client(create_app(parse_settings(raw, source="t.yaml", base_dir=keys.dir, environ={}), clock=clock))
     await ingest(client, mac_item("C02OK", at=clock()))

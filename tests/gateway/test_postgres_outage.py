@@ -22,7 +22,7 @@ from gateway.config.settings import Settings
 from gateway.store.postgres import open_postgres_store
 from tests.breakglass.factories import ALLOWED, make_config, make_request
 from tests.pgcluster import Cluster
-from tests.gateway.fullstack import Keys, MovableClock, gatehouse_settings, ingest_headers, mac_item
+from tests.gateway.fullstack import catch_all_upstream, Keys, MovableClock, gatehouse_settings, ingest_headers, mac_item
 
 pytestmark = pytest.mark.postgres
 
@@ -113,11 +113,9 @@ class Stack:
 
 @pytest.fixture
 async def stack(aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path, cluster: Cluster) -> Stack:
-    up_app = web.Application()
-    up_app.router.add_route("*", "/{tail:.*}", Upstream().handle)
-    upstream = await aiohttp_server(up_app)
+    upstream_url = await catch_all_upstream(aiohttp_server, Upstream().handle)
     keys = Keys(tmp_path / "keys")
-    settings = gatehouse_settings(keys, store=cluster.dsn, upstream=str(upstream.make_url("")).rstrip("/"))
+    settings = gatehouse_settings(keys, store=cluster.dsn, upstream=upstream_url)
     stack = Stack(aiohttp_client, settings, keys, MovableClock())
     await stack.start()
     return stack

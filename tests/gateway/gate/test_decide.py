@@ -31,7 +31,7 @@ from policy_engine.evaluate import CompiledPolicySet
 from policy_engine.memo import DecisionMemo
 from policy_engine.parse import parse_policy_document
 from tests.conftest import LogLines
-from tests.gateway.fullstack import INGEST_TOKEN, Keys, MovableClock, gatehouse_settings, ingest_headers, mac_item
+from tests.gateway.fullstack import catch_all_upstream, INGEST_TOKEN, Keys, MovableClock, gatehouse_settings, ingest_headers, mac_item
 from tests.gateway.ingest.support import ENROLL_SECRET, fixture
 
 NOW = datetime(2026, 11, 22, 15, 0, tzinfo=UTC)
@@ -244,14 +244,12 @@ OwnedStack = tuple[TestClient, Recorded, Keys, MovableClock, CollectorRegistry]
 async def owned_stack(aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path) -> AsyncIterator[OwnedStack]:
     """A full Gatehouse on its own listener, a new connection per request."""
     upstream = Recorded()
-    up_app = web.Application()
-    up_app.router.add_route("*", "/{tail:.*}", upstream.handle)
-    server = await aiohttp_server(up_app)
+    server_url = await catch_all_upstream(aiohttp_server, upstream.handle)
     keys = Keys(tmp_path / "keys")
     clock = MovableClock()
     registry = CollectorRegistry()
     settings = gatehouse_settings(
-        keys, store=f"sqlite:///{tmp_path}/gatehouse.db", upstream=str(server.make_url("")).rstrip("/"),
+        keys, store=f"sqlite:///{tmp_path}/gatehouse.db", upstream=server_url,
         ingest={"api_tokens": [{"value": INGEST_TOKEN}], "osquery_enroll_secrets": [{"value": ENROLL_SECRET}]},
     )
     client = await aiohttp_client(create_app(settings, clock=clock, metrics=Metrics(registry)),
@@ -382,10 +380,8 @@ LobbyStack = tuple[TestClient, Recorded, Keys, MovableClock, CollectorRegistry]
 async def lobby_stack(log_lines: LogLines, aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path) -> AsyncIterator[LobbyStack]:
     """A full Gatehouse on its own listener with route `lobby` on a `device: optional` tier; a new connection per request."""
     upstream = Recorded()
-    up_app = web.Application()
-    up_app.router.add_route("*", "/{tail:.*}", upstream.handle)
-    server = await aiohttp_server(up_app)
-    base = str(server.make_url("")).rstrip("/")
+    server_url = await catch_all_upstream(aiohttp_server, upstream.handle)
+    base = server_url
     keys = Keys(tmp_path / "keys")
     clock = MovableClock()
     registry = CollectorRegistry()

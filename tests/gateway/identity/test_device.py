@@ -26,7 +26,7 @@ from gateway.metrics import Metrics
 from gateway.serve.server import start_gateway
 from gateway.config.settings import parse_settings
 from tests.conftest import NOW
-from tests.gateway.fullstack import Keys, MovableClock, gatehouse_config, ingest_headers, mac_item
+from tests.gateway.fullstack import catch_all_upstream, Keys, MovableClock, gatehouse_config, ingest_headers, mac_item
 from tests.gateway.identity.support import (
     build_app, ec_key, jwt_section, mint, private_pem, public_jwk, public_pem, settings,
 )
@@ -153,16 +153,14 @@ class TestAmbiguousCertificateThroughTheListener:
             return web.json_response({"device": request.headers.get("X-Gatehouse-Device-Serial")})
 
         seen: list[str] = []
-        up_app = web.Application()
-        up_app.router.add_route("*", "/{tail:.*}", echo)
-        upstream = await aiohttp_server(up_app)
+        upstream_url = await catch_all_upstream(aiohttp_server, echo)
         server_ca, device_ca = trustme.CA(), trustme.CA()
         server_cert = server_ca.issue_cert("127.0.0.1")
         server_cert.private_key_pem.write_to_path(tmp_path / "key.pem")
         server_cert.cert_chain_pems[0].write_to_path(tmp_path / "cert.pem")
         device_ca.cert_pem.write_to_path(tmp_path / "device-ca.pem")
         keys, clock, registry = Keys(tmp_path / "keys"), MovableClock(), CollectorRegistry()
-        raw = gatehouse_config(keys, store=f"sqlite:///{tmp_path}/g.db", upstream=str(upstream.make_url("")).rstrip("/"))
+        raw = gatehouse_config(keys, store=f"sqlite:///{tmp_path}/g.db", upstream=upstream_url)
         raw["listeners"] = [{"address": "127.0.0.1:0", "tls": {
             "cert": str(tmp_path / "cert.pem"), "key": str(tmp_path / "key.pem"),
             "client_ca": str(tmp_path / "device-ca.pem"), "client_cert": "optional"}}]
@@ -296,12 +294,10 @@ class TestDeviceAssertionThroughTheListener:
         async def echo(request: web.Request) -> web.Response:
             return web.json_response({"device": request.headers.get("X-Gatehouse-Device-Serial")})
 
-        up_app = web.Application()
-        up_app.router.add_route("*", "/{tail:.*}", echo)
-        upstream = await aiohttp_server(up_app)
+        upstream_url = await catch_all_upstream(aiohttp_server, echo)
         keys, clock = Keys(tmp_path / "keys"), MovableClock()
         (keys.dir / "device.pem").write_bytes(public_pem(ec_key("device")))
-        raw = gatehouse_config(keys, store=f"sqlite:///{tmp_path}/g.db", upstream=str(upstream.make_url("")).rstrip("/"))
+        raw = gatehouse_config(keys, store=f"sqlite:///{tmp_path}/g.db", upstream=upstream_url)
         raw["identity"]["device"] = {"sources": ["assertion"], "assertion": {
             "issuers": [DEVICE_ISSUER], "key_files": [str(keys.dir / "device.pem")], "algorithms": ["ES256"]}}
         client = await aiohttp_client(create_app(parse_settings(raw, source="t.yaml", base_dir=keys.dir, environ={}), clock=clock))

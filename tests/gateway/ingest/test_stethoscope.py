@@ -20,7 +20,7 @@ from policy_engine import CompiledPolicySet, compile_policy_set, convert_stethos
 from policy_engine.model import DeviceSnapshot, OsFamily, Version
 from policy_engine.stethoscope import STETHOSCOPE_FACTS
 from tests.conftest import LogLines
-from tests.gateway.fullstack import Keys, MovableClock, gatehouse_settings, ingest_headers
+from tests.gateway.fullstack import catch_all_upstream, Keys, MovableClock, gatehouse_settings, ingest_headers
 from tests.gateway.ingest.conftest import Ingest
 from tests.gateway.ingest.support import API_TOKEN
 
@@ -230,9 +230,7 @@ def start_gated(aiohttp_client: Callable[..., Awaitable[TestClient]], aiohttp_se
             paths.append(request.path)
             return web.Response(text="upstream")
 
-        up_app = web.Application()
-        up_app.router.add_route("*", "/{tail:.*}", handle)
-        upstream = str((await aiohttp_server(up_app)).make_url("")).rstrip("/")
+        upstream = await catch_all_upstream(aiohttp_server, handle)
         policy_path = DEPLOY / policy
         tier = next(iter(yaml.safe_load(policy_path.read_text())["tiers"]))
         keys, clock = Keys(tmp_path / "keys"), MovableClock()

@@ -25,7 +25,7 @@ from structlog.testing import capture_logs
 from yarl import URL
 
 from gateway.app import create_app
-from tests.gateway.fullstack import INGEST_TOKEN, Keys, MovableClock, gatehouse_settings, ingest_headers, mac_item
+from tests.gateway.fullstack import catch_all_upstream, INGEST_TOKEN, Keys, MovableClock, gatehouse_settings, ingest_headers, mac_item
 from tests.gateway.ingest.support import ENROLL_SECRET, fixture
 
 ALICE = "alice@example.com"
@@ -90,13 +90,11 @@ class Stack:
 @pytest.fixture
 async def stack(aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path) -> AsyncIterator[Stack]:
     upstream = Upstream()
-    up_app = web.Application()
-    up_app.router.add_route("*", "/{tail:.*}", upstream.handle)
-    server = await aiohttp_server(up_app)
+    server_url = await catch_all_upstream(aiohttp_server, upstream.handle)
     keys = Keys(tmp_path / "keys")
     clock = MovableClock()
     settings = gatehouse_settings(
-        keys, store=f"sqlite:///{tmp_path}/gatehouse.db", upstream=str(server.make_url("")).rstrip("/"),
+        keys, store=f"sqlite:///{tmp_path}/gatehouse.db", upstream=server_url,
         # These devices' owners come in their snapshots through the ingest API: trusted here on purpose.
         ingest={"api_tokens": [{"value": INGEST_TOKEN}], "osquery_enroll_secrets": [{"value": ENROLL_SECRET}], "trust_reported_owners": True},
     )
@@ -444,12 +442,10 @@ PORT_HOST = "wiki.corp:8443"
 async def port_stack(aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path) -> AsyncIterator[Stack]:
     """A full Gatehouse whose `wiki.corp:8443` has its own high-tier `/wiki` route, next to the medium one for any host."""
     upstream = Upstream()
-    up_app = web.Application()
-    up_app.router.add_route("*", "/{tail:.*}", upstream.handle)
-    server = await aiohttp_server(up_app)
+    server_url = await catch_all_upstream(aiohttp_server, upstream.handle)
     keys = Keys(tmp_path / "keys")
     clock = MovableClock()
-    url = str(server.make_url("")).rstrip("/")
+    url = server_url
     settings = gatehouse_settings(
         keys, store=f"sqlite:///{tmp_path}/gatehouse.db", upstream=url,
         extra_routes=[{"id": "wiki-8443", "host": PORT_HOST, "path_prefix": "/wiki", "upstream": url, "tier": "high"}],
